@@ -1,0 +1,74 @@
+#pragma once
+// The classification engine the plugin drives: topic -> schema -> filtered payload, plus the
+// decision for wills. Owns the loaded schemas and the pseudonymisation key. Broker thread only.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gdpr/log.hpp"
+#include "gdpr/payload_filter.hpp"
+#include "gdpr/plugin_options.hpp"
+#include "gdpr/pseudonymiser.hpp"
+#include "gdpr/schema_loader.hpp"
+
+namespace gdpr {
+
+enum class publish_action {
+    pass,      // forward the original payload untouched
+    replace,   // forward the filtered payload (classifier's output buffer)
+    deny,      // refuse the publish (MQTT v5 reason code 135 for QoS > 0)
+};
+
+struct publish_verdict {
+    publish_action action = publish_action::pass;
+    const schema* matched = nullptr;  // null when no schema covers the topic
+    filter_result filter;             // meaningful when matched
+    std::string_view reason;          // for deny: why, without payload content
+};
+
+struct classifier_stats {
+    std::uint64_t messages = 0;
+    std::uint64_t classified = 0;
+    std::uint64_t unmatched = 0;
+    std::uint64_t refused_invalid = 0;
+    std::uint64_t refused_unmatched = 0;
+    std::uint64_t fields_dropped = 0;
+    std::uint64_t fields_transformed = 0;
+    std::uint64_t fields_unsupported = 0;
+    std::uint64_t fields_unclassified_dropped = 0;
+    std::uint64_t wills_refused = 0;
+};
+
+class classifier {
+public:
+    // Loads purposes, schemas and (when needed) the pseudonymisation key named by `options`, and
+    // logs a summary. Throws config_error / schema_error naming the option or file at fault.
+    static std::unique_ptr<classifier> load(const plugin_options& options, logger& log);
+
+    classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms);
+
+    // Classifies one publish. On `replace`, filtered() holds the payload to forward until the next
+    // call. An empty payload is passed untouched (it carries no data and clears retained messages).
+    publish_verdict classify(std::string_view topic, std::string_view payload);
+    const std::string& filtered() const { return out_; }
+
+    // A will message cannot be rewritten at the only point the broker shows it (the ACL WRITE
+    // check), so a will that classification would change or refuse is refused whole.
+    bool will_allowed(std::string_view topic, std::string_view payload);
+
+    const schema_set& schemas() const { return schemas_; }
+    const classifier_stats& stats() const { return stats_; }
+
+private:
+    schema_set schemas_;
+    unmatched_policy unmatched_;
+    std::unique_ptr<pseudonymiser> pseudonyms_;
+    payload_filter filter_;
+    std::string out_;
+    classifier_stats stats_;
+};
+
+} // namespace gdpr

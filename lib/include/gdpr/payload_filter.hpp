@@ -1,0 +1,65 @@
+#pragma once
+// The per-message hot path: one pass over a JSON payload that validates it (RFC 8259, UTF-8) and
+// writes the filtered copy. Kept values are copied byte for byte (same member order, same number
+// text); classified fields are dropped, masked, pseudonymised or generalised by their rule; fields
+// no rule covers follow the schema's unclassified policy. No exceptions, no allocation beyond the
+// caller's output buffer once it has grown.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gdpr/schema.hpp"
+
+namespace gdpr {
+
+class pseudonymiser;
+
+enum class filter_status : std::uint8_t {
+    ok,             // `out` holds the filtered payload
+    invalid_json,   // not RFC 8259 JSON, or a string is not valid UTF-8
+    too_deep,       // nesting deeper than payload_filter::MAX_DEPTH
+    not_container,  // valid JSON whose top level is not an object or array
+};
+
+std::string_view to_string(filter_status s);
+
+// What happened to one classified or unclassified member.
+struct field_outcome {
+    enum class kind : std::uint8_t { dropped, masked, pseudonymised, generalised, unsupported, unclassified_dropped };
+    std::int32_t rule;  // index into schema::fields; -1 for unclassified members
+    kind what;
+};
+
+struct filter_result {
+    filter_status status = filter_status::ok;
+    std::size_t error_offset = 0;             // byte offset of the problem when status != ok
+    std::uint32_t dropped = 0;                // classified members removed by a drop rule
+    std::uint32_t transformed = 0;            // masked, pseudonymised or generalised
+    std::uint32_t unsupported = 0;            // removed because the rule's action cannot handle the value
+    std::uint32_t unclassified_dropped = 0;   // removed by the schema's "unclassified": "drop"
+
+    // True when the filtered payload differs from the original in content.
+    bool changed() const { return dropped + transformed + unsupported + unclassified_dropped > 0; }
+};
+
+class payload_filter {
+public:
+    static constexpr int MAX_DEPTH = 128;
+
+    // `pseudonyms` may be null when no schema uses "pseudonymise"; a pseudonymise rule then drops
+    // the field (fail closed) and counts it as unsupported.
+    explicit payload_filter(const pseudonymiser* pseudonyms) : pseudonyms_(pseudonyms) {}
+
+    // Filters `payload` by `rules`. `out` is cleared first. When `outcomes` is given, one entry per
+    // member that was not kept unchanged is appended. Contract: never throws (allocation failure
+    // aside); on a status other than ok, `out` is unspecified.
+    filter_result run(const schema& rules, std::string_view payload, std::string& out,
+                      std::vector<field_outcome>* outcomes = nullptr) const;
+
+private:
+    const pseudonymiser* pseudonyms_;
+};
+
+} // namespace gdpr

@@ -1,0 +1,33 @@
+#pragma once
+// The plugin's configuration, parsed from mosquitto.conf `plugin_opt_<key> <value>` lines.
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace gdpr {
+
+// What happens to a publish on a topic that no schema covers.
+enum class unmatched_policy { pass, deny };
+
+// How the plugin answers an ACL check it has no objection to (SPEC 8). `defer` lets the broker's
+// other ACL sources (acl_file, other plugins) decide — with no other source the broker then
+// denies everything. `allow` grants it, overriding acl_file.
+enum class acl_fallback { defer, allow };
+
+struct plugin_options {
+    std::string schemas_dir;
+    std::string purposes_file;        // default: <schemas_dir>/purposes.json
+    unmatched_policy unmatched = unmatched_policy::pass;
+    std::string pseudonym_key_file;   // required when a schema pseudonymises
+    acl_fallback acl = acl_fallback::defer;
+};
+
+// The option keys this plugin understands, for documentation and error messages.
+const std::vector<std::string>& known_option_keys();
+
+// Parses options as the broker passes them (key without the "plugin_opt_" prefix, value).
+// Throws config_error naming the option for an unknown key, a key given twice, an empty or bad
+// value, or a missing required option ("schemas").
+plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std::string>>& options);
+
+} // namespace gdpr

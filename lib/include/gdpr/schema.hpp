@@ -1,0 +1,76 @@
+#pragma once
+// The in-memory model of one classification schema (schemas/*.json; format in
+// schemas/gdpr-schema.schema.json and schemas/README.md).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gdpr {
+
+enum class field_action { keep, drop, mask, pseudonymise, generalise };
+enum class time_unit { second, minute, hour, day, month, year };
+enum class unclassified_policy { drop, keep };
+enum class subject_kind { none, field, topic_level, binding };
+
+std::string_view to_string(field_action a);
+std::string_view to_string(time_unit u);
+
+struct subject_source {
+    subject_kind kind = subject_kind::none;
+    std::string pointer;      // kind == field
+    int topic_level = -1;     // kind == topic_level, 0-based
+};
+
+struct field_rule {
+    std::string pointer;             // as written in the schema
+    std::string category;
+    bool personal = false;
+    std::string purpose;             // empty when not given (allowed only for non-personal fields)
+    field_action action = field_action::keep;
+    std::string mask_json = "\"***\"";  // action == mask: the replacement, serialised JSON
+    int decimals = -1;               // action == generalise: round numbers to this many decimals
+    std::optional<time_unit> truncate;  // action == generalise: truncate timestamps
+    bool epoch_millis = false;       // numeric timestamps are milliseconds (else seconds)
+};
+
+// Rules arranged as a tree over pointer tokens so the payload filter walks payload and rules
+// together in one pass. Node 0 is the document root.
+struct field_tree {
+    static constexpr std::int32_t NONE = -1;
+    struct node {
+        std::vector<std::pair<std::string, std::int32_t>> members;  // token -> child node
+        std::int32_t wildcard = NONE;  // child for "*"
+        std::int32_t rule = NONE;      // index into schema::fields when a rule ends here
+    };
+    std::vector<node> nodes{node{}};
+
+    // Child of `parent` for an object member / array index token; exact tokens beat "*".
+    std::int32_t child(std::int32_t parent, std::string_view token) const {
+        const node& n = nodes[static_cast<std::size_t>(parent)];
+        for (const auto& m : n.members) {
+            if (m.first == token) return m.second;
+        }
+        return n.wildcard;
+    }
+};
+
+struct schema {
+    std::string id;
+    std::int64_t version = 0;
+    std::string description;
+    std::vector<std::string> topics;
+    subject_source subject;
+    std::string residency;          // empty: none declared
+    std::int64_t retention_days = 0;  // 0: not declared
+    unclassified_policy unclassified = unclassified_policy::drop;
+    std::vector<field_rule> fields;
+    field_tree tree;
+    std::string source_file;
+
+    // "id@version", the value of the gdpr-schema user property.
+    std::string tag() const { return id + "@" + std::to_string(version); }
+};
+
+} // namespace gdpr

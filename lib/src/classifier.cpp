@@ -1,0 +1,79 @@
+#include "gdpr/classifier.hpp"
+
+#include "gdpr/errors.hpp"
+#include "gdpr/secret_file.hpp"
+
+namespace gdpr {
+
+std::unique_ptr<classifier> classifier::load(const plugin_options& options, logger& log) {
+    purpose_registry purposes = load_purposes(options.purposes_file);
+    schema_set schemas = load_schema_directory(options.schemas_dir, purposes);
+    std::unique_ptr<pseudonymiser> pseudonyms;
+    if (!options.pseudonym_key_file.empty()) {
+        const std::string key =
+            read_secret_file("pseudonym_key_file", options.pseudonym_key_file, pseudonymiser::MIN_KEY_BYTES);
+        pseudonyms = std::make_unique<pseudonymiser>(key);
+    } else if (schemas.needs_pseudonym_key()) {
+        throw config_error("pseudonym_key_file", "required because a schema uses action \"pseudonymise\", but it is not set");
+    }
+    std::size_t filters = 0;
+    for (const auto& s : schemas.schemas) filters += s.topics.size();
+    log.notice("loaded " + std::to_string(schemas.schemas.size()) + " schemas (" + std::to_string(filters) +
+               " topic filters) and " + std::to_string(purposes.size()) + " purposes from " + options.schemas_dir);
+    if (schemas.schemas.empty()) log.warning("no schema files in " + options.schemas_dir + ": nothing will be classified");
+    for (const auto& w : schemas.warnings) log.warning(w);
+    return std::make_unique<classifier>(std::move(schemas), options.unmatched, std::move(pseudonyms));
+}
+
+classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms)
+    : schemas_(std::move(schemas)), unmatched_(unmatched), pseudonyms_(std::move(pseudonyms)),
+      filter_(pseudonyms_.get()) {
+    out_.reserve(4096);
+}
+
+publish_verdict classifier::classify(std::string_view topic, std::string_view payload) {
+    ++stats_.messages;
+    publish_verdict v;
+    v.matched = schemas_.route(topic);
+    if (!v.matched) {
+        ++stats_.unmatched;
+        if (unmatched_ == unmatched_policy::deny) {
+            ++stats_.refused_unmatched;
+            v.action = publish_action::deny;
+            v.reason = "no schema covers the topic (unmatched_topics deny)";
+        }
+        return v;
+    }
+    ++stats_.classified;
+    if (payload.empty()) return v;
+    v.filter = filter_.run(*v.matched, payload, out_);
+    if (v.filter.status != filter_status::ok) {
+        ++stats_.refused_invalid;
+        v.action = publish_action::deny;
+        v.reason = to_string(v.filter.status);
+        return v;
+    }
+    stats_.fields_dropped += v.filter.dropped;
+    stats_.fields_transformed += v.filter.transformed;
+    stats_.fields_unsupported += v.filter.unsupported;
+    stats_.fields_unclassified_dropped += v.filter.unclassified_dropped;
+    v.action = v.filter.changed() ? publish_action::replace : publish_action::pass;
+    return v;
+}
+
+bool classifier::will_allowed(std::string_view topic, std::string_view payload) {
+    const schema* s = schemas_.route(topic);
+    bool allowed;
+    if (!s) {
+        allowed = unmatched_ == unmatched_policy::pass;
+    } else if (payload.empty()) {
+        allowed = true;
+    } else {
+        const auto r = filter_.run(*s, payload, out_);
+        allowed = r.status == filter_status::ok && !r.changed();
+    }
+    if (!allowed) ++stats_.wills_refused;
+    return allowed;
+}
+
+} // namespace gdpr

@@ -1,0 +1,64 @@
+// MOSQ_EVT_MESSAGE: every publish from a client, before it is stored or delivered.
+#include <cstring>
+#include <string>
+
+#include "context.hpp"
+
+namespace gdpr_plugin {
+
+namespace {
+
+decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
+    const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
+    const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
+    const gdpr::publish_verdict v = ctx.engine->classify(topic, payload);
+    if (v.action == gdpr::publish_action::deny) {
+        std::string line = "refused publish on '" + std::string(topic) + "'";
+        if (v.matched) line += " (schema " + v.matched->tag() + ")";
+        line += ": " + std::string(v.reason);
+        if (v.matched && v.filter.status != gdpr::filter_status::ok)
+            line += " at byte " + std::to_string(v.filter.error_offset) + " of " + std::to_string(payload.size());
+        ctx.log.warning(line);
+        return decision::deny;
+    }
+    if (!v.matched) return decision::allow;
+
+    if (v.action == gdpr::publish_action::replace) {
+        const std::string& filtered = ctx.engine->filtered();
+        // The broker frees the old payload itself; the new one must come from its allocator.
+        broker_ptr<void> copy(mosquitto_malloc(filtered.size() + 1));
+        if (!copy) return decision::failure;
+        std::memcpy(copy.get(), filtered.data(), filtered.size());
+        static_cast<char*>(copy.get())[filtered.size()] = '\0';
+        msg.payload = copy.release();
+        msg.payloadlen = static_cast<std::uint32_t>(filtered.size());
+    }
+    const std::string tag = v.matched->tag();
+    if (mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema", tag.c_str()) !=
+        MOSQ_ERR_SUCCESS)
+        return decision::failure;
+    if (!v.matched->residency.empty() &&
+        mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-residency",
+                                           v.matched->residency.c_str()) != MOSQ_ERR_SUCCESS)
+        return decision::failure;
+    return decision::allow;
+}
+
+} // namespace
+
+int on_message(int, void* event_data, void* userdata) {
+    auto& ctx = *static_cast<plugin_context*>(userdata);
+    try {
+        auto& msg = *static_cast<mosquitto_evt_message*>(event_data);
+        const decision d = classify_message(ctx, msg);
+        if (d == decision::failure) ctx.log.error("could not rewrite a classified publish (out of memory); refused it");
+        return to_mosq_err(d, gdpr::acl_fallback::allow);
+    } catch (const std::exception& e) {
+        ctx.log.error(std::string("internal error while classifying a publish, refused it: ") + e.what());
+    } catch (...) {
+        ctx.log.error("internal error while classifying a publish, refused it");
+    }
+    return to_mosq_err(decision::failure, gdpr::acl_fallback::allow);
+}
+
+} // namespace gdpr_plugin

@@ -1,0 +1,108 @@
+// Entry points: version negotiation, init (options, schemas, callback registration), cleanup.
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "context.hpp"
+#include "gdpr/errors.hpp"
+
+#define GDPR_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace gdpr_plugin {
+namespace {
+
+int broker_level(gdpr::log_level level) {
+    switch (level) {
+    case gdpr::log_level::debug: return MOSQ_LOG_DEBUG;
+    case gdpr::log_level::info: return MOSQ_LOG_INFO;
+    case gdpr::log_level::notice: return MOSQ_LOG_NOTICE;
+    case gdpr::log_level::warning: return MOSQ_LOG_WARNING;
+    case gdpr::log_level::error: return MOSQ_LOG_ERR;
+    }
+    return MOSQ_LOG_ERR;
+}
+
+struct registration {
+    int event;
+    MOSQ_FUNC_generic_callback callback;
+};
+constexpr registration CALLBACKS[] = {
+    {MOSQ_EVT_MESSAGE, on_message},
+    {MOSQ_EVT_ACL_CHECK, on_acl_check},
+    {MOSQ_EVT_BASIC_AUTH, on_basic_auth},
+    {MOSQ_EVT_DISCONNECT, on_disconnect},
+};
+
+// Safe to call more than once and on a partly initialised context.
+void unregister_all(plugin_context& ctx) {
+    if (!ctx.id) return;
+    for (const auto& r : CALLBACKS) mosquitto_callback_unregister(ctx.id, r.event, r.callback, nullptr);
+}
+
+} // namespace
+} // namespace gdpr_plugin
+
+using namespace gdpr_plugin;
+
+GDPR_EXPORT int mosquitto_plugin_version(int supported_version_count, const int* supported_versions) {
+    for (int i = 0; i < supported_version_count; ++i) {
+        if (supported_versions[i] == 5) return 5;
+    }
+    return -1;
+}
+
+GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
+                                      struct mosquitto_opt* options, int option_count) {
+    std::unique_ptr<plugin_context> ctx;
+    try {
+        ctx = std::make_unique<plugin_context>();
+        ctx->log = gdpr::logger([](gdpr::log_level level, std::string_view line) {
+            mosquitto_log_printf(broker_level(level), "%.*s", static_cast<int>(line.size()), line.data());
+        });
+        std::vector<std::pair<std::string, std::string>> opts;
+        for (int i = 0; i < option_count; ++i) {
+            opts.emplace_back(options[i].key ? options[i].key : "", options[i].value ? options[i].value : "");
+        }
+        ctx->options = gdpr::parse_plugin_options(opts);
+        ctx->engine = gdpr::classifier::load(ctx->options, ctx->log);
+        if (ctx->options.acl == gdpr::acl_fallback::defer) {
+            ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
+                            "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");
+        } else {
+            ctx->log.notice("acl_default allow: ACL checks the plugin has no objection to are granted, overriding acl_file");
+        }
+        ctx->id = identifier;
+        for (const auto& r : CALLBACKS) {
+            if (mosquitto_callback_register(identifier, r.event, r.callback, nullptr, ctx.get()) != MOSQ_ERR_SUCCESS)
+                throw std::runtime_error("the broker refused a callback registration");
+        }
+        *userdata = ctx.release();
+        return MOSQ_ERR_SUCCESS;
+    } catch (const gdpr::config_error& e) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "gdpr: Error: %s", e.what());
+    } catch (const gdpr::schema_error& e) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "gdpr: Error: schema %s", e.what());
+    } catch (const std::exception& e) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "gdpr: Error: cannot start: %s", e.what());
+    } catch (...) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "gdpr: Error: cannot start: unknown error");
+    }
+    // The broker does not call cleanup after a failed init.
+    if (ctx) unregister_all(*ctx);
+    return MOSQ_ERR_INVAL;
+}
+
+GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, int) {
+    auto* ctx = static_cast<plugin_context*>(userdata);
+    if (!ctx) return MOSQ_ERR_SUCCESS;
+    try {
+        const auto& s = ctx->engine->stats();
+        ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
+                        " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
+        unregister_all(*ctx);
+    } catch (...) {
+    }
+    delete ctx;
+    return MOSQ_ERR_SUCCESS;
+}

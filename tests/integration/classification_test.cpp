@@ -1,0 +1,237 @@
+// Classification through a real broker: exact payloads subscribers receive, v5 and v3.1.1,
+// QoS 0/1/2, retained messages, refusals and wills.
+#include <catch2/catch.hpp>
+
+#include "broker_fixture.hpp"
+#include "gdpr/pseudonymiser.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string KEY = "0123456789abcdef0123456789abcdef-integration";
+const std::string TOPIC = "fleet/acme/vehicle/v42/telemetry";
+const std::string RAW =
+    R"({"driver_id":"D-1234","driver_name":"Ann Example","phone":"+49 170 1234567",)"
+    R"("gps":{"lat":48.137154,"lon":11.576124},"speed":52.5,"fuel":0.61,"ts":"2026-11-23T16:41:55.250Z","vin":"WVW-123"})";
+
+std::string expected_filtered() {
+    gdpr::pseudonymiser p(KEY);
+    return R"({"driver_id":")" + p.pseudonym("D-1234") +
+           R"(","phone":"***","gps":{"lat":48.14,"lon":11.58},"speed":52.5,"fuel":0.61,"ts":"2026-11-23T16:41:00Z"})";
+}
+
+struct plugin_broker {
+    itest::scratch_dir keys;
+    itest::broker b;
+    explicit plugin_broker(std::vector<std::pair<std::string, std::string>> extra = {})
+        : b(make_options(keys, std::move(extra))) {}
+    static itest::broker_options make_options(const itest::scratch_dir& keys,
+                                              std::vector<std::pair<std::string, std::string>> extra) {
+        itest::broker_options o;
+        o.plugin_opts = std::move(extra);
+        o.plugin_opts.emplace_back("pseudonym_key_file", keys.write("p.key", KEY, 0600));
+        return o;
+    }
+};
+
+} // namespace
+
+TEST_CASE("v5 subscribers receive the filtered payload with gdpr user properties at every QoS",
+          "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "sub-v5", 5);
+    sub.connect();
+    sub.subscribe("fleet/#", 2);
+    itest::client pub(pb.b, "vehicle-v42", 5);
+    pub.connect();
+    for (int qos = 0; qos <= 2; ++qos) {
+        INFO("QoS " << qos);
+        CHECK(pub.publish(TOPIC, RAW, qos) == 0);
+        auto msg = sub.next();
+        REQUIRE(msg);
+        CHECK(msg->get_topic() == TOPIC);
+        CHECK(msg->to_string() == expected_filtered());
+        CHECK(itest::user_property(msg, "gdpr-schema") == std::optional<std::string>("vehicle-telemetry@3"));
+        CHECK(itest::user_property(msg, "gdpr-residency") == std::optional<std::string>("eu"));
+    }
+    const auto log = pb.b.log();
+    CHECK(log.find("D-1234") == std::string::npos);
+    CHECK(log.find("Ann Example") == std::string::npos);
+}
+
+TEST_CASE("v3.1.1 subscribers receive the same filtered payload", "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "sub-v311", 4);
+    sub.connect();
+    sub.subscribe(TOPIC, 1);
+    itest::client pub(pb.b, "pub-v311", 4);
+    pub.connect();
+    CHECK(pub.publish(TOPIC, RAW, 1) == 0);
+    auto msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == expected_filtered());
+    CHECK_FALSE(itest::user_property(msg, "gdpr-schema"));
+}
+
+TEST_CASE("retained messages are stored filtered", "[integration][classification]") {
+    plugin_broker pb;
+    {
+        itest::client pub(pb.b, "retainer", 5);
+        pub.connect();
+        CHECK(pub.publish(TOPIC, RAW, 1, true) == 0);
+        pub.disconnect();
+    }
+    itest::client late(pb.b, "late-subscriber", 4);
+    late.connect();
+    late.subscribe(TOPIC, 1);
+    auto msg = late.next();
+    REQUIRE(msg);
+    CHECK(msg->is_retained());
+    CHECK(msg->to_string() == expected_filtered());
+
+    // An empty retained publish still clears the retained message.
+    itest::client clearer(pb.b, "clearer", 5);
+    clearer.connect();
+    CHECK(clearer.publish(TOPIC, "", 1, true) == 0);
+    itest::client later(pb.b, "later-subscriber", 5);
+    later.connect();
+    later.subscribe(TOPIC, 1);
+    CHECK_FALSE(later.next(500ms));
+}
+
+TEST_CASE("a payload that needs no change is forwarded byte for byte", "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "sub", 5);
+    sub.connect();
+    sub.subscribe(TOPIC, 1);
+    itest::client pub(pb.b, "pub", 5);
+    pub.connect();
+    const std::string clean = "{ \"speed\" : 52.50,\n  \"fuel\": 6.1e-1 }";
+    CHECK(pub.publish(TOPIC, clean, 1) == 0);
+    auto msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == clean);
+    CHECK(itest::user_property(msg, "gdpr-schema") == std::optional<std::string>("vehicle-telemetry@3"));
+}
+
+TEST_CASE("a classified topic with invalid JSON is refused with reason 135 and logged without content",
+          "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "sub", 5);
+    sub.connect();
+    sub.subscribe("fleet/#", 1);
+    itest::client pub(pb.b, "pub", 5);
+    pub.connect();
+    const std::string secret = "driver D-9876 secret-marker";
+    CHECK(pub.publish(TOPIC, secret, 1) == 135);
+    CHECK(pub.publish(TOPIC, "{\"driver_id\":\"D-9876\",", 1) == 135);
+    CHECK(pub.publish(TOPIC, "[1,2,3]", 1) == 0);  // a valid array root: unclassified elements dropped
+    auto msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == "[]");
+    CHECK_FALSE(sub.next(300ms));
+    const auto log = pb.b.log();
+    CHECK(log.find("gdpr: refused publish on '" + TOPIC + "' (schema vehicle-telemetry@3): not valid JSON at byte 0") !=
+          std::string::npos);
+    CHECK(log.find("secret-marker") == std::string::npos);
+    CHECK(log.find("D-9876") == std::string::npos);
+    // The publisher is not disconnected and the broker keeps serving.
+    CHECK(pub.publish(TOPIC, R"({"speed":1})", 1) == 0);
+    REQUIRE(sub.next());
+}
+
+TEST_CASE("a v3.1.1 publisher's invalid payload is dropped silently for subscribers", "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "sub", 4);
+    sub.connect();
+    sub.subscribe("fleet/#", 1);
+    itest::client pub(pb.b, "pub", 4);
+    pub.connect();
+    CHECK(pub.publish(TOPIC, "nope", 1) == 0);  // v3.1.1 has no reason codes: a normal PUBACK
+    CHECK_FALSE(sub.next(500ms));
+}
+
+TEST_CASE("unmatched topics pass by default and are refused with unmatched_topics deny",
+          "[integration][classification]") {
+    {
+        plugin_broker pb;
+        itest::client sub(pb.b, "sub", 5);
+        sub.connect();
+        sub.subscribe("misc/#", 1);
+        itest::client pub(pb.b, "pub", 5);
+        pub.connect();
+        CHECK(pub.publish("misc/status", "plain text, no schema", 1) == 0);
+        auto msg = sub.next();
+        REQUIRE(msg);
+        CHECK(msg->to_string() == "plain text, no schema");
+        CHECK_FALSE(itest::user_property(msg, "gdpr-schema"));
+    }
+    {
+        plugin_broker pb(std::vector<std::pair<std::string, std::string>>{{"unmatched_topics", "deny"}});
+        itest::client sub(pb.b, "sub", 5);
+        sub.connect();
+        sub.subscribe("#", 1);
+        itest::client pub(pb.b, "pub", 5);
+        pub.connect();
+        CHECK(pub.publish("misc/status", "plain text, no schema", 1) == 135);
+        CHECK(pub.publish(TOPIC, R"({"speed":1})", 1) == 0);
+        auto msg = sub.next();
+        REQUIRE(msg);
+        CHECK(msg->get_topic() == TOPIC);
+        CHECK_FALSE(sub.next(300ms));
+        CHECK(pb.b.log().find("refused publish on 'misc/status': no schema covers the topic") != std::string::npos);
+    }
+}
+
+TEST_CASE("a will on a classified topic that would need filtering is refused", "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "watcher", 5);
+    sub.connect();
+    sub.subscribe("fleet/#", 1);
+    itest::connect_and_vanish(pb.b, "vehicle-dirty-will", TOPIC, R"({"driver_id":"D-1234","speed":0})");
+    itest::connect_and_vanish(pb.b, "vehicle-clean-will", TOPIC, R"({"speed":0})");
+    auto msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == R"({"speed":0})");
+    CHECK_FALSE(sub.next(500ms));
+    const auto log = pb.b.log();
+    CHECK(log.find("gdpr: refused will message on '" + TOPIC + "'") != std::string::npos);
+    CHECK(log.find("D-1234") == std::string::npos);
+
+    // A later ordinary publish from a reconnected client of the same id is filtered, not refused.
+    itest::client again(pb.b, "vehicle-dirty-will", 5);
+    again.connect();
+    CHECK(again.publish(TOPIC, R"({"driver_name":"Ann","speed":3})", 1) == 0);
+    msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == R"({"speed":3})");
+}
+
+TEST_CASE("the other example schemas classify through the broker", "[integration][classification]") {
+    plugin_broker pb;
+    itest::client sub(pb.b, "sub", 5);
+    sub.connect();
+    sub.subscribe("health/#", 1);
+    sub.subscribe("home/#", 1);
+    itest::client pub(pb.b, "wearable-1", 5);
+    pub.connect();
+    gdpr::pseudonymiser p(KEY);
+    CHECK(pub.publish("health/wearable/u-77/vitals",
+                      R"({"user_email":"ann@example.org","hr":71,"spo2":98,"ts":1795452459123,"battery":80,)"
+                      R"("readings":[{"hr":70,"ts":1795452458999,"raw":[1,2]}],"device_serial":"SN-1"})",
+                      1) == 0);
+    auto msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == R"({"hr":71,"spo2":98,"ts":1795452459000,"battery":80,"readings":[{"hr":70,"ts":1795452458000}],"device_serial":")" +
+                                  p.pseudonym("SN-1") + R"("})");
+    CHECK(itest::user_property(msg, "gdpr-schema") == std::optional<std::string>("wearable-health@1"));
+
+    CHECK(pub.publish("home/h1/presence/kitchen",
+                      R"({"occupant":"Ann","occupied":true,"room":"kitchen","ts":1795452459,"camera_snapshot":"base64...","lux":300})",
+                      1) == 0);
+    msg = sub.next();
+    REQUIRE(msg);
+    CHECK(msg->to_string() == R"({"occupant":")" + p.pseudonym("Ann") +
+                                  R"(","occupied":true,"room":"kitchen","ts":1795449600,"lux":300})");
+}

@@ -1,0 +1,79 @@
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include "gdpr/classifier.hpp"
+#include "gdpr/errors.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+gdpr::schema_set one_schema(const std::string& json) {
+    gdpr::schema_set set;
+    set.schemas.push_back(test_support::make_schema(json));
+    for (const auto& t : set.schemas[0].topics) set.router.add(t, 0);
+    return set;
+}
+
+const char* SCHEMA = R"({"id":"s","version":4,"topics":["dev/+/data"],"residency":"eu",
+  "fields":{"/name":{"category":"c","personal":true,"purpose":"ops","action":"drop"},"/v":{"category":"m","personal":false}}})";
+
+} // namespace
+
+TEST_CASE("classify passes, rewrites or refuses", "[classifier]") {
+    gdpr::classifier c(one_schema(SCHEMA), gdpr::unmatched_policy::pass, nullptr);
+    auto v = c.classify("dev/1/data", R"({"v":1})");
+    CHECK(v.action == gdpr::publish_action::pass);
+    REQUIRE(v.matched != nullptr);
+    CHECK(v.matched->tag() == "s@4");
+    v = c.classify("dev/1/data", R"({"v":1,"name":"Ann"})");
+    CHECK(v.action == gdpr::publish_action::replace);
+    CHECK(c.filtered() == R"({"v":1})");
+    v = c.classify("dev/1/data", "{oops");
+    CHECK(v.action == gdpr::publish_action::deny);
+    CHECK(v.reason == "not valid JSON");
+    v = c.classify("dev/1/data", "");
+    CHECK(v.action == gdpr::publish_action::pass);
+    v = c.classify("other", "anything");
+    CHECK(v.action == gdpr::publish_action::pass);
+    CHECK(v.matched == nullptr);
+    const auto& st = c.stats();
+    CHECK(st.messages == 5);
+    CHECK(st.classified == 4);
+    CHECK(st.unmatched == 1);
+    CHECK(st.refused_invalid == 1);
+    CHECK(st.fields_dropped == 1);
+}
+
+TEST_CASE("unmatched topics can be refused", "[classifier]") {
+    gdpr::classifier c(one_schema(SCHEMA), gdpr::unmatched_policy::deny, nullptr);
+    CHECK(c.classify("other", "x").action == gdpr::publish_action::deny);
+    CHECK(c.stats().refused_unmatched == 1);
+    CHECK_FALSE(c.will_allowed("other", "x"));
+}
+
+TEST_CASE("wills that would need filtering are refused", "[classifier]") {
+    gdpr::classifier c(one_schema(SCHEMA), gdpr::unmatched_policy::pass, nullptr);
+    CHECK(c.will_allowed("dev/1/data", R"({"v":"offline"})"));
+    CHECK_FALSE(c.will_allowed("dev/1/data", R"({"v":"offline","name":"Ann"})"));
+    CHECK_FALSE(c.will_allowed("dev/1/data", "offline"));
+    CHECK(c.will_allowed("dev/1/data", ""));
+    CHECK(c.will_allowed("elsewhere", "offline"));
+    CHECK(c.stats().wills_refused == 2);
+}
+
+TEST_CASE("loading requires the key when a schema pseudonymises", "[classifier][config]") {
+    std::vector<std::string> lines;
+    gdpr::logger log([&](gdpr::log_level, std::string_view l) { lines.emplace_back(l); });
+    gdpr::plugin_options o;
+    o.schemas_dir = std::string(GDPR_SOURCE_DIR) + "/schemas";
+    o.purposes_file = o.schemas_dir + "/purposes.json";
+    CHECK_THROWS_WITH(gdpr::classifier::load(o, log), Catch::Contains("pseudonym_key_file"));
+    test_support::temp_dir dir;
+    o.pseudonym_key_file = dir.write("k", std::string(32, 'z'));
+    ::chmod(o.pseudonym_key_file.c_str(), 0600);
+    auto c = gdpr::classifier::load(o, log);
+    REQUIRE(c);
+    REQUIRE_FALSE(lines.empty());
+    CHECK_THAT(lines[0], Catch::StartsWith("gdpr: loaded "));
+}

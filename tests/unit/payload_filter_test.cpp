@@ -1,0 +1,215 @@
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "gdpr/payload_filter.hpp"
+#include "gdpr/pseudonymiser.hpp"
+#include "test_support.hpp"
+
+using gdpr::filter_status;
+using test_support::make_schema;
+
+namespace {
+
+const std::string KEY(32, 'k');
+
+const char* VEHICLE = R"({
+  "id": "veh", "version": 2, "topics": ["fleet/+/vehicle/+/telemetry"],
+  "unclassified": "drop",
+  "fields": {
+    "/driver_id": {"category": "identifier", "personal": true, "purpose": "ops", "action": "pseudonymise"},
+    "/driver_name": {"category": "identifier", "personal": true, "purpose": "ops", "action": "drop"},
+    "/phone": {"category": "contact", "personal": true, "purpose": "ops", "action": "mask", "mask": "***"},
+    "/gps/lat": {"category": "location", "personal": true, "purpose": "analytics", "action": "generalise", "decimals": 2},
+    "/gps/lon": {"category": "location", "personal": true, "purpose": "analytics", "action": "generalise", "decimals": 2},
+    "/ts": {"category": "time", "personal": true, "purpose": "ops", "action": "generalise", "truncate": "minute"},
+    "/speed": {"category": "telemetry", "personal": false},
+    "/readings/*/hr": {"category": "health", "personal": true, "purpose": "analytics"},
+    "/readings/*/at": {"category": "time", "personal": true, "purpose": "ops", "action": "generalise", "truncate": "hour", "epoch": "ms"},
+    "/tags/0": {"category": "label", "personal": false}
+  }
+})";
+
+struct fixture {
+    gdpr::pseudonymiser ps{KEY};
+    gdpr::payload_filter filter{&ps};
+    gdpr::schema schema = make_schema(VEHICLE);
+    std::string out;
+
+    gdpr::filter_result run(const std::string& in) { return filter.run(schema, in, out); }
+    std::string pseudonym(const std::string& s) const { return ps.pseudonym(s); }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(fixture, "every action applied to a telemetry message", "[filter]") {
+    const auto r = run(R"({"driver_id":"D-1234","driver_name":"Ann Example","phone":"+49 170 1234567",)"
+                       R"("gps":{"lat":48.137154,"lon":-11.576124,"alt":519},"speed":52.50,"ts":"2026-11-23T16:41:55.123+01:00","vin":"X"})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"driver_id":")" + pseudonym("D-1234") +
+                     R"(","phone":"***","gps":{"lat":48.14,"lon":-11.58},"speed":52.50,"ts":"2026-11-23T16:41:00+01:00"})");
+    CHECK(r.dropped == 1);
+    CHECK(r.transformed == 5);
+    CHECK(r.unclassified_dropped == 2);  // gps.alt, vin
+    CHECK(r.changed());
+}
+
+TEST_CASE_METHOD(fixture, "kept members keep order, number text and escapes; whitespace is tolerated", "[filter]") {
+    const auto r = run("  {\n \"speed\" : 1.50e+2 ,\"tags\":[\"a\\u00e9\", \"b\"], \"readings\" : [ ] } \n");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"speed":1.50e+2,"tags":["a\u00e9"],"readings":[]})");
+    CHECK(r.unclassified_dropped == 1);  // tags[1]
+}
+
+TEST_CASE_METHOD(fixture, "a payload that needs nothing removed is reported unchanged", "[filter]") {
+    const auto r = run(R"({"speed": 3})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK_FALSE(r.changed());
+}
+
+TEST_CASE_METHOD(fixture, "array wildcards reach every element", "[filter]") {
+    const auto r = run(R"({"readings":[{"hr":71,"at":1795452459123,"raw":"x"},{"at":1795449600000,"hr":72}]})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"readings":[{"hr":71,"at":1795449600000},{"at":1795449600000,"hr":72}]})");
+}
+
+TEST_CASE_METHOD(fixture, "escaped keys are matched by their decoded name", "[filter]") {
+    const auto r = run(R"({"\u0064river_id":"D-1234","driver\u005fname":"Ann"})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"\u0064river_id":")" + pseudonym("D-1234") + R"("})");
+    CHECK(r.dropped == 1);
+}
+
+TEST_CASE_METHOD(fixture, "duplicate keys are each filtered", "[filter]") {
+    const auto r = run(R"({"driver_name":"A","driver_name":"B","speed":1})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"speed":1})");
+    CHECK(r.dropped == 2);
+}
+
+TEST_CASE_METHOD(fixture, "pseudonyms are stable, keyed and decode escapes first", "[filter][pseudonymise]") {
+    run(R"({"driver_id":"D-1234"})");
+    const std::string first = out;
+    run(R"({"driver_id":"D\u002d1234"})");
+    CHECK(out == first);
+    gdpr::pseudonymiser other(std::string(32, 'x'));
+    CHECK(other.pseudonym("D-1234") != pseudonym("D-1234"));
+    run(R"({"driver_id":1234})");
+    CHECK(out == R"({"driver_id":")" + pseudonym("1234") + R"("})");
+    run(R"({"driver_id":null})");
+    CHECK(out == R"({"driver_id":null})");
+}
+
+TEST_CASE_METHOD(fixture, "values an action cannot handle are dropped, failing closed", "[filter]") {
+    const auto r = run(R"({"driver_id":{"nested":"D-1"},"gps":{"lat":"north","lon":1e999},"ts":"yesterday"})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"gps":{}})");
+    CHECK(r.unsupported == 4);
+}
+
+TEST_CASE_METHOD(fixture, "a path member that is not a container is unclassified", "[filter]") {
+    const auto r = run(R"({"gps":"48.1,11.5","speed":2})");
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"speed":2})");
+    CHECK(r.unclassified_dropped == 1);
+}
+
+TEST_CASE("unclassified keep passes unknown members through verbatim", "[filter]") {
+    auto s = make_schema(R"({"id":"k","version":1,"topics":["t"],"unclassified":"keep",
+        "fields":{"/secret":{"category":"c","personal":true,"purpose":"ops","action":"drop"}}})");
+    gdpr::payload_filter f(nullptr);
+    std::string out;
+    const auto r = f.run(s, R"({"a":[1, {"b" : true}],"secret":"x","c":null})", out);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"a":[1, {"b" : true}],"c":null})");
+}
+
+TEST_CASE("pseudonymise without a key drops the field", "[filter][pseudonymise]") {
+    auto s = make_schema(R"({"id":"k","version":1,"topics":["t"],"unclassified":"keep",
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"pseudonymise"}}})");
+    gdpr::payload_filter f(nullptr);
+    std::string out;
+    const auto r = f.run(s, R"({"id":"x","n":1})", out);
+    CHECK(out == R"({"n":1})");
+    CHECK(r.unsupported == 1);
+}
+
+TEST_CASE("an array root is filtered element by element", "[filter]") {
+    auto s = make_schema(R"({"id":"k","version":1,"topics":["t"],
+        "fields":{"/*/v":{"category":"c","personal":false}}})");
+    gdpr::payload_filter f(nullptr);
+    std::string out;
+    REQUIRE(f.run(s, R"([{"v":1,"w":2},{"v":3}])", out).status == filter_status::ok);
+    CHECK(out == R"([{"v":1},{"v":3}])");
+}
+
+TEST_CASE_METHOD(fixture, "invalid JSON is refused with the offset of the problem", "[filter][hostile]") {
+    struct c { const char* in; filter_status st; };
+    const c cases[] = {
+        {"", filter_status::invalid_json},
+        {"   ", filter_status::invalid_json},
+        {"not json", filter_status::invalid_json},
+        {"{\"speed\":1", filter_status::invalid_json},
+        {"{\"speed\":1,}", filter_status::invalid_json},
+        {"{\"speed\":01}", filter_status::invalid_json},
+        {"{\"speed\":1.}", filter_status::invalid_json},
+        {"{\"speed\":-}", filter_status::invalid_json},
+        {"{\"speed\":NaN}", filter_status::invalid_json},
+        {"{\"speed\":Infinity}", filter_status::invalid_json},
+        {"{\"speed\":1}x", filter_status::invalid_json},
+        {"{\"speed\":1}{}", filter_status::invalid_json},
+        {"\xEF\xBB\xBF{\"speed\":1}", filter_status::invalid_json},
+        {"{'speed':1}", filter_status::invalid_json},
+        {"{\"a\":\"\\x\"}", filter_status::invalid_json},
+        {"{\"a\":\"\\ud800\"}", filter_status::invalid_json},
+        {"{\"a\":\"\\udc00\"}", filter_status::invalid_json},
+        {"{\"a\":\"tab\there\"}", filter_status::invalid_json},
+        {"{\"a\":\"\xC3\x28\"}", filter_status::invalid_json},
+        {"{\"a\":\"\xED\xA0\x80\"}", filter_status::invalid_json},
+        {"{\"a\":\"\xC0\xAF\"}", filter_status::invalid_json},
+        {"{\"\xFF\":1}", filter_status::invalid_json},
+        {"{\"a\":tru}", filter_status::invalid_json},
+        {"[1,2", filter_status::invalid_json},
+        {"{\"a\" 1}", filter_status::invalid_json},
+        {"42", filter_status::not_container},
+        {"\"text\"", filter_status::not_container},
+        {"null", filter_status::not_container},
+    };
+    for (const auto& t : cases) {
+        INFO("input: " << t.in);
+        CHECK(run(t.in).status == t.st);
+    }
+    const auto r = run("{\"speed\":1,\"x\":?}");
+    CHECK(r.error_offset == 15);
+}
+
+TEST_CASE_METHOD(fixture, "valid unusual JSON is accepted", "[filter][hostile]") {
+    CHECK(run("{\"speed\":-0.0e-0}").status == filter_status::ok);
+    CHECK(run("{\"speed\":1e400}").status == filter_status::ok);
+    CHECK(out == "{\"speed\":1e400}");
+    CHECK(run("{\"x\":\"\\ud83d\\ude00 \xF0\x9F\x98\x80 \xE2\x82\xAC\"}").status == filter_status::ok);
+    CHECK(run("{}").status == filter_status::ok);
+    CHECK(out == "{}");
+    CHECK(run("[]").status == filter_status::ok);
+}
+
+TEST_CASE_METHOD(fixture, "hostile nesting is refused without exhausting the stack", "[filter][hostile]") {
+    const std::string deep = "{\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    CHECK(run(deep).status == filter_status::too_deep);
+    std::string ok = "{\"x\":" + std::string(100, '[') + std::string(100, ']') + "}";
+    CHECK(run(ok).status == filter_status::ok);
+    const std::string deep_path = std::string(200, '[') + std::string(200, ']');
+    CHECK(run(deep_path).status == filter_status::too_deep);
+}
+
+TEST_CASE_METHOD(fixture, "outcomes name the rule behind each change", "[filter]") {
+    std::vector<gdpr::field_outcome> outcomes;
+    filter.run(schema, R"({"driver_name":"A","phone":"1","zzz":1})", out, &outcomes);
+    REQUIRE(outcomes.size() == 3);
+    CHECK(schema.fields[static_cast<std::size_t>(outcomes[0].rule)].pointer == "/driver_name");
+    CHECK(outcomes[0].what == gdpr::field_outcome::kind::dropped);
+    CHECK(schema.fields[static_cast<std::size_t>(outcomes[1].rule)].pointer == "/phone");
+    CHECK(outcomes[1].what == gdpr::field_outcome::kind::masked);
+    CHECK(outcomes[2].rule == -1);
+    CHECK(outcomes[2].what == gdpr::field_outcome::kind::unclassified_dropped);
+}
