@@ -33,7 +33,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         msg.payload = copy.release();
         msg.payloadlen = static_cast<std::uint32_t>(filtered.size());
     }
-    const std::string tag = v.matched->tag();
+    const std::string& tag = v.matched->tag();
     if (mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema", tag.c_str()) !=
         MOSQ_ERR_SUCCESS)
         return decision::failure;

@@ -353,6 +353,7 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
     if (!fields.is_object()) throw schema_error(file, "fields: must be an object mapping JSON pointers to rules");
     for (auto it = fields.begin(); it != fields.end(); ++it) s.fields.push_back(parse_field(it.key(), *it, file, purposes));
     build_tree(s, file);
+    s.tag_text = s.id + "@" + std::to_string(s.version);
     return s;
 }
 

@@ -21,7 +21,7 @@ public:
     pseudonymiser& operator=(const pseudonymiser&) = delete;
 
     // Appends the pseudonym of `input` (PSEUDONYM_HEX_CHARS lowercase hex digits) to `out`.
-    // Returns false only if OpenSSL fails. Not thread-safe (reuses one digest context).
+    // Returns false only if OpenSSL fails. Safe to call from several threads at once.
     bool append_pseudonym(std::string_view input, std::string& out) const;
     std::string pseudonym(std::string_view input) const;
 

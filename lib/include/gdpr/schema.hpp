@@ -50,7 +50,10 @@ struct field_tree {
     std::int32_t child(std::int32_t parent, std::string_view token) const {
         const node& n = nodes[static_cast<std::size_t>(parent)];
         for (const auto& m : n.members) {
-            if (m.first == token) return m.second;
+            // Length and first byte reject almost every non-match without a memcmp call.
+            if (m.first.size() == token.size() && (token.empty() || m.first[0] == token[0]) &&
+                std::string_view(m.first) == token)
+                return m.second;
         }
         return n.wildcard;
     }
@@ -68,9 +71,11 @@ struct schema {
     std::vector<field_rule> fields;
     field_tree tree;
     std::string source_file;
+    std::string tag_text;  // "id@version", set by the loader
 
-    // "id@version", the value of the gdpr-schema user property.
-    std::string tag() const { return id + "@" + std::to_string(version); }
+    // "id@version", the value of the gdpr-schema user property. Built once at load: it is read
+    // for every classified publish.
+    const std::string& tag() const { return tag_text; }
 };
 
 } // namespace gdpr
