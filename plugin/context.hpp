@@ -1,6 +1,8 @@
 #pragma once
 #include <memory>
-#include <unordered_set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 
 #include "broker_api.hpp"
 #include "gdpr/classifier.hpp"
@@ -9,25 +11,41 @@
 
 namespace gdpr_plugin {
 
+// Wills never reach MOSQ_EVT_MESSAGE: the broker shows them to plugins only as an ACL WRITE check
+// once their connection is over. A WRITE check for a connection marked here is therefore its will.
+struct ending_connection {
+    std::string client_id;  // guards against the broker reusing the connection's memory
+    bool provisional;       // marked because a newer connection took its client id; may be undone
+};
+
 // Everything the plugin owns, passed to every callback as userdata. No other globals.
 struct plugin_context {
     mosquitto_plugin_id_t* id = nullptr;
     gdpr::logger log;
     gdpr::plugin_options options;
     std::unique_ptr<gdpr::classifier> engine;
-    // Clients whose connection has ended: a WRITE check for them is their will (wills never
-    // reach MOSQ_EVT_MESSAGE). Cleared when the same client object authenticates again.
-    std::unordered_set<const mosquitto*> ended_sessions;
+
+    std::unordered_map<const mosquitto*, ending_connection> ending;
+    std::unordered_map<std::string, const mosquitto*> live_by_client_id;
+    std::size_t provisional_marks = 0;
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).
 enum class decision { allow, deny, no_objection, failure };
 int to_mosq_err(decision d, gdpr::acl_fallback fallback);
 
+// Logs an internal error from a catch block; never throws (a callback must not let anything
+// escape into the broker).
+void log_internal_error(plugin_context& ctx, const char* what_failed, const char* detail) noexcept;
+
+// The client id of a connection, or "" when the broker has none yet.
+std::string_view client_id_of(const mosquitto* client);
+
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);
 int on_acl_check(int event, void* event_data, void* userdata);
 int on_basic_auth(int event, void* event_data, void* userdata);
 int on_disconnect(int event, void* event_data, void* userdata);
+int on_tick(int event, void* event_data, void* userdata);
 
 } // namespace gdpr_plugin

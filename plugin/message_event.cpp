@@ -3,6 +3,7 @@
 #include <string>
 
 #include "context.hpp"
+#include "properties.hpp"
 
 namespace gdpr_plugin {
 
@@ -13,14 +14,16 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload);
     if (v.action == gdpr::publish_action::deny) {
-        std::string line = "refused publish on '" + std::string(topic) + "'";
+        std::string line = "refused publish on '" + ctx.engine->loggable_topic(topic) + "'";
         if (v.matched) line += " (schema " + v.matched->tag() + ")";
         line += ": " + std::string(v.reason);
-        if (v.matched && v.filter.status != gdpr::filter_status::ok)
+        if (v.matched && v.filter.status == gdpr::filter_status::invalid_json)
             line += " at byte " + std::to_string(v.filter.error_offset) + " of " + std::to_string(payload.size());
         ctx.log.warning(line);
         return decision::deny;
     }
+    // Subscribers must be able to trust the gdpr-* properties: a publisher may not set them.
+    if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
     if (!v.matched) return decision::allow;
 
     if (v.action == gdpr::publish_action::replace) {
@@ -33,9 +36,8 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         msg.payload = copy.release();
         msg.payloadlen = static_cast<std::uint32_t>(filtered.size());
     }
-    const std::string& tag = v.matched->tag();
-    if (mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema", tag.c_str()) !=
-        MOSQ_ERR_SUCCESS)
+    if (mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema",
+                                           v.matched->tag().c_str()) != MOSQ_ERR_SUCCESS)
         return decision::failure;
     if (!v.matched->residency.empty() &&
         mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-residency",
@@ -54,9 +56,9 @@ int on_message(int, void* event_data, void* userdata) {
         if (d == decision::failure) ctx.log.error("could not rewrite a classified publish (out of memory); refused it");
         return to_mosq_err(d, gdpr::acl_fallback::allow);
     } catch (const std::exception& e) {
-        ctx.log.error(std::string("internal error while classifying a publish, refused it: ") + e.what());
+        log_internal_error(ctx, "while classifying a publish, refused it", e.what());
     } catch (...) {
-        ctx.log.error("internal error while classifying a publish, refused it");
+        log_internal_error(ctx, "while classifying a publish, refused it", nullptr);
     }
     return to_mosq_err(decision::failure, gdpr::acl_fallback::allow);
 }

@@ -32,6 +32,7 @@ constexpr registration CALLBACKS[] = {
     {MOSQ_EVT_ACL_CHECK, on_acl_check},
     {MOSQ_EVT_BASIC_AUTH, on_basic_auth},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
+    {MOSQ_EVT_TICK, on_tick},
 };
 
 // Safe to call more than once and on a partly initialised context.

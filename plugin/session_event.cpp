@@ -1,15 +1,50 @@
-// MOSQ_EVT_BASIC_AUTH and MOSQ_EVT_DISCONNECT: session boundaries. The plugin never grants or
-// refuses a login (that is the broker's authentication), it only observes.
+// MOSQ_EVT_BASIC_AUTH, MOSQ_EVT_DISCONNECT and MOSQ_EVT_TICK: connection boundaries, tracked so
+// that a will can be told from an ordinary publish. The plugin never grants or refuses a login
+// (that is the broker's authentication): BASIC_AUTH always defers.
 #include "context.hpp"
 
 namespace gdpr_plugin {
+
+namespace {
+
+void mark_ending(plugin_context& ctx, const mosquitto* client, std::string_view client_id, bool provisional) {
+    auto [it, inserted] = ctx.ending.try_emplace(client, ending_connection{std::string(client_id), provisional});
+    if (!inserted) {
+        if (it->second.provisional && !provisional) --ctx.provisional_marks;
+        it->second = ending_connection{std::string(client_id), provisional && it->second.provisional};
+    } else if (provisional) {
+        ++ctx.provisional_marks;
+    }
+}
+
+void unmark(plugin_context& ctx, const mosquitto* client) {
+    auto it = ctx.ending.find(client);
+    if (it == ctx.ending.end()) return;
+    if (it->second.provisional) --ctx.provisional_marks;
+    ctx.ending.erase(it);
+}
+
+} // namespace
 
 int on_basic_auth(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& auth = *static_cast<mosquitto_evt_basic_auth*>(event_data);
-        ctx.ended_sessions.erase(auth.client);
+        unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
+        const std::string_view id = client_id_of(auth.client);
+        if (!id.empty()) {
+            auto [it, inserted] = ctx.live_by_client_id.try_emplace(std::string(id), auth.client);
+            if (!inserted && it->second != auth.client) {
+                // Session takeover: the broker sends the older connection's will right after this
+                // authentication, before that connection's DISCONNECT event.
+                mark_ending(ctx, it->second, id, true);
+                it->second = auth.client;
+            }
+        }
+    } catch (const std::exception& e) {
+        log_internal_error(ctx, "while tracking a connection", e.what());
     } catch (...) {
+        log_internal_error(ctx, "while tracking a connection", nullptr);
     }
     return MOSQ_ERR_PLUGIN_DEFER;
 }
@@ -18,10 +53,29 @@ int on_disconnect(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& ev = *static_cast<mosquitto_evt_disconnect*>(event_data);
-        if (ev.client) ctx.ended_sessions.insert(ev.client);
+        if (ev.client) {
+            const std::string_view id = client_id_of(ev.client);
+            mark_ending(ctx, ev.client, id, false);
+            auto live = ctx.live_by_client_id.find(std::string(id));
+            if (live != ctx.live_by_client_id.end() && live->second == ev.client) ctx.live_by_client_id.erase(live);
+        }
+    } catch (const std::exception& e) {
+        log_internal_error(ctx, "while recording a disconnect", e.what());
     } catch (...) {
-        ctx.log.error("internal error while recording a disconnect");
+        log_internal_error(ctx, "while recording a disconnect", nullptr);
     }
+    return MOSQ_ERR_SUCCESS;
+}
+
+// A takeover mark that no will check consumed before the broker went back to its event loop
+// belonged to a takeover that did not happen (the newer connection failed to authenticate).
+int on_tick(int, void*, void* userdata) {
+    auto& ctx = *static_cast<plugin_context*>(userdata);
+    if (ctx.provisional_marks == 0) return MOSQ_ERR_SUCCESS;
+    for (auto it = ctx.ending.begin(); it != ctx.ending.end();) {
+        it = it->second.provisional ? ctx.ending.erase(it) : std::next(it);
+    }
+    ctx.provisional_marks = 0;
     return MOSQ_ERR_SUCCESS;
 }
 

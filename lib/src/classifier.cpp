@@ -2,10 +2,12 @@
 
 #include "gdpr/errors.hpp"
 #include "gdpr/secret_file.hpp"
+#include "gdpr/topic_filter.hpp"
 
 namespace gdpr {
 
 std::unique_ptr<classifier> classifier::load(const plugin_options& options, logger& log) {
+    check_schema_directory(options.schemas_dir);
     purpose_registry purposes = load_purposes(options.purposes_file);
     schema_set schemas = load_schema_directory(options.schemas_dir, purposes);
     std::unique_ptr<pseudonymiser> pseudonyms;
@@ -59,6 +61,18 @@ publish_verdict classifier::classify(std::string_view topic, std::string_view pa
     stats_.fields_unclassified_dropped += v.filter.unclassified_dropped;
     v.action = v.filter.changed() ? publish_action::replace : publish_action::pass;
     return v;
+}
+
+std::string classifier::loggable_topic(std::string_view topic) const {
+    const schema* s = schemas_.route(topic);
+    if (!s || s->subject.kind != subject_kind::topic_level) return std::string(topic);
+    const auto levels = split_topic_levels(topic);
+    std::string out;
+    for (std::size_t i = 0; i < levels.size(); ++i) {
+        if (i) out.push_back('/');
+        out.append(static_cast<int>(i) == s->subject.topic_level ? std::string_view("<subject>") : levels[i]);
+    }
+    return out;
 }
 
 bool classifier::will_allowed(std::string_view topic, std::string_view payload) {

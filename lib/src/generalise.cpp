@@ -1,11 +1,7 @@
 #include "gdpr/generalise.hpp"
 
-#include <cerrno>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <limits>
+#include <string>
 
 namespace gdpr {
 
@@ -13,18 +9,50 @@ namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-bool round_via_double(std::string_view text, int decimals, std::string& out) {
-    const std::string copy(text);
-    errno = 0;
-    const double v = std::strtod(copy.c_str(), nullptr);
-    if (!std::isfinite(v) || std::fabs(v) > 1e15) return false;
-    const double scale = std::pow(10.0, decimals);
-    double r = std::round(v * scale) / scale;
-    if (r == 0.0) r = 0.0;  // no negative zero
-    char buf[64];
-    const int n = std::snprintf(buf, sizeof buf, "%.*f", decimals, r);
-    if (n <= 0 || n >= static_cast<int>(sizeof buf)) return false;
-    out.append(buf, static_cast<std::size_t>(n));
+// Rewrites a JSON number with an exponent as plain decimal text ("4.81e1" -> "48.1"), so rounding
+// stays exact. False when the result would be unreasonably long (|exponent| > 400).
+bool expand_exponent(std::string_view text, std::string& plain) {
+    const bool negative = !text.empty() && text.front() == '-';
+    std::string_view body = negative ? text.substr(1) : text;
+    const auto e = body.find_first_of("eE");
+    std::string_view mantissa = body.substr(0, e);
+    std::string_view exponent = body.substr(e + 1);
+    int sign = 1;
+    if (!exponent.empty() && (exponent.front() == '+' || exponent.front() == '-')) {
+        sign = exponent.front() == '-' ? -1 : 1;
+        exponent.remove_prefix(1);
+    }
+    if (exponent.empty() || exponent.size() > 3) return false;
+    int exp = 0;
+    for (char c : exponent) {
+        if (!is_digit(c)) return false;
+        exp = exp * 10 + (c - '0');
+    }
+    if (exp > 400) return false;
+    exp *= sign;
+    const auto dot = mantissa.find('.');
+    std::string digits(mantissa.substr(0, dot));
+    if (dot != std::string_view::npos) digits.append(mantissa.substr(dot + 1));
+    const long point = static_cast<long>(dot == std::string_view::npos ? mantissa.size() : dot) + exp;
+    std::string body_text;
+    if (point <= 0) {
+        body_text = "0." + std::string(static_cast<std::size_t>(-point), '0') + digits;
+    } else if (static_cast<std::size_t>(point) >= digits.size()) {
+        body_text = digits + std::string(static_cast<std::size_t>(point) - digits.size(), '0');
+    } else {
+        body_text = digits.substr(0, static_cast<std::size_t>(point)) + "." + digits.substr(static_cast<std::size_t>(point));
+    }
+    const auto first_significant = body_text.find_first_not_of('0');
+    if (first_significant == std::string::npos) {
+        body_text = "0";
+    } else if (body_text[first_significant] == '.') {
+        body_text.erase(0, first_significant - 1);
+    } else {
+        body_text.erase(0, first_significant);
+    }
+    plain.clear();
+    if (negative) plain.push_back('-');
+    plain.append(body_text);
     return true;
 }
 
@@ -70,7 +98,10 @@ int two(std::string_view s, std::size_t pos) { return (s[pos] - '0') * 10 + (s[p
 
 bool round_decimal_text(std::string_view text, int decimals, std::string& out) {
     if (text.empty() || decimals < 0) return false;
-    if (text.find_first_of("eE") != std::string_view::npos) return round_via_double(text, decimals, out);
+    if (text.find_first_of("eE") != std::string_view::npos) {
+        std::string plain;
+        return expand_exponent(text, plain) && round_decimal_text(plain, decimals, out);
+    }
     const bool negative = text.front() == '-';
     const std::string_view body = negative ? text.substr(1) : text;
     const auto dot = body.find('.');

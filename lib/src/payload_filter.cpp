@@ -16,6 +16,7 @@ std::string_view to_string(filter_status s) {
     case filter_status::invalid_json: return "not valid JSON";
     case filter_status::too_deep: return "nested too deeply";
     case filter_status::not_container: return "top level is not a JSON object or array";
+    case filter_status::shape_mismatch: return "top level is an array but the schema describes an object";
     }
     return "?";
 }
@@ -96,6 +97,11 @@ public:
         out_.clear();
         ws();
         if (p_ < end_ && (*p_ == '{' || *p_ == '[')) {
+            if (*p_ == '[' && tree_.nodes[0].object_only) {
+                if (!skip_value(0)) return failed();
+                res_.status = filter_status::shape_mismatch;
+                return res_;
+            }
             if (!container(0, 1)) return failed();
         } else {
             const char* start = p_;
@@ -397,10 +403,16 @@ private:
         if (child != NONE) {
             const auto& n = tree_.nodes[static_cast<std::size_t>(child)];
             if (n.rule != NONE) return apply_rule(n.rule, key_raw, first, depth);
-            if (*p_ == '{' || *p_ == '[') {
+            if (*p_ == '{' || (*p_ == '[' && !n.object_only)) {
                 prefix(first, key_raw);
                 return container(child, depth + 1);
             }
+            // Rules live below this member but the value has another shape: whatever it holds,
+            // no rule vouches for it, so it goes even under "unclassified": "keep".
+            if (!skip_value(depth)) return false;
+            ++res_.unsupported;
+            note(-1, field_outcome::kind::unsupported);
+            return true;
         }
         const char* start = p_;
         if (!skip_value(depth)) return false;

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "gdpr/errors.hpp"
@@ -176,6 +178,8 @@ field_rule parse_field(const std::string& pointer, const json& spec, const std::
         // GDPR Art. 5(1)(b): personal data is processed only for specified purposes.
         throw schema_error(file, where + ": a personal field must name its \"purpose\"");
     }
+    if (r.personal && !spec.contains("action"))
+        throw schema_error(file, where + ": a personal field must state its \"action\" (keep, drop, mask, pseudonymise, generalise)");
     if (auto it = spec.find("action"); it != spec.end()) {
         const auto text = as_string(*it, where + ".action", file);
         auto a = parse_action(text);
@@ -208,6 +212,46 @@ field_rule parse_field(const std::string& pointer, const json& spec, const std::
         }
     }
     return r;
+}
+
+bool is_index_token(const std::string& token) {
+    return !token.empty() && std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Makes the rules under `src` (a "*" node) apply at `dst` (a literal sibling) too. A rule the
+// literal path states itself wins ("exact beats *"); a rule that would end up nested under another
+// rule is a conflict.
+void merge_wildcard(schema& s, std::int32_t dst, std::int32_t src, const std::string& file) {
+    auto node = [&](std::int32_t i) -> field_tree::node& { return s.tree.nodes[static_cast<std::size_t>(i)]; };
+    const std::int32_t src_rule = node(src).rule;
+    if (node(dst).rule != field_tree::NONE) return;  // the exact rule covers the whole value
+    if (src_rule != field_tree::NONE) {
+        if (!node(dst).members.empty() || node(dst).wildcard != field_tree::NONE)
+            throw schema_error(file, "fields[\"" + s.fields[static_cast<std::size_t>(src_rule)].pointer +
+                                         "\"]: overlaps rules on a literal path beside its \"*\"; a rule may not be "
+                                         "nested under another rule");
+        node(dst).rule = src_rule;
+        return;
+    }
+    const auto members = node(src).members;  // copy: nodes may be appended below
+    for (const auto& [token, child] : members) {
+        std::int32_t target = field_tree::NONE;
+        for (const auto& m : node(dst).members) if (m.first == token) target = m.second;
+        if (target == field_tree::NONE) {
+            target = static_cast<std::int32_t>(s.tree.nodes.size());
+            node(dst).members.emplace_back(token, target);
+            s.tree.nodes.emplace_back();
+        }
+        merge_wildcard(s, target, child, file);
+    }
+    if (node(src).wildcard != field_tree::NONE) {
+        if (node(dst).wildcard == field_tree::NONE) {
+            const auto created = static_cast<std::int32_t>(s.tree.nodes.size());
+            s.tree.nodes.emplace_back();
+            node(dst).wildcard = created;
+        }
+        merge_wildcard(s, node(dst).wildcard, node(src).wildcard, file);
+    }
 }
 
 void build_tree(schema& s, const std::string& file) {
@@ -247,13 +291,29 @@ void build_tree(schema& s, const std::string& file) {
             throw schema_error(file, "fields[\"" + s.fields[i].pointer + "\"]: other rules are nested under it; a rule may not be nested under another rule");
         leaf.rule = static_cast<std::int32_t>(i);
     }
+    // Children are always appended after their parent, so one pass in index order also reaches
+    // the nodes the merges create.
+    for (std::size_t i = 0; i < s.tree.nodes.size(); ++i) {
+        const std::int32_t wildcard = s.tree.nodes[i].wildcard;
+        if (wildcard == field_tree::NONE) continue;
+        const auto members = s.tree.nodes[i].members;
+        for (const auto& m : members) merge_wildcard(s, m.second, wildcard, file);
+    }
+    for (auto& node : s.tree.nodes) {
+        node.object_only = node.rule == field_tree::NONE && node.wildcard == field_tree::NONE && !node.members.empty() &&
+                           std::none_of(node.members.begin(), node.members.end(),
+                                        [](const auto& m) { return is_index_token(m.first); });
+    }
 }
 
 } // namespace
 
 purpose_registry load_purposes(const std::string& path) {
     std::error_code ec;
-    if (!fs::is_regular_file(path, ec)) throw schema_error(path, "purposes file does not exist or is not a regular file");
+    if (!fs::is_regular_file(path, ec))
+        throw schema_error(path, ec && ec != std::errc::no_such_file_or_directory
+                                     ? "purposes file cannot be accessed: " + ec.message()
+                                     : "purposes file does not exist or is not a regular file");
     const std::string text = read_file(path);
     const json doc = parse_json(text, path);
     if (!doc.is_object()) throw schema_error(path, "must be a JSON object");
@@ -357,10 +417,20 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
     return s;
 }
 
-schema_set load_schema_directory(const std::string& dir, const purpose_registry& purposes) {
+void check_schema_directory(const std::string& dir) {
     std::error_code ec;
-    if (!fs::exists(dir, ec)) throw schema_error(dir, "schemas directory does not exist");
-    if (!fs::is_directory(dir, ec)) throw schema_error(dir, "is not a directory");
+    const auto status = fs::status(dir, ec);
+    const std::string unreadable = "cannot be read by the broker's user (uid " + std::to_string(::geteuid()) +
+                                   "); mosquitto drops to user 'mosquitto' unless its config has a 'user' line";
+    if (ec && ec != std::errc::no_such_file_or_directory) throw schema_error(dir, unreadable);
+    if (!fs::exists(status)) throw schema_error(dir, "schemas directory does not exist");
+    if (!fs::is_directory(status)) throw schema_error(dir, "is not a directory");
+    if (::access(dir.c_str(), R_OK | X_OK) != 0) throw schema_error(dir, unreadable);
+}
+
+schema_set load_schema_directory(const std::string& dir, const purpose_registry& purposes) {
+    check_schema_directory(dir);
+    std::error_code ec;
     std::vector<fs::path> files;
     fs::directory_iterator iter(dir, ec);
     if (ec) throw schema_error(dir, "cannot read directory: " + ec.message());

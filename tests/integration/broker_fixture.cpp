@@ -117,7 +117,7 @@ void broker::launch(const broker_options& options) {
     std::ostringstream conf;
     conf << "listener " << port_ << " 127.0.0.1\n"
          << "allow_anonymous true\n"
-         << "user " << current_user() << "\n"
+         << "user " << (options.user.empty() ? current_user() : options.user) << "\n"
          << "log_dest stderr\n"
          << "log_type all\n"
          << "persistence false\n";
@@ -158,6 +158,15 @@ void broker::launch(const broker_options& options) {
 }
 
 std::string broker::log() const { return read_all(dir_->path() / "broker.log"); }
+
+bool broker::wait_for_log(const std::string& needle, std::chrono::milliseconds timeout) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (log().find(needle) == std::string::npos) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+}
 
 void broker::stop() {
     if (pid_ <= 0) return;
@@ -216,8 +225,10 @@ void client::subscribe(const std::string& filter, int qos) {
     cli_.subscribe(filter, qos)->wait_for(std::chrono::seconds(5));
 }
 
-int client::publish(const std::string& topic, const std::string& payload, int qos, bool retain) {
+int client::publish(const std::string& topic, const std::string& payload, int qos, bool retain,
+                    const mqtt::properties& props) {
     auto msg = mqtt::make_message(topic, payload, qos, retain);
+    if (props.size() > 0) msg->set_properties(props);
     try {
         auto tok = cli_.publish(msg);
         if (!tok->wait_for(std::chrono::seconds(5))) throw std::runtime_error("publish timed out");

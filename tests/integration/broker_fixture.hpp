@@ -36,6 +36,7 @@ struct broker_options {
     // schemas and a fresh private key unless given here (an empty value omits the option).
     std::vector<std::pair<std::string, std::string>> plugin_opts;
     std::string extra_config;  // appended to mosquitto.conf
+    std::string user;          // the broker's `user` line; default: the user running the tests
 };
 
 class broker {
@@ -50,6 +51,8 @@ public:
     int port() const { return port_; }
     std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
     std::string log() const;
+    // Waits up to `timeout` for `needle` to appear in the log.
+    bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(3)) const;
     const scratch_dir& dir() const { return *dir_; }
     void stop();
 
@@ -76,7 +79,8 @@ public:
     void subscribe(const std::string& filter, int qos = 1);
     // Publishes and waits for completion. Returns the MQTT v5 reason code the broker acknowledged
     // with (0 = success; 135 = not authorized). QoS 0 always returns 0.
-    int publish(const std::string& topic, const std::string& payload, int qos = 1, bool retain = false);
+    int publish(const std::string& topic, const std::string& payload, int qos = 1, bool retain = false,
+                const mqtt::properties& props = {});
     // Next delivered message within `timeout`, or null.
     mqtt::const_message_ptr next(std::chrono::milliseconds timeout = std::chrono::seconds(3));
     // Drains messages for `quiet` and returns them.

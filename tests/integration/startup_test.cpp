@@ -1,6 +1,9 @@
 // The broker refuses to start, with one log line naming the option or file, on bad configuration.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "broker_fixture.hpp"
@@ -51,6 +54,24 @@ TEST_CASE("a missing schemas directory stops the broker", "[integration][startup
     CHECK(r.status != 0);
     CHECK(count_lines_with(r.log, "gdpr: Error:") == 1);
     CHECK(r.log.find("/nonexistent/gdpr-schemas") != std::string::npos);
+}
+
+TEST_CASE("a schemas directory the broker's user cannot read stops the broker", "[integration][startup]") {
+    itest::scratch_dir dir;
+    const auto schemas = schema_copy(dir);
+    itest::broker_options o;
+    o.plugin_opts = {{"schemas", schemas}};
+    if (::geteuid() == 0) {
+        // root reads everything: run the broker as an unprivileged user, as Mosquitto does by default.
+        o.user = "nobody";
+        ::chmod(schemas.c_str(), 0700);
+    } else {
+        ::chmod(schemas.c_str(), 0);
+    }
+    auto [status, log] = itest::broker::expect_refusal(o);
+    ::chmod(schemas.c_str(), 0755);
+    CHECK(status != 0);
+    CHECK(log.find("gdpr: Error: schema " + schemas + ": cannot be read by the broker's user") != std::string::npos);
 }
 
 TEST_CASE("a schemas path that is a file stops the broker", "[integration][startup]") {

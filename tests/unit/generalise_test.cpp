@@ -37,6 +37,15 @@ TEST_CASE("decimal rounding works on the text, half away from zero", "[generalis
     CHECK(rounded("12.3", 2) == "12.3");
     CHECK(rounded("1.005", 2) == "1.01");  // exact on text; binary doubles would give 1.00
     CHECK(rounded("4.8137154e1", 2) == "48.14");
+    CHECK(rounded("1.005e0", 2) == "1.01");      // same answer as the plain form
+    CHECK(rounded("-1.005E+0", 2) == "-1.01");
+    CHECK(rounded("5e-3", 2) == "0.01");
+    CHECK(rounded("4e-3", 2) == "0.00");
+    CHECK(rounded("-4e-3", 2) == "0.00");
+    CHECK(rounded("1.5e2", 0) == "150");
+    CHECK(rounded("0.0012e3", 1) == "1.2");
+    CHECK(rounded("123456789.123456789e0", 15) == "123456789.123456789");
+    CHECK(rounded("1e-400", 2) == "0.00");
     CHECK(rounded("1e999", 2) == "<fail>");
     CHECK(rounded("123456789012345678901234567890.55", 1) == "123456789012345678901234567890.6");
 }

@@ -24,7 +24,7 @@ const char* VEHICLE = R"({
     "/gps/lon": {"category": "location", "personal": true, "purpose": "analytics", "action": "generalise", "decimals": 2},
     "/ts": {"category": "time", "personal": true, "purpose": "ops", "action": "generalise", "truncate": "minute"},
     "/speed": {"category": "telemetry", "personal": false},
-    "/readings/*/hr": {"category": "health", "personal": true, "purpose": "analytics"},
+    "/readings/*/hr": {"category": "health", "personal": true, "purpose": "analytics", "action": "keep"},
     "/readings/*/at": {"category": "time", "personal": true, "purpose": "ops", "action": "generalise", "truncate": "hour", "epoch": "ms"},
     "/tags/0": {"category": "label", "personal": false}
   }
@@ -107,11 +107,45 @@ TEST_CASE_METHOD(fixture, "values an action cannot handle are dropped, failing c
     CHECK(r.unsupported == 4);
 }
 
-TEST_CASE_METHOD(fixture, "a path member that is not a container is unclassified", "[filter]") {
+TEST_CASE_METHOD(fixture, "a member whose shape does not fit the rules below it is dropped", "[filter]") {
     const auto r = run(R"({"gps":"48.1,11.5","speed":2})");
     REQUIRE(r.status == filter_status::ok);
     CHECK(out == R"({"speed":2})");
-    CHECK(r.unclassified_dropped == 1);
+    CHECK(r.unsupported == 1);
+}
+
+TEST_CASE("shape mismatches are dropped even when unclassified members are kept", "[filter]") {
+    auto s = make_schema(R"({"id":"k","version":1,"topics":["t"],"unclassified":"keep",
+        "fields":{"/gps/lat":{"category":"location","personal":true,"purpose":"ops","action":"generalise","decimals":2},
+                  "/gps/lon":{"category":"location","personal":true,"purpose":"ops","action":"generalise","decimals":2}}})");
+    gdpr::payload_filter f(nullptr);
+    std::string out;
+    auto r = f.run(s, R"({"gps":[48.137154,11.576124],"n":1})", out);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"n":1})");
+    CHECK(r.unsupported == 1);
+    r = f.run(s, R"({"gps":"48.137154,11.576124","n":1})", out);
+    CHECK(out == R"({"n":1})");
+    r = f.run(s, R"({"gps":{"lat":48.137154,"alt":3},"n":1})", out);
+    CHECK(out == R"({"gps":{"lat":48.14,"alt":3},"n":1})");
+    // The rules describe an object: an array top level would carry the same fields unmatched.
+    r = f.run(s, R"([{"gps":{"lat":48.137154}}])", out);
+    CHECK(r.status == filter_status::shape_mismatch);
+}
+
+TEST_CASE("rules under * also apply beside a literal sibling path", "[filter][schema]") {
+    auto s = make_schema(R"({"id":"k","version":1,"topics":["t"],"unclassified":"keep",
+        "fields":{"/r/*/x":{"category":"c","personal":true,"purpose":"ops","action":"drop"},
+                  "/r/0/y":{"category":"c","personal":false},
+                  "/m/*/secret":{"category":"c","personal":true,"purpose":"ops","action":"mask"},
+                  "/m/known/label":{"category":"c","personal":false}}})");
+    gdpr::payload_filter f(nullptr);
+    std::string out;
+    auto r = f.run(s, R"({"r":[{"x":"S0","y":1,"z":2},{"x":"S1"}],"m":{"known":{"secret":"a","label":"b"},"other":{"secret":"c"}}})", out);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"r":[{"y":1,"z":2},{}],"m":{"known":{"secret":"***","label":"b"},"other":{"secret":"***"}}})");
+    CHECK(r.dropped == 2);
+    CHECK(r.transformed == 2);
 }
 
 TEST_CASE("unclassified keep passes unknown members through verbatim", "[filter]") {
@@ -190,7 +224,7 @@ TEST_CASE_METHOD(fixture, "valid unusual JSON is accepted", "[filter][hostile]")
     CHECK(run("{\"x\":\"\\ud83d\\ude00 \xF0\x9F\x98\x80 \xE2\x82\xAC\"}").status == filter_status::ok);
     CHECK(run("{}").status == filter_status::ok);
     CHECK(out == "{}");
-    CHECK(run("[]").status == filter_status::ok);
+    CHECK(run("[]").status == filter_status::shape_mismatch);
 }
 
 TEST_CASE_METHOD(fixture, "hostile nesting is refused without exhausting the stack", "[filter][hostile]") {

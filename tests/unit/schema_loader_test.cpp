@@ -95,6 +95,8 @@ TEST_CASE("field rule errors name the field", "[schema]") {
     CHECK_THAT(field(R"({"category":"c","personal":"yes"})"), Catch::Contains("personal: must be true or false"));
     CHECK_THAT(field(R"({"category":"c","personal":true})"), Catch::Contains("must name its \"purpose\""));
     CHECK_THAT(field(R"({"category":"c","personal":true,"purpose":"marketing"})"), Catch::Contains("not declared in purposes.json"));
+    CHECK_THAT(field(R"({"category":"c","personal":true,"purpose":"ops"})"), Catch::Contains("must state its \"action\""));
+    CHECK(field(R"({"category":"c","personal":true,"purpose":"ops","action":"keep"})") == "<none>");
     CHECK_THAT(field(R"({"category":"c","personal":false,"action":"encrypt"})"), Catch::Contains("\"encrypt\" is not one of"));
     CHECK_THAT(field(R"({"category":"c","personal":false,"action":"generalise"})"), Catch::Contains("exactly one of"));
     CHECK_THAT(field(R"({"category":"c","personal":false,"action":"generalise","decimals":2,"truncate":"day"})"), Catch::Contains("exactly one of"));
@@ -112,6 +114,9 @@ TEST_CASE("field rule errors name the field", "[schema]") {
     CHECK_THAT(schema_problem(R"({"id":"m","version":1,"topics":["a"],"fields":{
         "/gps/lat":{"category":"c","personal":false},"/gps":{"category":"c","personal":false}}})"),
                Catch::Contains("a rule may not be nested under another rule"));
+    CHECK_THAT(schema_problem(R"({"id":"m","version":1,"topics":["a"],"fields":{
+        "/r/*":{"category":"c","personal":false,"action":"drop"},"/r/0/y":{"category":"c","personal":false}}})"),
+               Catch::Contains("overlaps rules on a literal path beside its \"*\""));
 }
 
 TEST_CASE("purposes.json declares a lawful basis per purpose", "[schema]") {

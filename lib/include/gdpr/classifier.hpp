@@ -59,6 +59,10 @@ public:
     // check), so a will that classification would change or refuse is refused whole.
     bool will_allowed(std::string_view topic, std::string_view payload);
 
+    // `topic` as it may appear in a log line: when the matching schema takes the data subject from
+    // a topic level, that level is replaced by "<subject>" (it identifies a person).
+    std::string loggable_topic(std::string_view topic) const;
+
     const schema_set& schemas() const { return schemas_; }
     const classifier_stats& stats() const { return stats_; }
 

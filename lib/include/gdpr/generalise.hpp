@@ -9,9 +9,9 @@ namespace gdpr {
 
 // Rounds the JSON number `number_text` to `decimals` places, half away from zero, working on the
 // decimal text so no binary floating-point error is introduced ("48.137154", 2 -> "48.14").
-// Numbers already at or below that precision are returned unchanged; exponent forms are rounded
-// through double. Appends to `out` and returns true; false when the value cannot be represented
-// (e.g. "1e999"), in which case nothing is appended.
+// Numbers already at or below that precision are returned unchanged; exponent forms are first
+// written out as plain decimals ("4.8137154e1" -> "48.14"). Appends to `out` and returns true;
+// false when the exponent is beyond ±400 (e.g. "1e999"), in which case nothing is appended.
 bool round_decimal_text(std::string_view number_text, int decimals, std::string& out);
 
 // Truncates an ISO-8601 / RFC 3339 timestamp ("2026-11-23T16:41:55.123+01:00") to `unit`: smaller

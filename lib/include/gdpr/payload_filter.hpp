@@ -21,6 +21,7 @@ enum class filter_status : std::uint8_t {
     invalid_json,   // not RFC 8259 JSON, or a string is not valid UTF-8
     too_deep,       // nesting deeper than payload_filter::MAX_DEPTH
     not_container,  // valid JSON whose top level is not an object or array
+    shape_mismatch, // top level is an array, but the schema's rules name only object members
 };
 
 std::string_view to_string(filter_status s);

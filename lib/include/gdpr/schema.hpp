@@ -43,10 +43,15 @@ struct field_tree {
         std::vector<std::pair<std::string, std::int32_t>> members;  // token -> child node
         std::int32_t wildcard = NONE;  // child for "*"
         std::int32_t rule = NONE;      // index into schema::fields when a rule ends here
+        // Rules below this node name only object members (no "*", no array index): a value of
+        // another shape here cannot be what the schema describes.
+        bool object_only = false;
     };
     std::vector<node> nodes{node{}};
 
-    // Child of `parent` for an object member / array index token; exact tokens beat "*".
+    // Child of `parent` for an object member / array index token; exact tokens beat "*". The
+    // loader copies the rules under "*" into every literal sibling, so an exact match still obeys
+    // the wildcard's rules for members it does not name itself.
     std::int32_t child(std::int32_t parent, std::string_view token) const {
         const node& n = nodes[static_cast<std::size_t>(parent)];
         for (const auto& m : n.members) {

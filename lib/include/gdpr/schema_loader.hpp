@@ -23,6 +23,11 @@ struct schema_set {
     bool needs_pseudonym_key() const;
 };
 
+// Throws schema_error when `dir` is missing, not a directory, or cannot be listed and read by the
+// current (broker) user. Run first, so an unreadable directory is reported as such rather than as
+// a missing purposes.json inside it.
+void check_schema_directory(const std::string& dir);
+
 // Reads and validates purposes.json. Throws schema_error naming the file and the problem.
 purpose_registry load_purposes(const std::string& path);
 
