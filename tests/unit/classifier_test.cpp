@@ -77,3 +77,13 @@ TEST_CASE("loading requires the key when a schema pseudonymises", "[classifier][
     REQUIRE_FALSE(lines.empty());
     CHECK_THAT(lines[0], Catch::StartsWith("gdpr: loaded "));
 }
+
+TEST_CASE("loggable topics hide a subject taken from a topic level", "[classifier][logging]") {
+    gdpr::classifier c(one_schema(R"({"id":"w","version":1,"topics":["health/+/vitals","health/+/vitals/#"],
+        "subject":{"topicLevel":1},"fields":{}})"), gdpr::unmatched_policy::pass, nullptr);
+    CHECK(c.loggable_topic("health/u-4711/vitals") == "health/<subject>/vitals");
+    CHECK(c.loggable_topic("health/u-4711/vitals/extra") == "health/<subject>/vitals/extra");
+    CHECK(c.loggable_topic("other/u-4711") == "other/u-4711");
+    gdpr::classifier plain(one_schema(SCHEMA), gdpr::unmatched_policy::pass, nullptr);
+    CHECK(plain.loggable_topic("dev/7/data") == "dev/7/data");
+}
