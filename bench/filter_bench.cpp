@@ -24,6 +24,8 @@
 
 namespace {
 
+constexpr std::uint64_t ALL_CONSENT = ~std::uint64_t{0};
+
 const std::string MESSAGE =
     R"({"driver_id":"D-1234","driver_name":"Ann Example","phone":"+49 170 1234567",)"
     R"("gps":{"lat":48.137154,"lon":11.576124,"alt":519},"speed":52.5,"fuel":0.61,)"
@@ -61,12 +63,12 @@ void run_scanner(benchmark::State& state, const gdpr::schema& schema, const gdpr
     gdpr::payload_filter filter(ps);
     std::string out;
     out.reserve(512);
-    if (filter.run(schema, MESSAGE, out).status != gdpr::filter_status::ok) {
+    if (filter.run(schema, ALL_CONSENT, MESSAGE, out).status != gdpr::filter_status::ok) {
         state.SkipWithError("the benchmark message does not pass the filter");
         return;
     }
     for (auto _ : state) {
-        auto r = filter.run(schema, MESSAGE, out);
+        auto r = filter.run(schema, ALL_CONSENT, MESSAGE, out);
         benchmark::DoNotOptimize(r);
         benchmark::DoNotOptimize(out.data());
     }

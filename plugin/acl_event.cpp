@@ -2,6 +2,7 @@
 #include <string>
 
 #include "context.hpp"
+#include "gdpr/topic_router.hpp"
 
 namespace gdpr_plugin {
 
@@ -17,10 +18,28 @@ bool is_will(plugin_context& ctx, const mosquitto* client) {
     return same_connection;
 }
 
+constexpr std::string_view CONTROL_PREFIX = "$CONTROL/gdpr/";
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+// The control API's topics belong to the plugin, whatever acl_file says: anyone may send to
+// $CONTROL/gdpr/v1 (the plugin answers non-operators with an error and records the attempt), only
+// operators may subscribe to or receive anything under $CONTROL/gdpr/.
+decision check_control_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
+    if (acl.access == MOSQ_ACL_WRITE) return topic == gdpr::CONTROL_TOPIC ? decision::allow : decision::deny;
+    return ctx.operators.identify(requester_of(acl.client)).empty() ? decision::deny : decision::allow;
+}
+
 decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
+    const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
+    if (!topic.empty() && topic.front() == '$') {
+        if (starts_with(topic, CONTROL_PREFIX)) return check_control_topic(ctx, acl, topic);
+        // A subscription such as "$CONTROL/#" would reach the responses too.
+        if (acl.access == MOSQ_ACL_SUBSCRIBE && gdpr::filters_overlap(topic, "$CONTROL/gdpr/#"))
+            return check_control_topic(ctx, acl, topic);
+    }
     if (acl.access != MOSQ_ACL_WRITE) return decision::no_objection;
     if (!is_will(ctx, acl.client)) return decision::no_objection;  // an ordinary publish: MESSAGE decides
-    const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
     if (ctx.engine->will_allowed(topic, payload)) return decision::no_objection;
     ctx.log.warning("refused will message on '" + ctx.engine->loggable_topic(topic) +

@@ -6,6 +6,8 @@
 
 #include "broker_api.hpp"
 #include "gdpr/classifier.hpp"
+#include "gdpr/consent_store.hpp"
+#include "gdpr/control_api.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/plugin_options.hpp"
 
@@ -24,6 +26,9 @@ struct plugin_context {
     gdpr::logger log;
     gdpr::plugin_options options;
     std::unique_ptr<gdpr::classifier> engine;
+    std::unique_ptr<gdpr::consent_store> consent;
+    std::unique_ptr<gdpr::control_api> control;
+    gdpr::operator_list operators;
 
     std::unordered_map<const mosquitto*, ending_connection> ending;
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
@@ -41,11 +46,20 @@ void log_internal_error(plugin_context& ctx, const char* what_failed, const char
 // The client id of a connection, or "" when the broker has none yet.
 std::string_view client_id_of(const mosquitto* client);
 
+// Client id, username and TLS certificate CN of a connection.
+gdpr::requester requester_of(const mosquitto* client);
+
+// Runs finished background work (durable consent changes) on the broker thread: responses go out.
+inline void drain_completions(plugin_context& ctx) {
+    if (ctx.consent && ctx.consent->has_completions()) ctx.consent->drain();
+}
+
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);
 int on_acl_check(int event, void* event_data, void* userdata);
 int on_basic_auth(int event, void* event_data, void* userdata);
 int on_disconnect(int event, void* event_data, void* userdata);
 int on_tick(int event, void* event_data, void* userdata);
+int on_control(int event, void* event_data, void* userdata);
 
 } // namespace gdpr_plugin

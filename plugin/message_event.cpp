@@ -12,7 +12,8 @@ namespace {
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
-    const gdpr::publish_verdict v = ctx.engine->classify(topic, payload);
+    drain_completions(ctx);
+    const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
         std::string line = "refused publish on '" + ctx.engine->loggable_topic(topic) + "'";
         if (v.matched) line += " (schema " + v.matched->tag() + ")";

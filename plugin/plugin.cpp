@@ -35,10 +35,34 @@ constexpr registration CALLBACKS[] = {
     {MOSQ_EVT_TICK, on_tick},
 };
 
+const std::string CONTROL_TOPIC_TEXT(gdpr::CONTROL_TOPIC);
+
 // Safe to call more than once and on a partly initialised context.
 void unregister_all(plugin_context& ctx) {
     if (!ctx.id) return;
     for (const auto& r : CALLBACKS) mosquitto_callback_unregister(ctx.id, r.event, r.callback, nullptr);
+    mosquitto_callback_unregister(ctx.id, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC_TEXT.c_str());
+}
+
+void open_consent_store(plugin_context& ctx) {
+    try {
+        ctx.consent = gdpr::consent_store::open(ctx.options.database, ctx.engine->purposes(), ctx.options.db_synchronous);
+    } catch (const std::exception& e) {
+        throw gdpr::config_error("database", e.what());
+    }
+    ctx.engine->attach_consent(ctx.consent.get());
+    ctx.operators = gdpr::operator_list{ctx.options.operator_usernames, ctx.options.operator_client_ids,
+                                        ctx.options.operator_cert_cns};
+    ctx.control = std::make_unique<gdpr::control_api>(*ctx.engine, *ctx.consent, ctx.engine->purposes(), ctx.operators, ctx.log);
+    ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +
+                   " subjects with consent, " + std::to_string(ctx.consent->binding_count()) + " device bindings");
+    if (ctx.operators.empty()) {
+        ctx.log.notice("no operators named (plugin_opt_operator_*): every " + std::string(gdpr::CONTROL_TOPIC) +
+                       " command is refused");
+    } else if (ctx.operators.certificate_cns.empty()) {
+        ctx.log.warning("operators are named by username or client id only: control API access is only as strong as "
+                        "the broker's authentication of those names (prefer operator_cert_cns with TLS client certificates)");
+    }
 }
 
 } // namespace
@@ -67,6 +91,7 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         }
         ctx->options = gdpr::parse_plugin_options(opts);
         ctx->engine = gdpr::classifier::load(ctx->options, ctx->log);
+        open_consent_store(*ctx);
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
                             "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");
@@ -78,6 +103,9 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
             if (mosquitto_callback_register(identifier, r.event, r.callback, nullptr, ctx.get()) != MOSQ_ERR_SUCCESS)
                 throw std::runtime_error("the broker refused a callback registration");
         }
+        if (mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC_TEXT.c_str(), ctx.get()) !=
+            MOSQ_ERR_SUCCESS)
+            throw std::runtime_error("the broker refused the control topic " + CONTROL_TOPIC_TEXT);
         *userdata = ctx.release();
         return MOSQ_ERR_SUCCESS;
     } catch (const gdpr::config_error& e) {
@@ -102,6 +130,7 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
+        if (ctx->consent) ctx->consent->wait_idle();  // every accepted change reaches the disk before we stop
     } catch (...) {
     }
     delete ctx;

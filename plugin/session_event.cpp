@@ -67,10 +67,17 @@ int on_disconnect(int, void* event_data, void* userdata) {
     return MOSQ_ERR_SUCCESS;
 }
 
-// A takeover mark that no will check consumed before the broker went back to its event loop
+// Also: a takeover mark that no will check consumed before the broker went back to its event loop
 // belonged to a takeover that did not happen (the newer connection failed to authenticate).
 int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
+    try {
+        drain_completions(ctx);
+    } catch (const std::exception& e) {
+        log_internal_error(ctx, "while finishing background work", e.what());
+    } catch (...) {
+        log_internal_error(ctx, "while finishing background work", nullptr);
+    }
     if (ctx.provisional_marks == 0) return MOSQ_ERR_SUCCESS;
     for (auto it = ctx.ending.begin(); it != ctx.ending.end();) {
         it = it->second.provisional ? ctx.ending.erase(it) : std::next(it);

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config ca-certificates
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
   libpaho-mqttpp-dev libpaho-mqtt-dev
-  libssl-dev nlohmann-json3-dev
+  libssl-dev libsqlite3-dev nlohmann-json3-dev
   catch2 libbenchmark-dev libsimdjson-dev rapidjson-dev
   python3 python3-jsonschema
 )

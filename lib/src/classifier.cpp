@@ -22,18 +22,24 @@ std::unique_ptr<classifier> classifier::load(const plugin_options& options, logg
     for (const auto& s : schemas.schemas) filters += s.topics.size();
     log.notice("loaded " + std::to_string(schemas.schemas.size()) + " schemas (" + std::to_string(filters) +
                " topic filters) and " + std::to_string(purposes.size()) + " purposes from " + options.schemas_dir);
+    for (const auto& s : schemas.schemas) {
+        if (s.needs_consent && s.subject.kind == subject_kind::none)
+            log.warning("schema " + s.tag() + " has fields whose purpose rests on consent but declares no \"subject\": "
+                        "those fields will always be dropped");
+    }
     if (schemas.schemas.empty()) log.warning("no schema files in " + options.schemas_dir + ": nothing will be classified");
     for (const auto& w : schemas.warnings) log.warning(w);
-    return std::make_unique<classifier>(std::move(schemas), options.unmatched, std::move(pseudonyms));
+    return std::make_unique<classifier>(std::move(schemas), options.unmatched, std::move(pseudonyms), std::move(purposes));
 }
 
-classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms)
-    : schemas_(std::move(schemas)), unmatched_(unmatched), pseudonyms_(std::move(pseudonyms)),
+classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms,
+                       purpose_registry purposes)
+    : schemas_(std::move(schemas)), purposes_(std::move(purposes)), unmatched_(unmatched), pseudonyms_(std::move(pseudonyms)),
       filter_(pseudonyms_.get()) {
     out_.reserve(4096);
 }
 
-publish_verdict classifier::classify(std::string_view topic, std::string_view payload) {
+publish_verdict classifier::classify(std::string_view topic, std::string_view payload, std::string_view client_id) {
     ++stats_.messages;
     publish_verdict v;
     v.matched = schemas_.route(topic);
@@ -48,7 +54,18 @@ publish_verdict classifier::classify(std::string_view topic, std::string_view pa
     }
     ++stats_.classified;
     if (payload.empty()) return v;
-    v.filter = filter_.run(*v.matched, payload, out_);
+    std::uint64_t consented = 0;
+    if (v.matched->needs_consent && consent_) {
+        // GDPR Art. 6(1)(a), 7: a field passes only with the consent of every subject it is about;
+        // no known subject means no consent.
+        const auto subjects = subjects_of(*v.matched, topic, payload, client_id);
+        if (subjects.empty()) ++stats_.no_subject;
+        for (std::size_t i = 0; i < subjects.size(); ++i) {
+            const auto mask = consent_->granted_mask(subjects[i]);
+            consented = i == 0 ? mask : (consented & mask);
+        }
+    }
+    v.filter = filter_.run(*v.matched, consented, payload, out_);
     if (v.filter.status != filter_status::ok) {
         ++stats_.refused_invalid;
         v.action = publish_action::deny;
@@ -59,8 +76,35 @@ publish_verdict classifier::classify(std::string_view topic, std::string_view pa
     stats_.fields_transformed += v.filter.transformed;
     stats_.fields_unsupported += v.filter.unsupported;
     stats_.fields_unclassified_dropped += v.filter.unclassified_dropped;
+    stats_.fields_no_consent += v.filter.no_consent;
     v.action = v.filter.changed() ? publish_action::replace : publish_action::pass;
     return v;
+}
+
+std::vector<std::string> classifier::subjects_of(const schema& s, std::string_view topic, std::string_view payload,
+                                                std::string_view client_id) const {
+    std::vector<std::string> subjects;
+    switch (s.subject.kind) {
+    case subject_kind::field: {
+        std::string value;
+        if (payload_filter::find_scalar(payload, s.subject.pointer_tokens, value) && !value.empty())
+            subjects.push_back(std::move(value));
+        break;
+    }
+    case subject_kind::topic_level: {
+        const auto levels = split_topic_levels(topic);
+        const auto i = static_cast<std::size_t>(s.subject.topic_level);
+        if (i < levels.size() && !levels[i].empty()) subjects.emplace_back(levels[i]);
+        break;
+    }
+    case subject_kind::binding:
+        if (consent_) {
+            if (const auto* bound = consent_->subjects_bound_to(client_id)) subjects = *bound;
+        }
+        break;
+    case subject_kind::none: break;
+    }
+    return subjects;
 }
 
 std::string classifier::loggable_topic(std::string_view topic) const {
@@ -83,7 +127,8 @@ bool classifier::will_allowed(std::string_view topic, std::string_view payload) 
     } else if (payload.empty()) {
         allowed = true;
     } else {
-        const auto r = filter_.run(*s, payload, out_);
+        // A will cannot be rewritten: anything consent would have to remove refuses it.
+        const auto r = filter_.run(*s, 0, payload, out_);
         allowed = r.status == filter_status::ok && !r.changed();
     }
     if (!allowed) ++stats_.wills_refused;

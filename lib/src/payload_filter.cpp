@@ -1,6 +1,7 @@
 #include "gdpr/payload_filter.hpp"
 
 #include <cstring>
+#include <string>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -88,10 +89,38 @@ void decode_string(std::string_view raw, std::string& out) {
 
 class filter_run {
 public:
-    filter_run(const schema& s, const pseudonymiser* ps, std::string_view in, std::string& out,
-               std::vector<field_outcome>* outcomes)
-        : s_(s), tree_(s.tree), ps_(ps), begin_(in.data()), p_(in.data()), end_(in.data() + in.size()),
-          out_(out), outcomes_(outcomes) {}
+    filter_run(const schema& s, const pseudonymiser* ps, std::uint64_t consented, std::string_view in,
+               std::string& out, std::vector<field_outcome>* outcomes)
+        : s_(s), tree_(s.tree), ps_(ps), consented_(consented), begin_(in.data()), p_(in.data()),
+          end_(in.data() + in.size()), out_(out), outcomes_(outcomes) {}
+
+    // Walks `tokens` down from the top level; see payload_filter::find_scalar.
+    bool find(const std::vector<std::string>& tokens, std::string& value) {
+        for (const auto& token : tokens) {
+            ws();
+            if (p_ >= end_) return false;
+            if (*p_ == '{') {
+                if (!find_member(token)) return false;
+            } else if (*p_ == '[') {
+                if (!find_element(token)) return false;
+            } else {
+                return false;
+            }
+        }
+        ws();
+        if (p_ >= end_) return false;
+        const char* start = p_;
+        const char lead = *p_;
+        if (lead == '{' || lead == '[' || lead == 'n') return false;
+        if (!scalar()) return false;
+        const std::string_view raw(start, static_cast<std::size_t>(p_ - start));
+        if (lead == '"') {
+            decode_string(raw.substr(1, raw.size() - 2), value);
+        } else {
+            value.assign(raw);
+        }
+        return true;
+    }
 
     filter_result run() {
         out_.clear();
@@ -120,6 +149,47 @@ public:
     }
 
 private:
+    // At '{': leaves p_ at the value of the first member named `token`. (A payload naming its
+    // subject twice is ambiguous; the filter still applies every rule to both members.)
+    bool find_member(const std::string& token) {
+        ++p_;
+        for (;;) {
+            ws();
+            if (p_ >= end_ || *p_ != '"') return false;
+            const char* k = p_;
+            bool esc;
+            if (!scan_string(esc)) return false;
+            std::string_view key(k + 1, static_cast<std::size_t>(p_ - k) - 2);
+            if (esc) {
+                decode_string(key, key_buf_);
+                key = key_buf_;
+            }
+            ws();
+            if (p_ >= end_ || *p_ != ':') return false;
+            ++p_;
+            ws();
+            if (key == token) return true;
+            if (!skip_value(1)) return false;
+            ws();
+            if (p_ >= end_ || *p_ != ',') return false;
+            ++p_;
+        }
+    }
+    bool find_element(const std::string& token) {
+        if (token.empty() || token.size() > 9 || token.find_first_not_of("0123456789") != std::string::npos) return false;
+        const long wanted = std::stol(token);
+        ++p_;
+        for (long i = 0;; ++i) {
+            ws();
+            if (p_ >= end_ || *p_ == ']') return false;
+            if (i == wanted) return true;
+            if (!skip_value(1)) return false;
+            ws();
+            if (p_ >= end_ || *p_ != ',') return false;
+            ++p_;
+        }
+    }
+
     filter_result failed() {
         res_.status = status_;
         res_.error_offset = static_cast<std::size_t>(p_ - begin_);
@@ -432,6 +502,12 @@ private:
         const char* start = p_;
         const char lead = *p_;
         if (!skip_value(depth)) return false;
+        if (rule.consent_bit >= 0 && ((consented_ >> rule.consent_bit) & 1U) == 0) {
+            // GDPR Art. 6(1)(a): without the subject's consent this purpose has no lawful basis.
+            ++res_.no_consent;
+            note(rule_index, field_outcome::kind::no_consent);
+            return true;
+        }
         const std::string_view value(start, static_cast<std::size_t>(p_ - start));
         const std::size_t mark = out_.size();
         const bool was_first = first;
@@ -515,6 +591,7 @@ private:
     const schema& s_;
     const field_tree& tree_;
     const pseudonymiser* ps_;
+    std::uint64_t consented_;
     const char* begin_;
     const char* p_;
     const char* end_;
@@ -529,10 +606,17 @@ private:
 
 } // namespace
 
-filter_result payload_filter::run(const schema& rules, std::string_view payload, std::string& out,
-                                  std::vector<field_outcome>* outcomes) const {
-    filter_run run(rules, pseudonyms_, payload, out, outcomes);
+filter_result payload_filter::run(const schema& rules, std::uint64_t consented, std::string_view payload,
+                                  std::string& out, std::vector<field_outcome>* outcomes) const {
+    filter_run run(rules, pseudonyms_, consented, payload, out, outcomes);
     return run.run();
+}
+
+bool payload_filter::find_scalar(std::string_view payload, const std::vector<std::string>& tokens, std::string& value) {
+    static const schema no_rules{};
+    std::string unused;
+    filter_run run(no_rules, nullptr, 0, payload, unused, nullptr);
+    return run.find(tokens, value);
 }
 
 } // namespace gdpr

@@ -7,12 +7,32 @@
 namespace gdpr {
 
 const std::vector<std::string>& known_option_keys() {
-    static const std::vector<std::string> keys = {"schemas", "purposes", "unmatched_topics", "pseudonym_key_file",
-                                                  "acl_default"};
+    static const std::vector<std::string> keys = {"schemas",           "purposes",           "unmatched_topics",
+                                                  "pseudonym_key_file", "acl_default",        "database",
+                                                  "db_synchronous",    "operator_usernames", "operator_client_ids",
+                                                  "operator_cert_cns"};
     return keys;
 }
 
 namespace {
+// "a, b,c" -> {"a", "b", "c"}; empty items are an error.
+std::vector<std::string> split_list(const std::string& key, const std::string& value) {
+    std::vector<std::string> items;
+    std::size_t start = 0;
+    while (start <= value.size()) {
+        auto comma = value.find(',', start);
+        if (comma == std::string::npos) comma = value.size();
+        std::string item = value.substr(start, comma - start);
+        const auto first = item.find_first_not_of(" \t");
+        const auto last = item.find_last_not_of(" \t");
+        item = first == std::string::npos ? std::string() : item.substr(first, last - first + 1);
+        if (item.empty()) throw config_error(key, "the comma-separated list has an empty item");
+        items.push_back(std::move(item));
+        start = comma + 1;
+    }
+    return items;
+}
+
 std::string joined_keys() {
     std::string s;
     for (const auto& k : known_option_keys()) s += (s.empty() ? "" : ", ") + k;
@@ -40,6 +60,18 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             if (value == "defer") o.acl = acl_fallback::defer;
             else if (value == "allow") o.acl = acl_fallback::allow;
             else throw config_error(key, "'" + value + "' is not one of defer, allow");
+        } else if (key == "database") {
+            o.database = value;
+        } else if (key == "db_synchronous") {
+            if (value != "OFF" && value != "NORMAL" && value != "FULL")
+                throw config_error(key, "'" + value + "' is not one of OFF, NORMAL, FULL");
+            o.db_synchronous = value;
+        } else if (key == "operator_usernames") {
+            o.operator_usernames = split_list(key, value);
+        } else if (key == "operator_client_ids") {
+            o.operator_client_ids = split_list(key, value);
+        } else if (key == "operator_cert_cns") {
+            o.operator_cert_cns = split_list(key, value);
         } else {
             throw config_error(key, "unknown option plugin_opt_" + key + " (known: " + joined_keys() + ")");
         }

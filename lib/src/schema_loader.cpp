@@ -174,6 +174,7 @@ field_rule parse_field(const std::string& pointer, const json& spec, const std::
         r.purpose = as_string(*it, where + ".purpose", file);
         if (!purposes.find(r.purpose))
             throw schema_error(file, where + ".purpose: \"" + r.purpose + "\" is not declared in purposes.json");
+        r.consent_bit = purposes.consent_bit(r.purpose);
     } else if (r.personal) {
         // GDPR Art. 5(1)(b): personal data is processed only for specified purposes.
         throw schema_error(file, where + ": a personal field must name its \"purpose\"");
@@ -378,6 +379,9 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
             field_path p;
             if (auto problem = parse_field_path(s.subject.pointer, p); !problem.empty())
                 throw schema_error(file, "subject.field: " + problem);
+            if (std::find(p.tokens.begin(), p.tokens.end(), std::string(field_path::WILDCARD)) != p.tokens.end())
+                throw schema_error(file, "subject.field: must name one value; \"*\" is not allowed here");
+            s.subject.pointer_tokens = std::move(p.tokens);
         } else if (subj.contains("topicLevel")) {
             s.subject.kind = subject_kind::topic_level;
             s.subject.topic_level = static_cast<int>(as_int(subj["topicLevel"], 0, 1024, "subject.topicLevel", file));
@@ -414,6 +418,7 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
     for (auto it = fields.begin(); it != fields.end(); ++it) s.fields.push_back(parse_field(it.key(), *it, file, purposes));
     build_tree(s, file);
     s.tag_text = s.id + "@" + std::to_string(s.version);
+    s.needs_consent = std::any_of(s.fields.begin(), s.fields.end(), [](const field_rule& r) { return r.consent_bit >= 0; });
     return s;
 }
 

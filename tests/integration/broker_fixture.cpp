@@ -130,6 +130,8 @@ void broker::launch(const broker_options& options) {
         if (!has("schemas")) opts.emplace_back("schemas", source_dir() + "/schemas");
         if (!has("pseudonym_key_file")) opts.emplace_back("pseudonym_key_file", dir_->write("pseudonym.key", random_bytes(32), 0600));
         if (!has("acl_default")) opts.emplace_back("acl_default", "allow");
+        if (!has("database")) opts.emplace_back("database", (dir_->path() / "gdpr.db").string());
+        if (!has("operator_client_ids")) opts.emplace_back("operator_client_ids", OPERATOR_CLIENT_ID);
         conf << "plugin " << plugin_path() << "\n";
         for (const auto& [k, v] : opts) {
             if (!v.empty()) conf << "plugin_opt_" << k << " " << v << "\n";

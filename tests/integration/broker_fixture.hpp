@@ -13,6 +13,9 @@
 
 namespace itest {
 
+// The client id the fixture names as operator unless a test sets operator options itself.
+inline constexpr const char* OPERATOR_CLIENT_ID = "itest-operator";
+
 std::string source_dir();
 std::string plugin_path();
 
@@ -32,8 +35,9 @@ private:
 
 struct broker_options {
     bool load_plugin = true;
-    // plugin_opt_ lines; "schemas" and "pseudonym_key_file" default to the shipped example
-    // schemas and a fresh private key unless given here (an empty value omits the option).
+    // plugin_opt_ lines. Unless given here (an empty value omits the option): "schemas" is the
+    // shipped example schemas, "pseudonym_key_file" a fresh private key, "database" a file in the
+    // broker's scratch directory, "operator_client_ids" OPERATOR_CLIENT_ID, "acl_default" allow.
     std::vector<std::pair<std::string, std::string>> plugin_opts;
     std::string extra_config;  // appended to mosquitto.conf
     std::string user;          // the broker's `user` line; default: the user running the tests

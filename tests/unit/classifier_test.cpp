@@ -87,3 +87,57 @@ TEST_CASE("loggable topics hide a subject taken from a topic level", "[classifie
     gdpr::classifier plain(one_schema(SCHEMA), gdpr::unmatched_policy::pass, nullptr);
     CHECK(plain.loggable_topic("dev/7/data") == "dev/7/data");
 }
+
+TEST_CASE("consent decides per subject, resolved as the schema declares", "[classifier][consent]") {
+    gdpr::purpose_registry reg;
+    reg.add({"ops", gdpr::lawful_basis::contract, ""});
+    reg.add({"analytics", gdpr::lawful_basis::consent, ""});
+    auto schema_of = [&](const std::string& subject) {
+        gdpr::schema_set set;
+        set.schemas.push_back(gdpr::parse_schema(R"({"id":"s","version":1,"topics":["dev/+/data"],)" + subject + R"(,
+          "fields":{"/id":{"category":"i","personal":true,"purpose":"ops","action":"keep"},
+                    "/loc":{"category":"l","personal":true,"purpose":"analytics","action":"keep"}}})", "inline.json", reg));
+        set.router.add("dev/+/data", 0);
+        return set;
+    };
+    test_support::temp_dir dir;
+    auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+    store->set_consent("A", "analytics", true, "op", "", nullptr);
+
+    SECTION("payload field") {
+        gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})"), gdpr::unmatched_policy::pass, nullptr);
+        c.attach_consent(store.get());
+        CHECK(c.classify("dev/1/data", R"({"id":"A","loc":1})").action == gdpr::publish_action::pass);
+        auto v = c.classify("dev/1/data", R"({"id":"B","loc":1})");
+        CHECK(c.filtered() == R"({"id":"B"})");
+        CHECK(v.filter.no_consent == 1);
+        v = c.classify("dev/1/data", R"({"loc":1})");  // no subject: no consent
+        CHECK(c.filtered() == "{}");
+        CHECK(c.stats().no_subject == 1);
+        store->set_consent("A", "analytics", false, "op", "", nullptr);  // withdrawal: next message
+        c.classify("dev/1/data", R"({"id":"A","loc":1})");
+        CHECK(c.filtered() == R"({"id":"A"})");
+    }
+    SECTION("topic level") {
+        gdpr::classifier c(schema_of(R"("subject":{"topicLevel":1})"), gdpr::unmatched_policy::pass, nullptr);
+        c.attach_consent(store.get());
+        CHECK(c.classify("dev/A/data", R"({"loc":1})").action == gdpr::publish_action::pass);
+        CHECK(c.classify("dev/B/data", R"({"loc":1})").action == gdpr::publish_action::replace);
+    }
+    SECTION("device binding: every bound subject must consent") {
+        gdpr::classifier c(schema_of(R"("subject":{"binding":"client"})"), gdpr::unmatched_policy::pass, nullptr);
+        c.attach_consent(store.get());
+        CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::replace);  // unbound
+        store->bind("sensor", "A", "op", nullptr);
+        CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::pass);
+        store->bind("sensor", "B", "op", nullptr);
+        CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::replace);
+        store->set_consent("B", "analytics", true, "op", "", nullptr);
+        CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::pass);
+    }
+    SECTION("without a consent store nobody has consented") {
+        gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})"), gdpr::unmatched_policy::pass, nullptr);
+        CHECK(c.classify("dev/1/data", R"({"id":"A","loc":1})").action == gdpr::publish_action::replace);
+    }
+    store->wait_idle();
+}

@@ -12,6 +12,7 @@ using test_support::make_schema;
 namespace {
 
 const std::string KEY(32, 'k');
+constexpr std::uint64_t ALL_CONSENT = ~std::uint64_t{0};
 
 const char* VEHICLE = R"({
   "id": "veh", "version": 2, "topics": ["fleet/+/vehicle/+/telemetry"],
@@ -36,7 +37,7 @@ struct fixture {
     gdpr::schema schema = make_schema(VEHICLE);
     std::string out;
 
-    gdpr::filter_result run(const std::string& in) { return filter.run(schema, in, out); }
+    gdpr::filter_result run(const std::string& in) { return filter.run(schema, ALL_CONSENT, in, out); }
     std::string pseudonym(const std::string& s) const { return ps.pseudonym(s); }
 };
 
@@ -120,16 +121,16 @@ TEST_CASE("shape mismatches are dropped even when unclassified members are kept"
                   "/gps/lon":{"category":"location","personal":true,"purpose":"ops","action":"generalise","decimals":2}}})");
     gdpr::payload_filter f(nullptr);
     std::string out;
-    auto r = f.run(s, R"({"gps":[48.137154,11.576124],"n":1})", out);
+    auto r = f.run(s, ALL_CONSENT, R"({"gps":[48.137154,11.576124],"n":1})", out);
     REQUIRE(r.status == filter_status::ok);
     CHECK(out == R"({"n":1})");
     CHECK(r.unsupported == 1);
-    r = f.run(s, R"({"gps":"48.137154,11.576124","n":1})", out);
+    r = f.run(s, ALL_CONSENT, R"({"gps":"48.137154,11.576124","n":1})", out);
     CHECK(out == R"({"n":1})");
-    r = f.run(s, R"({"gps":{"lat":48.137154,"alt":3},"n":1})", out);
+    r = f.run(s, ALL_CONSENT, R"({"gps":{"lat":48.137154,"alt":3},"n":1})", out);
     CHECK(out == R"({"gps":{"lat":48.14,"alt":3},"n":1})");
     // The rules describe an object: an array top level would carry the same fields unmatched.
-    r = f.run(s, R"([{"gps":{"lat":48.137154}}])", out);
+    r = f.run(s, ALL_CONSENT, R"([{"gps":{"lat":48.137154}}])", out);
     CHECK(r.status == filter_status::shape_mismatch);
 }
 
@@ -141,7 +142,7 @@ TEST_CASE("rules under * also apply beside a literal sibling path", "[filter][sc
                   "/m/known/label":{"category":"c","personal":false}}})");
     gdpr::payload_filter f(nullptr);
     std::string out;
-    auto r = f.run(s, R"({"r":[{"x":"S0","y":1,"z":2},{"x":"S1"}],"m":{"known":{"secret":"a","label":"b"},"other":{"secret":"c"}}})", out);
+    auto r = f.run(s, ALL_CONSENT, R"({"r":[{"x":"S0","y":1,"z":2},{"x":"S1"}],"m":{"known":{"secret":"a","label":"b"},"other":{"secret":"c"}}})", out);
     REQUIRE(r.status == filter_status::ok);
     CHECK(out == R"({"r":[{"y":1,"z":2},{}],"m":{"known":{"secret":"***","label":"b"},"other":{"secret":"***"}}})");
     CHECK(r.dropped == 2);
@@ -153,7 +154,7 @@ TEST_CASE("unclassified keep passes unknown members through verbatim", "[filter]
         "fields":{"/secret":{"category":"c","personal":true,"purpose":"ops","action":"drop"}}})");
     gdpr::payload_filter f(nullptr);
     std::string out;
-    const auto r = f.run(s, R"({"a":[1, {"b" : true}],"secret":"x","c":null})", out);
+    const auto r = f.run(s, ALL_CONSENT, R"({"a":[1, {"b" : true}],"secret":"x","c":null})", out);
     REQUIRE(r.status == filter_status::ok);
     CHECK(out == R"({"a":[1, {"b" : true}],"c":null})");
 }
@@ -163,7 +164,7 @@ TEST_CASE("pseudonymise without a key drops the field", "[filter][pseudonymise]"
         "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"pseudonymise"}}})");
     gdpr::payload_filter f(nullptr);
     std::string out;
-    const auto r = f.run(s, R"({"id":"x","n":1})", out);
+    const auto r = f.run(s, ALL_CONSENT, R"({"id":"x","n":1})", out);
     CHECK(out == R"({"n":1})");
     CHECK(r.unsupported == 1);
 }
@@ -173,7 +174,7 @@ TEST_CASE("an array root is filtered element by element", "[filter]") {
         "fields":{"/*/v":{"category":"c","personal":false}}})");
     gdpr::payload_filter f(nullptr);
     std::string out;
-    REQUIRE(f.run(s, R"([{"v":1,"w":2},{"v":3}])", out).status == filter_status::ok);
+    REQUIRE(f.run(s, ALL_CONSENT, R"([{"v":1,"w":2},{"v":3}])", out).status == filter_status::ok);
     CHECK(out == R"([{"v":1},{"v":3}])");
 }
 
@@ -238,7 +239,7 @@ TEST_CASE_METHOD(fixture, "hostile nesting is refused without exhausting the sta
 
 TEST_CASE_METHOD(fixture, "outcomes name the rule behind each change", "[filter]") {
     std::vector<gdpr::field_outcome> outcomes;
-    filter.run(schema, R"({"driver_name":"A","phone":"1","zzz":1})", out, &outcomes);
+    filter.run(schema, ALL_CONSENT, R"({"driver_name":"A","phone":"1","zzz":1})", out, &outcomes);
     REQUIRE(outcomes.size() == 3);
     CHECK(schema.fields[static_cast<std::size_t>(outcomes[0].rule)].pointer == "/driver_name");
     CHECK(outcomes[0].what == gdpr::field_outcome::kind::dropped);
@@ -246,4 +247,43 @@ TEST_CASE_METHOD(fixture, "outcomes name the rule behind each change", "[filter]
     CHECK(outcomes[1].what == gdpr::field_outcome::kind::masked);
     CHECK(outcomes[2].rule == -1);
     CHECK(outcomes[2].what == gdpr::field_outcome::kind::unclassified_dropped);
+}
+
+TEST_CASE_METHOD(fixture, "fields whose purpose needs consent pass only with that consent", "[filter][consent]") {
+    // In the test purposes "analytics" is the only consent purpose: bit 0.
+    auto rule = [&](const std::string& pointer) {
+        for (const auto& f : schema.fields) if (f.pointer == pointer) return f;
+        FAIL("no rule " << pointer);
+        return gdpr::field_rule{};
+    };
+    REQUIRE(rule("/gps/lat").consent_bit == 0);
+    REQUIRE(rule("/driver_id").consent_bit == -1);  // "ops" rests on contract
+    const std::string in = R"({"gps":{"lat":48.137154,"lon":11.5},"speed":3,"readings":[{"hr":70}]})";
+    std::vector<gdpr::field_outcome> outcomes;
+    auto r = filter.run(schema, 0, in, out, &outcomes);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(out == R"({"gps":{},"speed":3,"readings":[{}]})");
+    CHECK(r.no_consent == 3);
+    CHECK(r.changed());
+    REQUIRE(outcomes.size() == 3);
+    CHECK(outcomes[0].what == gdpr::field_outcome::kind::no_consent);
+    r = filter.run(schema, 1, in, out);
+    CHECK(out == R"({"gps":{"lat":48.14,"lon":11.5},"speed":3,"readings":[{"hr":70}]})");
+    CHECK(r.no_consent == 0);
+}
+
+TEST_CASE("find_scalar reads one value without filtering", "[filter][consent]") {
+    std::string v;
+    CHECK(gdpr::payload_filter::find_scalar(R"({"a":{"b":[1,{"c":"x\u0041"}]}})", {"a", "b", "1", "c"}, v));
+    CHECK(v == "xA");
+    CHECK(gdpr::payload_filter::find_scalar(R"({"id":1234,"x":2})", {"id"}, v));
+    CHECK(v == "1234");
+    CHECK(gdpr::payload_filter::find_scalar(R"({"x":{"y":1},"\u0069d":"D-1"})", {"id"}, v));
+    CHECK(v == "D-1");
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"id":null})", {"id"}, v));
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"id":{"a":1}})", {"id"}, v));
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"other":1})", {"id"}, v));
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"x":[1,2}")", {"id"}, v));
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"([1,2])", {"5"}, v));
+    CHECK_FALSE(gdpr::payload_filter::find_scalar("not json", {"id"}, v));
 }

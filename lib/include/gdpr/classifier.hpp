@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gdpr/consent_store.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/payload_filter.hpp"
 #include "gdpr/plugin_options.hpp"
@@ -39,6 +40,8 @@ struct classifier_stats {
     std::uint64_t fields_transformed = 0;
     std::uint64_t fields_unsupported = 0;
     std::uint64_t fields_unclassified_dropped = 0;
+    std::uint64_t fields_no_consent = 0;
+    std::uint64_t no_subject = 0;  // classified publishes needing consent whose subject was unknown
     std::uint64_t wills_refused = 0;
 };
 
@@ -48,11 +51,22 @@ public:
     // logs a summary. Throws config_error / schema_error naming the option or file at fault.
     static std::unique_ptr<classifier> load(const plugin_options& options, logger& log);
 
-    classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms);
+    classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms,
+               purpose_registry purposes = {});
 
-    // Classifies one publish. On `replace`, filtered() holds the payload to forward until the next
-    // call. An empty payload is passed untouched (it carries no data and clears retained messages).
-    publish_verdict classify(std::string_view topic, std::string_view payload);
+    // Consent and device bindings to check fields against; without a store nobody has consented,
+    // so every field whose purpose rests on consent is dropped.
+    void attach_consent(const consent_store* store) { consent_ = store; }
+
+    // Classifies one publish from `client_id`. On `replace`, filtered() holds the payload to
+    // forward until the next call. An empty payload is passed untouched (it carries no data and
+    // clears retained messages).
+    publish_verdict classify(std::string_view topic, std::string_view payload, std::string_view client_id = {});
+
+    // The data subjects of a publish, as the schema declares them (payload field, topic level, or
+    // the publishing client's device bindings). Empty when none can be resolved.
+    std::vector<std::string> subjects_of(const schema& s, std::string_view topic, std::string_view payload,
+                                         std::string_view client_id) const;
     const std::string& filtered() const { return out_; }
 
     // A will message cannot be rewritten at the only point the broker shows it (the ACL WRITE
@@ -64,12 +78,15 @@ public:
     std::string loggable_topic(std::string_view topic) const;
 
     const schema_set& schemas() const { return schemas_; }
+    const purpose_registry& purposes() const { return purposes_; }
     const classifier_stats& stats() const { return stats_; }
 
 private:
     schema_set schemas_;
+    purpose_registry purposes_;
     unmatched_policy unmatched_;
     std::unique_ptr<pseudonymiser> pseudonyms_;
+    const consent_store* consent_ = nullptr;
     payload_filter filter_;
     std::string out_;
     classifier_stats stats_;

@@ -28,7 +28,7 @@ std::string_view to_string(filter_status s);
 
 // What happened to one classified or unclassified member.
 struct field_outcome {
-    enum class kind : std::uint8_t { dropped, masked, pseudonymised, generalised, unsupported, unclassified_dropped };
+    enum class kind : std::uint8_t { dropped, masked, pseudonymised, generalised, unsupported, unclassified_dropped, no_consent };
     std::int32_t rule;  // index into schema::fields; -1 for unclassified members
     kind what;
 };
@@ -40,9 +40,10 @@ struct filter_result {
     std::uint32_t transformed = 0;            // masked, pseudonymised or generalised
     std::uint32_t unsupported = 0;            // removed because the rule's action cannot handle the value
     std::uint32_t unclassified_dropped = 0;   // removed by the schema's "unclassified": "drop"
+    std::uint32_t no_consent = 0;             // removed: the purpose needs consent the subject has not given
 
     // True when the filtered payload differs from the original in content.
-    bool changed() const { return dropped + transformed + unsupported + unclassified_dropped > 0; }
+    bool changed() const { return dropped + transformed + unsupported + unclassified_dropped + no_consent > 0; }
 };
 
 class payload_filter {
@@ -53,11 +54,19 @@ public:
     // the field (fail closed) and counts it as unsupported.
     explicit payload_filter(const pseudonymiser* pseudonyms) : pseudonyms_(pseudonyms) {}
 
-    // Filters `payload` by `rules`. `out` is cleared first. When `outcomes` is given, one entry per
+    // Filters `payload` by `rules`. `consented` holds the consent bits (field_rule::consent_bit)
+    // the data subjects have granted; a rule whose purpose needs a bit that is not set drops its
+    // field (GDPR Art. 6(1)(a)). `out` is cleared first. When `outcomes` is given, one entry per
     // member that was not kept unchanged is appended. Contract: never throws (allocation failure
     // aside); on a status other than ok, `out` is unspecified.
-    filter_result run(const schema& rules, std::string_view payload, std::string& out,
+    filter_result run(const schema& rules, std::uint64_t consented, std::string_view payload, std::string& out,
                       std::vector<field_outcome>* outcomes = nullptr) const;
+
+    // Finds the scalar at `tokens` (an object/array path without wildcards) in `payload` and
+    // stores it in `value`: strings unescaped, numbers and booleans as written. Returns false when
+    // the payload is not valid JSON up to that point, the path is absent, or the value is null,
+    // an object or an array.
+    static bool find_scalar(std::string_view payload, const std::vector<std::string>& tokens, std::string& value);
 
 private:
     const pseudonymiser* pseudonyms_;

@@ -20,6 +20,11 @@ struct plugin_options {
     unmatched_policy unmatched = unmatched_policy::pass;
     std::string pseudonym_key_file;   // required when a schema pseudonymises
     acl_fallback acl = acl_fallback::defer;
+    std::string database = "/var/lib/mosquitto/gdpr.db";  // consent, bindings (created if missing)
+    std::string db_synchronous = "NORMAL";                 // SQLite PRAGMA synchronous: OFF, NORMAL, FULL
+    std::vector<std::string> operator_usernames;           // may use the control API
+    std::vector<std::string> operator_client_ids;
+    std::vector<std::string> operator_cert_cns;
 };
 
 // The option keys this plugin understands, for documentation and error messages.

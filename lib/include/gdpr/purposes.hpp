@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gdpr {
 
@@ -26,6 +27,24 @@ public:
         return it == purposes_.end() ? nullptr : &it->second;
     }
     std::size_t size() const { return purposes_.size(); }
+    // Purpose names in sorted order.
+    std::vector<std::string> names() const {
+        std::vector<std::string> out;
+        for (const auto& entry : purposes_) out.push_back(entry.first);
+        return out;
+    }
+
+    // Index of a consent-based purpose among all consent-based purposes in name order (the bit it
+    // occupies in a consent mask), or -1 when the purpose needs no consent record.
+    int consent_bit(std::string_view name) const {
+        int bit = 0;
+        for (const auto& entry : purposes_) {
+            if (entry.second.basis != lawful_basis::consent) continue;
+            if (entry.first == name) return bit;
+            ++bit;
+        }
+        return -1;
+    }
 
     // GDPR Art. 6(1)(a): only purposes resting on consent need a consent record.
     bool needs_consent(std::string_view name) const {

@@ -20,6 +20,7 @@ std::string_view to_string(time_unit u);
 struct subject_source {
     subject_kind kind = subject_kind::none;
     std::string pointer;      // kind == field
+    std::vector<std::string> pointer_tokens;  // kind == field, unescaped
     int topic_level = -1;     // kind == topic_level, 0-based
 };
 
@@ -33,6 +34,7 @@ struct field_rule {
     int decimals = -1;               // action == generalise: round numbers to this many decimals
     std::optional<time_unit> truncate;  // action == generalise: truncate timestamps
     bool epoch_millis = false;       // numeric timestamps are milliseconds (else seconds)
+    int consent_bit = -1;            // purpose rests on consent: its bit in a consent mask; else -1
 };
 
 // Rules arranged as a tree over pointer tokens so the payload filter walks payload and rules
@@ -75,6 +77,7 @@ struct schema {
     unclassified_policy unclassified = unclassified_policy::drop;
     std::vector<field_rule> fields;
     field_tree tree;
+    bool needs_consent = false;     // some rule's purpose rests on consent
     std::string source_file;
     std::string tag_text;  // "id@version", set by the loader
 

@@ -1,0 +1,67 @@
+#pragma once
+// The operator control API on $CONTROL/gdpr/v1 (the dynamic-security convention): a JSON document
+// {"commands":[{"command": ..., "correlationData": ..., ...}]} answered on
+// $CONTROL/gdpr/v1/response with {"responses":[{"command": ..., "correlationData": ...,
+// "data" | "error": ...}]}, one response per command, in order. Each command succeeds or fails on
+// its own. Broker thread only.
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gdpr/classifier.hpp"
+#include "gdpr/consent_store.hpp"
+#include "gdpr/log.hpp"
+
+namespace gdpr {
+
+inline constexpr std::string_view CONTROL_TOPIC = "$CONTROL/gdpr/v1";
+inline constexpr std::string_view CONTROL_RESPONSE_TOPIC = "$CONTROL/gdpr/v1/response";
+
+// Who sent a control message, as the broker knows them.
+struct requester {
+    std::string client_id;
+    std::string username;
+    std::string certificate_cn;
+};
+
+// Operators named in the plugin options. Identity is only as strong as the broker's
+// authentication of the name used.
+struct operator_list {
+    std::vector<std::string> usernames;
+    std::vector<std::string> client_ids;
+    std::vector<std::string> certificate_cns;
+
+    bool empty() const { return usernames.empty() && client_ids.empty() && certificate_cns.empty(); }
+    // The operator name a request is recorded under ("username:ann"), or "" for non-operators.
+    std::string identify(const requester& r) const;
+};
+
+class control_api {
+public:
+    static constexpr std::size_t MAX_PAYLOAD = 256 * 1024;
+    static constexpr std::size_t MAX_COMMANDS = 100;
+    using reply_fn = std::function<void(const std::string& response_json)>;
+
+    control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, operator_list operators,
+                logger& log);
+
+    // Handles one control message. `reply` is called exactly once, on the broker thread, possibly
+    // later (from consent_store::drain) once every command's changes are durable.
+    void handle(const requester& who, std::string_view payload, reply_fn reply);
+
+    std::uint64_t refused_requests() const { return refused_requests_; }
+
+private:
+    classifier& engine_;
+    consent_store& store_;
+    const purpose_registry& purposes_;
+    operator_list operators_;
+    logger& log_;
+    std::uint64_t refused_requests_ = 0;
+};
+
+// Milliseconds since the Unix epoch as RFC 3339 UTC text ("2026-11-23T17:30:00.123Z").
+std::string format_utc_ms(std::int64_t ms);
+
+} // namespace gdpr

@@ -1,0 +1,74 @@
+#pragma once
+// Thin RAII over SQLite: a connection, prepared statements, transactions. Errors throw
+// gdpr::storage_error carrying SQLite's message; destructors never throw.
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace gdpr {
+
+class storage_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class sqlite_statement {
+public:
+    sqlite_statement(sqlite3* db, std::string_view sql);  // prepared once (SQLITE_PREPARE_PERSISTENT)
+    ~sqlite_statement();
+    sqlite_statement(const sqlite_statement&) = delete;
+    sqlite_statement& operator=(const sqlite_statement&) = delete;
+
+    // Binds by copy (SQLITE_TRANSIENT); `index` is 1-based.
+    sqlite_statement& bind(int index, std::string_view text);
+    sqlite_statement& bind(int index, std::int64_t value);
+    sqlite_statement& bind_null(int index);
+    // Steps once: true when a row is available, false when done. Throws on error.
+    bool step();
+    // Steps to completion and resets, for statements that return no rows.
+    void run();
+    void reset();  // resets and clears bindings
+    std::string text(int column) const;
+    std::int64_t integer(int column) const;
+    bool is_null(int column) const;
+
+private:
+    sqlite3* db_;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+class sqlite_db {
+public:
+    // Opens (creating when missing) `path` in WAL mode with the given `synchronous` level.
+    sqlite_db(const std::string& path, std::string_view synchronous = "NORMAL");
+    ~sqlite_db();
+    sqlite_db(const sqlite_db&) = delete;
+    sqlite_db& operator=(const sqlite_db&) = delete;
+
+    void exec(std::string_view sql);
+    sqlite3* handle() const { return db_; }
+    const std::string& path() const { return path_; }
+
+private:
+    sqlite3* db_ = nullptr;
+    std::string path_;
+};
+
+// Rolls back in its destructor unless committed.
+class sqlite_transaction {
+public:
+    explicit sqlite_transaction(sqlite_db& db);
+    ~sqlite_transaction();
+    void commit();
+
+private:
+    sqlite_db& db_;
+    bool done_ = false;
+};
+
+} // namespace gdpr

@@ -1,0 +1,239 @@
+#include "gdpr/consent_store.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+namespace gdpr {
+
+namespace {
+
+constexpr const char* SCHEMA_SQL = R"sql(
+CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consent_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  subject TEXT NOT NULL, purpose TEXT NOT NULL, granted INTEGER NOT NULL CHECK (granted IN (0, 1)),
+  at_ms INTEGER NOT NULL, operator TEXT NOT NULL, evidence TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS consent_events_by_subject ON consent_events (subject, seq);
+CREATE TABLE IF NOT EXISTS consent_current (
+  subject TEXT NOT NULL, purpose TEXT NOT NULL, granted INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+  event_seq INTEGER NOT NULL REFERENCES consent_events (seq), PRIMARY KEY (subject, purpose)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_bindings (
+  client_id TEXT NOT NULL, subject TEXT NOT NULL, bound_at_ms INTEGER NOT NULL, operator TEXT NOT NULL,
+  PRIMARY KEY (client_id, subject)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS binding_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL, subject TEXT NOT NULL,
+  bound INTEGER NOT NULL CHECK (bound IN (0, 1)), at_ms INTEGER NOT NULL, operator TEXT NOT NULL);
+)sql";
+
+std::string binding_key(std::string_view client_id, std::string_view subject) {
+    std::string key(client_id);
+    key.push_back('\0');
+    key.append(subject);
+    return key;
+}
+
+} // namespace
+
+std::int64_t consent_store::now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::unique_ptr<consent_store> consent_store::open(const std::string& path, const purpose_registry& purposes,
+                                                   std::string_view synchronous) {
+    std::unique_ptr<consent_store> store(new consent_store());
+    for (const auto& name : purposes.names()) {
+        if (!purposes.needs_consent(name)) continue;
+        if (static_cast<int>(store->bit_names_.size()) >= MAX_CONSENT_PURPOSES)
+            throw std::invalid_argument("more than 64 purposes rest on consent");
+        store->bits_.emplace(name, static_cast<int>(store->bit_names_.size()));
+        store->bit_names_.push_back(name);
+    }
+    auto db = std::make_unique<sqlite_db>(path, synchronous);
+    db->exec(SCHEMA_SQL);
+    {
+        sqlite_statement version(db->handle(), "SELECT version FROM schema_version WHERE component = 'consent'");
+        if (version.step()) {
+            const auto v = version.integer(0);
+            if (v > SCHEMA_VERSION)
+                throw storage_error("'" + path + "' was written by a newer version (consent schema " + std::to_string(v) +
+                                    ", this plugin knows " + std::to_string(SCHEMA_VERSION) + ")");
+        } else {
+            version.reset();
+            db->exec("INSERT INTO schema_version (component, version) VALUES ('consent', " +
+                     std::to_string(SCHEMA_VERSION) + ")");
+        }
+    }
+    {
+        sqlite_statement rows(db->handle(), "SELECT subject, purpose FROM consent_current WHERE granted = 1");
+        while (rows.step()) {
+            const auto bit = store->consent_bit(rows.text(1));
+            if (bit >= 0) store->apply(rows.text(0), bit, true);  // purposes no longer declared are ignored
+        }
+    }
+    {
+        sqlite_statement rows(db->handle(), "SELECT client_id, subject, bound_at_ms, operator FROM device_bindings");
+        while (rows.step()) {
+            device_binding b{rows.text(0), rows.text(1), rows.integer(2), rows.text(3)};
+            store->bound_subjects_[b.client_id].push_back(b.subject);
+            store->binding_details_.emplace(binding_key(b.client_id, b.subject), std::move(b));
+        }
+    }
+    store->worker_ = std::make_unique<storage_worker>(std::move(db));
+    return store;
+}
+
+consent_store::~consent_store() = default;
+
+int consent_store::consent_bit(std::string_view purpose) const {
+    auto it = bits_.find(std::string(purpose));
+    return it == bits_.end() ? -1 : it->second;
+}
+
+std::uint64_t consent_store::granted_mask(std::string_view subject) const {
+    auto it = masks_.find(subject);
+    return it == masks_.end() ? 0 : it->second;
+}
+
+const std::vector<std::string>* consent_store::subjects_bound_to(std::string_view client_id) const {
+    if (bound_subjects_.empty()) return nullptr;
+    auto it = bound_subjects_.find(std::string(client_id));
+    return it == bound_subjects_.end() || it->second.empty() ? nullptr : &it->second;
+}
+
+void consent_store::apply(const std::string& subject, int bit, bool granted) {
+    const std::uint64_t flag = std::uint64_t{1} << bit;
+    auto it = masks_.find(subject);
+    if (granted) {
+        if (it == masks_.end()) {
+            const std::string& owned = *subject_names_.insert(subject).first;
+            masks_.emplace(owned, flag);
+        } else {
+            it->second |= flag;
+        }
+    } else if (it != masks_.end()) {
+        it->second &= ~flag;
+        if (it->second == 0) {
+            const std::string owned(it->first);
+            masks_.erase(it);
+            subject_names_.erase(owned);
+        }
+    }
+}
+
+void consent_store::set_consent(const std::string& subject, const std::string& purpose, bool granted,
+                                const std::string& operator_id, const std::string& evidence, done_fn done) {
+    const int bit = consent_bit(purpose);
+    if (bit < 0) throw std::invalid_argument("purpose needs no consent");
+    apply(subject, bit, granted);  // GDPR Art. 7(3): a withdrawal takes effect at once
+    const std::int64_t at = now_ms();
+    worker_->submit(
+        [=](sqlite_db& db) {
+            sqlite_statement event(db.handle(),
+                                   "INSERT INTO consent_events (subject, purpose, granted, at_ms, operator, evidence) "
+                                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+            event.bind(1, subject).bind(2, purpose).bind(3, std::int64_t{granted}).bind(4, at).bind(5, operator_id).bind(6, evidence);
+            event.run();
+            sqlite_statement current(db.handle(),
+                                     "INSERT INTO consent_current (subject, purpose, granted, at_ms, event_seq) "
+                                     "VALUES (?1, ?2, ?3, ?4, last_insert_rowid()) "
+                                     "ON CONFLICT (subject, purpose) DO UPDATE SET granted = excluded.granted, "
+                                     "at_ms = excluded.at_ms, event_seq = excluded.event_seq");
+            current.bind(1, subject).bind(2, purpose).bind(3, std::int64_t{granted}).bind(4, at);
+            current.run();
+        },
+        [this, subject, bit, granted, done = std::move(done)](const std::string& error) {
+            // Processing on an unrecorded grant could not be demonstrated (Art. 7(1)): undo it.
+            if (!error.empty() && granted) apply(subject, bit, false);
+            if (done) done(error);
+        });
+}
+
+bool consent_store::bind(const std::string& client_id, const std::string& subject, const std::string& operator_id,
+                         done_fn done) {
+    const auto key = binding_key(client_id, subject);
+    if (binding_details_.count(key)) return false;
+    const std::int64_t at = now_ms();
+    binding_details_.emplace(key, device_binding{client_id, subject, at, operator_id});
+    bound_subjects_[client_id].push_back(subject);
+    worker_->submit(
+        [=](sqlite_db& db) {
+            sqlite_statement insert(db.handle(),
+                                    "INSERT INTO device_bindings (client_id, subject, bound_at_ms, operator) VALUES (?1, ?2, ?3, ?4)");
+            insert.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
+            insert.run();
+            sqlite_statement event(db.handle(),
+                                   "INSERT INTO binding_events (client_id, subject, bound, at_ms, operator) VALUES (?1, ?2, 1, ?3, ?4)");
+            event.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
+            event.run();
+        },
+        std::move(done));
+    return true;
+}
+
+bool consent_store::unbind(const std::string& client_id, const std::string& subject, const std::string& operator_id,
+                           done_fn done) {
+    const auto key = binding_key(client_id, subject);
+    if (!binding_details_.erase(key)) return false;
+    auto& subjects = bound_subjects_[client_id];
+    subjects.erase(std::remove(subjects.begin(), subjects.end(), subject), subjects.end());
+    if (subjects.empty()) bound_subjects_.erase(client_id);
+    const std::int64_t at = now_ms();
+    worker_->submit(
+        [=](sqlite_db& db) {
+            sqlite_statement remove(db.handle(), "DELETE FROM device_bindings WHERE client_id = ?1 AND subject = ?2");
+            remove.bind(1, client_id).bind(2, subject);
+            remove.run();
+            sqlite_statement event(db.handle(),
+                                   "INSERT INTO binding_events (client_id, subject, bound, at_ms, operator) VALUES (?1, ?2, 0, ?3, ?4)");
+            event.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
+            event.run();
+        },
+        std::move(done));
+    return true;
+}
+
+std::vector<device_binding> consent_store::bindings(std::string_view client_id, std::string_view subject) const {
+    std::vector<device_binding> out;
+    for (const auto& [key, b] : binding_details_) {
+        if (!client_id.empty() && b.client_id != client_id) continue;
+        if (!subject.empty() && b.subject != subject) continue;
+        out.push_back(b);
+    }
+    std::sort(out.begin(), out.end(), [](const device_binding& a, const device_binding& b) {
+        return a.client_id != b.client_id ? a.client_id < b.client_id : a.subject < b.subject;
+    });
+    return out;
+}
+
+std::size_t consent_store::binding_count() const { return binding_details_.size(); }
+
+std::vector<std::string> consent_store::granted_purposes(std::string_view subject) const {
+    std::vector<std::string> out;
+    const auto mask = granted_mask(subject);
+    for (std::size_t i = 0; i < bit_names_.size(); ++i) {
+        if (mask & (std::uint64_t{1} << i)) out.push_back(bit_names_[i]);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+void consent_store::history(const std::string& subject,
+                            std::function<void(std::vector<consent_event>, const std::string& error)> done) {
+    auto rows = std::make_shared<std::vector<consent_event>>();
+    worker_->submit(
+        [subject, rows](sqlite_db& db) {
+            sqlite_statement q(db.handle(),
+                               "SELECT seq, subject, purpose, granted, at_ms, operator, evidence FROM consent_events "
+                               "WHERE subject = ?1 ORDER BY seq");
+            q.bind(1, subject);
+            while (q.step()) {
+                rows->push_back(consent_event{q.integer(0), q.text(1), q.text(2), q.integer(3) != 0, q.integer(4),
+                                              q.text(5), q.text(6)});
+            }
+        },
+        [rows, done = std::move(done)](const std::string& error) { done(std::move(*rows), error); });
+}
+
+} // namespace gdpr

@@ -1,0 +1,114 @@
+#include "gdpr/sqlite.hpp"
+
+#include <sqlite3.h>
+
+namespace gdpr {
+
+namespace {
+[[noreturn]] void fail(sqlite3* db, const std::string& what) {
+    throw storage_error(what + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
+}
+} // namespace
+
+sqlite_statement::sqlite_statement(sqlite3* db, std::string_view sql) : db_(db) {
+    if (sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) !=
+        SQLITE_OK)
+        fail(db, "cannot prepare statement");
+}
+
+sqlite_statement::~sqlite_statement() { sqlite3_finalize(stmt_); }
+
+sqlite_statement& sqlite_statement::bind(int index, std::string_view text) {
+    if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) != SQLITE_OK)
+        fail(db_, "cannot bind a value");
+    return *this;
+}
+
+sqlite_statement& sqlite_statement::bind(int index, std::int64_t value) {
+    if (sqlite3_bind_int64(stmt_, index, value) != SQLITE_OK) fail(db_, "cannot bind a value");
+    return *this;
+}
+
+sqlite_statement& sqlite_statement::bind_null(int index) {
+    if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) fail(db_, "cannot bind a value");
+    return *this;
+}
+
+bool sqlite_statement::step() {
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    const std::string message = sqlite3_errmsg(db_);
+    sqlite3_reset(stmt_);
+    throw storage_error("statement failed: " + message);
+}
+
+void sqlite_statement::run() {
+    while (step()) {
+    }
+    reset();
+}
+
+void sqlite_statement::reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+}
+
+std::string sqlite_statement::text(int column) const {
+    const auto* p = sqlite3_column_text(stmt_, column);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
+             : std::string();
+}
+
+std::int64_t sqlite_statement::integer(int column) const { return sqlite3_column_int64(stmt_, column); }
+
+bool sqlite_statement::is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+
+sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : path_(path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+        SQLITE_OK) {
+        const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        sqlite3_close(db_);
+        db_ = nullptr;
+        throw storage_error("cannot open database '" + path + "': " + message);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    try {
+        exec("PRAGMA journal_mode=WAL");
+        exec("PRAGMA synchronous=" + std::string(synchronous));
+        exec("PRAGMA foreign_keys=ON");
+    } catch (...) {
+        sqlite3_close(db_);
+        db_ = nullptr;
+        throw;
+    }
+}
+
+sqlite_db::~sqlite_db() {
+    if (!db_) return;
+    sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+    sqlite3_close_v2(db_);
+}
+
+void sqlite_db::exec(std::string_view sql) {
+    char* err = nullptr;
+    const std::string text(sql);
+    if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+        const std::string message = err ? err : sqlite3_errmsg(db_);
+        sqlite3_free(err);
+        throw storage_error("'" + path_ + "': " + message);
+    }
+}
+
+sqlite_transaction::sqlite_transaction(sqlite_db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+
+sqlite_transaction::~sqlite_transaction() {
+    if (!done_) sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+void sqlite_transaction::commit() {
+    db_.exec("COMMIT");
+    done_ = true;
+}
+
+} // namespace gdpr

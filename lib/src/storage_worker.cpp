@@ -1,0 +1,96 @@
+#include "gdpr/storage_worker.hpp"
+
+namespace gdpr {
+
+storage_worker::storage_worker(std::unique_ptr<sqlite_db> db) : db_(std::move(db)), thread_([this] { run(); }) {}
+
+storage_worker::~storage_worker() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void storage_worker::submit(work_fn work, done_fn done) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        queue_.push_back(job{std::move(work), std::move(done)});
+    }
+    wake_.notify_one();
+}
+
+std::size_t storage_worker::drain() {
+    if (!has_completions()) return 0;
+    std::vector<completion> ready;
+    {
+        std::lock_guard<std::mutex> lock(done_mutex_);
+        ready.swap(completions_);
+        completions_ready_.store(false, std::memory_order_release);
+    }
+    for (auto& c : ready) {
+        if (c.done) c.done(c.error);
+    }
+    return ready.size();
+}
+
+void storage_worker::wait_idle() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    idle_.wait(lock, [this] { return queue_.empty() && !busy_; });
+}
+
+void storage_worker::run() {
+    for (;;) {
+        std::vector<job> batch;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty() && stopping_) return;
+            batch.swap(queue_);
+            busy_ = true;
+        }
+        std::vector<completion> done;
+        done.reserve(batch.size());
+        try {
+            sqlite_transaction tx(*db_);
+            for (auto& j : batch) {
+                std::string error;
+                try {
+                    db_->exec("SAVEPOINT job");
+                    j.work(*db_);
+                    db_->exec("RELEASE job");
+                } catch (const std::exception& e) {
+                    error = e.what();
+                    try {
+                        db_->exec("ROLLBACK TO job");
+                        db_->exec("RELEASE job");
+                    } catch (...) {
+                    }
+                }
+                done.push_back(completion{std::move(j.done), std::move(error)});
+            }
+            tx.commit();
+        } catch (const std::exception& e) {
+            // The batch did not commit: nothing in it is durable.
+            for (auto& c : done) {
+                if (c.error.empty()) c.error = std::string("could not commit: ") + e.what();
+            }
+            for (std::size_t i = done.size(); i < batch.size(); ++i)
+                done.push_back(completion{std::move(batch[i].done), std::string("could not commit: ") + e.what()});
+        }
+        ++batches_;
+        {
+            std::lock_guard<std::mutex> lock(done_mutex_);
+            for (auto& c : done) completions_.push_back(std::move(c));
+            completions_ready_.store(true, std::memory_order_release);
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            busy_ = false;
+        }
+        idle_.notify_all();
+    }
+}
+
+} // namespace gdpr

@@ -1,0 +1,32 @@
+// MOSQ_EVT_CONTROL on $CONTROL/gdpr/v1: operator commands. Responses go straight to the client
+// that asked, on $CONTROL/gdpr/v1/response.
+#include <string>
+
+#include "context.hpp"
+
+namespace gdpr_plugin {
+
+int on_control(int, void* event_data, void* userdata) {
+    auto& ctx = *static_cast<plugin_context*>(userdata);
+    try {
+        drain_completions(ctx);
+        const auto& ev = *static_cast<mosquitto_evt_control*>(event_data);
+        const gdpr::requester who = requester_of(ev.client);
+        const std::string_view payload(static_cast<const char*>(ev.payload), ev.payload ? ev.payloadlen : 0);
+        const std::string reply_to = who.client_id;
+        ctx.control->handle(who, payload, [&ctx, reply_to](const std::string& response) {
+            const std::string topic(gdpr::CONTROL_RESPONSE_TOPIC);
+            if (mosquitto_broker_publish_copy(reply_to.c_str(), topic.c_str(), static_cast<int>(response.size()),
+                                              response.data(), 1, false, nullptr) != MOSQ_ERR_SUCCESS)
+                ctx.log.error("could not queue a control response");
+        });
+        return MOSQ_ERR_SUCCESS;
+    } catch (const std::exception& e) {
+        log_internal_error(ctx, "while handling a control message", e.what());
+    } catch (...) {
+        log_internal_error(ctx, "while handling a control message", nullptr);
+    }
+    return MOSQ_ERR_UNKNOWN;
+}
+
+} // namespace gdpr_plugin

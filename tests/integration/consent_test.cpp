@@ -1,0 +1,255 @@
+// Consent through a real broker: operators grant and withdraw over $CONTROL/gdpr/v1 (directly and
+// with gdprctl), fields follow on the very next message, consent survives a restart, shared
+// devices need every bound subject's consent, and non-operators change nothing.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "broker_fixture.hpp"
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string TOPIC = "fleet/acme/vehicle/v42/telemetry";
+const std::string WITH_GPS = R"({"driver_id":"D-1234","gps":{"lat":48.137154,"lon":11.576124},"speed":50})";
+
+// Sends one control message as `c` and returns the response document.
+json control(itest::client& c, const json& commands) {
+    CHECK(c.publish("$CONTROL/gdpr/v1", json{{"commands", commands}}.dump(), 1) == 0);
+    for (int i = 0; i < 20; ++i) {
+        auto msg = c.next(250ms);
+        if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return json::parse(msg->to_string());
+    }
+    FAIL("no control response");
+    return {};
+}
+
+json set_consent(itest::client& op, const std::string& subject, const std::string& purpose, bool granted) {
+    return control(op, json::array({{{"command", "setConsent"}, {"subject", subject}, {"purpose", purpose}, {"granted", granted}}}));
+}
+
+std::string gps_of(itest::client& sub) {
+    auto msg = sub.next();
+    REQUIRE(msg);
+    return json::parse(msg->to_string())["gps"].dump();
+}
+
+struct command_result {
+    int status;
+    std::string out;
+    std::string err;
+};
+
+command_result run_gdprctl(const itest::scratch_dir& dir, const std::string& args) {
+    const auto out = (dir.path() / "gdprctl.out").string();
+    const auto err = (dir.path() / "gdprctl.err").string();
+    const std::string cmd = std::string(GDPRCTL_PATH) + " " + args + " > " + out + " 2> " + err;
+    const int raw = std::system(cmd.c_str());
+    auto slurp = [](const std::string& p) {
+        std::ifstream in(p);
+        std::stringstream s;
+        s << in.rdbuf();
+        return s.str();
+    };
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
+}
+
+} // namespace
+
+TEST_CASE("a grant delivers the field and a withdrawal drops it on the very next message", "[integration][consent]") {
+    itest::broker b;
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    itest::client sub(b, "sub", 5);
+    sub.connect();
+    sub.subscribe(TOPIC, 1);
+    itest::client vehicle(b, "vehicle-42", 5);
+    vehicle.connect();
+
+    CHECK(vehicle.publish(TOPIC, WITH_GPS, 1) == 0);
+    CHECK(gps_of(sub) == "{}");  // route-analytics rests on consent: none recorded yet
+
+    auto r = set_consent(op, "D-1234", "route-analytics", true);
+    CHECK_FALSE(r["responses"][0].contains("error"));
+    CHECK(vehicle.publish(TOPIC, WITH_GPS, 1) == 0);
+    CHECK(gps_of(sub) == R"({"lat":48.14,"lon":11.58})");
+
+    // Another driver in the same vehicle has not consented.
+    CHECK(vehicle.publish(TOPIC, R"({"driver_id":"D-5678","gps":{"lat":1.0,"lon":2.0}})", 1) == 0);
+    CHECK(gps_of(sub) == "{}");
+
+    r = set_consent(op, "D-1234", "route-analytics", false);
+    CHECK_FALSE(r["responses"][0].contains("error"));
+    CHECK(vehicle.publish(TOPIC, WITH_GPS, 1) == 0);
+    CHECK(gps_of(sub) == "{}");
+}
+
+TEST_CASE("a non-operator's setConsent gets an error response and changes nothing", "[integration][consent][authorisation]") {
+    itest::broker b;
+    itest::client intruder(b, "vehicle-42", 5);
+    intruder.connect();
+    auto r = set_consent(intruder, "D-1234", "route-analytics", true);
+    REQUIRE(r["responses"].size() == 1);
+    CHECK(r["responses"][0]["error"].get<std::string>().find("not authorised") == 0);
+    CHECK_THROWS(intruder.subscribe("$CONTROL/gdpr/v1/response", 1));
+    CHECK_THROWS(intruder.subscribe("$CONTROL/#", 1));
+
+    itest::client sub(b, "sub", 5);
+    sub.connect();
+    sub.subscribe(TOPIC, 1);
+    CHECK(intruder.publish(TOPIC, WITH_GPS, 1) == 0);
+    CHECK(gps_of(sub) == "{}");
+    CHECK(b.wait_for_log("refused 1 control command(s) from client 'vehicle-42': not an operator"));
+
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    op.subscribe("$CONTROL/gdpr/v1/response", 1);  // operators may
+    r = control(op, json::array({{{"command", "getConsent"}, {"subject", "D-1234"}}}));
+    CHECK(r["responses"][0]["data"]["history"].empty());
+}
+
+TEST_CASE("consent survives a broker restart", "[integration][consent]") {
+    itest::scratch_dir state;
+    const auto db = (state.path() / "gdpr.db").string();
+    const auto key = state.write("p.key", std::string(32, 'r'), 0600);
+    itest::broker_options o;
+    o.plugin_opts = {{"database", db}, {"pseudonym_key_file", key}};
+    {
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+        op.connect();
+        CHECK_FALSE(set_consent(op, "D-1234", "route-analytics", true)["responses"][0].contains("error"));
+        op.disconnect();
+    }
+    itest::broker b(o);
+    CHECK(b.log().find("1 subjects with consent") != std::string::npos);
+    itest::client sub(b, "sub", 5);
+    sub.connect();
+    sub.subscribe(TOPIC, 1);
+    itest::client vehicle(b, "vehicle-42", 5);
+    vehicle.connect();
+    CHECK(vehicle.publish(TOPIC, WITH_GPS, 1) == 0);
+    CHECK(gps_of(sub) == R"({"lat":48.14,"lon":11.58})");
+}
+
+TEST_CASE("a shared device bound to two subjects needs the consent of both", "[integration][consent][bindings]") {
+    itest::scratch_dir files;
+    files.write("schemas/purposes.json", R"({"purposes":{
+        "building-safety":{"lawfulBasis":"legal_obligation"},
+        "occupancy-analytics":{"lawfulBasis":"consent"}}})");
+    files.write("schemas/office-air.json", R"({"id":"office-air","version":1,"topics":["office/+/air"],
+        "subject":{"binding":"client"},"unclassified":"drop",
+        "fields":{"/co2":{"category":"environment","personal":false},
+                  "/occupants":{"category":"presence","personal":true,"purpose":"occupancy-analytics","action":"keep"},
+                  "/alarm":{"category":"safety","personal":true,"purpose":"building-safety","action":"keep"}}})");
+    itest::broker_options o;
+    o.plugin_opts = {{"schemas", (files.path() / "schemas").string()}, {"pseudonym_key_file", ""}};
+    itest::broker b(o);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    itest::client sub(b, "sub", 5);
+    sub.connect();
+    sub.subscribe("office/#", 1);
+    itest::client sensor(b, "sensor-3f", 5);
+    sensor.connect();
+    const std::string reading = R"({"co2":612,"occupants":2,"alarm":false})";
+    auto received = [&] {
+        CHECK(sensor.publish("office/3f/air", reading, 1) == 0);
+        auto msg = sub.next();
+        REQUIRE(msg);
+        return msg->to_string();
+    };
+
+    CHECK(received() == R"({"co2":612,"alarm":false})");  // not bound: no known subject
+    auto r = control(op, json::array({{{"command", "bindDevice"}, {"clientId", "sensor-3f"}, {"subject", "ann"}},
+                                      {{"command", "bindDevice"}, {"clientId", "sensor-3f"}, {"subject", "bob"}},
+                                      {{"command", "setConsent"}, {"subject", "ann"}, {"purpose", "occupancy-analytics"}, {"granted", true}}}));
+    for (const auto& resp : r["responses"]) CHECK_FALSE(resp.contains("error"));
+    CHECK(received() == R"({"co2":612,"alarm":false})");  // bob has not consented
+    set_consent(op, "bob", "occupancy-analytics", true);
+    CHECK(received() == reading);
+    r = control(op, json::array({{{"command", "listBindings"}, {"clientId", "sensor-3f"}}}));
+    CHECK(r["responses"][0]["data"]["bindings"].size() == 2);
+    set_consent(op, "bob", "occupancy-analytics", false);
+    CHECK(received() == R"({"co2":612,"alarm":false})");
+    r = control(op, json::array({{{"command", "unbindDevice"}, {"clientId", "sensor-3f"}, {"subject", "bob"}}}));
+    CHECK_FALSE(r["responses"][0].contains("error"));
+    CHECK(received() == reading);  // only ann is left, and she consents
+}
+
+TEST_CASE("control messages with errors answer each command precisely", "[integration][consent][control]") {
+    itest::broker b;
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    auto r = control(op, json::array({{{"command", "setConsent"}, {"subject", "D-1"}, {"purpose", "nope"}, {"granted", true}},
+                                      {{"command", "frobnicate"}},
+                                      {{"command", "setConsent"}, {"subject", "D-1"}, {"purpose", "route-analytics"}, {"granted", true}}}));
+    REQUIRE(r["responses"].size() == 3);
+    CHECK(r["responses"][0]["error"] == "unknown purpose \"nope\"");
+    CHECK(r["responses"][1]["error"].get<std::string>().find("unknown command \"frobnicate\"") == 0);
+    CHECK_FALSE(r["responses"][2].contains("error"));
+    CHECK(op.publish("$CONTROL/gdpr/v1", "{oops", 1) == 0);
+    auto msg = op.next();
+    REQUIRE(msg);
+    CHECK(json::parse(msg->to_string())["responses"][0]["error"].get<std::string>().find("not valid JSON") != std::string::npos);
+}
+
+TEST_CASE("gdprctl manages consent and bindings end to end", "[integration][consent][gdprctl]") {
+    itest::broker b;
+    itest::scratch_dir tmp;
+    const std::string conn = "--port " + std::to_string(b.port()) + " --client-id " + itest::OPERATOR_CLIENT_ID + " ";
+
+    auto r = run_gdprctl(tmp, conn + "consent set D-1234 route-analytics granted --evidence app-form-17");
+    CHECK(r.status == 0);
+    CHECK(r.out == "consent for purpose route-analytics of subject D-1234: granted (recorded)\n");
+    r = run_gdprctl(tmp, conn + "consent get D-1234");
+    CHECK(r.status == 0);
+    CHECK(r.out.find("consents to: route-analytics") != std::string::npos);
+    CHECK(r.out.find("by client:itest-operator  evidence: app-form-17") != std::string::npos);
+    r = run_gdprctl(tmp, conn + "--json consent get D-1234");
+    CHECK(r.status == 0);
+    CHECK(json::parse(r.out)["data"]["granted"] == json::array({"route-analytics"}));
+
+    CHECK(run_gdprctl(tmp, conn + "bind sensor-9 ann").status == 0);
+    r = run_gdprctl(tmp, conn + "bindings");
+    CHECK(r.out.find("sensor-9 -> ann") != std::string::npos);
+    r = run_gdprctl(tmp, conn + "bind sensor-9 ann");
+    CHECK(r.status == 1);
+    CHECK(r.err == "gdprctl: bindDevice refused: the device is already bound to this subject\n");
+    CHECK(run_gdprctl(tmp, conn + "unbind sensor-9 ann").status == 0);
+    r = run_gdprctl(tmp, conn + "stats");
+    CHECK(r.status == 0);
+    CHECK(r.out.find("subjects with consent:  1") != std::string::npos);
+
+    // Refused, usage and connection errors: non-zero exit and a clear message.
+    r = run_gdprctl(tmp, "--port " + std::to_string(b.port()) + " --client-id some-device consent set D-1234 route-analytics withdrawn");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("not authorised") != std::string::npos);
+    r = run_gdprctl(tmp, conn + "consent set D-1234 route-analytics maybe");
+    CHECK(r.status == 2);
+    CHECK(r.err.find("consent state must be 'granted' or 'withdrawn'") != std::string::npos);
+    itest::scratch_dir unused;
+    const int closed_port = b.port();
+    b.stop();
+    r = run_gdprctl(tmp, "--port " + std::to_string(closed_port) + " --timeout 2 stats");
+    CHECK(r.status == 3);
+    CHECK(r.err.find("cannot connect to 127.0.0.1:" + std::to_string(closed_port)) != std::string::npos);
+}
+
+TEST_CASE("gdprctl times out when nobody answers", "[integration][gdprctl]") {
+    itest::broker_options bare;
+    bare.load_plugin = false;
+    itest::broker b(bare);
+    itest::scratch_dir tmp;
+    const auto r = run_gdprctl(tmp, "--port " + std::to_string(b.port()) + " --timeout 1 stats");
+    CHECK(r.status == 4);
+    CHECK(r.err.find("no response from the broker within 1 s") != std::string::npos);
+}

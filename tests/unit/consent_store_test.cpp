@@ -1,0 +1,112 @@
+#include <catch2/catch.hpp>
+
+#include <sqlite3.h>
+
+#include "gdpr/consent_store.hpp"
+#include "gdpr/sqlite.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+gdpr::purpose_registry purposes() {
+    gdpr::purpose_registry r;
+    r.add({"ops", gdpr::lawful_basis::contract, ""});
+    r.add({"analytics", gdpr::lawful_basis::consent, ""});
+    r.add({"marketing", gdpr::lawful_basis::consent, ""});
+    return r;
+}
+
+// Applies queued changes and runs their completions, as the broker's tick would.
+void settle(gdpr::consent_store& s) {
+    s.wait_idle();
+    s.drain();
+}
+
+} // namespace
+
+TEST_CASE("consent is applied at once, persisted with history, and survives a reopen", "[consent]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        CHECK(store->consent_bit("analytics") == 0);
+        CHECK(store->consent_bit("marketing") == 1);
+        CHECK(store->consent_bit("ops") == -1);
+        CHECK(store->granted_mask("D-1") == 0);
+        std::vector<std::string> results;
+        auto record = [&](const std::string& e) { results.push_back(e.empty() ? "ok" : e); };
+        store->set_consent("D-1", "analytics", true, "client:op", "form#1", record);
+        CHECK(store->granted_mask("D-1") == 1);  // before it is durable: effective immediately
+        store->set_consent("D-1", "marketing", true, "client:op", "", record);
+        store->set_consent("D-2", "analytics", true, "client:op", "", record);
+        store->set_consent("D-2", "analytics", false, "username:dpo", "letter 2026-11-20", record);
+        CHECK(store->granted_mask("D-2") == 0);
+        settle(*store);
+        CHECK(results == std::vector<std::string>{"ok", "ok", "ok", "ok"});
+        CHECK(store->granted_purposes("D-1") == std::vector<std::string>{"analytics", "marketing"});
+        CHECK(store->subjects_with_consent() == 1);
+
+        std::vector<gdpr::consent_event> history;
+        store->history("D-2", [&](std::vector<gdpr::consent_event> h, const std::string& error) {
+            CHECK(error.empty());
+            history = std::move(h);
+        });
+        settle(*store);
+        REQUIRE(history.size() == 2);
+        CHECK(history[0].granted);
+        CHECK_FALSE(history[1].granted);
+        CHECK(history[1].operator_id == "username:dpo");
+        CHECK(history[1].evidence == "letter 2026-11-20");
+        CHECK(history[0].seq < history[1].seq);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 3);
+    CHECK(reopened->granted_mask("D-2") == 0);
+}
+
+TEST_CASE("device bindings are many-to-many and persist", "[consent][bindings]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        CHECK(store->subjects_bound_to("sensor-1") == nullptr);
+        CHECK(store->bind("sensor-1", "A", "client:op", nullptr));
+        CHECK(store->bind("sensor-1", "B", "client:op", nullptr));
+        CHECK(store->bind("sensor-2", "A", "client:op", nullptr));
+        CHECK_FALSE(store->bind("sensor-1", "A", "client:op", nullptr));
+        REQUIRE(store->subjects_bound_to("sensor-1") != nullptr);
+        CHECK(*store->subjects_bound_to("sensor-1") == std::vector<std::string>{"A", "B"});
+        CHECK(store->bindings("", "A").size() == 2);
+        CHECK(store->bindings("sensor-1", "").size() == 2);
+        CHECK(store->unbind("sensor-2", "A", "client:op", nullptr));
+        CHECK_FALSE(store->unbind("sensor-2", "A", "client:op", nullptr));
+        CHECK(store->subjects_bound_to("sensor-2") == nullptr);
+        settle(*store);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->binding_count() == 2);
+    CHECK(*reopened->subjects_bound_to("sensor-1") == std::vector<std::string>{"A", "B"});
+    // The history of bindings is kept too.
+    gdpr::sqlite_db db(path);
+    gdpr::sqlite_statement q(db.handle(), "SELECT COUNT(*) FROM binding_events");
+    REQUIRE(q.step());
+    CHECK(q.integer(0) == 4);
+}
+
+TEST_CASE("the database carries a schema version and refuses a newer one", "[consent]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    gdpr::consent_store::open(path, reg);
+    {
+        gdpr::sqlite_db db(path);
+        gdpr::sqlite_statement q(db.handle(), "SELECT version FROM schema_version WHERE component = 'consent'");
+        REQUIRE(q.step());
+        CHECK(q.integer(0) == gdpr::consent_store::SCHEMA_VERSION);
+        db.exec("UPDATE schema_version SET version = 99 WHERE component = 'consent'");
+    }
+    CHECK_THROWS_WITH(gdpr::consent_store::open(path, reg), Catch::Contains("written by a newer version"));
+    CHECK_THROWS_AS(gdpr::consent_store::open((dir.path() / "missing-dir" / "x.db").string(), reg), gdpr::storage_error);
+}

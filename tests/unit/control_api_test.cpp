@@ -1,0 +1,139 @@
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "gdpr/control_api.hpp"
+#include "test_support.hpp"
+
+using json = nlohmann::json;
+
+namespace {
+
+struct api_fixture {
+    test_support::temp_dir dir;
+    gdpr::purpose_registry reg = [] {
+        gdpr::purpose_registry r;
+        r.add({"ops", gdpr::lawful_basis::contract, ""});
+        r.add({"analytics", gdpr::lawful_basis::consent, ""});
+        return r;
+    }();
+    std::unique_ptr<gdpr::consent_store> store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+    gdpr::classifier engine{gdpr::schema_set{}, gdpr::unmatched_policy::pass, nullptr};
+    std::vector<std::string> log_lines;
+    gdpr::logger log{[this](gdpr::log_level, std::string_view l) { log_lines.emplace_back(l); }};
+    gdpr::control_api api{engine, *store, reg, gdpr::operator_list{{"dpo"}, {"op-1"}, {"ops.example.org"}}, log};
+
+    // Sends one control message and returns the parsed response once every command is answered.
+    json call(const gdpr::requester& who, const std::string& payload) {
+        std::vector<std::string> replies;
+        api.handle(who, payload, [&](const std::string& r) { replies.push_back(r); });
+        store->wait_idle();
+        store->drain();
+        REQUIRE(replies.size() == 1);
+        return json::parse(replies[0]);
+    }
+    json call_as_operator(const std::string& payload) { return call(gdpr::requester{"op-1", "", ""}, payload); }
+};
+
+} // namespace
+
+TEST_CASE("operators are recognised by certificate CN, username or client id", "[control]") {
+    gdpr::operator_list ops{{"dpo"}, {"op-1"}, {"ops.example.org"}};
+    CHECK(ops.identify({"x", "", "ops.example.org"}) == "cn:ops.example.org");
+    CHECK(ops.identify({"x", "dpo", ""}) == "username:dpo");
+    CHECK(ops.identify({"op-1", "", ""}) == "client:op-1");
+    CHECK(ops.identify({"op-2", "someone", "other"}).empty());
+    CHECK(ops.identify({"", "", ""}).empty());
+}
+
+TEST_CASE_METHOD(api_fixture, "setConsent and getConsent round trip with correlation data", "[control][consent]") {
+    auto r = call_as_operator(R"({"commands":[{"command":"setConsent","subject":"D-1","purpose":"analytics","granted":true,
+        "evidence":"form#9","correlationData":"abc"},{"command":"getConsent","subject":"D-1","correlationData":7}]})");
+    REQUIRE(r["responses"].size() == 2);
+    CHECK(r["responses"][0]["command"] == "setConsent");
+    CHECK(r["responses"][0]["correlationData"] == "abc");
+    CHECK_FALSE(r["responses"][0].contains("error"));
+    CHECK(r["responses"][0]["data"]["granted"] == true);
+    const auto& got = r["responses"][1];
+    CHECK(got["correlationData"] == 7);
+    CHECK(got["data"]["granted"] == json::array({"analytics"}));
+    REQUIRE(got["data"]["history"].size() == 1);
+    CHECK(got["data"]["history"][0]["operator"] == "client:op-1");
+    CHECK(got["data"]["history"][0]["evidence"] == "form#9");
+    CHECK(store->granted_mask("D-1") == 1);
+    for (const auto& line : log_lines) CHECK(line.find("D-1") == std::string::npos);  // no subject ids in logs
+}
+
+TEST_CASE_METHOD(api_fixture, "each command fails on its own with a precise error", "[control]") {
+    auto r = call_as_operator(R"({"commands":[
+        {"command":"setConsent","purpose":"analytics","granted":true},
+        {"command":"setConsent","subject":"D-1","purpose":"analytics","granted":"yes"},
+        {"command":"setConsent","subject":"D-1","purpose":"selling","granted":true},
+        {"command":"setConsent","subject":"D-1","purpose":"ops","granted":true},
+        {"command":"setConsent","subject":"","purpose":"analytics","granted":true},
+        {"command":"setConsent","subject":"D-1","purpose":"analytics","granted":true,"colour":"red"},
+        {"command":"launchRockets"},
+        {"nocommand":1},
+        42,
+        {"command":"bindDevice","clientId":"s-1","subject":"A"},
+        {"command":"bindDevice","clientId":"s-1","subject":"A"},
+        {"command":"unbindDevice","clientId":"s-9","subject":"A"},
+        {"command":"listBindings"}
+    ]})");
+    const auto& rs = r["responses"];
+    REQUIRE(rs.size() == 13);
+    CHECK(rs[0]["error"] == "missing required argument \"subject\"");
+    CHECK(rs[1]["error"] == "argument \"granted\" must be true or false");
+    CHECK(rs[2]["error"] == "unknown purpose \"selling\"");
+    CHECK(rs[3]["error"] == "purpose \"ops\" rests on contract, not consent: it needs no consent record");
+    CHECK(rs[4]["error"] == "argument \"subject\" must not be empty");
+    CHECK(rs[5]["error"] == "unknown argument \"colour\"");
+    CHECK(rs[6]["error"].get<std::string>().find("unknown command \"launchRockets\"") == 0);
+    CHECK(rs[7]["error"] == "missing \"command\" (a string)");
+    CHECK(rs[8]["error"] == "a command must be a JSON object");
+    CHECK_FALSE(rs[9].contains("error"));
+    CHECK(rs[10]["error"] == "the device is already bound to this subject");
+    CHECK(rs[11]["error"] == "the device is not bound to this subject");
+    REQUIRE(rs[12]["data"]["bindings"].size() == 1);
+    CHECK(rs[12]["data"]["bindings"][0]["clientId"] == "s-1");
+    CHECK(store->granted_mask("D-1") == 0);
+}
+
+TEST_CASE_METHOD(api_fixture, "malformed control messages get one error response", "[control]") {
+    CHECK(call_as_operator("{not json")["responses"][0]["error"].get<std::string>().find("not valid JSON") !=
+          std::string::npos);
+    CHECK(call_as_operator(R"({"commands":[]})")["responses"][0]["error"].get<std::string>().find("non-empty") !=
+          std::string::npos);
+    CHECK(call_as_operator(R"([1])")["responses"][0]["error"].get<std::string>().find("\"commands\"") != std::string::npos);
+    CHECK(call_as_operator(std::string(gdpr::control_api::MAX_PAYLOAD + 1, ' '))["responses"][0]["error"]
+              .get<std::string>()
+              .find("larger than") != std::string::npos);
+}
+
+TEST_CASE_METHOD(api_fixture, "non-operators get an error for every command and change nothing", "[control]") {
+    auto r = call(gdpr::requester{"device-7", "device-7", ""},
+                  R"({"commands":[{"command":"setConsent","subject":"D-1","purpose":"analytics","granted":true,"correlationData":"x"},
+                                  {"command":"getStats"}]})");
+    REQUIRE(r["responses"].size() == 2);
+    for (const auto& resp : r["responses"])
+        CHECK(resp["error"].get<std::string>().find("not authorised") == 0);
+    CHECK(r["responses"][0]["correlationData"] == "x");
+    CHECK(store->granted_mask("D-1") == 0);
+    CHECK(api.refused_requests() == 1);
+    REQUIRE_FALSE(log_lines.empty());
+    CHECK(log_lines.back().find("refused 2 control command(s) from client 'device-7': not an operator") != std::string::npos);
+}
+
+TEST_CASE_METHOD(api_fixture, "getStats reports counters", "[control]") {
+    auto r = call_as_operator(R"({"commands":[{"command":"getStats"}]})");
+    const auto& d = r["responses"][0]["data"];
+    CHECK(d["messages"] == 0);
+    CHECK(d["fieldsDropped"].contains("noConsent"));
+    CHECK(d["refusals"].contains("controlRequests"));
+    CHECK(d["subjectsWithConsent"] == 0);
+}
+
+TEST_CASE("timestamps are RFC 3339 UTC with milliseconds", "[control]") {
+    CHECK(gdpr::format_utc_ms(0) == "1970-01-01T00:00:00.000Z");
+    CHECK(gdpr::format_utc_ms(1795452459123) == "2026-11-23T16:47:39.123Z");
+}

@@ -1,0 +1,294 @@
+// gdprctl: the operator's command line for mosquitto-gdpr's control API ($CONTROL/gdpr/v1).
+//
+//   gdprctl [connection options] consent set <subject> <purpose> granted|withdrawn [--evidence TEXT]
+//   gdprctl [connection options] consent get <subject>
+//   gdprctl [connection options] bind <client-id> <subject>
+//   gdprctl [connection options] unbind <client-id> <subject>
+//   gdprctl [connection options] bindings [--client ID] [--subject S]
+//   gdprctl [connection options] stats
+//
+// Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
+// 4 no response in time.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <mqtt/async_client.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int EXIT_REFUSED = 1;
+constexpr int EXIT_USAGE = 2;
+constexpr int EXIT_CONNECT = 3;
+constexpr int EXIT_TIMEOUT = 4;
+
+const char* USAGE = R"(usage: gdprctl [options] <command> [arguments]
+
+commands:
+  consent set <subject> <purpose> granted|withdrawn [--evidence TEXT]
+  consent get <subject>
+  bind <client-id> <subject>
+  unbind <client-id> <subject>
+  bindings [--client CLIENT-ID] [--subject SUBJECT]
+  stats
+
+options:
+  --host HOST         broker host (default 127.0.0.1)
+  --port PORT         broker port (default 1883, or 8883 with --cafile)
+  --username NAME     MQTT username
+  --password SECRET   MQTT password
+  --cafile FILE       CA certificate: connect with TLS
+  --cert FILE --key FILE   TLS client certificate (operators named by certificate CN)
+  --client-id ID      MQTT client id (default gdprctl-<random>)
+  --timeout SECONDS   how long to wait for the answer (default 5)
+  --json              print the broker's response as JSON
+)";
+
+struct options {
+    std::string host = "127.0.0.1";
+    int port = 0;
+    std::string username, password, cafile, cert, key, client_id;
+    int timeout_s = 5;
+    bool as_json = false;
+    std::vector<std::string> args;
+};
+
+struct usage_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::string random_hex(std::size_t bytes) {
+    std::random_device rd;
+    static constexpr char HEX[] = "0123456789abcdef";
+    std::string s;
+    for (std::size_t i = 0; i < bytes; ++i) {
+        const auto b = rd() & 0xff;
+        s.push_back(HEX[b >> 4]);
+        s.push_back(HEX[b & 0xf]);
+    }
+    return s;
+}
+
+options parse_args(int argc, char** argv) {
+    options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) throw usage_error(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--host") o.host = value();
+        else if (a == "--port") {
+            const auto v = value();
+            try {
+                o.port = std::stoi(v);
+            } catch (...) {
+                throw usage_error("--port needs a number, not '" + v + "'");
+            }
+            if (o.port <= 0 || o.port > 65535) throw usage_error("--port must be 1..65535");
+        } else if (a == "--username") o.username = value();
+        else if (a == "--password") o.password = value();
+        else if (a == "--cafile") o.cafile = value();
+        else if (a == "--cert") o.cert = value();
+        else if (a == "--key") o.key = value();
+        else if (a == "--client-id") o.client_id = value();
+        else if (a == "--timeout") {
+            const auto v = value();
+            try {
+                o.timeout_s = std::stoi(v);
+            } catch (...) {
+                throw usage_error("--timeout needs a number of seconds");
+            }
+            if (o.timeout_s <= 0) throw usage_error("--timeout must be positive");
+        } else if (a == "--json") o.as_json = true;
+        else if (a == "-h" || a == "--help") {
+            std::cout << USAGE;
+            std::exit(0);
+        } else o.args.push_back(a);
+    }
+    if (o.port == 0) o.port = o.cafile.empty() ? 1883 : 8883;
+    if (o.client_id.empty()) o.client_id = "gdprctl-" + random_hex(6);
+    return o;
+}
+
+// Takes "--flag VALUE" out of args; "" when absent.
+std::string take_flag(std::vector<std::string>& args, const std::string& flag) {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == flag) {
+            if (i + 1 >= args.size()) throw usage_error(flag + " needs a value");
+            std::string v = args[i + 1];
+            args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+            return v;
+        }
+    }
+    return {};
+}
+
+json build_command(std::vector<std::string> args) {
+    if (args.empty()) throw usage_error("no command given");
+    const std::string cmd = args[0];
+    auto expect = [&](std::size_t n) {
+        if (args.size() != n) throw usage_error("wrong number of arguments for '" + cmd + "'");
+    };
+    if (cmd == "consent") {
+        if (args.size() < 2) throw usage_error("consent needs 'set' or 'get'");
+        if (args[1] == "set") {
+            const std::string evidence = take_flag(args, "--evidence");
+            expect(5);
+            if (args[4] != "granted" && args[4] != "withdrawn") throw usage_error("consent state must be 'granted' or 'withdrawn'");
+            json c{{"command", "setConsent"}, {"subject", args[2]}, {"purpose", args[3]}, {"granted", args[4] == "granted"}};
+            if (!evidence.empty()) c["evidence"] = evidence;
+            return c;
+        }
+        if (args[1] == "get") {
+            expect(3);
+            return json{{"command", "getConsent"}, {"subject", args[2]}};
+        }
+        throw usage_error("consent needs 'set' or 'get'");
+    }
+    if (cmd == "bind" || cmd == "unbind") {
+        expect(3);
+        return json{{"command", cmd == "bind" ? "bindDevice" : "unbindDevice"}, {"clientId", args[1]}, {"subject", args[2]}};
+    }
+    if (cmd == "bindings") {
+        const std::string client = take_flag(args, "--client");
+        const std::string subject = take_flag(args, "--subject");
+        expect(1);
+        json c{{"command", "listBindings"}};
+        if (!client.empty()) c["clientId"] = client;
+        if (!subject.empty()) c["subject"] = subject;
+        return c;
+    }
+    if (cmd == "stats") {
+        expect(1);
+        return json{{"command", "getStats"}};
+    }
+    throw usage_error("unknown command '" + cmd + "'");
+}
+
+void print_human(const json& response) {
+    const std::string cmd = response.value("command", "");
+    const json& d = response["data"];
+    if (cmd == "setConsent") {
+        std::cout << "consent for purpose " << d.value("purpose", "") << " of subject " << d.value("subject", "") << ": "
+                  << (d.value("granted", false) ? "granted" : "withdrawn") << " (recorded)\n";
+    } else if (cmd == "getConsent") {
+        std::cout << "subject " << d.value("subject", "") << "\n  consents to:";
+        if (d["granted"].empty()) std::cout << " (nothing)";
+        for (const auto& p : d["granted"]) std::cout << " " << p.get<std::string>();
+        std::cout << "\n  history:\n";
+        if (d["history"].empty()) std::cout << "    (none)\n";
+        for (const auto& h : d["history"]) {
+            std::cout << "    " << h.value("at", "") << "  " << (h.value("granted", false) ? "granted  " : "withdrawn")
+                      << "  " << h.value("purpose", "") << "  by " << h.value("operator", "");
+            if (!h.value("evidence", "").empty()) std::cout << "  evidence: " << h.value("evidence", "");
+            std::cout << "\n";
+        }
+    } else if (cmd == "bindDevice" || cmd == "unbindDevice") {
+        std::cout << "device " << d.value("clientId", "") << (cmd == "bindDevice" ? " bound to " : " unbound from ")
+                  << "subject " << d.value("subject", "") << "\n";
+    } else if (cmd == "listBindings") {
+        if (d["bindings"].empty()) std::cout << "no device bindings\n";
+        for (const auto& b : d["bindings"]) {
+            std::cout << b.value("clientId", "") << " -> " << b.value("subject", "") << "  (since " << b.value("boundAt", "")
+                      << ", by " << b.value("operator", "") << ")\n";
+        }
+    } else if (cmd == "getStats") {
+        std::cout << "messages:               " << d.value("messages", 0) << "\n"
+                  << "classified:             " << d.value("classified", 0) << "\n"
+                  << "unmatched topics:       " << d.value("unmatched", 0) << "\n"
+                  << "fields transformed:     " << d.value("fieldsTransformed", 0) << "\n"
+                  << "fields dropped:\n";
+        for (auto it = d["fieldsDropped"].begin(); it != d["fieldsDropped"].end(); ++it)
+            std::cout << "  " << it.key() << ": " << it.value() << "\n";
+        std::cout << "refusals:\n";
+        for (auto it = d["refusals"].begin(); it != d["refusals"].end(); ++it)
+            std::cout << "  " << it.key() << ": " << it.value() << "\n";
+        std::cout << "subjects with consent:  " << d.value("subjectsWithConsent", 0) << "\n"
+                  << "device bindings:        " << d.value("deviceBindings", 0) << "\n";
+    } else {
+        std::cout << d.dump(2) << "\n";
+    }
+}
+
+int run(const options& o) {
+    json command = build_command(o.args);
+    const std::string correlation = random_hex(8);
+    command["correlationData"] = correlation;
+    const std::string request = json{{"commands", json::array({command})}}.dump();
+
+    const std::string uri = (o.cafile.empty() ? "tcp://" : "ssl://") + o.host + ":" + std::to_string(o.port);
+    mqtt::async_client client(uri, o.client_id, mqtt::create_options(MQTTVERSION_5));
+    auto builder = mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).clean_start(true).connect_timeout(
+        std::chrono::seconds(o.timeout_s));
+    if (!o.username.empty()) builder.user_name(o.username);
+    if (!o.password.empty()) builder.password(o.password);
+    if (!o.cafile.empty()) {
+        auto ssl = mqtt::ssl_options_builder().trust_store(o.cafile);
+        if (!o.cert.empty()) ssl.key_store(o.cert);
+        if (!o.key.empty()) ssl.private_key(o.key);
+        builder.ssl(ssl.finalize());
+    }
+    client.start_consuming();
+    try {
+        client.connect(builder.finalize())->wait();
+    } catch (const mqtt::exception& e) {
+        std::cerr << "gdprctl: cannot connect to " << o.host << ":" << o.port << ": " << e.what() << "\n";
+        return EXIT_CONNECT;
+    }
+    try {
+        client.publish(mqtt::make_message("$CONTROL/gdpr/v1", request, 1, false))->wait();
+    } catch (const mqtt::exception& e) {
+        std::cerr << "gdprctl: the broker did not accept the command: " << e.what() << "\n";
+        client.disconnect()->wait_for(std::chrono::seconds(2));
+        return EXIT_REFUSED;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+        mqtt::const_message_ptr msg;
+        if (!client.try_consume_message_for(&msg, std::chrono::milliseconds(100)) || !msg) continue;
+        if (msg->get_topic() != "$CONTROL/gdpr/v1/response") continue;
+        json doc = json::parse(msg->to_string(), nullptr, false);
+        if (!doc.is_object() || !doc["responses"].is_array()) continue;
+        for (const auto& response : doc["responses"]) {
+            if (!response.contains("correlationData") || response["correlationData"] != correlation) continue;
+            client.disconnect()->wait_for(std::chrono::seconds(2));
+            if (o.as_json) std::cout << response.dump(2) << "\n";
+            if (response.contains("error")) {
+                if (!o.as_json)
+                    std::cerr << "gdprctl: " << response.value("command", "command") << " refused: "
+                              << response["error"].get<std::string>() << "\n";
+                return EXIT_REFUSED;
+            }
+            if (!o.as_json) print_human(response);
+            return 0;
+        }
+    }
+    std::cerr << "gdprctl: no response from the broker within " << o.timeout_s
+              << " s (is mosquitto-gdpr loaded, and is this client an operator?)\n";
+    try {
+        client.disconnect()->wait_for(std::chrono::seconds(2));
+    } catch (...) {
+    }
+    return EXIT_TIMEOUT;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(parse_args(argc, argv));
+    } catch (const usage_error& e) {
+        std::cerr << "gdprctl: " << e.what() << "\n\n" << USAGE;
+        return EXIT_USAGE;
+    } catch (const std::exception& e) {
+        std::cerr << "gdprctl: " << e.what() << "\n";
+        return EXIT_REFUSED;
+    }
+}
