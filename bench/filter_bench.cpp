@@ -3,11 +3,14 @@
 //
 //   cmake --build build --target filter_bench && build/bench/filter_bench
 //
+// The consent benchmarks first record consent for 100,000 subjects in a temporary SQLite file.
 // The simdjson and RapidJSON variants do the drop-only part of the work (no pseudonymisation or
 // generalisation) and are compared with the same drop-only schema on our scanner.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -17,6 +20,8 @@
 #include <rapidjson/writer.h>
 #include <simdjson.h>
 
+#include "gdpr/classifier.hpp"
+#include "gdpr/consent_store.hpp"
 #include "gdpr/payload_filter.hpp"
 #include "gdpr/pseudonymiser.hpp"
 #include "gdpr/schema_loader.hpp"
@@ -168,6 +173,95 @@ void BM_rapidjson_drop_only(benchmark::State& state) {
     state.counters["out_bytes"] = static_cast<double>(out.size());
 }
 BENCHMARK(BM_rapidjson_drop_only);
+
+// --- consent: 100,000 subjects with consent records ------------------------------------------
+
+constexpr int SUBJECTS = 100000;
+
+struct consent_fixture {
+    std::string dir;
+    std::unique_ptr<gdpr::consent_store> store;
+    std::vector<std::string> payloads;  // vehicle messages from 4096 different drivers
+
+    consent_fixture() {
+        char tmpl[] = "/tmp/gdpr-bench-XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        store = gdpr::consent_store::open(dir + "/bench.db", purposes(), "OFF");
+        for (int i = 0; i < SUBJECTS; ++i)
+            store->set_consent("D-" + std::to_string(i), "route-analytics", true, "bench", "", nullptr);
+        store->wait_idle();
+        store->drain();
+        for (int i = 0; i < 4096; ++i) {
+            std::string m = MESSAGE;
+            m.replace(m.find("D-1234"), 6, "D-" + std::to_string((i * 7919) % SUBJECTS));
+            payloads.push_back(std::move(m));
+        }
+    }
+    ~consent_fixture() {
+        store.reset();
+        std::filesystem::remove_all(dir);
+    }
+};
+
+consent_fixture& consent_data() {
+    static consent_fixture f;
+    return f;
+}
+
+// Baseline for the two below: the same messages, consent taken as given (no lookup).
+void BM_filter_vehicle_consent_given(benchmark::State& state) {
+    auto& data = consent_data();
+    gdpr::pseudonymiser ps(std::string(32, 'k'));
+    gdpr::payload_filter filter(&ps);
+    std::string out;
+    std::size_t i = 0;
+    for (auto _ : state) {
+        auto r = filter.run(vehicle_schema(), ALL_CONSENT, data.payloads[i++ & 4095], out);
+        benchmark::DoNotOptimize(r);
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_filter_vehicle_consent_given);
+
+// Resolve the subject from the payload, look up its consent among 100,000 subjects, filter.
+void BM_filter_vehicle_consent_lookup_100k(benchmark::State& state) {
+    auto& data = consent_data();
+    gdpr::pseudonymiser ps(std::string(32, 'k'));
+    gdpr::payload_filter filter(&ps);
+    const auto& schema = vehicle_schema();
+    std::string out, subject;
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const auto& payload = data.payloads[i++ & 4095];
+        std::uint64_t mask = 0;
+        if (gdpr::payload_filter::find_scalar(payload, schema.subject.pointer_tokens, subject))
+            mask = data.store->granted_mask(subject);
+        auto r = filter.run(schema, mask, payload, out);
+        benchmark::DoNotOptimize(r);
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.counters["subjects"] = static_cast<double>(data.store->subjects_with_consent());
+}
+BENCHMARK(BM_filter_vehicle_consent_lookup_100k);
+
+// The whole per-publish path of the plugin's core: route, resolve, look up, filter.
+void BM_classify_vehicle_100k_subjects(benchmark::State& state) {
+    auto& data = consent_data();
+    gdpr::plugin_options o;
+    o.schemas_dir = std::string(GDPR_SOURCE_DIR) + "/schemas";
+    o.purposes_file = o.schemas_dir + "/purposes.json";
+    gdpr::schema_set set = gdpr::load_schema_directory(o.schemas_dir, purposes());
+    gdpr::classifier c(std::move(set), gdpr::unmatched_policy::pass,
+                       std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k')), purposes());
+    c.attach_consent(data.store.get());
+    std::size_t i = 0;
+    for (auto _ : state) {
+        auto v = c.classify("fleet/acme/vehicle/v1/telemetry", data.payloads[i++ & 4095], "vehicle-v1");
+        benchmark::DoNotOptimize(v);
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_classify_vehicle_100k_subjects);
 
 void BM_route_topic(benchmark::State& state) {
     const auto& set = example_schemas();

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# mosquitto-gdpr demo: installs what is missing, builds the plugin, starts two brokers on free
-# loopback ports — a bare one and one with the plugin — lets a small simulated fleet publish the
-# same messages to both, and shows what a subscriber receives from each.
+# mosquitto-gdpr demo: installs what is missing, builds the plugin and gdprctl, starts two brokers
+# on free loopback ports — a bare one and one with the plugin — lets a small simulated fleet publish
+# the same messages to both, records and withdraws a driver's consent with gdprctl on the way, and
+# shows what a subscriber receives from each broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 bash tools/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target mosquitto_gdpr >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target mosquitto_gdpr gdprctl >/dev/null
+gdprctl=$root/build/tools/gdprctl/gdprctl
 
 run=$root/examples/demo-run
 rm -rf "$run"
@@ -58,6 +60,9 @@ plugin_opt_schemas $root/schemas
 plugin_opt_pseudonym_key_file $run/pseudonym.key
 # This demo has no acl_file, so the plugin grants what it has no objection to:
 plugin_opt_acl_default allow
+# Consent records and device bindings, and who may manage them over \$CONTROL/gdpr/v1:
+plugin_opt_database $run/gdpr.db
+plugin_opt_operator_client_ids demo-operator
 CONF
 
 mosquitto -c "$run/bare.conf" 2>>"$run/bare.stderr" & pids+=($!)
@@ -71,6 +76,15 @@ for target in bare gdpr; do
     -F '%t  %p  %P' > "$run/$target.received" & pids+=($!)
 done
 sleep 0.5
+
+ctl() {
+  echo "  \$ gdprctl $*"
+  "$gdprctl" --port "$gdpr_port" --client-id demo-operator "$@" | sed 's/^/    /'
+}
+
+echo
+echo "=== The operator records driver D-1234's consent to route analytics (GDPR Art. 7):"
+ctl consent set D-1234 route-analytics granted --evidence "fleet app consent screen, 2026-11-20"
 
 # The simulated fleet: the same publishes go to both brokers.
 publish() {  # topic payload [client-id]
@@ -91,7 +105,17 @@ publish home/h1/presence/kitchen \
 publish devices/gw-9/diagnostics \
   '{"device_serial":"GW-9","ip_address":"192.168.1.20","wifi_ssid":"AnnsHome","firmware":"2.4.1","temperature_c":41.37}' gw-9
 publish fleet/acme/vehicle/v19/telemetry 'driver D-9999 at 48.1,11.5 (not JSON)' vehicle-v19
+sleep 0.3
+
+echo
+echo "=== D-1234 withdraws consent; the very next message from the vehicle loses its position:"
+ctl consent set D-1234 route-analytics withdrawn --evidence "driver request via app, 2026-11-23"
+publish fleet/acme/vehicle/v17/telemetry \
+  '{"driver_id":"D-1234","gps":{"lat":48.140112,"lon":11.590017},"speed":31.0,"ts":"2026-11-23T16:43:55.250Z"}' vehicle-v17
 sleep 1
+echo
+echo "=== The consent history an auditor can ask for:"
+ctl consent get D-1234
 
 show() {
   echo
@@ -106,6 +130,9 @@ bare_answer=$(tr -d '\n' < "$run/publish-errors.$bare_port" 2>/dev/null || true)
 gdpr_answer=$(tr -d '\n' < "$run/publish-errors.$gdpr_port" 2>/dev/null || true)
 echo "  bare broker: ${bare_answer:-accepted (PUBACK, success)}"
 echo "  with plugin: ${gdpr_answer:-accepted (PUBACK, success)}   (MQTT v5 reason code 135)"
+echo
+echo "=== Counters (gdprctl stats):"
+ctl stats
 echo
 echo "=== The plugin's log lines (topics, schema ids and counts; never field values):"
 grep 'gdpr:' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'

@@ -92,8 +92,8 @@ int consent_store::consent_bit(std::string_view purpose) const {
 }
 
 std::uint64_t consent_store::granted_mask(std::string_view subject) const {
-    auto it = masks_.find(subject);
-    return it == masks_.end() ? 0 : it->second;
+    const std::uint64_t* mask = masks_.find(subject);
+    return mask ? *mask : 0;
 }
 
 const std::vector<std::string>* consent_store::subjects_bound_to(std::string_view client_id) const {
@@ -104,21 +104,11 @@ const std::vector<std::string>* consent_store::subjects_bound_to(std::string_vie
 
 void consent_store::apply(const std::string& subject, int bit, bool granted) {
     const std::uint64_t flag = std::uint64_t{1} << bit;
-    auto it = masks_.find(subject);
     if (granted) {
-        if (it == masks_.end()) {
-            const std::string& owned = *subject_names_.insert(subject).first;
-            masks_.emplace(owned, flag);
-        } else {
-            it->second |= flag;
-        }
-    } else if (it != masks_.end()) {
-        it->second &= ~flag;
-        if (it->second == 0) {
-            const std::string owned(it->first);
-            masks_.erase(it);
-            subject_names_.erase(owned);
-        }
+        masks_[subject] |= flag;
+    } else if (std::uint64_t* mask = masks_.find(subject)) {
+        *mask &= ~flag;
+        if (*mask == 0) masks_.erase(subject);
     }
 }
 

@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <map>
+#include <random>
+
 #include "gdpr/consent_store.hpp"
 #include "gdpr/sqlite.hpp"
 #include "test_support.hpp"
@@ -109,4 +112,35 @@ TEST_CASE("the database carries a schema version and refuses a newer one", "[con
     }
     CHECK_THROWS_WITH(gdpr::consent_store::open(path, reg), Catch::Contains("written by a newer version"));
     CHECK_THROWS_AS(gdpr::consent_store::open((dir.path() / "missing-dir" / "x.db").string(), reg), gdpr::storage_error);
+}
+
+TEST_CASE("the subject table finds, inserts and erases under heavy collision and growth", "[consent]") {
+    gdpr::subject_table<int> t;
+    std::map<std::string, int> reference;
+    std::mt19937 rng(42);
+    for (int step = 0; step < 20000; ++step) {
+        const std::string key = "S-" + std::to_string(rng() % 3000) + (rng() % 7 == 0 ? std::string(20, 'x') : "");
+        switch (rng() % 3) {
+        case 0:
+            t[key] = step;
+            reference[key] = step;
+            break;
+        case 1:
+            CHECK(t.erase(key) == (reference.erase(key) == 1));
+            break;
+        default: {
+            const int* v = t.find(key);
+            auto it = reference.find(key);
+            REQUIRE((v != nullptr) == (it != reference.end()));
+            if (v) CHECK(*v == it->second);
+        }
+        }
+    }
+    CHECK(t.size() == reference.size());
+    std::size_t seen = 0;
+    t.for_each([&](std::string_view k, int v) {
+        ++seen;
+        CHECK(reference.at(std::string(k)) == v);
+    });
+    CHECK(seen == reference.size());
 }

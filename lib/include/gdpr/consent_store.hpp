@@ -14,6 +14,7 @@
 
 #include "gdpr/purposes.hpp"
 #include "gdpr/storage_worker.hpp"
+#include "gdpr/subject_table.hpp"
 
 namespace gdpr {
 
@@ -86,8 +87,7 @@ private:
 
     std::unordered_map<std::string, int> bits_;
     std::vector<std::string> bit_names_;
-    std::unordered_set<std::string> subject_names_;  // owns the keys of masks_
-    std::unordered_map<std::string_view, std::uint64_t> masks_;
+    subject_table<std::uint64_t> masks_;  // subject -> granted consent bits (never 0)
     std::unordered_map<std::string, std::vector<std::string>> bound_subjects_;  // client id -> subjects
     std::unordered_map<std::string, device_binding> binding_details_;         // client id + '\0' + subject
     std::unique_ptr<storage_worker> worker_;
