@@ -1,4 +1,5 @@
 #pragma once
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,6 +34,7 @@ struct plugin_context {
     std::unordered_map<const mosquitto*, ending_connection> ending;
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
     std::size_t provisional_marks = 0;
+    std::chrono::steady_clock::time_point last_retry{};
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).

@@ -14,7 +14,14 @@ int on_control(int, void* event_data, void* userdata) {
         const gdpr::requester who = requester_of(ev.client);
         const std::string_view payload(static_cast<const char*>(ev.payload), ev.payload ? ev.payloadlen : 0);
         const std::string reply_to = who.client_id;
-        ctx.control->handle(who, payload, [&ctx, reply_to](const std::string& response) {
+        const mosquitto* connection = ev.client;
+        ctx.control->handle(who, payload, [&ctx, reply_to, connection](const std::string& response) {
+            // Answers that come later (once a change is durable) go only to the connection that
+            // asked: if it is gone, or another connection has taken its client id, the answer is
+            // dropped rather than handed to whoever holds that id now.
+            if (ctx.ending.count(connection)) return;
+            auto live = ctx.live_by_client_id.find(reply_to);
+            if (live != ctx.live_by_client_id.end() && live->second != connection) return;
             const std::string topic(gdpr::CONTROL_RESPONSE_TOPIC);
             if (mosquitto_broker_publish_copy(reply_to.c_str(), topic.c_str(), static_cast<int>(response.size()),
                                               response.data(), 1, false, nullptr) != MOSQ_ERR_SUCCESS)

@@ -12,7 +12,6 @@ namespace {
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
-    drain_completions(ctx);
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
         std::string line = "refused publish on '" + ctx.engine->loggable_topic(topic) + "'";
@@ -51,6 +50,10 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
 
 int on_message(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
+    try {
+        drain_completions(ctx);  // never fails: each completion is guarded
+    } catch (...) {
+    }
     try {
         auto& msg = *static_cast<mosquitto_evt_message*>(event_data);
         const decision d = classify_message(ctx, msg);

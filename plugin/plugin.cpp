@@ -30,7 +30,6 @@ struct registration {
 constexpr registration CALLBACKS[] = {
     {MOSQ_EVT_MESSAGE, on_message},
     {MOSQ_EVT_ACL_CHECK, on_acl_check},
-    {MOSQ_EVT_BASIC_AUTH, on_basic_auth},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
     {MOSQ_EVT_TICK, on_tick},
 };
@@ -41,6 +40,7 @@ const std::string CONTROL_TOPIC_TEXT(gdpr::CONTROL_TOPIC);
 void unregister_all(plugin_context& ctx) {
     if (!ctx.id) return;
     for (const auto& r : CALLBACKS) mosquitto_callback_unregister(ctx.id, r.event, r.callback, nullptr);
+    if (ctx.options.track_logins) mosquitto_callback_unregister(ctx.id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, nullptr);
     mosquitto_callback_unregister(ctx.id, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC_TEXT.c_str());
 }
 
@@ -59,9 +59,11 @@ void open_consent_store(plugin_context& ctx) {
     if (ctx.operators.empty()) {
         ctx.log.notice("no operators named (plugin_opt_operator_*): every " + std::string(gdpr::CONTROL_TOPIC) +
                        " command is refused");
-    } else if (ctx.operators.certificate_cns.empty()) {
-        ctx.log.warning("operators are named by username or client id only: control API access is only as strong as "
-                        "the broker's authentication of those names (prefer operator_cert_cns with TLS client certificates)");
+    } else if (!ctx.operators.usernames.empty() || !ctx.operators.client_ids.empty()) {
+        ctx.log.warning(std::string("operators are named by ") +
+                        (ctx.operators.client_ids.empty() ? "username" : "client id") +
+                        ": control API access is only as strong as the broker's authentication of those names "
+                        "(prefer operator_cert_cns with TLS client certificates and require_certificate)");
     }
 }
 
@@ -106,6 +108,17 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         if (mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC_TEXT.c_str(), ctx.get()) !=
             MOSQ_ERR_SUCCESS)
             throw std::runtime_error("the broker refused the control topic " + CONTROL_TOPIC_TEXT);
+        if (ctx->options.track_logins) {
+            if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, nullptr, ctx.get()) !=
+                MOSQ_ERR_SUCCESS)
+                throw std::runtime_error("the broker refused a callback registration");
+            ctx->log.notice("track_logins true: the plugin observes logins (it never grants or refuses one); on a broker "
+                            "with no password_file or auth plugin, Mosquitto then refuses clients that send a "
+                            "username: set plugin_opt_track_logins false there");
+        } else {
+            ctx->log.notice("track_logins false: wills sent because a newer connection took over a client id are not "
+                            "checked; wills after a lost connection still are");
+        }
         *userdata = ctx.release();
         return MOSQ_ERR_SUCCESS;
     } catch (const gdpr::config_error& e) {

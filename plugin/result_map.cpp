@@ -33,9 +33,18 @@ gdpr::requester requester_of(const mosquitto* client) {
     r.client_id = std::string(client_id_of(client));
     if (const char* u = client ? mosquitto_client_username(client) : nullptr) r.username = u;
     if (auto* cert = static_cast<X509*>(client ? mosquitto_client_certificate(client) : nullptr)) {
-        char cn[256] = {0};
-        const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-        if (n > 0) r.certificate_cn.assign(cn, static_cast<std::size_t>(n));
+        // Exactly one CN, taken whole: a truncated or second CN must not match an operator name.
+        const X509_NAME* name = X509_get_subject_name(cert);
+        const int first = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+        if (first >= 0 && X509_NAME_get_index_by_NID(name, NID_commonName, first) < 0) {
+            const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, first));
+            const int len = ASN1_STRING_length(value);
+            const auto* data = ASN1_STRING_get0_data(value);
+            if (data && len > 0 && len <= 256) {
+                std::string cn(reinterpret_cast<const char*>(data), static_cast<std::size_t>(len));
+                if (cn.find('\0') == std::string::npos) r.certificate_cn = std::move(cn);
+            }
+        }
         X509_free(cert);  // the broker hands out a new reference
     }
     return r;

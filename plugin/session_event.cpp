@@ -1,6 +1,8 @@
 // MOSQ_EVT_BASIC_AUTH, MOSQ_EVT_DISCONNECT and MOSQ_EVT_TICK: connection boundaries, tracked so
 // that a will can be told from an ordinary publish. The plugin never grants or refuses a login
 // (that is the broker's authentication): BASIC_AUTH always defers.
+#include <chrono>
+
 #include "context.hpp"
 
 namespace gdpr_plugin {
@@ -73,6 +75,15 @@ int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         drain_completions(ctx);
+        // Withdrawals that could not be written are retried every few seconds (own clock: the
+        // tick's time fields are not filled in by the broker).
+        const auto now = std::chrono::steady_clock::now();
+        if (ctx.consent && ctx.consent->pending_withdrawals() > 0 && now - ctx.last_retry >= std::chrono::seconds(5)) {
+            ctx.last_retry = now;
+            ctx.log.warning(std::to_string(ctx.consent->pending_withdrawals()) +
+                            " consent withdrawal(s) in force but not yet recorded: retrying");
+            ctx.consent->retry_pending();
+        }
     } catch (const std::exception& e) {
         log_internal_error(ctx, "while finishing background work", e.what());
     } catch (...) {

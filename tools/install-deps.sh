@@ -9,7 +9,7 @@ PACKAGES=(
   libpaho-mqttpp-dev libpaho-mqtt-dev
   libssl-dev libsqlite3-dev nlohmann-json3-dev
   catch2 libbenchmark-dev libsimdjson-dev rapidjson-dev
-  python3 python3-jsonschema
+  python3 python3-jsonschema openssl
 )
 
 missing=()

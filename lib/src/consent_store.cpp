@@ -112,76 +112,148 @@ void consent_store::apply(const std::string& subject, int bit, bool granted) {
     }
 }
 
+std::uint64_t consent_store::begin_change(const std::string& key) {
+    auto& state = changes_[key];
+    state.generation = ++next_generation_;
+    ++state.in_flight;
+    return state.generation;
+}
+
+bool consent_store::finish_change(const std::string& key, std::uint64_t generation) {
+    auto it = changes_.find(key);
+    if (it == changes_.end()) return false;
+    const bool newest = it->second.generation == generation;
+    if (--it->second.in_flight == 0) changes_.erase(it);
+    return newest;
+}
+
+namespace {
+std::string consent_key(const std::string& subject, const std::string& purpose) {
+    return "c\0" + subject + '\0' + purpose;
+}
+} // namespace
+
 void consent_store::set_consent(const std::string& subject, const std::string& purpose, bool granted,
                                 const std::string& operator_id, const std::string& evidence, done_fn done) {
     const int bit = consent_bit(purpose);
     if (bit < 0) throw std::invalid_argument("purpose needs no consent");
-    apply(subject, bit, granted);  // GDPR Art. 7(3): a withdrawal takes effect at once
+    if (!granted) {
+        // GDPR Art. 7(3): a withdrawal takes effect at once, before it is written.
+        // submit_withdrawal starts a newer change, so a grant still in flight will not apply.
+        apply(subject, bit, false);
+        submit_withdrawal(withdrawal{subject, purpose, operator_id, evidence, now_ms()}, std::move(done));
+        return;
+    }
+    const auto key = consent_key(subject, purpose);
+    const std::uint64_t generation = begin_change(key);
     const std::int64_t at = now_ms();
     worker_->submit(
         [=](sqlite_db& db) {
-            sqlite_statement event(db.handle(),
-                                   "INSERT INTO consent_events (subject, purpose, granted, at_ms, operator, evidence) "
-                                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-            event.bind(1, subject).bind(2, purpose).bind(3, std::int64_t{granted}).bind(4, at).bind(5, operator_id).bind(6, evidence);
+            auto& event = db.cached("INSERT INTO consent_events (subject, purpose, granted, at_ms, operator, evidence) "
+                                    "VALUES (?1, ?2, 1, ?3, ?4, ?5)");
+            event.bind(1, subject).bind(2, purpose).bind(3, at).bind(4, operator_id).bind(5, evidence);
             event.run();
-            sqlite_statement current(db.handle(),
-                                     "INSERT INTO consent_current (subject, purpose, granted, at_ms, event_seq) "
-                                     "VALUES (?1, ?2, ?3, ?4, last_insert_rowid()) "
-                                     "ON CONFLICT (subject, purpose) DO UPDATE SET granted = excluded.granted, "
-                                     "at_ms = excluded.at_ms, event_seq = excluded.event_seq");
-            current.bind(1, subject).bind(2, purpose).bind(3, std::int64_t{granted}).bind(4, at);
+            auto& current = db.cached("INSERT INTO consent_current (subject, purpose, granted, at_ms, event_seq) "
+                                      "VALUES (?1, ?2, 1, ?3, last_insert_rowid()) "
+                                      "ON CONFLICT (subject, purpose) DO UPDATE SET granted = excluded.granted, "
+                                      "at_ms = excluded.at_ms, event_seq = excluded.event_seq");
+            current.bind(1, subject).bind(2, purpose).bind(3, at);
             current.run();
         },
-        [this, subject, bit, granted, done = std::move(done)](const std::string& error) {
-            // Processing on an unrecorded grant could not be demonstrated (Art. 7(1)): undo it.
-            if (!error.empty() && granted) apply(subject, bit, false);
-            if (done) done(error);
+        [this, key, generation, subject, bit, done = std::move(done)](const std::string& error) {
+            const bool newest = finish_change(key, generation);
+            if (error.empty() && newest) apply(subject, bit, true);
+            if (done) done(error.empty() || !newest ? error : "consent was not recorded: " + error);
         });
+}
+
+void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
+    const auto key = consent_key(w.subject, w.purpose);
+    const std::uint64_t generation = begin_change(key);
+    worker_->submit(
+        [w](sqlite_db& db) {
+            auto& event = db.cached("INSERT INTO consent_events (subject, purpose, granted, at_ms, operator, evidence) "
+                                    "VALUES (?1, ?2, 0, ?3, ?4, ?5)");
+            event.bind(1, w.subject).bind(2, w.purpose).bind(3, w.at_ms).bind(4, w.operator_id).bind(5, w.evidence);
+            event.run();
+            auto& current = db.cached("INSERT INTO consent_current (subject, purpose, granted, at_ms, event_seq) "
+                                      "VALUES (?1, ?2, 0, ?3, last_insert_rowid()) "
+                                      "ON CONFLICT (subject, purpose) DO UPDATE SET granted = excluded.granted, "
+                                      "at_ms = excluded.at_ms, event_seq = excluded.event_seq");
+            current.bind(1, w.subject).bind(2, w.purpose).bind(3, w.at_ms);
+            current.run();
+        },
+        [this, key, generation, w, done = std::move(done)](const std::string& error) {
+            const bool newest = finish_change(key, generation);
+            // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry,
+            // unless a newer change to the same consent has been made since.
+            if (!error.empty() && newest) pending_withdrawals_.push_back(w);
+            if (done)
+                done(error.empty() ? error
+                                   : "the withdrawal is in force but could not be recorded yet (it is retried): " + error);
+        });
+}
+
+void consent_store::retry_pending() {
+    std::vector<withdrawal> pending;
+    pending.swap(pending_withdrawals_);
+    for (auto& w : pending) submit_withdrawal(std::move(w), nullptr);
+}
+
+void consent_store::apply_binding(const std::string& client_id, const std::string& subject, bool bound,
+                                  std::int64_t at, const std::string& operator_id) {
+    const auto key = binding_key(client_id, subject);
+    if (bound) {
+        if (!binding_details_.emplace(key, device_binding{client_id, subject, at, operator_id}).second) return;
+        bound_subjects_[client_id].push_back(subject);
+        return;
+    }
+    if (!binding_details_.erase(key)) return;
+    auto& subjects = bound_subjects_[client_id];
+    subjects.erase(std::remove(subjects.begin(), subjects.end(), subject), subjects.end());
+    if (subjects.empty()) bound_subjects_.erase(client_id);
 }
 
 bool consent_store::bind(const std::string& client_id, const std::string& subject, const std::string& operator_id,
                          done_fn done) {
-    const auto key = binding_key(client_id, subject);
-    if (binding_details_.count(key)) return false;
-    const std::int64_t at = now_ms();
-    binding_details_.emplace(key, device_binding{client_id, subject, at, operator_id});
-    bound_subjects_[client_id].push_back(subject);
-    worker_->submit(
-        [=](sqlite_db& db) {
-            sqlite_statement insert(db.handle(),
-                                    "INSERT INTO device_bindings (client_id, subject, bound_at_ms, operator) VALUES (?1, ?2, ?3, ?4)");
-            insert.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
-            insert.run();
-            sqlite_statement event(db.handle(),
-                                   "INSERT INTO binding_events (client_id, subject, bound, at_ms, operator) VALUES (?1, ?2, 1, ?3, ?4)");
-            event.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
-            event.run();
-        },
-        std::move(done));
+    if (binding_details_.count(binding_key(client_id, subject))) return false;
+    change_binding(client_id, subject, operator_id, true, std::move(done));
     return true;
 }
 
 bool consent_store::unbind(const std::string& client_id, const std::string& subject, const std::string& operator_id,
                            done_fn done) {
-    const auto key = binding_key(client_id, subject);
-    if (!binding_details_.erase(key)) return false;
-    auto& subjects = bound_subjects_[client_id];
-    subjects.erase(std::remove(subjects.begin(), subjects.end(), subject), subjects.end());
-    if (subjects.empty()) bound_subjects_.erase(client_id);
+    if (!binding_details_.count(binding_key(client_id, subject))) return false;
+    change_binding(client_id, subject, operator_id, false, std::move(done));
+    return true;
+}
+
+void consent_store::change_binding(const std::string& client_id, const std::string& subject,
+                                   const std::string& operator_id, bool bound, done_fn done) {
+    const auto key = "b" + binding_key(client_id, subject);
+    const std::uint64_t generation = begin_change(key);
     const std::int64_t at = now_ms();
     worker_->submit(
         [=](sqlite_db& db) {
-            sqlite_statement remove(db.handle(), "DELETE FROM device_bindings WHERE client_id = ?1 AND subject = ?2");
-            remove.bind(1, client_id).bind(2, subject);
-            remove.run();
-            sqlite_statement event(db.handle(),
-                                   "INSERT INTO binding_events (client_id, subject, bound, at_ms, operator) VALUES (?1, ?2, 0, ?3, ?4)");
-            event.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
+            if (bound) {
+                auto& insert = db.cached("INSERT INTO device_bindings (client_id, subject, bound_at_ms, operator) "
+                                         "VALUES (?1, ?2, ?3, ?4)");
+                insert.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
+                insert.run();
+            } else {
+                auto& remove = db.cached("DELETE FROM device_bindings WHERE client_id = ?1 AND subject = ?2");
+                remove.bind(1, client_id).bind(2, subject);
+                remove.run();
+            }
+            auto& event = db.cached("INSERT INTO binding_events (client_id, subject, bound, at_ms, operator) "
+                                    "VALUES (?1, ?2, ?3, ?4, ?5)");
+            event.bind(1, client_id).bind(2, subject).bind(3, std::int64_t{bound}).bind(4, at).bind(5, operator_id);
             event.run();
         },
-        std::move(done));
-    return true;
+        [this, key, generation, client_id, subject, at, operator_id, bound, done = std::move(done)](const std::string& error) {
+            if (finish_change(key, generation) && error.empty()) apply_binding(client_id, subject, bound, at, operator_id);
+            if (done) done(error);
+        });
 }
 
 std::vector<device_binding> consent_store::bindings(std::string_view client_id, std::string_view subject) const {
@@ -214,9 +286,8 @@ void consent_store::history(const std::string& subject,
     auto rows = std::make_shared<std::vector<consent_event>>();
     worker_->submit(
         [subject, rows](sqlite_db& db) {
-            sqlite_statement q(db.handle(),
-                               "SELECT seq, subject, purpose, granted, at_ms, operator, evidence FROM consent_events "
-                               "WHERE subject = ?1 ORDER BY seq");
+            auto& q = db.cached("SELECT seq, subject, purpose, granted, at_ms, operator, evidence FROM consent_events "
+                                "WHERE subject = ?1 ORDER BY seq");
             q.bind(1, subject);
             while (q.step()) {
                 rows->push_back(consent_event{q.integer(0), q.text(1), q.text(2), q.integer(3) != 0, q.integer(4),

@@ -33,17 +33,19 @@ std::string operator_list::identify(const requester& r) const {
 
 namespace {
 
-// Collects the responses of one control message and sends them once all are in.
-struct pending_reply {
-    std::vector<json> responses;
-    std::size_t outstanding = 0;
-    control_api::reply_fn reply;
+} // namespace
 
-    void fill(std::size_t slot, json response) {
-        responses[slot] = std::move(response);
-        if (--outstanding == 0) reply(json{{"responses", responses}}.dump());
-    }
+// The commands of one control message, run strictly in order: a command whose change must become
+// durable first is resumed from its completion, so later commands of the same message see it.
+struct control_api::pending_reply {
+    json commands;
+    std::string operator_id;
+    std::size_t next = 0;
+    std::vector<json> responses;
+    control_api::reply_fn reply;
 };
+
+namespace {
 
 class command_error : public std::runtime_error {
 public:
@@ -85,6 +87,34 @@ void only_arguments(const json& cmd, std::initializer_list<const char*> allowed)
     }
 }
 
+// Deepest bracket nesting outside strings; stops counting past `limit`. Run before parsing, so a
+// hostile document never reaches the recursive parts of the JSON library (copy, dump).
+std::size_t nesting_depth(std::string_view text, std::size_t limit) {
+    std::size_t depth = 0, deepest = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == '"') in_string = true;
+        else if (c == '{' || c == '[') {
+            deepest = std::max(deepest, ++depth);
+            if (deepest > limit) return deepest;
+        } else if ((c == '}' || c == ']') && depth > 0) --depth;
+    }
+    return deepest;
+}
+
+// Control characters and quotes out of a client id before it goes into a log line.
+std::string printable(std::string_view s) {
+    std::string out;
+    for (char c : s.substr(0, 128)) out.push_back(static_cast<unsigned char>(c) < 0x20 || c == '\'' || c == 0x7f ? '?' : c);
+    return out;
+}
+
 json binding_json(const device_binding& b) {
     return json{{"clientId", b.client_id}, {"subject", b.subject}, {"boundAt", format_utc_ms(b.bound_at_ms)},
                 {"operator", b.operator_id}};
@@ -100,14 +130,17 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     auto pending = std::make_shared<pending_reply>();
     pending->reply = std::move(reply);
     auto single_error = [&](const std::string& message) {
-        pending->responses.assign(1, json{{"command", ""}, {"error", message}});
-        pending->reply(json{{"responses", pending->responses}}.dump());
+        pending->reply(json{{"responses", json::array({json{{"command", ""}, {"error", message}}})}}.dump());
     };
 
     json doc;
     if (payload.size() > MAX_PAYLOAD) {
         ++refused_requests_;
         return single_error("control message is larger than " + std::to_string(MAX_PAYLOAD) + " bytes");
+    }
+    if (nesting_depth(payload, MAX_NESTING) > MAX_NESTING) {
+        ++refused_requests_;
+        return single_error("control message is nested deeper than " + std::to_string(MAX_NESTING) + " levels");
     }
     try {
         doc = json::parse(payload.begin(), payload.end());
@@ -125,136 +158,164 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
         return single_error("control message holds more than " + std::to_string(MAX_COMMANDS) + " commands");
     }
 
-    const std::string operator_id = operators_.identify(who);
-    pending->responses.resize(commands.size());
-    pending->outstanding = commands.size();
-    if (operator_id.empty()) {
+    pending->operator_id = operators_.identify(who);
+    pending->commands = std::move(doc["commands"]);
+    pending->responses.resize(pending->commands.size());
+    if (pending->operator_id.empty()) {
         ++refused_requests_;
-        log_.warning("refused " + std::to_string(commands.size()) + " control command(s) from client '" + who.client_id +
-                     "': not an operator");
+        log_.warning("refused " + std::to_string(pending->commands.size()) + " control command(s) from client '" +
+                     printable(who.client_id) + "': not an operator");
     }
+    advance(pending);
+}
 
-    for (std::size_t i = 0; i < commands.size(); ++i) {
-        const json& cmd = commands[i];
-        json response{{"command", ""}};
-        std::string name;
-        if (cmd.is_object() && cmd.contains("command") && cmd["command"].is_string()) name = cmd["command"].get<std::string>();
-        response["command"] = name;
-        if (cmd.is_object() && cmd.contains("correlationData")) response["correlationData"] = cmd["correlationData"];
-        auto fail = [&](const std::string& message) {
-            response["error"] = message;
-            pending->fill(i, response);
-        };
-        if (!cmd.is_object()) {
-            fail("a command must be a JSON object");
-            continue;
+void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
+    while (pending->next < pending->commands.size()) {
+        const std::size_t i = pending->next++;
+        if (!run_command(pending, i)) return;  // resumed from the command's completion
+    }
+    pending->reply(json{{"responses", pending->responses}}.dump());
+}
+
+bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std::size_t i) {
+    const json& cmd = pending->commands[i];
+    const std::string& operator_id = pending->operator_id;
+    json response{{"command", ""}};
+    std::string name;
+    if (cmd.is_object() && cmd.contains("command") && cmd["command"].is_string()) name = cmd["command"].get<std::string>();
+    response["command"] = name;
+    bool bad_correlation = false;
+    if (cmd.is_object() && cmd.contains("correlationData")) {
+        const json& c = cmd["correlationData"];
+        if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number()) {
+            response["correlationData"] = c;
+        } else {
+            bad_correlation = true;
         }
-        if (name.empty()) {
-            fail("missing \"command\" (a string)");
-            continue;
-        }
-        if (operator_id.empty()) {
-            fail("not authorised: only operators named in the plugin options may use " + std::string(CONTROL_TOPIC));
-            continue;
-        }
-        try {
-            if (name == "setConsent") {
-                only_arguments(cmd, {"subject", "purpose", "granted", "evidence"});
-                const auto subject = required_text(cmd, "subject");
-                const auto purpose_name = required_text(cmd, "purpose", 64);
-                const bool granted = required(cmd, "granted", json::value_t::boolean, "true or false").get<bool>();
-                const auto evidence = optional_text(cmd, "evidence", 1024);
-                const purpose* p = purposes_.find(purpose_name);
-                if (!p) throw command_error("unknown purpose \"" + purpose_name + "\"");
-                if (p->basis != lawful_basis::consent)
-                    throw command_error("purpose \"" + purpose_name + "\" rests on " + std::string(to_string(p->basis)) +
-                                        ", not consent: it needs no consent record");
-                store_.set_consent(subject, purpose_name, granted, operator_id, evidence,
-                                   [pending, i, response, subject, purpose_name, granted](const std::string& error) mutable {
-                                       if (!error.empty()) {
-                                           response["error"] = "consent was not recorded: " + error;
-                                       } else {
-                                           response["data"] = json{{"subject", subject}, {"purpose", purpose_name}, {"granted", granted}};
-                                       }
-                                       pending->fill(i, response);
-                                   });
-                log_.info("consent " + std::string(granted ? "granted" : "withdrawn") + " for purpose '" + purpose_name +
-                          "' by " + operator_id);
-            } else if (name == "getConsent") {
-                only_arguments(cmd, {"subject"});
-                const auto subject = required_text(cmd, "subject");
-                json granted = store_.granted_purposes(subject);
-                store_.history(subject, [pending, i, response, subject, granted](std::vector<consent_event> events,
-                                                                                  const std::string& error) mutable {
-                    if (!error.empty()) {
-                        response["error"] = "could not read the consent history: " + error;
-                    } else {
-                        json history = json::array();
-                        for (const auto& e : events) {
-                            history.push_back(json{{"purpose", e.purpose}, {"granted", e.granted}, {"at", format_utc_ms(e.at_ms)},
-                                                   {"operator", e.operator_id}, {"evidence", e.evidence}});
-                        }
-                        response["data"] = json{{"subject", subject}, {"granted", granted}, {"history", history}};
+    }
+    auto fail = [&](const std::string& message) {
+        response["error"] = message;
+        pending->responses[i] = response;
+        return true;
+    };
+    if (bad_correlation) {
+        return fail("\"correlationData\" must be a string of at most 256 bytes or a number");
+    }
+    if (!cmd.is_object()) {
+        return fail("a command must be a JSON object");
+    }
+    if (name.empty()) {
+        return fail("missing \"command\" (a string)");
+    }
+    if (operator_id.empty()) {
+        return fail("not authorised: only operators named in the plugin options may use " + std::string(CONTROL_TOPIC));
+    }
+    try {
+        if (name == "setConsent") {
+            only_arguments(cmd, {"subject", "purpose", "granted", "evidence"});
+            const auto subject = required_text(cmd, "subject");
+            const auto purpose_name = required_text(cmd, "purpose", 64);
+            const bool granted = required(cmd, "granted", json::value_t::boolean, "true or false").get<bool>();
+            const auto evidence = optional_text(cmd, "evidence", 1024);
+            const purpose* p = purposes_.find(purpose_name);
+            if (!p) throw command_error("unknown purpose \"" + purpose_name + "\"");
+            if (p->basis != lawful_basis::consent)
+                throw command_error("purpose \"" + purpose_name + "\" rests on " + std::string(to_string(p->basis)) +
+                                    ", not consent: it needs no consent record");
+            store_.set_consent(subject, purpose_name, granted, operator_id, evidence,
+                               [this, pending, i, response, subject, purpose_name, granted](const std::string& error) mutable {
+                                   if (!error.empty()) {
+                                       response["error"] = "consent was not recorded: " + error;
+                                   } else {
+                                       response["data"] = json{{"subject", subject}, {"purpose", purpose_name}, {"granted", granted}};
+                                   }
+                                   pending->responses[i] = response;
+                                   advance(pending);
+                               });
+            log_.info("consent " + std::string(granted ? "granted" : "withdrawn") + " for purpose '" + purpose_name +
+                      "' by " + operator_id);
+            return false;
+        } else if (name == "getConsent") {
+            only_arguments(cmd, {"subject"});
+            const auto subject = required_text(cmd, "subject");
+            store_.history(subject, [this, pending, i, response, subject](std::vector<consent_event> events,
+                                                                          const std::string& error) mutable {
+                if (!error.empty()) {
+                    response["error"] = "could not read the consent history: " + error;
+                } else {
+                    json history = json::array();
+                    for (const auto& e : events) {
+                        history.push_back(json{{"purpose", e.purpose}, {"granted", e.granted}, {"at", format_utc_ms(e.at_ms)},
+                                               {"operator", e.operator_id}, {"evidence", e.evidence}});
                     }
-                    pending->fill(i, response);
-                });
-            } else if (name == "bindDevice" || name == "unbindDevice") {
-                only_arguments(cmd, {"clientId", "subject"});
-                const auto client_id = required_text(cmd, "clientId", 65535);
-                const auto subject = required_text(cmd, "subject");
-                auto done = [pending, i, response, client_id, subject](const std::string& error) mutable {
-                    if (!error.empty()) {
-                        response["error"] = "the change was not recorded: " + error;
-                    } else {
-                        response["data"] = json{{"clientId", client_id}, {"subject", subject}};
-                    }
-                    pending->fill(i, response);
-                };
-                const bool changed = name == "bindDevice" ? store_.bind(client_id, subject, operator_id, done)
-                                                          : store_.unbind(client_id, subject, operator_id, done);
-                if (!changed)
-                    throw command_error(name == "bindDevice" ? "the device is already bound to this subject"
-                                                             : "the device is not bound to this subject");
-            } else if (name == "listBindings") {
-                only_arguments(cmd, {"clientId", "subject"});
-                const auto client_id = optional_text(cmd, "clientId", 65535);
-                const auto subject = optional_text(cmd, "subject");
-                json list = json::array();
-                for (const auto& b : store_.bindings(client_id, subject)) list.push_back(binding_json(b));
-                response["data"] = json{{"bindings", list}};
-                pending->fill(i, response);
-            } else if (name == "getStats") {
-                only_arguments(cmd, {});
-                const auto& s = engine_.stats();
-                response["data"] = json{
-                    {"messages", s.messages},
-                    {"classified", s.classified},
-                    {"unmatched", s.unmatched},
-                    {"fieldsTransformed", s.fields_transformed},
-                    {"fieldsDropped",
-                     {{"rule", s.fields_dropped},
-                      {"noConsent", s.fields_no_consent},
-                      {"unclassified", s.fields_unclassified_dropped},
-                      {"unsupportedValue", s.fields_unsupported}}},
-                    {"refusals",
-                     {{"invalidPayload", s.refused_invalid},
-                      {"unmatchedTopic", s.refused_unmatched},
-                      {"will", s.wills_refused},
-                      {"controlRequests", refused_requests_}}},
-                    {"publishesWithoutKnownSubject", s.no_subject},
-                    {"subjectsWithConsent", store_.subjects_with_consent()},
-                    {"deviceBindings", store_.binding_count()},
-                };
-                pending->fill(i, response);
-            } else {
-                throw command_error("unknown command \"" + name +
-                                    "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats)");
-            }
-        } catch (const command_error& e) {
-            fail(e.what());
-        } catch (const std::invalid_argument& e) {
-            fail(e.what());
+                    response["data"] = json{{"subject", subject}, {"granted", store_.granted_purposes(subject)},
+                                            {"history", history}};
+                }
+                pending->responses[i] = response;
+                advance(pending);
+            });
+            return false;
+        } else if (name == "bindDevice" || name == "unbindDevice") {
+            only_arguments(cmd, {"clientId", "subject"});
+            const auto client_id = required_text(cmd, "clientId", 65535);
+            const auto subject = required_text(cmd, "subject");
+            auto done = [this, pending, i, response, client_id, subject](const std::string& error) mutable {
+                if (!error.empty()) {
+                    response["error"] = "the change was not recorded: " + error;
+                } else {
+                    response["data"] = json{{"clientId", client_id}, {"subject", subject}};
+                }
+                pending->responses[i] = response;
+                advance(pending);
+            };
+            const bool changed = name == "bindDevice" ? store_.bind(client_id, subject, operator_id, done)
+                                                      : store_.unbind(client_id, subject, operator_id, done);
+            if (!changed)
+                throw command_error(name == "bindDevice" ? "the device is already bound to this subject"
+                                                         : "the device is not bound to this subject");
+            return false;
+        } else if (name == "listBindings") {
+            only_arguments(cmd, {"clientId", "subject"});
+            const auto client_id = optional_text(cmd, "clientId", 65535);
+            const auto subject = optional_text(cmd, "subject");
+            json list = json::array();
+            for (const auto& b : store_.bindings(client_id, subject)) list.push_back(binding_json(b));
+            response["data"] = json{{"bindings", list}};
+            pending->responses[i] = response;
+            return true;
+        } else if (name == "getStats") {
+            only_arguments(cmd, {});
+            const auto& s = engine_.stats();
+            response["data"] = json{
+                {"messages", s.messages},
+                {"classified", s.classified},
+                {"unmatched", s.unmatched},
+                {"fieldsTransformed", s.fields_transformed},
+                {"fieldsDropped",
+                 {{"rule", s.fields_dropped},
+                  {"noConsent", s.fields_no_consent},
+                  {"unclassified", s.fields_unclassified_dropped},
+                  {"unsupportedValue", s.fields_unsupported}}},
+                {"refusals",
+                 {{"invalidPayload", s.refused_invalid},
+                  {"unmatchedTopic", s.refused_unmatched},
+                  {"will", s.wills_refused},
+                  {"controlRequests", refused_requests_}}},
+                {"publishesWithoutKnownSubject", s.no_subject},
+                {"subjectsWithConsent", store_.subjects_with_consent()},
+                {"deviceBindings", store_.binding_count()},
+                {"withdrawalsNotYetRecorded", store_.pending_withdrawals()},
+            };
+            pending->responses[i] = response;
+            return true;
+        } else {
+            throw command_error("unknown command \"" + name +
+                                "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats)");
         }
+    } catch (const command_error& e) {
+        return fail(e.what());
+    } catch (const std::invalid_argument& e) {
+        return fail(e.what());
     }
 }
 

@@ -149,10 +149,14 @@ public:
     }
 
 private:
-    // At '{': leaves p_ at the value of the first member named `token`. (A payload naming its
-    // subject twice is ambiguous; the filter still applies every rule to both members.)
+    // At '{': leaves p_ at the value of the member named `token`. A name given twice is ambiguous
+    // (parsers downstream disagree on which one counts), so it finds nothing: no subject, no
+    // consent.
     bool find_member(const std::string& token) {
         ++p_;
+        const char* found = nullptr;
+        ws();
+        if (p_ < end_ && *p_ == '}') return false;
         for (;;) {
             ws();
             if (p_ >= end_ || *p_ != '"') return false;
@@ -168,12 +172,20 @@ private:
             if (p_ >= end_ || *p_ != ':') return false;
             ++p_;
             ws();
-            if (key == token) return true;
+            if (key == token) {
+                if (found) return false;
+                found = p_;
+            }
             if (!skip_value(1)) return false;
             ws();
-            if (p_ >= end_ || *p_ != ',') return false;
+            if (p_ >= end_) return false;
+            if (*p_ == '}') break;
+            if (*p_ != ',') return false;
             ++p_;
         }
+        if (!found) return false;
+        p_ = found;
+        return true;
     }
     bool find_element(const std::string& token) {
         if (token.empty() || token.size() > 9 || token.find_first_not_of("0123456789") != std::string::npos) return false;

@@ -10,7 +10,7 @@ const std::vector<std::string>& known_option_keys() {
     static const std::vector<std::string> keys = {"schemas",           "purposes",           "unmatched_topics",
                                                   "pseudonym_key_file", "acl_default",        "database",
                                                   "db_synchronous",    "operator_usernames", "operator_client_ids",
-                                                  "operator_cert_cns"};
+                                                  "operator_cert_cns", "track_logins"};
     return keys;
 }
 
@@ -66,6 +66,10 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             if (value != "OFF" && value != "NORMAL" && value != "FULL")
                 throw config_error(key, "'" + value + "' is not one of OFF, NORMAL, FULL");
             o.db_synchronous = value;
+        } else if (key == "track_logins") {
+            if (value == "true") o.track_logins = true;
+            else if (value == "false") o.track_logins = false;
+            else throw config_error(key, "'" + value + "' is not one of true, false");
         } else if (key == "operator_usernames") {
             o.operator_usernames = split_list(key, value);
         } else if (key == "operator_client_ids") {

@@ -1,6 +1,13 @@
 #include "gdpr/sqlite.hpp"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace gdpr {
 
@@ -65,6 +72,19 @@ std::int64_t sqlite_statement::integer(int column) const { return sqlite3_column
 bool sqlite_statement::is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
 
 sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : path_(path) {
+    // SQLite creates the file (and later its -wal and -shm files, with the same mode) using the
+    // process umask; create it private first.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
+    struct stat st {};
+    const int stat_rc = ::fstat(fd, &st);
+    ::close(fd);
+    if (stat_rc == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw storage_error("database '" + path + "' is accessible by group or others (mode " + mode +
+                            "); it holds personal data: chmod 600 it");
+    }
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
         SQLITE_OK) {
         const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -84,8 +104,18 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
     }
 }
 
+bool sqlite_db::in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
+
+sqlite_statement& sqlite_db::cached(const std::string& sql) {
+    auto it = statements_.find(sql);
+    if (it == statements_.end()) it = statements_.emplace(sql, std::make_unique<sqlite_statement>(db_, sql)).first;
+    it->second->reset();
+    return *it->second;
+}
+
 sqlite_db::~sqlite_db() {
     if (!db_) return;
+    statements_.clear();  // finalize before closing
     sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
     sqlite3_close_v2(db_);
 }

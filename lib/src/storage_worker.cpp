@@ -30,7 +30,12 @@ std::size_t storage_worker::drain() {
         completions_ready_.store(false, std::memory_order_release);
     }
     for (auto& c : ready) {
-        if (c.done) c.done(c.error);
+        // One failing completion must not cost the others their replies.
+        try {
+            if (c.done) c.done(c.error);
+        } catch (...) {
+            ++failed_completions_;
+        }
     }
     return ready.size();
 }
@@ -51,33 +56,12 @@ void storage_worker::run() {
             busy_ = true;
         }
         std::vector<completion> done;
-        done.reserve(batch.size());
         try {
-            sqlite_transaction tx(*db_);
-            for (auto& j : batch) {
-                std::string error;
-                try {
-                    db_->exec("SAVEPOINT job");
-                    j.work(*db_);
-                    db_->exec("RELEASE job");
-                } catch (const std::exception& e) {
-                    error = e.what();
-                    try {
-                        db_->exec("ROLLBACK TO job");
-                        db_->exec("RELEASE job");
-                    } catch (...) {
-                    }
-                }
-                done.push_back(completion{std::move(j.done), std::move(error)});
-            }
-            tx.commit();
-        } catch (const std::exception& e) {
-            // The batch did not commit: nothing in it is durable.
-            for (auto& c : done) {
-                if (c.error.empty()) c.error = std::string("could not commit: ") + e.what();
-            }
-            for (std::size_t i = done.size(); i < batch.size(); ++i)
-                done.push_back(completion{std::move(batch[i].done), std::string("could not commit: ") + e.what()});
+            done = run_batch(batch);
+        } catch (...) {
+            // Out of memory while reporting: nothing in the batch can be trusted to be durable.
+            done.clear();
+            for (auto& j : batch) done.push_back(completion{std::move(j.done), "internal error while writing"});
         }
         ++batches_;
         {
@@ -91,6 +75,51 @@ void storage_worker::run() {
         }
         idle_.notify_all();
     }
+}
+
+std::vector<storage_worker::completion> storage_worker::run_batch(std::vector<job>& batch) {
+    std::vector<completion> done;
+    done.reserve(batch.size());
+    std::string batch_error;  // set when the transaction as a whole is lost
+    try {
+        sqlite_transaction tx(*db_);
+        for (auto& j : batch) {
+            if (!batch_error.empty()) {
+                done.push_back(completion{std::move(j.done), batch_error});
+                continue;
+            }
+            std::string error;
+            try {
+                db_->exec("SAVEPOINT job");
+                j.work(*db_);
+                db_->exec("RELEASE job");
+            } catch (const std::exception& e) {
+                error = e.what();
+                if (db_->in_transaction()) {
+                    try {
+                        db_->exec("ROLLBACK TO job");
+                        db_->exec("RELEASE job");
+                    } catch (...) {
+                    }
+                }
+            }
+            if (!db_->in_transaction()) {
+                // SQLite rolled the whole transaction back (I/O error, disk full, ...): every job
+                // of the batch so far is lost too, and the rest must not run outside it.
+                batch_error = "the batch was rolled back: " + (error.empty() ? std::string("transaction ended") : error);
+                for (auto& c : done) c.error = batch_error;
+                done.push_back(completion{std::move(j.done), batch_error});
+                continue;
+            }
+            done.push_back(completion{std::move(j.done), std::move(error)});
+        }
+        if (batch_error.empty()) tx.commit();
+    } catch (const std::exception& e) {
+        const std::string error = std::string("could not commit: ") + e.what();
+        for (auto& c : done) c.error = error;
+        for (std::size_t i = done.size(); i < batch.size(); ++i) done.push_back(completion{std::move(batch[i].done), error});
+    }
+    return done;
 }
 
 } // namespace gdpr

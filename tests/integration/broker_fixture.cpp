@@ -116,6 +116,7 @@ void broker::launch(const broker_options& options) {
     port_ = free_port();
     std::ostringstream conf;
     conf << "listener " << port_ << " 127.0.0.1\n"
+         << options.listener_config << "\n"
          << "allow_anonymous true\n"
          << "user " << (options.user.empty() ? current_user() : options.user) << "\n"
          << "log_dest stderr\n"

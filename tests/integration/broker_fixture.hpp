@@ -40,6 +40,7 @@ struct broker_options {
     // broker's scratch directory, "operator_client_ids" OPERATOR_CLIENT_ID, "acl_default" allow.
     std::vector<std::pair<std::string, std::string>> plugin_opts;
     std::string extra_config;  // appended to mosquitto.conf
+    std::string listener_config;  // lines right after the listener line (e.g. TLS settings)
     std::string user;          // the broker's `user` line; default: the user running the tests
 };
 

@@ -253,3 +253,120 @@ TEST_CASE("gdprctl times out when nobody answers", "[integration][gdprctl]") {
     CHECK(r.status == 4);
     CHECK(r.err.find("no response from the broker within 1 s") != std::string::npos);
 }
+
+TEST_CASE("operators can be named by username; responses reach only the client that asked", "[integration][consent][authorisation]") {
+    itest::scratch_dir files;
+    const auto passwords = (files.path() / "passwd").string();
+    for (const char* user : {"dpo", "someone", "not-dpo"}) {
+        const std::string cmd = std::string(MOSQUITTO_PASSWD_BINARY) + (std::string(user) == "dpo" ? " -c" : "") + " -b " +
+                                passwords + " " + user + " pw-" + user;
+        REQUIRE(std::system(cmd.c_str()) == 0);
+    }
+    itest::broker_options o;
+    o.plugin_opts = {{"operator_usernames", "dpo"}, {"operator_client_ids", "console-2"}};
+    o.extra_config = "password_file " + passwords + "\n";
+    itest::broker b(o);
+    auto connect_as = [&](const std::string& id, const std::string& username) {
+        auto c = std::make_unique<itest::client>(b, id, 5);
+        c->raw().start_consuming();
+        c->raw()
+            .connect(mqtt::connect_options_builder()
+                         .mqtt_version(MQTTVERSION_5)
+                         .clean_start(true)
+                         .user_name(username)
+                         .password("pw-" + username)
+                         .finalize())
+            ->wait();
+        return c;
+    };
+    auto dpo = connect_as("laptop-17", "dpo");
+    auto other = connect_as("console-2", "someone");  // an operator too, by client id
+    other->subscribe("$CONTROL/gdpr/v1/response", 1);
+    auto r = set_consent(*dpo, "D-1234", "route-analytics", true);
+    CHECK_FALSE(r["responses"][0].contains("error"));
+    CHECK_FALSE(other->next(500ms));  // the dpo's answer went to the dpo only
+    CHECK(b.log().find("operators are named by client id") != std::string::npos);
+
+    auto pretender = connect_as("laptop-18", "not-dpo");
+    r = set_consent(*pretender, "D-1234", "route-analytics", false);
+    CHECK(r["responses"][0]["error"].get<std::string>().find("not authorised") == 0);
+}
+
+TEST_CASE("a withdrawal survives a broker restart", "[integration][consent]") {
+    itest::scratch_dir state;
+    itest::broker_options o;
+    o.plugin_opts = {{"database", (state.path() / "gdpr.db").string()},
+                     {"pseudonym_key_file", state.write("p.key", std::string(32, 'w'), 0600)}};
+    {
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+        op.connect();
+        set_consent(op, "D-1234", "route-analytics", true);
+        set_consent(op, "D-1234", "route-analytics", false);
+    }
+    itest::broker b(o);
+    CHECK(b.log().find("0 subjects with consent") != std::string::npos);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    auto r = control(op, json::array({{{"command", "getConsent"}, {"subject", "D-1234"}}}));
+    CHECK(r["responses"][0]["data"]["granted"].empty());
+    CHECK(r["responses"][0]["data"]["history"].size() == 2);
+}
+
+TEST_CASE("gdprctl refuses inconsistent TLS options", "[integration][gdprctl]") {
+    itest::scratch_dir tmp;
+    auto r = run_gdprctl(tmp, "--cert a.pem --key a.key stats");
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--cert, --key and --insecure need --cafile") != std::string::npos);
+    r = run_gdprctl(tmp, "--port notaport stats");
+    CHECK(r.status == 2);
+}
+
+TEST_CASE("logins are only observed: with track_logins false a broker without password file accepts usernames",
+          "[integration][authorisation]") {
+    itest::broker_options o;
+    o.plugin_opts = {{"track_logins", "false"}};
+    itest::broker b(o);
+    CHECK(b.log().find("track_logins false") != std::string::npos);
+    itest::client c(b, "named-device", 5);
+    c.raw().start_consuming();
+    CHECK_NOTHROW(c.raw().connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).user_name("anyone").finalize())->wait());
+}
+
+TEST_CASE("operators named by TLS certificate CN, through gdprctl over TLS", "[integration][consent][authorisation][tls]") {
+    itest::scratch_dir pki;
+    const std::string dir = pki.path().string();
+    auto sh = [&](const std::string& cmd) { REQUIRE(std::system(("cd " + dir + " && " + cmd + " >/dev/null 2>&1").c_str()) == 0); };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=itest-ca");
+    auto issue = [&](const std::string& name, const std::string& cn, const std::string& ext) {
+        sh("openssl req -newkey rsa:2048 -nodes -keyout " + name + ".key -out " + name + ".csr -subj /CN=" + cn);
+        pki.write(name + ".ext", ext);
+        sh("openssl x509 -req -in " + name + ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -out " + name +
+           ".crt -days 2 -extfile " + name + ".ext");
+    };
+    issue("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    issue("ops", "ops-console.example.org", "extendedKeyUsage=clientAuth\n");
+    issue("device", "vehicle-42", "extendedKeyUsage=clientAuth\n");
+
+    itest::broker_options o;
+    o.plugin_opts = {{"operator_cert_cns", "ops-console.example.org"}, {"operator_client_ids", ""}};
+    o.listener_config = "cafile " + dir + "/ca.crt\ncertfile " + dir + "/server.crt\nkeyfile " + dir +
+                        "/server.key\nrequire_certificate true\n";
+    itest::broker b(o);
+    CHECK(b.log().find("operators are named by") == std::string::npos);  // certificates only: no warning
+    itest::scratch_dir tmp;
+    const std::string tls = "--port " + std::to_string(b.port()) + " --cafile " + dir + "/ca.crt ";
+
+    auto r = run_gdprctl(tmp, tls + "--cert " + dir + "/ops.crt --key " + dir + "/ops.key consent set D-1 route-analytics granted");
+    INFO(r.err);
+    CHECK(r.status == 0);
+    CHECK(r.err.empty());
+    r = run_gdprctl(tmp, tls + "--cert " + dir + "/ops.crt --key " + dir + "/ops.key consent get D-1");
+    CHECK(r.out.find("by cn:ops-console.example.org") != std::string::npos);
+    r = run_gdprctl(tmp, tls + "--cert " + dir + "/device.crt --key " + dir + "/device.key consent set D-1 route-analytics withdrawn");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("not authorised") != std::string::npos);
+    // The broker's certificate names 127.0.0.1 but not this host name: verification refuses it.
+    r = run_gdprctl(tmp, "--host localhost.localdomain " + tls + "--cert " + dir + "/ops.crt --key " + dir + "/ops.key stats");
+    CHECK(r.status == 3);
+}

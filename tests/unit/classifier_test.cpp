@@ -102,7 +102,12 @@ TEST_CASE("consent decides per subject, resolved as the schema declares", "[clas
     };
     test_support::temp_dir dir;
     auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+    auto settle = [&] {
+        store->wait_idle();
+        store->drain();
+    };
     store->set_consent("A", "analytics", true, "op", "", nullptr);
+    settle();
 
     SECTION("payload field") {
         gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})"), gdpr::unmatched_policy::pass, nullptr);
@@ -129,10 +134,13 @@ TEST_CASE("consent decides per subject, resolved as the schema declares", "[clas
         c.attach_consent(store.get());
         CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::replace);  // unbound
         store->bind("sensor", "A", "op", nullptr);
+        settle();
         CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::pass);
         store->bind("sensor", "B", "op", nullptr);
+        settle();
         CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::replace);
         store->set_consent("B", "analytics", true, "op", "", nullptr);
+        settle();
         CHECK(c.classify("dev/1/data", R"({"loc":1})", "sensor").action == gdpr::publish_action::pass);
     }
     SECTION("without a consent store nobody has consented") {

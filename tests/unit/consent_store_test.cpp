@@ -40,11 +40,13 @@ TEST_CASE("consent is applied at once, persisted with history, and survives a re
         std::vector<std::string> results;
         auto record = [&](const std::string& e) { results.push_back(e.empty() ? "ok" : e); };
         store->set_consent("D-1", "analytics", true, "client:op", "form#1", record);
-        CHECK(store->granted_mask("D-1") == 1);  // before it is durable: effective immediately
+        CHECK(store->granted_mask("D-1") == 0);  // a grant counts once it is durable
         store->set_consent("D-1", "marketing", true, "client:op", "", record);
         store->set_consent("D-2", "analytics", true, "client:op", "", record);
+        settle(*store);
+        CHECK(store->granted_mask("D-1") == 3);
         store->set_consent("D-2", "analytics", false, "username:dpo", "letter 2026-11-20", record);
-        CHECK(store->granted_mask("D-2") == 0);
+        CHECK(store->granted_mask("D-2") == 0);  // a withdrawal counts at once
         settle(*store);
         CHECK(results == std::vector<std::string>{"ok", "ok", "ok", "ok"});
         CHECK(store->granted_purposes("D-1") == std::vector<std::string>{"analytics", "marketing"});
@@ -78,12 +80,14 @@ TEST_CASE("device bindings are many-to-many and persist", "[consent][bindings]")
         CHECK(store->bind("sensor-1", "A", "client:op", nullptr));
         CHECK(store->bind("sensor-1", "B", "client:op", nullptr));
         CHECK(store->bind("sensor-2", "A", "client:op", nullptr));
+        settle(*store);
         CHECK_FALSE(store->bind("sensor-1", "A", "client:op", nullptr));
         REQUIRE(store->subjects_bound_to("sensor-1") != nullptr);
         CHECK(*store->subjects_bound_to("sensor-1") == std::vector<std::string>{"A", "B"});
         CHECK(store->bindings("", "A").size() == 2);
         CHECK(store->bindings("sensor-1", "").size() == 2);
         CHECK(store->unbind("sensor-2", "A", "client:op", nullptr));
+        settle(*store);
         CHECK_FALSE(store->unbind("sensor-2", "A", "client:op", nullptr));
         CHECK(store->subjects_bound_to("sensor-2") == nullptr);
         settle(*store);
@@ -143,4 +147,82 @@ TEST_CASE("the subject table finds, inserts and erases under heavy collision and
         CHECK(reference.at(std::string(k)) == v);
     });
     CHECK(seen == reference.size());
+}
+
+namespace {
+// A persistent trigger makes chosen writes fail, on every connection, like a full disk would.
+void add_failure(const std::string& path, const std::string& name, const std::string& when) {
+    gdpr::sqlite_db db(path);
+    db.exec("CREATE TRIGGER " + name + " BEFORE INSERT ON consent_events WHEN " + when +
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+}
+void remove_failure(const std::string& path, const std::string& name) {
+    gdpr::sqlite_db db(path);
+    db.exec("DROP TRIGGER " + name);
+}
+} // namespace
+
+TEST_CASE("a grant counts only once it is durable, and an older failure cannot undo a newer grant", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    gdpr::consent_store::open(path, reg);
+    add_failure(path, "fail_boom", "NEW.evidence = 'boom'");
+    auto store = gdpr::consent_store::open(path, reg);
+    std::vector<std::string> results;
+    auto record = [&](const std::string& e) { results.push_back(e); };
+
+    store->set_consent("D-1", "analytics", true, "op", "boom", record);
+    CHECK(store->granted_mask("D-1") == 0);  // not before it is durable
+    settle(*store);
+    REQUIRE(results.size() == 1);
+    CHECK(results[0].find("injected failure") != std::string::npos);
+    CHECK(store->granted_mask("D-1") == 0);
+
+    results.clear();
+    store->set_consent("D-1", "analytics", true, "op", "boom", record);  // fails ...
+    store->set_consent("D-1", "analytics", true, "op", "form#2", record);  // ... the newer one does not
+    settle(*store);
+    CHECK(results[0].find("injected failure") != std::string::npos);
+    CHECK(results[1].empty());
+    CHECK(store->granted_mask("D-1") == 1);
+
+    results.clear();
+    store->set_consent("D-1", "analytics", false, "op", "", record);  // withdrawal overtakes ...
+    store->set_consent("D-1", "analytics", true, "op", "late", record);
+    store->set_consent("D-1", "analytics", false, "op", "again", record);  // ... a grant in between
+    settle(*store);
+    CHECK(store->granted_mask("D-1") == 0);
+}
+
+TEST_CASE("a withdrawal that cannot be written stays in force and is retried", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+        settle(*store);
+    }
+    add_failure(path, "fail_withdraw", "NEW.granted = 0");
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        REQUIRE(store->granted_mask("D-1") == 1);
+        std::string result;
+        store->set_consent("D-1", "analytics", false, "op", "", [&](const std::string& e) { result = e; });
+        CHECK(store->granted_mask("D-1") == 0);  // at once
+        settle(*store);
+        CHECK(result.find("in force but could not be recorded yet") != std::string::npos);
+        CHECK(store->pending_withdrawals() == 1);
+        CHECK(store->granted_mask("D-1") == 0);
+        store->retry_pending();
+        settle(*store);
+        CHECK(store->pending_withdrawals() == 1);  // still failing: still pending
+        remove_failure(path, "fail_withdraw");
+        store->retry_pending();
+        settle(*store);
+        CHECK(store->pending_withdrawals() == 0);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 0);  // the withdrawal survived the restart
 }

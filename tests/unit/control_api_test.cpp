@@ -27,8 +27,11 @@ struct api_fixture {
     json call(const gdpr::requester& who, const std::string& payload) {
         std::vector<std::string> replies;
         api.handle(who, payload, [&](const std::string& r) { replies.push_back(r); });
-        store->wait_idle();
-        store->drain();
+        // Commands run one after another: each durable change lets the next one start.
+        for (int round = 0; round < 1000 && replies.empty(); ++round) {
+            store->wait_idle();
+            store->drain();
+        }
         REQUIRE(replies.size() == 1);
         return json::parse(replies[0]);
     }
@@ -108,6 +111,21 @@ TEST_CASE_METHOD(api_fixture, "malformed control messages get one error response
     CHECK(call_as_operator(std::string(gdpr::control_api::MAX_PAYLOAD + 1, ' '))["responses"][0]["error"]
               .get<std::string>()
               .find("larger than") != std::string::npos);
+}
+
+TEST_CASE_METHOD(api_fixture, "hostile control messages are refused before they can hurt", "[control][hostile]") {
+    const std::string deep = R"({"commands":[{"command":"getStats","correlationData":)" + std::string(100000, '[') +
+                             std::string(100000, ']') + "}]}";
+    auto r = call(gdpr::requester{"anyone", "", ""}, deep);
+    CHECK(r["responses"][0]["error"] == "control message is nested deeper than 16 levels");
+    r = call_as_operator(R"({"commands":[{"command":"getStats","correlationData":{"a":[1]}},
+                                          {"command":"getStats","correlationData":")" + std::string(300, 'x') + R"("}]})");
+    CHECK(r["responses"][0]["error"] == "\"correlationData\" must be a string of at most 256 bytes or a number");
+    CHECK_FALSE(r["responses"][0].contains("correlationData"));
+    CHECK(r["responses"][1]["error"] == "\"correlationData\" must be a string of at most 256 bytes or a number");
+    // A client id with control characters cannot forge log lines.
+    call(gdpr::requester{"evil\ngdpr: consent granted", "", ""}, R"({"commands":[{"command":"getStats"}]})");
+    CHECK(log_lines.back().find("'evil?gdpr: consent granted'") != std::string::npos);
 }
 
 TEST_CASE_METHOD(api_fixture, "non-operators get an error for every command and change nothing", "[control]") {

@@ -286,4 +286,9 @@ TEST_CASE("find_scalar reads one value without filtering", "[filter][consent]") 
     CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"x":[1,2}")", {"id"}, v));
     CHECK_FALSE(gdpr::payload_filter::find_scalar(R"([1,2])", {"5"}, v));
     CHECK_FALSE(gdpr::payload_filter::find_scalar("not json", {"id"}, v));
+    // A subject named twice is ambiguous: no subject.
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"id":"A","x":1,"id":"B"})", {"id"}, v));
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"id":"A","\u0069d":"B"})", {"id"}, v));
+    CHECK(gdpr::payload_filter::find_scalar(R"({"a":{"id":"A"},"id":"B"})", {"id"}, v));
+    CHECK(v == "B");
 }

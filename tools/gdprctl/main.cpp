@@ -8,7 +8,7 @@
 //   gdprctl [connection options] stats
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
-// 4 no response in time.
+// 4 no response in time, 5 internal error.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -27,6 +27,7 @@ constexpr int EXIT_REFUSED = 1;
 constexpr int EXIT_USAGE = 2;
 constexpr int EXIT_CONNECT = 3;
 constexpr int EXIT_TIMEOUT = 4;
+constexpr int EXIT_INTERNAL = 5;
 
 const char* USAGE = R"(usage: gdprctl [options] <command> [arguments]
 
@@ -43,8 +44,10 @@ options:
   --port PORT         broker port (default 1883, or 8883 with --cafile)
   --username NAME     MQTT username
   --password SECRET   MQTT password
-  --cafile FILE       CA certificate: connect with TLS
+  --cafile FILE       CA certificate: connect with TLS and verify the broker's certificate
+                      and host name
   --cert FILE --key FILE   TLS client certificate (operators named by certificate CN)
+  --insecure          with --cafile: do not check the broker's host name
   --client-id ID      MQTT client id (default gdprctl-<random>)
   --timeout SECONDS   how long to wait for the answer (default 5)
   --json              print the broker's response as JSON
@@ -56,6 +59,7 @@ struct options {
     std::string username, password, cafile, cert, key, client_id;
     int timeout_s = 5;
     bool as_json = false;
+    bool insecure = false;
     std::vector<std::string> args;
 };
 
@@ -107,11 +111,15 @@ options parse_args(int argc, char** argv) {
             }
             if (o.timeout_s <= 0) throw usage_error("--timeout must be positive");
         } else if (a == "--json") o.as_json = true;
+        else if (a == "--insecure") o.insecure = true;
         else if (a == "-h" || a == "--help") {
             std::cout << USAGE;
             std::exit(0);
         } else o.args.push_back(a);
     }
+    if (o.cafile.empty() && (!o.cert.empty() || !o.key.empty() || o.insecure))
+        throw usage_error("--cert, --key and --insecure need --cafile (TLS)");
+    if (o.cert.empty() != o.key.empty()) throw usage_error("--cert and --key go together");
     if (o.port == 0) o.port = o.cafile.empty() ? 1883 : 8883;
     if (o.client_id.empty()) o.client_id = "gdprctl-" + random_hex(6);
     return o;
@@ -230,12 +238,19 @@ int run(const options& o) {
     if (!o.username.empty()) builder.user_name(o.username);
     if (!o.password.empty()) builder.password(o.password);
     if (!o.cafile.empty()) {
-        auto ssl = mqtt::ssl_options_builder().trust_store(o.cafile);
+        auto ssl = mqtt::ssl_options_builder().trust_store(o.cafile).verify(!o.insecure).enable_server_cert_auth(true);
         if (!o.cert.empty()) ssl.key_store(o.cert);
         if (!o.key.empty()) ssl.private_key(o.key);
         builder.ssl(ssl.finalize());
     }
     client.start_consuming();
+    const auto limit = std::chrono::seconds(o.timeout_s);
+    auto disconnect_quietly = [&client] {
+        try {
+            if (client.is_connected()) client.disconnect()->wait_for(std::chrono::seconds(2));
+        } catch (...) {
+        }
+    };
     try {
         client.connect(builder.finalize())->wait();
     } catch (const mqtt::exception& e) {
@@ -243,13 +258,17 @@ int run(const options& o) {
         return EXIT_CONNECT;
     }
     try {
-        client.publish(mqtt::make_message("$CONTROL/gdpr/v1", request, 1, false))->wait();
+        if (!client.publish(mqtt::make_message("$CONTROL/gdpr/v1", request, 1, false))->wait_for(limit)) {
+            std::cerr << "gdprctl: the broker did not acknowledge the command within " << o.timeout_s << " s\n";
+            disconnect_quietly();
+            return EXIT_TIMEOUT;
+        }
     } catch (const mqtt::exception& e) {
         std::cerr << "gdprctl: the broker did not accept the command: " << e.what() << "\n";
-        client.disconnect()->wait_for(std::chrono::seconds(2));
-        return EXIT_REFUSED;
+        disconnect_quietly();
+        return client.is_connected() ? EXIT_REFUSED : EXIT_CONNECT;
     }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.timeout_s);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
         mqtt::const_message_ptr msg;
         if (!client.try_consume_message_for(&msg, std::chrono::milliseconds(100)) || !msg) continue;
@@ -258,24 +277,24 @@ int run(const options& o) {
         if (!doc.is_object() || !doc["responses"].is_array()) continue;
         for (const auto& response : doc["responses"]) {
             if (!response.contains("correlationData") || response["correlationData"] != correlation) continue;
-            client.disconnect()->wait_for(std::chrono::seconds(2));
+            int status = 0;
             if (o.as_json) std::cout << response.dump(2) << "\n";
             if (response.contains("error")) {
                 if (!o.as_json)
                     std::cerr << "gdprctl: " << response.value("command", "command") << " refused: "
                               << response["error"].get<std::string>() << "\n";
-                return EXIT_REFUSED;
+                status = EXIT_REFUSED;
+            } else if (!o.as_json) {
+                print_human(response);
             }
-            if (!o.as_json) print_human(response);
-            return 0;
+            std::cout.flush();
+            disconnect_quietly();
+            return status;
         }
     }
     std::cerr << "gdprctl: no response from the broker within " << o.timeout_s
               << " s (is mosquitto-gdpr loaded, and is this client an operator?)\n";
-    try {
-        client.disconnect()->wait_for(std::chrono::seconds(2));
-    } catch (...) {
-    }
+    disconnect_quietly();
     return EXIT_TIMEOUT;
 }
 
@@ -288,7 +307,7 @@ int main(int argc, char** argv) {
         std::cerr << "gdprctl: " << e.what() << "\n\n" << USAGE;
         return EXIT_USAGE;
     } catch (const std::exception& e) {
-        std::cerr << "gdprctl: " << e.what() << "\n";
-        return EXIT_REFUSED;
+        std::cerr << "gdprctl: internal error: " << e.what() << "\n";
+        return EXIT_INTERNAL;
     }
 }

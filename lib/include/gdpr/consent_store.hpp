@@ -57,14 +57,19 @@ public:
     // Subjects bound to a publishing client (device registry); null when none.
     const std::vector<std::string>* subjects_bound_to(std::string_view client_id) const;
 
-    // --- changes (broker thread): applied in memory at once, `done` runs from drain() once the
-    // change is durable ("" ) or has failed (error text). A grant that fails to persist is undone
-    // in memory; a withdrawal stays in force either way.
+    // --- changes (broker thread). `done` runs from drain() once the change is durable ("") or has
+    // failed (error text). Grants, bindings and unbindings take effect in memory only once they
+    // are durable (consent must be demonstrable, GDPR Art. 7(1)), and only if no newer change to
+    // the same consent or binding was made meanwhile. A withdrawal takes effect at once (Art.
+    // 7(3)); if it cannot be written it stays in force and is retried by retry_pending().
     void set_consent(const std::string& subject, const std::string& purpose, bool granted,
                      const std::string& operator_id, const std::string& evidence, done_fn done);
     // Returns false (and changes nothing) when the binding already exists / does not exist.
     bool bind(const std::string& client_id, const std::string& subject, const std::string& operator_id, done_fn done);
     bool unbind(const std::string& client_id, const std::string& subject, const std::string& operator_id, done_fn done);
+    // Resubmits withdrawals that could not be written; call periodically (the plugin: every 5 s).
+    void retry_pending();
+    std::size_t pending_withdrawals() const { return pending_withdrawals_.size(); }
 
     // --- queries ---
     std::vector<device_binding> bindings(std::string_view client_id, std::string_view subject) const;
@@ -82,8 +87,28 @@ public:
     static std::int64_t now_ms();
 
 private:
+    struct withdrawal {
+        std::string subject, purpose, operator_id, evidence;
+        std::int64_t at_ms;
+    };
     consent_store() = default;
     void apply(const std::string& subject, int bit, bool granted);
+    void apply_binding(const std::string& client_id, const std::string& subject, bool bound, std::int64_t at,
+                       const std::string& operator_id);
+    void change_binding(const std::string& client_id, const std::string& subject, const std::string& operator_id,
+                        bool bound, done_fn done);
+    // Versioning of in-flight changes per consent or binding key: a completion may change memory
+    // only if it belongs to the newest change of its key.
+    std::uint64_t begin_change(const std::string& key);
+    bool finish_change(const std::string& key, std::uint64_t generation);  // true when still newest
+    void submit_withdrawal(withdrawal w, done_fn done);
+    struct change_state {
+        std::uint64_t generation = 0;
+        std::uint32_t in_flight = 0;
+    };
+    std::unordered_map<std::string, change_state> changes_;
+    std::uint64_t next_generation_ = 0;
+    std::vector<withdrawal> pending_withdrawals_;
 
     std::unordered_map<std::string, int> bits_;
     std::vector<std::string> bit_names_;

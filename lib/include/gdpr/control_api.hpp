@@ -5,6 +5,7 @@
 // "data" | "error": ...}]}, one response per command, in order. Each command succeeds or fails on
 // its own. Broker thread only.
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,18 +42,25 @@ class control_api {
 public:
     static constexpr std::size_t MAX_PAYLOAD = 256 * 1024;
     static constexpr std::size_t MAX_COMMANDS = 100;
+    static constexpr std::size_t MAX_NESTING = 16;
     using reply_fn = std::function<void(const std::string& response_json)>;
 
     control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, operator_list operators,
                 logger& log);
 
-    // Handles one control message. `reply` is called exactly once, on the broker thread, possibly
-    // later (from consent_store::drain) once every command's changes are durable.
+    // Handles one control message. Its commands run in order, each after the previous one's change
+    // is durable. `reply` is called exactly once, on the broker thread, possibly later (from
+    // consent_store::drain).
     void handle(const requester& who, std::string_view payload, reply_fn reply);
 
     std::uint64_t refused_requests() const { return refused_requests_; }
 
 private:
+    struct pending_reply;
+    void advance(const std::shared_ptr<pending_reply>& pending);
+    // Runs command `i`; false when it finishes later, from a completion that calls advance().
+    bool run_command(const std::shared_ptr<pending_reply>& pending, std::size_t i);
+
     classifier& engine_;
     consent_store& store_;
     const purpose_registry& purposes_;

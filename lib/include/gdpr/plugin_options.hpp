@@ -25,6 +25,10 @@ struct plugin_options {
     std::vector<std::string> operator_usernames;           // may use the control API
     std::vector<std::string> operator_client_ids;
     std::vector<std::string> operator_cert_cns;
+    // Observe logins through the broker's password check (always answering "defer") to follow
+    // session takeovers. Mosquitto 2.0 refuses a client that sends a username when no source
+    // answers that check, so brokers without password_file or auth plugin must turn this off.
+    bool track_logins = true;
 };
 
 // The option keys this plugin understands, for documentation and error messages.

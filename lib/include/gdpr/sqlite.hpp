@@ -2,6 +2,8 @@
 // Thin RAII over SQLite: a connection, prepared statements, transactions. Errors throw
 // gdpr::storage_error carrying SQLite's message; destructors never throw.
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -45,6 +47,8 @@ private:
 class sqlite_db {
 public:
     // Opens (creating when missing) `path` in WAL mode with the given `synchronous` level.
+    // The file is created mode 0600; an existing file readable or writable by group or others is
+    // refused (it holds personal data).
     sqlite_db(const std::string& path, std::string_view synchronous = "NORMAL");
     ~sqlite_db();
     sqlite_db(const sqlite_db&) = delete;
@@ -53,10 +57,17 @@ public:
     void exec(std::string_view sql);
     sqlite3* handle() const { return db_; }
     const std::string& path() const { return path_; }
+    // False while a transaction is open (SQLite may end one by itself after an I/O error).
+    bool in_transaction() const;
+
+    // The statement for `sql`, prepared on first use and kept for the connection's lifetime, reset
+    // and with bindings cleared. Not thread-safe: use from the connection's own thread.
+    sqlite_statement& cached(const std::string& sql);
 
 private:
     sqlite3* db_ = nullptr;
     std::string path_;
+    std::map<std::string, std::unique_ptr<sqlite_statement>> statements_;
 };
 
 // Rolls back in its destructor unless committed.

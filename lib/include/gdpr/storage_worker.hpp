@@ -36,6 +36,7 @@ public:
     void wait_idle();
 
     std::uint64_t batches() const { return batches_.load(); }
+    std::uint64_t failed_completions() const { return failed_completions_; }
 
 private:
     struct job {
@@ -47,6 +48,7 @@ private:
         std::string error;
     };
     void run();
+    std::vector<completion> run_batch(std::vector<job>& batch);
 
     std::unique_ptr<sqlite_db> db_;
     std::mutex mutex_;
@@ -59,6 +61,7 @@ private:
     std::vector<completion> completions_;
     std::atomic<bool> completions_ready_{false};
     std::atomic<std::uint64_t> batches_{0};
+    std::uint64_t failed_completions_ = 0;  // broker thread only
     std::thread thread_;
 };
 

@@ -1,0 +1,88 @@
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <stdexcept>
+
+#include "gdpr/storage_worker.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+struct worker_fixture {
+    test_support::temp_dir dir;
+    std::string path = (dir.path() / "w.db").string();
+    std::unique_ptr<gdpr::storage_worker> worker = [this] {
+        auto db = std::make_unique<gdpr::sqlite_db>(path);
+        db->exec("CREATE TABLE t (v INTEGER PRIMARY KEY)");
+        return std::make_unique<gdpr::storage_worker>(std::move(db));
+    }();
+    std::vector<std::string> results;
+
+    void insert(int v) {
+        worker->submit(
+            [v](gdpr::sqlite_db& db) {
+                auto& s = db.cached("INSERT INTO t (v) VALUES (?1)");
+                s.bind(1, std::int64_t{v});
+                s.run();
+            },
+            [this](const std::string& e) { results.push_back(e.empty() ? "ok" : e); });
+    }
+    std::int64_t rows() {
+        worker->wait_idle();
+        gdpr::sqlite_db check(path);
+        gdpr::sqlite_statement q(check.handle(), "SELECT COUNT(*) FROM t");
+        q.step();
+        return q.integer(0);
+    }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(worker_fixture, "a failing job does not undo its neighbours in the batch", "[storage]") {
+    insert(1);
+    insert(1);  // primary key violation
+    insert(2);
+    CHECK(rows() == 2);
+    worker->drain();
+    REQUIRE(results.size() == 3);
+    CHECK(results[0] == "ok");
+    CHECK(results[1].find("UNIQUE constraint failed") != std::string::npos);
+    CHECK(results[2] == "ok");
+}
+
+TEST_CASE_METHOD(worker_fixture, "a batch whose transaction is lost reports every job as failed", "[storage]") {
+    worker->submit([](gdpr::sqlite_db&) {}, [](const std::string&) {});  // let the worker start
+    worker->wait_idle();
+    worker->drain();
+    // Hold back the worker with a job that takes the whole batch's transaction away, as SQLite
+    // does after an I/O error.
+    insert(10);
+    worker->submit([](gdpr::sqlite_db& db) { db.exec("ROLLBACK"); },
+                   [this](const std::string& e) { results.push_back(e.empty() ? "ok" : e); });
+    insert(11);
+    CHECK(rows() == 0);
+    worker->drain();
+    REQUIRE(results.size() == 3);
+    for (const auto& r : results) CHECK(r.find("rolled back") != std::string::npos);
+}
+
+TEST_CASE_METHOD(worker_fixture, "a completion that throws does not cost the others their turn", "[storage]") {
+    worker->submit([](gdpr::sqlite_db&) {}, [](const std::string&) { throw std::runtime_error("boom"); });
+    insert(5);
+    worker->wait_idle();
+    CHECK(worker->drain() == 2);
+    CHECK(results == std::vector<std::string>{"ok"});
+    CHECK(worker->failed_completions() == 1);
+}
+
+TEST_CASE("databases are private: created 0600, refused when others can read them", "[storage]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "p.db").string();
+    { gdpr::sqlite_db db(path); }
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    ::chmod(path.c_str(), 0644);
+    CHECK_THROWS_WITH(gdpr::sqlite_db(path), Catch::Contains("accessible by group or others (mode 0644)"));
+}
