@@ -175,6 +175,11 @@ private:
             if (key == token) {
                 if (found) return false;
                 found = p_;
+                // A second member of that name needs its name in the rest of the payload, as written
+                // or escaped: when neither the name nor any backslash follows, stop here instead of
+                // scanning the rest (the filter pass validates it anyway).
+                const std::string_view rest(p_, static_cast<std::size_t>(end_ - p_));
+                if (rest.find('\\') == std::string_view::npos && rest.find(token) == std::string_view::npos) return true;
             }
             if (!skip_value(1)) return false;
             ws();
