@@ -78,9 +78,10 @@ options parse(int argc, char** argv) {
 }
 
 struct subscriber_state {
+    explicit subscriber_state(int publishers) : seen(static_cast<std::size_t>(publishers)) {}
     std::atomic<long> received{0};
-    std::vector<std::atomic<long>>* seen_by_first = nullptr;  // per publisher, only for subscriber 0
-    std::vector<std::uint32_t> latencies_us;                     // touched only by this client's thread
+    std::vector<std::atomic<long>> seen;  // per publisher
+    std::vector<std::uint32_t> latencies_us;  // touched only by this client's thread
 };
 
 // The number after `"key":` in a payload, or -1.
@@ -104,8 +105,8 @@ void on_message(mosquitto*, void* user, const mosquitto_message* msg, const mosq
                                            "\"odometer\":");
     const std::int64_t publisher = number_after(msg->topic, std::strlen(msg->topic), "/vehicle/v");
     if (sent > 0) s->latencies_us.push_back(static_cast<std::uint32_t>(std::max<std::int64_t>(0, arrived - sent) / 1000));
-    if (s->seen_by_first && publisher >= 0 && publisher < static_cast<std::int64_t>(s->seen_by_first->size()))
-        (*s->seen_by_first)[static_cast<std::size_t>(publisher)].fetch_add(1, std::memory_order_relaxed);
+    if (publisher >= 0 && publisher < static_cast<std::int64_t>(s->seen.size()))
+        s->seen[static_cast<std::size_t>(publisher)].fetch_add(1, std::memory_order_relaxed);
     s->received.fetch_add(1, std::memory_order_release);
 }
 
@@ -140,12 +141,10 @@ int main(int argc, char** argv) {
     const options o = parse(argc, argv);
     mosquitto_lib_init();
 
-    std::vector<std::atomic<long>> seen_by_first(static_cast<std::size_t>(o.publishers));
     std::vector<std::unique_ptr<subscriber_state>> subs;
     std::vector<mosquitto*> sub_clients;
     for (int i = 0; i < o.subscribers; ++i) {
-        subs.push_back(std::make_unique<subscriber_state>());
-        if (i == 0) subs.back()->seen_by_first = &seen_by_first;
+        subs.push_back(std::make_unique<subscriber_state>(o.publishers));
         subs.back()->latencies_us.reserve(static_cast<std::size_t>(o.messages * o.publishers));
         mosquitto* m = connect_client(o, "bench-sub-" + std::to_string(i), subs.back().get());
         mosquitto_message_v5_callback_set(m, on_message);
@@ -171,7 +170,14 @@ int main(int argc, char** argv) {
                     const std::int64_t wait = due - now_ns();
                     if (wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
                 } else {
-                    while (n - seen_by_first[static_cast<std::size_t>(p)].load(std::memory_order_relaxed) >= o.window) {
+                    // Wait for the slowest subscriber: the broker drops QoS 0 messages for a client
+                    // once max_queued_messages (default 1000) are waiting for it.
+                    auto slowest = [&] {
+                        long seen = o.messages;
+                        for (auto& s : subs) seen = std::min(seen, s->seen[static_cast<std::size_t>(p)].load(std::memory_order_relaxed));
+                        return seen;
+                    };
+                    while (n - slowest() >= o.window) {
                         if (now_ns() - start > static_cast<std::int64_t>(o.timeout_s) * 1000000000LL) {
                             failed = true;
                             break;
