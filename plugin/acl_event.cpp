@@ -47,12 +47,35 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     return decision::deny;
 }
 
+void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d) {
+    const bool refused = d == decision::deny || d == decision::failure;
+    const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
+    switch (acl.access) {
+    case MOSQ_ACL_READ:
+        if (!ctx.recorder->records_delivery(refused)) return;
+        ctx.recorder->delivery(session_for(ctx, acl.client, "delivery"), client_id_of(acl.client), topic, acl.payload,
+                               acl.qos, refused, refused ? "not permitted to receive this topic" : "");
+        return;
+    case MOSQ_ACL_SUBSCRIBE:
+    case MOSQ_ACL_UNSUBSCRIBE:
+        ctx.recorder->subscription(session_for(ctx, acl.client, "subscribe"), client_id_of(acl.client),
+                                   acl.access == MOSQ_ACL_UNSUBSCRIBE, topic, acl.qos,
+                                   refused ? "denied" : d == decision::allow ? "allowed" : "no objection");
+        return;
+    default:
+        return;
+    }
+}
+
 } // namespace
 
 int on_acl_check(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
-        return to_mosq_err(check(ctx, *static_cast<mosquitto_evt_acl_check*>(event_data)), ctx.options.acl);
+        const auto& acl = *static_cast<mosquitto_evt_acl_check*>(event_data);
+        const decision d = check(ctx, acl);
+        if (ctx.recorder) record(ctx, acl, d);
+        return to_mosq_err(d, ctx.options.acl);
     } catch (const std::exception& e) {
         log_internal_error(ctx, "in an ACL check, denied it", e.what());
     } catch (...) {

@@ -6,11 +6,13 @@
 #include <unordered_map>
 
 #include "broker_api.hpp"
+#include "gdpr/audit_log.hpp"
 #include "gdpr/classifier.hpp"
 #include "gdpr/consent_store.hpp"
 #include "gdpr/control_api.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/plugin_options.hpp"
+#include "gdpr/session_recorder.hpp"
 
 namespace gdpr_plugin {
 
@@ -35,6 +37,12 @@ struct plugin_context {
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
     std::size_t provisional_marks = 0;
     std::chrono::steady_clock::time_point last_retry{};
+
+    // Session recording; both null when recording is off.
+    std::unique_ptr<gdpr::audit_log> audit;
+    std::unique_ptr<gdpr::session_recorder> recorder;
+    std::chrono::steady_clock::time_point last_audit_check{};
+    std::chrono::steady_clock::time_point last_refusal_log{};
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).
@@ -55,6 +63,14 @@ gdpr::requester requester_of(const mosquitto* client);
 inline void drain_completions(plugin_context& ctx) {
     if (ctx.consent && ctx.consent->has_completions()) ctx.consent->drain();
 }
+
+// The audit session of a connection, started on first sight when the broker did not report its
+// login (track_logins false). 0 when recording is off or the connection has no client id yet.
+std::int64_t session_for(plugin_context& ctx, const mosquitto* client, std::string_view observed_at);
+// Logs problems the audit writer reported and publishes each as an alert. Broker thread.
+void report_audit_problems(plugin_context& ctx);
+// Publishes an operator alert on the configured alert topic (QoS 1, not retained).
+void publish_alert(plugin_context& ctx, std::string_view kind, std::string_view text);
 
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);

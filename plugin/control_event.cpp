@@ -15,7 +15,9 @@ int on_control(int, void* event_data, void* userdata) {
         const std::string_view payload(static_cast<const char*>(ev.payload), ev.payload ? ev.payloadlen : 0);
         const std::string reply_to = who.client_id;
         const mosquitto* connection = ev.client;
-        ctx.control->handle(who, payload, [&ctx, reply_to, connection](const std::string& response) {
+        const std::string operator_id = ctx.operators.identify(who);
+        ctx.control->handle(who, payload, [&ctx, reply_to, connection, operator_id](const std::string& response) {
+            if (ctx.recorder) ctx.recorder->control(reply_to, operator_id, response);
             // Answers that come later (once a change is durable) go only to the connection that
             // asked: if it is gone, or another connection has taken its client id, the answer is
             // dropped rather than handed to whoever holds that id now.

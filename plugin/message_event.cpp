@@ -1,4 +1,5 @@
 // MOSQ_EVT_MESSAGE: every publish from a client, before it is stored or delivered.
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -9,11 +10,31 @@ namespace gdpr_plugin {
 
 namespace {
 
+// The publish as the broker will forward it, for the audit trail.
+void record_publish(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic,
+                    std::size_t original_size, const gdpr::publish_verdict& v) {
+    if (!ctx.recorder) return;
+    const std::string_view forwarded(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
+    ctx.recorder->publish(session_for(ctx, msg.client, "publish"), client_id_of(msg.client), topic, msg.qos,
+                          msg.retain, original_size, v, forwarded, msg.payload);
+}
+
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
+    if (ctx.audit && !ctx.audit->can_record_publish()) {
+        // Block policy: nothing flows unrecorded while the audit trail cannot be written.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - ctx.last_refusal_log >= std::chrono::seconds(1)) {
+            ctx.last_refusal_log = now;
+            ctx.log.error("refused publish on '" + ctx.engine->loggable_topic(topic) +
+                          "': the audit trail cannot be written and its queue is full");
+        }
+        return decision::deny;
+    }
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
+        record_publish(ctx, msg, topic, payload.size(), v);
         std::string line = "refused publish on '" + ctx.engine->loggable_topic(topic) + "'";
         if (v.matched) line += " (schema " + v.matched->tag() + ")";
         line += ": " + std::string(v.reason);
@@ -24,7 +45,10 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     }
     // Subscribers must be able to trust the gdpr-* properties: a publisher may not set them.
     if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
-    if (!v.matched) return decision::allow;
+    if (!v.matched) {
+        record_publish(ctx, msg, topic, payload.size(), v);
+        return decision::allow;
+    }
 
     if (v.action == gdpr::publish_action::replace) {
         const std::string& filtered = ctx.engine->filtered();
@@ -43,6 +67,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-residency",
                                            v.matched->residency.c_str()) != MOSQ_ERR_SUCCESS)
         return decision::failure;
+    record_publish(ctx, msg, topic, payload.size(), v);
     return decision::allow;
 }
 

@@ -1,4 +1,5 @@
 // Entry points: version negotiation, init (options, schemas, callback registration), cleanup.
+#include <chrono>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -67,6 +68,40 @@ void open_consent_store(plugin_context& ctx) {
     }
 }
 
+void open_audit_trail(plugin_context& ctx) {
+    const auto& o = ctx.options;
+    if (o.audit_key_file.empty()) {
+        ctx.log.notice("session recording is off: set plugin_opt_audit_key_file to keep an audit trail");
+        return;
+    }
+    std::shared_ptr<const gdpr::audit_keys> keys = gdpr::audit_keys::from_file("audit_key_file", o.audit_key_file);
+    gdpr::audit_options ao;
+    ao.path = o.database;
+    ao.synchronous = o.db_synchronous;
+    ao.flush_period = std::chrono::milliseconds(o.record_flush_ms);
+    ao.queue_limit = static_cast<std::size_t>(o.record_queue);
+    ao.overflow = o.record_overflow == "drop" ? gdpr::overflow_policy::drop : gdpr::overflow_policy::block;
+    ao.default_retention_days = static_cast<std::int32_t>(o.retention_days);
+    ao.sweep_period = std::chrono::seconds(o.retention_sweep_seconds);
+    try {
+        ctx.audit = gdpr::audit_log::open(ao, std::move(keys));
+    } catch (const gdpr::storage_error& e) {
+        throw gdpr::config_error("database", e.what());
+    }
+    const auto deliveries = o.record_deliveries == "all"        ? gdpr::delivery_recording::all
+                            : o.record_deliveries == "refusals" ? gdpr::delivery_recording::refusals
+                                                                : gdpr::delivery_recording::none;
+    ctx.recorder = std::make_unique<gdpr::session_recorder>(*ctx.audit, *ctx.engine, deliveries);
+    ctx.engine->keep_details(true);
+    ctx.consent->observe([&ctx](std::string_view change, const std::string& subject, const std::string& detail,
+                                const std::string& personal) {
+        if (ctx.recorder) ctx.recorder->consent_change(change, subject, detail, personal);
+    });
+    ctx.log.notice("recording sessions to " + o.database + " (deliveries: " + o.record_deliveries + ", flush every " +
+                   std::to_string(o.record_flush_ms) + " ms, overflow: " + o.record_overflow + ", default retention " +
+                   std::to_string(o.retention_days) + " days)");
+}
+
 } // namespace
 } // namespace gdpr_plugin
 
@@ -94,6 +129,7 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         ctx->options = gdpr::parse_plugin_options(opts);
         ctx->engine = gdpr::classifier::load(ctx->options, ctx->log);
         open_consent_store(*ctx);
+        open_audit_trail(*ctx);
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
                             "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");
@@ -144,6 +180,16 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
         if (ctx->consent) ctx->consent->wait_idle();  // every accepted change reaches the disk before we stop
+        if (ctx->audit) {
+            ctx->recorder->end_all("broker stopping");
+            ctx->recorder.reset();
+            if (!ctx->audit->flush()) ctx->log.error("audit trail: could not write every record before stopping");
+            for (const auto& p : ctx->audit->take_problems()) ctx->log.error("audit trail: " + p);
+            const auto a = ctx->audit->stats();
+            ctx->log.notice("audit trail: " + std::to_string(a.written) + " records written, " +
+                            std::to_string(a.dropped) + " dropped");
+            ctx->audit.reset();
+        }
     } catch (...) {
     }
     delete ctx;

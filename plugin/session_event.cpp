@@ -34,6 +34,7 @@ int on_basic_auth(int, void* event_data, void* userdata) {
         const auto& auth = *static_cast<mosquitto_evt_basic_auth*>(event_data);
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
         const std::string_view id = client_id_of(auth.client);
+        session_for(ctx, auth.client, "connect");  // again on SIGHUP: the same session goes on
         if (!id.empty()) {
             auto [it, inserted] = ctx.live_by_client_id.try_emplace(std::string(id), auth.client);
             if (!inserted && it->second != auth.client) {
@@ -58,6 +59,7 @@ int on_disconnect(int, void* event_data, void* userdata) {
         if (ev.client) {
             const std::string_view id = client_id_of(ev.client);
             mark_ending(ctx, ev.client, id, false);
+            if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");
             auto live = ctx.live_by_client_id.find(std::string(id));
             if (live != ctx.live_by_client_id.end() && live->second == ev.client) ctx.live_by_client_id.erase(live);
         }
@@ -75,9 +77,13 @@ int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         drain_completions(ctx);
+        const auto now = std::chrono::steady_clock::now();
+        if (ctx.audit && now - ctx.last_audit_check >= std::chrono::milliseconds(200)) {
+            ctx.last_audit_check = now;
+            report_audit_problems(ctx);
+        }
         // Withdrawals that could not be written are retried every few seconds (own clock: the
         // tick's time fields are not filled in by the broker).
-        const auto now = std::chrono::steady_clock::now();
         if (ctx.consent && ctx.consent->pending_withdrawals() > 0 && now - ctx.last_retry >= std::chrono::seconds(5)) {
             ctx.last_retry = now;
             ctx.log.warning(std::to_string(ctx.consent->pending_withdrawals()) +

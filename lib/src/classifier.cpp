@@ -41,6 +41,10 @@ classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::uniq
 
 publish_verdict classifier::classify(std::string_view topic, std::string_view payload, std::string_view client_id) {
     ++stats_.messages;
+    if (detailed_) {
+        subjects_.clear();
+        outcomes_.clear();
+    }
     publish_verdict v;
     v.matched = schemas_.route(topic);
     if (!v.matched) {
@@ -55,17 +59,18 @@ publish_verdict classifier::classify(std::string_view topic, std::string_view pa
     ++stats_.classified;
     if (payload.empty()) return v;
     std::uint64_t consented = 0;
-    if (v.matched->needs_consent && consent_) {
+    const bool consent_check = v.matched->needs_consent && consent_;
+    if (consent_check || detailed_) subjects_ = subjects_of(*v.matched, topic, payload, client_id);
+    if (consent_check) {
         // GDPR Art. 6(1)(a), 7: a field passes only with the consent of every subject it is about;
         // no known subject means no consent.
-        const auto subjects = subjects_of(*v.matched, topic, payload, client_id);
-        if (subjects.empty()) ++stats_.no_subject;
-        for (std::size_t i = 0; i < subjects.size(); ++i) {
-            const auto mask = consent_->granted_mask(subjects[i]);
+        if (subjects_.empty()) ++stats_.no_subject;
+        for (std::size_t i = 0; i < subjects_.size(); ++i) {
+            const auto mask = consent_->granted_mask(subjects_[i]);
             consented = i == 0 ? mask : (consented & mask);
         }
     }
-    v.filter = filter_.run(*v.matched, consented, payload, out_);
+    v.filter = filter_.run(*v.matched, consented, payload, out_, detailed_ ? &outcomes_ : nullptr);
     if (v.filter.status != filter_status::ok) {
         ++stats_.refused_invalid;
         v.action = publish_action::deny;

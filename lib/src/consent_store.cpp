@@ -1,5 +1,7 @@
 #include "gdpr/consent_store.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
@@ -133,6 +135,15 @@ std::string consent_key(const std::string& subject, const std::string& purpose) 
 }
 } // namespace
 
+void consent_store::notify(std::string_view change, const std::string& subject, const std::string& purpose,
+                           const std::string& client_id, const std::string& operator_id, const std::string& evidence) {
+    if (!observer_) return;
+    nlohmann::json detail{{"operator", operator_id}};
+    if (!purpose.empty()) detail["purpose"] = purpose;
+    if (!client_id.empty()) detail["client_id"] = client_id;
+    observer_(change, subject, detail.dump(), nlohmann::json{{"subject", subject}, {"evidence", evidence}}.dump());
+}
+
 void consent_store::set_consent(const std::string& subject, const std::string& purpose, bool granted,
                                 const std::string& operator_id, const std::string& evidence, done_fn done) {
     const int bit = consent_bit(purpose);
@@ -141,6 +152,7 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
         // GDPR Art. 7(3): a withdrawal takes effect at once, before it is written.
         // submit_withdrawal starts a newer change, so a grant still in flight will not apply.
         apply(subject, bit, false);
+        notify("consent_withdrawn", subject, purpose, "", operator_id, evidence);
         submit_withdrawal(withdrawal{subject, purpose, operator_id, evidence, now_ms()}, std::move(done));
         return;
     }
@@ -160,9 +172,12 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
             current.bind(1, subject).bind(2, purpose).bind(3, at);
             current.run();
         },
-        [this, key, generation, subject, bit, done = std::move(done)](const std::string& error) {
+        [this, key, generation, subject, purpose, operator_id, evidence, bit, done = std::move(done)](const std::string& error) {
             const bool newest = finish_change(key, generation);
-            if (error.empty() && newest) apply(subject, bit, true);
+            if (error.empty() && newest) {
+                apply(subject, bit, true);
+                notify("consent_granted", subject, purpose, "", operator_id, evidence);
+            }
             if (done) done(error.empty() || !newest ? error : "consent was not recorded: " + error);
         });
 }
@@ -251,7 +266,10 @@ void consent_store::change_binding(const std::string& client_id, const std::stri
             event.run();
         },
         [this, key, generation, client_id, subject, at, operator_id, bound, done = std::move(done)](const std::string& error) {
-            if (finish_change(key, generation) && error.empty()) apply_binding(client_id, subject, bound, at, operator_id);
+            if (finish_change(key, generation) && error.empty()) {
+                apply_binding(client_id, subject, bound, at, operator_id);
+                notify(bound ? "device_bound" : "device_unbound", subject, "", client_id, operator_id, "");
+            }
             if (done) done(error);
         });
 }

@@ -10,7 +10,10 @@ const std::vector<std::string>& known_option_keys() {
     static const std::vector<std::string> keys = {"schemas",           "purposes",           "unmatched_topics",
                                                   "pseudonym_key_file", "acl_default",        "database",
                                                   "db_synchronous",    "operator_usernames", "operator_client_ids",
-                                                  "operator_cert_cns", "track_logins"};
+                                                  "operator_cert_cns", "track_logins",
+                                                  "audit_key_file",    "record_deliveries",  "record_flush_ms",
+                                                  "record_queue",      "record_overflow",    "retention_days",
+                                                  "retention_sweep_seconds", "alert_topic"};
     return keys;
 }
 
@@ -31,6 +34,29 @@ std::vector<std::string> split_list(const std::string& key, const std::string& v
         start = comma + 1;
     }
     return items;
+}
+
+std::int64_t parse_int(const std::string& key, const std::string& value, std::int64_t min, std::int64_t max) {
+    std::size_t used = 0;
+    long long v = 0;
+    try {
+        v = std::stoll(value, &used, 10);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != value.size() || value.find_first_not_of("0123456789") != std::string::npos || v < min || v > max)
+        throw config_error(key, "'" + value + "' is not a whole number from " + std::to_string(min) + " to " +
+                                    std::to_string(max));
+    return v;
+}
+
+std::string one_of(const std::string& key, const std::string& value, const std::vector<std::string>& allowed) {
+    std::string list;
+    for (const auto& a : allowed) {
+        if (a == value) return value;
+        list += (list.empty() ? "" : ", ") + a;
+    }
+    throw config_error(key, "'" + value + "' is not one of " + list);
 }
 
 std::string joined_keys() {
@@ -76,6 +102,24 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             o.operator_client_ids = split_list(key, value);
         } else if (key == "operator_cert_cns") {
             o.operator_cert_cns = split_list(key, value);
+        } else if (key == "audit_key_file") {
+            o.audit_key_file = value;
+        } else if (key == "record_deliveries") {
+            o.record_deliveries = one_of(key, value, {"all", "refusals", "none"});
+        } else if (key == "record_flush_ms") {
+            o.record_flush_ms = parse_int(key, value, 10, 60000);
+        } else if (key == "record_queue") {
+            o.record_queue = parse_int(key, value, 100, 10000000);
+        } else if (key == "record_overflow") {
+            o.record_overflow = one_of(key, value, {"block", "drop"});
+        } else if (key == "retention_days") {
+            o.retention_days = parse_int(key, value, 1, 36500);
+        } else if (key == "retention_sweep_seconds") {
+            o.retention_sweep_seconds = parse_int(key, value, 1, 86400);
+        } else if (key == "alert_topic") {
+            if (value.find_first_of("+#") != std::string::npos || value.find('\0') != std::string::npos)
+                throw config_error(key, "a topic to publish to cannot contain '+' or '#'");
+            o.alert_topic = value;
         } else {
             throw config_error(key, "unknown option plugin_opt_" + key + " (known: " + joined_keys() + ")");
         }

@@ -36,6 +36,12 @@ sqlite_statement& sqlite_statement::bind(int index, std::int64_t value) {
     return *this;
 }
 
+sqlite_statement& sqlite_statement::bind_blob(int index, std::string_view bytes) {
+    if (sqlite3_bind_blob64(stmt_, index, bytes.data(), bytes.size(), SQLITE_TRANSIENT) != SQLITE_OK)
+        fail(db_, "cannot bind a value");
+    return *this;
+}
+
 sqlite_statement& sqlite_statement::bind_null(int index) {
     if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) fail(db_, "cannot bind a value");
     return *this;
@@ -64,6 +70,12 @@ void sqlite_statement::reset() {
 std::string sqlite_statement::text(int column) const {
     const auto* p = sqlite3_column_text(stmt_, column);
     return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
+             : std::string();
+}
+
+std::string sqlite_statement::blob(int column) const {
+    const void* p = sqlite3_column_blob(stmt_, column);
+    return p ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
              : std::string();
 }
 
@@ -103,6 +115,18 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
         throw;
     }
 }
+
+sqlite_db::sqlite_db(const std::string& path, read_only_t) : path_(path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+        const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        sqlite3_close(db_);
+        db_ = nullptr;
+        throw storage_error("cannot open database '" + path + "' for reading: " + message);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+}
+
+int sqlite_db::changes() const { return sqlite3_changes(db_); }
 
 bool sqlite_db::in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
 

@@ -84,14 +84,14 @@ std::string read_all(const std::filesystem::path& p) {
     return s.str();
 }
 
+} // namespace
+
 std::string random_bytes(std::size_t n) {
     std::random_device rd;
     std::string s(n, '\0');
     for (auto& c : s) c = static_cast<char>(rd() & 0xff);
     return s;
 }
-
-} // namespace
 
 broker::broker(broker_options options) {
     launch(options);
@@ -185,6 +185,18 @@ void broker::stop() {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
+}
+
+void broker::kill_hard() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+}
+
+void broker::signal(int sig) const {
+    if (pid_ > 0) ::kill(pid_, sig);
 }
 
 std::pair<int, std::string> broker::expect_refusal(broker_options options, std::chrono::milliseconds timeout) {

@@ -17,6 +17,8 @@ namespace itest {
 inline constexpr const char* OPERATOR_CLIENT_ID = "itest-operator";
 
 std::string source_dir();
+// `n` random bytes (key material for test brokers).
+std::string random_bytes(std::size_t n);
 std::string plugin_path();
 
 // Makes a directory that is removed with everything in it when the object goes away.
@@ -60,6 +62,10 @@ public:
     bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(3)) const;
     const scratch_dir& dir() const { return *dir_; }
     void stop();
+    // SIGKILL: the broker gets no chance to flush or clean up.
+    void kill_hard();
+    // Sends a signal (e.g. SIGHUP to reload).
+    void signal(int sig) const;
 
     // Runs the broker with `options` expecting it to refuse to start; returns its exit status and
     // log. Fails (throws) if the broker is still running after the timeout.

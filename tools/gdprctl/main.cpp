@@ -6,9 +6,10 @@
 //   gdprctl [connection options] unbind <client-id> <subject>
 //   gdprctl [connection options] bindings [--client ID] [--subject S]
 //   gdprctl [connection options] stats
+//   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
-// 4 no response in time, 5 internal error.
+// 4 no response in time, 5 internal error, 6 audit trail altered, 7 audit trail has declared gaps.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include <mqtt/async_client.h>
+#include "audit_commands.hpp"
 #include <nlohmann/json.hpp>
 
 namespace {
@@ -38,6 +40,12 @@ commands:
   unbind <client-id> <subject>
   bindings [--client CLIENT-ID] [--subject SUBJECT]
   stats
+
+offline, on the plugin's database file (no broker needed):
+  verify <database>                      check the audit trail's hash chain and sequence
+  export <database> --subject S --key-file FILE [--output FILE]
+                                         everything recorded about a subject, decrypted
+  report <database> [--json]             record counts per day, kind, schema and refusal reason
 
 options:
   --host HOST         broker host (default 127.0.0.1)
@@ -301,6 +309,7 @@ int run(const options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+    if (argc > 1 && gdprctl::is_offline_command(argv[1])) return gdprctl::run_offline(std::vector<std::string>(argv + 1, argv + argc));
     try {
         return run(parse_args(argc, argv));
     } catch (const usage_error& e) {

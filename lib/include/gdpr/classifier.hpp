@@ -69,6 +69,13 @@ public:
                                          std::string_view client_id) const;
     const std::string& filtered() const { return out_; }
 
+    // With details on (the audit trail needs them), classify() also resolves the subjects of
+    // every classified publish and notes what happened to each field; both are valid until the
+    // next call.
+    void keep_details(bool on) { detailed_ = on; }
+    const std::vector<std::string>& last_subjects() const { return subjects_; }
+    const std::vector<field_outcome>& last_outcomes() const { return outcomes_; }
+
     // A will message cannot be rewritten at the only point the broker shows it (the ACL WRITE
     // check), so a will that classification would change or refuse is refused whole.
     bool will_allowed(std::string_view topic, std::string_view payload);
@@ -89,6 +96,9 @@ private:
     const consent_store* consent_ = nullptr;
     payload_filter filter_;
     std::string out_;
+    bool detailed_ = false;
+    std::vector<std::string> subjects_;
+    std::vector<field_outcome> outcomes_;
     classifier_stats stats_;
 };
 

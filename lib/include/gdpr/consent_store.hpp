@@ -86,6 +86,12 @@ public:
 
     static std::int64_t now_ms();
 
+    // Told of every change once it is in force (the audit trail records them): change name,
+    // subject, a JSON detail without personal data, and a JSON part with the subject and evidence.
+    using change_observer = std::function<void(std::string_view change, const std::string& subject,
+                                               const std::string& detail_json, const std::string& personal_json)>;
+    void observe(change_observer observer) { observer_ = std::move(observer); }
+
 private:
     struct withdrawal {
         std::string subject, purpose, operator_id, evidence;
@@ -116,6 +122,9 @@ private:
     std::unordered_map<std::string, std::vector<std::string>> bound_subjects_;  // client id -> subjects
     std::unordered_map<std::string, device_binding> binding_details_;         // client id + '\0' + subject
     std::unique_ptr<storage_worker> worker_;
+    change_observer observer_;
+    void notify(std::string_view change, const std::string& subject, const std::string& purpose,
+                const std::string& client_id, const std::string& operator_id, const std::string& evidence);
 };
 
 } // namespace gdpr

@@ -1,5 +1,6 @@
 #pragma once
 // The plugin's configuration, parsed from mosquitto.conf `plugin_opt_<key> <value>` lines.
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,16 @@ struct plugin_options {
     // session takeovers. Mosquitto 2.0 refuses a client that sends a username when no source
     // answers that check, so brokers without password_file or auth plugin must turn this off.
     bool track_logins = true;
+
+    // Session recording (the audit trail). On when audit_key_file is set.
+    std::string audit_key_file;             // master key: at least 32 random bytes, mode 0600
+    std::string record_deliveries = "all";  // all, refusals, none
+    std::int64_t record_flush_ms = 200;     // how often the writer commits (bounds loss on a crash)
+    std::int64_t record_queue = 100000;     // records waiting for the writer before overflow
+    std::string record_overflow = "block";  // block (never lose a record) or drop (count, alert, gap)
+    std::int64_t retention_days = 365;      // records not covered by a schema's retentionDays
+    std::int64_t retention_sweep_seconds = 3600;
+    std::string alert_topic = "$CONTROL/gdpr/v1/alert";  // operator alerts (problems, overflow)
 };
 
 // The option keys this plugin understands, for documentation and error messages.

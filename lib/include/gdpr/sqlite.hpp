@@ -30,12 +30,14 @@ public:
     sqlite_statement& bind(int index, std::string_view text);
     sqlite_statement& bind(int index, std::int64_t value);
     sqlite_statement& bind_null(int index);
+    sqlite_statement& bind_blob(int index, std::string_view bytes);
     // Steps once: true when a row is available, false when done. Throws on error.
     bool step();
     // Steps to completion and resets, for statements that return no rows.
     void run();
     void reset();  // resets and clears bindings
     std::string text(int column) const;
+    std::string blob(int column) const;
     std::int64_t integer(int column) const;
     bool is_null(int column) const;
 
@@ -50,6 +52,10 @@ public:
     // The file is created mode 0600; an existing file readable or writable by group or others is
     // refused (it holds personal data).
     sqlite_db(const std::string& path, std::string_view synchronous = "NORMAL");
+    // Opens an existing database for reading only (offline audit tools).
+    struct read_only_t {};
+    static constexpr read_only_t read_only{};
+    sqlite_db(const std::string& path, read_only_t);
     ~sqlite_db();
     sqlite_db(const sqlite_db&) = delete;
     sqlite_db& operator=(const sqlite_db&) = delete;
@@ -59,6 +65,8 @@ public:
     const std::string& path() const { return path_; }
     // False while a transaction is open (SQLite may end one by itself after an I/O error).
     bool in_transaction() const;
+    // Rows changed by the last INSERT, UPDATE or DELETE.
+    int changes() const;
 
     // The statement for `sql`, prepared on first use and kept for the connection's lifetime, reset
     // and with bindings cleared. Not thread-safe: use from the connection's own thread.

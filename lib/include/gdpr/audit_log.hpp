@@ -1,0 +1,144 @@
+#pragma once
+// The audit trail writer. The broker thread appends records (a sequence number is assigned at
+// once, so records can refer to each other); a background thread with its own SQLite connection
+// seals personal parts per subject, chains and writes them in batched transactions every flush
+// period, sweeps expired records, and shreds data keys. Records are never lost silently: the
+// queue is bounded and the overflow policy is explicit.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "gdpr/audit_chain.hpp"
+#include "gdpr/audit_crypto.hpp"
+#include "gdpr/audit_record.hpp"
+#include "gdpr/sqlite.hpp"
+
+namespace gdpr {
+
+// What happens when the queue to the writer is full.
+enum class overflow_policy {
+    block,  // the appending thread waits for the writer: no record is ever lost
+    drop,   // the record is dropped and counted; a `gap` record marks the hole in the chain
+};
+
+struct audit_options {
+    std::string path;
+    std::string synchronous = "NORMAL";
+    std::chrono::milliseconds flush_period{200};
+    std::size_t queue_limit = 100000;
+    overflow_policy overflow = overflow_policy::block;
+    std::int32_t default_retention_days = 365;
+    std::chrono::seconds sweep_period{3600};
+};
+
+struct audit_stats {
+    std::uint64_t appended = 0;
+    std::uint64_t written = 0;
+    std::uint64_t dropped = 0;
+    std::uint64_t batches = 0;
+    std::uint64_t failed_batches = 0;
+    std::uint64_t tombstoned = 0;
+    std::uint64_t keys_shredded = 0;
+    std::size_t queued = 0;
+    bool failing = false;
+    std::string last_error;
+};
+
+class audit_log {
+public:
+    static constexpr int SCHEMA_VERSION = 1;
+
+    // Opens (creating when missing) the trail in the database at options.path, reserves a nonce
+    // epoch, records `writer_started` and starts the writer. Throws storage_error.
+    static std::unique_ptr<audit_log> open(const audit_options& options, std::shared_ptr<const audit_keys> keys);
+    // Writes everything appended so far, then stops the writer.
+    ~audit_log();
+    audit_log(const audit_log&) = delete;
+    audit_log& operator=(const audit_log&) = delete;
+
+    // Appends a record and returns its sequence number; returns 0 when the drop policy dropped it.
+    // Under the block policy this waits while the queue is full and the writer is healthy.
+    std::int64_t append(audit_record record);
+    // False when a publish must be refused because it could not be recorded: the block policy,
+    // a full queue and a writer that cannot write (disk full, read-only file).
+    bool can_record_publish() const;
+
+    // Destroys the data key of `subject` (crypto-shredding, GDPR Art. 17), in order with the
+    // records appended before; the key is overwritten in the file (secure_delete + checkpoint).
+    void shred_subject(const std::string& subject);
+    // Tombstones records whose retention ended before `now_ms` and anchors the chain (the writer
+    // also does this every sweep_period).
+    void sweep(std::int64_t now_ms);
+    // Blocks until everything appended so far is written or the writer failed (tests, shutdown).
+    // Returns false when the writer is failing.
+    bool flush();
+
+    audit_stats stats() const;
+    // Problems found by the writer since the last call, for the broker thread to log and alert.
+    std::vector<std::string> take_problems();
+
+private:
+    struct item {
+        enum class op : std::uint8_t { record, shred, sweep } what = op::record;
+        std::int64_t seq = 0;
+        audit_record record;
+        std::string subject;  // op::shred
+        std::int64_t now_ms = 0;  // op::sweep
+    };
+
+    audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys);
+    void start();
+    void run();
+    void write_batch(std::vector<item>& batch);
+    void write_record(const item& it);
+    void do_shred(const item& it);
+    void do_sweep(std::int64_t now_ms);
+    gcm_sealer& sealer_for(const std::string& ref);
+    std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
+    void push_locked(item it);
+    void mark_gap_locked();
+    void problem(std::string text);
+
+    audit_options options_;
+    std::shared_ptr<const audit_keys> keys_;
+    std::unique_ptr<sqlite_db> db_;  // writer thread only (after start)
+
+    // Writer-thread state.
+    chain_hash head_{};
+    chain_hash pending_head_{};
+    std::uint32_t nonce_epoch_ = 0;
+    std::uint64_t nonce_counter_ = 0;
+    std::unordered_map<std::string, std::unique_ptr<gcm_sealer>> sealers_;
+    std::chrono::steady_clock::time_point next_sweep_{};
+    bool checkpoint_after_commit_ = false;
+
+    mutable std::mutex mutex_;
+    std::condition_variable wake_writer_;
+    std::condition_variable space_;
+    std::condition_variable progress_;
+    std::vector<item> queue_;
+    std::int64_t next_seq_ = 1;
+    std::uint64_t pushed_ = 0;  // items queued so far
+    std::uint64_t done_ = 0;    // items written (a flush waits for done_ to reach pushed_)
+    std::uint64_t dropped_unmarked_ = 0;
+    bool flush_requested_ = false;
+    bool stopping_ = false;
+    std::atomic<bool> failing_{false};
+    audit_stats stats_;
+    std::vector<std::string> problems_;
+    std::thread::id writer_id_{};
+    std::thread thread_;
+};
+
+// The table layout, created by audit_log::open; shared with the offline reader.
+void create_audit_tables(sqlite_db& db);
+
+} // namespace gdpr

@@ -1,0 +1,79 @@
+#pragma once
+// Turns what the broker reports into audit records: sessions, subscriptions, publishes,
+// deliveries, control commands and consent changes. Broker thread only; the records go to the
+// audit_log's queue. Clear-text parts name topics (with a subject level redacted), schema ids,
+// field names and counts, never values; the forwarded payload and subject ids are sealed per
+// subject, and not stored at all when personal data has no known subject.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "gdpr/audit_log.hpp"
+#include "gdpr/classifier.hpp"
+
+namespace gdpr {
+
+enum class delivery_recording { all, refusals, none };
+
+struct connection_info {
+    std::string client_id;
+    std::string username;
+    std::string address;
+    int protocol_version = 0;  // 3 (3.1), 4 (3.1.1), 5
+    std::string transport;     // "mqtt" or "websockets"
+};
+
+class session_recorder {
+public:
+    session_recorder(audit_log& log, const classifier& engine, delivery_recording deliveries);
+
+    // Sessions are keyed by the broker's connection object. The broker re-runs authentication for
+    // every client on SIGHUP: a known connection with the same client id keeps its session.
+    // Returns the session id (the session_start record's seq), 0 when the connection is unknown.
+    std::int64_t session_of(const void* connection, std::string_view client_id) const;
+    std::int64_t start_session(const void* connection, const connection_info& info, std::string_view observed_at);
+    // Ends the connection's session; a second call (the broker reports a takeover twice) is a no-op.
+    void end_session(const void* connection, std::string_view reason);
+    std::size_t live_sessions() const { return sessions_.size(); }
+    // Ends every open session (the broker is stopping).
+    void end_all(std::string_view reason);
+
+    void subscription(std::int64_t session, std::string_view client_id, bool unsubscribe, std::string_view filter,
+                      int qos, std::string_view outcome);
+    // After classify(): records the publish as forwarded (or refused). `forwarded_identity` is the
+    // payload pointer the broker will deliver, so that deliveries can refer to the publish.
+    void publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos, bool retain,
+                 std::size_t original_size, const publish_verdict& verdict, std::string_view forwarded,
+                 const void* forwarded_identity);
+    bool records_delivery(bool refused) const {
+        return deliveries_ == delivery_recording::all || (refused && deliveries_ == delivery_recording::refusals);
+    }
+    void delivery(std::int64_t session, std::string_view client_id, std::string_view topic, const void* payload,
+                  int qos, bool refused, std::string_view reason);
+    void control(std::string_view client_id, std::string_view operator_id, const std::string& response_json);
+    void consent_change(std::string_view change, const std::string& subject, const std::string& detail_json,
+                        const std::string& personal_json);
+
+private:
+    struct session {
+        std::int64_t id;
+        std::string client_id;
+    };
+    bool has_personal_rules(const schema& s);
+
+    audit_log& log_;
+    const classifier& engine_;
+    delivery_recording deliveries_;
+    std::unordered_map<const void*, session> sessions_;
+    std::unordered_map<const schema*, bool> personal_schemas_;
+    std::int64_t last_publish_seq_ = 0;
+    const void* last_forwarded_ = nullptr;
+    std::string scratch_;
+};
+
+// Appends `s` to `out` as a JSON string literal.
+void append_json_string(std::string& out, std::string_view s);
+
+} // namespace gdpr

@@ -1,0 +1,86 @@
+#include "gdpr/audit_chain.hpp"
+
+#include <stdexcept>
+
+// Low-level SHA-256 for the same reason as the pseudonymiser: no allocation per record.
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+
+namespace gdpr {
+
+namespace {
+
+struct hasher {
+    SHA256_CTX ctx;
+    hasher() {
+        if (!SHA256_Init(&ctx)) throw std::runtime_error("OpenSSL SHA-256 failed");
+    }
+    void raw(const void* p, std::size_t n) {
+        if (!SHA256_Update(&ctx, p, n)) throw std::runtime_error("OpenSSL SHA-256 failed");
+    }
+    void integer(std::int64_t v) {
+        unsigned char b[8];
+        const auto u = static_cast<std::uint64_t>(v);
+        for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(u >> (56 - 8 * i));
+        raw(b, 8);
+    }
+    // Length-prefixed, so that field boundaries cannot shift.
+    void text(std::string_view s) {
+        integer(static_cast<std::int64_t>(s.size()));
+        raw(s.data(), s.size());
+    }
+    void optional_text(const std::optional<std::string>& s) {
+        if (!s) return integer(-1);
+        text(*s);
+    }
+    chain_hash finish() {
+        chain_hash h{};
+        if (!SHA256_Final(h.data(), &ctx)) throw std::runtime_error("OpenSSL SHA-256 failed");
+        return h;
+    }
+};
+
+} // namespace
+
+chain_hash content_digest(const stored_record& r) {
+    hasher h;
+    h.integer(r.session);
+    h.text(r.client_id);
+    h.text(r.schema);
+    h.text(r.detail);
+    h.optional_text(r.payload);
+    h.optional_text(r.sealed);
+    return h.finish();
+}
+
+chain_hash link_hash(const chain_hash& previous, const stored_record& r, const chain_hash& digest) {
+    hasher h;
+    h.raw(previous.data(), previous.size());
+    h.integer(r.seq);
+    h.integer(r.at_ms);
+    h.text(r.kind);
+    h.integer(r.expires_ms);
+    h.raw(digest.data(), digest.size());
+    return h.finish();
+}
+
+std::string to_hex(std::string_view bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (unsigned char c : bytes) {
+        out.push_back(digits[c >> 4]);
+        out.push_back(digits[c & 15]);
+    }
+    return out;
+}
+
+std::string envelope_aad(std::int64_t seq, std::string_view ref) {
+    std::string aad(8, '\0');
+    const auto u = static_cast<std::uint64_t>(seq);
+    for (int i = 0; i < 8; ++i) aad[i] = static_cast<char>(u >> (56 - 8 * i));
+    aad.append(ref);
+    return aad;
+}
+
+} // namespace gdpr

@@ -1,0 +1,142 @@
+#include "gdpr/audit_crypto.hpp"
+
+#include <stdexcept>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "gdpr/secret_file.hpp"
+
+namespace gdpr {
+
+namespace {
+
+data_key derive(std::string_view master, std::string_view label) {
+    data_key out{};
+    unsigned int len = 0;
+    if (!HMAC(EVP_sha256(), master.data(), static_cast<int>(master.size()),
+              reinterpret_cast<const unsigned char*>(label.data()), label.size(), out.data(), &len) ||
+        len != out.size())
+        throw std::runtime_error("OpenSSL HMAC-SHA256 failed");
+    return out;
+}
+
+std::string derive_string(std::string_view master, std::string_view label) {
+    const data_key k = derive(master, label);
+    return std::string(reinterpret_cast<const char*>(k.data()), k.size());
+}
+
+struct cipher_ctx {
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    cipher_ctx() {
+        if (!ctx) throw std::bad_alloc();
+    }
+    ~cipher_ctx() { EVP_CIPHER_CTX_free(ctx); }
+    cipher_ctx(const cipher_ctx&) = delete;
+    cipher_ctx& operator=(const cipher_ctx&) = delete;
+};
+
+const unsigned char* bytes(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
+
+} // namespace
+
+struct gcm_sealer::impl {
+    cipher_ctx enc;
+    cipher_ctx dec;
+};
+
+gcm_sealer::gcm_sealer(const data_key& key) : impl_(std::make_unique<impl>()) {
+    if (EVP_EncryptInit_ex(impl_->enc.ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1 ||
+        EVP_DecryptInit_ex(impl_->dec.ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1)
+        throw std::runtime_error("OpenSSL cannot set up AES-256-GCM");
+}
+
+gcm_sealer::~gcm_sealer() = default;
+
+void gcm_sealer::seal(const std::array<unsigned char, NONCE_BYTES>& nonce, std::string_view aad, std::string_view plain,
+                      std::string& out) {
+    EVP_CIPHER_CTX* c = impl_->enc.ctx;
+    const std::size_t start = out.size();
+    out.resize(start + NONCE_BYTES + plain.size() + TAG_BYTES);
+    auto* p = reinterpret_cast<unsigned char*>(&out[start]);
+    std::copy(nonce.begin(), nonce.end(), p);
+    int len = 0;
+    int ok = EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce.data());
+    if (ok && !aad.empty()) ok = EVP_EncryptUpdate(c, nullptr, &len, bytes(aad), static_cast<int>(aad.size()));
+    if (ok) ok = EVP_EncryptUpdate(c, p + NONCE_BYTES, &len, bytes(plain), static_cast<int>(plain.size()));
+    if (ok) ok = EVP_EncryptFinal_ex(c, p + NONCE_BYTES + len, &len);
+    if (ok)
+        ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, static_cast<int>(TAG_BYTES), p + NONCE_BYTES + plain.size());
+    if (ok != 1) {
+        out.resize(start);
+        throw std::runtime_error("OpenSSL AES-256-GCM encryption failed");
+    }
+}
+
+bool gcm_sealer::open(std::string_view sealed, std::string_view aad, std::string& plain) {
+    if (sealed.size() < OVERHEAD) return false;
+    EVP_CIPHER_CTX* c = impl_->dec.ctx;
+    const std::size_t n = sealed.size() - OVERHEAD;
+    plain.resize(n);
+    auto* out = reinterpret_cast<unsigned char*>(plain.data());
+    const unsigned char* in = bytes(sealed);
+    int len = 0;
+    int ok = EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, in);
+    if (ok && !aad.empty()) ok = EVP_DecryptUpdate(c, nullptr, &len, bytes(aad), static_cast<int>(aad.size()));
+    if (ok) ok = EVP_DecryptUpdate(c, out, &len, in + NONCE_BYTES, static_cast<int>(n));
+    if (ok)
+        ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, static_cast<int>(TAG_BYTES),
+                                 const_cast<unsigned char*>(in + NONCE_BYTES + n));
+    if (ok) ok = EVP_DecryptFinal_ex(c, out + len, &len);
+    if (ok != 1) {
+        OPENSSL_cleanse(plain.data(), plain.size());
+        plain.clear();
+        return false;
+    }
+    return true;
+}
+
+audit_keys::audit_keys(std::string_view master)
+    : wrapping_key_(derive(master, "mosquitto-gdpr audit data-key wrapping v1")),
+      refs_(derive_string(master, "mosquitto-gdpr audit subject reference v1")) {}
+
+audit_keys::~audit_keys() { OPENSSL_cleanse(wrapping_key_.data(), wrapping_key_.size()); }
+
+std::unique_ptr<audit_keys> audit_keys::from_file(const std::string& option, const std::string& path) {
+    std::string bytes = read_secret_file(option, path, 32);
+    auto keys = std::make_unique<audit_keys>(bytes);
+    OPENSSL_cleanse(bytes.data(), bytes.size());
+    return keys;
+}
+
+data_key audit_keys::new_data_key() const {
+    data_key k{};
+    if (RAND_bytes(k.data(), static_cast<int>(k.size())) != 1) throw std::runtime_error("OpenSSL RAND_bytes failed");
+    return k;
+}
+
+std::string audit_keys::wrap(const data_key& key, std::string_view ref) const {
+    // Few keys are ever wrapped (one per subject), so a random nonce is safe here.
+    std::array<unsigned char, gcm_sealer::NONCE_BYTES> nonce{};
+    if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1)
+        throw std::runtime_error("OpenSSL RAND_bytes failed");
+    gcm_sealer sealer(wrapping_key_);
+    std::string out;
+    sealer.seal(nonce, ref, std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), out);
+    return out;
+}
+
+data_key audit_keys::unwrap(std::string_view wrapped, std::string_view ref) const {
+    gcm_sealer sealer(wrapping_key_);
+    std::string plain;
+    if (!sealer.open(wrapped, ref, plain) || plain.size() != 32)
+        throw std::runtime_error("a data key does not belong to this master key");
+    data_key k{};
+    std::copy(plain.begin(), plain.end(), k.begin());
+    OPENSSL_cleanse(plain.data(), plain.size());
+    return k;
+}
+
+} // namespace gdpr

@@ -1,0 +1,226 @@
+#include "gdpr/audit_reader.hpp"
+
+#include <chrono>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "gdpr/audit_chain.hpp"
+
+namespace gdpr {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::int64_t wall_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+const char* const SELECT_ROWS =
+    "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, digest, hash"
+    " FROM audit_records ORDER BY seq";
+
+stored_record read_row(sqlite_statement& q) {
+    stored_record r;
+    r.seq = q.integer(0);
+    r.at_ms = q.integer(1);
+    r.kind = q.text(2);
+    r.expires_ms = q.integer(3);
+    r.session = q.integer(4);
+    r.client_id = q.text(5);
+    r.schema = q.text(6);
+    r.detail = q.text(7);
+    if (!q.is_null(8)) r.payload = q.blob(8);
+    if (!q.is_null(9)) r.sealed = q.blob(9);
+    if (!q.is_null(10)) r.digest = q.blob(10);
+    r.hash = q.blob(11);
+    return r;
+}
+
+bool has_table(sqlite_db& db, const std::string& name) {
+    auto& q = db.cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
+    q.bind(1, name);
+    const bool found = q.step();
+    q.reset();
+    return found;
+}
+
+json parse_or_text(const std::string& text) {
+    json j = json::parse(text, nullptr, false);
+    return j.is_discarded() ? json(text) : j;
+}
+
+} // namespace
+
+verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress,
+                                 std::size_t max_problems, std::int64_t now_ms) {
+    if (now_ms == 0) now_ms = wall_ms();
+    verify_report rep;
+    if (!has_table(db, "audit_records")) throw storage_error("'" + db.path() + "' holds no audit trail");
+    std::uint64_t total = 0;
+    {
+        auto& count = db.cached("SELECT count(*) FROM audit_records");
+        if (count.step()) total = static_cast<std::uint64_t>(count.integer(0));
+        count.reset();
+    }
+    chain_hash prev{};
+    std::int64_t expected = 1;
+    std::string anchor_hash;
+    {
+        auto& anchor = db.cached("SELECT seq, hash FROM audit_anchor WHERE id = 1");
+        if (anchor.step()) {
+            rep.anchor_seq = anchor.integer(0);
+            anchor_hash = anchor.blob(1);
+            if (anchor_hash.size() == prev.size()) std::copy(anchor_hash.begin(), anchor_hash.end(), prev.begin());
+            expected = *rep.anchor_seq + 1;
+        }
+        anchor.reset();
+    }
+    auto add_problem = [&](std::int64_t seq, std::string what) {
+        if (rep.problems.size() < max_problems) rep.problems.push_back({seq, std::move(what)});
+    };
+    sqlite_statement rows(db.handle(), SELECT_ROWS);
+    while (rows.step()) {
+        const stored_record r = read_row(rows);
+        if (rep.records == 0) rep.first_seq = r.seq;
+        ++rep.records;
+        rep.last_seq = r.seq;
+        bool link_known = true;
+        if (r.seq != expected) {
+            if (r.seq > expected)
+                add_problem(expected, "records " + std::to_string(expected) +
+                                          (r.seq - 1 > expected ? ".." + std::to_string(r.seq - 1) : std::string()) +
+                                          " are missing (deleted)");
+            else
+                add_problem(r.seq, "record is out of sequence");
+            link_known = false;
+        }
+        chain_hash digest{};
+        if (r.digest) {
+            ++rep.tombstones;
+            if (r.digest->size() != digest.size()) {
+                add_problem(r.seq, "tombstone has a malformed digest");
+            } else {
+                std::copy(r.digest->begin(), r.digest->end(), digest.begin());
+            }
+            if (!r.client_id.empty() || !r.detail.empty() || r.payload || r.sealed)
+                add_problem(r.seq, "tombstone still holds content");
+            if (r.expires_ms > now_ms) add_problem(r.seq, "content was removed before its retention period ended");
+        } else {
+            digest = content_digest(r);
+        }
+        const chain_hash h = link_hash(prev, r, digest);
+        if (link_known && as_bytes(h) != r.hash)
+            add_problem(r.seq, "record does not match its hash: it was modified, or the chain was rewritten here");
+        if (r.hash.size() == prev.size()) std::copy(r.hash.begin(), r.hash.end(), prev.begin());
+        expected = r.seq + 1;
+        if (!r.digest && (r.kind == "gap" || r.kind == "retention")) {
+            const json d = json::parse(r.detail, nullptr, false);
+            if (r.kind == "gap" && d.is_object()) rep.gaps.emplace_back(r.seq, d.value("dropped", std::uint64_t{0}));
+            if (r.kind == "retention" && d.is_object() && rep.anchor_seq && d.value("anchor_seq", std::int64_t{0}) == *rep.anchor_seq &&
+                d.value("anchor_hash", std::string()) == to_hex(anchor_hash))
+                rep.anchor_confirmed = true;
+        }
+        if (progress && rep.records % 100000 == 0) progress(rep.records, total);
+    }
+    if (progress) progress(rep.records, total);
+    rep.head_hash = to_hex(prev);
+    return rep;
+}
+
+std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms) {
+    const std::string ref = keys.subject_ref(subject);
+    json doc;
+    doc["subject"] = subject;
+    doc["subject_ref"] = ref;
+    doc["generated_at_ms"] = now_ms;
+    std::unique_ptr<gcm_sealer> sealer;
+    if (has_table(db, "audit_subject_keys")) {
+        auto& q = db.cached("SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+        q.bind(1, ref);
+        if (q.step()) {
+            data_key k = keys.unwrap(q.blob(0), ref);
+            sealer = std::make_unique<gcm_sealer>(k);
+            std::fill(k.begin(), k.end(), 0);
+        }
+        q.reset();
+    }
+    doc["data_key"] = sealer ? "present" : "absent (never recorded, or shredded)";
+    json records = json::array();
+    json recipients = json::object();
+    std::set<std::int64_t> seqs;
+    std::uint64_t unreadable = 0;
+    if (has_table(db, "audit_records")) {
+        sqlite_statement rows(db.handle(),
+                              "SELECT seq, at_ms, kind, client_id, schema, detail, sealed,"
+                              " json_extract(detail, '$.publish_seq') FROM audit_records"
+                              " WHERE sealed IS NOT NULL OR kind IN ('delivery', 'delivery_refused') ORDER BY seq");
+        while (rows.step()) {
+            const std::int64_t seq = rows.integer(0);
+            const std::string kind = rows.text(2);
+            if (kind == "delivery" || kind == "delivery_refused") {
+                if (rows.is_null(7) || !seqs.count(rows.integer(7))) continue;
+                json& who = recipients[rows.text(3)];
+                if (who.is_null()) who = {{"delivered", 0}, {"refused", 0}, {"first_at_ms", rows.integer(1)}};
+                who[kind == "delivery" ? "delivered" : "refused"] = who[kind == "delivery" ? "delivered" : "refused"].get<std::uint64_t>() + 1;
+                who["last_at_ms"] = rows.integer(1);
+                continue;
+            }
+            const std::string sealed = rows.blob(6);
+            for_each_envelope(sealed, [&](const envelope_view& e) {
+                if (e.ref != ref) return;
+                std::string plain;
+                if (!sealer || !sealer->open(e.seal, envelope_aad(seq, ref), plain)) {
+                    ++unreadable;
+                    return;
+                }
+                seqs.insert(seq);
+                records.push_back({{"seq", seq},
+                                   {"at_ms", rows.integer(1)},
+                                   {"kind", kind},
+                                   {"client_id", rows.text(3)},
+                                   {"schema", rows.text(4)},
+                                   {"detail", parse_or_text(rows.text(5))},
+                                   {"data", parse_or_text(plain)}});
+            });
+        }
+    }
+    doc["records"] = std::move(records);
+    doc["unreadable_records"] = unreadable;
+    doc["recipients"] = std::move(recipients);
+    // Consent and bindings are kept in clear by the consent store (they are needed per message).
+    if (has_table(db, "consent_events")) {
+        json consent = json::array();
+        auto& q = db.cached("SELECT purpose, granted, at_ms, operator, evidence FROM consent_events WHERE subject = ? ORDER BY seq");
+        q.bind(1, subject);
+        while (q.step())
+            consent.push_back({{"purpose", q.text(0)}, {"granted", q.integer(1) != 0}, {"at_ms", q.integer(2)},
+                               {"operator", q.text(3)}, {"evidence", q.text(4)}});
+        q.reset();
+        doc["consent_history"] = std::move(consent);
+    }
+    if (has_table(db, "device_bindings")) {
+        json bindings = json::array();
+        auto& q = db.cached("SELECT client_id, bound_at_ms, operator FROM device_bindings WHERE subject = ? ORDER BY client_id");
+        q.bind(1, subject);
+        while (q.step()) bindings.push_back({{"client_id", q.text(0)}, {"bound_at_ms", q.integer(1)}, {"operator", q.text(2)}});
+        q.reset();
+        doc["device_bindings"] = std::move(bindings);
+    }
+    return doc.dump(2);
+}
+
+std::vector<report_row> audit_report(sqlite_db& db) {
+    std::vector<report_row> out;
+    if (!has_table(db, "audit_records")) throw storage_error("'" + db.path() + "' holds no audit trail");
+    sqlite_statement q(db.handle(),
+                       "SELECT date(at_ms / 1000, 'unixepoch') AS day, kind, coalesce(schema, ''),"
+                       " coalesce(json_extract(detail, '$.reason'), ''), count(*) FROM audit_records"
+                       " WHERE digest IS NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
+    while (q.step()) out.push_back({q.text(0), q.text(1), q.text(2), q.text(3), static_cast<std::uint64_t>(q.integer(4))});
+    return out;
+}
+
+} // namespace gdpr

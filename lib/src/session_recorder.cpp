@@ -1,0 +1,276 @@
+#include "gdpr/session_recorder.hpp"
+
+#include <chrono>
+
+#include <nlohmann/json.hpp>
+
+namespace gdpr {
+
+namespace {
+
+std::int64_t wall_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string_view outcome_name(field_outcome::kind k) {
+    switch (k) {
+    case field_outcome::kind::dropped: return "dropped";
+    case field_outcome::kind::masked: return "masked";
+    case field_outcome::kind::pseudonymised: return "pseudonymised";
+    case field_outcome::kind::generalised: return "generalised";
+    case field_outcome::kind::unsupported: return "dropped: value unsupported by its action";
+    case field_outcome::kind::unclassified_dropped: return "dropped: unclassified";
+    case field_outcome::kind::no_consent: return "dropped: no consent";
+    }
+    return "?";
+}
+
+void append_number(std::string& out, std::int64_t v) { out += std::to_string(v); }
+
+} // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+    static const char* hex = "0123456789abcdef";
+    out.push_back('"');
+    for (unsigned char c : s) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                out += "\\u00";
+                out.push_back(hex[c >> 4]);
+                out.push_back(hex[c & 15]);
+            } else {
+                out.push_back(static_cast<char>(c));
+            }
+        }
+    }
+    out.push_back('"');
+}
+
+session_recorder::session_recorder(audit_log& log, const classifier& engine, delivery_recording deliveries)
+    : log_(log), engine_(engine), deliveries_(deliveries) {}
+
+std::int64_t session_recorder::session_of(const void* connection, std::string_view client_id) const {
+    auto it = sessions_.find(connection);
+    return it != sessions_.end() && it->second.client_id == client_id ? it->second.id : 0;
+}
+
+std::int64_t session_recorder::start_session(const void* connection, const connection_info& info,
+                                             std::string_view observed_at) {
+    if (auto it = sessions_.find(connection); it != sessions_.end()) {
+        if (it->second.client_id == info.client_id) return it->second.id;  // re-authentication
+        end_session(connection, "connection object reused by the broker");
+    }
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = audit_kind::session_start;
+    r.client_id = info.client_id;
+    r.detail = nlohmann::json{{"username", info.username},
+                              {"address", info.address},
+                              {"protocol_version", info.protocol_version},
+                              {"transport", info.transport},
+                              {"observed_at", observed_at}}
+                   .dump();
+    const std::int64_t id = log_.append(std::move(r));
+    sessions_[connection] = session{id, info.client_id};
+    return id;
+}
+
+void session_recorder::end_session(const void* connection, std::string_view reason) {
+    auto it = sessions_.find(connection);
+    if (it == sessions_.end()) return;
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = audit_kind::session_end;
+    r.session = it->second.id;
+    r.client_id = it->second.client_id;
+    r.detail = nlohmann::json{{"reason", reason}}.dump();
+    sessions_.erase(it);
+    log_.append(std::move(r));
+}
+
+void session_recorder::end_all(std::string_view reason) {
+    while (!sessions_.empty()) end_session(sessions_.begin()->first, reason);
+}
+
+void session_recorder::subscription(std::int64_t session, std::string_view client_id, bool unsubscribe,
+                                    std::string_view filter, int qos, std::string_view outcome) {
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = unsubscribe ? audit_kind::unsubscribe : audit_kind::subscribe;
+    r.session = session;
+    r.client_id = client_id;
+    r.detail = "{\"filter\":";
+    append_json_string(r.detail, engine_.loggable_topic(filter));
+    if (!unsubscribe) {
+        r.detail += ",\"qos\":";
+        append_number(r.detail, qos);
+    }
+    r.detail += ",\"outcome\":";
+    append_json_string(r.detail, outcome);
+    r.detail += '}';
+    log_.append(std::move(r));
+}
+
+bool session_recorder::has_personal_rules(const schema& s) {
+    auto [it, inserted] = personal_schemas_.emplace(&s, false);
+    if (inserted)
+        for (const auto& f : s.fields) it->second = it->second || f.personal;
+    return it->second;
+}
+
+void session_recorder::publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
+                               bool retain, std::size_t original_size, const publish_verdict& v,
+                               std::string_view forwarded, const void* forwarded_identity) {
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = v.action == publish_action::deny ? audit_kind::publish_refused : audit_kind::publish;
+    r.session = session;
+    r.client_id = client_id;
+    std::string& d = r.detail;
+    d.reserve(256);
+    d = "{\"topic\":";
+    append_json_string(d, v.matched ? engine_.loggable_topic(topic) : std::string(topic));
+    d += ",\"qos\":";
+    append_number(d, qos);
+    d += retain ? ",\"retain\":true" : ",\"retain\":false";
+    d += ",\"size\":";
+    append_number(d, static_cast<std::int64_t>(original_size));
+    if (v.action == publish_action::deny) {
+        d += ",\"reason\":";
+        append_json_string(d, v.reason);
+    }
+    if (v.matched) {
+        r.schema = v.matched->tag();
+        r.retention_days = static_cast<std::int32_t>(v.matched->retention_days);
+        if (v.action != publish_action::deny) {
+            d += ",\"forwarded_size\":";
+            append_number(d, static_cast<std::int64_t>(forwarded.size()));
+        }
+        const auto& outcomes = engine_.last_outcomes();
+        if (!outcomes.empty()) {
+            d += ",\"fields\":[";
+            std::size_t unclassified = 0;
+            bool first = true;
+            for (const auto& o : outcomes) {
+                if (o.rule < 0) {
+                    ++unclassified;
+                    continue;
+                }
+                const auto& rule = v.matched->fields[static_cast<std::size_t>(o.rule)];
+                d += first ? "{\"field\":" : ",{\"field\":";
+                first = false;
+                append_json_string(d, rule.pointer);
+                d += ",\"action\":";
+                append_json_string(d, outcome_name(o.what));
+                if (o.what == field_outcome::kind::no_consent) {
+                    d += ",\"purpose\":";
+                    append_json_string(d, rule.purpose);
+                }
+                d += '}';
+            }
+            d += ']';
+            if (unclassified) {
+                d += ",\"unclassified_dropped\":";
+                append_number(d, static_cast<std::int64_t>(unclassified));
+            }
+        }
+        const auto& subjects = engine_.last_subjects();
+        d += ",\"subjects\":";
+        append_number(d, static_cast<std::int64_t>(subjects.size()));
+        if (v.action != publish_action::deny) {
+            if (!subjects.empty()) {
+                // GDPR Art. 32: what was forwarded, readable only with each subject's data key.
+                r.personal.reserve(forwarded.size() + topic.size() + 32);
+                r.personal = "{\"topic\":";
+                append_json_string(r.personal, topic);
+                r.personal += ",\"payload\":";
+                if (forwarded.empty()) r.personal += "null";
+                else r.personal.append(forwarded);
+                r.personal += '}';
+                r.subjects = subjects;
+                d += ",\"payload\":\"sealed\"";
+            } else if (!has_personal_rules(*v.matched)) {
+                r.has_payload = true;
+                r.payload.assign(forwarded);
+                d += ",\"payload\":\"clear\"";
+            } else {
+                d += ",\"payload\":\"not stored: personal data without a known subject\"";
+            }
+        }
+    } else {
+        d += ",\"classified\":false";
+    }
+    d += '}';
+    const std::int64_t seq = log_.append(std::move(r));
+    if (v.action != publish_action::deny) {
+        last_publish_seq_ = seq;
+        last_forwarded_ = forwarded_identity;
+    }
+}
+
+void session_recorder::delivery(std::int64_t session, std::string_view client_id, std::string_view topic,
+                                const void* payload, int qos, bool refused, std::string_view reason) {
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = refused ? audit_kind::delivery_refused : audit_kind::delivery;
+    r.session = session;
+    r.client_id = client_id;
+    std::string& d = r.detail;
+    d = "{\"topic\":";
+    append_json_string(d, engine_.loggable_topic(topic));
+    d += ",\"qos\":";
+    append_number(d, qos);
+    // The broker checks deliveries of a publish right after MESSAGE, with the payload it stored:
+    // the same pointer ties the delivery to its publish record. Later deliveries (queued for an
+    // offline client, retained messages) carry no link.
+    if (payload && payload == last_forwarded_ && last_publish_seq_ > 0) {
+        d += ",\"publish_seq\":";
+        append_number(d, last_publish_seq_);
+    }
+    if (refused) {
+        d += ",\"reason\":";
+        append_json_string(d, reason);
+    }
+    d += '}';
+    log_.append(std::move(r));
+}
+
+void session_recorder::control(std::string_view client_id, std::string_view operator_id,
+                               const std::string& response_json) {
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = audit_kind::control;
+    r.client_id = client_id;
+    nlohmann::json commands = nlohmann::json::array();
+    const auto response = nlohmann::json::parse(response_json, nullptr, false);
+    if (response.is_object() && response.contains("responses") && response["responses"].is_array())
+        for (const auto& c : response["responses"]) {
+            if (!c.is_object()) continue;
+            commands.push_back({{"command", c.value("command", std::string())}, {"ok", !c.contains("error")}});
+        }
+    r.detail = nlohmann::json{{"operator", operator_id}, {"commands", commands}}.dump();
+    log_.append(std::move(r));
+}
+
+void session_recorder::consent_change(std::string_view change, const std::string& subject,
+                                      const std::string& detail_json, const std::string& personal_json) {
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = audit_kind::consent;
+    auto detail = nlohmann::json::parse(detail_json, nullptr, false);
+    if (!detail.is_object()) detail = nlohmann::json::object();
+    detail["change"] = change;
+    r.detail = detail.dump();
+    r.personal = personal_json;
+    r.subjects = {subject};
+    log_.append(std::move(r));
+}
+
+} // namespace gdpr

@@ -1,0 +1,294 @@
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <fstream>
+#include <iterator>
+
+#include <nlohmann/json.hpp>
+
+#include "gdpr/audit_log.hpp"
+#include "gdpr/audit_reader.hpp"
+#include "gdpr/errors.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using json = nlohmann::json;
+constexpr std::int64_t DAY_MS = 86'400'000;
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+struct trail_fixture {
+    test_support::temp_dir dir;
+    std::string path = (dir.path() / "audit.db").string();
+    std::shared_ptr<gdpr::audit_keys> keys = std::make_shared<gdpr::audit_keys>(std::string(32, 'k'));
+    gdpr::audit_options options = [this] {
+        gdpr::audit_options o;
+        o.path = path;
+        o.flush_period = std::chrono::milliseconds(20);
+        return o;
+    }();
+    std::unique_ptr<gdpr::audit_log> log;
+
+    void open() { log = gdpr::audit_log::open(options, keys); }
+    void close() { log.reset(); }
+
+    std::int64_t publish(const std::vector<std::string>& subjects, const std::string& value,
+                         std::int64_t at = 0, std::int32_t retention_days = 0) {
+        gdpr::audit_record r;
+        r.at_ms = at ? at : now_ms();
+        r.kind = gdpr::audit_kind::publish;
+        r.client_id = "car-1";
+        r.schema = "vehicle@1";
+        r.detail = R"({"topic":"fleet/car-1/telemetry","dropped":["driver_name"]})";
+        r.personal = json{{"payload", json{{"speed", value}}}}.dump();
+        r.subjects = subjects;
+        r.retention_days = retention_days;
+        return log->append(std::move(r));
+    }
+    std::int64_t delivery(std::int64_t publish_seq, const std::string& to) {
+        gdpr::audit_record r;
+        r.at_ms = now_ms();
+        r.kind = gdpr::audit_kind::delivery;
+        r.client_id = to;
+        r.detail = json{{"publish_seq", publish_seq}}.dump();
+        return log->append(std::move(r));
+    }
+    gdpr::verify_report verify(std::int64_t at = 0) {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        return gdpr::verify_audit_trail(db, {}, 20, at);
+    }
+    json export_of(const std::string& subject) {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        return json::parse(gdpr::export_subject(db, *keys, subject, now_ms()));
+    }
+    void tamper(const std::string& sql) {
+        gdpr::sqlite_db db(path);
+        db.exec(sql);
+    }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(trail_fixture, "a written trail verifies, with sequence numbers in order", "[audit]") {
+    open();
+    std::int64_t first = publish({"alice"}, "50");
+    for (int i = 0; i < 100; ++i) publish({"alice"}, std::to_string(i));
+    REQUIRE(first == 2);  // 1 is writer_started
+    REQUIRE(log->flush());
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.complete());
+    CHECK(rep.records == 102);
+    CHECK(rep.first_seq == 1);
+    CHECK(rep.last_seq == 102);
+}
+
+TEST_CASE_METHOD(trail_fixture, "verify names a modified record", "[audit]") {
+    open();
+    for (int i = 0; i < 10; ++i) publish({"alice"}, std::to_string(i));
+    REQUIRE(log->flush());
+    close();
+    tamper("UPDATE audit_records SET detail = '{\"topic\":\"other\"}' WHERE seq = 5");
+    const auto rep = verify();
+    REQUIRE_FALSE(rep.intact());
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 5);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("modified"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "verify names a deleted record, and one removed from the start", "[audit]") {
+    open();
+    for (int i = 0; i < 10; ++i) publish({"alice"}, std::to_string(i));
+    REQUIRE(log->flush());
+    close();
+    SECTION("in the middle") {
+        tamper("DELETE FROM audit_records WHERE seq = 7");
+        const auto rep = verify();
+        REQUIRE(rep.problems.size() == 1);
+        CHECK(rep.problems[0].seq == 7);
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("missing"));
+    }
+    SECTION("at the start") {
+        tamper("DELETE FROM audit_records WHERE seq <= 2");
+        const auto rep = verify();
+        REQUIRE(rep.problems.size() == 1);
+        CHECK(rep.problems[0].seq == 1);
+    }
+    SECTION("a rewritten hash alone breaks the next link") {
+        tamper("UPDATE audit_records SET hash = zeroblob(32) WHERE seq = 4");
+        const auto rep = verify();
+        REQUIRE_FALSE(rep.intact());
+        CHECK(rep.problems[0].seq == 4);
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "the chain continues across restarts", "[audit]") {
+    open();
+    publish({"alice"}, "1");
+    close();
+    open();
+    publish({"alice"}, "2");
+    REQUIRE(log->flush());
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.records == 4);  // two writer_started, two publishes
+}
+
+TEST_CASE_METHOD(trail_fixture, "personal data is sealed per subject and exported decrypted", "[audit][export]") {
+    open();
+    const auto p1 = publish({"alice"}, "61");
+    publish({"alice", "bob"}, "62");
+    publish({"bob"}, "63");
+    delivery(p1, "dashboard");
+    REQUIRE(log->flush());
+    close();
+    {
+        std::ifstream in(path, std::ios::binary);
+        const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(file.find("alice") == std::string::npos);
+        CHECK(file.find("\"speed\"") == std::string::npos);
+    }
+    const json alice = export_of("alice");
+    REQUIRE(alice["records"].size() == 2);
+    CHECK(alice["records"][0]["data"]["payload"]["speed"] == "61");
+    CHECK(alice["records"][1]["data"]["payload"]["speed"] == "62");
+    CHECK(alice["recipients"]["dashboard"]["delivered"] == 1);
+    CHECK(alice["unreadable_records"] == 0);
+    CHECK(export_of("bob")["records"].size() == 2);
+    CHECK(export_of("carol")["records"].empty());
+}
+
+TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; the chain still verifies", "[audit][shred]") {
+    open();
+    publish({"alice"}, "61");
+    publish({"alice", "bob"}, "62");
+    REQUIRE(log->flush());
+    std::string wrapped;
+    {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(db.handle(), "SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+        q.bind(1, keys->subject_ref("alice"));
+        REQUIRE(q.step());
+        wrapped = q.blob(0);
+    }
+    log->shred_subject("alice");
+    REQUIRE(log->flush());
+    const auto stats = log->stats();
+    CHECK(stats.keys_shredded == 1);
+    const json alice = export_of("alice");
+    CHECK(alice["records"].empty());
+    CHECK(alice["unreadable_records"] == 2);
+    CHECK(export_of("bob")["records"].size() == 1);  // bob's own envelope is untouched
+    const auto rep = verify();
+    CHECK(rep.intact());
+    close();
+    // secure_delete and the checkpoint leave no copy of the wrapped key in the files.
+    for (const auto* suffix : {"", "-wal"}) {
+        std::ifstream in(path + suffix, std::ios::binary);
+        const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(file.find(wrapped) == std::string::npos);
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a verifiable chain", "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 5; ++i) publish({"alice"}, "old", old, 7);      // expired
+    publish({"bob"}, "kept", old, 30);                                  // not yet
+    for (int i = 0; i < 5; ++i) publish({"alice"}, "old2", old, 7);     // expired, after a live one
+    REQUIRE(log->flush());
+    // writer_started (seq 1) has the default retention of 365 days: sweep as if two years passed
+    // for the first part, then now.
+    log->sweep(now_ms());
+    REQUIRE(log->flush());
+    auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 10);
+    CHECK(export_of("alice")["records"].empty());
+    CHECK(export_of("bob")["records"].size() == 1);
+
+    SECTION("compaction anchors the chain once the head of the trail has expired") {
+        log->sweep(now_ms() + 400 * DAY_MS);
+        REQUIRE(log->flush());
+        close();
+        rep = verify(now_ms() + 400 * DAY_MS);
+        CHECK(rep.intact());
+        REQUIRE(rep.anchor_seq);
+        CHECK(rep.anchor_confirmed);
+        CHECK(rep.first_seq == *rep.anchor_seq + 1);
+    }
+    SECTION("a tombstone made by hand before expiry is reported") {
+        close();
+        tamper("UPDATE audit_records SET expires_ms = expires_ms + 1000 * 86400000 WHERE digest IS NOT NULL AND seq = 2");
+        rep = verify();
+        REQUIRE_FALSE(rep.intact());
+        CHECK(rep.problems[0].seq == 2);
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "the drop policy counts what it drops and marks a gap", "[audit][overflow]") {
+    options.overflow = gdpr::overflow_policy::drop;
+    options.queue_limit = 8;
+    options.flush_period = std::chrono::milliseconds(500);
+    open();
+    std::uint64_t dropped = 0;
+    for (int i = 0; i < 200; ++i)
+        if (publish({}, "x") == 0) ++dropped;
+    REQUIRE(log->flush());
+    if (publish({}, "after") == 0) ++dropped;
+    REQUIRE(log->flush());
+    REQUIRE(dropped > 0);
+    CHECK(log->stats().dropped == dropped);
+    CHECK_FALSE(log->take_problems().empty());
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK_FALSE(rep.complete());
+    std::uint64_t declared = 0;
+    for (const auto& g : rep.gaps) declared += g.second;
+    CHECK(declared == dropped);
+}
+
+TEST_CASE_METHOD(trail_fixture, "the block policy loses nothing when the queue is small", "[audit][overflow]") {
+    options.queue_limit = 4;
+    open();
+    for (int i = 0; i < 500; ++i) REQUIRE(publish({"alice"}, std::to_string(i)) > 0);
+    REQUIRE(log->flush());
+    CHECK(log->stats().dropped == 0);
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.complete());
+    CHECK(rep.records == 501);
+}
+
+TEST_CASE("an audit key file must be private and long enough", "[audit][config]") {
+    test_support::temp_dir dir;
+    const auto path = dir.write("audit.key", std::string(32, 'x'));
+    ::chmod(path.c_str(), 0644);
+    CHECK_THROWS_WITH(gdpr::audit_keys::from_file("audit_key_file", path), Catch::Contains("audit_key_file") && Catch::Contains("0644"));
+    ::chmod(path.c_str(), 0600);
+    CHECK_NOTHROW(gdpr::audit_keys::from_file("audit_key_file", path));
+    const auto short_key = dir.write("short.key", "abc");
+    ::chmod(short_key.c_str(), 0600);
+    CHECK_THROWS_AS(gdpr::audit_keys::from_file("audit_key_file", short_key), gdpr::config_error);
+    CHECK_THROWS_AS(gdpr::audit_keys::from_file("audit_key_file", (dir.path() / "missing").string()), gdpr::config_error);
+}
+
+TEST_CASE("a data key wrapped for one subject does not open for another", "[audit]") {
+    gdpr::audit_keys keys(std::string(40, 'm'));
+    const auto k = keys.new_data_key();
+    const auto wrapped = keys.wrap(k, keys.subject_ref("alice"));
+    CHECK(keys.unwrap(wrapped, keys.subject_ref("alice")) == k);
+    CHECK_THROWS(keys.unwrap(wrapped, keys.subject_ref("bob")));
+    gdpr::audit_keys other(std::string(40, 'n'));
+    CHECK_THROWS(other.unwrap(wrapped, keys.subject_ref("alice")));
+    CHECK(keys.subject_ref("alice") != other.subject_ref("alice"));
+}

@@ -1,0 +1,180 @@
+// Offline audit commands: they read the plugin's database directly (read-only), with or without
+// the broker running.
+//
+//   gdprctl verify <db>                                  exit 0 intact, 6 broken, 7 intact with declared gaps
+//   gdprctl export <db> --subject S --key-file K [--output FILE]    GDPR Art. 15, 20
+//   gdprctl report <db> [--json]
+#include "audit_commands.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "gdpr/audit_crypto.hpp"
+#include "gdpr/audit_reader.hpp"
+#include "gdpr/errors.hpp"
+
+namespace gdprctl {
+
+namespace {
+
+constexpr int EXIT_OK = 0;
+constexpr int EXIT_USAGE = 2;
+constexpr int EXIT_INTERNAL = 5;
+constexpr int EXIT_BROKEN = 6;
+constexpr int EXIT_INCOMPLETE = 7;
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+int usage(const std::string& problem) {
+    std::cerr << "gdprctl: " << problem << "\n\n"
+              << "usage: gdprctl verify <database>\n"
+                 "       gdprctl export <database> --subject SUBJECT --key-file FILE [--output FILE]\n"
+                 "       gdprctl report <database> [--json]\n";
+    return EXIT_USAGE;
+}
+
+// Flags after the database path: "--name value" pairs and lone switches.
+bool parse_flags(const std::vector<std::string>& args, std::size_t from, const std::vector<std::string>& with_value,
+                 const std::vector<std::string>& switches, std::map<std::string, std::string>& out, std::string& problem) {
+    for (std::size_t i = from; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
+            out[a] = "1";
+        } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
+            if (i + 1 >= args.size()) {
+                problem = a + " needs a value";
+                return false;
+            }
+            out[a] = args[++i];
+        } else {
+            problem = "unexpected argument '" + a + "'";
+            return false;
+        }
+    }
+    return true;
+}
+
+int verify(const std::string& path) {
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    const bool tty = ::isatty(STDERR_FILENO);
+    const auto report = gdpr::verify_audit_trail(db, [&](std::uint64_t done, std::uint64_t total) {
+        if (tty && total > 0) std::fprintf(stderr, "\rverifying: %llu / %llu records", static_cast<unsigned long long>(done),
+                                           static_cast<unsigned long long>(total));
+    });
+    if (tty) std::fprintf(stderr, "\n");
+    std::cout << "records: " << report.records;
+    if (report.records) std::cout << " (seq " << report.first_seq << ".." << report.last_seq << ")";
+    std::cout << ", content removed by retention: " << report.tombstones << "\n";
+    if (report.anchor_seq)
+        std::cout << "chain anchored at seq " << *report.anchor_seq << " (earlier records removed by retention; "
+                  << (report.anchor_confirmed ? "confirmed by a retention record" : "no live retention record names it")
+                  << ")\n";
+    std::cout << "head hash: " << report.head_hash << "\n";
+    for (const auto& p : report.problems) std::cout << "PROBLEM at seq " << p.seq << ": " << p.what << "\n";
+    for (const auto& g : report.gaps)
+        std::cout << "GAP at seq " << g.first << ": " << g.second << " records dropped by the overflow policy\n";
+    if (!report.intact()) {
+        std::cout << "FAILED: the audit trail was altered (first bad record: seq " << report.problems.front().seq << ")\n";
+        return EXIT_BROKEN;
+    }
+    if (!report.complete()) {
+        std::cout << "INCOMPLETE: the chain is intact, but records were dropped (record_overflow drop)\n";
+        return EXIT_INCOMPLETE;
+    }
+    std::cout << "OK: the chain is intact and complete\n";
+    return EXIT_OK;
+}
+
+int export_subject(const std::string& path, const std::map<std::string, std::string>& flags) {
+    if (!flags.count("--subject")) return usage("export needs --subject");
+    if (!flags.count("--key-file")) return usage("export needs --key-file (the plugin's audit_key_file)");
+    const auto keys = gdpr::audit_keys::from_file("--key-file", flags.at("--key-file"));
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    const std::string doc = gdpr::export_subject(db, *keys, flags.at("--subject"), now_ms());
+    if (auto it = flags.find("--output"); it != flags.end()) {
+        // The export holds personal data: private from the first byte.
+        const mode_t old = ::umask(077);
+        std::ofstream out(it->second, std::ios::binary | std::ios::trunc);
+        ::umask(old);
+        out << doc << "\n";
+        if (!out) {
+            std::cerr << "gdprctl: cannot write " << it->second << "\n";
+            return EXIT_INTERNAL;
+        }
+    } else {
+        std::cout << doc << "\n";
+    }
+    return EXIT_OK;
+}
+
+int report(const std::string& path, const std::map<std::string, std::string>& flags) {
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    const auto rows = gdpr::audit_report(db);
+    if (flags.count("--json")) {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& r : rows)
+            out.push_back({{"day", r.day}, {"kind", r.kind}, {"schema", r.schema}, {"reason", r.reason}, {"count", r.count}});
+        std::cout << out.dump(2) << "\n";
+        return EXIT_OK;
+    }
+    std::printf("%-10s  %-16s  %-28s  %10s  %s\n", "day", "kind", "schema", "count", "refusal reason");
+    std::map<std::string, std::uint64_t> per_kind;
+    for (const auto& r : rows) {
+        std::printf("%-10s  %-16s  %-28s  %10llu  %s\n", r.day.c_str(), r.kind.c_str(), r.schema.empty() ? "-" : r.schema.c_str(),
+                    static_cast<unsigned long long>(r.count), r.reason.c_str());
+        per_kind[r.kind] += r.count;
+    }
+    std::printf("\ntotals:");
+    for (const auto& [kind, n] : per_kind) std::printf(" %s %llu;", kind.c_str(), static_cast<unsigned long long>(n));
+    std::printf("\n");
+    return EXIT_OK;
+}
+
+} // namespace
+
+int run_offline(const std::vector<std::string>& args) {
+    const std::string& cmd = args.at(0);
+    if (args.size() < 2) return usage(cmd + " needs the database path");
+    const std::string& path = args[1];
+    std::map<std::string, std::string> flags;
+    std::string problem;
+    try {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) {
+            std::cerr << "gdprctl: no database at '" << path << "'\n";
+            return EXIT_INTERNAL;
+        }
+        if (cmd == "verify") {
+            if (args.size() != 2) return usage("verify takes only the database path");
+            return verify(path);
+        }
+        if (cmd == "export") {
+            if (!parse_flags(args, 2, {"--subject", "--key-file", "--output"}, {}, flags, problem)) return usage(problem);
+            return export_subject(path, flags);
+        }
+        if (!parse_flags(args, 2, {}, {"--json"}, flags, problem)) return usage(problem);
+        return report(path, flags);
+    } catch (const gdpr::config_error& e) {
+        std::cerr << "gdprctl: " << e.what() << "\n";
+        return EXIT_USAGE;
+    } catch (const std::exception& e) {
+        std::cerr << "gdprctl: " << e.what() << "\n";
+        return EXIT_INTERNAL;
+    }
+}
+
+bool is_offline_command(const std::string& cmd) { return cmd == "verify" || cmd == "export" || cmd == "report"; }
+
+} // namespace gdprctl
