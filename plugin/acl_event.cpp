@@ -53,7 +53,9 @@ void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d)
     switch (acl.access) {
     case MOSQ_ACL_READ:
         if (!ctx.recorder->records_delivery(refused)) return;
-        ctx.recorder->delivery(session_for(ctx, acl.client, "delivery"), client_id_of(acl.client), topic, acl.payload,
+        // No session is started here: the broker also checks deliveries queued for offline clients.
+        ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id_of(acl.client)), client_id_of(acl.client),
+                               topic, acl.payload,
                                acl.qos, refused, refused ? "not permitted to receive this topic" : "");
         return;
     case MOSQ_ACL_SUBSCRIBE:

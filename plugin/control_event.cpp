@@ -17,7 +17,11 @@ int on_control(int, void* event_data, void* userdata) {
         const mosquitto* connection = ev.client;
         const std::string operator_id = ctx.operators.identify(who);
         ctx.control->handle(who, payload, [&ctx, reply_to, connection, operator_id](const std::string& response) {
-            if (ctx.recorder) ctx.recorder->control(reply_to, operator_id, response);
+            try {
+                if (ctx.recorder) ctx.recorder->control(reply_to, operator_id, response);
+            } catch (const std::exception& e) {
+                log_internal_error(ctx, "while recording a control command", e.what());
+            }
             // Answers that come later (once a change is durable) go only to the connection that
             // asked: if it is gone, or another connection has taken its client id, the answer is
             // dropped rather than handed to whoever holds that id now.

@@ -95,7 +95,11 @@ void open_audit_trail(plugin_context& ctx) {
     ctx.engine->keep_details(true);
     ctx.consent->observe([&ctx](std::string_view change, const std::string& subject, const std::string& detail,
                                 const std::string& personal) {
-        if (ctx.recorder) ctx.recorder->consent_change(change, subject, detail, personal);
+        try {
+            if (ctx.recorder) ctx.recorder->consent_change(change, subject, detail, personal);
+        } catch (const std::exception& e) {
+            log_internal_error(ctx, "while recording a consent change", e.what());
+        }
     });
     ctx.log.notice("recording sessions to " + o.database + " (deliveries: " + o.record_deliveries + ", flush every " +
                    std::to_string(o.record_flush_ms) + " ms, overflow: " + o.record_overflow + ", default retention " +
@@ -179,7 +183,10 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
-        if (ctx->consent) ctx->consent->wait_idle();  // every accepted change reaches the disk before we stop
+        if (ctx->consent) {
+            ctx->consent->wait_idle();  // every accepted change reaches the disk before we stop
+            ctx->consent->drain();      // and is recorded in the audit trail
+        }
         if (ctx->audit) {
             ctx->recorder->end_all("broker stopping");
             ctx->recorder.reset();

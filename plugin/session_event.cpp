@@ -77,6 +77,7 @@ int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         drain_completions(ctx);
+        if (ctx.recorder) ctx.recorder->forget_last_publish();
         const auto now = std::chrono::steady_clock::now();
         if (ctx.audit && now - ctx.last_audit_check >= std::chrono::milliseconds(200)) {
             ctx.last_audit_check = now;

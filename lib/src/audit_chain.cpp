@@ -75,6 +75,23 @@ std::string to_hex(std::string_view bytes) {
     return out;
 }
 
+std::string ref_bytes(std::string_view hex) {
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    if (hex.size() != 2 * ENVELOPE_REF_BYTES) throw std::invalid_argument("a subject reference has 32 hex digits");
+    std::string out(ENVELOPE_REF_BYTES, '\0');
+    for (std::size_t i = 0; i < ENVELOPE_REF_BYTES; ++i) {
+        const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) throw std::invalid_argument("a subject reference has 32 hex digits");
+        out[i] = static_cast<char>(hi * 16 + lo);
+    }
+    return out;
+}
+
 std::string envelope_aad(std::int64_t seq, std::string_view ref) {
     std::string aad(8, '\0');
     const auto u = static_cast<std::uint64_t>(seq);

@@ -45,15 +45,26 @@ const unsigned char* bytes(std::string_view s) { return reinterpret_cast<const u
 struct gcm_sealer::impl {
     cipher_ctx enc;
     cipher_ctx dec;
+    data_key key{};
+    bool dec_keyed = false;  // the decryption context is keyed on first use
+    ~impl() { OPENSSL_cleanse(key.data(), key.size()); }
 };
 
 gcm_sealer::gcm_sealer(const data_key& key) : impl_(std::make_unique<impl>()) {
-    if (EVP_EncryptInit_ex(impl_->enc.ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1 ||
-        EVP_DecryptInit_ex(impl_->dec.ctx, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1)
+    if (EVP_EncryptInit_ex(impl_->enc.ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
+        EVP_DecryptInit_ex(impl_->dec.ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1)
         throw std::runtime_error("OpenSSL cannot set up AES-256-GCM");
+    rekey(key);
 }
 
 gcm_sealer::~gcm_sealer() = default;
+
+void gcm_sealer::rekey(const data_key& key) {
+    impl_->key = key;
+    impl_->dec_keyed = false;
+    if (EVP_EncryptInit_ex(impl_->enc.ctx, nullptr, nullptr, key.data(), nullptr) != 1)
+        throw std::runtime_error("OpenSSL cannot key AES-256-GCM");
+}
 
 void gcm_sealer::seal(const std::array<unsigned char, NONCE_BYTES>& nonce, std::string_view aad, std::string_view plain,
                       std::string& out) {
@@ -78,6 +89,10 @@ void gcm_sealer::seal(const std::array<unsigned char, NONCE_BYTES>& nonce, std::
 bool gcm_sealer::open(std::string_view sealed, std::string_view aad, std::string& plain) {
     if (sealed.size() < OVERHEAD) return false;
     EVP_CIPHER_CTX* c = impl_->dec.ctx;
+    if (!impl_->dec_keyed) {
+        if (EVP_DecryptInit_ex(c, nullptr, nullptr, impl_->key.data(), nullptr) != 1) return false;
+        impl_->dec_keyed = true;
+    }
     const std::size_t n = sealed.size() - OVERHEAD;
     plain.resize(n);
     auto* out = reinterpret_cast<unsigned char*>(plain.data());
@@ -100,7 +115,17 @@ bool gcm_sealer::open(std::string_view sealed, std::string_view aad, std::string
 
 audit_keys::audit_keys(std::string_view master)
     : wrapping_key_(derive(master, "mosquitto-gdpr audit data-key wrapping v1")),
-      refs_(derive_string(master, "mosquitto-gdpr audit subject reference v1")) {}
+      refs_(derive_string(master, "mosquitto-gdpr audit subject reference v1")) {
+    data_key check = derive(master, "mosquitto-gdpr audit key check v1");
+    static const char* digits = "0123456789abcdef";
+    for (std::size_t i = 0; i < 16; ++i) {
+        check_.push_back(digits[check[i] >> 4]);
+        check_.push_back(digits[check[i] & 15]);
+    }
+    OPENSSL_cleanse(check.data(), check.size());
+}
+
+std::string audit_keys::key_check() const { return check_; }
 
 audit_keys::~audit_keys() { OPENSSL_cleanse(wrapping_key_.data(), wrapping_key_.size()); }
 
@@ -131,8 +156,10 @@ std::string audit_keys::wrap(const data_key& key, std::string_view ref) const {
 data_key audit_keys::unwrap(std::string_view wrapped, std::string_view ref) const {
     gcm_sealer sealer(wrapping_key_);
     std::string plain;
-    if (!sealer.open(wrapped, ref, plain) || plain.size() != 32)
+    if (!sealer.open(wrapped, ref, plain) || plain.size() != 32) {
+        OPENSSL_cleanse(plain.data(), plain.size());
         throw std::runtime_error("a data key does not belong to this master key");
+    }
     data_key k{};
     std::copy(plain.begin(), plain.end(), k.begin());
     OPENSSL_cleanse(plain.data(), plain.size());

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <limits>
 
+#include <sqlite3.h>
+
+#include <openssl/crypto.h>
+
 #include <nlohmann/json.hpp>
 
 namespace gdpr {
@@ -10,7 +14,8 @@ namespace gdpr {
 namespace {
 
 constexpr std::int64_t DAY_MS = 86'400'000;
-constexpr std::size_t SEALER_CACHE_LIMIT = 4096;
+constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // 8 MiB of keys, plus the map's own overhead
+constexpr std::size_t CHUNK = 10000;             // records per transaction
 constexpr std::size_t SWEEP_CHUNK = 20000;
 
 std::int64_t wall_ms() {
@@ -41,7 +46,7 @@ void create_audit_tables(sqlite_db& db) {
         " id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, at_ms INTEGER NOT NULL);"
         "CREATE TABLE IF NOT EXISTS audit_subject_keys("
         " ref TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
-        "CREATE TABLE IF NOT EXISTS audit_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;");
+        "CREATE TABLE IF NOT EXISTS audit_meta(key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;");
 }
 
 audit_log::audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys)
@@ -52,6 +57,8 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     auto& db = *(log->db_ = std::make_unique<sqlite_db>(options.path, options.synchronous));
     // Deleted keys and tombstoned content must not linger in free pages (crypto-shredding).
     db.exec("PRAGMA secure_delete=ON");
+    db.exec("PRAGMA cache_size=-16384");  // 16 MiB: a chunk of records fits without spilling
+    db.exec("PRAGMA wal_autocheckpoint=16384");
     {
         sqlite_transaction tx(db);
         create_audit_tables(db);
@@ -78,27 +85,62 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             .run();
         log->nonce_epoch_ = static_cast<std::uint32_t>(e);
 
+        // The trail can only be read with the master key it was written with: a different key
+        // file would seal new records under keys that no longer open the old ones.
+        const std::string check = log->keys_->key_check();
+        auto& stored_check = db.cached("SELECT value FROM audit_meta WHERE key = 'key_check'");
+        if (stored_check.step()) {
+            const bool same = stored_check.text(0) == check;
+            stored_check.reset();
+            if (!same)
+                throw storage_error("database '" + options.path +
+                                    "' was written with a different audit key file; use the original key file");
+        } else {
+            stored_check.reset();
+            db.cached("INSERT INTO audit_meta(key, value) VALUES ('key_check', ?)").bind(1, check).run();
+        }
+
+        auto& anchor = db.cached("SELECT seq, hash FROM audit_anchor WHERE id = 1");
+        if (anchor.step()) {
+            log->anchor_seq_ = anchor.integer(0);
+            log->anchor_hash_ = anchor.blob(1);
+            log->next_seq_ = log->anchor_seq_ + 1;
+            log->head_ = hash_of(log->anchor_hash_);
+        }
+        anchor.reset();
         auto& last = db.cached("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1");
         if (last.step()) {
             log->next_seq_ = last.integer(0) + 1;
             log->head_ = hash_of(last.blob(1));
-            last.reset();
-        } else {
-            last.reset();
-            auto& anchor = db.cached("SELECT seq, hash FROM audit_anchor WHERE id = 1");
-            if (anchor.step()) {
-                log->next_seq_ = anchor.integer(0) + 1;
-                log->head_ = hash_of(anchor.blob(1));
-            }
-            anchor.reset();
         }
+        last.reset();
+        // Records cut off the end of the trail would otherwise go unnoticed: the last committed
+        // seq is kept beside the chain and restated in writer_started.
+        auto& committed = db.cached("SELECT value FROM audit_meta WHERE key = 'last_seq'");
+        if (committed.step() && committed.integer(0) >= log->next_seq_) {
+            // Numbering goes on after the lost records, so verify keeps reporting the hole.
+            const std::int64_t lost_to = committed.integer(0);
+            log->problems_.push_back("the audit trail ends at seq " + std::to_string(log->next_seq_ - 1) + " but seq " +
+                                     std::to_string(lost_to) + " was committed: records " +
+                                     std::to_string(log->next_seq_) + ".." + std::to_string(lost_to) +
+                                     " were removed from its end (run gdprctl verify)");
+            log->next_seq_ = lost_to + 1;
+        }
+        committed.reset();
         tx.commit();
     }
     log->next_sweep_ = std::chrono::steady_clock::now() + options.sweep_period;
     audit_record started;
     started.at_ms = wall_ms();
     started.kind = audit_kind::writer_started;
-    started.detail = nlohmann::json{{"nonce_epoch", log->nonce_epoch_}}.dump();
+    nlohmann::json started_detail{{"nonce_epoch", log->nonce_epoch_},
+                                  {"previous_seq", log->next_seq_ - 1},
+                                  {"previous_hash", to_hex(log->head_)}};
+    if (log->anchor_seq_ > 0) {
+        started_detail["anchor_seq"] = log->anchor_seq_;
+        started_detail["anchor_hash"] = to_hex(log->anchor_hash_);
+    }
+    started.detail = started_detail.dump();
     log->append(std::move(started));
     log->start();
     return log;
@@ -120,7 +162,7 @@ void audit_log::push_locked(item it) {
     queue_.push_back(std::move(it));
     ++pushed_;
     ++stats_.appended;
-    if (queue_.size() == 4096) wake_writer_.notify_one();  // a large batch is ready: no need to wait
+    if (queue_.size() == wake_threshold()) wake_writer_.notify_one();  // a batch is ready: no need to wait
 }
 
 std::int64_t audit_log::append(audit_record record) {
@@ -226,22 +268,20 @@ void audit_log::run() {
             std::unique_lock<std::mutex> lock(mutex_);
             const auto wait_for = failing_ ? backoff : options_.flush_period;
             wake_writer_.wait_for(lock, wait_for, [&] {
-                return stopping_ || flush_requested_ || queue_.size() >= 4096;
+                return stopping_ || flush_requested_ || queue_.size() >= wake_threshold();
             });
             flush_requested_ = false;
             stopping = stopping_;
             mark_gap_locked();  // the hole is declared in the chain right where it happened
-            if (batch.empty()) {
-                batch.swap(queue_);
-            } else {  // a failed batch is retried with whatever arrived since, in order
-                std::move(queue_.begin(), queue_.end(), std::back_inserter(batch));
-                queue_.clear();
-            }
+            // A failed batch is retried alone: while the trail cannot be written the queue fills
+            // up, and the broker refuses publishes instead of holding ever more in memory.
+            if (batch.empty()) batch.swap(queue_);
         }
         space_.notify_all();
         if (!batch.empty()) {
+            std::size_t committed = 0;
             try {
-                write_batch(batch);
+                write_batch(batch, committed);
                 const auto n = batch.size();
                 batch.clear();
                 backoff = std::chrono::milliseconds(250);
@@ -251,8 +291,10 @@ void audit_log::run() {
                 if (failing_) problems_.push_back("audit trail writable again; every queued record was written");
                 failing_ = false;
             } catch (const std::exception& e) {
-                sealers_.clear();  // keys created in the failed transaction do not exist
+                forget_keys();  // keys created in the failed transaction do not exist
+                batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(committed));
                 std::lock_guard<std::mutex> lock(mutex_);
+                done_ += committed;
                 ++stats_.failed_batches;
                 stats_.last_error = e.what();
                 if (!failing_) problems_.push_back(std::string("cannot write the audit trail, records are kept in memory and retried: ") + e.what());
@@ -279,13 +321,23 @@ void audit_log::run() {
     progress_.notify_all();
 }
 
-void audit_log::write_batch(std::vector<item>& batch) {
+void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
+    // Transactions of at most CHUNK items: larger ones outgrow SQLite's page cache and spill.
+    while (committed < batch.size()) {
+        const std::size_t n = std::min(CHUNK, batch.size() - committed);
+        write_chunk(batch, committed, n);
+        committed += n;
+    }
+}
+
+void audit_log::write_chunk(std::vector<item>& batch, std::size_t first, std::size_t count) {
     pending_head_ = head_;
     std::uint64_t written = 0, shredded = 0;
     bool checkpoint = false;
     {
         sqlite_transaction tx(*db_);
-        for (const auto& it : batch) {
+        for (std::size_t i = first; i < first + count; ++i) {
+            const item& it = batch[i];
             switch (it.what) {
             case item::op::record:
                 write_record(it);
@@ -301,6 +353,11 @@ void audit_log::write_batch(std::vector<item>& batch) {
                 break;  // after the commit, in its own transactions
             }
         }
+        if (written > 0)
+            db_->cached("INSERT INTO audit_meta(key, value) VALUES ('last_seq', ?)"
+                        " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                .bind(1, pending_seq_)
+                .run();
         tx.commit();
     }
     head_ = pending_head_;
@@ -311,16 +368,15 @@ void audit_log::write_batch(std::vector<item>& batch) {
     }
     if (checkpoint) {
         // The deleted key may still sit in WAL frames: copy back and truncate the log.
-        try {
-            db_->exec("PRAGMA wal_checkpoint(TRUNCATE)");
-        } catch (const std::exception& e) {
-            problem(std::string("could not checkpoint the database after shredding a key: ") + e.what());
-        }
+        const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        if (rc != SQLITE_OK)
+            problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
+                                "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
     }
-    for (const auto& it : batch)
-        if (it.what == item::op::sweep) {
+    for (std::size_t i = first; i < first + count; ++i)
+        if (batch[i].what == item::op::sweep) {
             try {
-                do_sweep(it.now_ms);
+                do_sweep(batch[i].now_ms);
             } catch (const std::exception& e) {
                 problem(std::string("retention sweep failed, will retry: ") + e.what());
             }
@@ -335,28 +391,40 @@ std::array<unsigned char, gcm_sealer::NONCE_BYTES> audit_log::next_nonce() {
     return n;
 }
 
+void audit_log::forget_keys() {
+    for (auto& [ref, key] : data_keys_) OPENSSL_cleanse(key.data(), key.size());
+    data_keys_.clear();
+    sealer_ref_.clear();
+}
+
 gcm_sealer& audit_log::sealer_for(const std::string& ref) {
-    if (auto it = sealers_.find(ref); it != sealers_.end()) return *it->second;
-    if (sealers_.size() >= SEALER_CACHE_LIMIT) sealers_.erase(sealers_.begin());
-    data_key key{};
-    auto& find = db_->cached("SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
-    find.bind(1, ref);
-    if (find.step()) {
-        const std::string wrapped = find.blob(0);
-        find.reset();
-        key = keys_->unwrap(wrapped, ref);
-    } else {
-        find.reset();
-        key = keys_->new_data_key();
-        db_->cached("INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)")
-            .bind(1, ref)
-            .bind_blob(2, keys_->wrap(key, ref))
-            .bind(3, wall_ms())
-            .run();
+    if (sealer_ && ref == sealer_ref_) return *sealer_;
+    auto it = data_keys_.find(ref);
+    if (it == data_keys_.end()) {
+        if (data_keys_.size() >= KEY_CACHE_LIMIT) forget_keys();
+        data_key key{};
+        auto& find = db_->cached("SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+        find.bind(1, ref);
+        if (find.step()) {
+            const std::string wrapped = find.blob(0);
+            find.reset();
+            key = keys_->unwrap(wrapped, ref);
+        } else {
+            find.reset();
+            key = keys_->new_data_key();
+            db_->cached("INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)")
+                .bind(1, ref)
+                .bind_blob(2, keys_->wrap(key, ref))
+                .bind(3, wall_ms())
+                .run();
+        }
+        it = data_keys_.emplace(ref, key).first;
+        OPENSSL_cleanse(key.data(), key.size());
     }
-    auto sealer = std::make_unique<gcm_sealer>(key);
-    std::fill(key.begin(), key.end(), 0);
-    return *sealers_.emplace(ref, std::move(sealer)).first->second;
+    if (sealer_) sealer_->rekey(it->second);
+    else sealer_ = std::make_unique<gcm_sealer>(it->second);
+    sealer_ref_ = ref;
+    return *sealer_;
 }
 
 void audit_log::write_record(const item& it) {
@@ -376,11 +444,12 @@ void audit_log::write_record(const item& it) {
         std::string sealed;
         for (const auto& subject : r.subjects) {
             const std::string ref = keys_->subject_ref(subject);
-            sealed.append(ref);
+            const std::string raw = ref_bytes(ref);
+            sealed.append(raw);
             const std::size_t len_at = sealed.size();
             append_be32(sealed, 0);
             const std::size_t start = sealed.size();
-            sealer_for(ref).seal(next_nonce(), envelope_aad(s.seq, ref), r.personal, sealed);
+            sealer_for(ref).seal(next_nonce(), envelope_aad(s.seq, raw), r.personal, sealed);
             const auto len = static_cast<std::uint32_t>(sealed.size() - start);
             for (int i = 0; i < 4; ++i) sealed[len_at + i] = static_cast<char>(len >> (24 - 8 * i));
         }
@@ -388,21 +457,32 @@ void audit_log::write_record(const item& it) {
     }
     const chain_hash digest = content_digest(s);
     const chain_hash hash = link_hash(pending_head_, s, digest);
-    auto& insert = db_->cached(
-        "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    insert.bind(1, s.seq).bind(2, s.at_ms).bind(3, s.kind).bind(4, s.expires_ms).bind(5, s.session);
-    insert.bind(6, s.client_id).bind(7, s.schema).bind(8, s.detail);
-    if (s.payload) insert.bind_blob(9, *s.payload);
-    if (s.sealed) insert.bind_blob(10, *s.sealed);
-    insert.bind_blob(11, as_bytes(hash));
+    if (!insert_)
+        insert_ = std::make_unique<sqlite_statement>(
+            db_->handle(),
+            "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    auto& insert = *insert_;
+    // `s` and `hash` outlive the step: no copies.
+    insert.bind(1, s.seq).bind(2, s.at_ms).bind_static(3, s.kind).bind(4, s.expires_ms).bind(5, s.session);
+    insert.bind_static(6, s.client_id).bind_static(7, s.schema).bind_static(8, s.detail);
+    if (s.payload) insert.bind_blob_static(9, *s.payload);
+    if (s.sealed) insert.bind_blob_static(10, *s.sealed);
+    if (!s.payload) insert.bind_null(9);
+    if (!s.sealed) insert.bind_null(10);
+    insert.bind_blob_static(11, as_bytes(hash));
     insert.run();
     pending_head_ = hash;
+    pending_seq_ = s.seq;
 }
 
 void audit_log::do_shred(const item& it) {
     const std::string ref = keys_->subject_ref(it.subject);
-    sealers_.erase(ref);
+    if (auto k = data_keys_.find(ref); k != data_keys_.end()) {
+        OPENSSL_cleanse(k->second.data(), k->second.size());
+        data_keys_.erase(k);
+    }
+    if (sealer_ref_ == ref) sealer_ref_.clear();  // and rekeyed before its next use
     auto& del = db_->cached("DELETE FROM audit_subject_keys WHERE ref = ?");
     del.bind(1, ref).run();
     const bool found = db_->changes() > 0;
@@ -484,13 +564,18 @@ void audit_log::do_sweep(std::int64_t now_ms) {
         stats_.tombstoned += tombstoned;
     }
     if (tombstoned == 0 && anchor_seq == 0) return;
+
     audit_record rec;
     rec.at_ms = wall_ms();
     rec.kind = audit_kind::retention;
     nlohmann::json detail{{"tombstoned", tombstoned}, {"swept_at_ms", now_ms}};
     if (anchor_seq > 0) {
-        detail["anchor_seq"] = anchor_seq;
-        detail["anchor_hash"] = to_hex(anchor_hash);
+        anchor_seq_ = anchor_seq;
+        anchor_hash_ = anchor_hash;
+    }
+    if (anchor_seq_ > 0) {  // every retention record restates the anchor: verify checks it
+        detail["anchor_seq"] = anchor_seq_;
+        detail["anchor_hash"] = to_hex(anchor_hash_);
     }
     rec.detail = detail.dump();
     append(std::move(rec));

@@ -4,6 +4,7 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
 
 #include "gdpr/audit_chain.hpp"
 
@@ -59,6 +60,17 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     if (now_ms == 0) now_ms = wall_ms();
     verify_report rep;
     if (!has_table(db, "audit_records")) throw storage_error("'" + db.path() + "' holds no audit trail");
+    // One snapshot: a sweep or batch committed meanwhile must not look like missing records.
+    db.exec("BEGIN");
+    struct end_read {
+        sqlite_db& db;
+        ~end_read() {
+            try {
+                db.exec("COMMIT");
+            } catch (...) {
+            }
+        }
+    } end{db};
     std::uint64_t total = 0;
     {
         auto& count = db.cached("SELECT count(*) FROM audit_records");
@@ -67,6 +79,8 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     }
     chain_hash prev{};
     std::int64_t expected = 1;
+    std::int64_t restated_seq = 0;  // the anchor as the newest record that names one states it
+    std::string restated_hash;
     std::string anchor_hash;
     {
         auto& anchor = db.cached("SELECT seq, hash FROM audit_anchor WHERE id = 1");
@@ -116,22 +130,41 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
             add_problem(r.seq, "record does not match its hash: it was modified, or the chain was rewritten here");
         if (r.hash.size() == prev.size()) std::copy(r.hash.begin(), r.hash.end(), prev.begin());
         expected = r.seq + 1;
-        if (!r.digest && (r.kind == "gap" || r.kind == "retention")) {
+        if (!r.digest && (r.kind == "gap" || r.kind == "retention" || r.kind == "writer_started")) {
             const json d = json::parse(r.detail, nullptr, false);
             if (r.kind == "gap" && d.is_object()) rep.gaps.emplace_back(r.seq, d.value("dropped", std::uint64_t{0}));
-            if (r.kind == "retention" && d.is_object() && rep.anchor_seq && d.value("anchor_seq", std::int64_t{0}) == *rep.anchor_seq &&
-                d.value("anchor_hash", std::string()) == to_hex(anchor_hash))
-                rep.anchor_confirmed = true;
+            if (r.kind != "gap" && d.is_object() && d.contains("anchor_seq")) {
+                restated_seq = d.value("anchor_seq", std::int64_t{0});
+                restated_hash = d.value("anchor_hash", std::string());
+            }
         }
         if (progress && rep.records % 100000 == 0) progress(rep.records, total);
     }
     if (progress) progress(rep.records, total);
     rep.head_hash = to_hex(prev);
+    // The anchor lives outside the chain; the chain itself must vouch for it, or rows before it
+    // may have been deleted by hand and the anchor forged from the next row's hash.
+    if (rep.anchor_seq) {
+        rep.anchor_confirmed = restated_seq == *rep.anchor_seq && restated_hash == to_hex(anchor_hash);
+        if (!rep.anchor_confirmed)
+            add_problem(*rep.anchor_seq, "the chain's anchor (records up to here removed) is not stated by the trail "
+                                         "itself: records may have been removed by hand");
+    }
+    if (has_table(db, "audit_meta")) {
+        auto& last = db.cached("SELECT value FROM audit_meta WHERE key = 'last_seq'");
+        if (last.step() && last.integer(0) > (rep.records ? rep.last_seq : expected - 1)) {
+            const std::int64_t from = (rep.records ? rep.last_seq : expected - 1) + 1;
+            add_problem(from, "records " + std::to_string(from) + ".." + std::to_string(last.integer(0)) +
+                                  " are missing from the end of the trail");
+        }
+        last.reset();
+    }
     return rep;
 }
 
 std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms) {
     const std::string ref = keys.subject_ref(subject);
+    const std::string raw_ref = ref_bytes(ref);
     json doc;
     doc["subject"] = subject;
     doc["subject_ref"] = ref;
@@ -143,7 +176,7 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
         if (q.step()) {
             data_key k = keys.unwrap(q.blob(0), ref);
             sealer = std::make_unique<gcm_sealer>(k);
-            std::fill(k.begin(), k.end(), 0);
+            OPENSSL_cleanse(k.data(), k.size());
         }
         q.reset();
     }
@@ -170,20 +203,26 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
             }
             const std::string sealed = rows.blob(6);
             for_each_envelope(sealed, [&](const envelope_view& e) {
-                if (e.ref != ref) return;
+                if (e.ref != raw_ref) return;
                 std::string plain;
-                if (!sealer || !sealer->open(e.seal, envelope_aad(seq, ref), plain)) {
+                if (!sealer || !sealer->open(e.seal, envelope_aad(seq, raw_ref), plain)) {
                     ++unreadable;
                     return;
                 }
                 seqs.insert(seq);
+                json detail = parse_or_text(rows.text(5));
+                json data = parse_or_text(plain);
+                // The topic is sealed only when it names the subject; otherwise it is in the detail.
+                if (data.is_object() && !data.contains("topic") && detail.is_object() && detail.contains("topic") &&
+                    kind == "publish")
+                    data["topic"] = detail["topic"];
                 records.push_back({{"seq", seq},
                                    {"at_ms", rows.integer(1)},
                                    {"kind", kind},
                                    {"client_id", rows.text(3)},
                                    {"schema", rows.text(4)},
-                                   {"detail", parse_or_text(rows.text(5))},
-                                   {"data", parse_or_text(plain)}});
+                                   {"detail", std::move(detail)},
+                                   {"data", std::move(data)}});
             });
         }
     }
@@ -219,7 +258,14 @@ std::vector<report_row> audit_report(sqlite_db& db) {
                        "SELECT date(at_ms / 1000, 'unixepoch') AS day, kind, coalesce(schema, ''),"
                        " coalesce(json_extract(detail, '$.reason'), ''), count(*) FROM audit_records"
                        " WHERE digest IS NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
-    while (q.step()) out.push_back({q.text(0), q.text(1), q.text(2), q.text(3), static_cast<std::uint64_t>(q.integer(4))});
+    while (q.step()) out.push_back({q.text(0), q.text(1), q.text(2), q.text(3), static_cast<std::uint64_t>(q.integer(4)), ""});
+    // Fields removed or changed, per data category (location, health, identifier ...).
+    sqlite_statement c(db.handle(),
+                       "SELECT date(r.at_ms / 1000, 'unixepoch'), coalesce(r.schema, ''), c.key, sum(c.value)"
+                       " FROM audit_records AS r, json_each(r.detail, '$.categories') AS c"
+                       " WHERE r.digest IS NULL AND r.kind = 'publish' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+    while (c.step())
+        out.push_back({c.text(0), "fields", c.text(1), "", static_cast<std::uint64_t>(c.integer(3)), c.text(2)});
     return out;
 }
 

@@ -419,6 +419,7 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
     build_tree(s, file);
     s.tag_text = s.id + "@" + std::to_string(s.version);
     s.needs_consent = std::any_of(s.fields.begin(), s.fields.end(), [](const field_rule& r) { return r.consent_bit >= 0; });
+    s.has_personal = std::any_of(s.fields.begin(), s.fields.end(), [](const field_rule& r) { return r.personal; });
     return s;
 }
 

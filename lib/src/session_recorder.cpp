@@ -1,5 +1,6 @@
 #include "gdpr/session_recorder.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include <nlohmann/json.hpp>
@@ -118,13 +119,6 @@ void session_recorder::subscription(std::int64_t session, std::string_view clien
     log_.append(std::move(r));
 }
 
-bool session_recorder::has_personal_rules(const schema& s) {
-    auto [it, inserted] = personal_schemas_.emplace(&s, false);
-    if (inserted)
-        for (const auto& f : s.fields) it->second = it->second || f.personal;
-    return it->second;
-}
-
 void session_recorder::publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
                                bool retain, std::size_t original_size, const publish_verdict& v,
                                std::string_view forwarded, const void* forwarded_identity) {
@@ -135,8 +129,9 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
     r.client_id = client_id;
     std::string& d = r.detail;
     d.reserve(256);
+    const std::string shown_topic = v.matched ? engine_.loggable_topic(topic) : std::string(topic);
     d = "{\"topic\":";
-    append_json_string(d, v.matched ? engine_.loggable_topic(topic) : std::string(topic));
+    append_json_string(d, shown_topic);
     d += ",\"qos\":";
     append_number(d, qos);
     d += retain ? ",\"retain\":true" : ",\"retain\":false";
@@ -155,7 +150,8 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
         }
         const auto& outcomes = engine_.last_outcomes();
         if (!outcomes.empty()) {
-            d += ",\"fields\":[";
+            // {"<field pointer>": "<what happened>", ...}: names and actions, never values.
+            d += ",\"fields\":{";
             std::size_t unclassified = 0;
             bool first = true;
             for (const auto& o : outcomes) {
@@ -164,18 +160,35 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
                     continue;
                 }
                 const auto& rule = v.matched->fields[static_cast<std::size_t>(o.rule)];
-                d += first ? "{\"field\":" : ",{\"field\":";
+                if (!first) d += ',';
                 first = false;
                 append_json_string(d, rule.pointer);
-                d += ",\"action\":";
-                append_json_string(d, outcome_name(o.what));
-                if (o.what == field_outcome::kind::no_consent) {
-                    d += ",\"purpose\":";
-                    append_json_string(d, rule.purpose);
+                d += ':';
+                if (o.what == field_outcome::kind::no_consent)
+                    append_json_string(d, std::string(outcome_name(o.what)) + " for " + rule.purpose);
+                else
+                    append_json_string(d, outcome_name(o.what));
+            }
+            d += '}';
+            // Per data category, how many fields were removed or changed (gdprctl report).
+            std::vector<std::pair<std::string_view, int>> categories;
+            for (const auto& o : outcomes) {
+                if (o.rule < 0) continue;
+                const std::string_view c = v.matched->fields[static_cast<std::size_t>(o.rule)].category;
+                auto it = std::find_if(categories.begin(), categories.end(), [&](const auto& e) { return e.first == c; });
+                if (it == categories.end()) categories.emplace_back(c, 1);
+                else ++it->second;
+            }
+            if (!categories.empty()) {
+                d += ",\"categories\":{";
+                for (std::size_t i = 0; i < categories.size(); ++i) {
+                    if (i) d += ',';
+                    append_json_string(d, categories[i].first);
+                    d += ':';
+                    append_number(d, categories[i].second);
                 }
                 d += '}';
             }
-            d += ']';
             if (unclassified) {
                 d += ",\"unclassified_dropped\":";
                 append_number(d, static_cast<std::int64_t>(unclassified));
@@ -188,15 +201,19 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
             if (!subjects.empty()) {
                 // GDPR Art. 32: what was forwarded, readable only with each subject's data key.
                 r.personal.reserve(forwarded.size() + topic.size() + 32);
-                r.personal = "{\"topic\":";
-                append_json_string(r.personal, topic);
-                r.personal += ",\"payload\":";
+                r.personal = "{";
+                if (shown_topic != topic) {  // the topic names the subject: sealed with the payload
+                    r.personal += "\"topic\":";
+                    append_json_string(r.personal, topic);
+                    r.personal += ',';
+                }
+                r.personal += "\"payload\":";
                 if (forwarded.empty()) r.personal += "null";
                 else r.personal.append(forwarded);
                 r.personal += '}';
                 r.subjects = subjects;
                 d += ",\"payload\":\"sealed\"";
-            } else if (!has_personal_rules(*v.matched)) {
+            } else if (!v.matched->has_personal) {
                 r.has_payload = true;
                 r.payload.assign(forwarded);
                 d += ",\"payload\":\"clear\"";
@@ -209,9 +226,11 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
     }
     d += '}';
     const std::int64_t seq = log_.append(std::move(r));
+    last_forwarded_ = nullptr;
     if (v.action != publish_action::deny) {
         last_publish_seq_ = seq;
         last_forwarded_ = forwarded_identity;
+        last_topic_.assign(topic);
     }
 }
 
@@ -230,7 +249,7 @@ void session_recorder::delivery(std::int64_t session, std::string_view client_id
     // The broker checks deliveries of a publish right after MESSAGE, with the payload it stored:
     // the same pointer ties the delivery to its publish record. Later deliveries (queued for an
     // offline client, retained messages) carry no link.
-    if (payload && payload == last_forwarded_ && last_publish_seq_ > 0) {
+    if (payload && payload == last_forwarded_ && last_publish_seq_ > 0 && topic == last_topic_) {
         d += ",\"publish_seq\":";
         append_number(d, last_publish_seq_);
     }

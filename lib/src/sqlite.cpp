@@ -42,6 +42,18 @@ sqlite_statement& sqlite_statement::bind_blob(int index, std::string_view bytes)
     return *this;
 }
 
+sqlite_statement& sqlite_statement::bind_static(int index, std::string_view text) {
+    if (sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC) != SQLITE_OK)
+        fail(db_, "cannot bind a value");
+    return *this;
+}
+
+sqlite_statement& sqlite_statement::bind_blob_static(int index, std::string_view bytes) {
+    if (sqlite3_bind_blob64(stmt_, index, bytes.data(), bytes.size(), SQLITE_STATIC) != SQLITE_OK)
+        fail(db_, "cannot bind a value");
+    return *this;
+}
+
 sqlite_statement& sqlite_statement::bind_null(int index) {
     if (sqlite3_bind_null(stmt_, index) != SQLITE_OK) fail(db_, "cannot bind a value");
     return *this;
@@ -57,7 +69,12 @@ bool sqlite_statement::step() {
 }
 
 void sqlite_statement::run() {
-    while (step()) {
+    try {
+        while (step()) {
+        }
+    } catch (...) {
+        reset();  // no binding (possibly to memory about to go) outlives a failed run
+        throw;
     }
     reset();
 }

@@ -254,7 +254,7 @@ TEST_CASE("gdprctl times out when nobody answers", "[integration][gdprctl]") {
     CHECK(r.err.find("no response from the broker within 1 s") != std::string::npos);
 }
 
-TEST_CASE("operators can be named by username; responses reach only the client that asked", "[integration][consent][authorisation]") {
+TEST_CASE("operators can be named by username, and responses reach only the client that asked", "[integration][consent][authorisation]") {
     itest::scratch_dir files;
     const auto passwords = (files.path() / "passwd").string();
     for (const char* user : {"dpo", "someone", "not-dpo"}) {

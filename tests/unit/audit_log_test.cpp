@@ -5,6 +5,7 @@
 #include <chrono>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -224,13 +225,118 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
         CHECK(rep.anchor_confirmed);
         CHECK(rep.first_seq == *rep.anchor_seq + 1);
     }
-    SECTION("a tombstone made by hand before expiry is reported") {
+    SECTION("content removed by hand before its retention ended is reported") {
         close();
-        tamper("UPDATE audit_records SET expires_ms = expires_ms + 1000 * 86400000 WHERE digest IS NOT NULL AND seq = 2");
+        // Tombstone a live, unexpired record exactly as the sweeper would: only its expiry gives it away.
+        gdpr::sqlite_db db(path);
+        gdpr::stored_record r;
+        {
+            gdpr::sqlite_statement q(db.handle(), "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed"
+                                                  " FROM audit_records WHERE digest IS NULL AND kind = 'publish' AND expires_ms > ?");
+            q.bind(1, now_ms());
+            REQUIRE(q.step());
+            r.seq = q.integer(0);
+            r.at_ms = q.integer(1);
+            r.kind = q.text(2);
+            r.expires_ms = q.integer(3);
+            r.session = q.integer(4);
+            r.client_id = q.text(5);
+            r.schema = q.text(6);
+            r.detail = q.text(7);
+            if (!q.is_null(8)) r.payload = q.blob(8);
+            if (!q.is_null(9)) r.sealed = q.blob(9);
+        }
+        const auto d = gdpr::content_digest(r);
+        gdpr::sqlite_statement u(db.handle(), "UPDATE audit_records SET digest = ?, session = NULL, client_id = NULL, schema = NULL,"
+                                              " detail = NULL, payload = NULL, sealed = NULL WHERE seq = ?");
+        u.bind_blob(1, gdpr::as_bytes(d)).bind(2, r.seq).run();
         rep = verify();
-        REQUIRE_FALSE(rep.intact());
-        CHECK(rep.problems[0].seq == 2);
+        REQUIRE(rep.problems.size() == 1);
+        CHECK(rep.problems[0].seq == r.seq);
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("before its retention period ended"));
     }
+    SECTION("rows removed from the start with a forged anchor are reported") {
+        log->sweep(now_ms() + 400 * DAY_MS);
+        REQUIRE(log->flush());
+        publish({"bob"}, "new");
+        REQUIRE(log->flush());
+        close();
+        gdpr::sqlite_db db(path);
+        std::int64_t first = 0;
+        std::string hash;
+        {
+            gdpr::sqlite_statement q(db.handle(), "SELECT seq, hash FROM audit_records ORDER BY seq LIMIT 1");
+            REQUIRE(q.step());
+            first = q.integer(0);
+            hash = q.blob(1);
+        }
+        gdpr::sqlite_statement d(db.handle(), "DELETE FROM audit_records WHERE seq = ?");
+        d.bind(1, first).run();
+        gdpr::sqlite_statement a(db.handle(), "UPDATE audit_anchor SET seq = ?, hash = ?");
+        a.bind(1, first).bind_blob(2, hash).run();
+        rep = verify(now_ms() + 400 * DAY_MS);
+        REQUIRE_FALSE(rep.intact());
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("anchor"));
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "records cut off the end are reported, and numbering goes on after them", "[audit]") {
+    open();
+    for (int i = 0; i < 10; ++i) publish({"alice"}, std::to_string(i));
+    REQUIRE(log->flush());
+    close();
+    tamper("DELETE FROM audit_records WHERE seq > 8");
+    auto rep = verify();
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 9);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("end of the trail"));
+    open();
+    CHECK_FALSE(log->take_problems().empty());
+    REQUIRE(log->flush());
+    close();
+    rep = verify();
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 9);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("missing"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "a different master key file is refused", "[audit][config]") {
+    open();
+    close();
+    keys = std::make_shared<gdpr::audit_keys>(std::string(32, 'z'));
+    CHECK_THROWS_WITH(open(), Catch::Contains("different audit key file"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "a writer that cannot write keeps its records and refuses publishes once full", "[audit][overflow]") {
+    options.queue_limit = 16;
+    open();
+    REQUIRE(log->flush());
+    {
+        // Another connection holds the write lock longer than the writer's busy timeout allows.
+        gdpr::sqlite_db blocker(path);
+        blocker.exec("BEGIN IMMEDIATE");
+        for (int i = 0; i < 40; ++i) publish({"alice"}, std::to_string(i));
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (log->can_record_publish() && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        CHECK_FALSE(log->can_record_publish());
+        CHECK(log->stats().failing);
+        const auto problems = log->take_problems();
+        REQUIRE_FALSE(problems.empty());
+        CHECK_THAT(problems[0], Catch::Contains("cannot write the audit trail"));
+        blocker.exec("ROLLBACK");
+    }
+    // The writer retries with backoff; once it gets through, nothing is missing.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!log->flush() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    REQUIRE(log->flush());
+    CHECK(log->can_record_publish());
+    CHECK(log->stats().dropped == 0);
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.records == 41);
 }
 
 TEST_CASE_METHOD(trail_fixture, "the drop policy counts what it drops and marks a gap", "[audit][overflow]") {

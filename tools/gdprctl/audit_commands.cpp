@@ -125,16 +125,17 @@ int report(const std::string& path, const std::map<std::string, std::string>& fl
     if (flags.count("--json")) {
         nlohmann::json out = nlohmann::json::array();
         for (const auto& r : rows)
-            out.push_back({{"day", r.day}, {"kind", r.kind}, {"schema", r.schema}, {"reason", r.reason}, {"count", r.count}});
+            out.push_back({{"day", r.day}, {"kind", r.kind}, {"schema", r.schema}, {"reason", r.reason},
+                           {"category", r.category}, {"count", r.count}});
         std::cout << out.dump(2) << "\n";
         return EXIT_OK;
     }
-    std::printf("%-10s  %-16s  %-28s  %10s  %s\n", "day", "kind", "schema", "count", "refusal reason");
+    std::printf("%-10s  %-16s  %-28s  %10s  %s\n", "day", "kind", "schema", "count", "refusal reason / data category");
     std::map<std::string, std::uint64_t> per_kind;
     for (const auto& r : rows) {
         std::printf("%-10s  %-16s  %-28s  %10llu  %s\n", r.day.c_str(), r.kind.c_str(), r.schema.empty() ? "-" : r.schema.c_str(),
-                    static_cast<unsigned long long>(r.count), r.reason.c_str());
-        per_kind[r.kind] += r.count;
+                    static_cast<unsigned long long>(r.count), r.category.empty() ? r.reason.c_str() : r.category.c_str());
+        if (r.kind != "fields") per_kind[r.kind] += r.count;
     }
     std::printf("\ntotals:");
     for (const auto& [kind, n] : per_kind) std::printf(" %s %llu;", kind.c_str(), static_cast<unsigned long long>(n));

@@ -41,9 +41,12 @@ inline std::string_view as_bytes(const chain_hash& h) {
     return std::string_view(reinterpret_cast<const char*>(h.data()), h.size());
 }
 
-// Layout of `sealed`: one envelope per subject, each "ref(32 ASCII hex) || length(4, big-endian) ||
-// seal"; the seal's additional data is "seq(8, big-endian) || ref", so an envelope cannot be moved
-// to another record.
+// Layout of `sealed`: one envelope per subject, each "ref(16 bytes: the subject reference's hex
+// digits decoded) || length(4, big-endian) || seal"; the seal's additional data is
+// "seq(8, big-endian) || ref", so an envelope cannot be moved to another record.
+inline constexpr std::size_t ENVELOPE_REF_BYTES = 16;
+// The 16 bytes of a 32-hex-digit subject reference.
+std::string ref_bytes(std::string_view hex_ref);
 struct envelope_view {
     std::string_view ref;
     std::string_view seal;
@@ -52,12 +55,13 @@ struct envelope_view {
 template <class Fn>
 bool for_each_envelope(std::string_view sealed, Fn&& fn) {
     while (!sealed.empty()) {
-        if (sealed.size() < 36) return false;
-        const auto* p = reinterpret_cast<const unsigned char*>(sealed.data()) + 32;
+        constexpr std::size_t head = ENVELOPE_REF_BYTES + 4;
+        if (sealed.size() < head) return false;
+        const auto* p = reinterpret_cast<const unsigned char*>(sealed.data()) + ENVELOPE_REF_BYTES;
         const std::size_t len = (std::size_t(p[0]) << 24) | (std::size_t(p[1]) << 16) | (std::size_t(p[2]) << 8) | p[3];
-        if (sealed.size() - 36 < len) return false;
-        fn(envelope_view{sealed.substr(0, 32), sealed.substr(36, len)});
-        sealed.remove_prefix(36 + len);
+        if (sealed.size() - head < len) return false;
+        fn(envelope_view{sealed.substr(0, ENVELOPE_REF_BYTES), sealed.substr(head, len)});
+        sealed.remove_prefix(head + len);
     }
     return true;
 }

@@ -31,6 +31,10 @@ public:
     // The subject's reference: 32 hex digits, the same for the same subject and master key.
     std::string subject_ref(std::string_view subject) const { return refs_.pseudonym(subject); }
 
+    // A value that identifies the master key without revealing it (stored with the trail, so
+    // that a different key file is refused at start-up).
+    std::string key_check() const;
+
     // A fresh random data key, and its wrapped form (nonce || ciphertext || tag) bound to `ref`.
     data_key new_data_key() const;
     std::string wrap(const data_key& key, std::string_view ref) const;
@@ -39,6 +43,7 @@ public:
 
 private:
     data_key wrapping_key_{};
+    std::string check_;
     pseudonymiser refs_;
 };
 
@@ -52,6 +57,8 @@ public:
 
     explicit gcm_sealer(const data_key& key);
     ~gcm_sealer();
+    // Switches to another key (cheaper than a new sealer: the contexts are reused).
+    void rekey(const data_key& key);
     gcm_sealer(const gcm_sealer&) = delete;
     gcm_sealer& operator=(const gcm_sealer&) = delete;
 

@@ -4,6 +4,7 @@
 // seals personal parts per subject, chains and writes them in batched transactions every flush
 // period, sweeps expired records, and shreds data keys. Records are never lost silently: the
 // queue is bounded and the overflow policy is explicit.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -97,28 +98,38 @@ private:
     audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys);
     void start();
     void run();
-    void write_batch(std::vector<item>& batch);
+    void write_batch(std::vector<item>& batch, std::size_t& committed);
     void write_record(const item& it);
     void do_shred(const item& it);
     void do_sweep(std::int64_t now_ms);
     gcm_sealer& sealer_for(const std::string& ref);
+    void write_chunk(std::vector<item>& batch, std::size_t first, std::size_t count);
+    void forget_keys();
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
     void push_locked(item it);
+    std::size_t wake_threshold() const { return std::min<std::size_t>(4096, options_.queue_limit); }
     void mark_gap_locked();
     void problem(std::string text);
 
     audit_options options_;
     std::shared_ptr<const audit_keys> keys_;
     std::unique_ptr<sqlite_db> db_;  // writer thread only (after start)
+    std::unique_ptr<sqlite_statement> insert_;  // declared after db_: finalized before it closes
 
     // Writer-thread state.
     chain_hash head_{};
     chain_hash pending_head_{};
+    std::int64_t pending_seq_ = 0;
+    std::int64_t anchor_seq_ = 0;
+    std::string anchor_hash_;
     std::uint32_t nonce_epoch_ = 0;
     std::uint64_t nonce_counter_ = 0;
-    std::unordered_map<std::string, std::unique_ptr<gcm_sealer>> sealers_;
+    // Data keys by subject reference (32 bytes each), and one sealer re-keyed when the subject
+    // changes: an AES key schedule costs far less than a context per subject.
+    std::unordered_map<std::string, data_key> data_keys_;
+    std::unique_ptr<gcm_sealer> sealer_;
+    std::string sealer_ref_;
     std::chrono::steady_clock::time_point next_sweep_{};
-    bool checkpoint_after_commit_ = false;
 
     mutable std::mutex mutex_;
     std::condition_variable wake_writer_;

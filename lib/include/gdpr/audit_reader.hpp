@@ -46,6 +46,7 @@ struct report_row {
     std::string schema;
     std::string reason;  // refusals only
     std::uint64_t count = 0;
+    std::string category;  // kind "fields": the data category of the fields removed or changed
 };
 std::vector<report_row> audit_report(sqlite_db& db);
 

@@ -39,7 +39,7 @@ struct plugin_options {
     std::string record_overflow = "block";  // block (never lose a record) or drop (count, alert, gap)
     std::int64_t retention_days = 365;      // records not covered by a schema's retentionDays
     std::int64_t retention_sweep_seconds = 3600;
-    std::string alert_topic = "$CONTROL/gdpr/v1/alert";  // operator alerts (problems, overflow)
+    std::string alert_topic = "$CONTROL/gdpr/v1/alerts";  // operator alerts (problems, overflow)
 };
 
 // The option keys this plugin understands, for documentation and error messages.

@@ -78,6 +78,7 @@ struct schema {
     std::vector<field_rule> fields;
     field_tree tree;
     bool needs_consent = false;     // some rule's purpose rests on consent
+    bool has_personal = false;      // some rule classifies a field as personal data
     std::string source_file;
     std::string tag_text;  // "id@version", set by the loader
 

@@ -50,6 +50,8 @@ public:
     bool records_delivery(bool refused) const {
         return deliveries_ == delivery_recording::all || (refused && deliveries_ == delivery_recording::refusals);
     }
+    // Deliveries checked after this are not those of the last publish (call from other events).
+    void forget_last_publish() { last_forwarded_ = nullptr; }
     void delivery(std::int64_t session, std::string_view client_id, std::string_view topic, const void* payload,
                   int qos, bool refused, std::string_view reason);
     void control(std::string_view client_id, std::string_view operator_id, const std::string& response_json);
@@ -61,15 +63,14 @@ private:
         std::int64_t id;
         std::string client_id;
     };
-    bool has_personal_rules(const schema& s);
 
     audit_log& log_;
     const classifier& engine_;
     delivery_recording deliveries_;
     std::unordered_map<const void*, session> sessions_;
-    std::unordered_map<const schema*, bool> personal_schemas_;
     std::int64_t last_publish_seq_ = 0;
     const void* last_forwarded_ = nullptr;
+    std::string last_topic_;
     std::string scratch_;
 };
 

@@ -31,6 +31,9 @@ public:
     sqlite_statement& bind(int index, std::int64_t value);
     sqlite_statement& bind_null(int index);
     sqlite_statement& bind_blob(int index, std::string_view bytes);
+    // Without a copy: the bytes must stay valid and unchanged until the statement is reset.
+    sqlite_statement& bind_static(int index, std::string_view text);
+    sqlite_statement& bind_blob_static(int index, std::string_view bytes);
     // Steps once: true when a row is available, false when done. Throws on error.
     bool step();
     // Steps to completion and resets, for statements that return no rows.
