@@ -2,7 +2,8 @@
 # mosquitto-gdpr demo: installs what is missing, builds the plugin and gdprctl, starts two brokers
 # on free loopback ports — a bare one and one with the plugin — lets a small simulated fleet publish
 # the same messages to both, records and withdraws a driver's consent with gdprctl on the way, and
-# shows what a subscriber receives from each broker.
+# shows what a subscriber receives from each broker; then audits the session recording offline:
+# verify the hash chain, report, export the driver's data (GDPR Art. 15), and catch a tampered row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,7 +33,8 @@ wait_port() {
 }
 
 head -c 32 /dev/urandom > "$run/pseudonym.key"
-chmod 600 "$run/pseudonym.key"
+head -c 32 /dev/urandom > "$run/audit.key"
+chmod 600 "$run/pseudonym.key" "$run/audit.key"
 bare_port=$(free_port)
 gdpr_port=$(free_port)
 while [ "$gdpr_port" = "$bare_port" ]; do gdpr_port=$(free_port); done
@@ -63,10 +65,14 @@ plugin_opt_acl_default allow
 # Consent records and device bindings, and who may manage them over \$CONTROL/gdpr/v1:
 plugin_opt_database $run/gdpr.db
 plugin_opt_operator_client_ids demo-operator
+# Session recording: a hash-chained audit trail in the same database, personal data sealed per
+# data subject under keys wrapped by this master key:
+plugin_opt_audit_key_file $run/audit.key
 CONF
 
 mosquitto -c "$run/bare.conf" 2>>"$run/bare.stderr" & pids+=($!)
 mosquitto -c "$run/gdpr.conf" 2>>"$run/gdpr.stderr" & pids+=($!)
+gdpr_pid=$!
 wait_port "$bare_port" "$run/bare.log"
 wait_port "$gdpr_port" "$run/gdpr.log"
 
@@ -136,6 +142,32 @@ ctl stats
 echo
 echo "=== The plugin's log lines (topics, schema ids and counts; never field values):"
 grep 'gdpr:' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
+
+# Stop the plugin's broker: the audit writer commits what is queued, then the files are audited.
+kill "$gdpr_pid"; wait "$gdpr_pid" 2>/dev/null || true
 echo
-echo "Files of this run (configs, logs, key) are in $run"
+echo "=== Audit trail: gdprctl verify (hash chain and sequence, offline):"
+"$gdprctl" verify "$run/gdpr.db" | sed 's/^/  /'
+echo
+echo "=== Audit trail: gdprctl report (records per day, kind, schema, refusal reason, data category):"
+"$gdprctl" report "$run/gdpr.db" | sed 's/^/  /'
+echo
+echo "=== D-1234's export (GDPR Art. 15/20), decrypted with the audit key; first records:"
+"$gdprctl" export "$run/gdpr.db" --subject D-1234 --key-file "$run/audit.key" --output "$run/export-D-1234.json"
+python3 - "$run/export-D-1234.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print(f"  {len(doc['records'])} records, recipients: {', '.join(sorted(doc['recipients'])) or '-'}, "
+      f"consent changes: {len(doc.get('consent_history', []))}")
+for r in doc["records"][:4]:
+    print(f"  seq {r['seq']} {r['kind']} from {r['client_id']}: {json.dumps(r['data'])[:110]}")
+PY
+echo "  (whole document: $run/export-D-1234.json, mode 0600)"
+echo
+echo "=== Someone edits a delivery record in a copy of the database; verify notices:"
+cp "$run/gdpr.db" "$run/tampered.db"
+python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_records SET client_id='nobody' WHERE seq=(SELECT min(seq) FROM audit_records WHERE kind='delivery')\"); c.commit()" "$run/tampered.db"
+"$gdprctl" verify "$run/tampered.db" | sed 's/^/  /' || echo "  (gdprctl verify exit status $?)"
+echo
+echo "Files of this run (configs, logs, keys, database) are in $run"
 echo

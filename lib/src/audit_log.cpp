@@ -16,7 +16,7 @@ namespace {
 constexpr std::int64_t DAY_MS = 86'400'000;
 constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // 8 MiB of keys, plus the map's own overhead
 constexpr std::size_t CHUNK = 10000;             // records per transaction
-constexpr std::size_t SWEEP_CHUNK = 20000;
+constexpr std::size_t SWEEP_CHUNK = 5000;  // rows per sweep step
 
 std::int64_t wall_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -227,12 +227,18 @@ void audit_log::sweep(std::int64_t now_ms) {
 }
 
 bool audit_log::flush() {
+    // Waits for follow-up work too (a sweep's next steps, its retention record).
     std::unique_lock<std::mutex> lock(mutex_);
-    const auto target = pushed_;
     flush_requested_ = true;
     wake_writer_.notify_one();
-    progress_.wait(lock, [&] { return done_ >= target || failing_ || !thread_.joinable(); });
-    return done_ >= target;
+    progress_.wait(lock, [&] {
+        if (done_ < pushed_ && !queue_.empty()) {
+            flush_requested_ = true;
+            wake_writer_.notify_one();
+        }
+        return done_ >= pushed_ || failing_ || !thread_.joinable();
+    });
+    return done_ >= pushed_;
 }
 
 audit_stats audit_log::stats() const {
@@ -497,50 +503,59 @@ void audit_log::do_shred(const item& it) {
 
 void audit_log::do_sweep(std::int64_t now_ms) {
     // GDPR Art. 5(1)(e): content past its retention goes; its digest stays so the chain verifies.
-    std::uint64_t tombstoned = 0;
-    for (;;) {
-        std::vector<stored_record> expired;
-        auto& select = db_->cached(
-            "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed FROM audit_records"
-            " WHERE digest IS NULL AND expires_ms <= ? ORDER BY expires_ms LIMIT " + std::to_string(SWEEP_CHUNK));
-        select.bind(1, now_ms);
-        while (select.step()) {
-            stored_record r;
-            r.seq = select.integer(0);
-            r.at_ms = select.integer(1);
-            r.kind = select.text(2);
-            r.expires_ms = select.integer(3);
-            r.session = select.integer(4);
-            r.client_id = select.text(5);
-            r.schema = select.text(6);
-            r.detail = select.text(7);
-            if (!select.is_null(8)) r.payload = select.blob(8);
-            if (!select.is_null(9)) r.sealed = select.blob(9);
-            expired.push_back(std::move(r));
-        }
-        select.reset();
-        if (expired.empty()) break;
+    // One step does a bounded amount of work and queues the next step behind the records that
+    // arrived meanwhile, so a large sweep never holds up the queue (or, under the block policy,
+    // the broker).
+    std::vector<stored_record> expired;
+    auto& select = db_->cached(
+        "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed FROM audit_records"
+        " WHERE digest IS NULL AND expires_ms <= ? ORDER BY expires_ms LIMIT " + std::to_string(SWEEP_CHUNK));
+    select.bind(1, now_ms);
+    while (select.step()) {
+        stored_record r;
+        r.seq = select.integer(0);
+        r.at_ms = select.integer(1);
+        r.kind = select.text(2);
+        r.expires_ms = select.integer(3);
+        r.session = select.integer(4);
+        r.client_id = select.text(5);
+        r.schema = select.text(6);
+        r.detail = select.text(7);
+        if (!select.is_null(8)) r.payload = select.blob(8);
+        if (!select.is_null(9)) r.sealed = select.blob(9);
+        expired.push_back(std::move(r));
+    }
+    select.reset();
+    if (!expired.empty()) {
         sqlite_transaction tx(*db_);
         auto& tomb = db_->cached(
             "UPDATE audit_records SET digest = ?, session = NULL, client_id = NULL, schema = NULL, detail = NULL,"
             " payload = NULL, sealed = NULL WHERE seq = ?");
-        for (const auto& r : expired) {
-            tomb.bind_blob(1, as_bytes(content_digest(r))).bind(2, r.seq).run();
-        }
+        for (const auto& r : expired) tomb.bind_blob(1, as_bytes(content_digest(r))).bind(2, r.seq).run();
         tx.commit();
-        tombstoned += expired.size();
-        if (expired.size() < SWEEP_CHUNK) break;
+        sweep_tombstoned_ += expired.size();
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.tombstoned += expired.size();
     }
-    // Rows before the first live record are all tombstones: they go, and the anchor keeps the
-    // hash of the last one so the chain can be checked from there.
+    if (expired.size() == SWEEP_CHUNK) return sweep(now_ms);  // more to do: next step
+
+    // Rows before the first live record are all tombstones: they go (at most SWEEP_CHUNK per
+    // step), and the anchor keeps the hash of the last one so the chain can be checked from there.
     std::int64_t anchor_seq = 0;
     std::string anchor_hash;
+    bool more = false;
     {
         sqlite_transaction tx(*db_);
         auto& first_live = db_->cached("SELECT MIN(seq) FROM audit_records WHERE digest IS NULL");
         std::int64_t limit = std::numeric_limits<std::int64_t>::max();
         if (first_live.step() && !first_live.is_null(0)) limit = first_live.integer(0);
         first_live.reset();
+        auto& first_row = db_->cached("SELECT MIN(seq) FROM audit_records");
+        if (first_row.step() && !first_row.is_null(0) && first_row.integer(0) + std::int64_t{SWEEP_CHUNK} < limit) {
+            limit = first_row.integer(0) + std::int64_t{SWEEP_CHUNK};
+            more = true;
+        }
+        first_row.reset();
         auto& last_dead = db_->cached("SELECT seq, hash FROM audit_records WHERE seq < ? ORDER BY seq DESC LIMIT 1");
         last_dead.bind(1, limit);
         if (last_dead.step()) {
@@ -559,20 +574,21 @@ void audit_log::do_sweep(std::int64_t now_ms) {
         }
         tx.commit();
     }
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stats_.tombstoned += tombstoned;
+    if (anchor_seq > 0) {
+        anchor_seq_ = anchor_seq;
+        anchor_hash_ = anchor_hash;
+        sweep_moved_anchor_ = true;
     }
-    if (tombstoned == 0 && anchor_seq == 0) return;
-
+    if (more) return sweep(now_ms);
+    const std::uint64_t tombstoned = sweep_tombstoned_;
+    const bool moved = sweep_moved_anchor_;
+    sweep_tombstoned_ = 0;
+    sweep_moved_anchor_ = false;
+    if (tombstoned == 0 && !moved) return;
     audit_record rec;
     rec.at_ms = wall_ms();
     rec.kind = audit_kind::retention;
     nlohmann::json detail{{"tombstoned", tombstoned}, {"swept_at_ms", now_ms}};
-    if (anchor_seq > 0) {
-        anchor_seq_ = anchor_seq;
-        anchor_hash_ = anchor_hash;
-    }
     if (anchor_seq_ > 0) {  // every retention record restates the anchor: verify checks it
         detail["anchor_seq"] = anchor_seq_;
         detail["anchor_hash"] = to_hex(anchor_hash_);

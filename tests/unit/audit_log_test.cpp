@@ -68,6 +68,13 @@ struct trail_fixture {
         gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
         return json::parse(gdpr::export_subject(db, *keys, subject, now_ms()));
     }
+    std::int64_t count_kind(const std::string& kind) {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(db.handle(), "SELECT count(*) FROM audit_records WHERE kind = ?");
+        q.bind(1, kind);
+        q.step();
+        return q.integer(0);
+    }
     void tamper(const std::string& sql) {
         gdpr::sqlite_db db(path);
         db.exec(sql);
@@ -181,6 +188,14 @@ TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; th
     }
     log->shred_subject("alice");
     REQUIRE(log->flush());
+    CHECK(log->take_problems().empty());  // the checkpoint went through
+    // secure_delete and the checkpoint leave no copy of the wrapped key in the files, even while
+    // the writer keeps them open.
+    for (const auto* suffix : {"", "-wal"}) {
+        std::ifstream in(path + suffix, std::ios::binary);
+        const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        CHECK(file.find(wrapped) == std::string::npos);
+    }
     const auto stats = log->stats();
     CHECK(stats.keys_shredded == 1);
     const json alice = export_of("alice");
@@ -190,12 +205,6 @@ TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; th
     const auto rep = verify();
     CHECK(rep.intact());
     close();
-    // secure_delete and the checkpoint leave no copy of the wrapped key in the files.
-    for (const auto* suffix : {"", "-wal"}) {
-        std::ifstream in(path + suffix, std::ios::binary);
-        const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        CHECK(file.find(wrapped) == std::string::npos);
-    }
 }
 
 TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a verifiable chain", "[audit][retention]") {
@@ -278,6 +287,24 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
         REQUIRE_FALSE(rep.intact());
         CHECK_THAT(rep.problems[0].what, Catch::Contains("anchor"));
     }
+}
+
+TEST_CASE_METHOD(trail_fixture, "a large sweep runs in steps and ends with one retention record", "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 12000; ++i) publish({}, "x", old, 1);
+    REQUIRE(log->flush());
+    const std::int64_t later = now_ms() + 400 * DAY_MS;  // writer_started (365 days) expires too
+    log->sweep(later);
+    REQUIRE(log->flush());
+    close();
+    const auto rep = verify(later);
+    CHECK(rep.intact());
+    REQUIRE(rep.anchor_seq);
+    CHECK(rep.anchor_confirmed);
+    CHECK(*rep.anchor_seq == 12001);
+    CHECK(rep.tombstones == 0);
+    CHECK(count_kind("retention") == 1);
 }
 
 TEST_CASE_METHOD(trail_fixture, "records cut off the end are reported, and numbering goes on after them", "[audit]") {

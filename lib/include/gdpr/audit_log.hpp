@@ -78,7 +78,8 @@ public:
     // Tombstones records whose retention ended before `now_ms` and anchors the chain (the writer
     // also does this every sweep_period).
     void sweep(std::int64_t now_ms);
-    // Blocks until everything appended so far is written or the writer failed (tests, shutdown).
+    // Blocks until everything queued is written, follow-up work included, or the writer failed
+    // (tests, shutdown; not for use while other threads keep appending).
     // Returns false when the writer is failing.
     bool flush();
 
@@ -122,6 +123,8 @@ private:
     std::int64_t pending_seq_ = 0;
     std::int64_t anchor_seq_ = 0;
     std::string anchor_hash_;
+    std::uint64_t sweep_tombstoned_ = 0;  // across the steps of the sweep in progress
+    bool sweep_moved_anchor_ = false;
     std::uint32_t nonce_epoch_ = 0;
     std::uint64_t nonce_counter_ = 0;
     // Data keys by subject reference (32 bytes each), and one sealer re-keyed when the subject
