@@ -123,6 +123,7 @@ audit_keys::audit_keys(std::string_view master)
         check_.push_back(digits[check[i] & 15]);
     }
     OPENSSL_cleanse(check.data(), check.size());
+    wrapper_ = std::make_unique<gcm_sealer>(wrapping_key_);
 }
 
 std::string audit_keys::key_check() const { return check_; }
@@ -147,16 +148,18 @@ std::string audit_keys::wrap(const data_key& key, std::string_view ref) const {
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> nonce{};
     if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1)
         throw std::runtime_error("OpenSSL RAND_bytes failed");
-    gcm_sealer sealer(wrapping_key_);
     std::string out;
-    sealer.seal(nonce, ref, std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), out);
+    std::lock_guard<std::mutex> lock(wrap_mutex_);
+    wrapper_->seal(nonce, ref, std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), out);
     return out;
 }
 
 data_key audit_keys::unwrap(std::string_view wrapped, std::string_view ref) const {
-    gcm_sealer sealer(wrapping_key_);
     std::string plain;
-    if (!sealer.open(wrapped, ref, plain) || plain.size() != 32) {
+    std::unique_lock<std::mutex> lock(wrap_mutex_);
+    const bool opened = wrapper_->open(wrapped, ref, plain);
+    lock.unlock();
+    if (!opened || plain.size() != 32) {
         OPENSSL_cleanse(plain.data(), plain.size());
         throw std::runtime_error("a data key does not belong to this master key");
     }

@@ -16,6 +16,7 @@ namespace {
 constexpr std::int64_t DAY_MS = 86'400'000;
 constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // 8 MiB of keys, plus the map's own overhead
 constexpr std::size_t CHUNK = 10000;             // records per transaction
+constexpr std::chrono::milliseconds CHECKPOINT_PERIOD{500};
 constexpr std::size_t SWEEP_CHUNK = 5000;  // rows per sweep step
 
 std::int64_t wall_ms() {
@@ -58,7 +59,9 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     // Deleted keys and tombstoned content must not linger in free pages (crypto-shredding).
     db.exec("PRAGMA secure_delete=ON");
     db.exec("PRAGMA cache_size=-16384");  // 16 MiB: a chunk of records fits without spilling
-    db.exec("PRAGMA wal_autocheckpoint=16384");
+    // Copying the log back into the database is left to a checkpointer thread of its own, so
+    // the writer spends its time on records.
+    db.exec("PRAGMA wal_autocheckpoint=0");
     {
         sqlite_transaction tx(db);
         create_audit_tables(db);
@@ -146,7 +149,26 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     return log;
 }
 
-void audit_log::start() { thread_ = std::thread([this] { run(); }); }
+void audit_log::start() {
+    checkpoint_db_ = std::make_unique<sqlite_db>(options_.path, options_.synchronous);
+    thread_ = std::thread([this] { run(); });
+    checkpointer_ = std::thread([this] { run_checkpoints(); });
+}
+
+void audit_log::run_checkpoints() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+        checkpoint_wake_.wait_for(lock, CHECKPOINT_PERIOD, [&] { return stopping_; });
+        if (stopping_) break;
+        lock.unlock();
+        // PASSIVE: copies what it can without waiting for the writer or readers; the writer
+        // starts the log over once everything in it has been copied.
+        const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_->handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        lock.lock();
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && problems_.size() < 100)
+            problems_.push_back(std::string("checkpoint of the audit database failed: ") + sqlite3_errstr(rc));
+    }
+}
 
 audit_log::~audit_log() {
     {
@@ -155,7 +177,10 @@ audit_log::~audit_log() {
     }
     wake_writer_.notify_all();
     space_.notify_all();
+    checkpoint_wake_.notify_all();
     if (thread_.joinable()) thread_.join();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    checkpoint_db_.reset();
 }
 
 void audit_log::push_locked(item it) {
@@ -409,7 +434,9 @@ gcm_sealer& audit_log::sealer_for(const std::string& ref) {
     if (it == data_keys_.end()) {
         if (data_keys_.size() >= KEY_CACHE_LIMIT) forget_keys();
         data_key key{};
-        auto& find = db_->cached("SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+        if (!find_key_)
+            find_key_ = std::make_unique<sqlite_statement>(db_->handle(), "SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+        auto& find = *find_key_;
         find.bind(1, ref);
         if (find.step()) {
             const std::string wrapped = find.blob(0);
@@ -418,8 +445,10 @@ gcm_sealer& audit_log::sealer_for(const std::string& ref) {
         } else {
             find.reset();
             key = keys_->new_data_key();
-            db_->cached("INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)")
-                .bind(1, ref)
+            if (!insert_key_)
+                insert_key_ = std::make_unique<sqlite_statement>(
+                    db_->handle(), "INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)");
+            insert_key_->bind(1, ref)
                 .bind_blob(2, keys_->wrap(key, ref))
                 .bind(3, wall_ms())
                 .run();

@@ -89,6 +89,7 @@ TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, perso
         auto msg = dash.next();
         REQUIRE(msg);
         CHECK(msg->to_string().find("Erika") == std::string::npos);
+        dash.raw().unsubscribe("fleet/#")->wait();
         car.disconnect();
         dash.disconnect();
         b.stop();
@@ -101,6 +102,7 @@ TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, perso
     CHECK(count_records(setup.db, "kind = 'session_start'") == 2);
     CHECK(count_records(setup.db, "kind = 'session_end'") == 2);
     CHECK(count_records(setup.db, "kind = 'subscribe' AND json_extract(detail, '$.filter') = 'fleet/#'") == 1);
+    CHECK(count_records(setup.db, "kind = 'unsubscribe' AND json_extract(detail, '$.filter') = 'fleet/#'") == 1);
     CHECK(count_records(setup.db, "kind = 'publish' AND schema = 'vehicle-telemetry@3' AND sealed IS NOT NULL") == 1);
     CHECK(count_records(setup.db, "kind = 'publish' AND json_extract(detail, '$.classified') = 0") == 1);
     CHECK(count_records(setup.db, "kind = 'publish_refused' AND json_extract(detail, '$.reason') = 'not valid JSON'") == 1);

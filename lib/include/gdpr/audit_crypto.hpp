@@ -9,12 +9,14 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <mutex>
 
 #include "gdpr/pseudonymiser.hpp"
 
 namespace gdpr {
 
 using data_key = std::array<unsigned char, 32>;
+class gcm_sealer;
 
 class audit_keys {
 public:
@@ -44,6 +46,10 @@ public:
 private:
     data_key wrapping_key_{};
     std::string check_;
+    // One keyed context for wrapping and unwrapping, shared under a lock (keys are wrapped once
+    // per new subject: often enough that a context per call shows).
+    mutable std::mutex wrap_mutex_;
+    std::unique_ptr<gcm_sealer> wrapper_;
     pseudonymiser refs_;
 };
 

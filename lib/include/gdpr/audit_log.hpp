@@ -99,6 +99,7 @@ private:
     audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys);
     void start();
     void run();
+    void run_checkpoints();
     void write_batch(std::vector<item>& batch, std::size_t& committed);
     void write_record(const item& it);
     void do_shred(const item& it);
@@ -115,7 +116,10 @@ private:
     audit_options options_;
     std::shared_ptr<const audit_keys> keys_;
     std::unique_ptr<sqlite_db> db_;  // writer thread only (after start)
-    std::unique_ptr<sqlite_statement> insert_;  // declared after db_: finalized before it closes
+    // Per-record statements, declared after db_ so they are finalized before it closes.
+    std::unique_ptr<sqlite_statement> insert_;
+    std::unique_ptr<sqlite_statement> find_key_;
+    std::unique_ptr<sqlite_statement> insert_key_;
 
     // Writer-thread state.
     chain_hash head_{};
@@ -150,6 +154,9 @@ private:
     std::vector<std::string> problems_;
     std::thread::id writer_id_{};
     std::thread thread_;
+    std::unique_ptr<sqlite_db> checkpoint_db_;  // the checkpointer's own connection
+    std::condition_variable checkpoint_wake_;
+    std::thread checkpointer_;
 };
 
 // The table layout, created by audit_log::open; shared with the offline reader.
