@@ -1,5 +1,6 @@
 #include "gdpr/audit_chain.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 // Low-level SHA-256 for the same reason as the pseudonymiser: no allocation per record.
@@ -29,7 +30,7 @@ struct hasher {
         integer(static_cast<std::int64_t>(s.size()));
         raw(s.data(), s.size());
     }
-    void optional_text(const std::optional<std::string>& s) {
+    void optional_text(const std::optional<std::string_view>& s) {
         if (!s) return integer(-1);
         text(*s);
     }
@@ -42,7 +43,22 @@ struct hasher {
 
 } // namespace
 
-chain_hash content_digest(const stored_record& r) {
+record_view view_of(const stored_record& r) {
+    record_view v;
+    v.seq = r.seq;
+    v.at_ms = r.at_ms;
+    v.kind = r.kind;
+    v.expires_ms = r.expires_ms;
+    v.session = r.session;
+    v.client_id = r.client_id;
+    v.schema = r.schema;
+    v.detail = r.detail;
+    if (r.payload) v.payload = std::string_view(*r.payload);
+    if (r.sealed) v.sealed = std::string_view(*r.sealed);
+    return v;
+}
+
+chain_hash content_digest(const record_view& r) {
     hasher h;
     h.integer(r.session);
     h.text(r.client_id);
@@ -53,7 +69,7 @@ chain_hash content_digest(const stored_record& r) {
     return h.finish();
 }
 
-chain_hash link_hash(const chain_hash& previous, const stored_record& r, const chain_hash& digest) {
+chain_hash link_hash(const chain_hash& previous, const record_view& r, const chain_hash& digest) {
     hasher h;
     h.raw(previous.data(), previous.size());
     h.integer(r.seq);
@@ -98,6 +114,13 @@ std::string envelope_aad(std::int64_t seq, std::string_view ref) {
     for (int i = 0; i < 8; ++i) aad[i] = static_cast<char>(u >> (56 - 8 * i));
     aad.append(ref);
     return aad;
+}
+
+void write_envelope_aad(std::int64_t seq, std::string_view ref, envelope_aad_bytes& out) {
+    if (ref.size() != ENVELOPE_REF_BYTES) throw std::invalid_argument("an envelope reference has 16 bytes");
+    const auto u = static_cast<std::uint64_t>(seq);
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(u >> (56 - 8 * i));
+    std::copy(ref.begin(), ref.end(), out.begin() + 8);
 }
 
 } // namespace gdpr

@@ -14,8 +14,7 @@ namespace gdpr {
 namespace {
 
 constexpr std::int64_t DAY_MS = 86'400'000;
-constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // 8 MiB of keys, plus the map's own overhead
-constexpr std::size_t CHUNK = 10000;             // records per transaction
+constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // about 50 MiB of table (keys inline with their subject ids)
 constexpr std::chrono::milliseconds CHECKPOINT_PERIOD{500};
 constexpr std::size_t SWEEP_CHUNK = 5000;  // rows per sweep step
 
@@ -30,9 +29,6 @@ chain_hash hash_of(const std::string& blob) {
     return h;
 }
 
-void append_be32(std::string& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (24 - 8 * i)));
-}
 
 } // namespace
 
@@ -151,6 +147,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
 
 void audit_log::start() {
     checkpoint_db_ = std::make_unique<sqlite_db>(options_.path, options_.synchronous);
+    sealing_ = std::make_unique<sealing_stage>();
     thread_ = std::thread([this] { run(); });
     checkpointer_ = std::thread([this] { run_checkpoints(); });
 }
@@ -353,65 +350,145 @@ void audit_log::run() {
 }
 
 void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
-    // Transactions of at most CHUNK items: larger ones outgrow SQLite's page cache and spill.
+    // Transactions of at most transaction_records items, through a two-stage pipeline: while one
+    // chunk is inserted, the next is sealed and digested on the sealing stage. The next chunk's data keys are created in this chunk's transaction (a
+    // key committed early is harmless); a chunk that shreds a key is never planned ahead, so a
+    // key is destroyed in the transaction that records its destruction.
+    struct idle_on_exit {
+        sealing_stage& stage;
+        std::array<chunk_plan, 2>& plans;
+        ~idle_on_exit() {
+            try {
+                stage.wait();  // the stage borrows the batch and the plans
+            } catch (...) {
+            }
+            plans[0].reset();  // no data key stays behind in a plan
+            plans[1].reset();
+        }
+    } idle{*sealing_, plans_};
+    chunk_plan* current = &plans_[0];
+    chunk_plan* ahead = &plans_[1];
+    bool current_submitted = false;
     while (committed < batch.size()) {
-        const std::size_t n = std::min(CHUNK, batch.size() - committed);
-        write_chunk(batch, committed, n);
-        committed += n;
+        const std::size_t chunk = std::max<std::size_t>(1, options_.transaction_records);
+        const std::size_t n = std::min(chunk, batch.size() - committed);
+        const std::size_t next_first = committed + n;
+        const std::size_t next_n = std::min(chunk, batch.size() - next_first);
+        bool ahead_submitted = false;
+        pending_head_ = head_;
+        std::uint64_t written = 0, shredded = 0;
+        {
+            sqlite_transaction tx(*db_);
+            if (!current_submitted) {
+                plan_chunk(batch, committed, n, *current);
+                sealing_->submit(*current);
+            }
+            const bool plan_ahead = next_n > 0 && std::none_of(batch.begin() + static_cast<std::ptrdiff_t>(next_first),
+                                                               batch.begin() + static_cast<std::ptrdiff_t>(next_first + next_n),
+                                                               [](const item& it) { return it.what == item::op::shred; });
+            if (plan_ahead) plan_chunk(batch, next_first, next_n, *ahead);
+            sealing_->wait();
+            if (plan_ahead) {
+                sealing_->submit(*ahead);
+                ahead_submitted = true;
+            }
+            insert_chunk(batch, committed, n, *current, written, shredded);
+            if (written > 0)
+                db_->cached("INSERT INTO audit_meta(key, value) VALUES ('last_seq', ?)"
+                            " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                    .bind(1, pending_seq_)
+                    .run();
+            tx.commit();
+        }
+        head_ = pending_head_;
+        const std::size_t first = committed;
+        committed += n;  // before anything else can throw: a committed chunk is never retried
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stats_.written += written;
+            stats_.keys_shredded += shredded;
+        }
+        if (shredded > 0) {
+            // The deleted key may still sit in WAL frames: copy back and truncate the log.
+            const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+            if (rc != SQLITE_OK)
+                problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
+                                    "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
+        }
+        for (std::size_t i = first; i < first + n; ++i)
+            if (batch[i].what == item::op::sweep) {
+                try {
+                    do_sweep(batch[i].now_ms);
+                } catch (const std::exception& e) {
+                    problem(std::string("retention sweep failed, will retry: ") + e.what());
+                }
+            }
+        std::swap(current, ahead);
+        current_submitted = ahead_submitted;
     }
 }
 
-void audit_log::write_chunk(std::vector<item>& batch, std::size_t first, std::size_t count) {
-    pending_head_ = head_;
-    std::uint64_t written = 0, shredded = 0;
-    bool checkpoint = false;
-    {
-        sqlite_transaction tx(*db_);
-        for (std::size_t i = first; i < first + count; ++i) {
-            const item& it = batch[i];
-            switch (it.what) {
-            case item::op::record:
-                write_record(it);
-                ++written;
-                break;
-            case item::op::shred:
-                do_shred(it);
-                ++written;
-                ++shredded;
-                checkpoint = true;
-                break;
-            case item::op::sweep:
-                break;  // after the commit, in its own transactions
-            }
+void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan) {
+    plan.reset();
+    for (std::size_t i = first; i < first + count; ++i) {
+        item& it = batch[i];
+        if (it.what == item::op::sweep) continue;  // after the commit, in its own transactions
+        if (it.what == item::op::shred) plan_shred(it);
+        const audit_record& r = it.record;
+        record_plan& p = plan.add();
+        record_view& v = p.view;
+        v.seq = it.seq;
+        v.at_ms = r.at_ms;
+        v.kind = to_string(r.kind);
+        const std::int32_t days = r.retention_days > 0 ? r.retention_days : options_.default_retention_days;
+        v.expires_ms = r.at_ms + std::int64_t{days} * DAY_MS;
+        v.session = r.session;
+        v.client_id = r.client_id;
+        v.schema = r.schema;
+        v.detail = r.detail.empty() ? std::string_view("{}") : std::string_view(r.detail);
+        if (r.has_payload) v.payload = std::string_view(r.payload);
+        if (r.personal.empty() || r.subjects.empty()) continue;
+        p.personal = r.personal;
+        for (const auto& subject : r.subjects) {
+            const subject_entry& entry = subject_for(subject);
+            envelope_plan& e = plan.envelopes.emplace_back();
+            e.ref = entry.raw;
+            e.key = entry.key;
+            e.nonce = next_nonce();
+            ++p.envelopes;
         }
-        if (written > 0)
-            db_->cached("INSERT INTO audit_meta(key, value) VALUES ('last_seq', ?)"
-                        " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-                .bind(1, pending_seq_)
-                .run();
-        tx.commit();
     }
-    head_ = pending_head_;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stats_.written += written;
-        stats_.keys_shredded += shredded;
+}
+
+void audit_log::insert_chunk(const std::vector<item>& batch, std::size_t first, std::size_t count,
+                             const chunk_plan& plan, std::uint64_t& written, std::uint64_t& shredded) {
+    if (!insert_)
+        insert_ = std::make_unique<sqlite_statement>(
+            db_->handle(),
+            "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    auto& insert = *insert_;
+    std::size_t next = 0;
+    for (std::size_t i = first; i < first + count; ++i) {
+        const item& it = batch[i];
+        if (it.what == item::op::sweep) continue;
+        const record_plan& p = plan.records[next++];
+        const record_view& v = p.view;
+        const chain_hash hash = link_hash(pending_head_, v, p.digest);
+        // The record, its plan and `hash` outlive the step: no copies.
+        insert.bind(1, v.seq).bind(2, v.at_ms).bind_static(3, v.kind).bind(4, v.expires_ms).bind(5, v.session);
+        insert.bind_static(6, v.client_id).bind_static(7, v.schema).bind_static(8, v.detail);
+        if (v.payload) insert.bind_blob_static(9, *v.payload);
+        else insert.bind_null(9);
+        if (v.sealed) insert.bind_blob_static(10, *v.sealed);
+        else insert.bind_null(10);
+        insert.bind_blob_static(11, as_bytes(hash));
+        insert.run();
+        pending_head_ = hash;
+        pending_seq_ = v.seq;
+        ++written;
+        if (it.what == item::op::shred) ++shredded;
     }
-    if (checkpoint) {
-        // The deleted key may still sit in WAL frames: copy back and truncate the log.
-        const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-        if (rc != SQLITE_OK)
-            problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
-                                "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
-    }
-    for (std::size_t i = first; i < first + count; ++i)
-        if (batch[i].what == item::op::sweep) {
-            try {
-                do_sweep(batch[i].now_ms);
-            } catch (const std::exception& e) {
-                problem(std::string("retention sweep failed, will retry: ") + e.what());
-            }
-        }
 }
 
 std::array<unsigned char, gcm_sealer::NONCE_BYTES> audit_log::next_nonce() {
@@ -422,112 +499,58 @@ std::array<unsigned char, gcm_sealer::NONCE_BYTES> audit_log::next_nonce() {
     return n;
 }
 
+audit_log::subject_entry::~subject_entry() { OPENSSL_cleanse(key.data(), key.size()); }
+
 void audit_log::forget_keys() {
-    for (auto& [ref, key] : data_keys_) OPENSSL_cleanse(key.data(), key.size());
-    data_keys_.clear();
-    sealer_ref_.clear();
+    subjects_.for_each([](std::string_view, const subject_entry& entry) {
+        OPENSSL_cleanse(const_cast<unsigned char*>(entry.key.data()), entry.key.size());
+    });
+    subjects_ = subject_table<subject_entry>();
 }
 
-gcm_sealer& audit_log::sealer_for(const std::string& ref) {
-    if (sealer_ && ref == sealer_ref_) return *sealer_;
-    auto it = data_keys_.find(ref);
-    if (it == data_keys_.end()) {
-        if (data_keys_.size() >= KEY_CACHE_LIMIT) forget_keys();
-        data_key key{};
-        if (!find_key_)
-            find_key_ = std::make_unique<sqlite_statement>(db_->handle(), "SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
-        auto& find = *find_key_;
-        find.bind(1, ref);
-        if (find.step()) {
-            const std::string wrapped = find.blob(0);
-            find.reset();
-            key = keys_->unwrap(wrapped, ref);
-        } else {
-            find.reset();
-            key = keys_->new_data_key();
-            if (!insert_key_)
-                insert_key_ = std::make_unique<sqlite_statement>(
-                    db_->handle(), "INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)");
-            insert_key_->bind(1, ref)
-                .bind_blob(2, keys_->wrap(key, ref))
-                .bind(3, wall_ms())
-                .run();
-        }
-        it = data_keys_.emplace(ref, key).first;
-        OPENSSL_cleanse(key.data(), key.size());
+const audit_log::subject_entry& audit_log::subject_for(const std::string& subject) {
+    if (const subject_entry* known = subjects_.find(subject)) return *known;
+    if (subjects_.size() >= KEY_CACHE_LIMIT) forget_keys();
+    const std::string ref = keys_->subject_ref(subject);
+    data_key key{};
+    if (!find_key_)
+        find_key_ = std::make_unique<sqlite_statement>(db_->handle(), "SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+    auto& find = *find_key_;
+    find.bind(1, ref);
+    if (find.step()) {
+        const std::string wrapped = find.blob(0);
+        find.reset();
+        key = keys_->unwrap(wrapped, ref);
+    } else {
+        find.reset();
+        key = keys_->new_data_key();
+        if (!insert_key_)
+            insert_key_ = std::make_unique<sqlite_statement>(
+                db_->handle(), "INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)");
+        insert_key_->bind(1, ref).bind_blob(2, keys_->wrap(key, ref)).bind(3, wall_ms()).run();
     }
-    if (sealer_) sealer_->rekey(it->second);
-    else sealer_ = std::make_unique<gcm_sealer>(it->second);
-    sealer_ref_ = ref;
-    return *sealer_;
+    subject_entry& entry = subjects_[subject];
+    const std::string raw = ref_bytes(ref);
+    std::copy(raw.begin(), raw.end(), entry.raw.begin());
+    entry.key = key;
+    OPENSSL_cleanse(key.data(), key.size());
+    return entry;
 }
 
-void audit_log::write_record(const item& it) {
-    const audit_record& r = it.record;
-    stored_record s;
-    s.seq = it.seq;
-    s.at_ms = r.at_ms;
-    s.kind = std::string(to_string(r.kind));
-    const std::int32_t days = r.retention_days > 0 ? r.retention_days : options_.default_retention_days;
-    s.expires_ms = r.at_ms + std::int64_t{days} * DAY_MS;
-    s.session = r.session;
-    s.client_id = r.client_id;
-    s.schema = r.schema;
-    s.detail = r.detail.empty() ? std::string("{}") : r.detail;
-    if (r.has_payload) s.payload = r.payload;
-    if (!r.personal.empty() && !r.subjects.empty()) {
-        std::string sealed;
-        for (const auto& subject : r.subjects) {
-            const std::string ref = keys_->subject_ref(subject);
-            const std::string raw = ref_bytes(ref);
-            sealed.append(raw);
-            const std::size_t len_at = sealed.size();
-            append_be32(sealed, 0);
-            const std::size_t start = sealed.size();
-            sealer_for(ref).seal(next_nonce(), envelope_aad(s.seq, raw), r.personal, sealed);
-            const auto len = static_cast<std::uint32_t>(sealed.size() - start);
-            for (int i = 0; i < 4; ++i) sealed[len_at + i] = static_cast<char>(len >> (24 - 8 * i));
-        }
-        s.sealed = std::move(sealed);
-    }
-    const chain_hash digest = content_digest(s);
-    const chain_hash hash = link_hash(pending_head_, s, digest);
-    if (!insert_)
-        insert_ = std::make_unique<sqlite_statement>(
-            db_->handle(),
-            "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    auto& insert = *insert_;
-    // `s` and `hash` outlive the step: no copies.
-    insert.bind(1, s.seq).bind(2, s.at_ms).bind_static(3, s.kind).bind(4, s.expires_ms).bind(5, s.session);
-    insert.bind_static(6, s.client_id).bind_static(7, s.schema).bind_static(8, s.detail);
-    if (s.payload) insert.bind_blob_static(9, *s.payload);
-    if (s.sealed) insert.bind_blob_static(10, *s.sealed);
-    if (!s.payload) insert.bind_null(9);
-    if (!s.sealed) insert.bind_null(10);
-    insert.bind_blob_static(11, as_bytes(hash));
-    insert.run();
-    pending_head_ = hash;
-    pending_seq_ = s.seq;
-}
-
-void audit_log::do_shred(const item& it) {
+void audit_log::plan_shred(item& it) {
     const std::string ref = keys_->subject_ref(it.subject);
-    if (auto k = data_keys_.find(ref); k != data_keys_.end()) {
-        OPENSSL_cleanse(k->second.data(), k->second.size());
-        data_keys_.erase(k);
+    if (subject_entry* known = subjects_.find(it.subject)) {
+        OPENSSL_cleanse(known->key.data(), known->key.size());
+        subjects_.erase(it.subject);
     }
-    if (sealer_ref_ == ref) sealer_ref_.clear();  // and rekeyed before its next use
     auto& del = db_->cached("DELETE FROM audit_subject_keys WHERE ref = ?");
     del.bind(1, ref).run();
     const bool found = db_->changes() > 0;
     // The record names the reference, never the subject id.
-    item rec;
-    rec.seq = it.seq;
-    rec.record.at_ms = wall_ms();
-    rec.record.kind = audit_kind::key_shredded;
-    rec.record.detail = nlohmann::json{{"subject_ref", ref}, {"key_existed", found}}.dump();
-    write_record(rec);
+    it.record = audit_record{};
+    it.record.at_ms = wall_ms();
+    it.record.kind = audit_kind::key_shredded;
+    it.record.detail = nlohmann::json{{"subject_ref", ref}, {"key_existed", found}}.dump();
 }
 
 void audit_log::do_sweep(std::int64_t now_ms) {

@@ -123,6 +123,7 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
     }
     sqlite3_busy_timeout(db_, 5000);
     try {
+        exec("PRAGMA page_size=32768");  // takes effect only in a new, empty database
         exec("PRAGMA journal_mode=WAL");
         exec("PRAGMA synchronous=" + std::string(synchronous));
         exec("PRAGMA foreign_keys=ON");

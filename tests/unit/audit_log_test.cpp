@@ -207,6 +207,51 @@ TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; th
     close();
 }
 
+TEST_CASE_METHOD(trail_fixture, "records written after a shred in the same batch use the subject's new key", "[audit][shred]") {
+    open();
+    publish({"alice"}, "before");
+    log->shred_subject("alice");
+    publish({"alice"}, "after");
+    publish({"alice", "bob"}, "shared");
+    REQUIRE(log->flush());
+    const json alice = export_of("alice");
+    REQUIRE(alice["records"].size() == 2);
+    CHECK(alice["records"][0]["data"]["payload"]["speed"] == "after");
+    CHECK(alice["records"][1]["data"]["payload"]["speed"] == "shared");
+    CHECK(alice["unreadable_records"] == 1);
+    CHECK(verify().intact());
+    close();
+}
+
+TEST_CASE_METHOD(trail_fixture, "a batch of many chunks is sealed, chained and shredded in order", "[audit][shred]") {
+    // More than three transactions' worth in one batch, so chunks are sealed ahead while the
+    // previous one is inserted, with a shred in the middle that must not be planned ahead.
+    options.queue_limit = 100000;
+    options.flush_period = std::chrono::milliseconds(60000);
+    options.transaction_records = 500;
+    open();
+    constexpr int N = 35000, SHRED_AT = 21000;
+    for (int i = 0; i < N; ++i) {
+        if (i == SHRED_AT) log->shred_subject("s7");
+        publish({"s" + std::to_string(i % 50)}, std::to_string(i));
+    }
+    REQUIRE(log->flush());
+    CHECK(log->stats().batches * 3 * options.transaction_records <= N);  // batches did span many chunks
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.complete());
+    CHECK(rep.records == N + 2);  // writer_started and key_shredded
+    const json s7 = export_of("s7");
+    CHECK(s7["unreadable_records"] == SHRED_AT / 50);
+    REQUIRE(s7["records"].size() == (N - SHRED_AT) / 50);
+    CHECK(s7["records"][0]["data"]["payload"]["speed"] == std::to_string(SHRED_AT + 7));
+    const json s8 = export_of("s8");
+    REQUIRE(s8["records"].size() == N / 50);
+    for (std::size_t k = 0; k < s8["records"].size(); ++k)
+        CHECK(s8["records"][k]["data"]["payload"]["speed"] == std::to_string(8 + 50 * static_cast<int>(k)));
+    close();
+}
+
 TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a verifiable chain", "[audit][retention]") {
     open();
     const std::int64_t old = now_ms() - 10 * DAY_MS;

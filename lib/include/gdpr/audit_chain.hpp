@@ -31,8 +31,27 @@ struct stored_record {
     std::string hash;
 };
 
-chain_hash content_digest(const stored_record& r);
-chain_hash link_hash(const chain_hash& previous, const stored_record& r, const chain_hash& digest);
+// The parts of a record the chain covers, borrowed (the writer hashes records without copying them).
+struct record_view {
+    std::int64_t seq = 0;
+    std::int64_t at_ms = 0;
+    std::string_view kind;
+    std::int64_t expires_ms = 0;
+    std::int64_t session = 0;
+    std::string_view client_id;
+    std::string_view schema;
+    std::string_view detail;
+    std::optional<std::string_view> payload;
+    std::optional<std::string_view> sealed;
+};
+record_view view_of(const stored_record& r);
+
+chain_hash content_digest(const record_view& r);
+chain_hash link_hash(const chain_hash& previous, const record_view& r, const chain_hash& digest);
+inline chain_hash content_digest(const stored_record& r) { return content_digest(view_of(r)); }
+inline chain_hash link_hash(const chain_hash& previous, const stored_record& r, const chain_hash& digest) {
+    return link_hash(previous, view_of(r), digest);
+}
 std::string to_hex(std::string_view bytes);
 inline std::string to_hex(const chain_hash& h) {
     return to_hex(std::string_view(reinterpret_cast<const char*>(h.data()), h.size()));
@@ -66,5 +85,8 @@ bool for_each_envelope(std::string_view sealed, Fn&& fn) {
     return true;
 }
 std::string envelope_aad(std::int64_t seq, std::string_view ref);
+// The same additional data written into a caller's buffer (no allocation).
+using envelope_aad_bytes = std::array<char, 8 + ENVELOPE_REF_BYTES>;
+void write_envelope_aad(std::int64_t seq, std::string_view ref, envelope_aad_bytes& out);
 
 } // namespace gdpr

@@ -20,7 +20,9 @@
 #include "gdpr/audit_chain.hpp"
 #include "gdpr/audit_crypto.hpp"
 #include "gdpr/audit_record.hpp"
+#include "gdpr/audit_sealing.hpp"
 #include "gdpr/sqlite.hpp"
+#include "gdpr/subject_table.hpp"
 
 namespace gdpr {
 
@@ -38,6 +40,8 @@ struct audit_options {
     overflow_policy overflow = overflow_policy::block;
     std::int32_t default_retention_days = 365;
     std::chrono::seconds sweep_period{3600};
+    // Records per transaction: larger ones outgrow SQLite's page cache and spill.
+    std::size_t transaction_records = 10000;
 };
 
 struct audit_stats {
@@ -101,11 +105,22 @@ private:
     void run();
     void run_checkpoints();
     void write_batch(std::vector<item>& batch, std::size_t& committed);
-    void write_record(const item& it);
-    void do_shred(const item& it);
     void do_sweep(std::int64_t now_ms);
-    gcm_sealer& sealer_for(const std::string& ref);
-    void write_chunk(std::vector<item>& batch, std::size_t first, std::size_t count);
+    struct subject_entry {
+        std::array<char, ENVELOPE_REF_BYTES> raw{};  // the reference as envelopes carry it
+        data_key key{};
+        std::string_view ref() const { return std::string_view(raw.data(), raw.size()); }
+        subject_entry() = default;
+        subject_entry(const subject_entry&) = default;
+        subject_entry& operator=(const subject_entry&) = default;
+        // Cleanses the key: also the copies the table leaves behind when it grows.
+        ~subject_entry();
+    };
+    const subject_entry& subject_for(const std::string& subject);
+    void plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan);
+    void insert_chunk(const std::vector<item>& batch, std::size_t first, std::size_t count, const chunk_plan& plan,
+                      std::uint64_t& written, std::uint64_t& shredded);
+    void plan_shred(item& it);
     void forget_keys();
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
     void push_locked(item it);
@@ -131,11 +146,10 @@ private:
     bool sweep_moved_anchor_ = false;
     std::uint32_t nonce_epoch_ = 0;
     std::uint64_t nonce_counter_ = 0;
-    // Data keys by subject reference (32 bytes each), and one sealer re-keyed when the subject
-    // changes: an AES key schedule costs far less than a context per subject.
-    std::unordered_map<std::string, data_key> data_keys_;
-    std::unique_ptr<gcm_sealer> sealer_;
-    std::string sealer_ref_;
+    // References and data keys by subject id, so a record costs one lookup (no HMAC, no key
+    // table read).
+    subject_table<subject_entry> subjects_;
+    std::array<chunk_plan, 2> plans_;  // the chunk being inserted and the one being sealed
     std::chrono::steady_clock::time_point next_sweep_{};
 
     mutable std::mutex mutex_;
@@ -153,6 +167,7 @@ private:
     audit_stats stats_;
     std::vector<std::string> problems_;
     std::thread::id writer_id_{};
+    std::unique_ptr<sealing_stage> sealing_;  // declared before thread_: outlives the writer
     std::thread thread_;
     std::unique_ptr<sqlite_db> checkpoint_db_;  // the checkpointer's own connection
     std::condition_variable checkpoint_wake_;
