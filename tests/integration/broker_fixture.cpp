@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -155,9 +156,19 @@ void broker::launch(const broker_options& options) {
         ::setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1", 1);
         ::setenv("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1", 1);
 #endif
+        if (options.file_size_limit > 0) {
+            ::signal(SIGXFSZ, SIG_IGN);  // stays ignored across exec: writes fail with EFBIG instead
+            const rlimit limit{static_cast<rlim_t>(options.file_size_limit), RLIM_INFINITY};
+            ::setrlimit(RLIMIT_FSIZE, &limit);
+        }
         ::execl(MOSQUITTO_BINARY, "mosquitto", "-c", conf_path.c_str(), static_cast<char*>(nullptr));
         ::_exit(127);
     }
+}
+
+void broker::set_file_size_limit(std::uint64_t bytes) const {
+    const rlimit limit{bytes > 0 ? static_cast<rlim_t>(bytes) : RLIM_INFINITY, RLIM_INFINITY};
+    if (::prlimit(pid_, RLIMIT_FSIZE, &limit, nullptr) != 0) throw std::runtime_error("prlimit failed");
 }
 
 std::string broker::log() const { return read_all(dir_->path() / "broker.log"); }

@@ -2,6 +2,7 @@
 // A real mosquitto with the plugin loaded, on a free loopback port, in its own temporary
 // directory; plus a small Paho MQTT C++ client wrapper. Used by every integration test.
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -44,6 +45,9 @@ struct broker_options {
     std::string extra_config;  // appended to mosquitto.conf
     std::string listener_config;  // lines right after the listener line (e.g. TLS settings)
     std::string user;          // the broker's `user` line; default: the user running the tests
+    // RLIMIT_FSIZE of the broker (bytes per file; 0: none), with SIGXFSZ ignored: writes past it
+    // fail with EFBIG, as on a full disk.
+    std::uint64_t file_size_limit = 0;
 };
 
 class broker {
@@ -66,6 +70,8 @@ public:
     void kill_hard();
     // Sends a signal (e.g. SIGHUP to reload).
     void signal(int sig) const;
+    // Changes the running broker's per-file size limit (0: unlimited), e.g. to end a "disk full".
+    void set_file_size_limit(std::uint64_t bytes) const;
 
     // Runs the broker with `options` expecting it to refuse to start; returns its exit status and
     // log. Fails (throws) if the broker is still running after the timeout.

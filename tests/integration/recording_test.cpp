@@ -311,3 +311,69 @@ TEST_CASE("the drop overflow policy alerts operators and leaves a declared gap",
     CHECK(status == 7);
     CHECK_THAT(out, Catch::Contains("GAP at seq"));
 }
+
+TEST_CASE("a full disk stops publishes with an alert, and once space returns every accepted publish is recorded",
+          "[integration][recording][overflow]") {
+    recording_setup setup;
+    int accepted = 0;
+    {
+        auto o = setup.options({{"record_queue", "100"}});
+        o.file_size_limit = 2 * 1024 * 1024;  // the database file cannot grow past 2 MiB
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID);
+        op.connect();
+        op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+        itest::client car(b, "car-full-disk");
+        car.connect();
+        int refused = 0;
+        const auto deadline = std::chrono::steady_clock::now() + 60s;
+        while (refused == 0 && std::chrono::steady_clock::now() < deadline) {
+            const int rc = car.publish(TOPIC, PAYLOAD, 1);
+            if (rc == 0) ++accepted;
+            else if (rc == 135) ++refused;
+            else FAIL("unexpected reason code " << rc);
+        }
+        INFO(b.log());
+        REQUIRE(refused == 1);  // block policy: nothing flows unrecorded
+        REQUIRE(accepted > 100);
+        CHECK(b.wait_for_log("gdpr: audit trail: cannot write the audit trail"));
+        bool alerted = false;
+        for (int i = 0; i < 40 && !alerted; ++i) {
+            auto m = op.next(250ms);
+            if (m && m->get_topic() == "$CONTROL/gdpr/v1/alerts") {
+                const json a = json::parse(m->to_string());
+                alerted = a["alert"] == "audit_trail" &&
+                          a["detail"].get<std::string>().find("cannot write the audit trail") != std::string::npos;
+            }
+        }
+        CHECK(alerted);
+        // The broker still serves other clients meanwhile.
+        itest::client watcher(b, "watcher-full-disk");
+        watcher.connect();
+        watcher.disconnect();
+
+        b.set_file_size_limit(0);  // space again
+        bool flowing = false;
+        const auto recover_by = std::chrono::steady_clock::now() + 30s;
+        while (!flowing && std::chrono::steady_clock::now() < recover_by) {
+            const int rc = car.publish(TOPIC, PAYLOAD, 1);
+            if (rc == 0) {
+                ++accepted;
+                flowing = true;
+            } else {
+                std::this_thread::sleep_for(100ms);
+            }
+        }
+        REQUIRE(flowing);
+        CHECK(b.wait_for_log("audit trail writable again", 10s));
+        for (int i = 0; i < 10; ++i) REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);
+        accepted += 10;
+        car.disconnect();
+        op.disconnect();
+        b.stop();
+    }
+    const auto [status, out] = run(gdprctl() + " verify " + setup.db);
+    INFO(out);
+    CHECK(status == 0);
+    CHECK(count_records(setup.db, "kind = 'publish' AND client_id = 'car-full-disk'") == accepted);
+}
