@@ -124,7 +124,11 @@ private:
     void forget_keys();
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
     void push_locked(item it);
-    std::size_t wake_threshold() const { return std::min<std::size_t>(4096, options_.queue_limit); }
+    // A full transaction wakes the writer before the flush period ends; half the queue at most,
+    // so the broker never waits for a writer that is still asleep.
+    std::size_t wake_threshold() const {
+        return std::max<std::size_t>(1, std::min(options_.transaction_records, options_.queue_limit / 2));
+    }
     void mark_gap_locked();
     void problem(std::string text);
 
