@@ -1,6 +1,7 @@
 #include "gdpr/session_recorder.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 
 #include <nlohmann/json.hpp>
@@ -27,14 +28,25 @@ std::string_view outcome_name(field_outcome::kind k) {
     return "?";
 }
 
-void append_number(std::string& out, std::int64_t v) { out += std::to_string(v); }
+void append_number(std::string& out, std::int64_t v) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+    out.append(digits, static_cast<std::size_t>(end - digits));
+}
 
 } // namespace
 
 void append_json_string(std::string& out, std::string_view s) {
+    // Runs of characters that need no escape are copied whole: this is on the broker thread for
+    // every recorded publish.
     static const char* hex = "0123456789abcdef";
     out.push_back('"');
-    for (unsigned char c : s) {
+    std::size_t run = 0;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        out.append(s.data() + run, i - run);
+        run = i + 1;
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -42,15 +54,12 @@ void append_json_string(std::string& out, std::string_view s) {
         case '\r': out += "\\r"; break;
         case '\t': out += "\\t"; break;
         default:
-            if (c < 0x20) {
-                out += "\\u00";
-                out.push_back(hex[c >> 4]);
-                out.push_back(hex[c & 15]);
-            } else {
-                out.push_back(static_cast<char>(c));
-            }
+            out += "\\u00";
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 15]);
         }
     }
+    out.append(s.data() + run, s.size() - run);
     out.push_back('"');
 }
 
@@ -119,6 +128,61 @@ void session_recorder::subscription(std::int64_t session, std::string_view clien
     log_.append(std::move(r));
 }
 
+const std::string& session_recorder::outcomes_text(const schema& matched, const std::vector<field_outcome>& outcomes) {
+    rendered_outcomes& cached = rendered_[&matched];
+    const bool same = cached.outcomes.size() == outcomes.size() &&
+                      std::equal(outcomes.begin(), outcomes.end(), cached.outcomes.begin(),
+                                 [](const field_outcome& a, const field_outcome& b) { return a.rule == b.rule && a.what == b.what; });
+    if (same && !cached.text.empty()) return cached.text;
+    cached.outcomes = outcomes;
+    std::string& d = cached.text;
+    d.clear();
+    // {"<field pointer>": "<what happened>", ...}: names and actions, never values.
+    d += ",\"fields\":{";
+    std::size_t unclassified = 0;
+    bool first = true;
+    for (const auto& o : outcomes) {
+        if (o.rule < 0) {
+            ++unclassified;
+            continue;
+        }
+        const auto& rule = matched.fields[static_cast<std::size_t>(o.rule)];
+        if (!first) d += ',';
+        first = false;
+        append_json_string(d, rule.pointer);
+        d += ':';
+        if (o.what == field_outcome::kind::no_consent)
+            append_json_string(d, std::string(outcome_name(o.what)) + " for " + rule.purpose);
+        else
+            append_json_string(d, outcome_name(o.what));
+    }
+    d += '}';
+    // Per data category, how many fields were removed or changed (gdprctl report).
+    std::vector<std::pair<std::string_view, int>> categories;
+    for (const auto& o : outcomes) {
+        if (o.rule < 0) continue;
+        const std::string_view c = matched.fields[static_cast<std::size_t>(o.rule)].category;
+        auto it = std::find_if(categories.begin(), categories.end(), [&](const auto& e) { return e.first == c; });
+        if (it == categories.end()) categories.emplace_back(c, 1);
+        else ++it->second;
+    }
+    if (!categories.empty()) {
+        d += ",\"categories\":{";
+        for (std::size_t i = 0; i < categories.size(); ++i) {
+            if (i) d += ',';
+            append_json_string(d, categories[i].first);
+            d += ':';
+            append_number(d, categories[i].second);
+        }
+        d += '}';
+    }
+    if (unclassified) {
+        d += ",\"unclassified_dropped\":";
+        append_number(d, static_cast<std::int64_t>(unclassified));
+    }
+    return d;
+}
+
 void session_recorder::publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
                                bool retain, std::size_t original_size, const publish_verdict& v,
                                std::string_view forwarded, const void* forwarded_identity) {
@@ -149,51 +213,7 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
             append_number(d, static_cast<std::int64_t>(forwarded.size()));
         }
         const auto& outcomes = engine_.last_outcomes();
-        if (!outcomes.empty()) {
-            // {"<field pointer>": "<what happened>", ...}: names and actions, never values.
-            d += ",\"fields\":{";
-            std::size_t unclassified = 0;
-            bool first = true;
-            for (const auto& o : outcomes) {
-                if (o.rule < 0) {
-                    ++unclassified;
-                    continue;
-                }
-                const auto& rule = v.matched->fields[static_cast<std::size_t>(o.rule)];
-                if (!first) d += ',';
-                first = false;
-                append_json_string(d, rule.pointer);
-                d += ':';
-                if (o.what == field_outcome::kind::no_consent)
-                    append_json_string(d, std::string(outcome_name(o.what)) + " for " + rule.purpose);
-                else
-                    append_json_string(d, outcome_name(o.what));
-            }
-            d += '}';
-            // Per data category, how many fields were removed or changed (gdprctl report).
-            std::vector<std::pair<std::string_view, int>> categories;
-            for (const auto& o : outcomes) {
-                if (o.rule < 0) continue;
-                const std::string_view c = v.matched->fields[static_cast<std::size_t>(o.rule)].category;
-                auto it = std::find_if(categories.begin(), categories.end(), [&](const auto& e) { return e.first == c; });
-                if (it == categories.end()) categories.emplace_back(c, 1);
-                else ++it->second;
-            }
-            if (!categories.empty()) {
-                d += ",\"categories\":{";
-                for (std::size_t i = 0; i < categories.size(); ++i) {
-                    if (i) d += ',';
-                    append_json_string(d, categories[i].first);
-                    d += ':';
-                    append_number(d, categories[i].second);
-                }
-                d += '}';
-            }
-            if (unclassified) {
-                d += ",\"unclassified_dropped\":";
-                append_number(d, static_cast<std::int64_t>(unclassified));
-            }
-        }
+        if (!outcomes.empty()) d += outcomes_text(*v.matched, outcomes);
         const auto& subjects = engine_.last_subjects();
         d += ",\"subjects\":";
         append_number(d, static_cast<std::int64_t>(subjects.size()));

@@ -377,3 +377,41 @@ TEST_CASE("a full disk stops publishes with an alert, and once space returns eve
     CHECK(status == 0);
     CHECK(count_records(setup.db, "kind = 'publish' AND client_id = 'car-full-disk'") == accepted);
 }
+
+TEST_CASE("each publish records what was done to its own fields, however its neighbours came out",
+          "[integration][recording]") {
+    recording_setup setup;
+    const std::string without_name = R"({"driver_id":"D-7781","gps":{"lat":48.137154,"lon":11.576124},"speed":51})";
+    {
+        itest::broker b(setup.options());
+        itest::client car(b, "car-outcomes");
+        car.connect();
+        REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);       // no consent: position dropped
+        REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);       // the same outcome again
+        const auto [st, out] = run(gdprctl() + " --port " + std::to_string(b.port()) + " --client-id " +
+                                   itest::OPERATOR_CLIENT_ID + " consent set D-7781 route-analytics granted --evidence form-12");
+        INFO(out);
+        REQUIRE(st == 0);
+        REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);       // consent: position generalised
+        REQUIRE(car.publish(TOPIC, without_name, 1) == 0);  // nothing to drop by name
+        REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);
+        car.disconnect();
+        b.stop();
+    }
+    std::vector<json> fields;
+    {
+        gdpr::sqlite_db d(setup.db, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(d.handle(), "SELECT detail FROM audit_records WHERE kind = 'publish' AND client_id = 'car-outcomes' ORDER BY seq");
+        while (q.step()) fields.push_back(json::parse(q.text(0))["fields"]);
+    }
+    REQUIRE(fields.size() == 5);
+    for (int i : {0, 1}) {
+        CHECK(fields[i]["/gps/lat"] == "dropped: no consent for route-analytics");
+        CHECK(fields[i]["/driver_name"] == "dropped");
+    }
+    CHECK(fields[2]["/gps/lat"] == "generalised");
+    CHECK(fields[2]["/driver_name"] == "dropped");
+    CHECK(fields[3]["/gps/lat"] == "generalised");
+    CHECK_FALSE(fields[3].contains("/driver_name"));
+    CHECK(fields[4] == fields[2]);
+}

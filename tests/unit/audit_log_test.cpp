@@ -11,6 +11,7 @@
 
 #include "gdpr/audit_log.hpp"
 #include "gdpr/audit_reader.hpp"
+#include "gdpr/session_recorder.hpp"
 #include "gdpr/errors.hpp"
 #include "test_support.hpp"
 
@@ -469,4 +470,25 @@ TEST_CASE("a data key wrapped for one subject does not open for another", "[audi
     gdpr::audit_keys other(std::string(40, 'n'));
     CHECK_THROWS(other.unwrap(wrapped, keys.subject_ref("alice")));
     CHECK(keys.subject_ref("alice") != other.subject_ref("alice"));
+}
+
+TEST_CASE("record details quote strings as JSON, escapes included", "[audit][recorder]") {
+    static const char with_nul[] = "nul\0and\x01\x1f";
+    const std::vector<std::string> samples = {
+        "", "fleet/acme/vehicle/v42/telemetry", "quote\" and backslash\\", "line\nbreak\rtab\t",
+        std::string(with_nul, sizeof with_nul - 1), "\xc3\xa9t\xc3\xa9 \xe2\x82\xac", "\"", "\\\\\\", "end\x7f"};
+    for (const auto& s : samples) {
+        std::string out = "[";
+        gdpr::append_json_string(out, s);
+        out += "]";
+        INFO(out);
+        const json parsed = json::parse(out);
+        CHECK(parsed[0].get<std::string>() == s);
+    }
+    std::string plain;
+    gdpr::append_json_string(plain, "a/b");
+    CHECK(plain == "\"a/b\"");
+    std::string control;
+    gdpr::append_json_string(control, std::string("\x01", 1));
+    CHECK(control == "\"\\u0001\"");
 }

@@ -64,8 +64,17 @@ private:
         std::string client_id;
     };
 
+    // What classification did to the fields, rendered once per schema and outcome list: most
+    // publishes on a topic come out the same way, and the broker thread renders every one.
+    struct rendered_outcomes {
+        std::vector<field_outcome> outcomes;
+        std::string text;
+    };
+    const std::string& outcomes_text(const schema& matched, const std::vector<field_outcome>& outcomes);
+
     audit_log& log_;
     const classifier& engine_;
+    std::unordered_map<const schema*, rendered_outcomes> rendered_;
     delivery_recording deliveries_;
     std::unordered_map<const void*, session> sessions_;
     std::int64_t last_publish_seq_ = 0;
