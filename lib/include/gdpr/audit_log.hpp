@@ -124,10 +124,10 @@ private:
     void forget_keys();
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
     void push_locked(item it);
-    // A full transaction wakes the writer before the flush period ends; half the queue at most,
-    // so the broker never waits for a writer that is still asleep.
+    // A large batch wakes the writer before the flush period ends; half the queue at most, so
+    // the broker never waits for a writer that is still asleep.
     std::size_t wake_threshold() const {
-        return std::max<std::size_t>(1, std::min(options_.transaction_records, options_.queue_limit / 2));
+        return std::max<std::size_t>(1, std::min<std::size_t>(10000, options_.queue_limit / 2));
     }
     void mark_gap_locked();
     void problem(std::string text);
