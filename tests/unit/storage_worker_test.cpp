@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <future>
 #include <stdexcept>
 
 #include "gdpr/storage_worker.hpp"
@@ -52,15 +53,23 @@ TEST_CASE_METHOD(worker_fixture, "a failing job does not undo its neighbours in 
 }
 
 TEST_CASE_METHOD(worker_fixture, "a batch whose transaction is lost reports every job as failed", "[storage]") {
-    worker->submit([](gdpr::sqlite_db&) {}, [](const std::string&) {});  // let the worker start
-    worker->wait_idle();
-    worker->drain();
-    // Hold back the worker with a job that takes the whole batch's transaction away, as SQLite
-    // does after an I/O error.
+    // The worker is held in a job of its own until the next three are queued, so that they form
+    // one batch; the middle one takes the whole batch's transaction away, as SQLite does after an
+    // I/O error.
+    std::promise<void> release, holding;
+    std::shared_future<void> released = release.get_future().share();
+    worker->submit(
+        [released, &holding](gdpr::sqlite_db&) {
+            holding.set_value();
+            released.wait();
+        },
+        [](const std::string&) {});
+    holding.get_future().wait();
     insert(10);
     worker->submit([](gdpr::sqlite_db& db) { db.exec("ROLLBACK"); },
                    [this](const std::string& e) { results.push_back(e.empty() ? "ok" : e); });
     insert(11);
+    release.set_value();
     CHECK(rows() == 0);
     worker->drain();
     REQUIRE(results.size() == 3);
