@@ -108,19 +108,17 @@ std::string ref_bytes(std::string_view hex) {
     return out;
 }
 
-std::string envelope_aad(std::int64_t seq, std::string_view ref) {
-    std::string aad(8, '\0');
-    const auto u = static_cast<std::uint64_t>(seq);
-    for (int i = 0; i < 8; ++i) aad[i] = static_cast<char>(u >> (56 - 8 * i));
-    aad.append(ref);
-    return aad;
-}
-
 void write_envelope_aad(std::int64_t seq, std::string_view ref, envelope_aad_bytes& out) {
     if (ref.size() != ENVELOPE_REF_BYTES) throw std::invalid_argument("an envelope reference has 16 bytes");
     const auto u = static_cast<std::uint64_t>(seq);
     for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(u >> (56 - 8 * i));
     std::copy(ref.begin(), ref.end(), out.begin() + 8);
+}
+
+std::string envelope_aad(std::int64_t seq, std::string_view ref) {
+    envelope_aad_bytes aad;
+    write_envelope_aad(seq, ref, aad);
+    return std::string(aad.data(), aad.size());
 }
 
 } // namespace gdpr

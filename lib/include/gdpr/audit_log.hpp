@@ -14,7 +14,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "gdpr/audit_chain.hpp"
@@ -109,7 +108,6 @@ private:
     struct subject_entry {
         std::array<char, ENVELOPE_REF_BYTES> raw{};  // the reference as envelopes carry it
         data_key key{};
-        std::string_view ref() const { return std::string_view(raw.data(), raw.size()); }
         subject_entry() = default;
         subject_entry(const subject_entry&) = default;
         subject_entry& operator=(const subject_entry&) = default;
