@@ -351,9 +351,10 @@ void audit_log::run() {
 
 void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
     // Transactions of at most transaction_records items, through a two-stage pipeline: while one
-    // chunk is inserted, the next is sealed and digested on the sealing stage. The next chunk's data keys are created in this chunk's transaction (a
-    // key committed early is harmless); a chunk that shreds a key is never planned ahead, so a
-    // key is destroyed in the transaction that records its destruction.
+    // chunk is inserted, the next is sealed and digested on the sealing stage. The next chunk's
+    // data keys are created in this chunk's transaction (a key committed early is harmless); a
+    // chunk that shreds a key is never planned ahead, so a key is destroyed in the transaction
+    // that records its destruction.
     struct idle_on_exit {
         sealing_stage& stage;
         std::array<chunk_plan, 2>& plans;
@@ -403,29 +404,34 @@ void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
         head_ = pending_head_;
         const std::size_t first = committed;
         committed += n;  // before anything else can throw: a committed chunk is never retried
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stats_.written += written;
-            stats_.keys_shredded += shredded;
-        }
-        if (shredded > 0) {
-            // The deleted key may still sit in WAL frames: copy back and truncate the log.
-            const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-            if (rc != SQLITE_OK)
-                problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
-                                    "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
-        }
-        for (std::size_t i = first; i < first + n; ++i)
-            if (batch[i].what == item::op::sweep) {
-                try {
-                    do_sweep(batch[i].now_ms);
-                } catch (const std::exception& e) {
-                    problem(std::string("retention sweep failed, will retry: ") + e.what());
-                }
-            }
+        after_commit(batch, first, n, written, shredded);
         std::swap(current, ahead);
         current_submitted = ahead_submitted;
     }
+}
+
+void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, std::size_t count,
+                             std::uint64_t written, std::uint64_t shredded) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.written += written;
+        stats_.keys_shredded += shredded;
+    }
+    if (shredded > 0) {
+        // The deleted key may still sit in WAL frames: copy back and truncate the log.
+        const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        if (rc != SQLITE_OK)
+            problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
+                                "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
+    }
+    for (std::size_t i = first; i < first + count; ++i)
+        if (batch[i].what == item::op::sweep) {
+            try {
+                do_sweep(batch[i].now_ms);
+            } catch (const std::exception& e) {
+                problem(std::string("retention sweep failed, will retry: ") + e.what());
+            }
+        }
 }
 
 void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan) {

@@ -119,6 +119,9 @@ private:
     void insert_chunk(const std::vector<item>& batch, std::size_t first, std::size_t count, const chunk_plan& plan,
                       std::uint64_t& written, std::uint64_t& shredded);
     void plan_shred(item& it);
+    // Counts what a committed chunk wrote, wipes shredded keys from the log, runs its sweeps.
+    void after_commit(const std::vector<item>& batch, std::size_t first, std::size_t count, std::uint64_t written,
+                      std::uint64_t shredded);
     void forget_keys();
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
     void push_locked(item it);
