@@ -38,6 +38,13 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
         if (acl.access == MOSQ_ACL_SUBSCRIBE && gdpr::filters_overlap(topic, "$CONTROL/gdpr/#"))
             return check_control_topic(ctx, acl, topic);
     }
+    if (ctx.erasure) {
+        const decision erase = check_erase_topic(ctx, acl, topic);
+        if (erase != decision::no_objection) {
+            if (acl.access == MOSQ_ACL_WRITE) is_will(ctx, acl.client);  // a will's mark is consumed either way
+            return erase;
+        }
+    }
     if (acl.access != MOSQ_ACL_WRITE) return decision::no_objection;
     if (!is_will(ctx, acl.client)) return decision::no_objection;  // an ordinary publish: MESSAGE decides
     const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
@@ -77,6 +84,12 @@ int on_acl_check(int, void* event_data, void* userdata) {
         const auto& acl = *static_cast<mosquitto_evt_acl_check*>(event_data);
         const decision d = check(ctx, acl);
         if (ctx.recorder) record(ctx, acl, d);
+        if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {
+            ctx.map->delivered(client_id_of(acl.client), acl.topic ? std::string_view(acl.topic) : std::string_view{},
+                               acl.payload);
+        } else if (acl.access == MOSQ_ACL_SUBSCRIBE) {
+            erasure_client_seen(ctx, client_id_of(acl.client));
+        }
         return to_mosq_err(d, ctx.options.acl);
     } catch (const std::exception& e) {
         log_internal_error(ctx, "in an ACL check, denied it", e.what());

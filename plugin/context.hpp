@@ -10,6 +10,8 @@
 #include "gdpr/classifier.hpp"
 #include "gdpr/consent_store.hpp"
 #include "gdpr/control_api.hpp"
+#include "gdpr/data_map.hpp"
+#include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/plugin_options.hpp"
 #include "gdpr/session_recorder.hpp"
@@ -40,9 +42,14 @@ struct plugin_context {
 
     // Session recording; both null when recording is off.
     std::unique_ptr<gdpr::audit_log> audit;
+    std::shared_ptr<const gdpr::audit_keys> audit_keys;
     std::unique_ptr<gdpr::session_recorder> recorder;
     std::chrono::steady_clock::time_point last_audit_check{};
     std::chrono::steady_clock::time_point last_refusal_log{};
+
+    // Where subjects' data went, and the erasure requests that act on it (GDPR Art. 17).
+    std::unique_ptr<gdpr::data_map> map;
+    std::unique_ptr<gdpr::erasure_manager> erasure;
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).
@@ -62,6 +69,8 @@ gdpr::requester requester_of(const mosquitto* client);
 // Runs finished background work (durable consent changes) on the broker thread: responses go out.
 inline void drain_completions(plugin_context& ctx) {
     if (ctx.consent && ctx.consent->has_completions()) ctx.consent->drain();
+    if (ctx.map && ctx.map->has_completions()) ctx.map->drain();
+    if (ctx.erasure && ctx.erasure->has_completions()) ctx.erasure->drain();
 }
 
 // The audit session of a connection, started on first sight when the broker did not report its
@@ -71,6 +80,18 @@ std::int64_t session_for(plugin_context& ctx, const mosquitto* client, std::stri
 void report_audit_problems(plugin_context& ctx);
 // Publishes an operator alert on the configured alert topic (QoS 1, not retained).
 void publish_alert(plugin_context& ctx, std::string_view kind, std::string_view text);
+
+// Erasure (erasure_event.cpp). open_erasure throws config_error naming the option at fault.
+void open_erasure(plugin_context& ctx);
+// Sends due erase commands, applies deadlines (own clock; cheap when nothing is due).
+void erasure_tick(plugin_context& ctx);
+// A client was seen connecting or acting: its pending erase commands go out at the next tick.
+void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
+// The plugin's own rules for erase topics: only the addressed client may subscribe to, receive
+// or acknowledge on its erase topic; nobody may publish erase commands.
+decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
+// An acknowledgement on the publisher's own ack topic: applied; true when the publish was one.
+bool handle_erase_ack(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic);
 
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);

@@ -19,6 +19,16 @@ void record_publish(plugin_context& ctx, const mosquitto_evt_message& msg, std::
                           msg.retain, original_size, v, forwarded, msg.payload);
 }
 
+// The data map learns who published whose data, and which retained topic now holds it; the
+// deliveries checked next are attributed to this publish (its payload as forwarded).
+void note_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic) {
+    if (!ctx.map) return;
+    ctx.map->published(ctx.engine->last_subjects(), client_id_of(msg.client), topic, msg.retain && msg.payloadlen > 0,
+                       msg.payload);
+    if (msg.retain && msg.payloadlen == 0) ctx.map->retained_replaced(topic);
+    erasure_client_seen(ctx, client_id_of(msg.client));
+}
+
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
@@ -32,8 +42,10 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         }
         return decision::deny;
     }
+    if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
+        if (ctx.map) ctx.map->forget_last_publish();
         record_publish(ctx, msg, topic, payload.size(), v);
         std::string line = "refused publish on '" + ctx.engine->loggable_topic(topic) + "'";
         if (v.matched) line += " (schema " + v.matched->tag() + ")";
@@ -47,6 +59,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
     if (!v.matched) {
         record_publish(ctx, msg, topic, payload.size(), v);
+        note_holders(ctx, msg, topic);
         return decision::allow;
     }
 
@@ -68,6 +81,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
                                            v.matched->residency.c_str()) != MOSQ_ERR_SUCCESS)
         return decision::failure;
     record_publish(ctx, msg, topic, payload.size(), v);
+    note_holders(ctx, msg, topic);
     return decision::allow;
 }
 

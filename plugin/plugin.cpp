@@ -75,6 +75,7 @@ void open_audit_trail(plugin_context& ctx) {
         return;
     }
     std::shared_ptr<const gdpr::audit_keys> keys = gdpr::audit_keys::from_file("audit_key_file", o.audit_key_file);
+    ctx.audit_keys = keys;
     gdpr::audit_options ao;
     ao.path = o.database;
     ao.synchronous = o.db_synchronous;
@@ -134,6 +135,7 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         ctx->engine = gdpr::classifier::load(ctx->options, ctx->log);
         open_consent_store(*ctx);
         open_audit_trail(*ctx);
+        open_erasure(*ctx);
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
                             "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");
@@ -187,6 +189,11 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
             ctx->consent->wait_idle();  // every accepted change reaches the disk before we stop
             ctx->consent->drain();      // and is recorded in the audit trail
         }
+        if (ctx->erasure) {
+            ctx->erasure->wait_idle();
+            ctx->erasure->drain();
+        }
+        if (ctx->map) ctx->map->wait_idle();
         if (ctx->audit) {
             ctx->recorder->end_all("broker stopping");
             ctx->recorder.reset();

@@ -35,6 +35,7 @@ int on_basic_auth(int, void* event_data, void* userdata) {
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
         const std::string_view id = client_id_of(auth.client);
         session_for(ctx, auth.client, "connect");  // again on SIGHUP: the same session goes on
+        erasure_client_seen(ctx, id);
         if (!id.empty()) {
             auto [it, inserted] = ctx.live_by_client_id.try_emplace(std::string(id), auth.client);
             if (!inserted && it->second != auth.client) {
@@ -78,6 +79,8 @@ int on_tick(int, void*, void* userdata) {
     try {
         drain_completions(ctx);
         if (ctx.recorder) ctx.recorder->forget_last_publish();
+        if (ctx.map) ctx.map->forget_last_publish();
+        erasure_tick(ctx);
         const auto now = std::chrono::steady_clock::now();
         if (ctx.audit && now - ctx.last_audit_check >= std::chrono::milliseconds(200)) {
             ctx.last_audit_check = now;

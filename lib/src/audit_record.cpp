@@ -7,9 +7,10 @@
 namespace gdpr {
 
 namespace {
-constexpr std::array<std::string_view, 14> NAMES = {
+constexpr std::array<std::string_view, 15> NAMES = {
     "session_start", "session_end", "subscribe",  "unsubscribe", "publish",      "publish_refused", "delivery",
-    "delivery_refused", "control",  "consent",    "gap",         "retention",    "key_shredded",   "writer_started"};
+    "delivery_refused", "control",  "consent",    "gap",         "retention",    "key_shredded",   "writer_started",
+    "erasure"};
 } // namespace
 
 std::string_view to_string(audit_kind kind) { return NAMES.at(static_cast<std::size_t>(kind)); }

@@ -41,10 +41,8 @@ classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::uniq
 
 publish_verdict classifier::classify(std::string_view topic, std::string_view payload, std::string_view client_id) {
     ++stats_.messages;
-    if (detailed_) {
-        subjects_.clear();
-        outcomes_.clear();
-    }
+    subjects_.clear();
+    if (detailed_) outcomes_.clear();
     publish_verdict v;
     v.matched = schemas_.route(topic);
     if (!v.matched) {
@@ -60,7 +58,7 @@ publish_verdict classifier::classify(std::string_view topic, std::string_view pa
     if (payload.empty()) return v;
     std::uint64_t consented = 0;
     const bool consent_check = v.matched->needs_consent && consent_;
-    if (consent_check || detailed_) subjects_ = subjects_of(*v.matched, topic, payload, client_id);
+    if (consent_check || detailed_ || keep_subjects_) subjects_ = subjects_of(*v.matched, topic, payload, client_id);
     if (consent_check) {
         // GDPR Art. 6(1)(a), 7: a field passes only with the consent of every subject it is about;
         // no known subject means no consent.

@@ -274,6 +274,50 @@ void consent_store::change_binding(const std::string& client_id, const std::stri
         });
 }
 
+void consent_store::erase_subject(const std::string& subject, const std::string& operator_id, erase_done_fn done) {
+    std::vector<std::pair<std::string, std::uint64_t>> superseded;
+    for (const auto& purpose : bit_names_) {
+        const auto key = consent_key(subject, purpose);
+        superseded.emplace_back(key, begin_change(key));
+    }
+    masks_.erase(subject);
+    // A withdrawal waiting to be retried would write the subject back.
+    pending_withdrawals_.erase(std::remove_if(pending_withdrawals_.begin(), pending_withdrawals_.end(),
+                                              [&](const withdrawal& w) { return w.subject == subject; }),
+                               pending_withdrawals_.end());
+    std::vector<std::string> bound_clients;
+    for (const auto& [key, b] : binding_details_)
+        if (b.subject == subject) bound_clients.push_back(b.client_id);
+    for (const auto& client_id : bound_clients) {
+        const auto key = "b" + binding_key(client_id, subject);
+        superseded.emplace_back(key, begin_change(key));
+        apply_binding(client_id, subject, false, 0, operator_id);
+    }
+    auto counts = std::make_shared<std::pair<std::int64_t, std::int64_t>>(0, 0);
+    worker_->submit(
+        [subject, counts](sqlite_db& db) {
+            auto& current = db.cached("DELETE FROM consent_current WHERE subject = ?1");
+            current.bind(1, subject);
+            current.run();
+            auto& events = db.cached("DELETE FROM consent_events WHERE subject = ?1");
+            events.bind(1, subject);
+            events.run();
+            counts->first = db.changes();
+            auto& bindings = db.cached("DELETE FROM device_bindings WHERE subject = ?1");
+            bindings.bind(1, subject);
+            bindings.run();
+            counts->second = db.changes();
+            auto& history = db.cached("DELETE FROM binding_events WHERE subject = ?1");
+            history.bind(1, subject);
+            history.run();
+        },
+        [this, superseded, subject, operator_id, counts, done = std::move(done)](const std::string& error) {
+            for (const auto& [key, generation] : superseded) finish_change(key, generation);
+            if (error.empty()) notify("subject_erased", subject, "", "", operator_id, "");
+            if (done) done(error, counts->first, counts->second);
+        });
+}
+
 std::vector<device_binding> consent_store::bindings(std::string_view client_id, std::string_view subject) const {
     std::vector<device_binding> out;
     for (const auto& [key, b] : binding_details_) {

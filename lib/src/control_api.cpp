@@ -124,7 +124,66 @@ json binding_json(const device_binding& b) {
 
 control_api::control_api(classifier& engine, consent_store& store, const purpose_registry& purposes,
                          operator_list operators, logger& log)
-    : engine_(engine), store_(store), purposes_(purposes), operators_(std::move(operators)), log_(log) {}
+    : engine_(engine), store_(store), purposes_(purposes), operators_(std::move(operators)), log_(log),
+      now_ms_(&consent_store::now_ms) {}
+
+// GDPR Art. 17: eraseSubject starts (or, for a known request id, reports) an erasure; getErasure
+// answers its receipt; listErasures the register.
+bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pending, std::size_t i,
+                                      const std::string& name) {
+    const json& cmd = pending->commands[i];
+    json response{{"command", name}};
+    if (cmd.contains("correlationData")) response["correlationData"] = cmd["correlationData"];
+    if (!erasure_) throw command_error("erasure is not available on this broker");
+    if (name == "eraseSubject") {
+        only_arguments(cmd, {"subject", "requestId"});
+        const auto subject = required_text(cmd, "subject");
+        const auto request_id = required_text(cmd, "requestId", erasure_manager::MAX_ID_BYTES);
+        log_.notice("erasure request '" + printable(request_id) + "' from " + pending->operator_id);
+        erasure_->request(request_id, subject, pending->operator_id, now_ms_(),
+                          [this, pending, i, response](const erasure_request* r, const std::string& error) mutable {
+                              if (!r) {
+                                  response["error"] = error;
+                              } else {
+                                  auto receipt = json::parse(receipt_json(*r));
+                                  receipt.erase("targets");  // getErasure has them; a large fleet makes this long
+                                  response["data"] = std::move(receipt);
+                              }
+                              pending->responses[i] = response;
+                              advance(pending);
+                          });
+        return false;
+    }
+    if (name == "getErasure") {
+        only_arguments(cmd, {"requestId", "targets"});
+        const auto request_id = required_text(cmd, "requestId", erasure_manager::MAX_ID_BYTES);
+        bool with_targets = true;
+        if (cmd.contains("targets")) with_targets = required(cmd, "targets", json::value_t::boolean, "true or false").get<bool>();
+        const erasure_request* r = erasure_->find(request_id);
+        if (!r) throw command_error("no erasure request \"" + request_id + "\"");
+        auto receipt = json::parse(receipt_json(*r));
+        if (!with_targets) receipt.erase("targets");
+        response["data"] = std::move(receipt);
+        pending->responses[i] = response;
+        return true;
+    }
+    only_arguments(cmd, {"limit"});
+    std::int64_t limit = 100;
+    if (cmd.contains("limit")) {
+        limit = required(cmd, "limit", json::value_t::number_integer, "an integer").get<std::int64_t>();
+        if (limit < 1 || limit > 1000) throw command_error("argument \"limit\" must be between 1 and 1000");
+    }
+    json list = json::array();
+    for (const erasure_request* r : erasure_->list(static_cast<std::size_t>(limit))) {
+        auto receipt = json::parse(receipt_json(*r));
+        receipt.erase("targets");
+        receipt.erase("plugin");
+        list.push_back(std::move(receipt));
+    }
+    response["data"] = json{{"erasures", std::move(list)}};
+    pending->responses[i] = response;
+    return true;
+}
 
 void control_api::handle(const requester& who, std::string_view payload, reply_fn reply) {
     auto pending = std::make_shared<pending_reply>();
@@ -308,9 +367,12 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             };
             pending->responses[i] = response;
             return true;
+        } else if (name == "eraseSubject" || name == "getErasure" || name == "listErasures") {
+            return run_erasure_command(pending, i, name);
         } else {
             throw command_error("unknown command \"" + name +
-                                "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats)");
+                                "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats, "
+                                "eraseSubject, getErasure, listErasures)");
         }
     } catch (const command_error& e) {
         return fail(e.what());

@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "gdpr/erasure.hpp"
 #include "gdpr/errors.hpp"
 
 namespace gdpr {
@@ -13,7 +14,9 @@ const std::vector<std::string>& known_option_keys() {
                                                   "operator_cert_cns", "track_logins",
                                                   "audit_key_file",    "record_deliveries",  "record_flush_ms",
                                                   "record_queue",      "record_overflow",    "retention_days",
-                                                  "retention_sweep_seconds", "alert_topic"};
+                                                  "retention_sweep_seconds", "alert_topic",
+                                                  "erase_topic",       "erase_deadline_seconds",
+                                                  "erase_retry_seconds", "erase_rate_limit_seconds"};
     return keys;
 }
 
@@ -120,6 +123,19 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             if (value.find_first_of("+#") != std::string::npos || value.find('\0') != std::string::npos)
                 throw config_error(key, "a topic to publish to cannot contain '+' or '#'");
             o.alert_topic = value;
+        } else if (key == "erase_topic") {
+            try {
+                erase_topics check(value);
+            } catch (const std::invalid_argument& e) {
+                throw config_error(key, "'" + value + "': " + e.what());
+            }
+            o.erase_topic = value;
+        } else if (key == "erase_deadline_seconds") {
+            o.erase_deadline_seconds = parse_int(key, value, 1, 90LL * 86400);
+        } else if (key == "erase_retry_seconds") {
+            o.erase_retry_seconds = parse_int(key, value, 1, 86400);
+        } else if (key == "erase_rate_limit_seconds") {
+            o.erase_rate_limit_seconds = parse_int(key, value, 0, 365LL * 86400);
         } else {
             throw config_error(key, "unknown option plugin_opt_" + key + " (known: " + joined_keys() + ")");
         }

@@ -298,6 +298,17 @@ void session_recorder::control(std::string_view client_id, std::string_view oper
     log_.append(std::move(r));
 }
 
+void session_recorder::erasure(std::string_view step, const std::string& detail_json) {
+    audit_record r;
+    r.at_ms = wall_ms();
+    r.kind = audit_kind::erasure;
+    auto detail = nlohmann::json::parse(detail_json, nullptr, false);
+    if (!detail.is_object()) detail = nlohmann::json::object();
+    detail["step"] = step;
+    r.detail = detail.dump();
+    log_.append(std::move(r));
+}
+
 void session_recorder::consent_change(std::string_view change, const std::string& subject,
                                       const std::string& detail_json, const std::string& personal_json) {
     audit_record r;

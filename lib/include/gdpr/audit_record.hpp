@@ -24,6 +24,7 @@ enum class audit_kind : std::uint8_t {
     retention,      // the sweeper removed expired records; anchors the chain
     key_shredded,   // a subject's data key was destroyed (GDPR Art. 17)
     writer_started, // the plugin started recording; the previous head is carried over
+    erasure,        // a step of an erasure request (GDPR Art. 17), and its receipt
 };
 
 std::string_view to_string(audit_kind kind);

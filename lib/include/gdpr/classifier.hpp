@@ -73,7 +73,10 @@ public:
     // every classified publish and notes what happened to each field; both are valid until the
     // next call.
     void keep_details(bool on) { detailed_ = on; }
-    const std::vector<std::string>& last_subjects() const { return subjects_; }
+    // With subjects kept (the data map needs them), classify() resolves the subjects of every
+    // classified publish, as last_subjects().
+    void keep_subjects(bool on) { keep_subjects_ = on; }
+    const std::vector<std::string>& last_subjects() const { return subjects_; }  // empty when not classified
     const std::vector<field_outcome>& last_outcomes() const { return outcomes_; }
 
     // A will message cannot be rewritten at the only point the broker shows it (the ACL WRITE
@@ -97,6 +100,7 @@ private:
     payload_filter filter_;
     std::string out_;
     bool detailed_ = false;
+    bool keep_subjects_ = false;
     std::vector<std::string> subjects_;
     std::vector<field_outcome> outcomes_;
     classifier_stats stats_;

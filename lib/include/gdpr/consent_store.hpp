@@ -69,6 +69,12 @@ public:
     bool unbind(const std::string& client_id, const std::string& subject, const std::string& operator_id, done_fn done);
     // Resubmits withdrawals that could not be written; call periodically (the plugin: every 5 s).
     void retry_pending();
+    // GDPR Art. 17: forgets the subject's consent, consent history and device bindings. In
+    // memory at once (no field is forwarded on the strength of an erased consent); on disk in the
+    // background, then `done` gets the error ("" on success) and how many consent events and
+    // bindings were removed. Grants in flight for the subject are superseded.
+    using erase_done_fn = std::function<void(const std::string& error, std::int64_t consent_events, std::int64_t bindings)>;
+    void erase_subject(const std::string& subject, const std::string& operator_id, erase_done_fn done);
     std::size_t pending_withdrawals() const { return pending_withdrawals_.size(); }
 
     // --- queries ---

@@ -12,6 +12,7 @@
 
 #include "gdpr/classifier.hpp"
 #include "gdpr/consent_store.hpp"
+#include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
 
 namespace gdpr {
@@ -54,18 +55,25 @@ public:
     void handle(const requester& who, std::string_view payload, reply_fn reply);
 
     std::uint64_t refused_requests() const { return refused_requests_; }
+    // eraseSubject, getErasure and listErasures answer only with a manager attached.
+    void attach_erasure(erasure_manager* erasure) { erasure_ = erasure; }
+    // The clock erasure requests are stamped with (tests set their own).
+    void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
 private:
     struct pending_reply;
     void advance(const std::shared_ptr<pending_reply>& pending);
     // Runs command `i`; false when it finishes later, from a completion that calls advance().
     bool run_command(const std::shared_ptr<pending_reply>& pending, std::size_t i);
+    bool run_erasure_command(const std::shared_ptr<pending_reply>& pending, std::size_t i, const std::string& name);
 
     classifier& engine_;
     consent_store& store_;
     const purpose_registry& purposes_;
     operator_list operators_;
     logger& log_;
+    erasure_manager* erasure_ = nullptr;
+    std::function<std::int64_t()> now_ms_;
     std::uint64_t refused_requests_ = 0;
 };
 

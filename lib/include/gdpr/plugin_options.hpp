@@ -40,6 +40,14 @@ struct plugin_options {
     std::int64_t retention_days = 365;      // records not covered by a schema's retentionDays
     std::int64_t retention_sweep_seconds = 3600;
     std::string alert_topic = "$CONTROL/gdpr/v1/alerts";  // operator alerts (problems, overflow)
+
+    // Erasure (GDPR Art. 17): where each client gets its erase commands ("%c": its client id; it
+    // acknowledges on <topic>/ack), how long a request may take, how soon an unanswered command is
+    // sent again (doubling each time), and how often one subject may be erased (0: no limit).
+    std::string erase_topic = "gdpr/erase/%c";
+    std::int64_t erase_deadline_seconds = 86400;
+    std::int64_t erase_retry_seconds = 10;
+    std::int64_t erase_rate_limit_seconds = 86400;
 };
 
 // The option keys this plugin understands, for documentation and error messages.

@@ -1,0 +1,94 @@
+#pragma once
+// Where each data subject's personal data went (GDPR Art. 17(2), 19, 30): which clients published
+// it, which clients received it, which retained topics hold it. Kept current from live traffic on
+// the broker thread (memory only, no disk wait) and persisted in the background; each holder is
+// written once, when first seen. Erasure reads a subject's holdings and then forgets them.
+// On disk a subject is named by its reference (a keyed hash, the audit trail's subject_ref) when
+// one is given, so the file holds no subject id; retained topics that carry a subject id in a
+// level are kept in memory only.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "gdpr/storage_worker.hpp"
+
+namespace gdpr {
+
+struct subject_holdings {
+    std::vector<std::string> publishers;       // client ids, sorted
+    std::vector<std::string> recipients;       // client ids, sorted
+    std::vector<std::string> retained_topics;  // sorted
+    bool empty() const { return publishers.empty() && recipients.empty() && retained_topics.empty(); }
+};
+
+class data_map {
+public:
+    static constexpr int SCHEMA_VERSION = 1;
+
+    // Opens (creating the tables when missing) the map in the database at `path` and loads it.
+    // Throws storage_error naming the file.
+    // `subject_ref` maps a subject id to the name it is stored under (empty: the id itself);
+    // `storable_topic` says whether a retained topic may be written to disk (empty: all may).
+    using subject_ref_fn = std::function<std::string(std::string_view subject)>;
+    using topic_check_fn = std::function<bool(std::string_view topic)>;
+    static std::unique_ptr<data_map> open(const std::string& path, std::string_view synchronous = "NORMAL",
+                                          subject_ref_fn subject_ref = nullptr, topic_check_fn storable_topic = nullptr);
+    ~data_map();
+
+    // --- live traffic (broker thread, no disk) ---
+    // A publish from `client_id` that carries personal data of `subjects`. `identity` is the
+    // payload pointer the broker delivers, so that the deliveries checked next can be attributed.
+    // A retained publish with a payload makes `topic` a holder of the subjects' data.
+    void published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
+                   bool retain, const void* identity);
+    // Any publish on a topic (with or without personal data): a retained one replaces what the
+    // topic held, an empty retained one clears it.
+    void retained_replaced(std::string_view topic);
+    // A delivery the broker is about to make: attributed to the last publish when it is that
+    // publish's payload, or to the retained topic's subjects.
+    void delivered(std::string_view client_id, std::string_view topic, const void* identity);
+    // Deliveries checked after this are not those of the last publish (call from other events).
+    void forget_last_publish();
+
+    // --- erasure (broker thread) ---
+    subject_holdings holdings(std::string_view subject) const;
+    // Forgets everything known about the subject, in memory at once and on disk in the background.
+    void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
+
+    std::size_t subjects() const { return by_ref_.size(); }
+    std::uint64_t holders_recorded() const { return holders_recorded_; }
+    std::size_t drain() { return worker_->drain(); }
+    bool has_completions() const { return worker_->has_completions(); }
+    void wait_idle() { worker_->wait_idle(); }
+
+private:
+    enum class role : std::uint8_t { publisher, recipient, retained };
+    struct entry {
+        std::unordered_set<std::string> publishers, recipients, retained;
+    };
+    data_map() = default;
+    std::string ref_of(std::string_view subject) const { return subject_ref_ ? subject_ref_(subject) : std::string(subject); }
+    // The entry of a subject id, created when new; the reference is computed once per subject.
+    std::pair<const std::string*, entry*> entry_of(const std::string& subject);
+    // Adds a holder in memory; true (and persisted in the background) when it is new.
+    bool add(const std::string& ref, entry& e, role r, std::string_view holder);
+    void persist(const std::string& ref, role r, std::string holder);
+    void drop_retained_holder(const std::string& topic);
+
+    subject_ref_fn subject_ref_;
+    topic_check_fn storable_topic_;
+    std::unordered_map<std::string, entry> by_ref_;                                // subject ref -> holders
+    std::unordered_map<std::string, std::pair<const std::string*, entry*>> by_id_;  // subject id -> its entry
+    std::unordered_map<std::string, std::vector<std::string>> retained_by_topic_;  // topic -> subject refs
+    std::vector<std::pair<const std::string*, entry*>> last_publish_;  // subjects of the last publish
+    const void* last_identity_ = nullptr;
+    std::uint64_t holders_recorded_ = 0;
+    std::unique_ptr<storage_worker> worker_;
+};
+
+} // namespace gdpr

@@ -1,0 +1,542 @@
+#include "gdpr/erasure.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "gdpr/control_api.hpp"
+#include "gdpr/sqlite.hpp"
+
+namespace gdpr {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* SCHEMA_SQL = R"sql(
+CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS erasure_requests (
+  request_id TEXT PRIMARY KEY, subject TEXT NOT NULL, subject_ref TEXT NOT NULL, operator TEXT NOT NULL,
+  requested_at_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, state TEXT NOT NULL,
+  completed_at_ms INTEGER NOT NULL DEFAULT 0, local_json TEXT NOT NULL DEFAULT '{}') WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS erasure_requests_by_subject ON erasure_requests (subject_ref, requested_at_ms);
+CREATE TABLE IF NOT EXISTS erasure_targets (
+  request_id TEXT NOT NULL REFERENCES erasure_requests (request_id), client_id TEXT NOT NULL,
+  roles INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+  first_sent_ms INTEGER NOT NULL, last_sent_ms INTEGER NOT NULL, answered_ms INTEGER NOT NULL,
+  seen_online INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (request_id, client_id)) WITHOUT ROWID;
+)sql";
+
+constexpr std::array<std::string_view, 6> TARGET_STATES = {"pending", "sent", "erased", "not_found", "failed",
+                                                           "unreachable"};
+
+std::int64_t wall_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+request_state request_state_from_string(std::string_view s) {
+    if (s == "in_progress") return request_state::in_progress;
+    if (s == "completed") return request_state::completed;
+    if (s == "completed_with_failures") return request_state::completed_with_failures;
+    throw std::invalid_argument("unknown erasure request state '" + std::string(s) + "'");
+}
+
+json local_to_json(const local_erasure& l) {
+    return json{{"retainedCleared", l.retained_cleared},
+                {"consentEventsRemoved", l.consent_events_removed},
+                {"bindingsRemoved", l.bindings_removed},
+                {"keyShredded", l.key_shredded},
+                {"error", l.error}};
+}
+
+local_erasure local_from_json(const std::string& text) {
+    local_erasure l;
+    const auto j = json::parse(text, nullptr, false);
+    if (!j.is_object()) return l;
+    l.retained_cleared = j.value("retainedCleared", std::vector<std::string>{});
+    l.consent_events_removed = j.value("consentEventsRemoved", std::int64_t{-1});
+    l.bindings_removed = j.value("bindingsRemoved", std::int64_t{-1});
+    l.key_shredded = j.value("keyShredded", false);
+    l.error = j.value("error", std::string{});
+    return l;
+}
+
+std::string_view outcome_of(target_state s) {
+    switch (s) {
+    case target_state::erased:
+    case target_state::not_found: return "acknowledged";
+    case target_state::failed: return "failed";
+    case target_state::unreachable: return "unreachable";
+    default: return "pending";
+    }
+}
+
+json roles_json(std::uint8_t roles) {
+    json out = json::array();
+    if (roles & role_publisher) out.push_back("publisher");
+    if (roles & role_recipient) out.push_back("recipient");
+    return out;
+}
+
+json receipt(const erasure_request& r, bool with_subject) {
+    json targets = json::array();
+    std::int64_t acknowledged = 0, failed = 0, unreachable = 0, pending = 0;
+    for (const auto& t : r.targets) {
+        json tj{{"clientId", t.client_id}, {"roles", roles_json(t.roles)}, {"state", to_string(t.state)},
+                {"outcome", outcome_of(t.state)}, {"attempts", t.attempts}};
+        if (t.first_sent_ms) tj["firstSentAt"] = format_utc_ms(t.first_sent_ms);
+        if (t.last_sent_ms) tj["lastSentAt"] = format_utc_ms(t.last_sent_ms);
+        if (t.answered_ms) tj["answeredAt"] = format_utc_ms(t.answered_ms);
+        if (!t.detail.empty()) tj["detail"] = t.detail;
+        targets.push_back(std::move(tj));
+        const auto o = outcome_of(t.state);
+        if (o == "acknowledged") ++acknowledged;
+        else if (o == "failed") ++failed;
+        else if (o == "unreachable") ++unreachable;
+        else ++pending;
+    }
+    json j{{"requestId", r.id},
+           {"operator", r.operator_id},
+           {"state", to_string(r.state)},
+           {"requestedAt", format_utc_ms(r.requested_ms)},
+           {"deadline", format_utc_ms(r.deadline_ms)},
+           {"targets", std::move(targets)},
+           {"plugin", local_to_json(r.local)},
+           {"totals",
+            {{"targets", r.targets.size()},
+             {"acknowledged", acknowledged},
+             {"failed", failed},
+             {"unreachable", unreachable},
+             {"pending", pending}}}};
+    if (with_subject && !r.subject.empty()) j["subject"] = r.subject;
+    j["subjectRef"] = r.subject_ref;
+    if (r.completed_ms) j["completedAt"] = format_utc_ms(r.completed_ms);
+    return j;
+}
+
+} // namespace
+
+std::string_view to_string(target_state s) { return TARGET_STATES.at(static_cast<std::size_t>(s)); }
+
+target_state target_state_from_string(std::string_view name) {
+    for (std::size_t i = 0; i < TARGET_STATES.size(); ++i)
+        if (TARGET_STATES[i] == name) return static_cast<target_state>(i);
+    throw std::invalid_argument("unknown erasure target state '" + std::string(name) + "'");
+}
+
+std::string_view to_string(request_state s) {
+    switch (s) {
+    case request_state::in_progress: return "in_progress";
+    case request_state::completed: return "completed";
+    case request_state::completed_with_failures: return "completed_with_failures";
+    }
+    return "in_progress";
+}
+
+std::string receipt_json(const erasure_request& r) { return receipt(r, true).dump(); }
+
+erasure_manager::erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects)
+    : topics_(std::move(topics)), options_(options), map_(map), effects_(std::move(effects)) {}
+
+erasure_manager::~erasure_manager() = default;
+
+std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, erase_topics topics,
+                                                       erasure_options options, data_map& map, erasure_effects effects,
+                                                       std::string_view synchronous) {
+    std::unique_ptr<erasure_manager> m(new erasure_manager(std::move(topics), options, map, std::move(effects)));
+    auto db = std::make_unique<sqlite_db>(path, synchronous);
+    db->exec(SCHEMA_SQL);
+    {
+        sqlite_statement version(db->handle(), "SELECT version FROM schema_version WHERE component = 'erasure'");
+        if (version.step()) {
+            if (version.integer(0) > SCHEMA_VERSION)
+                throw storage_error("'" + path + "' was written by a newer version (erasure schema " +
+                                    std::to_string(version.integer(0)) + ", this plugin knows " +
+                                    std::to_string(SCHEMA_VERSION) + ")");
+        } else {
+            version.reset();
+            db->exec("INSERT INTO schema_version (component, version) VALUES ('erasure', " +
+                     std::to_string(SCHEMA_VERSION) + ")");
+        }
+    }
+    {
+        sqlite_statement rows(db->handle(), "SELECT request_id, subject, subject_ref, operator, requested_at_ms, "
+                                            "deadline_ms, state, completed_at_ms, local_json FROM erasure_requests");
+        while (rows.step()) {
+            auto r = std::make_unique<erasure_request>();
+            r->id = rows.text(0);
+            r->subject = rows.text(1);
+            r->subject_ref = rows.text(2);
+            r->operator_id = rows.text(3);
+            r->requested_ms = rows.integer(4);
+            r->deadline_ms = rows.integer(5);
+            r->state = request_state_from_string(rows.text(6));
+            r->completed_ms = rows.integer(7);
+            r->local = local_from_json(rows.text(8));
+            r->durable = true;
+            auto& last = m->last_request_ms_[r->subject_ref];
+            last = std::max(last, r->requested_ms);
+            m->requests_.emplace(r->id, std::move(r));
+        }
+    }
+    {
+        sqlite_statement rows(db->handle(), "SELECT request_id, client_id, roles, state, attempts, first_sent_ms, "
+                                            "last_sent_ms, answered_ms, seen_online, detail FROM erasure_targets "
+                                            "ORDER BY request_id, client_id");
+        while (rows.step()) {
+            auto it = m->requests_.find(rows.text(0));
+            if (it == m->requests_.end()) continue;
+            erasure_target t;
+            t.client_id = rows.text(1);
+            t.roles = static_cast<std::uint8_t>(rows.integer(2));
+            t.state = target_state_from_string(rows.text(3));
+            t.attempts = static_cast<std::int32_t>(rows.integer(4));
+            t.first_sent_ms = rows.integer(5);
+            t.last_sent_ms = rows.integer(6);
+            t.answered_ms = rows.integer(7);
+            t.seen_online = rows.integer(8) != 0;
+            t.detail = rows.text(9);
+            it->second->targets.push_back(std::move(t));
+        }
+    }
+    m->worker_ = std::make_unique<storage_worker>(std::move(db));
+    // Requests interrupted by a restart resume: every unanswered target is sent again at once.
+    for (auto& [id, r] : m->requests_) {
+        if (r->state != request_state::in_progress) continue;
+        m->active_.emplace(id, r.get());
+        for (auto& t : r->targets) {
+            if (is_final(t.state)) continue;
+            t.next_send_ms = 1;
+            m->pending_by_client_[t.client_id].push_back(id);
+        }
+        if (!r->local.done()) m->resume_local_.push_back(id);  // at the first tick: the broker is running then
+    }
+    m->next_due_ms_ = m->active_.empty() ? 0 : 1;
+    return m;
+}
+
+const erasure_request* erasure_manager::find(std::string_view id) const {
+    auto it = requests_.find(std::string(id));
+    return it == requests_.end() ? nullptr : it->second.get();
+}
+
+std::vector<const erasure_request*> erasure_manager::list(std::size_t limit) const {
+    std::vector<const erasure_request*> out;
+    for (const auto& [id, r] : requests_) out.push_back(r.get());
+    std::sort(out.begin(), out.end(), [](const erasure_request* a, const erasure_request* b) {
+        return a->requested_ms != b->requested_ms ? a->requested_ms > b->requested_ms : a->id < b->id;
+    });
+    if (out.size() > limit) out.resize(limit);
+    return out;
+}
+
+void erasure_manager::request(const std::string& id, const std::string& subject, const std::string& operator_id,
+                              std::int64_t now_ms, request_done done) {
+    if (id.empty() || id.size() > MAX_ID_BYTES)
+        return done(nullptr, "the request id must be 1 to " + std::to_string(MAX_ID_BYTES) + " bytes");
+    if (subject.empty()) return done(nullptr, "the subject must not be empty");
+    const std::string ref = effects_.subject_ref ? effects_.subject_ref(subject) : subject;
+    if (auto it = requests_.find(id); it != requests_.end()) {
+        if (it->second->subject_ref != ref) return done(nullptr, "request id \"" + id + "\" is already used for another subject");
+        if (!it->second->durable) return done(nullptr, "request \"" + id + "\" is still being recorded: ask again shortly");
+        return done(it->second.get(), "");
+    }
+    if (auto last = last_request_ms_.find(ref);
+        options_.rate_limit_ms > 0 && last != last_request_ms_.end() && now_ms - last->second < options_.rate_limit_ms) {
+        return done(nullptr, "rate limit: this subject's last erasure request was at " + format_utc_ms(last->second) +
+                                 "; the next is accepted from " + format_utc_ms(last->second + options_.rate_limit_ms));
+    }
+    auto owned = std::make_unique<erasure_request>();
+    erasure_request& r = *owned;
+    r.id = id;
+    r.subject = subject;
+    r.subject_ref = ref;
+    r.operator_id = operator_id;
+    r.requested_ms = now_ms;
+    r.deadline_ms = now_ms + options_.deadline_ms;
+    const subject_holdings h = map_.holdings(subject);
+    std::map<std::string, std::uint8_t> roles;
+    for (const auto& c : h.publishers) roles[c] |= role_publisher;
+    for (const auto& c : h.recipients) roles[c] |= role_recipient;
+    for (const auto& [client, role] : roles) {
+        erasure_target t;
+        t.client_id = client;
+        t.roles = role;
+        r.targets.push_back(std::move(t));
+    }
+    r.local.retained_cleared = h.retained_topics;  // cleared once the request is durable
+    requests_.emplace(id, std::move(owned));
+    const auto previous = last_request_ms_.find(ref);
+    const std::optional<std::int64_t> previous_ms =
+        previous == last_request_ms_.end() ? std::nullopt : std::optional<std::int64_t>(previous->second);
+    last_request_ms_[ref] = now_ms;
+
+    struct row {
+        std::string client_id;
+        std::uint8_t roles;
+    };
+    std::vector<row> rows;
+    for (const auto& t : r.targets) rows.push_back({t.client_id, t.roles});
+    const std::string local = local_to_json(r.local).dump();
+    worker_->submit(
+        [id, subject, ref, operator_id, now_ms, deadline = r.deadline_ms, rows = std::move(rows), local](sqlite_db& db) {
+            auto& insert = db.cached("INSERT INTO erasure_requests (request_id, subject, subject_ref, operator, "
+                                     "requested_at_ms, deadline_ms, state, local_json) "
+                                     "VALUES (?1, ?2, ?7, ?3, ?4, ?5, 'in_progress', ?6)");
+            insert.bind(1, id).bind(2, subject).bind(3, operator_id).bind(4, now_ms).bind(5, deadline).bind(6, local);
+            insert.bind(7, ref);
+            insert.run();
+            auto& target = db.cached("INSERT INTO erasure_targets (request_id, client_id, roles, state, attempts, "
+                                     "first_sent_ms, last_sent_ms, answered_ms, seen_online, detail) "
+                                     "VALUES (?1, ?2, ?3, 'pending', 0, 0, 0, 0, 0, '')");
+            for (const auto& t : rows) {
+                target.bind(1, id).bind(2, t.client_id).bind(3, std::int64_t{t.roles});
+                target.run();
+            }
+        },
+        [this, id, ref, previous_ms, done = std::move(done)](const std::string& error) {
+            auto it = requests_.find(id);
+            if (it == requests_.end()) return done(nullptr, "the request vanished");
+            if (!error.empty()) {
+                // Not recorded, so not accepted: the operator may ask again.
+                requests_.erase(it);
+                if (previous_ms) last_request_ms_[ref] = *previous_ms;
+                else last_request_ms_.erase(ref);
+                return done(nullptr, "the request was not recorded: " + error);
+            }
+            erasure_request& req = *it->second;
+            req.durable = true;
+            // The targets are in the request now; the map forgets the subject (GDPR Art. 17).
+            map_.forget_subject(req.subject);
+            active_.emplace(id, &req);
+            for (auto& t : req.targets) {
+                t.next_send_ms = req.requested_ms;
+                pending_by_client_[t.client_id].push_back(id);
+            }
+            record("erasure_requested", req,
+                   json{{"request_id", req.id}, {"operator", req.operator_id}, {"targets", req.targets.size()},
+                        {"retained_topics", req.local.retained_cleared.size()}, {"deadline", format_utc_ms(req.deadline_ms)}}
+                       .dump());
+            start(req, req.requested_ms);
+            next_due_ms_ = next_due_ms_ == 0 ? req.requested_ms : std::min(next_due_ms_, req.requested_ms);
+            done(&req, "");
+        });
+}
+
+void erasure_manager::start(erasure_request& r, std::int64_t now_ms) {
+    // The plugin's own part: what the broker retains, what the plugin knows, the sealed records.
+    for (const auto& topic : r.local.retained_cleared)
+        if (effects_.clear_retained) effects_.clear_retained(topic);
+    r.local.key_shredded = effects_.shred_key ? effects_.shred_key(r.subject) : false;
+    for (auto& t : r.targets) {
+        if (!is_final(t.state) && topics_.command_topic(t.client_id).empty())
+            finish_target(r, t, target_state::failed, now_ms, "the client id cannot form an erase topic");
+    }
+    if (!effects_.remove_consent) {
+        r.local.consent_events_removed = 0;
+        r.local.bindings_removed = 0;
+        save_request(r);
+        return;
+    }
+    const std::string id = r.id;
+    effects_.remove_consent(r.subject, r.operator_id,
+                            [this, id](const std::string& error, std::int64_t events, std::int64_t bindings) {
+                                auto it = requests_.find(id);
+                                if (it == requests_.end()) return;
+                                erasure_request& req = *it->second;
+                                if (!error.empty()) req.local.error = "consent and bindings: " + error;
+                                req.local.consent_events_removed = error.empty() ? events : 0;
+                                req.local.bindings_removed = error.empty() ? bindings : 0;
+                                save_request(req);
+                                record("erasure_local_done", req, json{{"request_id", req.id}, {"plugin", local_to_json(req.local)}}.dump());
+                                maybe_complete(req, wall_ms());
+                            });
+}
+
+void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t now_ms) {
+    if (effects_.is_connected && !effects_.is_connected(t.client_id)) {
+        t.next_send_ms = 0;  // sent when the client connects
+        return;
+    }
+    const json command{{"requestId", r.id},
+                       {"subject", r.subject},
+                       {"issuedAt", format_utc_ms(r.requested_ms)},
+                       {"deadline", format_utc_ms(r.deadline_ms)},
+                       {"attempt", t.attempts + 1}};
+    if (effects_.send) effects_.send(t.client_id, topics_.command_topic(t.client_id), command.dump());
+    ++t.attempts;
+    t.state = target_state::sent;
+    t.seen_online = true;
+    if (!t.first_sent_ms) t.first_sent_ms = now_ms;
+    t.last_sent_ms = now_ms;
+    std::int64_t backoff = options_.first_retry_ms;
+    for (int i = 1; i < t.attempts && backoff < options_.max_retry_ms; ++i) backoff *= 2;
+    t.next_send_ms = now_ms + std::min(backoff, options_.max_retry_ms);
+    save_target(r, t);
+}
+
+void erasure_manager::finish_target(erasure_request& r, erasure_target& t, target_state s, std::int64_t now_ms,
+                                    std::string detail) {
+    t.state = s;
+    t.answered_ms = now_ms;
+    t.detail = std::move(detail);
+    t.next_send_ms = 0;
+    save_target(r, t);
+    record("erasure_target", r,
+           json{{"request_id", r.id}, {"client_id", t.client_id}, {"state", to_string(s)}, {"attempts", t.attempts}}.dump());
+    auto it = pending_by_client_.find(t.client_id);
+    if (it != pending_by_client_.end()) {
+        auto& ids = it->second;
+        ids.erase(std::remove(ids.begin(), ids.end(), r.id), ids.end());
+        if (ids.empty()) pending_by_client_.erase(it);
+    }
+}
+
+void erasure_manager::maybe_complete(erasure_request& r, std::int64_t now_ms) {
+    if (r.state != request_state::in_progress || !r.durable || !r.local.done()) return;
+    bool failures = !r.local.error.empty();
+    for (const auto& t : r.targets) {
+        if (!is_final(t.state)) return;
+        failures = failures || t.state == target_state::failed || t.state == target_state::unreachable;
+    }
+    r.state = failures ? request_state::completed_with_failures : request_state::completed;
+    r.completed_ms = now_ms;
+    save_request(r);
+    record("erasure_receipt", r, receipt(r, false).dump());
+    active_.erase(r.id);
+    if (failures && effects_.alert)
+        effects_.alert("erasure_incomplete", "erasure request " + r.id + " completed with failures: " +
+                                                 receipt(r, false)["totals"].dump());
+}
+
+std::string erasure_manager::acknowledge(const std::string& client_id, std::string_view payload, std::int64_t now_ms) {
+    const auto j = json::parse(payload.begin(), payload.end(), nullptr, false);
+    if (!j.is_object()) return "the acknowledgement is not a JSON object";
+    const auto id = j.find("requestId");
+    const auto status = j.find("status");
+    if (id == j.end() || !id->is_string()) return "the acknowledgement has no \"requestId\" string";
+    if (status == j.end() || !status->is_string()) return "the acknowledgement has no \"status\" string";
+    const std::string s = status->get<std::string>();
+    target_state state;
+    if (s == "erased") state = target_state::erased;
+    else if (s == "not_found") state = target_state::not_found;
+    else if (s == "failed") state = target_state::failed;
+    else return "the acknowledgement's status must be erased, not_found or failed";
+    auto it = requests_.find(id->get<std::string>());
+    if (it == requests_.end()) return "the acknowledgement names an unknown request";
+    erasure_request& r = *it->second;
+    auto t = std::lower_bound(r.targets.begin(), r.targets.end(), client_id,
+                              [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
+    if (t == r.targets.end() || t->client_id != client_id) return "the client is not a target of the request";
+    if (is_final(t->state) || r.state != request_state::in_progress) return {};  // a repeat (QoS 1) or too late
+    std::string detail;
+    if (const auto d = j.find("detail"); d != j.end() && d->is_string()) detail = d->get<std::string>().substr(0, 256);
+    if (state == target_state::failed && detail.empty()) detail = "the device reported that it could not erase";
+    t->seen_online = true;
+    finish_target(r, *t, state, now_ms, state == target_state::failed ? detail : std::string());
+    if (state == target_state::failed && effects_.alert)
+        effects_.alert("erasure_target_failed", "erasure request " + r.id + ": client '" + client_id +
+                                                    "' reported that it could not erase");
+    maybe_complete(r, now_ms);
+    return {};
+}
+
+void erasure_manager::client_connected(const std::string& client_id, std::int64_t now_ms) {
+    auto it = pending_by_client_.find(client_id);
+    if (it == pending_by_client_.end()) return;
+    for (const auto& id : it->second) {
+        auto r = requests_.find(id);
+        if (r == requests_.end()) continue;
+        for (auto& t : r->second->targets) {
+            if (t.client_id == client_id && !is_final(t.state)) t.next_send_ms = now_ms;
+        }
+    }
+    next_due_ms_ = next_due_ms_ == 0 ? now_ms : std::min(next_due_ms_, now_ms);
+}
+
+void erasure_manager::tick(std::int64_t now_ms) {
+    if (!resume_local_.empty()) {
+        std::vector<std::string> ids;
+        ids.swap(resume_local_);
+        for (const auto& id : ids)
+            if (auto it = requests_.find(id); it != requests_.end()) start(*it->second, now_ms);
+    }
+    if (next_due_ms_ == 0 || now_ms < next_due_ms_) return;
+    std::int64_t next = 0;
+    auto consider = [&next](std::int64_t at) {
+        if (at > 0) next = next == 0 ? at : std::min(next, at);
+    };
+    std::vector<erasure_request*> active;
+    for (auto& [id, r] : active_) active.push_back(r);
+    for (erasure_request* r : active) {
+        if (now_ms >= r->deadline_ms) {
+            std::size_t failed = 0, unreachable = 0;
+            for (auto& t : r->targets) {
+                if (is_final(t.state)) continue;
+                if (t.seen_online) {
+                    ++failed;
+                    finish_target(*r, t, target_state::failed, now_ms, "no acknowledgement before the deadline");
+                } else {
+                    ++unreachable;
+                    finish_target(*r, t, target_state::unreachable, now_ms, "not connected before the deadline");
+                }
+            }
+            if ((failed || unreachable) && effects_.alert)
+                effects_.alert("erasure_deadline", "erasure request " + r->id + " passed its deadline: " +
+                                                       std::to_string(failed) + " target(s) unacknowledged, " +
+                                                       std::to_string(unreachable) + " unreachable");
+            if (!r->local.done()) {
+                r->local.error = "the plugin's own part did not finish before the deadline";
+                r->local.consent_events_removed = 0;
+            }
+            maybe_complete(*r, now_ms);
+            continue;
+        }
+        for (auto& t : r->targets) {
+            if (is_final(t.state)) continue;
+            if (t.next_send_ms > 0 && t.next_send_ms <= now_ms) send(*r, t, now_ms);
+            consider(t.next_send_ms);
+        }
+        consider(r->deadline_ms);
+        maybe_complete(*r, now_ms);
+    }
+    next_due_ms_ = next;
+}
+
+void erasure_manager::save_target(const erasure_request& r, const erasure_target& t) {
+    worker_->submit(
+        [id = r.id, t](sqlite_db& db) {
+            auto& update = db.cached("UPDATE erasure_targets SET state = ?3, attempts = ?4, first_sent_ms = ?5, "
+                                     "last_sent_ms = ?6, answered_ms = ?7, seen_online = ?8, detail = ?9 "
+                                     "WHERE request_id = ?1 AND client_id = ?2");
+            update.bind(1, id).bind(2, t.client_id).bind(3, to_string(t.state)).bind(4, std::int64_t{t.attempts});
+            update.bind(5, t.first_sent_ms).bind(6, t.last_sent_ms).bind(7, t.answered_ms);
+            update.bind(8, std::int64_t{t.seen_online}).bind(9, t.detail);
+            update.run();
+        },
+        nullptr);
+}
+
+void erasure_manager::save_request(const erasure_request& r) {
+    worker_->submit(
+        [id = r.id, state = std::string(to_string(r.state)), completed = r.completed_ms,
+         local = local_to_json(r.local).dump(), finished = r.state != request_state::in_progress](sqlite_db& db) {
+            // Once every holder has answered, the register keeps only the subject's reference
+            // (for the rate limit and the receipt): the erased subject's id is not kept.
+            auto& update = db.cached("UPDATE erasure_requests SET state = ?2, completed_at_ms = ?3, local_json = ?4, "
+                                     "subject = CASE WHEN ?5 THEN '' ELSE subject END WHERE request_id = ?1");
+            update.bind(1, id).bind(2, state).bind(3, completed).bind(4, local).bind(5, std::int64_t{finished});
+            update.run();
+        },
+        nullptr);
+}
+
+void erasure_manager::record(std::string_view step, const erasure_request& r, const std::string& detail_json) {
+    if (effects_.record) effects_.record(step, r.id, detail_json);
+}
+
+} // namespace gdpr

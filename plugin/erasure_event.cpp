@@ -1,0 +1,122 @@
+// Erasure glue (GDPR Art. 17): the data map fed from publishes and deliveries, the erase topics
+// guarded, acknowledgements taken in, and the erasure manager's effects carried out on the broker.
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "context.hpp"
+#include "gdpr/errors.hpp"
+#include "gdpr/topic_router.hpp"
+
+namespace gdpr_plugin {
+
+namespace {
+
+gdpr::erasure_effects effects_for(plugin_context& ctx) {
+    gdpr::erasure_effects fx;
+    if (ctx.audit_keys) {
+        fx.subject_ref = [keys = ctx.audit_keys](std::string_view subject) { return keys->subject_ref(subject); };
+    }
+    if (ctx.options.track_logins) {
+        // Without observed logins the plugin cannot tell who is connected: every target is sent to.
+        fx.is_connected = [&ctx](const std::string& client_id) { return ctx.live_by_client_id.count(client_id) > 0; };
+    }
+    fx.send = [&ctx](const std::string& client_id, const std::string& topic, const std::string& payload) {
+        // Addressed to the client itself: no subscription is needed and nobody else receives it.
+        if (mosquitto_broker_publish_copy(client_id.c_str(), topic.c_str(), static_cast<int>(payload.size()),
+                                          payload.data(), 1, false, nullptr) != MOSQ_ERR_SUCCESS)
+            ctx.log.error("could not queue an erase command on " + topic);
+    };
+    fx.clear_retained = [&ctx](const std::string& topic) {
+        if (mosquitto_broker_publish_copy(nullptr, topic.c_str(), 0, nullptr, 1, true, nullptr) != MOSQ_ERR_SUCCESS)
+            ctx.log.error("could not clear the retained message on '" + ctx.engine->loggable_topic(topic) + "'");
+    };
+    fx.remove_consent = [&ctx](const std::string& subject, const std::string& operator_id,
+                               gdpr::consent_store::erase_done_fn done) {
+        ctx.consent->erase_subject(subject, operator_id, std::move(done));
+    };
+    fx.shred_key = [&ctx](const std::string& subject) {
+        if (!ctx.audit) return false;
+        ctx.audit->shred_subject(subject);
+        return true;
+    };
+    fx.record = [&ctx](std::string_view step, const std::string&, const std::string& detail) {
+        if (ctx.recorder) ctx.recorder->erasure(step, detail);
+    };
+    fx.alert = [&ctx](std::string_view kind, const std::string& text) {
+        ctx.log.warning(text);
+        publish_alert(ctx, kind, text);
+    };
+    return fx;
+}
+
+std::int64_t wall_ms() { return gdpr::consent_store::now_ms(); }
+
+} // namespace
+
+void open_erasure(plugin_context& ctx) {
+    const auto& o = ctx.options;
+    gdpr::erasure_options eo;
+    eo.deadline_ms = o.erase_deadline_seconds * 1000;
+    eo.first_retry_ms = o.erase_retry_seconds * 1000;
+    eo.max_retry_ms = std::max<std::int64_t>(eo.first_retry_ms, 15 * 60 * 1000);
+    eo.rate_limit_ms = o.erase_rate_limit_seconds * 1000;
+    try {
+        gdpr::data_map::subject_ref_fn ref;
+        if (ctx.audit_keys) ref = [keys = ctx.audit_keys](std::string_view subject) { return keys->subject_ref(subject); };
+        // A topic that names a subject in one of its levels stays out of the file.
+        auto storable = [&ctx](std::string_view topic) { return ctx.engine->loggable_topic(topic) == topic; };
+        ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), storable);
+        ctx.erasure = gdpr::erasure_manager::open(o.database, gdpr::erase_topics(o.erase_topic), eo, *ctx.map,
+                                                  effects_for(ctx), o.db_synchronous);
+    } catch (const gdpr::storage_error& e) {
+        throw gdpr::config_error("database", e.what());
+    }
+    ctx.engine->keep_subjects(true);
+    ctx.control->attach_erasure(ctx.erasure.get());
+    ctx.log.notice("erasure: commands on " + o.erase_topic + " (acknowledged on " + o.erase_topic + "/ack), deadline " +
+                   std::to_string(o.erase_deadline_seconds) + " s, first retry after " +
+                   std::to_string(o.erase_retry_seconds) + " s; data map holds " + std::to_string(ctx.map->subjects()) +
+                   " subjects; " + std::to_string(ctx.erasure->in_progress()) + " request(s) resume");
+}
+
+void erasure_tick(plugin_context& ctx) {
+    if (ctx.erasure) ctx.erasure->tick(wall_ms());
+}
+
+void erasure_client_seen(plugin_context& ctx, std::string_view client_id) {
+    if (ctx.erasure && ctx.erasure->in_progress() > 0 && !client_id.empty())
+        ctx.erasure->client_connected(std::string(client_id), wall_ms());
+}
+
+decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
+    if (!ctx.erasure || topic.empty()) return decision::no_objection;
+    const auto& topics = ctx.erasure->topics();
+    const std::string_view own = client_id_of(acl.client);
+    if (acl.access == MOSQ_ACL_SUBSCRIBE || acl.access == MOSQ_ACL_UNSUBSCRIBE) {
+        // A filter naming another client's erase topic is refused; wildcard filters are allowed,
+        // and what they would match of other clients' erase topics is refused at delivery.
+        if (topic.find_first_of("+#") != std::string_view::npos) return decision::no_objection;
+        const auto a = topics.parse(topic);
+        return a && a->client_id != own ? decision::deny : decision::no_objection;
+    }
+    const auto a = topics.parse(topic);
+    if (!a) return decision::no_objection;
+    if (acl.access == MOSQ_ACL_WRITE) {
+        // Only the plugin sends erase commands; only the addressed client acknowledges them.
+        return a->ack && a->client_id == own ? decision::no_objection : decision::deny;
+    }
+    return a->client_id == own ? decision::no_objection : decision::deny;  // READ
+}
+
+bool handle_erase_ack(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic) {
+    if (!ctx.erasure) return false;
+    const auto a = ctx.erasure->topics().parse(topic);
+    if (!a || !a->ack || a->client_id != client_id_of(msg.client)) return false;
+    const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
+    const std::string error = ctx.erasure->acknowledge(a->client_id, payload, wall_ms());
+    if (!error.empty()) ctx.log.warning("ignored an erase acknowledgement on " + std::string(topic) + ": " + error);
+    return true;
+}
+
+} // namespace gdpr_plugin

@@ -1,0 +1,382 @@
+// The data map, erase topics and the erasure state machine, on a real SQLite file, with the
+// broker's side (sending, retained messages, consent) recorded by the test.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "gdpr/data_map.hpp"
+#include "gdpr/erasure.hpp"
+#include "gdpr/sqlite.hpp"
+#include "test_support.hpp"
+
+using gdpr::data_map;
+using gdpr::erase_topics;
+using gdpr::erasure_manager;
+using gdpr::erasure_request;
+using gdpr::target_state;
+using json = nlohmann::json;
+
+namespace {
+
+// A stand-in for the audit trail's keyed subject reference: it must not contain the id.
+std::string fake_ref(std::string_view s) { return "ref-" + std::to_string(std::hash<std::string_view>{}(s)); }
+
+// What the manager asked the broker to do.
+struct broker_side {
+    std::vector<std::pair<std::string, json>> sent;  // client id, command
+    std::vector<std::string> cleared;
+    std::vector<std::string> consent_removed;
+    std::vector<std::string> shredded;
+    std::vector<std::pair<std::string, std::string>> alerts;
+    std::vector<std::string> steps;
+    std::map<std::string, bool> connected;  // unknown clients count as connected
+
+    gdpr::erasure_effects effects() {
+        gdpr::erasure_effects fx;
+        fx.subject_ref = fake_ref;
+        fx.is_connected = [this](const std::string& c) {
+            auto it = connected.find(c);
+            return it == connected.end() || it->second;
+        };
+        fx.send = [this](const std::string& c, const std::string& topic, const std::string& payload) {
+            CHECK(topic == "gdpr/erase/" + c);
+            sent.emplace_back(c, json::parse(payload));
+        };
+        fx.clear_retained = [this](const std::string& t) { cleared.push_back(t); };
+        fx.remove_consent = [this](const std::string& s, const std::string&,
+                                   std::function<void(const std::string&, std::int64_t, std::int64_t)> done) {
+            consent_removed.push_back(s);
+            done("", 3, 1);
+        };
+        fx.shred_key = [this](const std::string& s) {
+            shredded.push_back(s);
+            return true;
+        };
+        fx.record = [this](std::string_view step, const std::string&, const std::string& detail) {
+            CHECK(detail.find("driver-1") == std::string::npos);  // the trail never names the subject
+            steps.emplace_back(step);
+        };
+        fx.alert = [this](std::string_view kind, const std::string& text) { alerts.emplace_back(kind, text); };
+        return fx;
+    }
+    std::size_t sent_to(const std::string& c) const {
+        std::size_t n = 0;
+        for (const auto& s : sent) n += s.first == c;
+        return n;
+    }
+};
+
+gdpr::erasure_options fast_options() {
+    gdpr::erasure_options o;
+    o.deadline_ms = 60'000;
+    o.first_retry_ms = 1'000;
+    o.max_retry_ms = 8'000;
+    o.rate_limit_ms = 3'600'000;
+    return o;
+}
+
+// Runs background completions until `done` holds (the manager's and the map's workers).
+template <class Pred>
+void settle(erasure_manager& m, data_map& map, Pred done) {
+    for (int i = 0; i < 500 && !done(); ++i) {
+        m.wait_idle();
+        map.wait_idle();
+        m.drain();
+        map.drain();
+        if (!done()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+}
+
+const erasure_request* start_request(erasure_manager& m, data_map& map, const std::string& id, const std::string& subject,
+                                     std::int64_t now, std::string* error = nullptr) {
+    const erasure_request* result = nullptr;
+    bool answered = false;
+    m.request(id, subject, "username:ops", now, [&](const erasure_request* r, const std::string& e) {
+        result = r;
+        answered = true;
+        if (error) *error = e;
+    });
+    settle(m, map, [&] { return answered; });
+    REQUIRE(answered);
+    return result;
+}
+
+std::string ack(const std::string& id, const std::string& status) {
+    return json{{"requestId", id}, {"status", status}}.dump();
+}
+
+} // namespace
+
+TEST_CASE("erase topics come from a template with the client id as one whole level", "[erasure]") {
+    erase_topics t("gdpr/erase/%c");
+    CHECK(t.command_topic("dev-1") == "gdpr/erase/dev-1");
+    CHECK(t.ack_topic("dev-1") == "gdpr/erase/dev-1/ack");
+    CHECK(t.command_topic("a/b").empty());
+    CHECK(t.command_topic("a+").empty());
+    CHECK(t.command_topic("").empty());
+    auto cmd = t.parse("gdpr/erase/dev-1");
+    REQUIRE(cmd);
+    CHECK(cmd->client_id == "dev-1");
+    CHECK_FALSE(cmd->ack);
+    auto a = t.parse("gdpr/erase/dev-1/ack");
+    REQUIRE(a);
+    CHECK(a->client_id == "dev-1");
+    CHECK(a->ack);
+    CHECK_FALSE(t.parse("gdpr/erase/"));
+    CHECK_FALSE(t.parse("gdpr/erase/a/b/ack"));
+    CHECK_FALSE(t.parse("gdpr/other/dev-1"));
+
+    erase_topics middle("fleet/%c/erase");
+    CHECK(middle.command_topic("v9") == "fleet/v9/erase");
+    REQUIRE(middle.parse("fleet/v9/erase/ack"));
+    CHECK(middle.parse("fleet/v9/erase/ack")->ack);
+    CHECK_FALSE(middle.parse("fleet/v9/telemetry"));
+    CHECK(middle.space() == std::vector<std::string>{"fleet/+/erase", "fleet/+/erase/ack"});
+
+    CHECK_THROWS_WITH(erase_topics("gdpr/erase"), Catch::Contains("exactly once"));
+    CHECK_THROWS_WITH(erase_topics("gdpr/erase-%c"), Catch::Contains("whole level"));
+    CHECK_THROWS_WITH(erase_topics("gdpr/%c/%c"), Catch::Contains("exactly once"));
+    CHECK_THROWS_WITH(erase_topics("gdpr/+/%c"), Catch::Contains("wildcards"));
+}
+
+TEST_CASE("the data map learns publishers, recipients and retained topics, and survives a reopen", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    {
+        auto map = data_map::open(db, "NORMAL", ref);
+        int payload = 0;
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        map->delivered("dashboard", "fleet/van-1/telemetry", &payload);
+        map->delivered("dashboard", "fleet/van-1/telemetry", &payload);  // known holders are not written again
+        map->delivered("logger", "fleet/van-1/telemetry", &payload);
+        int other = 0;
+        map->delivered("stranger", "fleet/van-1/telemetry", &other);  // not the last publish's payload
+        map->published({"driver-1", "driver-2"}, "van-2", "fleet/van-2/status", true, &other);
+        map->forget_last_publish();
+        map->delivered("late", "fleet/van-2/status", nullptr);  // retained on subscribe: the topic's subjects
+        const auto h = map->holdings("driver-1");
+        CHECK(h.publishers == std::vector<std::string>{"van-1", "van-2"});
+        CHECK(h.recipients == std::vector<std::string>{"dashboard", "late", "logger"});
+        CHECK(h.retained_topics == std::vector<std::string>{"fleet/van-2/status"});
+        CHECK(map->holdings("driver-2").recipients == std::vector<std::string>{"late"});
+        CHECK(map->holdings("nobody").empty());
+        map->wait_idle();
+    }
+    {
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref = 'driver-1'");
+        REQUIRE(q.step());
+        CHECK(q.integer(0) == 0);  // stored under the reference, not the id
+    }
+    auto map = data_map::open(db, "NORMAL", ref);
+    auto h = map->holdings("driver-1");
+    CHECK(h.publishers == std::vector<std::string>{"van-1", "van-2"});
+    CHECK(h.recipients == std::vector<std::string>{"dashboard", "late", "logger"});
+    CHECK(h.retained_topics == std::vector<std::string>{"fleet/van-2/status"});
+
+    // An empty retained publish clears the topic: it holds nobody's data any more.
+    map->retained_replaced("fleet/van-2/status");
+    CHECK(map->holdings("driver-1").retained_topics.empty());
+    map->forget_subject("driver-1");
+    CHECK(map->holdings("driver-1").empty());
+    CHECK_FALSE(map->holdings("driver-2").empty());
+    map->wait_idle();
+    map.reset();
+    map = data_map::open(db, "NORMAL", ref);
+    CHECK(map->holdings("driver-1").empty());
+    CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2"});
+    CHECK(map->holdings("driver-2").retained_topics.empty());
+}
+
+TEST_CASE("an erasure fans out to every holder, is acknowledged, and ends with a receipt", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", true, &p);
+    map->delivered("dashboard", "fleet/van-1/telemetry", &p);
+    map->published({"driver-1"}, "van-2", "fleet/van-2/telemetry", false, &p);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const std::int64_t t0 = 1'700'000'000'000;
+
+    const auto* r = start_request(*m, *map, "req-1", "driver-1", t0);
+    REQUIRE(r);
+    REQUIRE(r->targets.size() == 3);
+    CHECK(r->targets[0].client_id == "dashboard");
+    CHECK(r->targets[0].roles == gdpr::role_recipient);
+    CHECK(r->targets[1].roles == gdpr::role_publisher);
+    // The plugin's own part runs once the request is durable.
+    CHECK(broker.cleared == std::vector<std::string>{"fleet/van-1/telemetry"});
+    CHECK(broker.consent_removed == std::vector<std::string>{"driver-1"});
+    CHECK(broker.shredded == std::vector<std::string>{"driver-1"});
+    CHECK(map->holdings("driver-1").empty());
+
+    m->tick(t0);
+    REQUIRE(broker.sent.size() == 3);
+    CHECK(broker.sent[0].second["requestId"] == "req-1");
+    CHECK(broker.sent[0].second["subject"] == "driver-1");
+    CHECK(broker.sent[0].second.contains("deadline"));
+
+    CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 10).empty());
+    CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 11).empty());  // QoS 1 repeat: no change
+    CHECK(m->acknowledge("stranger", ack("req-1", "erased"), t0 + 12) == "the client is not a target of the request");
+    CHECK(m->acknowledge("van-2", "not json", t0) == "the acknowledgement is not a JSON object");
+    CHECK(m->acknowledge("van-2", ack("req-1", "done"), t0).find("must be erased, not_found or failed") != std::string::npos);
+    CHECK(m->acknowledge("van-2", ack("nope", "erased"), t0) == "the acknowledgement names an unknown request");
+    CHECK(m->acknowledge("van-2", ack("req-1", "not_found"), t0 + 20).empty());
+    CHECK(r->state == gdpr::request_state::in_progress);
+    CHECK(m->acknowledge("dashboard", ack("req-1", "erased"), t0 + 30).empty());
+    CHECK(r->state == gdpr::request_state::completed);
+    CHECK(m->in_progress() == 0);
+
+    const auto receipt = json::parse(gdpr::receipt_json(*r));
+    CHECK(receipt["state"] == "completed");
+    CHECK(receipt["subject"] == "driver-1");
+    CHECK(receipt["totals"]["acknowledged"] == 3);
+    CHECK(receipt["totals"]["failed"] == 0);
+    CHECK(receipt["targets"][1]["state"] == "erased");
+    CHECK(receipt["targets"][2]["state"] == "not_found");
+    CHECK(receipt["targets"][2]["outcome"] == "acknowledged");
+    CHECK(receipt["plugin"]["retainedCleared"].size() == 1);
+    CHECK(receipt["plugin"]["keyShredded"] == true);
+    CHECK(broker.alerts.empty());
+    CHECK(std::find(broker.steps.begin(), broker.steps.end(), "erasure_receipt") != broker.steps.end());
+}
+
+TEST_CASE("unanswered commands are retried with backoff, offline targets wait, the deadline ends them", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-1"}, "silent", "t/1", false, &p);
+    map->published({"driver-1"}, "offline", "t/2", false, &p);
+    map->published({"driver-1"}, "comes-back", "t/3", false, &p);
+    broker_side broker;
+    broker.connected["offline"] = false;
+    broker.connected["comes-back"] = false;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const std::int64_t t0 = 1'700'000'000'000;
+    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+
+    m->tick(t0);
+    CHECK(broker.sent_to("silent") == 1);
+    CHECK(broker.sent_to("offline") == 0);
+    m->tick(t0 + 999);
+    CHECK(broker.sent_to("silent") == 1);
+    m->tick(t0 + 1000);  // first retry after 1 s
+    CHECK(broker.sent_to("silent") == 2);
+    m->tick(t0 + 2999);
+    CHECK(broker.sent_to("silent") == 2);
+    m->tick(t0 + 3000);  // then 2 s later
+    CHECK(broker.sent_to("silent") == 3);
+    m->tick(t0 + 7000);  // then 4 s
+    CHECK(broker.sent_to("silent") == 4);
+    m->tick(t0 + 15000);  // capped at 8 s
+    CHECK(broker.sent_to("silent") == 5);
+    m->tick(t0 + 23000);
+    CHECK(broker.sent_to("silent") == 6);
+
+    // A device that reconnects gets its pending command at once.
+    broker.connected["comes-back"] = true;
+    m->client_connected("comes-back", t0 + 24000);
+    m->tick(t0 + 24000);
+    CHECK(broker.sent_to("comes-back") == 1);
+    CHECK(m->acknowledge("comes-back", ack("req-1", "erased"), t0 + 24100).empty());
+
+    m->tick(t0 + 60'000);  // the deadline
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    CHECK(r->state == gdpr::request_state::completed_with_failures);
+    const auto receipt = json::parse(gdpr::receipt_json(*r));
+    std::map<std::string, std::string> outcome;
+    for (const auto& t : receipt["targets"]) outcome[t["clientId"]] = t["outcome"];
+    CHECK(outcome["comes-back"] == "acknowledged");
+    CHECK(outcome["silent"] == "failed");
+    CHECK(outcome["offline"] == "unreachable");
+    CHECK(receipt["totals"]["failed"] == 1);
+    CHECK(receipt["totals"]["unreachable"] == 1);
+    REQUIRE(broker.alerts.size() >= 2);
+    CHECK(broker.alerts[0].first == "erasure_deadline");
+    CHECK(broker.alerts.back().first == "erasure_incomplete");
+    for (const auto& a : broker.alerts) CHECK(a.second.find("driver-1") == std::string::npos);
+}
+
+TEST_CASE("a request id is one request, the rate limit refuses a second erasure, and a restart resumes", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::int64_t t0 = 1'700'000'000'000;
+    {
+        auto map = data_map::open(db);
+        int p = 0;
+        map->published({"driver-1"}, "van-1", "t/1", false, &p);
+        map->published({"driver-1"}, "van-2", "t/2", false, &p);
+        broker_side broker;
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+        const auto* first = start_request(*m, *map, "req-1", "driver-1", t0);
+        REQUIRE(first);
+        const auto* again = start_request(*m, *map, "req-1", "driver-1", t0 + 5);
+        CHECK(again == first);
+        std::string error;
+        CHECK_FALSE(start_request(*m, *map, "req-1", "driver-2", t0 + 5, &error));
+        CHECK(error.find("already used for another subject") != std::string::npos);
+        CHECK_FALSE(start_request(*m, *map, "req-2", "driver-1", t0 + 60'000, &error));
+        CHECK(error.find("rate limit") != std::string::npos);
+        CHECK(start_request(*m, *map, "req-3", "driver-9", t0 + 5));  // another subject is not limited
+        m->tick(t0);
+        CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 10).empty());
+        m->wait_idle();
+        map->wait_idle();
+    }
+    // The broker restarts: van-1's answer is kept, van-2 is asked again at once.
+    auto map = data_map::open(db);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    CHECK(r->state == gdpr::request_state::in_progress);
+    CHECK(m->in_progress() == 1);  // req-3 had no holders and completed
+    m->tick(t0 + 20);
+    CHECK(broker.sent_to("van-1") == 0);
+    CHECK(broker.sent_to("van-2") == 1);
+    CHECK(broker.sent[0].second["subject"] == "driver-1");
+    CHECK(m->acknowledge("van-2", ack("req-1", "erased"), t0 + 30).empty());
+    CHECK(r->state == gdpr::request_state::completed);
+    std::string error;
+    CHECK_FALSE(start_request(*m, *map, "req-4", "driver-1", t0 + 1000, &error));
+    CHECK(error.find("rate limit") != std::string::npos);  // the limit survives the restart
+    m->wait_idle();
+    m.reset();
+    // Finished, the register keeps only the subject's reference.
+    gdpr::sqlite_db raw(db);
+    gdpr::sqlite_statement q(raw.handle(), "SELECT subject, subject_ref FROM erasure_requests WHERE request_id = 'req-1'");
+    REQUIRE(q.step());
+    CHECK(q.text(0).empty());
+    CHECK(q.text(1) == fake_ref("driver-1"));
+}
+
+TEST_CASE("a device that reports failure is failed at once and alerted", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-1"}, "van-1", "t/1", false, &p);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const std::int64_t t0 = 1'700'000'000'000;
+    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+    m->tick(t0);
+    CHECK(m->acknowledge("van-1", json{{"requestId", "req-1"}, {"status", "failed"}, {"detail", "flash is read-only"}}.dump(),
+                         t0 + 5)
+              .empty());
+    const auto* r = m->find("req-1");
+    CHECK(r->state == gdpr::request_state::completed_with_failures);
+    CHECK(r->targets[0].detail == "flash is read-only");
+    REQUIRE_FALSE(broker.alerts.empty());
+    CHECK(broker.alerts[0].first == "erasure_target_failed");
+}
