@@ -87,7 +87,7 @@ int on_acl_check(int, void* event_data, void* userdata) {
         if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {
             ctx.map->delivered(client_id_of(acl.client), acl.topic ? std::string_view(acl.topic) : std::string_view{},
                                acl.payload);
-        } else if (acl.access == MOSQ_ACL_SUBSCRIBE) {
+        } else if (acl.access == MOSQ_ACL_SUBSCRIBE && !ctx.options.track_logins) {
             erasure_client_seen(ctx, client_id_of(acl.client));
         }
         return to_mosq_err(d, ctx.options.acl);

@@ -26,7 +26,7 @@ void note_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::st
     ctx.map->published(ctx.engine->last_subjects(), client_id_of(msg.client), topic, msg.retain && msg.payloadlen > 0,
                        msg.payload);
     if (msg.retain && msg.payloadlen == 0) ctx.map->retained_replaced(topic);
-    erasure_client_seen(ctx, client_id_of(msg.client));
+    if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
 }
 
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS erasure_targets (
   seen_online INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (request_id, client_id)) WITHOUT ROWID;
 )sql";
 
+constexpr std::int64_t IN_FLIGHT_MS = 1000;
+
 constexpr std::array<std::string_view, 6> TARGET_STATES = {"pending", "sent", "erased", "not_found", "failed",
                                                            "unreachable"};
 
@@ -452,7 +454,10 @@ void erasure_manager::client_connected(const std::string& client_id, std::int64_
         auto r = requests_.find(id);
         if (r == requests_.end()) continue;
         for (auto& t : r->second->targets) {
-            if (t.client_id == client_id && !is_final(t.state)) t.next_send_ms = now_ms;
+            // A command sent moments ago is still on its way (a reconnecting device's first
+            // publishes often follow its login at once): that one is not sent again.
+            if (t.client_id == client_id && !is_final(t.state) && now_ms - t.last_sent_ms >= IN_FLIGHT_MS)
+                t.next_send_ms = now_ms;
         }
     }
     next_due_ms_ = next_due_ms_ == 0 ? now_ms : std::min(next_due_ms_, now_ms);

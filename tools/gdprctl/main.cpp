@@ -6,12 +6,16 @@
 //   gdprctl [connection options] unbind <client-id> <subject>
 //   gdprctl [connection options] bindings [--client ID] [--subject S]
 //   gdprctl [connection options] stats
+//   gdprctl [connection options] erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
+//   gdprctl [connection options] erasure status <id> | erasure list
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
 // 4 no response in time, 5 internal error, 6 audit trail altered, 7 audit trail has declared gaps.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 #include <iostream>
 #include <random>
 #include <string>
@@ -40,6 +44,11 @@ commands:
   unbind <client-id> <subject>
   bindings [--client CLIENT-ID] [--subject SUBJECT]
   stats
+  erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
+                      ask for the subject's erasure (GDPR Art. 17) and follow it to its
+                      receipt (default: wait up to 600 s; exit 1 if a holder failed)
+  erasure status <id> [--targets]   the request's state and receipt
+  erasure list        the erasure register, newest first
 
 offline, on the plugin's database file (no broker needed):
   verify <database>                      check the audit trail's hash chain and sequence
@@ -185,7 +194,56 @@ json build_command(std::vector<std::string> args) {
         expect(1);
         return json{{"command", "getStats"}};
     }
+    if (cmd == "erase") {
+        const std::string subject = take_flag(args, "--subject");
+        std::string id = take_flag(args, "--id");
+        take_flag(args, "--wait");  // read by run()
+        args.erase(std::remove(args.begin(), args.end(), "--no-wait"), args.end());
+        expect(1);
+        if (subject.empty()) throw usage_error("erase needs --subject");
+        if (id.empty()) id = "erase-" + random_hex(8);
+        return json{{"command", "eraseSubject"}, {"subject", subject}, {"requestId", id}};
+    }
+    if (cmd == "erasure") {
+        if (args.size() >= 2 && args[1] == "list") {
+            expect(2);
+            return json{{"command", "listErasures"}};
+        }
+        const bool targets = std::find(args.begin(), args.end(), "--targets") != args.end();
+        args.erase(std::remove(args.begin(), args.end(), "--targets"), args.end());
+        if (args.size() < 2 || args[1] != "status") throw usage_error("erasure needs 'status <id>' or 'list'");
+        expect(3);
+        return json{{"command", "getErasure"}, {"requestId", args[2]}, {"targets", targets}};
+    }
     throw usage_error("unknown command '" + cmd + "'");
+}
+
+void print_receipt(const json& d) {
+    const auto& t = d["totals"];
+    std::cout << "erasure " << d.value("requestId", "") << ": " << d.value("state", "") << "\n"
+              << "  requested " << d.value("requestedAt", "") << " by " << d.value("operator", "") << ", deadline "
+              << d.value("deadline", "") << "\n";
+    if (d.contains("completedAt")) std::cout << "  completed " << d.value("completedAt", "") << "\n";
+    std::cout << "  holders: " << t.value("targets", 0) << " (acknowledged " << t.value("acknowledged", 0) << ", failed "
+              << t.value("failed", 0) << ", unreachable " << t.value("unreachable", 0) << ", pending "
+              << t.value("pending", 0) << ")\n";
+    const auto& p = d["plugin"];
+    std::cout << "  broker: " << p["retainedCleared"].size() << " retained message(s) cleared, "
+              << p.value("consentEventsRemoved", 0) << " consent record(s) and " << p.value("bindingsRemoved", 0)
+              << " binding(s) removed, data key " << (p.value("keyShredded", false) ? "shredded" : "not kept (no audit trail)")
+              << "\n";
+    if (!p.value("error", "").empty()) std::cout << "  broker error: " << p.value("error", "") << "\n";
+    if (d.contains("targets")) {
+        for (const auto& x : d["targets"]) {
+            std::string roles;
+            for (const auto& r : x["roles"]) roles += (roles.empty() ? "" : "+") + r.get<std::string>();
+            std::cout << "    " << x.value("clientId", "") << " (" << roles << "): " << x.value("outcome", "") << " ["
+                      << x.value("state", "") << ", " << x.value("attempts", 0) << " attempt(s)";
+            if (x.contains("answeredAt")) std::cout << ", " << x.value("answeredAt", "");
+            if (x.contains("detail")) std::cout << ", " << x.value("detail", "");
+            std::cout << "]\n";
+        }
+    }
 }
 
 void print_human(const json& response) {
@@ -228,16 +286,120 @@ void print_human(const json& response) {
             std::cout << "  " << it.key() << ": " << it.value() << "\n";
         std::cout << "subjects with consent:  " << d.value("subjectsWithConsent", 0) << "\n"
                   << "device bindings:        " << d.value("deviceBindings", 0) << "\n";
+    } else if (cmd == "eraseSubject" || cmd == "getErasure") {
+        print_receipt(d);
+    } else if (cmd == "listErasures") {
+        if (d["erasures"].empty()) std::cout << "no erasure requests\n";
+        for (const auto& e : d["erasures"]) {
+            const auto& t = e["totals"];
+            std::cout << e.value("requestId", "") << "  " << e.value("state", "") << "  requested " << e.value("requestedAt", "")
+                      << "  targets " << t.value("targets", 0) << " (acknowledged " << t.value("acknowledged", 0)
+                      << ", failed " << t.value("failed", 0) << ", unreachable " << t.value("unreachable", 0) << ")\n";
+        }
     } else {
         std::cout << d.dump(2) << "\n";
     }
 }
 
-int run(const options& o) {
-    json command = build_command(o.args);
+// One control command over an open connection: the matching response, or a status to exit with.
+struct answer {
+    int status = 0;  // 0: `response` holds the broker's answer
+    json response;
+};
+
+answer ask(mqtt::async_client& client, json command, const options& o) {
     const std::string correlation = random_hex(8);
     command["correlationData"] = correlation;
     const std::string request = json{{"commands", json::array({command})}}.dump();
+    const auto limit = std::chrono::seconds(o.timeout_s);
+    try {
+        if (!client.publish(mqtt::make_message("$CONTROL/gdpr/v1", request, 1, false))->wait_for(limit)) {
+            std::cerr << "gdprctl: the broker did not acknowledge the command within " << o.timeout_s << " s\n";
+            return {EXIT_TIMEOUT, {}};
+        }
+    } catch (const mqtt::exception& e) {
+        std::cerr << "gdprctl: the broker did not accept the command: " << e.what() << "\n";
+        return {client.is_connected() ? EXIT_REFUSED : EXIT_CONNECT, {}};
+    }
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        mqtt::const_message_ptr msg;
+        if (!client.try_consume_message_for(&msg, std::chrono::milliseconds(100)) || !msg) continue;
+        if (msg->get_topic() != "$CONTROL/gdpr/v1/response") continue;
+        json doc = json::parse(msg->to_string(), nullptr, false);
+        if (!doc.is_object() || !doc["responses"].is_array()) continue;
+        for (const auto& response : doc["responses"]) {
+            if (response.contains("correlationData") && response["correlationData"] == correlation) return {0, response};
+        }
+    }
+    std::cerr << "gdprctl: no response from the broker within " << o.timeout_s
+              << " s (is mosquitto-gdpr loaded, and is this client an operator?)\n";
+    return {EXIT_TIMEOUT, {}};
+}
+
+// Prints an answer; the exit status (refused when the broker answered with an error).
+int report(const answer& a, const options& o) {
+    if (a.status != 0) return a.status;
+    if (o.as_json) std::cout << a.response.dump(2) << "\n";
+    if (a.response.contains("error")) {
+        if (!o.as_json)
+            std::cerr << "gdprctl: " << a.response.value("command", "command") << " refused: "
+                      << a.response["error"].get<std::string>() << "\n";
+        return EXIT_REFUSED;
+    }
+    if (!o.as_json) print_human(a.response);
+    std::cout.flush();
+    return 0;
+}
+
+// After eraseSubject: polls getErasure, showing progress, until the receipt (or --wait runs out).
+int follow_erasure(mqtt::async_client& client, const std::string& id, int wait_s, const options& o) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+    std::string last;
+    while (true) {
+        answer a = ask(client, json{{"command", "getErasure"}, {"requestId", id}, {"targets", false}}, o);
+        if (a.status != 0 || a.response.contains("error")) return report(a, o);
+        const json& d = a.response["data"];
+        const auto& t = d["totals"];
+        const std::string line = "  " + d.value("state", "") + ": " + std::to_string(t.value("acknowledged", 0)) + " of " +
+                                 std::to_string(t.value("targets", 0)) + " holders acknowledged, " +
+                                 std::to_string(t.value("failed", 0)) + " failed, " +
+                                 std::to_string(t.value("unreachable", 0)) + " unreachable, " +
+                                 std::to_string(t.value("pending", 0)) + " pending";
+        if (line != last) std::cerr << line << "\n";
+        last = line;
+        if (d.value("state", "") != "in_progress") {
+            answer full = ask(client, json{{"command", "getErasure"}, {"requestId", id}, {"targets", true}}, o);
+            const int status = report(full, o);
+            if (status != 0) return status;
+            return full.response["data"].value("state", "") == "completed" ? 0 : EXIT_REFUSED;
+        }
+        if (std::chrono::steady_clock::now() >= until) {
+            std::cerr << "gdprctl: erasure " << id << " is still in progress after " << wait_s
+                      << " s; follow it with: gdprctl erasure status " << id << "\n";
+            return EXIT_TIMEOUT;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+}
+
+int run(const options& o) {
+    json command = build_command(o.args);
+    const bool erase = command["command"] == "eraseSubject";
+    const bool wait = erase && std::find(o.args.begin(), o.args.end(), "--no-wait") == o.args.end();
+    int wait_s = 600;
+    if (erase) {
+        std::vector<std::string> args = o.args;
+        const std::string w = take_flag(args, "--wait");
+        if (!w.empty()) {
+            try {
+                wait_s = std::stoi(w);
+            } catch (const std::exception&) {
+                throw usage_error("--wait needs a number of seconds");
+            }
+            if (wait_s <= 0) throw usage_error("--wait must be positive");
+        }
+    }
 
     const std::string uri = (o.cafile.empty() ? "tcp://" : "ssl://") + o.host + ":" + std::to_string(o.port);
     mqtt::async_client client(uri, o.client_id, mqtt::create_options(MQTTVERSION_5));
@@ -252,7 +414,6 @@ int run(const options& o) {
         builder.ssl(ssl.finalize());
     }
     client.start_consuming();
-    const auto limit = std::chrono::seconds(o.timeout_s);
     auto disconnect_quietly = [&client] {
         try {
             if (client.is_connected()) client.disconnect()->wait_for(std::chrono::seconds(2));
@@ -265,45 +426,17 @@ int run(const options& o) {
         std::cerr << "gdprctl: cannot connect to " << o.host << ":" << o.port << ": " << e.what() << "\n";
         return EXIT_CONNECT;
     }
-    try {
-        if (!client.publish(mqtt::make_message("$CONTROL/gdpr/v1", request, 1, false))->wait_for(limit)) {
-            std::cerr << "gdprctl: the broker did not acknowledge the command within " << o.timeout_s << " s\n";
-            disconnect_quietly();
-            return EXIT_TIMEOUT;
-        }
-    } catch (const mqtt::exception& e) {
-        std::cerr << "gdprctl: the broker did not accept the command: " << e.what() << "\n";
-        disconnect_quietly();
-        return client.is_connected() ? EXIT_REFUSED : EXIT_CONNECT;
+    const std::string request_id = erase ? command["requestId"].get<std::string>() : "";
+    answer a = ask(client, std::move(command), o);
+    int status;
+    if (wait && a.status == 0 && !a.response.contains("error")) {
+        if (!o.as_json) std::cerr << "erasure " << request_id << " accepted; waiting for its receipt\n";
+        status = follow_erasure(client, request_id, wait_s, o);
+    } else {
+        status = report(a, o);
     }
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-        mqtt::const_message_ptr msg;
-        if (!client.try_consume_message_for(&msg, std::chrono::milliseconds(100)) || !msg) continue;
-        if (msg->get_topic() != "$CONTROL/gdpr/v1/response") continue;
-        json doc = json::parse(msg->to_string(), nullptr, false);
-        if (!doc.is_object() || !doc["responses"].is_array()) continue;
-        for (const auto& response : doc["responses"]) {
-            if (!response.contains("correlationData") || response["correlationData"] != correlation) continue;
-            int status = 0;
-            if (o.as_json) std::cout << response.dump(2) << "\n";
-            if (response.contains("error")) {
-                if (!o.as_json)
-                    std::cerr << "gdprctl: " << response.value("command", "command") << " refused: "
-                              << response["error"].get<std::string>() << "\n";
-                status = EXIT_REFUSED;
-            } else if (!o.as_json) {
-                print_human(response);
-            }
-            std::cout.flush();
-            disconnect_quietly();
-            return status;
-        }
-    }
-    std::cerr << "gdprctl: no response from the broker within " << o.timeout_s
-              << " s (is mosquitto-gdpr loaded, and is this client an operator?)\n";
     disconnect_quietly();
-    return EXIT_TIMEOUT;
+    return status;
 }
 
 } // namespace

@@ -143,7 +143,8 @@ public:
     // An acknowledgement from `client_id` on its ack topic. Returns an error text for a bad one
     // (not JSON, unknown request, not a target), "" when applied.
     std::string acknowledge(const std::string& client_id, std::string_view payload, std::int64_t now_ms);
-    // The client connected: its pending commands go out at the next tick.
+    // The client connected (or, where logins are not observed, was seen acting): its unanswered
+    // commands go out at the next tick, unless one was sent within the last second.
     void client_connected(const std::string& client_id, std::int64_t now_ms);
     // Sends what is due, applies deadlines, completes requests. Cheap when nothing is due.
     void tick(std::int64_t now_ms);

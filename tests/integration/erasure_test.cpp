@@ -1,0 +1,289 @@
+// Erasure end to end (GDPR Art. 17) on a real broker: a simulated fleet (examples/device-sim)
+// holding a subject's data, gdprctl asking for the erasure, the receipt; a restart in the middle
+// of a request; the control API's refusals; the erase topics' guards.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <signal.h>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "broker_fixture.hpp"
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string GDPRCTL_OPERATOR = "gdprctl-operator";
+
+struct erasure_setup {
+    itest::scratch_dir dir;
+    std::string db = (dir.path() / "gdpr.db").string();
+    std::string key = dir.write("audit.key", itest::random_bytes(32), 0600);
+
+    itest::broker_options options() const {
+        itest::broker_options o;
+        o.plugin_opts = {{"database", db},
+                         {"audit_key_file", key},
+                         {"record_flush_ms", "50"},
+                         {"operator_client_ids", std::string(itest::OPERATOR_CLIENT_ID) + "," + GDPRCTL_OPERATOR},
+                         {"erase_retry_seconds", "1"},
+                         {"erase_deadline_seconds", "8"}};
+        return o;
+    }
+};
+
+json control(itest::client& c, const json& command) {
+    CHECK(c.publish("$CONTROL/gdpr/v1", json{{"commands", json::array({command})}}.dump(), 1) == 0);
+    for (int i = 0; i < 20; ++i) {
+        auto msg = c.next(250ms);
+        if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return json::parse(msg->to_string())["responses"][0];
+    }
+    FAIL("no control response");
+    return {};
+}
+
+std::string telemetry(const std::string& driver) {
+    return json{{"driver_id", driver}, {"gps", {{"lat", 48.137154}, {"lon", 11.576124}}}, {"speed", 50}}.dump();
+}
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+}
+
+// A background process whose output goes to a file; SIGTERM and reaped when the object goes away.
+class process {
+public:
+    process(const std::string& command, std::string output) : output_(std::move(output)) {
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            std::freopen(output_.c_str(), "w", stdout);
+            std::freopen((output_ + ".err").c_str(), "w", stderr);
+            ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+            std::_Exit(127);
+        }
+    }
+    ~process() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGTERM);
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+    }
+    std::string output() const { return slurp(output_); }
+    bool wait_for_output(const std::string& needle, std::size_t times, std::chrono::milliseconds timeout) const {
+        const auto until = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < until) {
+            if (count_of(output(), needle) >= times) return true;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
+    }
+
+private:
+    std::string output_;
+    pid_t pid_ = -1;
+};
+
+std::pair<int, std::string> run(const std::string& command) {
+    std::string out;
+    FILE* p = ::popen((command + " 2>/dev/null").c_str(), "r");
+    REQUIRE(p);
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    const int status = ::pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+int suback_reason(itest::client& c, const std::string& filter) {
+    try {
+        auto tok = c.raw().subscribe(filter, 1);
+        tok->wait_for(std::chrono::seconds(5));
+        const auto codes = tok->get_subscribe_response().get_reason_codes();
+        return codes.empty() ? -1 : static_cast<int>(codes[0]);
+    } catch (const mqtt::exception& e) {
+        return e.get_reason_code();  // Paho reports a refused subscription as an exception
+    }
+}
+
+} // namespace
+
+TEST_CASE("a fleet of 50: the receipt names the device that came back, the one that never answered, the subscriber",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    itest::broker b(setup.options());
+    itest::client alerts(b, itest::OPERATOR_CLIENT_ID, 5);
+    alerts.connect();
+    alerts.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+
+    // 50 vans driven by one driver; van-7 never acknowledges; van-3 goes offline after publishing
+    // and comes back 2.5 s later; "dashboard" is a downstream subscriber of the fleet's telemetry.
+    const std::string sim = std::string(DEVICE_SIM_PATH) + " --port " + std::to_string(b.port()) +
+                            " --devices 50 --fleet acme --messages 1 --shared-subject driver-77 --subscriber dashboard"
+                            " --never-ack van-7 --offline van-3 --offline-ms 2500 --duration-s 30";
+    process fleet(sim, (setup.dir.path() / "fleet.out").string());
+    REQUIRE(fleet.wait_for_output("published van-", 50, 10s));
+    REQUIRE(fleet.wait_for_output("offline van-3", 1, 5s));
+    std::this_thread::sleep_for(300ms);  // the last deliveries reach the dashboard
+
+    const auto [status, out] = run(std::string(GDPRCTL_PATH) + " --port " + std::to_string(b.port()) + " --client-id " +
+                                   GDPRCTL_OPERATOR + " --json erase --subject driver-77 --id fleet-erasure-1 --wait 30");
+    CHECK(status == 1);  // one holder failed
+    // The output holds the progress-free JSON of the final getErasure.
+    const auto receipt = json::parse(out)["data"];
+    INFO(receipt.dump(2));
+    CHECK(receipt["state"] == "completed_with_failures");
+    CHECK(receipt["subject"] == "driver-77");
+    CHECK(receipt["totals"]["targets"] == 51);
+    CHECK(receipt["totals"]["acknowledged"] == 50);
+    CHECK(receipt["totals"]["failed"] == 1);
+    CHECK(receipt["totals"]["unreachable"] == 0);
+    std::map<std::string, json> targets;
+    for (const auto& t : receipt["targets"]) targets[t["clientId"]] = t;
+    REQUIRE(targets.count("van-7"));
+    CHECK(targets["van-7"]["outcome"] == "failed");
+    CHECK(targets["van-7"]["attempts"].get<int>() >= 3);  // retried with backoff until the deadline
+    CHECK(targets["van-7"]["detail"] == "no acknowledgement before the deadline");
+    CHECK(targets["van-3"]["outcome"] == "acknowledged");
+    CHECK(targets["van-3"]["state"] == "erased");
+    CHECK(targets["van-3"]["attempts"] == 1);  // sent once, when it came back
+    CHECK(targets["dashboard"]["roles"] == json::array({"recipient"}));
+    CHECK(targets["dashboard"]["outcome"] == "acknowledged");
+    CHECK(targets["van-0"]["roles"] == json::array({"publisher"}));
+    CHECK(targets["van-0"]["state"] == "erased");
+    CHECK(receipt["plugin"]["keyShredded"] == true);
+
+    // Each device deleted its own copy before answering.
+    CHECK(count_of(fleet.output(), "ack van-") == 49);
+    bool deadline_alert = false;
+    for (const auto& m : alerts.drain()) {
+        const auto a = json::parse(m->to_string());
+        deadline_alert = deadline_alert || a["alert"] == "erasure_deadline";
+        CHECK(m->to_string().find("driver-77") == std::string::npos);  // alerts name requests, not subjects
+    }
+    CHECK(deadline_alert);
+    CHECK(b.log().find("driver-77") == std::string::npos);
+}
+
+TEST_CASE("a broker killed in the middle of an erasure resumes it after restart and completes it", "[integration][erasure]") {
+    erasure_setup setup;
+    const std::string topic = "fleet/acme/vehicle/%/telemetry";
+    auto topic_of = [&](const std::string& van) { return "fleet/acme/vehicle/" + van + "/telemetry"; };
+    {
+        itest::broker b(setup.options());
+        itest::client van1(b, "van-1", 5), van2(b, "van-2", 5), op(b, itest::OPERATOR_CLIENT_ID, 5);
+        van1.connect();
+        van2.connect();
+        op.connect();
+        CHECK(van1.publish(topic_of("van-1"), telemetry("driver-5")) == 0);
+        CHECK(van2.publish(topic_of("van-2"), telemetry("driver-5")) == 0);
+        van2.disconnect();  // van-2 is away when the request arrives
+        const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "driver-5"}, {"requestId", "resume-1"}});
+        REQUIRE_FALSE(r.contains("error"));
+        CHECK(r["data"]["totals"]["targets"] == 2);
+        auto cmd = van1.next(3s);
+        REQUIRE(cmd);
+        CHECK(cmd->get_topic() == "gdpr/erase/van-1");
+        const auto command = json::parse(cmd->to_string());
+        CHECK(command["requestId"] == "resume-1");
+        CHECK(command["subject"] == "driver-5");
+        CHECK(command.contains("deadline"));
+        CHECK(van1.publish("gdpr/erase/van-1/ack", json{{"requestId", "resume-1"}, {"status", "erased"}}.dump()) == 0);
+        for (int i = 0; i < 40; ++i) {  // van-1's answer is durable before the crash
+            const auto s = control(op, {{"command", "getErasure"}, {"requestId", "resume-1"}});
+            if (s["data"]["totals"]["acknowledged"] == 1) break;
+            std::this_thread::sleep_for(50ms);
+        }
+        std::this_thread::sleep_for(200ms);
+        b.kill_hard();
+    }
+    itest::broker b(setup.options());
+    itest::client van2(b, "van-2", 5), op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    van2.connect();  // comes back: its pending command goes out at once
+    auto cmd = van2.next(3s);
+    REQUIRE(cmd);
+    CHECK(cmd->get_topic() == "gdpr/erase/van-2");
+    CHECK(van2.publish("gdpr/erase/van-2/ack", json{{"requestId", "resume-1"}, {"status", "not_found"}}.dump()) == 0);
+    json receipt;
+    for (int i = 0; i < 40; ++i) {
+        receipt = control(op, {{"command", "getErasure"}, {"requestId", "resume-1"}})["data"];
+        if (receipt["state"] != "in_progress") break;
+        std::this_thread::sleep_for(50ms);
+    }
+    INFO(receipt.dump(2));
+    CHECK(receipt["state"] == "completed");
+    CHECK(receipt["totals"]["acknowledged"] == 2);
+    CHECK(receipt["targets"][0]["state"] == "erased");
+    CHECK(receipt["targets"][1]["state"] == "not_found");
+    (void)topic;
+}
+
+TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits a subject, guards erase topics",
+          "[integration][erasure][authorisation]") {
+    erasure_setup setup;
+    itest::broker b(setup.options());
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), device(b, "van-1", 5), spy(b, "spy", 5);
+    op.connect();
+    device.connect();
+    spy.connect();
+    CHECK(device.publish("fleet/acme/vehicle/van-1/telemetry", telemetry("driver-9")) == 0);
+
+    const auto refused = control(spy, {{"command", "eraseSubject"}, {"subject", "driver-9"}, {"requestId", "x"}});
+    CHECK_THAT(refused["error"].get<std::string>(), Catch::Contains("not authorised"));
+
+    const auto first = control(op, {{"command", "eraseSubject"}, {"subject", "driver-9"}, {"requestId", "once"}});
+    REQUIRE_FALSE(first.contains("error"));
+    CHECK(first["data"]["requestId"] == "once");
+    const auto again = control(op, {{"command", "eraseSubject"}, {"subject", "driver-9"}, {"requestId", "once"}});
+    REQUIRE_FALSE(again.contains("error"));
+    CHECK(again["data"]["requestedAt"] == first["data"]["requestedAt"]);  // the same request
+    const auto other = control(op, {{"command", "eraseSubject"}, {"subject", "driver-1"}, {"requestId", "once"}});
+    CHECK_THAT(other["error"].get<std::string>(), Catch::Contains("already used for another subject"));
+    const auto limited = control(op, {{"command", "eraseSubject"}, {"subject", "driver-9"}, {"requestId", "twice"}});
+    CHECK_THAT(limited["error"].get<std::string>(), Catch::Contains("rate limit"));
+    const auto bad = control(op, {{"command", "eraseSubject"}, {"subject", 9}, {"requestId", "t"}});
+    CHECK_THAT(bad["error"].get<std::string>(), Catch::Contains("\"subject\" must be a string"));
+    const auto unknown = control(op, {{"command", "getErasure"}, {"requestId", "nope"}});
+    CHECK_THAT(unknown["error"].get<std::string>(), Catch::Contains("no erasure request"));
+
+    // Only the plugin sends erase commands; only the addressed device may read or answer them.
+    CHECK(spy.publish("gdpr/erase/van-1", R"({"requestId":"once","subject":"driver-9"})") == 135);
+    CHECK(spy.publish("gdpr/erase/van-1/ack", R"({"requestId":"once","status":"erased"})") == 135);
+    CHECK(suback_reason(spy, "gdpr/erase/van-1") == 135);
+    CHECK(suback_reason(spy, "gdpr/#") == 1);  // allowed, but other devices' erase traffic is withheld
+    CHECK(suback_reason(device, "gdpr/erase/van-1") == 1);
+    auto cmd = device.next(3s);
+    REQUIRE(cmd);
+    CHECK(cmd->get_topic() == "gdpr/erase/van-1");
+    CHECK(device.publish("gdpr/erase/van-1/ack", R"({"requestId":"once","status":"erased"})") == 0);
+    for (const auto& m : spy.drain()) CHECK(m->get_topic().rfind("gdpr/erase/", 0) != 0);
+
+    json list;
+    for (int i = 0; i < 40; ++i) {
+        list = control(op, {{"command", "listErasures"}})["data"]["erasures"];
+        if (!list.empty() && list[0]["state"] != "in_progress") break;
+        std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(list.size() == 1);
+    CHECK(list[0]["requestId"] == "once");
+    CHECK(list[0]["state"] == "completed");
+    CHECK(b.log().find("driver-9") == std::string::npos);
+}
