@@ -333,30 +333,29 @@ void erasure_manager::start(erasure_request& r, std::int64_t now_ms) {
     // The plugin's own part: what the broker retains, what the plugin knows, the sealed records.
     for (const auto& topic : r.local.retained_cleared)
         if (effects_.clear_retained) effects_.clear_retained(topic);
-    r.local.key_shredded = effects_.shred_key ? effects_.shred_key(r.subject) : false;
     for (auto& t : r.targets) {
         if (!is_final(t.state) && topics_.command_topic(t.client_id).empty())
             finish_target(r, t, target_state::failed, now_ms, "the client id cannot form an erase topic");
     }
-    if (!effects_.remove_consent) {
-        r.local.consent_events_removed = 0;
-        r.local.bindings_removed = 0;
-        save_request(r);
-        return;
-    }
+    if (!effects_.remove_consent) return finish_local(r, "", 0, 0);
     const std::string id = r.id;
     effects_.remove_consent(r.subject, r.operator_id,
                             [this, id](const std::string& error, std::int64_t events, std::int64_t bindings) {
                                 auto it = requests_.find(id);
-                                if (it == requests_.end()) return;
-                                erasure_request& req = *it->second;
-                                if (!error.empty()) req.local.error = "consent and bindings: " + error;
-                                req.local.consent_events_removed = error.empty() ? events : 0;
-                                req.local.bindings_removed = error.empty() ? bindings : 0;
-                                save_request(req);
-                                record("erasure_local_done", req, json{{"request_id", req.id}, {"plugin", local_to_json(req.local)}}.dump());
-                                maybe_complete(req, wall_ms());
+                                if (it != requests_.end()) finish_local(*it->second, error, events, bindings);
                             });
+}
+
+void erasure_manager::finish_local(erasure_request& r, const std::string& consent_error, std::int64_t consent_events,
+                                   std::int64_t bindings) {
+    if (!consent_error.empty()) r.local.error = "consent and bindings: " + consent_error;
+    r.local.consent_events_removed = consent_error.empty() ? consent_events : 0;
+    r.local.bindings_removed = consent_error.empty() ? bindings : 0;
+    // Last, so that the records of the removal above are sealed under the key it destroys.
+    r.local.key_shredded = effects_.shred_key ? effects_.shred_key(r.subject) : false;
+    save_request(r);
+    record("erasure_local_done", r, json{{"request_id", r.id}, {"plugin", local_to_json(r.local)}}.dump());
+    maybe_complete(r, wall_ms());
 }
 
 void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t now_ms) {

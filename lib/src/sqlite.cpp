@@ -127,6 +127,9 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
         exec("PRAGMA journal_mode=WAL");
         exec("PRAGMA synchronous=" + std::string(synchronous));
         exec("PRAGMA foreign_keys=ON");
+        // Every table here may hold personal data: deleted rows are overwritten, not left in
+        // free pages (GDPR Art. 17).
+        exec("PRAGMA secure_delete=ON");
     } catch (...) {
         sqlite3_close(db_);
         db_ = nullptr;

@@ -287,3 +287,74 @@ TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits 
     CHECK(list[0]["state"] == "completed");
     CHECK(b.log().find("driver-9") == std::string::npos);
 }
+
+TEST_CASE("the broker's own part: retained data cleared, consent and bindings removed, the data key shredded, all recorded",
+          "[integration][erasure][audit]") {
+    erasure_setup setup;
+    const std::string topic = "fleet/acme/vehicle/van-1/telemetry";
+    {
+        itest::broker b(setup.options());
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van(b, "van-1", 5), late(b, "late-subscriber", 5);
+        op.connect();
+        van.connect();
+        late.connect();
+        REQUIRE_FALSE(control(op, {{"command", "setConsent"}, {"subject", "driver-12"}, {"purpose", "route-analytics"},
+                                   {"granted", true}})
+                          .contains("error"));
+        REQUIRE_FALSE(control(op, {{"command", "bindDevice"}, {"clientId", "van-1"}, {"subject", "driver-12"}}).contains("error"));
+        CHECK(van.publish(topic, telemetry("driver-12"), 1, true) == 0);
+        late.subscribe(topic, 1);  // receives the retained message: a recipient too
+        REQUIRE(late.next(3s));
+
+        const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "driver-12"}, {"requestId", "own-part"}});
+        REQUIRE_FALSE(r.contains("error"));
+        CHECK(r["data"]["totals"]["targets"] == 2);
+        for (auto* holder : {&van, &late}) {
+            std::string id = holder == &van ? "van-1" : "late-subscriber";
+            mqtt::const_message_ptr cmd;
+            for (int i = 0; i < 10 && (!cmd || cmd->get_topic() != "gdpr/erase/" + id); ++i) cmd = holder->next(1s);
+            REQUIRE(cmd);
+            CHECK(holder->publish("gdpr/erase/" + id + "/ack", json{{"requestId", "own-part"}, {"status", "erased"}}.dump()) == 0);
+        }
+        json receipt;
+        for (int i = 0; i < 40; ++i) {
+            receipt = control(op, {{"command", "getErasure"}, {"requestId", "own-part"}})["data"];
+            if (receipt["state"] != "in_progress") break;
+            std::this_thread::sleep_for(50ms);
+        }
+        INFO(receipt.dump(2));
+        CHECK(receipt["state"] == "completed");
+        CHECK(receipt["plugin"]["retainedCleared"] == json::array({topic}));
+        CHECK(receipt["plugin"]["consentEventsRemoved"] == 1);
+        CHECK(receipt["plugin"]["bindingsRemoved"] == 1);
+        CHECK(receipt["plugin"]["keyShredded"] == true);
+
+        // Nothing of the subject is left on the broker.
+        itest::client fresh(b, "fresh-subscriber", 5);
+        fresh.connect();
+        fresh.subscribe(topic, 1);
+        CHECK_FALSE(fresh.next(700ms));
+        const auto consent = control(op, {{"command", "getConsent"}, {"subject", "driver-12"}});
+        CHECK(consent["data"]["granted"].empty());
+        CHECK(consent["data"]["history"].empty());
+        CHECK(control(op, {{"command", "listBindings"}, {"subject", "driver-12"}})["data"]["bindings"].empty());
+    }
+    // Offline: the trail still verifies, records the erasure, and the subject's records are unreadable.
+    const auto [verify_status, verify_out] = run(std::string(GDPRCTL_PATH) + " verify " + setup.db);
+    CHECK(verify_status == 0);
+    const auto [report_status, report_out] = run(std::string(GDPRCTL_PATH) + " report " + setup.db + " --json");
+    CHECK(report_status == 0);
+    CHECK_THAT(report_out, Catch::Contains("erasure"));
+    const auto [export_status, export_out] =
+        run(std::string(GDPRCTL_PATH) + " export " + setup.db + " --subject driver-12 --key-file " + setup.key);
+    CHECK(export_status == 0);
+    const auto doc = json::parse(export_out);
+    CHECK(doc["records"].empty());
+    CHECK(doc["unreadable_records"].get<int>() > 0);
+    CHECK(doc["consent_history"].empty());
+    // The file keeps no subject id in clear: the data map and the finished request hold its reference only.
+    std::ifstream in(setup.db, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    CHECK(bytes.str().find("driver-12") == std::string::npos);
+}

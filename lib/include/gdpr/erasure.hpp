@@ -158,6 +158,8 @@ public:
 private:
     erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects);
     void start(erasure_request& r, std::int64_t now_ms);
+    void finish_local(erasure_request& r, const std::string& consent_error, std::int64_t consent_events,
+                      std::int64_t bindings);
     void send(erasure_request& r, erasure_target& t, std::int64_t now_ms);
     void finish_target(erasure_request& r, erasure_target& t, target_state s, std::int64_t now_ms, std::string detail);
     void maybe_complete(erasure_request& r, std::int64_t now_ms);
