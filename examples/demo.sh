@@ -2,16 +2,20 @@
 # mosquitto-gdpr demo: installs what is missing, builds the plugin and gdprctl, starts two brokers
 # on free loopback ports — a bare one and one with the plugin — lets a small simulated fleet publish
 # the same messages to both, records and withdraws a driver's consent with gdprctl on the way, and
-# shows what a subscriber receives from each broker; then audits the session recording offline:
-# verify the hash chain, report, export the driver's data (GDPR Art. 15), and catch a tampered row.
+# shows what a subscriber receives from each broker; then a simulated fleet of 20 vans holding one
+# driver's data gets an erasure request (GDPR Art. 17), followed to its receipt — one van is
+# offline for a while, one never answers, a dashboard received the data too; finally it audits the
+# session recording offline: verify the hash chain, report, export a driver's data (GDPR Art. 15),
+# show the erased driver's records unreadable, and catch a tampered row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 bash tools/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target mosquitto_gdpr gdprctl >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target mosquitto_gdpr gdprctl device-sim >/dev/null
 gdprctl=$root/build/tools/gdprctl/gdprctl
+device_sim=$root/build/examples/device-sim/device-sim
 
 run=$root/examples/demo-run
 rm -rf "$run"
@@ -68,6 +72,9 @@ plugin_opt_operator_client_ids demo-operator
 # Session recording: a hash-chained audit trail in the same database, personal data sealed per
 # data subject under keys wrapped by this master key:
 plugin_opt_audit_key_file $run/audit.key
+# Erasure: commands go to gdpr/erase/<client id>; short times so that the demo ends quickly.
+plugin_opt_erase_retry_seconds 1
+plugin_opt_erase_deadline_seconds 10
 CONF
 
 mosquitto -c "$run/bare.conf" 2>>"$run/bare.stderr" & pids+=($!)
@@ -143,6 +150,34 @@ echo
 echo "=== The plugin's log lines (topics, schema ids and counts; never field values):"
 grep 'gdpr:' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
 
+echo
+echo "=== Erasure (GDPR Art. 17): 20 vans of fleet 'acme', all driven by D-4242, publish telemetry; a"
+echo "    dashboard subscribes to it. van-3 then goes offline for 3 s; van-5 will never answer; and this"
+echo "    demo's own mosquitto_sub received the data too, but cannot answer an erase command."
+"$device_sim" --port "$gdpr_port" --devices 20 --fleet acme --messages 2 --interval-ms 100 \
+  --shared-subject D-4242 --subscriber dispatch-dashboard --never-ack van-5 --offline van-3 --offline-ms 3000 \
+  --duration-s 25 > "$run/fleet.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do
+  [ "$(grep -c '^published' "$run/fleet.log" 2>/dev/null)" -ge 20 ] && grep -q '^offline van-3' "$run/fleet.log" && break
+  sleep 0.1
+done
+sleep 0.3
+echo "  $(grep -c '^published' "$run/fleet.log") vans published; $(grep '^offline' "$run/fleet.log")"
+echo
+echo "=== The operator asks once; the plugin tells every holder and follows them to a receipt:"
+echo "  \$ gdprctl erase --subject D-4242 --id demo-erasure-1"
+"$gdprctl" --port "$gdpr_port" --client-id demo-operator erase --subject D-4242 --id demo-erasure-1 --wait 30 2>&1 \
+  | sed 's/^/    /' | awk 'NR <= 14 || /van-3 |van-5 |dashboard/' || true
+echo
+echo "=== What the fleet saw (device-sim): commands, retries to van-5, van-3 answering once back:"
+grep -E '^(erase|ack|online|offline) (van-3|van-5|dispatch-dashboard)' "$run/fleet.log" | sed 's/^/  /'
+echo
+echo "=== The erasure register:"
+ctl erasure list
+echo
+echo "=== The alerts an operator's monitoring would get (\$CONTROL/gdpr/v1/alerts) are in the log too:"
+grep 'gdpr:.*erasure request' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
+
 # Stop the plugin's broker: the audit writer commits what is queued, then the files are audited.
 kill "$gdpr_pid"; wait "$gdpr_pid" 2>/dev/null || true
 echo
@@ -163,6 +198,15 @@ for r in doc["records"][:4]:
     print(f"  seq {r['seq']} {r['kind']} from {r['client_id']}: {json.dumps(r['data'])[:110]}")
 PY
 echo "  (whole document: $run/export-D-1234.json, mode 0600)"
+echo
+echo "=== D-4242's export after the erasure: the data key is shredded, the records unreadable:"
+"$gdprctl" export "$run/gdpr.db" --subject D-4242 --key-file "$run/audit.key" --output "$run/export-D-4242.json"
+python3 - "$run/export-D-4242.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print(f"  data key: {doc['data_key']}; readable records: {len(doc['records'])}, "
+      f"unreadable: {doc['unreadable_records']}, consent changes: {len(doc.get('consent_history', []))}")
+PY
 echo
 echo "=== Someone edits a delivery record in a copy of the database; verify notices:"
 cp "$run/gdpr.db" "$run/tampered.db"

@@ -63,6 +63,7 @@ struct device {
     clock_type::time_point next_publish{};
     clock_type::time_point reconnect_at{};  // offline until then
     bool went_offline = false;
+    int in_flight = 0;  // QoS 1 publishes not yet acknowledged by the broker
     std::map<std::string, int> store;  // subject -> records held
     std::vector<std::pair<clock_type::time_point, std::string>> pending_acks;  // slow devices
 };
@@ -141,7 +142,10 @@ void on_message(mosquitto*, void* user, const mosquitto_message* msg, const mosq
         std::string status = "failed";
         if (!f.o.fail.count(d.id)) {
             // The device's own copy: deleted before the answer (GDPR Art. 17).
-            status = d.store.erase(subject) ? "erased" : "not_found";
+            // A downstream client may hold the subject under the plugin's pseudonym only.
+            const std::string pseudonym = json_string(payload, "pseudonym");
+            const bool held = d.store.erase(subject) + (pseudonym.empty() ? 0 : d.store.erase(pseudonym)) > 0;
+            status = held ? "erased" : "not_found";
         }
         if (f.o.slow.count(d.id)) {
             d.pending_acks.emplace_back(clock_type::now() + std::chrono::milliseconds(f.o.slow_ms), request_id + "\n" + status);
@@ -166,6 +170,11 @@ void on_connect(mosquitto* m, void* user, int rc, int, const mosquitto_property*
     }
 }
 
+void on_publish(mosquitto*, void* user, int, int, const mosquitto_property*) {
+    auto& d = *static_cast<device*>(user);
+    if (d.in_flight > 0) --d.in_flight;
+}
+
 void on_disconnect(mosquitto*, void* user, int, const mosquitto_property*) {
     static_cast<device*>(user)->connected = false;
 }
@@ -177,6 +186,7 @@ bool start(fleet& f, device& d) {
     mosquitto_connect_v5_callback_set(d.m, on_connect);
     mosquitto_disconnect_v5_callback_set(d.m, on_disconnect);
     mosquitto_message_v5_callback_set(d.m, on_message);
+    mosquitto_publish_v5_callback_set(d.m, on_publish);
     return mosquitto_connect_bind_v5(d.m, f.o.host.c_str(), f.o.port, 30, nullptr, nullptr) == MOSQ_ERR_SUCCESS;
 }
 
@@ -191,6 +201,7 @@ void publish(fleet& f, device& d) {
                                 (d.published * 7) % 1000, d.published % 60, 40 + d.published % 60, 90 - d.published % 50);
     if (mosquitto_publish_v5(d.m, nullptr, topic.c_str(), n, payload, 1, false, nullptr) != MOSQ_ERR_SUCCESS) return;
     ++d.published;
+    ++d.in_flight;
     ++d.store[d.driver];
 }
 
@@ -271,10 +282,9 @@ int main(int argc, char** argv) {
                 d.next_publish = now + std::chrono::milliseconds(o.interval_ms);
                 if (d.published == o.messages) say(f, "published " + d.id + " " + std::to_string(d.published));
             }
-            if (o.offline.count(d.id) && !d.went_offline && d.published >= o.messages) {
-                // Give the last publish time to leave, then go away for a while.
+            if (o.offline.count(d.id) && !d.went_offline && d.published >= o.messages && d.in_flight == 0) {
+                // Once the broker has every publish, go away for a while.
                 d.went_offline = true;
-                mosquitto_loop_write(d.m, 1);
                 mosquitto_disconnect_v5(d.m, 0, nullptr);
                 d.connected = false;
                 d.reconnect_at = now + std::chrono::milliseconds(o.offline_ms);

@@ -363,11 +363,14 @@ void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t n
         t.next_send_ms = 0;  // sent when the client connects
         return;
     }
-    const json command{{"requestId", r.id},
-                       {"subject", r.subject},
-                       {"issuedAt", format_utc_ms(r.requested_ms)},
-                       {"deadline", format_utc_ms(r.deadline_ms)},
-                       {"attempt", t.attempts + 1}};
+    json command{{"requestId", r.id},
+                 {"subject", r.subject},
+                 {"issuedAt", format_utc_ms(r.requested_ms)},
+                 {"deadline", format_utc_ms(r.deadline_ms)},
+                 {"attempt", t.attempts + 1}};
+    if (effects_.pseudonym) {
+        if (std::string p = effects_.pseudonym(r.subject); !p.empty()) command["pseudonym"] = std::move(p);
+    }
     if (effects_.send) effects_.send(t.client_id, topics_.command_topic(t.client_id), command.dump());
     ++t.attempts;
     t.state = target_state::sent;

@@ -166,6 +166,7 @@ TEST_CASE("a fleet of 50: the receipt names the device that came back, the one t
     CHECK(targets["van-3"]["attempts"] == 1);  // sent once, when it came back
     CHECK(targets["dashboard"]["roles"] == json::array({"recipient"}));
     CHECK(targets["dashboard"]["outcome"] == "acknowledged");
+    CHECK(targets["dashboard"]["state"] == "erased");  // it found the pseudonym it had received
     CHECK(targets["van-0"]["roles"] == json::array({"publisher"}));
     CHECK(targets["van-0"]["state"] == "erased");
     CHECK(receipt["plugin"]["keyShredded"] == true);

@@ -38,6 +38,7 @@ struct broker_side {
     gdpr::erasure_effects effects() {
         gdpr::erasure_effects fx;
         fx.subject_ref = fake_ref;
+        fx.pseudonym = [](const std::string& s) { return "pseudo-" + s; };
         fx.is_connected = [this](const std::string& c) {
             auto it = connected.find(c);
             return it == connected.end() || it->second;
@@ -222,6 +223,7 @@ TEST_CASE("an erasure fans out to every holder, is acknowledged, and ends with a
     CHECK(broker.sent[0].second["requestId"] == "req-1");
     CHECK(broker.sent[0].second["subject"] == "driver-1");
     CHECK(broker.sent[0].second.contains("deadline"));
+    CHECK(broker.sent[0].second["pseudonym"] == "pseudo-driver-1");  // what a recipient holds instead
 
     CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 10).empty());
     CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 11).empty());  // QoS 1 repeat: no change

@@ -87,6 +87,10 @@ public:
     // a topic level, that level is replaced by "<subject>" (it identifies a person).
     std::string loggable_topic(std::string_view topic) const;
 
+    // The pseudonym subscribers see in place of `subject` where a schema pseudonymises it; "" when
+    // no pseudonymisation key is loaded.
+    std::string pseudonym_of(std::string_view subject) const { return pseudonyms_ ? pseudonyms_->pseudonym(subject) : ""; }
+
     const schema_set& schemas() const { return schemas_; }
     const purpose_registry& purposes() const { return purposes_; }
     const classifier_stats& stats() const { return stats_; }

@@ -100,6 +100,9 @@ struct erasure_effects {
     // The name a subject is kept under once its request is finished (a keyed hash); empty: the
     // subject id itself.
     std::function<std::string(std::string_view subject)> subject_ref;
+    // The pseudonym recipients hold in place of the subject id (sent with each command, so that a
+    // downstream client can find what it received); empty or "": none.
+    std::function<std::string(const std::string& subject)> pseudonym;
     // Whether a client is connected now; empty: unknown (every target is tried as if connected).
     std::function<bool(const std::string& client_id)> is_connected;
     // Publishes an erase command, QoS 1, to that client only.
