@@ -1,5 +1,7 @@
 #pragma once
 #include <chrono>
+#include <functional>
+#include <vector>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +52,9 @@ struct plugin_context {
     // Where subjects' data went, and the erasure requests that act on it (GDPR Art. 17).
     std::unique_ptr<gdpr::data_map> map;
     std::unique_ptr<gdpr::erasure_manager> erasure;
+    // Shredded keys the erasure waits for: the audit trail's seq of each shred, and what to run
+    // once it is committed.
+    std::vector<std::pair<std::int64_t, std::function<void()>>> shreds_waiting;
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).

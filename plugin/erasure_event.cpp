@@ -12,11 +12,18 @@ namespace gdpr_plugin {
 
 namespace {
 
+// How a subject is named where it must outlive its erasure (the data map, the finished register):
+// a keyed hash under the audit key, else under the pseudonymisation key; with neither, the id.
+gdpr::data_map::subject_ref_fn subject_ref_for(plugin_context& ctx) {
+    if (ctx.audit_keys) return [keys = ctx.audit_keys](std::string_view subject) { return keys->subject_ref(subject); };
+    if (!ctx.engine->pseudonym_of("probe").empty())
+        return [&ctx](std::string_view subject) { return "p:" + ctx.engine->pseudonym_of(subject); };
+    return nullptr;
+}
+
 gdpr::erasure_effects effects_for(plugin_context& ctx) {
     gdpr::erasure_effects fx;
-    if (ctx.audit_keys) {
-        fx.subject_ref = [keys = ctx.audit_keys](std::string_view subject) { return keys->subject_ref(subject); };
-    }
+    fx.subject_ref = subject_ref_for(ctx);
     if (ctx.options.track_logins) {
         // Without observed logins the plugin cannot tell who is connected: every target is sent to.
         fx.is_connected = [&ctx](const std::string& client_id) { return ctx.live_by_client_id.count(client_id) > 0; };
@@ -36,11 +43,12 @@ gdpr::erasure_effects effects_for(plugin_context& ctx) {
                                gdpr::consent_store::erase_done_fn done) {
         ctx.consent->erase_subject(subject, operator_id, std::move(done));
     };
-    fx.shred_key = [&ctx](const std::string& subject) {
+    fx.shred_key = [&ctx](const std::string& subject, std::function<void()> durable) {
         if (!ctx.audit) return false;
-        ctx.audit->shred_subject(subject);
+        ctx.shreds_waiting.emplace_back(ctx.audit->shred_subject(subject), std::move(durable));
         return true;
     };
+    fx.loggable_topic = [&ctx](const std::string& topic) { return ctx.engine->loggable_topic(topic); };
     fx.record = [&ctx](std::string_view step, const std::string&, const std::string& detail) {
         if (ctx.recorder) ctx.recorder->erasure(step, detail);
     };
@@ -63,8 +71,10 @@ void open_erasure(plugin_context& ctx) {
     eo.max_retry_ms = std::max<std::int64_t>(eo.first_retry_ms, 15 * 60 * 1000);
     eo.rate_limit_ms = o.erase_rate_limit_seconds * 1000;
     try {
-        gdpr::data_map::subject_ref_fn ref;
-        if (ctx.audit_keys) ref = [keys = ctx.audit_keys](std::string_view subject) { return keys->subject_ref(subject); };
+        gdpr::data_map::subject_ref_fn ref = subject_ref_for(ctx);
+        if (!ref)
+            ctx.log.warning("erasure: no audit_key_file or pseudonym_key_file, so the data map and the erasure register "
+                            "keep subject ids in clear in " + o.database);
         // A topic that names a subject in one of its levels stays out of the file.
         auto storable = [&ctx](std::string_view topic) { return ctx.engine->loggable_topic(topic) == topic; };
         ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), storable);
@@ -82,7 +92,29 @@ void open_erasure(plugin_context& ctx) {
 }
 
 void erasure_tick(plugin_context& ctx) {
-    if (ctx.erasure) ctx.erasure->tick(wall_ms());
+    if (!ctx.erasure) return;
+    if (const auto [failed, error] = ctx.map->take_write_failures(); failed > 0) {
+        const std::string text = "data map: " + std::to_string(failed) +
+                                 " holder record(s) could not be written (kept in memory; a restart would forget them): " +
+                                 error;
+        ctx.log.error(text);
+        publish_alert(ctx, "data_map", text);
+    }
+    if (!ctx.shreds_waiting.empty() && ctx.audit) {
+        const std::int64_t committed = ctx.audit->committed_through();
+        std::vector<std::function<void()>> ready;
+        auto& waiting = ctx.shreds_waiting;
+        for (auto it = waiting.begin(); it != waiting.end();) {
+            if (it->first > committed) {
+                ++it;
+                continue;
+            }
+            ready.push_back(std::move(it->second));
+            it = waiting.erase(it);
+        }
+        for (auto& done : ready) done();
+    }
+    ctx.erasure->tick(wall_ms());
 }
 
 void erasure_client_seen(plugin_context& ctx, std::string_view client_id) {
@@ -97,8 +129,13 @@ decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& a
     if (acl.access == MOSQ_ACL_SUBSCRIBE || acl.access == MOSQ_ACL_UNSUBSCRIBE) {
         // A filter naming another client's erase topic is refused; wildcard filters are allowed,
         // and what they would match of other clients' erase topics is refused at delivery.
-        if (topic.find_first_of("+#") != std::string_view::npos) return decision::no_objection;
-        const auto a = topics.parse(topic);
+        std::string_view filter = topic;
+        if (filter.substr(0, 7) == "$share/") {  // $share/<group>/<filter>
+            const auto slash = filter.find('/', 7);
+            filter = slash == std::string_view::npos ? std::string_view{} : filter.substr(slash + 1);
+        }
+        if (filter.find_first_of("+#") != std::string_view::npos) return decision::no_objection;
+        const auto a = topics.parse(filter);
         return a && a->client_id != own ? decision::deny : decision::no_objection;
     }
     const auto a = topics.parse(topic);

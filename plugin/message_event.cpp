@@ -32,6 +32,8 @@ void note_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::st
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
+    // Deliveries checked from here on are this publish's, if any: never the previous one's.
+    if (ctx.map) ctx.map->forget_last_publish();
     if (ctx.audit && !ctx.audit->can_record_publish()) {
         // Block policy: nothing flows unrecorded while the audit trail cannot be written.
         const auto now = std::chrono::steady_clock::now();
@@ -45,7 +47,6 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
-        if (ctx.map) ctx.map->forget_last_publish();
         record_publish(ctx, msg, topic, payload.size(), v);
         std::string line = "refused publish on '" + ctx.engine->loggable_topic(topic) + "'";
         if (v.matched) line += " (schema " + v.matched->tag() + ")";

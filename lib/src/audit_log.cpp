@@ -229,14 +229,16 @@ bool audit_log::can_record_publish() const {
     return queue_.size() < options_.queue_limit;
 }
 
-void audit_log::shred_subject(const std::string& subject) {
+std::int64_t audit_log::shred_subject(const std::string& subject) {
     std::lock_guard<std::mutex> lock(mutex_);
     item it;
     it.what = item::op::shred;
     it.seq = next_seq_++;  // the key_shredded record keeps its place in the chain
     it.subject = subject;
+    const std::int64_t seq = it.seq;
     push_locked(std::move(it));
     wake_writer_.notify_one();
+    return seq;
 }
 
 void audit_log::sweep(std::int64_t now_ms) {
@@ -424,6 +426,9 @@ void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, 
             problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
                                 "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
     }
+    std::int64_t highest = committed_through_.load(std::memory_order_relaxed);
+    for (std::size_t i = first; i < first + count; ++i) highest = std::max(highest, batch[i].seq);
+    committed_through_.store(highest, std::memory_order_release);
     for (std::size_t i = first; i < first + count; ++i)
         if (batch[i].what == item::op::sweep) {
             try {

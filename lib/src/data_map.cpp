@@ -85,7 +85,21 @@ void data_map::persist(const std::string& subject, role r, std::string holder) {
             insert.bind(1, subject).bind(2, role_name(static_cast<int>(r))).bind(3, holder).bind(4, at);
             insert.run();
         },
-        nullptr);
+        count_failure());
+}
+
+storage_worker::done_fn data_map::count_failure() {
+    return [this](const std::string& error) {
+        if (error.empty()) return;
+        ++write_failures_;
+        last_write_error_ = error;
+    };
+}
+
+std::pair<std::uint64_t, std::string> data_map::take_write_failures() {
+    std::pair<std::uint64_t, std::string> out(write_failures_, last_write_error_);
+    write_failures_ = 0;
+    return out;
 }
 
 bool data_map::add(const std::string& subject, entry& e, role r, std::string_view holder) {
@@ -111,7 +125,7 @@ void data_map::drop_retained_holder(const std::string& topic) {
             remove.bind(1, topic);
             remove.run();
         },
-        nullptr);
+        count_failure());
 }
 
 void data_map::retained_replaced(std::string_view topic) {
@@ -124,6 +138,7 @@ void data_map::published(const std::vector<std::string>& subjects, std::string_v
                          bool retain, const void* identity) {
     last_publish_.clear();
     last_identity_ = identity;
+    last_topic_.assign(topic.data(), topic.size());
     if (retain) retained_replaced(topic);
     for (const auto& subject : subjects) {
         const auto [ref, e] = entry_of(subject);
@@ -151,7 +166,7 @@ void data_map::forget_last_publish() {
 
 void data_map::delivered(std::string_view client_id, std::string_view topic, const void* identity) {
     if (client_id.empty()) return;
-    if (identity && identity == last_identity_) {
+    if (identity && identity == last_identity_ && topic == last_topic_) {
         for (auto& [subject, e] : last_publish_) add(*subject, *e, role::recipient, client_id);
         return;
     }
@@ -196,7 +211,7 @@ void data_map::forget_subject(const std::string& subject, storage_worker::done_f
             remove.bind(1, ref);
             remove.run();
         },
-        std::move(done));
+        done ? std::move(done) : count_failure());
 }
 
 } // namespace gdpr

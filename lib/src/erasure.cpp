@@ -52,7 +52,8 @@ json local_to_json(const local_erasure& l) {
                 {"consentEventsRemoved", l.consent_events_removed},
                 {"bindingsRemoved", l.bindings_removed},
                 {"keyShredded", l.key_shredded},
-                {"error", l.error}};
+                {"error", l.error},
+                {"complete", l.complete}};
 }
 
 local_erasure local_from_json(const std::string& text) {
@@ -64,7 +65,19 @@ local_erasure local_from_json(const std::string& text) {
     l.bindings_removed = j.value("bindingsRemoved", std::int64_t{-1});
     l.key_shredded = j.value("keyShredded", false);
     l.error = j.value("error", std::string{});
+    l.complete = j.value("complete", false);
     return l;
+}
+
+// A device's own words, kept in the register, the receipt and the audit trail: printable ASCII
+// only, at most 200 bytes (it is not trusted to be valid UTF-8, nor short).
+std::string printable_detail(const std::string& text) {
+    std::string out;
+    for (char c : text) {
+        if (out.size() >= 200) break;
+        out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+    }
+    return out;
 }
 
 std::string_view outcome_of(target_state s) {
@@ -139,7 +152,10 @@ std::string_view to_string(request_state s) {
     return "in_progress";
 }
 
-std::string receipt_json(const erasure_request& r) { return receipt(r, true).dump(); }
+// Text from devices is cleaned before it is kept, but a dump must never throw on a broker thread.
+static std::string dump_safely(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string receipt_json(const erasure_request& r) { return dump_safely(receipt(r, true)); }
 
 erasure_manager::erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects)
     : topics_(std::move(topics)), options_(options), map_(map), effects_(std::move(effects)) {}
@@ -215,7 +231,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
             t.next_send_ms = 1;
             m->pending_by_client_[t.client_id].push_back(id);
         }
-        if (!r->local.done()) m->resume_local_.push_back(id);  // at the first tick: the broker is running then
+        m->resume_local_.push_back(id);  // at the first tick: the broker is running then
     }
     m->next_due_ms_ = m->active_.empty() ? 0 : 1;
     return m;
@@ -270,7 +286,9 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
         t.roles = role;
         r.targets.push_back(std::move(t));
     }
-    r.local.retained_cleared = h.retained_topics;  // cleared once the request is durable
+    r.retained_topics = h.retained_topics;  // cleared once the request is durable
+    for (const auto& topic : h.retained_topics)
+        r.local.retained_cleared.push_back(effects_.loggable_topic ? effects_.loggable_topic(topic) : topic);
     requests_.emplace(id, std::move(owned));
     const auto previous = last_request_ms_.find(ref);
     const std::optional<std::int64_t> previous_ms =
@@ -283,7 +301,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     };
     std::vector<row> rows;
     for (const auto& t : r.targets) rows.push_back({t.client_id, t.roles});
-    const std::string local = local_to_json(r.local).dump();
+    const std::string local = dump_safely(local_to_json(r.local));
     worker_->submit(
         [id, subject, ref, operator_id, now_ms, deadline = r.deadline_ms, rows = std::move(rows), local](sqlite_db& db) {
             auto& insert = db.cached("INSERT INTO erasure_requests (request_id, subject, subject_ref, operator, "
@@ -312,17 +330,16 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
             }
             erasure_request& req = *it->second;
             req.durable = true;
-            // The targets are in the request now; the map forgets the subject (GDPR Art. 17).
-            map_.forget_subject(req.subject);
             active_.emplace(id, &req);
             for (auto& t : req.targets) {
                 t.next_send_ms = req.requested_ms;
                 pending_by_client_[t.client_id].push_back(id);
             }
+            take_new_holders(req);
             record("erasure_requested", req,
                    json{{"request_id", req.id}, {"operator", req.operator_id}, {"targets", req.targets.size()},
                         {"retained_topics", req.local.retained_cleared.size()}, {"deadline", format_utc_ms(req.deadline_ms)}}
-                       .dump());
+                       .dump(-1, ' ', false, json::error_handler_t::replace));
             start(req, req.requested_ms);
             next_due_ms_ = next_due_ms_ == 0 ? req.requested_ms : std::min(next_due_ms_, req.requested_ms);
             done(&req, "");
@@ -331,8 +348,9 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
 
 void erasure_manager::start(erasure_request& r, std::int64_t now_ms) {
     // The plugin's own part: what the broker retains, what the plugin knows, the sealed records.
-    for (const auto& topic : r.local.retained_cleared)
+    for (const auto& topic : r.retained_topics)
         if (effects_.clear_retained) effects_.clear_retained(topic);
+    r.retained_topics.clear();
     for (auto& t : r.targets) {
         if (!is_final(t.state) && topics_.command_topic(t.client_id).empty())
             finish_target(r, t, target_state::failed, now_ms, "the client id cannot form an erase topic");
@@ -351,11 +369,73 @@ void erasure_manager::finish_local(erasure_request& r, const std::string& consen
     if (!consent_error.empty()) r.local.error = "consent and bindings: " + consent_error;
     r.local.consent_events_removed = consent_error.empty() ? consent_events : 0;
     r.local.bindings_removed = consent_error.empty() ? bindings : 0;
-    // Last, so that the records of the removal above are sealed under the key it destroys.
-    r.local.key_shredded = effects_.shred_key ? effects_.shred_key(r.subject) : false;
-    save_request(r);
-    record("erasure_local_done", r, json{{"request_id", r.id}, {"plugin", local_to_json(r.local)}}.dump());
-    maybe_complete(r, wall_ms());
+    const std::string id = r.id;
+    auto complete = [this, id](bool shredded) {
+        auto it = requests_.find(id);
+        if (it == requests_.end()) return;
+        erasure_request& req = *it->second;
+        req.local.key_shredded = shredded;
+        req.local.complete = true;
+        save_request(req);
+        record("erasure_local_done", req, dump_safely(json{{"request_id", req.id}, {"plugin", local_to_json(req.local)}}));
+        maybe_complete(req, wall_ms());
+    };
+    // Last, so that the records of the removal above are sealed under the key it destroys; the
+    // receipt says "shredded" only once the key is gone from the file.
+    if (!effects_.shred_key || !effects_.shred_key(r.subject, [complete] { complete(true); })) complete(false);
+}
+
+void erasure_manager::take_new_holders(erasure_request& r) {
+    const subject_holdings h = map_.holdings(r.subject);
+    std::map<std::string, std::uint8_t> fresh;
+    for (const auto& c : h.publishers) fresh[c] |= role_publisher;
+    for (const auto& c : h.recipients) fresh[c] |= role_recipient;
+    std::vector<std::pair<std::string, std::uint8_t>> added;
+    for (const auto& [client, role] : fresh) {
+        auto t = std::lower_bound(r.targets.begin(), r.targets.end(), client,
+                                  [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
+        if (t != r.targets.end() && t->client_id == client) continue;
+        erasure_target nt;
+        nt.client_id = client;
+        nt.roles = role;
+        nt.next_send_ms = r.requested_ms;
+        r.targets.insert(t, std::move(nt));
+        added.emplace_back(client, role);
+        if (r.durable) pending_by_client_[client].push_back(r.id);
+    }
+    for (const auto& topic : h.retained_topics) {
+        const std::string shown = effects_.loggable_topic ? effects_.loggable_topic(topic) : topic;
+        if (std::find(r.retained_topics.begin(), r.retained_topics.end(), topic) != r.retained_topics.end()) continue;
+        r.retained_topics.push_back(topic);
+        if (std::find(r.local.retained_cleared.begin(), r.local.retained_cleared.end(), shown) == r.local.retained_cleared.end())
+            r.local.retained_cleared.push_back(shown);
+    }
+    if (!added.empty()) {
+        worker_->submit(
+            [id = r.id, added](sqlite_db& db) {
+                auto& target = db.cached("INSERT OR IGNORE INTO erasure_targets (request_id, client_id, roles, state, "
+                                         "attempts, first_sent_ms, last_sent_ms, answered_ms, seen_online, detail) "
+                                         "VALUES (?1, ?2, ?3, 'pending', 0, 0, 0, 0, 0, '')");
+                for (const auto& [client, role] : added) {
+                    target.bind(1, id).bind(2, client).bind(3, std::int64_t{role});
+                    target.run();
+                }
+            },
+            on_saved(r));
+    }
+    // The targets are in the request now; the map forgets the subject (GDPR Art. 17).
+    map_.forget_subject(r.subject);
+}
+
+std::function<void(const std::string&)> erasure_manager::on_saved(const erasure_request& r) {
+    return [this, id = r.id](const std::string& error) {
+        if (error.empty()) return;
+        if (std::find(resave_.begin(), resave_.end(), id) == resave_.end()) resave_.push_back(id);
+        if (next_due_ms_ == 0) next_due_ms_ = 1;
+        if (effects_.alert)
+            effects_.alert("erasure_register", "the erasure register could not be written for request " + id +
+                                                   " (retrying): " + error);
+    };
 }
 
 void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t now_ms) {
@@ -371,7 +451,7 @@ void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t n
     if (effects_.pseudonym) {
         if (std::string p = effects_.pseudonym(r.subject); !p.empty()) command["pseudonym"] = std::move(p);
     }
-    if (effects_.send) effects_.send(t.client_id, topics_.command_topic(t.client_id), command.dump());
+    if (effects_.send) effects_.send(t.client_id, topics_.command_topic(t.client_id), dump_safely(command));
     ++t.attempts;
     t.state = target_state::sent;
     t.seen_online = true;
@@ -391,7 +471,7 @@ void erasure_manager::finish_target(erasure_request& r, erasure_target& t, targe
     t.next_send_ms = 0;
     save_target(r, t);
     record("erasure_target", r,
-           json{{"request_id", r.id}, {"client_id", t.client_id}, {"state", to_string(s)}, {"attempts", t.attempts}}.dump());
+           json{{"request_id", r.id}, {"client_id", t.client_id}, {"state", to_string(s)}, {"attempts", t.attempts}}.dump(-1, ' ', false, json::error_handler_t::replace));
     auto it = pending_by_client_.find(t.client_id);
     if (it != pending_by_client_.end()) {
         auto& ids = it->second;
@@ -410,11 +490,11 @@ void erasure_manager::maybe_complete(erasure_request& r, std::int64_t now_ms) {
     r.state = failures ? request_state::completed_with_failures : request_state::completed;
     r.completed_ms = now_ms;
     save_request(r);
-    record("erasure_receipt", r, receipt(r, false).dump());
+    record("erasure_receipt", r, dump_safely(receipt(r, false)));
     active_.erase(r.id);
     if (failures && effects_.alert)
         effects_.alert("erasure_incomplete", "erasure request " + r.id + " completed with failures: " +
-                                                 receipt(r, false)["totals"].dump());
+                                                 dump_safely(receipt(r, false)["totals"]));
 }
 
 std::string erasure_manager::acknowledge(const std::string& client_id, std::string_view payload, std::int64_t now_ms) {
@@ -438,7 +518,7 @@ std::string erasure_manager::acknowledge(const std::string& client_id, std::stri
     if (t == r.targets.end() || t->client_id != client_id) return "the client is not a target of the request";
     if (is_final(t->state) || r.state != request_state::in_progress) return {};  // a repeat (QoS 1) or too late
     std::string detail;
-    if (const auto d = j.find("detail"); d != j.end() && d->is_string()) detail = d->get<std::string>().substr(0, 256);
+    if (const auto d = j.find("detail"); d != j.end() && d->is_string()) detail = printable_detail(d->get_ref<const std::string&>());
     if (state == target_state::failed && detail.empty()) detail = "the device reported that it could not erase";
     t->seen_online = true;
     finish_target(r, *t, state, now_ms, state == target_state::failed ? detail : std::string());
@@ -455,12 +535,14 @@ void erasure_manager::client_connected(const std::string& client_id, std::int64_
     for (const auto& id : it->second) {
         auto r = requests_.find(id);
         if (r == requests_.end()) continue;
-        for (auto& t : r->second->targets) {
-            // A command sent moments ago is still on its way (a reconnecting device's first
-            // publishes often follow its login at once): that one is not sent again.
-            if (t.client_id == client_id && !is_final(t.state) && now_ms - t.last_sent_ms >= IN_FLIGHT_MS)
-                t.next_send_ms = now_ms;
-        }
+        auto& targets = r->second->targets;
+        auto t = std::lower_bound(targets.begin(), targets.end(), client_id,
+                                  [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
+        // A command sent moments ago is still on its way (a reconnecting device's first
+        // publishes often follow its login at once): that one is not sent again.
+        if (t != targets.end() && t->client_id == client_id && !is_final(t->state) &&
+            now_ms - t->last_sent_ms >= IN_FLIGHT_MS)
+            t->next_send_ms = now_ms;
     }
     next_due_ms_ = next_due_ms_ == 0 ? now_ms : std::min(next_due_ms_, now_ms);
 }
@@ -469,8 +551,22 @@ void erasure_manager::tick(std::int64_t now_ms) {
     if (!resume_local_.empty()) {
         std::vector<std::string> ids;
         ids.swap(resume_local_);
-        for (const auto& id : ids)
-            if (auto it = requests_.find(id); it != requests_.end()) start(*it->second, now_ms);
+        for (const auto& id : ids) {
+            auto it = requests_.find(id);
+            if (it == requests_.end()) continue;
+            take_new_holders(*it->second);  // a holder recorded on disk but not yet a target
+            if (!it->second->local.done()) start(*it->second, now_ms);
+        }
+    }
+    if (!resave_.empty()) {
+        std::vector<std::string> ids;
+        ids.swap(resave_);
+        for (const auto& id : ids) {
+            auto it = requests_.find(id);
+            if (it == requests_.end()) continue;
+            save_request(*it->second);
+            for (const auto& t : it->second->targets) save_target(*it->second, t);
+        }
     }
     if (next_due_ms_ == 0 || now_ms < next_due_ms_) return;
     std::int64_t next = 0;
@@ -496,11 +592,7 @@ void erasure_manager::tick(std::int64_t now_ms) {
                 effects_.alert("erasure_deadline", "erasure request " + r->id + " passed its deadline: " +
                                                        std::to_string(failed) + " target(s) unacknowledged, " +
                                                        std::to_string(unreachable) + " unreachable");
-            if (!r->local.done()) {
-                r->local.error = "the plugin's own part did not finish before the deadline";
-                r->local.consent_events_removed = 0;
-            }
-            maybe_complete(*r, now_ms);
+            maybe_complete(*r, now_ms);  // once the plugin's own part has finished too
             continue;
         }
         for (auto& t : r->targets) {
@@ -525,13 +617,13 @@ void erasure_manager::save_target(const erasure_request& r, const erasure_target
             update.bind(8, std::int64_t{t.seen_online}).bind(9, t.detail);
             update.run();
         },
-        nullptr);
+        on_saved(r));
 }
 
 void erasure_manager::save_request(const erasure_request& r) {
     worker_->submit(
         [id = r.id, state = std::string(to_string(r.state)), completed = r.completed_ms,
-         local = local_to_json(r.local).dump(), finished = r.state != request_state::in_progress](sqlite_db& db) {
+         local = dump_safely(local_to_json(r.local)), finished = r.state != request_state::in_progress](sqlite_db& db) {
             // Once every holder has answered, the register keeps only the subject's reference
             // (for the rate limit and the receipt): the erased subject's id is not kept.
             auto& update = db.cached("UPDATE erasure_requests SET state = ?2, completed_at_ms = ?3, local_json = ?4, "
@@ -539,7 +631,7 @@ void erasure_manager::save_request(const erasure_request& r) {
             update.bind(1, id).bind(2, state).bind(3, completed).bind(4, local).bind(5, std::int64_t{finished});
             update.run();
         },
-        nullptr);
+        on_saved(r));
 }
 
 void erasure_manager::record(std::string_view step, const erasure_request& r, const std::string& detail_json) {

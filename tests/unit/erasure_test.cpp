@@ -34,6 +34,8 @@ struct broker_side {
     std::vector<std::pair<std::string, std::string>> alerts;
     std::vector<std::string> steps;
     std::map<std::string, bool> connected;  // unknown clients count as connected
+    bool hold_shreds = false;                // the audit writer has not committed the shred yet
+    std::vector<std::function<void()>> held_shreds;
 
     gdpr::erasure_effects effects() {
         gdpr::erasure_effects fx;
@@ -53,10 +55,13 @@ struct broker_side {
             consent_removed.push_back(s);
             done("", 3, 1);
         };
-        fx.shred_key = [this](const std::string& s) {
+        fx.shred_key = [this](const std::string& s, std::function<void()> durable) {
             shredded.push_back(s);
+            if (hold_shreds) held_shreds.push_back(std::move(durable));
+            else durable();
             return true;
         };
+        fx.loggable_topic = [](const std::string& t) { return t.find("driver-") != std::string::npos ? "<subject>" : t; };
         fx.record = [this](std::string_view step, const std::string&, const std::string& detail) {
             CHECK(detail.find("driver-1") == std::string::npos);  // the trail never names the subject
             steps.emplace_back(step);
@@ -381,4 +386,71 @@ TEST_CASE("a device that reports failure is failed at once and alerted", "[erasu
     CHECK(r->targets[0].detail == "flash is read-only");
     REQUIRE_FALSE(broker.alerts.empty());
     CHECK(broker.alerts[0].first == "erasure_target_failed");
+}
+
+TEST_CASE("the receipt says the key is shredded only once it is gone; holders seen meanwhile become targets",
+          "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-1"}, "van-1", "t/1", false, &p);
+    broker_side broker;
+    broker.hold_shreds = true;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const std::int64_t t0 = 1'700'000'000'000;
+    bool answered = false;
+    m->request("req-1", "driver-1", "username:ops", t0, [&](const erasure_request*, const std::string&) { answered = true; });
+    // A publish and a retained message arrive while the request is being recorded.
+    map->published({"driver-1"}, "van-2", "fleet/driver-1/status", true, &p);
+    settle(*m, *map, [&] { return answered; });
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    REQUIRE(r->targets.size() == 2);
+    CHECK(r->targets[1].client_id == "van-2");
+    CHECK(broker.cleared == std::vector<std::string>{"fleet/driver-1/status"});
+    CHECK(r->local.retained_cleared == std::vector<std::string>{"<subject>"});  // never the subject-naming topic
+    m->tick(t0);
+    CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 1).empty());
+    CHECK(m->acknowledge("van-2", ack("req-1", "erased"), t0 + 2).empty());
+    CHECK(r->state == gdpr::request_state::in_progress);  // the key is not gone yet
+    CHECK_FALSE(r->local.key_shredded);
+    REQUIRE(broker.held_shreds.size() == 1);
+    broker.held_shreds[0]();
+    CHECK(r->local.key_shredded);
+    CHECK(r->state == gdpr::request_state::completed);
+}
+
+TEST_CASE("a device's failure text is kept as printable ASCII, whatever bytes it sent", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-1"}, "van-1", "t/1", false, &p);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const std::int64_t t0 = 1'700'000'000'000;
+    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+    m->tick(t0);
+    // Valid JSON whose detail is 300 bytes of multi-byte text: cut anywhere, it would not be UTF-8.
+    std::string detail;
+    for (int i = 0; i < 150; ++i) detail += "\u00e9";
+    const std::string payload = R"({"requestId":"req-1","status":"failed","detail":")" + detail + "\"}";
+    CHECK(m->acknowledge("van-1", payload, t0 + 1).empty());
+    const auto* r = m->find("req-1");
+    CHECK(r->state == gdpr::request_state::completed_with_failures);
+    CHECK(r->targets[0].detail.size() == 200);
+    CHECK(r->targets[0].detail.find_first_not_of('?') == std::string::npos);
+    CHECK_NOTHROW(json::parse(gdpr::receipt_json(*r)));
+    CHECK(m->list(10).size() == 1);
+}
+
+TEST_CASE("a delivery is attributed to the last publish only on its topic and payload", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    auto map = data_map::open((dir.path() / "gdpr.db").string());
+    int payload = 0;
+    map->published({"driver-1"}, "van-1", "fleet/a", false, &payload);
+    map->delivered("alerts-reader", "$CONTROL/gdpr/v1/alerts", &payload);  // the same address reused elsewhere
+    map->delivered("sub", "fleet/a", &payload);
+    CHECK(map->holdings("driver-1").recipients == std::vector<std::string>{"sub"});
 }

@@ -77,7 +77,12 @@ public:
 
     // Destroys the data key of `subject` (crypto-shredding, GDPR Art. 17), in order with the
     // records appended before; the key is overwritten in the file (secure_delete + checkpoint).
-    void shred_subject(const std::string& subject);
+    // Returns the sequence number of its key_shredded record: the key is gone from the file once
+    // committed_through() reaches it.
+    std::int64_t shred_subject(const std::string& subject);
+    // The highest sequence number committed to the file (with the work that follows its commit,
+    // such as overwriting a shredded key in the write-ahead log).
+    std::int64_t committed_through() const { return committed_through_.load(std::memory_order_acquire); }
     // Tombstones records whose retention ended before `now_ms` and anchors the chain (the writer
     // also does this every sweep_period).
     void sweep(std::int64_t now_ms);
@@ -169,6 +174,7 @@ private:
     bool flush_requested_ = false;
     bool stopping_ = false;
     std::atomic<bool> failing_{false};
+    std::atomic<std::int64_t> committed_through_{0};
     audit_stats stats_;
     std::vector<std::string> problems_;
     std::thread::id writer_id_{};

@@ -61,6 +61,9 @@ public:
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
 
     std::size_t subjects() const { return by_ref_.size(); }
+    // Background writes that failed since the last call (the map in memory stays right; a restart
+    // would forget those holders), with the last error.
+    std::pair<std::uint64_t, std::string> take_write_failures();
     std::uint64_t holders_recorded() const { return holders_recorded_; }
     std::size_t drain() { return worker_->drain(); }
     bool has_completions() const { return worker_->has_completions(); }
@@ -87,7 +90,11 @@ private:
     std::unordered_map<std::string, std::vector<std::string>> retained_by_topic_;  // topic -> subject refs
     std::vector<std::pair<const std::string*, entry*>> last_publish_;  // subjects of the last publish
     const void* last_identity_ = nullptr;
+    std::string last_topic_;  // with the identity: a reused payload address alone proves nothing
     std::uint64_t holders_recorded_ = 0;
+    std::uint64_t write_failures_ = 0;
+    std::string last_write_error_;
+    storage_worker::done_fn count_failure();
     std::unique_ptr<storage_worker> worker_;
 };
 

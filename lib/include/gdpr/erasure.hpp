@@ -67,12 +67,13 @@ std::string_view to_string(request_state s);
 
 // What the plugin itself did for the request.
 struct local_erasure {
-    std::vector<std::string> retained_cleared;  // topics
+    std::vector<std::string> retained_cleared;  // topics, as they may be shown (a subject level redacted)
     std::int64_t consent_events_removed = -1;   // -1: not done yet
     std::int64_t bindings_removed = -1;
-    bool key_shredded = false;                  // false when there is no audit trail
+    bool key_shredded = false;                  // the key is gone from the file; false without an audit trail
     std::string error;                          // the consent store's error, if any
-    bool done() const { return consent_events_removed >= 0 || !error.empty(); }
+    bool complete = false;                      // every step above has finished
+    bool done() const { return complete; }
 };
 
 struct erasure_request {
@@ -85,6 +86,7 @@ struct erasure_request {
     std::vector<erasure_target> targets;  // sorted by client id
     local_erasure local;
     bool durable = false;  // memory only: the request row is written (fan-out starts then)
+    std::vector<std::string> retained_topics;  // memory only: the topics to clear, as they are
 };
 
 struct erasure_options {
@@ -112,8 +114,11 @@ struct erasure_effects {
     std::function<void(const std::string& subject, const std::string& operator_id,
                        std::function<void(const std::string& error, std::int64_t consent_events, std::int64_t bindings)>)>
         remove_consent;
-    // Destroys the subject's data key; false when there is no audit trail.
-    std::function<bool(const std::string& subject)> shred_key;
+    // Destroys the subject's data key and calls `durable` once the key is gone from the file;
+    // returns false (and never calls it) when there is no audit trail.
+    std::function<bool(const std::string& subject, std::function<void()> durable)> shred_key;
+    // A topic as it may be stored in clear and shown (a level naming the subject redacted).
+    std::function<std::string(const std::string& topic)> loggable_topic;
     // Records a step in the audit trail: step name, request id, detail JSON. The records carry no
     // subject: sealed under the subject's key they would outlive its shredding.
     std::function<void(std::string_view step, const std::string& request_id, const std::string& detail_json)> record;
@@ -163,6 +168,11 @@ private:
     void start(erasure_request& r, std::int64_t now_ms);
     void finish_local(erasure_request& r, const std::string& consent_error, std::int64_t consent_events,
                       std::int64_t bindings);
+    // Holders the map learned since the request's targets were taken become targets too; then
+    // the map forgets the subject.
+    void take_new_holders(erasure_request& r);
+    // After a failed write: alert, and write the whole request again at the next tick.
+    std::function<void(const std::string&)> on_saved(const erasure_request& r);
     void send(erasure_request& r, erasure_target& t, std::int64_t now_ms);
     void finish_target(erasure_request& r, erasure_target& t, target_state s, std::int64_t now_ms, std::string detail);
     void maybe_complete(erasure_request& r, std::int64_t now_ms);
@@ -179,6 +189,7 @@ private:
     std::map<std::string, erasure_request*> active_;                            // in progress and durable
     std::unordered_map<std::string, std::vector<std::string>> pending_by_client_;  // client -> request ids
     std::vector<std::string> resume_local_;  // restarted requests whose own part is unfinished
+    std::vector<std::string> resave_;        // requests whose last write failed
     std::int64_t next_due_ms_ = 0;
     std::unique_ptr<storage_worker> worker_;
 };
