@@ -70,6 +70,7 @@ void open_erasure(plugin_context& ctx) {
     eo.first_retry_ms = o.erase_retry_seconds * 1000;
     eo.max_retry_ms = std::max<std::int64_t>(eo.first_retry_ms, 15 * 60 * 1000);
     eo.rate_limit_ms = o.erase_rate_limit_seconds * 1000;
+    eo.send_rate_per_s = o.erase_send_rate;
     try {
         gdpr::data_map::subject_ref_fn ref = subject_ref_for(ctx);
         if (!ref)
@@ -87,7 +88,8 @@ void open_erasure(plugin_context& ctx) {
     ctx.control->attach_erasure(ctx.erasure.get());
     ctx.log.notice("erasure: commands on " + o.erase_topic + " (acknowledged on " + o.erase_topic + "/ack), deadline " +
                    std::to_string(o.erase_deadline_seconds) + " s, first retry after " +
-                   std::to_string(o.erase_retry_seconds) + " s; data map holds " + std::to_string(ctx.map->subjects()) +
+                   std::to_string(o.erase_retry_seconds) + " s, at most " + std::to_string(o.erase_send_rate) +
+                   " commands/s; data map holds " + std::to_string(ctx.map->subjects()) +
                    " subjects; " + std::to_string(ctx.erasure->in_progress()) + " request(s) resume");
 }
 

@@ -2,15 +2,18 @@
 // publishes vehicle telemetry about its driver (a data subject), keeps a local store of what it
 // published, and honours erase commands from the plugin: it deletes the subject's records from
 // its store and acknowledges on <erase topic>/ack with "erased" or "not_found". One thread drives
-// every connection (libmosquitto, non-blocking, poll), so one process holds thousands of devices.
+// every connection (libmosquitto, non-blocking, poll), so one process holds thousands of devices
+// (libmosquitto uses three file descriptors per connection: start several processes with
+// --first for more devices than the open-file limit allows).
 //
-//   device-sim --port P [--host H] [--devices N] [--prefix van-] [--fleet F] [--messages K]
+//   device-sim --port P [--host H] [--devices N] [--first I] [--prefix van-] [--fleet F] [--messages K]
 //              [--interval-ms MS] [--erase-topic gdpr/erase/%c] [--duration-s S]
 //              [--never-ack ID,..] [--fail ID,..] [--slow ID,.. --slow-ms MS]
 //              [--offline ID,.. --offline-ms MS] [--subscriber ID] [--shared-subject S] [--quiet]
 //
-// Device i has client id <prefix><i> and driver "driver-<i>" (or S for every device with
-// --shared-subject: one driver who drove the whole fleet). --never-ack devices receive and
+// Device i (from --first, default 0) has client id <prefix><i> and driver "driver-<i>" (or S for every device with
+// --shared-subject: one driver who drove the whole fleet; a comma-separated list gives each
+// device's publishes those drivers in turn). --never-ack devices receive and
 // ignore commands; --fail devices answer "failed"; --slow devices answer after --slow-ms;
 // --offline devices disconnect after publishing and come back after --offline-ms. --subscriber
 // adds a downstream client that subscribes to the fleet's telemetry, keeps what it receives and
@@ -22,6 +25,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -38,6 +42,7 @@ struct options {
     std::string host = "127.0.0.1";
     int port = 0;
     int devices = 10;
+    int first = 0;  // number of the first device
     std::string prefix = "van-";
     std::string fleet = "f1";
     int messages = 3;
@@ -57,6 +62,7 @@ using clock_type = std::chrono::steady_clock;
 struct device {
     std::string id;
     std::string driver;  // empty for the downstream subscriber
+    std::vector<std::string> drivers;  // with --shared-subject: whose data each publish carries, in turn
     mosquitto* m = nullptr;
     bool connected = false;
     int published = 0;
@@ -179,6 +185,8 @@ void on_disconnect(mosquitto*, void* user, int, const mosquitto_property*) {
     static_cast<device*>(user)->connected = false;
 }
 
+int last_connect_error = 0;
+
 bool start(fleet& f, device& d) {
     d.m = mosquitto_new(d.id.c_str(), true, &d);
     if (!d.m) return false;
@@ -187,11 +195,13 @@ bool start(fleet& f, device& d) {
     mosquitto_disconnect_v5_callback_set(d.m, on_disconnect);
     mosquitto_message_v5_callback_set(d.m, on_message);
     mosquitto_publish_v5_callback_set(d.m, on_publish);
-    return mosquitto_connect_bind_v5(d.m, f.o.host.c_str(), f.o.port, 30, nullptr, nullptr) == MOSQ_ERR_SUCCESS;
+    last_connect_error = mosquitto_connect_bind_v5(d.m, f.o.host.c_str(), f.o.port, 30, nullptr, nullptr);
+    return last_connect_error == MOSQ_ERR_SUCCESS;
 }
 
 void publish(fleet& f, device& d) {
     const std::string topic = "fleet/" + f.o.fleet + "/vehicle/" + d.id + "/telemetry";
+    if (!d.drivers.empty()) d.driver = d.drivers[static_cast<std::size_t>(d.published) % d.drivers.size()];
     char payload[512];
     const int n = std::snprintf(payload, sizeof payload,
                                 "{\"driver_id\":\"%s\",\"driver_name\":\"Driver %s\",\"phone\":\"+49 170 %07d\","
@@ -206,7 +216,7 @@ void publish(fleet& f, device& d) {
 }
 
 int usage() {
-    std::fprintf(stderr, "usage: device-sim --port P [--host H] [--devices N] [--prefix P] [--fleet F] [--messages K] "
+    std::fprintf(stderr, "usage: device-sim --port P [--host H] [--devices N] [--first I] [--prefix P] [--fleet F] [--messages K] "
                          "[--interval-ms MS] [--erase-topic T] [--duration-s S] [--never-ack IDS] [--fail IDS] "
                          "[--slow IDS --slow-ms MS] [--offline IDS --offline-ms MS] [--subscriber ID] [--shared-subject S] [--quiet]\n");
     return 2;
@@ -228,6 +238,7 @@ int main(int argc, char** argv) {
         if (a == "--host") o.host = v;
         else if (a == "--port") o.port = std::atoi(v);
         else if (a == "--devices") o.devices = std::atoi(v);
+        else if (a == "--first") o.first = std::atoi(v);
         else if (a == "--prefix") o.prefix = v;
         else if (a == "--fleet") o.fleet = v;
         else if (a == "--messages") o.messages = std::atoi(v);
@@ -254,20 +265,44 @@ int main(int argc, char** argv) {
     f.devices.resize(static_cast<std::size_t>(o.devices) + (o.subscriber.empty() ? 0 : 1));
     for (int i = 0; i < o.devices; ++i) {
         auto& d = f.devices[static_cast<std::size_t>(i)];
-        d.id = o.prefix + std::to_string(i);
-        d.driver = o.shared_subject.empty() ? "driver-" + std::to_string(i) : o.shared_subject;
-    }
-    if (!o.subscriber.empty()) f.devices.back().id = o.subscriber;
-    for (auto& d : f.devices) {
-        if (!start(f, d)) {
-            std::fprintf(stderr, "device-sim: %s could not connect to %s:%d\n", d.id.c_str(), o.host.c_str(), o.port);
-            return 1;
+        d.id = o.prefix + std::to_string(o.first + i);
+        if (o.shared_subject.empty()) {
+            d.driver = "driver-" + std::to_string(o.first + i);
+        } else {
+            const auto list = split(o.shared_subject.c_str());
+            d.drivers.assign(list.begin(), list.end());
+            d.driver = d.drivers.front();
         }
     }
+    if (!o.subscriber.empty()) f.devices.back().id = o.subscriber;
     const auto started = clock_type::now();
     std::vector<pollfd> fds;
+    std::size_t next_to_start = 0;
     while (!stopping) {
         const auto now = clock_type::now();
+        // Connections are opened a few hundred at a time, so that a large fleet never overruns
+        // the broker's listen backlog.
+        std::size_t connecting = 0;
+        for (std::size_t i = 0; i < next_to_start; ++i) connecting += f.devices[i].connected ? 0 : 1;
+        while (next_to_start < f.devices.size() && connecting < 200) {
+            device& d = f.devices[next_to_start];
+            bool ok = false;
+            for (int attempt = 0; attempt < 50 && !ok && !stopping; ++attempt) {
+                ok = start(f, d);
+                if (!ok) {
+                    if (d.m) mosquitto_destroy(d.m);
+                    d.m = nullptr;
+                    ::poll(nullptr, 0, 100);
+                }
+            }
+            if (!ok) {
+                std::fprintf(stderr, "device-sim: %s could not connect to %s:%d: %s (%s)\n", d.id.c_str(), o.host.c_str(),
+                             o.port, mosquitto_strerror(last_connect_error), std::strerror(errno));
+                return 1;
+            }
+            ++next_to_start;
+            ++connecting;
+        }
         if (o.duration_s > 0 && now - started >= std::chrono::duration<double>(o.duration_s)) break;
         for (auto& d : f.devices) {
             if (!d.m) continue;

@@ -145,8 +145,8 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
                               if (!r) {
                                   response["error"] = error;
                               } else {
-                                  auto receipt = json::parse(receipt_json(*r));
-                                  receipt.erase("targets");  // getErasure has them; a large fleet makes this long
+                                  // getErasure has the targets; a large fleet makes them long.
+                                  auto receipt = receipt_document(*r, false);
                                   response["data"] = std::move(receipt);
                               }
                               pending->responses[i] = response;
@@ -161,8 +161,7 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
         if (cmd.contains("targets")) with_targets = required(cmd, "targets", json::value_t::boolean, "true or false").get<bool>();
         const erasure_request* r = erasure_->find(request_id);
         if (!r) throw command_error("no erasure request \"" + request_id + "\"");
-        auto receipt = json::parse(receipt_json(*r));
-        if (!with_targets) receipt.erase("targets");
+        auto receipt = receipt_document(*r, with_targets);
         response["data"] = std::move(receipt);
         pending->responses[i] = response;
         return true;
@@ -175,8 +174,7 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
     }
     json list = json::array();
     for (const erasure_request* r : erasure_->list(static_cast<std::size_t>(limit))) {
-        auto receipt = json::parse(receipt_json(*r));
-        receipt.erase("targets");
+        auto receipt = receipt_document(*r, false);
         receipt.erase("plugin");
         list.push_back(std::move(receipt));
     }

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gdpr/control_api.hpp"
+#include "gdpr/json_text.hpp"
 #include "gdpr/sqlite.hpp"
 
 namespace gdpr {
@@ -97,10 +98,16 @@ json roles_json(std::uint8_t roles) {
     return out;
 }
 
-json receipt(const erasure_request& r, bool with_subject) {
+json receipt(const erasure_request& r, bool with_subject, bool with_targets = true) {
     json targets = json::array();
     std::int64_t acknowledged = 0, failed = 0, unreachable = 0, pending = 0;
     for (const auto& t : r.targets) {
+        const auto o = outcome_of(t.state);
+        if (o == "acknowledged") ++acknowledged;
+        else if (o == "failed") ++failed;
+        else if (o == "unreachable") ++unreachable;
+        else ++pending;
+        if (!with_targets) continue;
         json tj{{"clientId", t.client_id}, {"roles", roles_json(t.roles)}, {"state", to_string(t.state)},
                 {"outcome", outcome_of(t.state)}, {"attempts", t.attempts}};
         if (t.first_sent_ms) tj["firstSentAt"] = format_utc_ms(t.first_sent_ms);
@@ -108,18 +115,12 @@ json receipt(const erasure_request& r, bool with_subject) {
         if (t.answered_ms) tj["answeredAt"] = format_utc_ms(t.answered_ms);
         if (!t.detail.empty()) tj["detail"] = t.detail;
         targets.push_back(std::move(tj));
-        const auto o = outcome_of(t.state);
-        if (o == "acknowledged") ++acknowledged;
-        else if (o == "failed") ++failed;
-        else if (o == "unreachable") ++unreachable;
-        else ++pending;
     }
     json j{{"requestId", r.id},
            {"operator", r.operator_id},
            {"state", to_string(r.state)},
            {"requestedAt", format_utc_ms(r.requested_ms)},
            {"deadline", format_utc_ms(r.deadline_ms)},
-           {"targets", std::move(targets)},
            {"plugin", local_to_json(r.local)},
            {"totals",
             {{"targets", r.targets.size()},
@@ -127,10 +128,96 @@ json receipt(const erasure_request& r, bool with_subject) {
              {"failed", failed},
              {"unreachable", unreachable},
              {"pending", pending}}}};
+    if (with_targets) j["targets"] = std::move(targets);
     if (with_subject && !r.subject.empty()) j["subject"] = r.subject;
     j["subjectRef"] = r.subject_ref;
     if (r.completed_ms) j["completedAt"] = format_utc_ms(r.completed_ms);
     return j;
+}
+
+struct totals {
+    std::int64_t acknowledged = 0, failed = 0, unreachable = 0, pending = 0;
+};
+
+totals count(const erasure_request& r) {
+    totals t;
+    for (const auto& x : r.targets) {
+        const auto o = outcome_of(x.state);
+        if (o == "acknowledged") ++t.acknowledged;
+        else if (o == "failed") ++t.failed;
+        else if (o == "unreachable") ++t.unreachable;
+        else ++t.pending;
+    }
+    return t;
+}
+
+void append_member(std::string& out, std::string_view key, std::string_view value) {
+    out.push_back(',');
+    append_json_string(out, key);
+    out.push_back(':');
+    append_json_string(out, value);
+}
+
+void append_member(std::string& out, std::string_view key, std::int64_t value) {
+    out.push_back(',');
+    append_json_string(out, key);
+    out.push_back(':');
+    append_number(out, value);
+}
+
+void append_totals(std::string& out, const erasure_request& r) {
+    const totals t = count(r);
+    out += "{\"targets\":";
+    append_number(out, static_cast<std::int64_t>(r.targets.size()));
+    append_member(out, "acknowledged", t.acknowledged);
+    append_member(out, "failed", t.failed);
+    append_member(out, "unreachable", t.unreachable);
+    append_member(out, "pending", t.pending);
+    out.push_back('}');
+}
+
+// The same document as receipt(), written by hand: the audit trail records it whole, and a fleet
+// of ten thousand makes it megabytes.
+std::string receipt_text(const erasure_request& r, bool with_subject, bool with_targets) {
+    std::string out = "{\"requestId\":";
+    append_json_string(out, r.id);
+    append_member(out, "operator", r.operator_id);
+    append_member(out, "state", to_string(r.state));
+    append_member(out, "requestedAt", format_utc_ms(r.requested_ms));
+    append_member(out, "deadline", format_utc_ms(r.deadline_ms));
+    if (r.completed_ms) append_member(out, "completedAt", format_utc_ms(r.completed_ms));
+    if (with_subject && !r.subject.empty()) append_member(out, "subject", r.subject);
+    append_member(out, "subjectRef", r.subject_ref);
+    out += ",\"plugin\":";
+    out += local_to_json(r.local).dump(-1, ' ', false, json::error_handler_t::replace);
+    out += ",\"totals\":";
+    append_totals(out, r);
+    if (with_targets) {
+        out += ",\"targets\":[";
+        bool first = true;
+        for (const auto& t : r.targets) {
+            if (!first) out.push_back(',');
+            first = false;
+            out += "{\"clientId\":";
+            append_json_string(out, t.client_id);
+            out += ",\"roles\":[";
+            if (t.roles & role_publisher) out += "\"publisher\"";
+            if ((t.roles & role_publisher) && (t.roles & role_recipient)) out.push_back(',');
+            if (t.roles & role_recipient) out += "\"recipient\"";
+            out.push_back(']');
+            append_member(out, "state", to_string(t.state));
+            append_member(out, "outcome", outcome_of(t.state));
+            append_member(out, "attempts", t.attempts);
+            if (t.first_sent_ms) append_member(out, "firstSentAt", format_utc_ms(t.first_sent_ms));
+            if (t.last_sent_ms) append_member(out, "lastSentAt", format_utc_ms(t.last_sent_ms));
+            if (t.answered_ms) append_member(out, "answeredAt", format_utc_ms(t.answered_ms));
+            if (!t.detail.empty()) append_member(out, "detail", t.detail);
+            out.push_back('}');
+        }
+        out.push_back(']');
+    }
+    out.push_back('}');
+    return out;
 }
 
 } // namespace
@@ -155,12 +242,19 @@ std::string_view to_string(request_state s) {
 // Text from devices is cleaned before it is kept, but a dump must never throw on a broker thread.
 static std::string dump_safely(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-std::string receipt_json(const erasure_request& r) { return dump_safely(receipt(r, true)); }
+nlohmann::json receipt_document(const erasure_request& r, bool with_targets) { return receipt(r, true, with_targets); }
+
+std::string receipt_json(const erasure_request& r, bool with_targets) { return receipt_text(r, true, with_targets); }
 
 erasure_manager::erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects)
     : topics_(std::move(topics)), options_(options), map_(map), effects_(std::move(effects)) {}
 
-erasure_manager::~erasure_manager() = default;
+erasure_manager::~erasure_manager() {
+    try {
+        flush_targets();  // the worker writes it before it stops
+    } catch (...) {
+    }
+}
 
 std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, erase_topics topics,
                                                        erasure_options options, data_map& map, erasure_effects effects,
@@ -228,6 +322,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
         m->active_.emplace(id, r.get());
         for (auto& t : r->targets) {
             if (is_final(t.state)) continue;
+            ++r->open_targets;
             t.next_send_ms = 1;
             m->pending_by_client_[t.client_id].push_back(id);
         }
@@ -289,6 +384,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     r.retained_topics = h.retained_topics;  // cleared once the request is durable
     for (const auto& topic : h.retained_topics)
         r.local.retained_cleared.push_back(effects_.loggable_topic ? effects_.loggable_topic(topic) : topic);
+    r.open_targets = r.targets.size();
     requests_.emplace(id, std::move(owned));
     const auto previous = last_request_ms_.find(ref);
     const std::optional<std::int64_t> previous_ms =
@@ -400,6 +496,7 @@ void erasure_manager::take_new_holders(erasure_request& r) {
         nt.roles = role;
         nt.next_send_ms = r.requested_ms;
         r.targets.insert(t, std::move(nt));
+        ++r.open_targets;
         added.emplace_back(client, role);
         if (r.durable) pending_by_client_[client].push_back(r.id);
     }
@@ -443,15 +540,18 @@ void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t n
         t.next_send_ms = 0;  // sent when the client connects
         return;
     }
-    json command{{"requestId", r.id},
-                 {"subject", r.subject},
-                 {"issuedAt", format_utc_ms(r.requested_ms)},
-                 {"deadline", format_utc_ms(r.deadline_ms)},
-                 {"attempt", t.attempts + 1}};
+    std::string command = "{\"requestId\":";
+    append_json_string(command, r.id);
+    append_member(command, "subject", r.subject);
     if (effects_.pseudonym) {
-        if (std::string p = effects_.pseudonym(r.subject); !p.empty()) command["pseudonym"] = std::move(p);
+        if (r.pseudonym.empty()) r.pseudonym = effects_.pseudonym(r.subject);
+        if (!r.pseudonym.empty()) append_member(command, "pseudonym", r.pseudonym);
     }
-    if (effects_.send) effects_.send(t.client_id, topics_.command_topic(t.client_id), dump_safely(command));
+    append_member(command, "issuedAt", format_utc_ms(r.requested_ms));
+    append_member(command, "deadline", format_utc_ms(r.deadline_ms));
+    append_member(command, "attempt", t.attempts + 1);
+    command.push_back('}');
+    if (effects_.send) effects_.send(t.client_id, topics_.command_topic(t.client_id), command);
     ++t.attempts;
     t.state = target_state::sent;
     t.seen_online = true;
@@ -465,13 +565,19 @@ void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t n
 
 void erasure_manager::finish_target(erasure_request& r, erasure_target& t, target_state s, std::int64_t now_ms,
                                     std::string detail) {
+    if (!is_final(t.state) && r.open_targets > 0) --r.open_targets;
     t.state = s;
     t.answered_ms = now_ms;
     t.detail = std::move(detail);
     t.next_send_ms = 0;
     save_target(r, t);
-    record("erasure_target", r,
-           json{{"request_id", r.id}, {"client_id", t.client_id}, {"state", to_string(s)}, {"attempts", t.attempts}}.dump(-1, ' ', false, json::error_handler_t::replace));
+    std::string detail_json = "{\"request_id\":";
+    append_json_string(detail_json, r.id);
+    append_member(detail_json, "client_id", t.client_id);
+    append_member(detail_json, "state", to_string(s));
+    append_member(detail_json, "attempts", t.attempts);
+    detail_json.push_back('}');
+    record("erasure_target", r, detail_json);
     auto it = pending_by_client_.find(t.client_id);
     if (it != pending_by_client_.end()) {
         auto& ids = it->second;
@@ -481,20 +587,23 @@ void erasure_manager::finish_target(erasure_request& r, erasure_target& t, targe
 }
 
 void erasure_manager::maybe_complete(erasure_request& r, std::int64_t now_ms) {
-    if (r.state != request_state::in_progress || !r.durable || !r.local.done()) return;
+    if (r.state != request_state::in_progress || !r.durable || !r.local.done() || r.open_targets > 0) return;
     bool failures = !r.local.error.empty();
-    for (const auto& t : r.targets) {
-        if (!is_final(t.state)) return;
+    for (const auto& t : r.targets)
         failures = failures || t.state == target_state::failed || t.state == target_state::unreachable;
-    }
+    flush_targets();  // the targets' final states before the request's
     r.state = failures ? request_state::completed_with_failures : request_state::completed;
     r.completed_ms = now_ms;
     save_request(r);
-    record("erasure_receipt", r, dump_safely(receipt(r, false)));
+    record("erasure_receipt", r, receipt_text(r, false, true));  // the whole receipt, once
     active_.erase(r.id);
     if (failures && effects_.alert)
         effects_.alert("erasure_incomplete", "erasure request " + r.id + " completed with failures: " +
-                                                 dump_safely(receipt(r, false)["totals"]));
+                                                 [&] {
+                                                     std::string t;
+                                                     append_totals(t, r);
+                                                     return t;
+                                                 }());
 }
 
 std::string erasure_manager::acknowledge(const std::string& client_id, std::string_view payload, std::int64_t now_ms) {
@@ -568,11 +677,20 @@ void erasure_manager::tick(std::int64_t now_ms) {
             for (const auto& t : it->second->targets) save_target(*it->second, t);
         }
     }
-    if (next_due_ms_ == 0 || now_ms < next_due_ms_) return;
+    if (next_due_ms_ != 0 && now_ms >= next_due_ms_) run_due(now_ms);
+    flush_targets();
+}
+
+void erasure_manager::run_due(std::int64_t now_ms) {
     std::int64_t next = 0;
     auto consider = [&next](std::int64_t at) {
         if (at > 0) next = next == 0 ? at : std::min(next, at);
     };
+    // Tokens for this tick: at most a tenth of a second's worth at once.
+    const double rate = static_cast<double>(std::max<std::int64_t>(1, options_.send_rate_per_s));
+    send_tokens_ = std::min(rate / 10 + 1, send_tokens_ + static_cast<double>(now_ms - tokens_at_ms_) * rate / 1000);
+    tokens_at_ms_ = now_ms;
+    bool paced = false;
     std::vector<erasure_request*> active;
     for (auto& [id, r] : active_) active.push_back(r);
     for (erasure_request* r : active) {
@@ -597,27 +715,60 @@ void erasure_manager::tick(std::int64_t now_ms) {
         }
         for (auto& t : r->targets) {
             if (is_final(t.state)) continue;
-            if (t.next_send_ms > 0 && t.next_send_ms <= now_ms) send(*r, t, now_ms);
+            if (t.next_send_ms > 0 && t.next_send_ms <= now_ms) {
+                if (send_tokens_ < 1) {
+                    paced = true;
+                    continue;
+                }
+                send_tokens_ -= 1;
+                send(*r, t, now_ms);
+            }
             consider(t.next_send_ms);
         }
         consider(r->deadline_ms);
         maybe_complete(*r, now_ms);
     }
+    // Held back by the pace: due again once a few commands' worth of tokens have accrued.
+    if (paced) consider(now_ms + std::max<std::int64_t>(1, static_cast<std::int64_t>(10000 / rate)));
     next_due_ms_ = next;
 }
 
 void erasure_manager::save_target(const erasure_request& r, const erasure_target& t) {
+    unsaved_targets_.push_back(target_row{r.id, t});
+}
+
+void erasure_manager::flush_targets() {
+    if (unsaved_targets_.empty()) return;
+    std::vector<target_row> rows;
+    rows.swap(unsaved_targets_);
+    std::vector<std::string> ids;
+    for (const auto& row : rows)
+        if (ids.empty() || ids.back() != row.request_id) ids.push_back(row.request_id);
+    auto failed = [this, ids](const std::string& error) {
+        for (const auto& id : ids) {
+            auto it = requests_.find(id);
+            if (it != requests_.end()) on_saved(*it->second)(error);
+        }
+    };
     worker_->submit(
-        [id = r.id, t](sqlite_db& db) {
+        [rows = std::move(rows)](sqlite_db& db) {
             auto& update = db.cached("UPDATE erasure_targets SET state = ?3, attempts = ?4, first_sent_ms = ?5, "
                                      "last_sent_ms = ?6, answered_ms = ?7, seen_online = ?8, detail = ?9 "
                                      "WHERE request_id = ?1 AND client_id = ?2");
-            update.bind(1, id).bind(2, t.client_id).bind(3, to_string(t.state)).bind(4, std::int64_t{t.attempts});
-            update.bind(5, t.first_sent_ms).bind(6, t.last_sent_ms).bind(7, t.answered_ms);
-            update.bind(8, std::int64_t{t.seen_online}).bind(9, t.detail);
-            update.run();
+            for (const auto& row : rows) {
+                const auto& t = row.target;
+                update.bind(1, row.request_id).bind(2, t.client_id).bind(3, to_string(t.state));
+                update.bind(4, std::int64_t{t.attempts}).bind(5, t.first_sent_ms).bind(6, t.last_sent_ms);
+                update.bind(7, t.answered_ms).bind(8, std::int64_t{t.seen_online}).bind(9, t.detail);
+                update.run();
+            }
         },
-        on_saved(r));
+        failed);
+}
+
+void erasure_manager::wait_idle() {
+    flush_targets();
+    worker_->wait_idle();
 }
 
 void erasure_manager::save_request(const erasure_request& r) {

@@ -1,5 +1,7 @@
 #include "gdpr/session_recorder.hpp"
 
+#include "gdpr/json_text.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -28,40 +30,8 @@ std::string_view outcome_name(field_outcome::kind k) {
     return "?";
 }
 
-void append_number(std::string& out, std::int64_t v) {
-    char digits[24];
-    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
-    out.append(digits, static_cast<std::size_t>(end - digits));
-}
 
 } // namespace
-
-void append_json_string(std::string& out, std::string_view s) {
-    // Runs of characters that need no escape are copied whole: this is on the broker thread for
-    // every recorded publish.
-    static const char* hex = "0123456789abcdef";
-    out.push_back('"');
-    std::size_t run = 0;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        out.append(s.data() + run, i - run);
-        run = i + 1;
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            out += "\\u00";
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 15]);
-        }
-    }
-    out.append(s.data() + run, s.size() - run);
-    out.push_back('"');
-}
 
 session_recorder::session_recorder(audit_log& log, const classifier& engine, delivery_recording deliveries)
     : log_(log), engine_(engine), deliveries_(deliveries) {}
@@ -281,6 +251,66 @@ void session_recorder::delivery(std::int64_t session, std::string_view client_id
     log_.append(std::move(r));
 }
 
+namespace {
+
+// The command names of a control response and whether each succeeded, read without building the
+// document: a response can hold an erasure receipt of megabytes.
+class outcome_reader : public nlohmann::json_sax<nlohmann::json> {
+public:
+    std::vector<std::pair<std::string, bool>> outcomes;
+
+    bool null() override { return value(); }
+    bool boolean(bool) override { return value(); }
+    bool number_integer(number_integer_t) override { return value(); }
+    bool number_unsigned(number_unsigned_t) override { return value(); }
+    bool number_float(number_float_t, const string_t&) override { return value(); }
+    bool string(string_t& v) override {
+        if (depth_ == 3 && key_ == "command") outcomes.back().first = v;
+        return value();
+    }
+    bool binary(binary_t&) override { return value(); }
+    bool start_object(std::size_t) override {
+        ++depth_;
+        if (depth_ == 3 && in_responses_) outcomes.emplace_back(std::string(), true);
+        return true;
+    }
+    bool key(string_t& k) override {
+        if (depth_ == 1) in_responses_ = k == "responses";
+        if (depth_ == 3 && in_responses_) {
+            key_ = k;
+            if (k == "error") outcomes.back().second = false;
+        }
+        return true;
+    }
+    bool end_object() override {
+        --depth_;
+        return true;
+    }
+    bool start_array(std::size_t) override {
+        ++depth_;
+        return true;
+    }
+    bool end_array() override {
+        --depth_;
+        return true;
+    }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+private:
+    bool value() { return true; }
+    int depth_ = 0;
+    bool in_responses_ = false;
+    std::string key_;
+};
+
+std::vector<std::pair<std::string, bool>> command_outcomes(const std::string& response_json) {
+    outcome_reader reader;
+    nlohmann::json::sax_parse(response_json, &reader);
+    return std::move(reader.outcomes);
+}
+
+} // namespace
+
 void session_recorder::control(std::string_view client_id, std::string_view operator_id,
                                const std::string& response_json) {
     audit_record r;
@@ -288,12 +318,8 @@ void session_recorder::control(std::string_view client_id, std::string_view oper
     r.kind = audit_kind::control;
     r.client_id = client_id;
     nlohmann::json commands = nlohmann::json::array();
-    const auto response = nlohmann::json::parse(response_json, nullptr, false);
-    if (response.is_object() && response.contains("responses") && response["responses"].is_array())
-        for (const auto& c : response["responses"]) {
-            if (!c.is_object()) continue;
-            commands.push_back({{"command", c.value("command", std::string())}, {"ok", !c.contains("error")}});
-        }
+    for (const auto& [name, ok] : command_outcomes(response_json))
+        commands.push_back({{"command", name}, {"ok", ok}});
     r.detail = nlohmann::json{{"operator", operator_id}, {"commands", commands}}.dump();
     log_.append(std::move(r));
 }
@@ -302,10 +328,16 @@ void session_recorder::erasure(std::string_view step, const std::string& detail_
     audit_record r;
     r.at_ms = wall_ms();
     r.kind = audit_kind::erasure;
-    auto detail = nlohmann::json::parse(detail_json, nullptr, false);
-    if (!detail.is_object()) detail = nlohmann::json::object();
-    detail["step"] = step;
-    r.detail = detail.dump();
+    // {"step":"...", + the caller's members: a receipt can be megabytes, so it is not re-parsed.
+    r.detail = "{\"step\":";
+    append_json_string(r.detail, step);
+    const auto open = detail_json.find('{');
+    const auto close = detail_json.rfind('}');
+    if (open != std::string::npos && close != std::string::npos && close > open + 1) {
+        r.detail.push_back(',');
+        r.detail.append(detail_json, open + 1, close - open - 1);
+    }
+    r.detail.push_back('}');
     log_.append(std::move(r));
 }
 

@@ -454,3 +454,22 @@ TEST_CASE("a delivery is attributed to the last publish only on its topic and pa
     map->delivered("sub", "fleet/a", &payload);
     CHECK(map->holdings("driver-1").recipients == std::vector<std::string>{"sub"});
 }
+
+TEST_CASE("a fan-out to a large fleet is paced to the configured commands per second", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    for (int i = 0; i < 1000; ++i) map->published({"driver-1"}, "van-" + std::to_string(i), "t", false, &p);
+    broker_side broker;
+    auto options = fast_options();
+    options.send_rate_per_s = 100;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), options, *map, broker.effects());
+    const std::int64_t t0 = 1'700'000'000'000;
+    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+    m->tick(t0);
+    CHECK(broker.sent.size() <= 11);  // at most a tenth of a second's worth at once
+    for (std::int64_t ms = 10; ms <= 2000; ms += 10) m->tick(t0 + ms);
+    CHECK(broker.sent.size() >= 190);
+    CHECK(broker.sent.size() <= 212);  // two seconds at 100 per second
+}

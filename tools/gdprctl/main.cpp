@@ -379,7 +379,7 @@ int follow_erasure(mqtt::async_client& client, const std::string& id, int wait_s
                       << " s; follow it with: gdprctl erasure status " << id << "\n";
             return EXIT_TIMEOUT;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
 }
 

@@ -14,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "gdpr/data_map.hpp"
 #include "gdpr/storage_worker.hpp"
 
@@ -87,6 +89,8 @@ struct erasure_request {
     local_erasure local;
     bool durable = false;  // memory only: the request row is written (fan-out starts then)
     std::vector<std::string> retained_topics;  // memory only: the topics to clear, as they are
+    std::size_t open_targets = 0;              // memory only: targets without a final state
+    std::string pseudonym;                     // memory only: erasure_effects::pseudonym, once
 };
 
 struct erasure_options {
@@ -94,6 +98,9 @@ struct erasure_options {
     std::int64_t first_retry_ms = 10 * 1000;          // doubles per attempt
     std::int64_t max_retry_ms = 15 * 60 * 1000;
     std::int64_t rate_limit_ms = 24LL * 3600 * 1000;  // one request per subject per period; 0: none
+    // Erase commands per second across all requests: a fan-out to a large fleet is paced so that
+    // the broker keeps serving ordinary traffic meanwhile.
+    std::int64_t send_rate_per_s = 2000;
 };
 
 // How the manager acts on the broker and the rest of the plugin. Every member is called on the
@@ -161,11 +168,14 @@ public:
     std::size_t in_progress() const { return active_.size(); }
     std::size_t drain() { return worker_->drain(); }
     bool has_completions() const { return worker_->has_completions(); }
-    void wait_idle() { worker_->wait_idle(); }
+    // Writes target changes still held back, then blocks until everything is written.
+    void wait_idle();
+
 
 private:
     erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects);
     void start(erasure_request& r, std::int64_t now_ms);
+    void run_due(std::int64_t now_ms);
     void finish_local(erasure_request& r, const std::string& consent_error, std::int64_t consent_events,
                       std::int64_t bindings);
     // Holders the map learned since the request's targets were taken become targets too; then
@@ -176,7 +186,10 @@ private:
     void send(erasure_request& r, erasure_target& t, std::int64_t now_ms);
     void finish_target(erasure_request& r, erasure_target& t, target_state s, std::int64_t now_ms, std::string detail);
     void maybe_complete(erasure_request& r, std::int64_t now_ms);
+    // Target changes are held back and written together, once per tick (thousands of devices
+    // answer within a second of each other).
     void save_target(const erasure_request& r, const erasure_target& t);
+    void flush_targets();
     void save_request(const erasure_request& r);
     void record(std::string_view step, const erasure_request& r, const std::string& detail_json);
 
@@ -190,12 +203,21 @@ private:
     std::unordered_map<std::string, std::vector<std::string>> pending_by_client_;  // client -> request ids
     std::vector<std::string> resume_local_;  // restarted requests whose own part is unfinished
     std::vector<std::string> resave_;        // requests whose last write failed
+    struct target_row {
+        std::string request_id;
+        erasure_target target;
+    };
+    std::vector<target_row> unsaved_targets_;
     std::int64_t next_due_ms_ = 0;
+    double send_tokens_ = 0;            // commands that may go out now (erasure_options::send_rate_per_s)
+    std::int64_t tokens_at_ms_ = 0;
     std::unique_ptr<storage_worker> worker_;
 };
 
 // The receipt (and getErasure answer) as JSON text: per target the outcome (acknowledged, failed,
 // unreachable, pending) with timestamps, the plugin's own part, and the totals.
-std::string receipt_json(const erasure_request& r);
+std::string receipt_json(const erasure_request& r, bool with_targets = true);
+// The same document, for callers that embed it in one of their own.
+nlohmann::json receipt_document(const erasure_request& r, bool with_targets = true);
 
 } // namespace gdpr

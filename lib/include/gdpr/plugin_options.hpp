@@ -43,11 +43,13 @@ struct plugin_options {
 
     // Erasure (GDPR Art. 17): where each client gets its erase commands ("%c": its client id; it
     // acknowledges on <topic>/ack), how long a request may take, how soon an unanswered command is
-    // sent again (doubling each time), and how often one subject may be erased (0: no limit).
+    // sent again (doubling each time), how often one subject may be erased (0: no limit), and how
+    // fast commands go out.
     std::string erase_topic = "gdpr/erase/%c";
     std::int64_t erase_deadline_seconds = 86400;
     std::int64_t erase_retry_seconds = 10;
     std::int64_t erase_rate_limit_seconds = 86400;
+    std::int64_t erase_send_rate = 2000;  // erase commands per second, all requests together
 };
 
 // The option keys this plugin understands, for documentation and error messages.

@@ -12,6 +12,7 @@
 
 #include "gdpr/audit_log.hpp"
 #include "gdpr/classifier.hpp"
+#include "gdpr/json_text.hpp"
 
 namespace gdpr {
 
@@ -85,7 +86,5 @@ private:
     std::string scratch_;
 };
 
-// Appends `s` to `out` as a JSON string literal.
-void append_json_string(std::string& out, std::string_view s);
 
 } // namespace gdpr
