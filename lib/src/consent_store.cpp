@@ -54,19 +54,7 @@ std::unique_ptr<consent_store> consent_store::open(const std::string& path, cons
     }
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
-    {
-        sqlite_statement version(db->handle(), "SELECT version FROM schema_version WHERE component = 'consent'");
-        if (version.step()) {
-            const auto v = version.integer(0);
-            if (v > SCHEMA_VERSION)
-                throw storage_error("'" + path + "' was written by a newer version (consent schema " + std::to_string(v) +
-                                    ", this plugin knows " + std::to_string(SCHEMA_VERSION) + ")");
-        } else {
-            version.reset();
-            db->exec("INSERT INTO schema_version (component, version) VALUES ('consent', " +
-                     std::to_string(SCHEMA_VERSION) + ")");
-        }
-    }
+    check_schema_version(*db, "consent", SCHEMA_VERSION, "consent schema");
     {
         sqlite_statement rows(db->handle(), "SELECT subject, purpose FROM consent_current WHERE granted = 1");
         while (rows.step()) {

@@ -42,19 +42,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
     map->storable_topic_ = std::move(storable_topic);
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
-    {
-        sqlite_statement version(db->handle(), "SELECT version FROM schema_version WHERE component = 'data_map'");
-        if (version.step()) {
-            if (version.integer(0) > SCHEMA_VERSION)
-                throw storage_error("'" + path + "' was written by a newer version (data map schema " +
-                                    std::to_string(version.integer(0)) + ", this plugin knows " +
-                                    std::to_string(SCHEMA_VERSION) + ")");
-        } else {
-            version.reset();
-            db->exec("INSERT INTO schema_version (component, version) VALUES ('data_map', " +
-                     std::to_string(SCHEMA_VERSION) + ")");
-        }
-    }
+    check_schema_version(*db, "data_map", SCHEMA_VERSION, "data map schema");
     {
         sqlite_statement rows(db->handle(), "SELECT subject_ref, role, holder FROM data_map");
         while (rows.step()) {

@@ -262,19 +262,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
     std::unique_ptr<erasure_manager> m(new erasure_manager(std::move(topics), options, map, std::move(effects)));
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
-    {
-        sqlite_statement version(db->handle(), "SELECT version FROM schema_version WHERE component = 'erasure'");
-        if (version.step()) {
-            if (version.integer(0) > SCHEMA_VERSION)
-                throw storage_error("'" + path + "' was written by a newer version (erasure schema " +
-                                    std::to_string(version.integer(0)) + ", this plugin knows " +
-                                    std::to_string(SCHEMA_VERSION) + ")");
-        } else {
-            version.reset();
-            db->exec("INSERT INTO schema_version (component, version) VALUES ('erasure', " +
-                     std::to_string(SCHEMA_VERSION) + ")");
-        }
-    }
+    check_schema_version(*db, "erasure", SCHEMA_VERSION, "erasure schema");
     {
         sqlite_statement rows(db->handle(), "SELECT request_id, subject, subject_ref, operator, requested_at_ms, "
                                             "deadline_ms, state, completed_at_ms, local_json FROM erasure_requests");

@@ -316,4 +316,15 @@ std::optional<std::string> user_property(const mqtt::const_message_ptr& msg, con
     return std::nullopt;
 }
 
+std::pair<int, std::string> run_command(const std::string& command, bool with_stderr) {
+    std::string out;
+    FILE* p = ::popen((command + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+    if (!p) throw std::runtime_error("cannot run: " + command);
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    const int status = ::pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
 } // namespace itest

@@ -115,6 +115,10 @@ private:
 void connect_and_vanish(const broker& b, const std::string& client_id, const std::string& will_topic,
                         const std::string& will_payload, int will_qos = 1);
 
+// Runs a shell command; returns its exit status and what it printed on stdout (and on stderr too
+// when `with_stderr`).
+std::pair<int, std::string> run_command(const std::string& command, bool with_stderr = true);
+
 // Value of user property `name` on a message, if present.
 std::optional<std::string> user_property(const mqtt::const_message_ptr& msg, const std::string& name);
 

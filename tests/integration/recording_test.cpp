@@ -46,16 +46,7 @@ struct recording_setup {
 };
 
 // Runs a command; returns its exit status and what it printed.
-std::pair<int, std::string> run(const std::string& command) {
-    std::string out;
-    FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-    REQUIRE(p);
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    const int status = ::pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+std::pair<int, std::string> run(const std::string& command) { return itest::run_command(command); }
 
 std::string gdprctl() { return GDPRCTL_PATH; }
 

@@ -111,6 +111,25 @@ const erasure_request* start_request(erasure_manager& m, data_map& map, const st
     return result;
 }
 
+constexpr std::int64_t T0 = 1'700'000'000'000;
+
+// A database, a data map in which `publishers` sent driver-1's data, and a manager on both.
+struct erasure_world {
+    test_support::temp_dir dir;
+    std::string db = (dir.path() / "gdpr.db").string();
+    std::unique_ptr<data_map> map = data_map::open(db);
+    broker_side broker;
+    std::unique_ptr<erasure_manager> m;
+    int payload = 0;
+
+    explicit erasure_world(const std::vector<std::string>& publishers, gdpr::erasure_options options = fast_options()) {
+        for (const auto& c : publishers) map->published({"driver-1"}, c, "t/1", false, &payload);
+        m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), options, *map, broker.effects());
+    }
+    erasure_world(const erasure_world&) = delete;
+    erasure_world& operator=(const erasure_world&) = delete;
+};
+
 std::string ack(const std::string& id, const std::string& status) {
     return json{{"requestId", id}, {"status", status}}.dump();
 }
@@ -368,15 +387,11 @@ TEST_CASE("a request id is one request, the rate limit refuses a second erasure,
 }
 
 TEST_CASE("a device that reports failure is failed at once and alerted", "[erasure]") {
-    test_support::temp_dir dir;
-    const auto db = (dir.path() / "gdpr.db").string();
-    auto map = data_map::open(db);
-    int p = 0;
-    map->published({"driver-1"}, "van-1", "t/1", false, &p);
-    broker_side broker;
-    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
-    const std::int64_t t0 = 1'700'000'000'000;
-    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+    erasure_world w({"van-1"});
+    auto& m = w.m;
+    auto& broker = w.broker;
+    const std::int64_t t0 = T0;
+    REQUIRE(start_request(*m, *w.map, "req-1", "driver-1", t0));
     m->tick(t0);
     CHECK(m->acknowledge("van-1", json{{"requestId", "req-1"}, {"status", "failed"}, {"detail", "flash is read-only"}}.dump(),
                          t0 + 5)
@@ -422,15 +437,10 @@ TEST_CASE("the receipt says the key is shredded only once it is gone; holders se
 }
 
 TEST_CASE("a device's failure text is kept as printable ASCII, whatever bytes it sent", "[erasure]") {
-    test_support::temp_dir dir;
-    const auto db = (dir.path() / "gdpr.db").string();
-    auto map = data_map::open(db);
-    int p = 0;
-    map->published({"driver-1"}, "van-1", "t/1", false, &p);
-    broker_side broker;
-    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
-    const std::int64_t t0 = 1'700'000'000'000;
-    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+    erasure_world w({"van-1"});
+    auto& m = w.m;
+    const std::int64_t t0 = T0;
+    REQUIRE(start_request(*m, *w.map, "req-1", "driver-1", t0));
     m->tick(t0);
     // Valid JSON whose detail is 300 bytes of multi-byte text: cut anywhere, it would not be UTF-8.
     std::string detail;
@@ -456,17 +466,15 @@ TEST_CASE("a delivery is attributed to the last publish only on its topic and pa
 }
 
 TEST_CASE("a fan-out to a large fleet is paced to the configured commands per second", "[erasure]") {
-    test_support::temp_dir dir;
-    const auto db = (dir.path() / "gdpr.db").string();
-    auto map = data_map::open(db);
-    int p = 0;
-    for (int i = 0; i < 1000; ++i) map->published({"driver-1"}, "van-" + std::to_string(i), "t", false, &p);
-    broker_side broker;
+    std::vector<std::string> fleet;
+    for (int i = 0; i < 1000; ++i) fleet.push_back("van-" + std::to_string(i));
     auto options = fast_options();
     options.send_rate_per_s = 100;
-    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), options, *map, broker.effects());
-    const std::int64_t t0 = 1'700'000'000'000;
-    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
+    erasure_world w(fleet, options);
+    auto& m = w.m;
+    auto& broker = w.broker;
+    const std::int64_t t0 = T0;
+    REQUIRE(start_request(*m, *w.map, "req-1", "driver-1", t0));
     m->tick(t0);
     CHECK(broker.sent.size() <= 11);  // at most a tenth of a second's worth at once
     for (std::int64_t ms = 10; ms <= 2000; ms += 10) m->tick(t0 + ms);

@@ -81,6 +81,11 @@ private:
     std::map<std::string, std::unique_ptr<sqlite_statement>> statements_;
 };
 
+// Records `version` for `component` in the schema_version table (created when missing) of a new
+// database; throws storage_error naming the file when it was written by a newer version.
+// `description` names the component in the message ("consent schema").
+void check_schema_version(sqlite_db& db, std::string_view component, int version, std::string_view description);
+
 // Rolls back in its destructor unless committed.
 class sqlite_transaction {
 public:
