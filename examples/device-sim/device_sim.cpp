@@ -23,6 +23,7 @@
 #include <mqtt_protocol.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -78,6 +79,7 @@ struct fleet {
     options o;
     std::vector<device> devices;
     int erase_commands = 0, acks_sent = 0;
+    bool subscribed = false;  // the downstream subscriber's subscription is in place
 };
 
 fleet* the_fleet = nullptr;
@@ -181,6 +183,8 @@ void on_publish(mosquitto*, void* user, int, int, const mosquitto_property*) {
     if (d.in_flight > 0) --d.in_flight;
 }
 
+void on_subscribe(mosquitto*, void*, int, int, const int*, const mosquitto_property*) { the_fleet->subscribed = true; }
+
 void on_disconnect(mosquitto*, void* user, int, const mosquitto_property*) {
     static_cast<device*>(user)->connected = false;
 }
@@ -195,6 +199,7 @@ bool start(fleet& f, device& d) {
     mosquitto_disconnect_v5_callback_set(d.m, on_disconnect);
     mosquitto_message_v5_callback_set(d.m, on_message);
     mosquitto_publish_v5_callback_set(d.m, on_publish);
+    mosquitto_subscribe_v5_callback_set(d.m, on_subscribe);
     last_connect_error = mosquitto_connect_bind_v5(d.m, f.o.host.c_str(), f.o.port, 30, nullptr, nullptr);
     return last_connect_error == MOSQ_ERR_SUCCESS;
 }
@@ -274,7 +279,12 @@ int main(int argc, char** argv) {
             d.driver = d.drivers.front();
         }
     }
-    if (!o.subscriber.empty()) f.devices.back().id = o.subscriber;
+    if (!o.subscriber.empty()) {
+        // The subscriber comes first and is subscribed before any device publishes: it must see
+        // the fleet's data to hold it.
+        f.devices.back().id = o.subscriber;
+        std::rotate(f.devices.begin(), f.devices.end() - 1, f.devices.end());
+    }
     const auto started = clock_type::now();
     std::vector<pollfd> fds;
     std::size_t next_to_start = 0;
@@ -284,7 +294,8 @@ int main(int argc, char** argv) {
         // the broker's listen backlog.
         std::size_t connecting = 0;
         for (std::size_t i = 0; i < next_to_start; ++i) connecting += f.devices[i].connected ? 0 : 1;
-        while (next_to_start < f.devices.size() && connecting < 200) {
+        const bool subscriber_pending = !o.subscriber.empty() && !f.subscribed;
+        while (next_to_start < f.devices.size() && connecting < 200 && !(subscriber_pending && next_to_start > 0)) {
             device& d = f.devices[next_to_start];
             bool ok = false;
             for (int attempt = 0; attempt < 50 && !ok && !stopping; ++attempt) {
