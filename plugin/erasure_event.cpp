@@ -95,6 +95,7 @@ void open_erasure(plugin_context& ctx) {
 
 void erasure_tick(plugin_context& ctx) {
     if (!ctx.erasure) return;
+    ctx.map->flush();
     if (const auto [failed, error] = ctx.map->take_write_failures(); failed > 0) {
         const std::string text = "data map: " + std::to_string(failed) +
                                  " holder record(s) could not be written (kept in memory; a restart would forget them): " +

@@ -10,12 +10,14 @@ namespace gdpr {
 namespace {
 
 constexpr const char* SCHEMA_SQL = R"sql(
-CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS data_map (
   subject_ref TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('publisher', 'recipient', 'retained')),
   holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS data_map_by_holder ON data_map (role, holder);
 )sql";
+
+// Holders noted between flushes are written together; past this many a flush happens at once.
+constexpr std::size_t FLUSH_AT = 4096;
 
 const char* role_name(int r) {
     static constexpr const char* NAMES[] = {"publisher", "recipient", "retained"};
@@ -25,12 +27,6 @@ const char* role_name(int r) {
 std::int64_t wall_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-std::vector<std::string> sorted(const std::unordered_set<std::string>& set) {
-    std::vector<std::string> out(set.begin(), set.end());
-    std::sort(out.begin(), out.end());
-    return out;
 }
 
 } // namespace
@@ -46,32 +42,92 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
     {
         sqlite_statement rows(db->handle(), "SELECT subject_ref, role, holder FROM data_map");
         while (rows.step()) {
-            const std::string subject = rows.text(0), r = rows.text(1), holder = rows.text(2);
-            entry& e = map->by_ref_[subject];
-            if (r == "publisher") e.publishers.insert(holder);
-            else if (r == "recipient") e.recipients.insert(holder);
-            else {
-                e.retained.insert(holder);
-                map->retained_by_topic_[holder].push_back(subject);
-            }
+            const std::string ref = rows.text(0), r = rows.text(1), holder = rows.text(2);
+            const std::uint32_t e = map->entry_by_ref(ref, true);
+            const holder_id h = map->intern(holder);
+            auto& list = r == "publisher"   ? map->entries_[e].publishers
+                         : r == "recipient" ? map->entries_[e].recipients
+                                            : map->entries_[e].retained;
+            if (std::find(list.begin(), list.end(), h) != list.end()) continue;
+            list.push_back(h);
+            if (r == "retained") map->retained_by_topic_[holder].push_back(e);
         }
     }
     map->worker_ = std::make_unique<storage_worker>(std::move(db));
     return map;
 }
 
-data_map::~data_map() = default;
+data_map::~data_map() {
+    try {
+        flush();  // the worker writes it before it stops
+    } catch (...) {
+    }
+}
 
-void data_map::persist(const std::string& subject, role r, std::string holder) {
+data_map::holder_id data_map::intern(std::string_view holder) {
+    if (const holder_id* found = holder_ids_.find(holder)) return *found;
+    const auto id = static_cast<holder_id>(holder_names_.size());
+    holder_names_.emplace_back(holder);
+    holder_ids_[holder] = id;
+    return id;
+}
+
+std::uint32_t data_map::entry_by_ref(std::string_view ref, bool create) {
+    if (const std::uint32_t* found = by_ref_.find(ref)) return *found;
+    if (!create) return UINT32_MAX;
+    std::uint32_t index;
+    if (!free_entries_.empty()) {
+        index = free_entries_.back();
+        free_entries_.pop_back();
+    } else {
+        index = static_cast<std::uint32_t>(entries_.size());
+        entries_.emplace_back();
+    }
+    entry& e = entries_[index];
+    e.ref.assign(ref.data(), ref.size());
+    by_ref_[ref] = index;
+    return index;
+}
+
+std::uint32_t data_map::entry_of(std::string_view subject) {
+    if (!subject_ref_) return entry_by_ref(subject, true);  // the id is the reference
+    if (const std::uint32_t* cached = by_id_.find(subject)) return *cached;
+    const std::uint32_t index = entry_by_ref(ref_of(subject), true);
+    by_id_[subject] = index;
+    return index;
+}
+
+bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
+    entry& e = entries_[entry_index];
+    auto& list = r == role::publisher ? e.publishers : r == role::recipient ? e.recipients : e.retained;
+    if (std::find(list.begin(), list.end(), holder) != list.end()) return false;
+    list.push_back(holder);
     ++holders_recorded_;
-    if (r == role::retained && storable_topic_ && !storable_topic_(holder)) return;
-    const std::int64_t at = wall_ms();
+    if (r == role::retained && storable_topic_ && !storable_topic_(holder_names_[holder])) return true;
+    unwritten_.push_back(row{e.ref, r, holder, wall_ms()});
+    if (unwritten_.size() >= FLUSH_AT) flush();
+    return true;
+}
+
+void data_map::flush() {
+    if (unwritten_.empty()) return;
+    struct written {
+        std::string ref, holder;
+        role r;
+        std::int64_t at_ms;
+    };
+    std::vector<written> rows;
+    rows.reserve(unwritten_.size());
+    for (auto& u : unwritten_) rows.push_back(written{std::move(u.ref), holder_names_[u.holder], u.r, u.at_ms});
+    unwritten_.clear();
     worker_->submit(
-        [subject, r, holder = std::move(holder), at](sqlite_db& db) {
+        [rows = std::move(rows)](sqlite_db& db) {
             auto& insert = db.cached("INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) "
                                      "VALUES (?1, ?2, ?3, ?4)");
-            insert.bind(1, subject).bind(2, role_name(static_cast<int>(r))).bind(3, holder).bind(4, at);
-            insert.run();
+            for (const auto& w : rows) {
+                insert.bind(1, w.ref).bind(2, role_name(static_cast<int>(w.r))).bind(3, w.holder).bind(4, w.at_ms);
+                insert.run();
+            }
         },
         count_failure());
 }
@@ -90,23 +146,17 @@ std::pair<std::uint64_t, std::string> data_map::take_write_failures() {
     return out;
 }
 
-bool data_map::add(const std::string& subject, entry& e, role r, std::string_view holder) {
-    auto& set = r == role::publisher ? e.publishers : r == role::recipient ? e.recipients : e.retained;
-    // The common case (a known holder) must not allocate: look up by a temporary only when new.
-    if (set.find(std::string(holder)) != set.end()) return false;
-    set.emplace(holder);
-    persist(subject, r, std::string(holder));
-    return true;
-}
-
 void data_map::drop_retained_holder(const std::string& topic) {
     auto it = retained_by_topic_.find(topic);
     if (it == retained_by_topic_.end()) return;
-    for (const auto& ref : it->second) {
-        auto s = by_ref_.find(ref);
-        if (s != by_ref_.end()) s->second.retained.erase(topic);
+    if (const holder_id* h = holder_ids_.find(topic)) {
+        for (const std::uint32_t e : it->second) {
+            auto& list = entries_[e].retained;
+            list.erase(std::remove(list.begin(), list.end(), *h), list.end());
+        }
     }
     retained_by_topic_.erase(it);
+    flush();  // an insert still waiting must not land after this delete
     worker_->submit(
         [topic](sqlite_db& db) {
             auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder = ?1");
@@ -128,23 +178,14 @@ void data_map::published(const std::vector<std::string>& subjects, std::string_v
     last_identity_ = identity;
     last_topic_.assign(topic.data(), topic.size());
     if (retain) retained_replaced(topic);
+    if (subjects.empty()) return;
+    const holder_id publisher = client_id.empty() ? 0 : intern(client_id);
     for (const auto& subject : subjects) {
-        const auto [ref, e] = entry_of(subject);
-        last_publish_.emplace_back(ref, e);
-        if (!client_id.empty()) add(*ref, *e, role::publisher, client_id);
-        if (retain) {
-            if (add(*ref, *e, role::retained, topic)) retained_by_topic_[std::string(topic)].push_back(*ref);
-        }
+        const std::uint32_t e = entry_of(subject);
+        last_publish_.push_back(e);
+        if (!client_id.empty()) add(e, role::publisher, publisher);
+        if (retain && add(e, role::retained, intern(topic))) retained_by_topic_[std::string(topic)].push_back(e);
     }
-}
-
-std::pair<const std::string*, data_map::entry*> data_map::entry_of(const std::string& subject) {
-    auto cached = by_id_.find(subject);
-    if (cached != by_id_.end()) return cached->second;
-    auto it = by_ref_.try_emplace(ref_of(subject)).first;
-    const std::pair<const std::string*, entry*> found(&it->first, &it->second);
-    by_id_.emplace(subject, found);
-    return found;
 }
 
 void data_map::forget_last_publish() {
@@ -155,44 +196,58 @@ void data_map::forget_last_publish() {
 void data_map::delivered(std::string_view client_id, std::string_view topic, const void* identity) {
     if (client_id.empty()) return;
     if (identity && identity == last_identity_ && topic == last_topic_) {
-        for (auto& [subject, e] : last_publish_) add(*subject, *e, role::recipient, client_id);
+        if (last_publish_.empty()) return;
+        const holder_id reader = intern(client_id);
+        for (const std::uint32_t e : last_publish_) add(e, role::recipient, reader);
         return;
     }
     // A retained message sent on subscribe, or a queued one, on a topic known to hold data.
     if (retained_by_topic_.empty()) return;
     auto it = retained_by_topic_.find(std::string(topic));
     if (it == retained_by_topic_.end()) return;
-    for (const auto& ref : it->second) {
-        auto s = by_ref_.find(ref);
-        if (s != by_ref_.end()) add(s->first, s->second, role::recipient, client_id);
-    }
+    const holder_id reader = intern(client_id);
+    for (const std::uint32_t e : it->second) add(e, role::recipient, reader);
+}
+
+std::vector<std::string> data_map::names(const std::vector<holder_id>& ids) const {
+    std::vector<std::string> out;
+    out.reserve(ids.size());
+    for (const holder_id h : ids) out.push_back(holder_names_[h]);
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 subject_holdings data_map::holdings(std::string_view subject) const {
     subject_holdings h;
-    auto it = by_ref_.find(ref_of(subject));
-    if (it == by_ref_.end()) return h;
-    h.publishers = sorted(it->second.publishers);
-    h.recipients = sorted(it->second.recipients);
-    h.retained_topics = sorted(it->second.retained);
+    const std::uint32_t* found = subject_ref_ ? by_ref_.find(ref_of(subject)) : by_ref_.find(subject);
+    if (!found) return h;
+    const entry& e = entries_[*found];
+    h.publishers = names(e.publishers);
+    h.recipients = names(e.recipients);
+    h.retained_topics = names(e.retained);
     return h;
+}
+
+void data_map::release(std::uint32_t index) {
+    entry& e = entries_[index];
+    for (const holder_id t : e.retained) {
+        auto it = retained_by_topic_.find(holder_names_[t]);
+        if (it == retained_by_topic_.end()) continue;
+        auto& list = it->second;
+        list.erase(std::remove(list.begin(), list.end(), index), list.end());
+        if (list.empty()) retained_by_topic_.erase(it);
+    }
+    by_ref_.erase(e.ref);
+    e = entry{};
+    free_entries_.push_back(index);
 }
 
 void data_map::forget_subject(const std::string& subject, storage_worker::done_fn done) {
     forget_last_publish();
     const std::string ref = ref_of(subject);
     by_id_.erase(subject);
-    auto it = by_ref_.find(ref);
-    if (it != by_ref_.end()) {
-        for (const auto& topic : it->second.retained) {
-            auto t = retained_by_topic_.find(topic);
-            if (t == retained_by_topic_.end()) continue;
-            auto& list = t->second;
-            list.erase(std::remove(list.begin(), list.end(), ref), list.end());
-            if (list.empty()) retained_by_topic_.erase(t);
-        }
-        by_ref_.erase(it);
-    }
+    if (const std::uint32_t* found = by_ref_.find(ref)) release(*found);
+    flush();  // holders still waiting to be written go first, then the delete removes them
     worker_->submit(
         [ref](sqlite_db& db) {
             auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");

@@ -12,10 +12,10 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "gdpr/storage_worker.hpp"
+#include "gdpr/subject_table.hpp"
 
 namespace gdpr {
 
@@ -61,40 +61,64 @@ public:
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
 
     std::size_t subjects() const { return by_ref_.size(); }
+    // Writes the holders noted since the last call in one background job (the plugin: every tick;
+    // also done by wait_idle, forget_subject and when many are waiting).
+    void flush();
     // Background writes that failed since the last call (the map in memory stays right; a restart
     // would forget those holders), with the last error.
     std::pair<std::uint64_t, std::string> take_write_failures();
     std::uint64_t holders_recorded() const { return holders_recorded_; }
     std::size_t drain() { return worker_->drain(); }
     bool has_completions() const { return worker_->has_completions(); }
-    void wait_idle() { worker_->wait_idle(); }
+    void wait_idle() {
+        flush();
+        worker_->wait_idle();
+    }
 
 private:
     enum class role : std::uint8_t { publisher, recipient, retained };
+    // Holders (client ids, topics) are interned: a subject's entry keeps small sorted-free lists
+    // of numbers, a few bytes per holder, because a fleet has hundreds of thousands of subjects.
+    using holder_id = std::uint32_t;
     struct entry {
-        std::unordered_set<std::string> publishers, recipients, retained;
+        std::string ref;
+        std::vector<holder_id> publishers, recipients, retained;
+    };
+    struct row {
+        std::string ref;
+        role r;
+        holder_id holder;
+        std::int64_t at_ms;
     };
     data_map() = default;
     std::string ref_of(std::string_view subject) const { return subject_ref_ ? subject_ref_(subject) : std::string(subject); }
+    holder_id intern(std::string_view holder);
     // The entry of a subject id, created when new; the reference is computed once per subject.
-    std::pair<const std::string*, entry*> entry_of(const std::string& subject);
-    // Adds a holder in memory; true (and persisted in the background) when it is new.
-    bool add(const std::string& ref, entry& e, role r, std::string_view holder);
-    void persist(const std::string& ref, role r, std::string holder);
+    std::uint32_t entry_of(std::string_view subject);
+    std::uint32_t entry_by_ref(std::string_view ref, bool create);
+    // Adds a holder in memory; true (and written at the next flush) when it is new.
+    bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
+    void release(std::uint32_t entry_index);
+    std::vector<std::string> names(const std::vector<holder_id>& ids) const;
+    storage_worker::done_fn count_failure();
 
     subject_ref_fn subject_ref_;
     topic_check_fn storable_topic_;
-    std::unordered_map<std::string, entry> by_ref_;                                // subject ref -> holders
-    std::unordered_map<std::string, std::pair<const std::string*, entry*>> by_id_;  // subject id -> its entry
-    std::unordered_map<std::string, std::vector<std::string>> retained_by_topic_;  // topic -> subject refs
-    std::vector<std::pair<const std::string*, entry*>> last_publish_;  // subjects of the last publish
+    std::vector<entry> entries_;
+    std::vector<std::uint32_t> free_entries_;
+    subject_table<std::uint32_t> by_ref_;  // subject ref -> entry
+    subject_table<std::uint32_t> by_id_;   // subject id -> entry (a cache: the ref is a keyed hash)
+    subject_table<holder_id> holder_ids_;
+    std::vector<std::string> holder_names_;
+    std::unordered_map<std::string, std::vector<std::uint32_t>> retained_by_topic_;  // topic -> entries
+    std::vector<std::uint32_t> last_publish_;  // entries of the last publish's subjects
     const void* last_identity_ = nullptr;
     std::string last_topic_;  // with the identity: a reused payload address alone proves nothing
+    std::vector<row> unwritten_;
     std::uint64_t holders_recorded_ = 0;
     std::uint64_t write_failures_ = 0;
     std::string last_write_error_;
-    storage_worker::done_fn count_failure();
     std::unique_ptr<storage_worker> worker_;
 };
 
