@@ -96,7 +96,8 @@ void open_erasure(plugin_context& ctx) {
 void erasure_tick(plugin_context& ctx) {
     if (!ctx.erasure) return;
     ctx.map->flush();
-    if (const auto [failed, error] = ctx.map->take_write_failures(); failed > 0) {
+    if (ctx.map->has_write_failures()) {
+        const auto [failed, error] = ctx.map->take_write_failures();
         const std::string text = "data map: " + std::to_string(failed) +
                                  " holder record(s) could not be written (kept in memory; a restart would forget them): " +
                                  error;

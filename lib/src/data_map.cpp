@@ -13,7 +13,6 @@ constexpr const char* SCHEMA_SQL = R"sql(
 CREATE TABLE IF NOT EXISTS data_map (
   subject_ref TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('publisher', 'recipient', 'retained')),
   holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS data_map_by_holder ON data_map (role, holder);
 )sql";
 
 // Holders noted between flushes are written together; past this many a flush happens at once.

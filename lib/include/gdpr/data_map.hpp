@@ -67,6 +67,7 @@ public:
     // Background writes that failed since the last call (the map in memory stays right; a restart
     // would forget those holders), with the last error.
     std::pair<std::uint64_t, std::string> take_write_failures();
+    bool has_write_failures() const { return write_failures_ > 0; }
     std::uint64_t holders_recorded() const { return holders_recorded_; }
     std::size_t drain() { return worker_->drain(); }
     bool has_completions() const { return worker_->has_completions(); }
