@@ -98,43 +98,6 @@ json roles_json(std::uint8_t roles) {
     return out;
 }
 
-json receipt(const erasure_request& r, bool with_subject, bool with_targets = true) {
-    json targets = json::array();
-    std::int64_t acknowledged = 0, failed = 0, unreachable = 0, pending = 0;
-    for (const auto& t : r.targets) {
-        const auto o = outcome_of(t.state);
-        if (o == "acknowledged") ++acknowledged;
-        else if (o == "failed") ++failed;
-        else if (o == "unreachable") ++unreachable;
-        else ++pending;
-        if (!with_targets) continue;
-        json tj{{"clientId", t.client_id}, {"roles", roles_json(t.roles)}, {"state", to_string(t.state)},
-                {"outcome", outcome_of(t.state)}, {"attempts", t.attempts}};
-        if (t.first_sent_ms) tj["firstSentAt"] = format_utc_ms(t.first_sent_ms);
-        if (t.last_sent_ms) tj["lastSentAt"] = format_utc_ms(t.last_sent_ms);
-        if (t.answered_ms) tj["answeredAt"] = format_utc_ms(t.answered_ms);
-        if (!t.detail.empty()) tj["detail"] = t.detail;
-        targets.push_back(std::move(tj));
-    }
-    json j{{"requestId", r.id},
-           {"operator", r.operator_id},
-           {"state", to_string(r.state)},
-           {"requestedAt", format_utc_ms(r.requested_ms)},
-           {"deadline", format_utc_ms(r.deadline_ms)},
-           {"plugin", local_to_json(r.local)},
-           {"totals",
-            {{"targets", r.targets.size()},
-             {"acknowledged", acknowledged},
-             {"failed", failed},
-             {"unreachable", unreachable},
-             {"pending", pending}}}};
-    if (with_targets) j["targets"] = std::move(targets);
-    if (with_subject && !r.subject.empty()) j["subject"] = r.subject;
-    j["subjectRef"] = r.subject_ref;
-    if (r.completed_ms) j["completedAt"] = format_utc_ms(r.completed_ms);
-    return j;
-}
-
 struct totals {
     std::int64_t acknowledged = 0, failed = 0, unreachable = 0, pending = 0;
 };
@@ -149,6 +112,38 @@ totals count(const erasure_request& r) {
         else ++t.pending;
     }
     return t;
+}
+
+json receipt(const erasure_request& r, bool with_subject, bool with_targets = true) {
+    json targets = json::array();
+    for (const auto& t : r.targets) {
+        if (!with_targets) break;
+        json tj{{"clientId", t.client_id}, {"roles", roles_json(t.roles)}, {"state", to_string(t.state)},
+                {"outcome", outcome_of(t.state)}, {"attempts", t.attempts}};
+        if (t.first_sent_ms) tj["firstSentAt"] = format_utc_ms(t.first_sent_ms);
+        if (t.last_sent_ms) tj["lastSentAt"] = format_utc_ms(t.last_sent_ms);
+        if (t.answered_ms) tj["answeredAt"] = format_utc_ms(t.answered_ms);
+        if (!t.detail.empty()) tj["detail"] = t.detail;
+        targets.push_back(std::move(tj));
+    }
+    const totals n = count(r);
+    json j{{"requestId", r.id},
+           {"operator", r.operator_id},
+           {"state", to_string(r.state)},
+           {"requestedAt", format_utc_ms(r.requested_ms)},
+           {"deadline", format_utc_ms(r.deadline_ms)},
+           {"plugin", local_to_json(r.local)},
+           {"totals",
+            {{"targets", r.targets.size()},
+             {"acknowledged", n.acknowledged},
+             {"failed", n.failed},
+             {"unreachable", n.unreachable},
+             {"pending", n.pending}}}};
+    if (with_targets) j["targets"] = std::move(targets);
+    if (with_subject && !r.subject.empty()) j["subject"] = r.subject;
+    j["subjectRef"] = r.subject_ref;
+    if (r.completed_ms) j["completedAt"] = format_utc_ms(r.completed_ms);
+    return j;
 }
 
 void append_member(std::string& out, std::string_view key, std::string_view value) {
