@@ -42,7 +42,30 @@ chmod 600 "$run/pseudonym.key" "$run/audit.key"
 bare_port=$(free_port)
 gdpr_port=$(free_port)
 while [ "$gdpr_port" = "$bare_port" ]; do gdpr_port=$(free_port); done
+us_port=$(free_port)
+while [ "$us_port" = "$bare_port" ] || [ "$us_port" = "$gdpr_port" ]; do us_port=$(free_port); done
 user=$(id -un)
+
+# A US partner's broker (bare mosquitto). The plugin's broker bridges vehicle status and one
+# house's smart-home topics to it.
+cat > "$run/us.conf" <<CONF
+listener $us_port 127.0.0.1
+allow_anonymous true
+user $user
+log_dest file $run/us.log
+CONF
+# Residency rules: EU data may go to the EU and Switzerland only; clients whose id starts with us-
+# sit in the US; the bridge's topics are read from the broker's own configuration.
+cat > "$run/residency.json" <<JSON
+{
+  "regions": ["eu", "ch", "us"],
+  "transfers": { "eu": ["ch"], "ch": ["eu"], "us": ["eu", "ch"] },
+  "defaultRegion": "eu",
+  "clients": [ { "clientId": "us-*", "region": "us" } ],
+  "bridges": [ { "name": "to-us-partner", "region": "us" } ],
+  "brokerConfig": "$run/gdpr.conf"
+}
+JSON
 
 cat > "$run/bare.conf" <<CONF
 listener $bare_port 127.0.0.1
@@ -75,9 +98,22 @@ plugin_opt_audit_key_file $run/audit.key
 # Erasure: commands go to gdpr/erase/<client id>; short times so that the demo ends quickly.
 plugin_opt_erase_retry_seconds 1
 plugin_opt_erase_deadline_seconds 10
+# Residency (GDPR Chapter V): regions, transfers, client placement, bridges.
+plugin_opt_residency_file $run/residency.json
+
+# A bridge to the US partner: Mosquitto shows bridge traffic to no plugin, so the plugin reads
+# these lines and refuses, at publish time, resident personal data they would carry abroad.
+connection to-us-partner
+address 127.0.0.1:$us_port
+remote_clientid eu-bridge
+restart_timeout 1
+topic fleet/+/vehicle/+/status out 1
+topic home/h2/# out 1
 CONF
 
 mosquitto -c "$run/bare.conf" 2>>"$run/bare.stderr" & pids+=($!)
+mosquitto -c "$run/us.conf" 2>>"$run/us.stderr" & pids+=($!)
+wait_port "$us_port" "$run/us.log"
 mosquitto -c "$run/gdpr.conf" 2>>"$run/gdpr.stderr" & pids+=($!)
 gdpr_pid=$!
 wait_port "$bare_port" "$run/bare.log"
@@ -149,6 +185,43 @@ ctl stats
 echo
 echo "=== The plugin's log lines (topics, schema ids and counts; never field values):"
 grep 'gdpr:' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
+
+echo
+echo "=== Residency (GDPR Chapter V). The plugin's broker is in the EU and bridges to a US partner's"
+echo "    broker: vehicle status (no personal data) and house h2's smart-home topics. A US client,"
+echo "    us-dashboard, also subscribes on the EU broker. At start-up the plugin warned:"
+grep 'gdpr: residency' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
+for _ in $(seq 100); do grep -q 'as eu-bridge' "$run/us.log" && break; sleep 0.1; done
+mosquitto_sub -h 127.0.0.1 -p "$us_port" -V 5 -t '#' -F '%t  %p' > "$run/us-partner.received" & pids+=($!)
+mosquitto_sub -h 127.0.0.1 -p "$gdpr_port" -V 5 -i us-dashboard -t 'fleet/#' -t 'home/#' -F '%t  %p' \
+  > "$run/us-dashboard.received" & pids+=($!)
+sleep 0.5
+: > "$run/residency-publish.txt"
+eu_publish() {  # topic payload client-id
+  local answer
+  answer=$(mosquitto_pub -h 127.0.0.1 -p "$gdpr_port" -V 5 -q 1 -i "$3" -t "$1" -m "$2" 2>&1 || true)
+  case "$answer" in
+    *"Not authorized"*) echo "$1: refused, MQTT v5 reason code 135 (\"$answer\")" ;;
+    *) echo "$1: accepted (PUBACK, success)" ;;
+  esac >> "$run/residency-publish.txt"
+}
+eu_publish fleet/acme/vehicle/v17/status '{"battery_v":12.6,"fuel":0.58,"doors_locked":true,"fault_codes":[]}' vehicle-v17
+eu_publish fleet/acme/vehicle/v17/telemetry \
+  '{"driver_id":"D-1234","gps":{"lat":48.141,"lon":11.592},"speed":28.0,"ts":"2026-11-23T16:44:55Z"}' vehicle-v17
+eu_publish home/h2/presence/hall '{"occupant":"Bob","occupied":true,"room":"hall"}' presence-h2
+sleep 1
+echo
+echo "=== What the publishers were told:"
+sed 's/^/  /' "$run/residency-publish.txt"
+show "What the US partner's broker received over the bridge (no personal data):" "$run/us-partner.received"
+show "What us-dashboard received from the EU broker (only data that holds nothing personal):" "$run/us-dashboard.received"
+echo
+echo "=== What the EU dashboard received of the same publishes (everything allowed):"
+grep -E 'v17/status|16:44|home/h2' "$run/gdpr.received" | sed 's/^/  /'
+echo
+echo "=== Residency refusals per region pair (gdprctl stats), and the plugin's log lines:"
+"$gdprctl" --port "$gdpr_port" --client-id demo-operator stats | sed -n '/residency refusals/,/subjects with/p' | sed '$d' | sed 's/^/  /'
+grep -E 'gdpr: refused publish on .home/h2' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
 
 echo
 echo "=== Erasure (GDPR Art. 17): 20 vans of fleet 'acme', all driven by D-4242, publish telemetry; a"

@@ -45,10 +45,14 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
             return erase;
         }
     }
+    if (acl.access == MOSQ_ACL_READ)
+        return ctx.residency ? check_delivery_residency(ctx, acl, topic) : decision::no_objection;
+    if (acl.access == MOSQ_ACL_SUBSCRIBE && ctx.residency) note_subscription_residency(ctx, acl, topic);
     if (acl.access != MOSQ_ACL_WRITE) return decision::no_objection;
     if (!is_will(ctx, acl.client)) return decision::no_objection;  // an ordinary publish: MESSAGE decides
+    forget_current_payloads(ctx);  // the will's READ checks follow: they belong to no earlier publish
     const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
-    if (ctx.engine->will_allowed(topic, payload)) return decision::no_objection;
+    if (ctx.engine->will_allowed(topic, payload)) return check_will_residency(ctx, topic, payload);
     ctx.log.warning("refused will message on '" + ctx.engine->loggable_topic(topic) +
                     "': classification would remove or change fields, and a will cannot be rewritten");
     return decision::deny;
@@ -63,7 +67,10 @@ void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d)
         // No session is started here: the broker also checks deliveries queued for offline clients.
         ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id_of(acl.client)), client_id_of(acl.client),
                                topic, acl.payload,
-                               acl.qos, refused, refused ? "not permitted to receive this topic" : "");
+                               acl.qos, refused,
+                               !refused                     ? std::string_view{}
+                               : ctx.refusal_reason.empty() ? std::string_view("not permitted to receive this topic")
+                                                            : ctx.refusal_reason);
         return;
     case MOSQ_ACL_SUBSCRIBE:
     case MOSQ_ACL_UNSUBSCRIBE:
@@ -82,6 +89,7 @@ int on_acl_check(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& acl = *static_cast<mosquitto_evt_acl_check*>(event_data);
+        ctx.refusal_reason = {};
         const decision d = check(ctx, acl);
         if (ctx.recorder) record(ctx, acl, d);
         if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {

@@ -16,6 +16,7 @@
 #include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/plugin_options.hpp"
+#include "gdpr/residency_guard.hpp"
 #include "gdpr/session_recorder.hpp"
 
 namespace gdpr_plugin {
@@ -55,6 +56,18 @@ struct plugin_context {
     // Shredded keys the erasure waits for: the audit trail's seq of each shred, and what to run
     // once it is committed.
     std::vector<std::pair<std::int64_t, std::function<void()>>> shreds_waiting;
+
+    // Residency (GDPR Chapter V); null when no residency_file is configured.
+    std::unique_ptr<gdpr::residency_guard> residency;
+    struct alert_limiter {
+        std::chrono::steady_clock::time_point last{};
+        std::uint64_t pending = 0;  // refused since `last`, not yet reported
+        std::string line;           // the latest refusal, as logged
+    };
+    std::unordered_map<const gdpr::bridge_route*, alert_limiter> bridge_alerts;
+    std::uint64_t bridge_alerts_pending = 0;
+    // Why the ACL check in progress refused, when the reason is more specific than the default.
+    std::string_view refusal_reason;
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).
@@ -97,6 +110,27 @@ void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
 decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
 // An acknowledgement on the publisher's own ack topic: applied; true when the publish was one.
 bool handle_erase_ack(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic);
+
+// Residency (residency_event.cpp). open_residency throws config_error naming residency_file.
+void open_residency(plugin_context& ctx);
+// The region of the personal data a classified publish forwards; NO_REGION when it forwards none
+// or residency is not enforced.
+std::int32_t resident_region(plugin_context& ctx, const gdpr::publish_verdict& v);
+// The bridge that would carry `topic` to a region that may not receive data resident in `region`:
+// counted, logged and alerted (rate-limited); null when none would.
+const gdpr::bridge_route* bridge_refusal(plugin_context& ctx, std::string_view topic, const gdpr::schema& s,
+                                         std::int32_t region, std::string_view what);
+// READ: refuses a delivery of resident personal data to a client in a region that may not have it.
+decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
+// WRITE of a will: refused when a bridge would carry its resident personal data abroad.
+decision check_will_residency(plugin_context& ctx, std::string_view topic, std::string_view payload);
+// Reports bridge refusals held back by the alert rate limit once their interval has passed.
+void residency_tick(plugin_context& ctx);
+// A will is about to be checked, or a connection ended: a payload address seen before may now be
+// another message, so nothing may be matched to the last publish by its address any more.
+void forget_current_payloads(plugin_context& ctx);
+// SUBSCRIBE: warns when a shared subscription group gets members in two regions.
+void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter);
 
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);

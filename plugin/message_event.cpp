@@ -34,6 +34,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
     // Deliveries checked from here on are this publish's, if any: never the previous one's.
     if (ctx.map) ctx.map->forget_last_publish();
+    if (ctx.residency) ctx.residency->forget_publish();
     if (ctx.audit && !ctx.audit->can_record_publish()) {
         // Block policy: nothing flows unrecorded while the audit trail cannot be written.
         const auto now = std::chrono::steady_clock::now();
@@ -61,7 +62,19 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     if (!v.matched) {
         record_publish(ctx, msg, topic, payload.size(), v);
         note_holders(ctx, msg, topic);
+        if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, gdpr::residency_rules::NO_REGION);
         return decision::allow;
+    }
+    // GDPR Art. 44: bridges bypass ACL checks, so data they would carry abroad stops here.
+    const std::int32_t region = resident_region(ctx, v);
+    if (region != gdpr::residency_rules::NO_REGION) {
+        if (const gdpr::bridge_route* bridge = bridge_refusal(ctx, topic, *v.matched, region, "publish")) {
+            gdpr::publish_verdict refused = v;
+            refused.action = gdpr::publish_action::deny;
+            refused.reason = bridge->refusal_reason;
+            record_publish(ctx, msg, topic, payload.size(), refused);
+            return decision::deny;
+        }
     }
 
     if (v.action == gdpr::publish_action::replace) {
@@ -83,6 +96,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         return decision::failure;
     record_publish(ctx, msg, topic, payload.size(), v);
     note_holders(ctx, msg, topic);
+    if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, region);
     return decision::allow;
 }
 
@@ -92,6 +106,7 @@ int on_message(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         drain_completions(ctx);  // never fails: each completion is guarded
+        residency_tick(ctx);     // held-back alerts, also where the broker fires no tick
     } catch (...) {
     }
     try {

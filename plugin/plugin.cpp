@@ -134,6 +134,7 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         ctx->options = gdpr::parse_plugin_options(opts);
         ctx->engine = gdpr::classifier::load(ctx->options, ctx->log);
         open_consent_store(*ctx);
+        open_residency(*ctx);
         open_audit_trail(*ctx);
         open_erasure(*ctx);
         if (ctx->options.acl == gdpr::acl_fallback::defer) {

@@ -33,6 +33,7 @@ int on_basic_auth(int, void* event_data, void* userdata) {
     try {
         const auto& auth = *static_cast<mosquitto_evt_basic_auth*>(event_data);
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
+        if (ctx.residency) ctx.residency->forget_connection(auth.client);  // placed afresh, certificate included
         const std::string_view id = client_id_of(auth.client);
         session_for(ctx, auth.client, "connect");  // again on SIGHUP: the same session goes on
         erasure_client_seen(ctx, id);
@@ -61,6 +62,8 @@ int on_disconnect(int, void* event_data, void* userdata) {
             const std::string_view id = client_id_of(ev.client);
             mark_ending(ctx, ev.client, id, false);
             if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");
+            if (ctx.residency) ctx.residency->forget_connection(ev.client);
+            forget_current_payloads(ctx);
             auto live = ctx.live_by_client_id.find(std::string(id));
             if (live != ctx.live_by_client_id.end() && live->second == ev.client) ctx.live_by_client_id.erase(live);
         }
@@ -80,6 +83,10 @@ int on_tick(int, void*, void* userdata) {
         drain_completions(ctx);
         if (ctx.recorder) ctx.recorder->forget_last_publish();
         if (ctx.map) ctx.map->forget_last_publish();
+        if (ctx.residency) {
+            ctx.residency->forget_publish();
+            residency_tick(ctx);
+        }
         erasure_tick(ctx);
         const auto now = std::chrono::steady_clock::now();
         if (ctx.audit && now - ctx.last_audit_check >= std::chrono::milliseconds(200)) {

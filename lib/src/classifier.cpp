@@ -122,6 +122,17 @@ std::string classifier::loggable_topic(std::string_view topic) const {
     return out;
 }
 
+const schema* classifier::personal_data_in(std::string_view topic, std::string_view payload) {
+    const schema* s = schemas_.route(topic);
+    if (!s) return nullptr;
+    if (s->subject.kind == subject_kind::topic_level) return s;  // the topic itself names a person
+    if (!s->has_personal || payload.empty()) return nullptr;
+    // Every consent bit set: a field the delivered payload still holds was allowed when published.
+    const auto r = filter_.run(*s, ~std::uint64_t{0}, payload, scratch_);
+    // A payload the filter cannot read is treated as personal: fail closed.
+    return r.status != filter_status::ok || r.personal_forwarded > 0 ? s : nullptr;
+}
+
 bool classifier::will_allowed(std::string_view topic, std::string_view payload) {
     const schema* s = schemas_.route(topic);
     bool allowed;

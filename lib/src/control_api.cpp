@@ -363,6 +363,20 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                 {"deviceBindings", store_.binding_count()},
                 {"withdrawalsNotYetRecorded", store_.pending_withdrawals()},
             };
+            // GDPR Art. 44: refused transfers, per region pair and path.
+            json residency{{"enforced", residency_ != nullptr}};
+            if (residency_) {
+                json pairs = json::array();
+                for (const auto& r : residency_->refusals())
+                    pairs.push_back({{"from", r.from}, {"to", r.to}, {"via", r.via}, {"count", r.count}});
+                residency["refusals"] = pairs;
+                json transfers = json::array();
+                for (const auto& t : residency_->transfers())
+                    transfers.push_back({{"from", t.from}, {"to", t.to}, {"count", t.count}});
+                residency["transfers"] = transfers;
+                response["data"]["refusals"]["residency"] = residency_->refusal_total();
+            }
+            response["data"]["residency"] = residency;
             pending->responses[i] = response;
             return true;
         } else if (name == "eraseSubject" || name == "getErasure" || name == "listErasures") {

@@ -532,6 +532,7 @@ private:
         case field_action::keep:
             prefix(first, key_raw);
             out_.append(value);
+            if (rule.personal && lead != 'n') ++res_.personal_forwarded;
             return true;
         case field_action::drop:
             ++res_.dropped;
@@ -563,6 +564,7 @@ private:
                 if (ps_->append_pseudonym(input, out_)) {
                     out_.push_back('"');
                     ++res_.transformed;
+                    if (rule.personal) ++res_.personal_forwarded;
                     note(rule_index, field_outcome::kind::pseudonymised);
                     return true;
                 }
@@ -591,6 +593,7 @@ private:
             }
             if (ok) {
                 ++res_.transformed;
+                if (rule.personal) ++res_.personal_forwarded;
                 note(rule_index, field_outcome::kind::generalised);
                 return true;
             }

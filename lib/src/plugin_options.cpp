@@ -17,7 +17,7 @@ const std::vector<std::string>& known_option_keys() {
                                                   "retention_sweep_seconds", "alert_topic",
                                                   "erase_topic",       "erase_deadline_seconds",
                                                   "erase_retry_seconds", "erase_rate_limit_seconds",
-                                                  "erase_send_rate"};
+                                                  "erase_send_rate",   "residency_file"};
     return keys;
 }
 
@@ -139,6 +139,8 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             o.erase_rate_limit_seconds = parse_int(key, value, 0, 365LL * 86400);
         } else if (key == "erase_send_rate") {
             o.erase_send_rate = parse_int(key, value, 10, 1000000);
+        } else if (key == "residency_file") {
+            o.residency_file = value;
         } else {
             throw config_error(key, "unknown option plugin_opt_" + key + " (known: " + joined_keys() + ")");
         }

@@ -237,10 +237,14 @@ client::~client() {
     }
 }
 
-void client::connect(std::optional<mqtt::message> will) {
+void client::connect(std::optional<mqtt::message> will, bool clean) {
     auto builder = mqtt::connect_options_builder().mqtt_version(version_ == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
-    if (version_ == 5) builder.clean_start(true);
-    else builder.clean_session(true);
+    if (version_ == 5) {
+        builder.clean_start(clean);
+        if (!clean) builder.properties({mqtt::property(mqtt::property::SESSION_EXPIRY_INTERVAL, 300)});
+    } else {
+        builder.clean_session(clean);
+    }
     if (will) builder.will(*will);
     cli_.start_consuming();
     cli_.connect(builder.finalize())->wait_for(std::chrono::seconds(5));

@@ -92,7 +92,9 @@ class client {
 public:
     client(const broker& b, const std::string& id, int version = 5);
     ~client();
-    void connect(std::optional<mqtt::message> will = std::nullopt);
+    // `clean` false: resume (or start) a persistent session that outlives the connection (v5:
+    // session expiry 300 s), so the broker queues QoS 1/2 messages while the client is away.
+    void connect(std::optional<mqtt::message> will = std::nullopt, bool clean = true);
     void subscribe(const std::string& filter, int qos = 1);
     // Publishes and waits for completion. Returns the MQTT v5 reason code the broker acknowledged
     // with (0 = success; 135 = not authorized). QoS 0 always returns 0.

@@ -80,5 +80,18 @@ rejects("an unknown action", lambda d: field("/speed")(d).update(action="hash"))
 rejects("a purpose without lawful basis", lambda d: d["purposes"].update(x={}), vp, purposes)
 rejects("a lawful basis outside Art. 6(1)", lambda d: d["purposes"].update(x={"lawfulBasis": "interest"}), vp, purposes)
 
+residency_format = json.load(open("residency.schema.json"))
+Draft202012Validator.check_schema(residency_format)
+vr = Draft202012Validator(residency_format)
+residency = json.load(open(os.path.join("..", "examples", "residency.json")))
+errors = [e.message for e in vr.iter_errors(residency)]
+check(f"examples/residency.json matches residency.schema.json {errors if errors else ''}", not errors)
+rejects("residency: no defaultRegion", lambda d: d.pop("defaultRegion"), vr, residency)
+rejects("residency: a region in capitals", lambda d: d.update(regions=["EU"]), vr, residency)
+rejects("residency: a placement rule with only a region", lambda d: d["clients"].append({"region": "eu"}), vr, residency)
+rejects("residency: placement by listener", lambda d: d["clients"].append({"listener": 1884, "region": "eu"}), vr, residency)
+rejects("residency: a bridge without region", lambda d: d["bridges"][0].pop("region"), vr, residency)
+rejects("residency: a bridge topic with '#' inside", lambda d: d["bridges"][0].update(topics=["a/#/b"]), vr, residency)
+
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -284,6 +284,20 @@ void print_human(const json& response) {
         std::cout << "refusals:\n";
         for (auto it = d["refusals"].begin(); it != d["refusals"].end(); ++it)
             std::cout << "  " << it.key() << ": " << it.value() << "\n";
+        if (d.contains("residency") && d["residency"].value("enforced", false)) {
+            std::cout << "residency refusals:\n";
+            if (d["residency"]["refusals"].empty()) std::cout << "  (none)\n";
+            for (const auto& r : d["residency"]["refusals"])
+                std::cout << "  " << r.value("from", "") << " -> " << r.value("to", "") << " (" << r.value("via", "")
+                          << "): " << r.value("count", 0) << "\n";
+            if (!d["residency"].value("transfers", nlohmann::json::array()).empty()) {
+                std::cout << "residency transfers allowed (deliveries to another region):\n";
+                for (const auto& t : d["residency"]["transfers"])
+                    std::cout << "  " << t.value("from", "") << " -> " << t.value("to", "") << ": " << t.value("count", 0) << "\n";
+            }
+        } else {
+            std::cout << "residency:              tagged, not enforced (no residency_file)\n";
+        }
         std::cout << "subjects with consent:  " << d.value("subjectsWithConsent", 0) << "\n"
                   << "device bindings:        " << d.value("deviceBindings", 0) << "\n";
     } else if (cmd == "eraseSubject" || cmd == "getErasure") {

@@ -83,6 +83,12 @@ public:
     // check), so a will that classification would change or refuse is refused whole.
     bool will_allowed(std::string_view topic, std::string_view payload);
 
+    // The schema covering `topic` when the message is personal data: `payload` (as the broker
+    // delivers it: already filtered, or a will) carries personal fields of that schema, or the
+    // schema takes its subject from a topic level; null otherwise. For residency checks on
+    // deliveries that are not the current publish (retained messages, queued messages, wills).
+    const schema* personal_data_in(std::string_view topic, std::string_view payload);
+
     // `topic` as it may appear in a log line: when the matching schema takes the data subject from
     // a topic level, that level is replaced by "<subject>" (it identifies a person).
     std::string loggable_topic(std::string_view topic) const;
@@ -103,6 +109,7 @@ private:
     const consent_store* consent_ = nullptr;
     payload_filter filter_;
     std::string out_;
+    std::string scratch_;  // personal_data_in's output: out_ may still hold the current publish
     bool detailed_ = false;
     bool keep_subjects_ = false;
     std::vector<std::string> subjects_;

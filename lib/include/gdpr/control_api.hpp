@@ -14,6 +14,7 @@
 #include "gdpr/consent_store.hpp"
 #include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
+#include "gdpr/residency_guard.hpp"
 
 namespace gdpr {
 
@@ -57,6 +58,8 @@ public:
     std::uint64_t refused_requests() const { return refused_requests_; }
     // eraseSubject, getErasure and listErasures answer only with a manager attached.
     void attach_erasure(erasure_manager* erasure) { erasure_ = erasure; }
+    // getStats reports residency refusals per region pair once a guard is attached.
+    void attach_residency(const residency_guard* residency) { residency_ = residency; }
     // The clock erasure requests are stamped with (tests set their own).
     void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
@@ -73,6 +76,7 @@ private:
     operator_list operators_;
     logger& log_;
     erasure_manager* erasure_ = nullptr;
+    const residency_guard* residency_ = nullptr;
     std::function<std::int64_t()> now_ms_;
     std::uint64_t refused_requests_ = 0;
 };

@@ -41,6 +41,9 @@ struct filter_result {
     std::uint32_t unsupported = 0;            // removed because the rule's action cannot handle the value
     std::uint32_t unclassified_dropped = 0;   // removed by the schema's "unclassified": "drop"
     std::uint32_t no_consent = 0;             // removed: the purpose needs consent the subject has not given
+    // Personal members still in the output: kept, pseudonymised or generalised (GDPR Recital 26:
+    // pseudonymised data is still personal data). Masked and removed members do not count.
+    std::uint32_t personal_forwarded = 0;
 
     // True when the filtered payload differs from the original in content.
     bool changed() const { return dropped + transformed + unsupported + unclassified_dropped + no_consent > 0; }

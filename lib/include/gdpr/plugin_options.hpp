@@ -50,6 +50,10 @@ struct plugin_options {
     std::int64_t erase_retry_seconds = 10;
     std::int64_t erase_rate_limit_seconds = 86400;
     std::int64_t erase_send_rate = 2000;  // erase commands per second, all requests together
+
+    // Residency (GDPR Chapter V): regions, the transfer table, client placement and bridges. Without
+    // it messages are still tagged with their schema's residency, but no transfer is refused.
+    std::string residency_file;
 };
 
 // The option keys this plugin understands, for documentation and error messages.

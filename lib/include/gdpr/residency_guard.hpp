@@ -1,0 +1,122 @@
+#pragma once
+// Applies the residency rules to live traffic (GDPR Art. 44): the region of each connection
+// (placed once, cached), the residency of the publish being delivered, and refusal counts per
+// region pair. Broker thread only.
+#include <cstdint>
+#include <map>
+#include <tuple>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "gdpr/residency.hpp"
+
+namespace gdpr {
+
+struct residency_refusal_count {
+    std::string from;  // region the data is resident in
+    std::string to;    // region that was refused it
+    std::string via;   // "delivery" or "bridge <name>"
+    std::uint64_t count;
+};
+
+class residency_guard {
+public:
+    explicit residency_guard(residency_rules rules) : rules_(std::move(rules)) {}
+    const residency_rules& rules() const { return rules_; }
+
+    // The region of a connection: placed by `identity()` the first time a connection is seen, and
+    // again when the broker's memory for it now holds another client id, username or address.
+    template <class IdentityFn>
+    std::int32_t region_of(const void* connection, std::string_view client_id, std::string_view username,
+                           std::string_view address, IdentityFn&& identity) {
+        auto it = placed_.find(connection);
+        if (it != placed_.end() && it->second.client_id == client_id && it->second.username == username &&
+            it->second.address == address)
+            return it->second.region;
+        const std::int32_t region = rules_.place(identity());
+        auto& p = placed_[connection];
+        p.client_id.assign(client_id);
+        p.username.assign(username);
+        p.address.assign(address);
+        p.region = region;
+        return region;
+    }
+    void forget_connection(const void* connection) { placed_.erase(connection); }
+
+    // The publish the broker is about to deliver: its forwarded payload, topic and the region of
+    // the personal data it carries (NO_REGION when none). Deliveries of any other payload (retained,
+    // queued for an offline client, a will) are classified again by the caller, who may remember
+    // the answer with note_reclassified: a retained message or a queue often goes to many clients.
+    void note_publish(const void* payload, std::size_t size, std::string_view topic, std::int32_t region) {
+        remember(current_, payload, size, topic, region);
+    }
+    void forget_publish() { current_.payload = nullptr; }
+    void note_reclassified(const void* payload, std::size_t size, std::string_view topic, std::int32_t region) {
+        remember(reclassified_, payload, size, topic, region);
+    }
+    // Forgets both: from here on a payload at a known address may be another message (a will).
+    void forget_payloads() { current_.payload = reclassified_.payload = nullptr; }
+    bool is_known_payload(const void* payload, std::size_t size, std::string_view topic, std::int32_t& region) const {
+        return current_.matches(payload, size, topic, region) || reclassified_.matches(payload, size, topic, region);
+    }
+
+    // Counts a delivery of resident data to another region that may receive it (GDPR Art. 45/46).
+    void note_transfer(std::int32_t data_region, std::int32_t receiver) { ++transfers_[{data_region, receiver}]; }
+    std::vector<residency_refusal_count> transfers() const;
+
+    // Counts a refused delivery and returns the reason to record (stable for the guard's life).
+    std::string_view refuse_delivery(std::int32_t data_region, std::int32_t receiver);
+    // Counts a publish refused because `bridge` would carry it to a region that may not have it.
+    void refuse_bridged(std::int32_t data_region, const bridge_route& bridge);
+    std::vector<residency_refusal_count> refusals() const;
+    std::uint64_t refusal_total() const { return total_; }
+
+    // A shared subscription loses a message for the whole group when one member is refused it
+    // (Mosquitto 2.0): returns a warning the first time a group (name and filter) has members in
+    // two regions.
+    std::string note_shared_subscription(std::string_view filter, std::int32_t region);
+
+private:
+    struct placed {
+        std::string client_id;
+        std::string username;
+        std::string address;
+        std::int32_t region;
+    };
+    struct known_payload {
+        const void* payload = nullptr;
+        std::size_t size = 0;
+        std::string topic;
+        std::int32_t region = residency_rules::NO_REGION;
+        bool matches(const void* p, std::size_t n, std::string_view t, std::int32_t& r) const {
+            if (!payload || p != payload || n != size || t != topic) return false;
+            r = region;
+            return true;
+        }
+    };
+    static void remember(known_payload& k, const void* payload, std::size_t size, std::string_view topic,
+                         std::int32_t region) {
+        k.payload = payload;
+        k.size = size;
+        k.topic.assign(topic);
+        k.region = region;
+    }
+    struct counter {
+        std::string reason;
+        std::uint64_t count = 0;
+    };
+    residency_rules rules_;
+    std::unordered_map<const void*, placed> placed_;
+    known_payload current_;
+    known_payload reclassified_;
+    std::map<std::pair<std::int32_t, std::int32_t>, std::uint64_t> transfers_;
+    // (data region, receiver region, bridge index or -1) -> count; node-based so reasons stay put.
+    std::map<std::tuple<std::int32_t, std::int32_t, std::int32_t>, counter> counts_;
+    std::uint64_t total_ = 0;
+    std::map<std::string, std::set<std::int32_t>, std::less<>> share_groups_;
+};
+
+} // namespace gdpr

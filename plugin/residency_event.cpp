@@ -1,0 +1,140 @@
+// Residency (GDPR Chapter V) in the broker's events: publishes a bridge would carry abroad,
+// deliveries to clients in regions that may not receive the data, wills, shared subscriptions.
+#include <string>
+
+#include "context.hpp"
+
+namespace gdpr_plugin {
+
+namespace {
+
+constexpr auto ALERT_INTERVAL = std::chrono::seconds(10);
+
+void send_bridge_report(plugin_context& ctx, plugin_context::alert_limiter& limiter, const std::string& line,
+                        std::chrono::steady_clock::time_point now) {
+    const std::string text =
+        limiter.pending > 0 ? line + " (" + std::to_string(limiter.pending) + " more refused since the last report)" : line;
+    ctx.bridge_alerts_pending -= limiter.pending;
+    limiter.pending = 0;
+    limiter.last = now;
+    ctx.log.warning(text);
+    publish_alert(ctx, "residency", text);
+}
+
+// A bridge refusal is logged and alerted at once, then at most every ALERT_INTERVAL per bridge
+// with the number refused meanwhile: a misrouted fleet must not flood the log or the operators.
+void report_bridge_refusal(plugin_context& ctx, const gdpr::bridge_route& bridge, std::string_view topic,
+                           const gdpr::schema& s, std::string_view what) {
+    auto& limiter = ctx.bridge_alerts[&bridge];
+    const auto now = std::chrono::steady_clock::now();
+    limiter.line = "refused " + std::string(what) + " on '" + ctx.engine->loggable_topic(topic) + "' (schema " +
+                   s.tag() + "): " + bridge.refusal_reason;
+    if (limiter.last != std::chrono::steady_clock::time_point{} && now - limiter.last < ALERT_INTERVAL) {
+        ++limiter.pending;
+        ++ctx.bridge_alerts_pending;
+        return;
+    }
+    send_bridge_report(ctx, limiter, limiter.line, now);
+}
+
+} // namespace
+
+void open_residency(plugin_context& ctx) {
+    if (ctx.options.residency_file.empty()) {
+        ctx.log.notice("residency is tagged (gdpr-residency) but not enforced: set plugin_opt_residency_file to "
+                       "refuse transfers to regions that may not receive the data");
+        return;
+    }
+    auto rules = gdpr::residency_rules::load(ctx.options.residency_file, ctx.engine->schemas());
+    for (const auto& line : rules.lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
+    std::string bridges;
+    for (const auto& b : rules.bridges())
+        bridges += (bridges.empty() ? "" : ", ") + b.name + " -> " + rules.region_name(b.region);
+    ctx.log.notice("residency from " + ctx.options.residency_file + ": " + std::to_string(rules.region_count()) +
+                   " regions, unplaced clients in " + rules.region_name(rules.default_region()) + ", " +
+                   std::to_string(rules.bridges().size()) + " bridges" + (bridges.empty() ? "" : " (" + bridges + ")"));
+    ctx.residency = std::make_unique<gdpr::residency_guard>(std::move(rules));
+    ctx.control->attach_residency(ctx.residency.get());
+}
+
+std::int32_t resident_region(plugin_context& ctx, const gdpr::publish_verdict& v) {
+    if (!ctx.residency || !v.matched) return gdpr::residency_rules::NO_REGION;
+    if (v.filter.personal_forwarded == 0 && !gdpr::topic_names_subject(*v.matched)) return gdpr::residency_rules::NO_REGION;
+    return ctx.residency->rules().residency_of(*v.matched);
+}
+
+const gdpr::bridge_route* bridge_refusal(plugin_context& ctx, std::string_view topic, const gdpr::schema& s,
+                                         std::int32_t region, std::string_view what) {
+    const gdpr::bridge_route* bridge = ctx.residency->rules().blocking_bridge(topic, s);
+    if (!bridge) return nullptr;
+    ctx.residency->refuse_bridged(region, *bridge);
+    report_bridge_refusal(ctx, *bridge, topic, s, what);
+    return bridge;
+}
+
+std::int32_t client_region(plugin_context& ctx, const mosquitto* client) {
+    const char* username = client ? mosquitto_client_username(client) : nullptr;
+    const char* address = client ? mosquitto_client_address(client) : nullptr;
+    gdpr::requester who;
+    return ctx.residency->region_of(client, client_id_of(client), username ? username : "", address ? address : "", [&] {
+        who = requester_of(client);
+        return gdpr::client_identity{who.client_id, who.username, address ? address : "", who.certificate_cn};
+    });
+}
+
+decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
+    std::int32_t region = gdpr::residency_rules::NO_REGION;
+    const std::size_t size = acl.payload ? acl.payloadlen : 0;
+    if (!ctx.residency->is_known_payload(acl.payload, size, topic, region)) {
+        // Not the publish in hand: a retained message, a queued one, or a will. Its payload is what
+        // classification forwarded, so what it still holds decides.
+        const std::string_view payload(static_cast<const char*>(acl.payload), size);
+        const gdpr::schema* s = ctx.engine->personal_data_in(topic, payload);
+        region = s ? ctx.residency->rules().residency_of(*s) : gdpr::residency_rules::NO_REGION;
+        ctx.residency->note_reclassified(acl.payload, size, topic, region);
+    }
+    if (region == gdpr::residency_rules::NO_REGION) return decision::no_objection;
+    const std::int32_t receiver = client_region(ctx, acl.client);
+    if (ctx.residency->rules().may_receive(region, receiver)) {
+        if (receiver != region) ctx.residency->note_transfer(region, receiver);
+        return decision::no_objection;
+    }
+    // GDPR Art. 44: no transfer to a region the rules do not allow for this data.
+    ctx.refusal_reason = ctx.residency->refuse_delivery(region, receiver);
+    return decision::deny;
+}
+
+decision check_will_residency(plugin_context& ctx, std::string_view topic, std::string_view payload) {
+    if (!ctx.residency) return decision::no_objection;
+    const gdpr::schema* s = ctx.engine->personal_data_in(topic, payload);
+    if (!s) return decision::no_objection;
+    const auto region = ctx.residency->rules().residency_of(*s);
+    return bridge_refusal(ctx, topic, *s, region, "will message") ? decision::deny : decision::no_objection;
+}
+
+void residency_tick(plugin_context& ctx) {
+    if (ctx.bridge_alerts_pending == 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [bridge, limiter] : ctx.bridge_alerts) {
+        if (limiter.pending > 0 && now - limiter.last >= ALERT_INTERVAL) {
+            // The count covers the refusals since the last report; the line names the latest.
+            --limiter.pending;
+            --ctx.bridge_alerts_pending;
+            send_bridge_report(ctx, limiter, limiter.line, now);
+        }
+    }
+}
+
+void forget_current_payloads(plugin_context& ctx) {
+    if (ctx.residency) ctx.residency->forget_payloads();
+    if (ctx.recorder) ctx.recorder->forget_last_publish();
+    if (ctx.map) ctx.map->forget_last_publish();
+}
+
+void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter) {
+    if (filter.substr(0, 7) != "$share/") return;
+    const std::string warning = ctx.residency->note_shared_subscription(filter, client_region(ctx, acl.client));
+    if (!warning.empty()) ctx.log.warning("residency: " + warning);
+}
+
+} // namespace gdpr_plugin

@@ -1,0 +1,357 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "gdpr/classifier.hpp"
+#include "gdpr/errors.hpp"
+#include "gdpr/residency.hpp"
+#include "gdpr/residency_guard.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+const char* TELEMETRY = R"({"id":"telemetry","version":2,"topics":["fleet/+/telemetry"],"residency":"eu",
+  "fields":{"/driver":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"},
+            "/lat":{"category":"location","personal":true,"purpose":"ops","action":"generalise","decimals":1},
+            "/phone":{"category":"contact","personal":true,"purpose":"ops","action":"mask"},
+            "/route":{"category":"location","personal":true,"purpose":"analytics","action":"keep"},
+            "/speed":{"category":"telemetry","personal":false}}})";
+const char* STATUS = R"({"id":"status","version":1,"topics":["fleet/+/status"],"residency":"eu",
+  "fields":{"/fuel":{"category":"telemetry","personal":false}}})";
+const char* US_DATA = R"({"id":"us-orders","version":1,"topics":["orders/#"],"residency":"us",
+  "fields":{"/customer":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"}}})";
+
+gdpr::schema_set schemas() {
+    gdpr::schema_set set;
+    for (const char* text : {TELEMETRY, STATUS, US_DATA}) set.schemas.push_back(test_support::make_schema(text));
+    for (std::size_t i = 0; i < set.schemas.size(); ++i)
+        for (const auto& t : set.schemas[i].topics) set.router.add(t, static_cast<std::int32_t>(i));
+    return set;
+}
+
+const char* RULES = R"({
+  "regions": ["eu", "ch", "us"],
+  "transfers": { "eu": ["ch"], "us": ["eu", "ch"] },
+  "defaultRegion": "eu",
+  "clients": [
+    { "clientId": "us-*", "region": "us" },
+    { "username": "zurich-?", "region": "ch" },
+    { "address": "10.20.0.0/16", "region": "us" },
+    { "address": "fd00:1::/32", "region": "ch" },
+    { "certCn": "*.us.example.org", "username": "ops", "region": "us" }
+  ],
+  "bridges": [ { "name": "to-us", "region": "us", "topics": ["fleet/+/status", "fleet/#"] } ]
+})";
+
+gdpr::client_identity who(std::string_view id, std::string_view user = "", std::string_view address = "",
+                          std::string_view cn = "") {
+    return {id, user, address, cn};
+}
+
+std::string load_error(const std::string& text, const gdpr::schema_set& set) {
+    try {
+        gdpr::residency_rules::from_json_text(text, set);
+    } catch (const gdpr::config_error& e) {
+        CHECK(e.option() == "residency_file");
+        return e.what();
+    }
+    return "";
+}
+
+} // namespace
+
+TEST_CASE("the transfer table: own region, listed regions, nothing else", "[residency]") {
+    const auto set = schemas();
+    const auto r = gdpr::residency_rules::from_json_text(RULES, set);
+    const auto eu = r.region_index("eu"), ch = r.region_index("ch"), us = r.region_index("us");
+    REQUIRE(r.region_count() == 3);
+    CHECK(r.may_receive(eu, eu));
+    CHECK(r.may_receive(eu, ch));
+    CHECK_FALSE(r.may_receive(eu, us));
+    CHECK_FALSE(r.may_receive(ch, eu));  // transfers are not symmetric
+    CHECK(r.may_receive(us, eu));
+    CHECK(r.may_receive(us, us));
+    CHECK_FALSE(r.may_receive(eu, gdpr::residency_rules::NO_REGION));  // a receiver without a region gets nothing
+    CHECK(r.may_receive(gdpr::residency_rules::NO_REGION, us));      // data without residency goes anywhere
+    CHECK(r.residency_of(set.schemas[0]) == eu);
+    CHECK(r.residency_of(set.schemas[2]) == us);
+}
+
+TEST_CASE("clients are placed by the first matching rule, else the default region", "[residency]") {
+    const auto set = schemas();
+    const auto r = gdpr::residency_rules::from_json_text(RULES, set);
+    const auto eu = r.region_index("eu"), ch = r.region_index("ch"), us = r.region_index("us");
+    CHECK(r.place(who("us-dashboard")) == us);
+    CHECK(r.place(who("eu-dashboard")) == eu);
+    CHECK(r.place(who("x", "zurich-1")) == ch);
+    CHECK(r.place(who("x", "zurich-12")) == eu);  // '?' is one character
+    CHECK(r.place(who("x", "", "10.20.3.4")) == us);
+    CHECK(r.place(who("x", "", "::ffff:10.20.3.4")) == us);  // a dual-stack listener's form
+    CHECK(r.place(who("x", "", "10.21.3.4")) == eu);
+    CHECK(r.place(who("x", "", "fd00:1:2::5")) == ch);
+    CHECK(r.place(who("x", "", "fd00:2::5")) == eu);
+    CHECK(r.place(who("x", "", "not an address")) == eu);
+    // Every criterion of a rule must match.
+    CHECK(r.place(who("x", "ops", "", "box.us.example.org")) == us);
+    CHECK(r.place(who("x", "dev", "", "box.us.example.org")) == eu);
+    CHECK(r.place(who("x", "ops", "", "box.eu.example.org")) == eu);
+}
+
+TEST_CASE("a bridge to a region that may not receive the data blocks its topics", "[residency]") {
+    const auto set = schemas();
+    const auto r = gdpr::residency_rules::from_json_text(RULES, set);
+    const auto& telemetry = set.schemas[0];
+    const auto& us_orders = set.schemas[2];
+    const auto* b = r.blocking_bridge("fleet/acme/telemetry", telemetry);
+    REQUIRE(b);
+    CHECK(b->name == "to-us");
+    CHECK(b->refusal_reason == "residency: bridge to-us would carry resident personal data to us");
+    CHECK(r.blocking_bridge("elsewhere/acme", telemetry) == nullptr);    // no bridge pattern matches
+    CHECK(r.blocking_bridge("orders/1", us_orders) == nullptr);          // not carried, and us data may go to us
+    gdpr::schema unknown = test_support::make_schema(TELEMETRY);         // not among the loaded schemas
+    CHECK(r.blocking_bridge("fleet/acme/telemetry", unknown) == nullptr);
+    const auto lint = r.lint(set);
+    REQUIRE(lint.size() == 1);  // telemetry (personal) via fleet/#; status has no personal fields
+    CHECK(lint[0].find("bridge to-us (to us) topic \"fleet/#\" can carry eu-resident personal data of schema "
+                       "telemetry@2") != std::string::npos);
+}
+
+TEST_CASE("bad residency files are refused naming the problem", "[residency]") {
+    const auto set = schemas();
+    CHECK_THAT(load_error("{", set), Catch::Contains("not valid JSON"));
+    CHECK_THAT(load_error("[]", set), Catch::Contains("must be an object"));
+    CHECK_THAT(load_error(R"({"regions":[],"defaultRegion":"eu"})", set), Catch::Contains("\"regions\" must be a non-empty"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"]})", set), Catch::Contains("\"defaultRegion\" is required"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"mars"})", set),
+               Catch::Contains("defaultRegion: \"mars\" is not one of \"regions\""));
+    CHECK_THAT(load_error(R"({"regions":["eu","EU"],"defaultRegion":"eu"})", set), Catch::Contains("must match"));
+    CHECK_THAT(load_error(R"({"regions":["eu","eu"],"defaultRegion":"eu"})", set), Catch::Contains("listed twice"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","extra":1})", set),
+               Catch::Contains("unknown key \"extra\""));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","transfers":{"eu":["jp"]}})", set),
+               Catch::Contains("transfers.eu[]: \"jp\" is not one of \"regions\""));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","clients":[{"listener":1884,"region":"us"}]})", set),
+               Catch::Contains("does not tell plugins which listener"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","clients":[{"region":"us"}]})", set),
+               Catch::Contains("names no criterion"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","clients":[{"address":"10.0.0.0/33","region":"us"}]})", set),
+               Catch::Contains("prefix length must be 0-32"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","clients":[{"address":"10.0.0","region":"us"}]})", set),
+               Catch::Contains("is not an IPv4 or IPv6 address"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","bridges":[{"name":"b","region":"us","topics":["a/#/b"]}]})", set),
+               Catch::Contains("bridges[0].topics: \"a/#/b\""));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","bridges":[{"name":"b"}]})", set),
+               Catch::Contains("\"region\" is required"));
+    CHECK_THAT(load_error(R"({"regions":["eu"],"defaultRegion":"eu"})", set),
+               Catch::Contains("schema us-orders@1 (inline.json) declares residency \"us\", which is not one of \"regions\""));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":"/nonexistent/m.conf"})", set),
+               Catch::Contains("/nonexistent/m.conf: cannot be opened"));
+}
+
+TEST_CASE("bridge sections of mosquitto.conf: outbound topics with their local prefixes", "[residency]") {
+    test_support::temp_dir dir;
+    std::filesystem::create_directories(dir.path() / "conf.d");
+    dir.write("conf.d/20-backup.conf", "connection backup\naddress 127.0.0.1:1\ntopic # out 1 \"\" backup/\n");
+    dir.write("conf.d/ignored.txt", "connection not-read\ntopic x out\n");
+    const auto bridges = gdpr::parse_bridge_config(
+        "listener 1883\n# connection commented\n"
+        "connection to-us\naddress 127.0.0.1:1884\n"
+        "topic fleet/+/status out 0\n"
+        "  topic orders/# both 1 local/ remote/\n"
+        "topic commands/# in 1\n"
+        "topic \"\" out 0 site/a/status\n"
+        "topic telemetry/#\r\n"
+        "include_dir conf.d\n",
+        "m.conf", dir.path().string());
+    REQUIRE(bridges.size() == 2);
+    CHECK(bridges[0].name == "to-us");
+    CHECK(bridges[0].location == "m.conf:3");
+    CHECK(bridges[0].outbound_topics ==
+          std::vector<std::string>{"fleet/+/status", "local/orders/#", "site/a/status", "telemetry/#"});
+    CHECK(bridges[1].name == "backup");
+    CHECK(bridges[1].outbound_topics == std::vector<std::string>{"#"});
+
+    // A bridge's lines stay in its file: a topic after include_dir is still the parent's bridge's,
+    // and an included file cannot add topics to a bridge it did not open.
+    dir.write("conf.d/10-b.conf", "connection b\ntopic b/# OUT\n");
+    const auto scoped = gdpr::parse_bridge_config("connection a\ninclude_dir conf.d\ntopic a/# out\n\"\" x\n", "s.conf",
+                                                  dir.path().string());
+    REQUIRE(scoped.size() == 3);
+    CHECK(scoped[0].outbound_topics == std::vector<std::string>{"a/#"});
+    CHECK(scoped[1].outbound_topics == std::vector<std::string>{"b/#"});  // direction in capitals
+    std::filesystem::create_directories(dir.path() / "orphan.d");
+    dir.write("orphan.d/x.conf", "topic stray/# out\n");
+    CHECK_THROWS_WITH(gdpr::parse_bridge_config("connection a\ninclude_dir orphan.d\n", "o.conf", dir.path().string()),
+                      Catch::Contains("x.conf:1: topic line outside a bridge connection"));
+
+    auto error = [](const std::string& text) {
+        try {
+            gdpr::parse_bridge_config(text, "bad.conf", ".");
+        } catch (const gdpr::config_error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    CHECK_THAT(error("topic a out\n"), Catch::Contains("bad.conf:1: topic line outside a bridge connection"));
+    CHECK_THAT(error("connection b\ntopic a sideways\n"), Catch::Contains("bad.conf:2: topic direction \"sideways\""));
+    CHECK_THAT(error("connection b\ntopic a/#/c out\n"), Catch::Contains("bad.conf:2: topic \"a/#/c\""));
+}
+
+TEST_CASE("bridges read from the broker's configuration take their regions from the residency file", "[residency]") {
+    const auto set = schemas();
+    test_support::temp_dir dir;
+    dir.write("mosquitto.conf", "connection to-us\ntopic fleet/+/status out\nconnection mystery\ntopic fleet/# out\n");
+    const auto r = gdpr::residency_rules::from_json_text(
+        R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":"mosquitto.conf",
+            "bridges":[{"name":"to-us","region":"us","topics":["extra/#"]}]})",
+        set, "residency.json", dir.path().string());
+    REQUIRE(r.bridges().size() == 2);
+    const auto& to_us = r.bridges()[0];
+    CHECK(to_us.region == r.region_index("us"));
+    CHECK(to_us.topics == std::vector<std::string>{"fleet/+/status", "extra/#"});
+    CHECK_THAT(to_us.declared_in, Catch::EndsWith("mosquitto.conf:1"));
+    const auto& mystery = r.bridges()[1];
+    CHECK(mystery.region == gdpr::residency_rules::NO_REGION);
+    // An undeclared bridge may carry no resident data anywhere, even data of the region it might be in.
+    CHECK(r.blocking_bridge("fleet/a/telemetry", set.schemas[0]) == &mystery);
+    CHECK(r.blocking_bridge("fleet/a/status", set.schemas[1]) == &to_us);
+    const auto lint = r.lint(set);
+    CHECK(std::any_of(lint.begin(), lint.end(), [](const std::string& l) {
+        return l.find("bridge mystery") != std::string::npos && l.find("has no region") != std::string::npos;
+    }));
+
+    // A bridge declared in the file but absent from the broker's configuration is probably misspelt.
+    const auto typo = gdpr::residency_rules::from_json_text(
+        R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":"mosquitto.conf",
+            "bridges":[{"name":"to-usa","region":"us"}]})",
+        set, "residency.json", dir.path().string());
+    const auto typo_lint = typo.lint(set);
+    CHECK(std::any_of(typo_lint.begin(), typo_lint.end(), [](const std::string& l) {
+        return l.find("bridge to-usa is declared in residency.json but has no connection section") != std::string::npos;
+    }));
+}
+
+TEST_CASE("the guard places each connection once and counts refusals per region pair", "[residency]") {
+    const auto set = schemas();
+    gdpr::residency_guard g(gdpr::residency_rules::from_json_text(RULES, set));
+    const auto eu = g.rules().region_index("eu"), us = g.rules().region_index("us");
+    int placed = 0;
+    int connection = 0;
+    auto region = [&](std::string_view id, std::string_view user = "") {
+        return g.region_of(&connection, id, user, "127.0.0.1", [&] {
+            ++placed;
+            return who(id, user);
+        });
+    };
+    CHECK(region("us-1") == us);
+    CHECK(region("us-1") == us);
+    CHECK(placed == 1);
+    CHECK(region("eu-1") == eu);  // the broker reused the connection's memory for another client
+    CHECK(placed == 2);
+    CHECK(region("eu-1", "zurich-1") == g.rules().region_index("ch"));  // same id, another login
+    CHECK(placed == 3);
+    g.forget_connection(&connection);
+    CHECK(region("eu-1", "zurich-1") == g.rules().region_index("ch"));
+    CHECK(placed == 4);
+
+    CHECK(g.refuse_delivery(eu, us) == "residency: eu-resident personal data may not go to region us");
+    g.refuse_delivery(eu, us);
+    g.refuse_bridged(eu, g.rules().bridges()[0]);
+    const auto counts = g.refusals();
+    REQUIRE(counts.size() == 2);
+    CHECK((counts[0].from == "eu" && counts[0].to == "us" && counts[0].via == "delivery" && counts[0].count == 2));
+    CHECK((counts[1].via == "bridge to-us" && counts[1].count == 1));
+    CHECK(g.refusal_total() == 3);
+
+    g.note_transfer(us, eu);
+    g.note_transfer(us, eu);
+    const auto transfers = g.transfers();
+    REQUIRE(transfers.size() == 1);
+    CHECK((transfers[0].from == "us" && transfers[0].to == "eu" && transfers[0].count == 2));
+
+    char payload[8] = {};
+    char retained[8] = {};
+    g.note_publish(payload, 8, "fleet/a/telemetry", eu);
+    std::int32_t r = -1;
+    CHECK(g.is_known_payload(payload, 8, "fleet/a/telemetry", r));
+    CHECK(r == eu);
+    CHECK_FALSE(g.is_known_payload(payload, 8, "fleet/b/telemetry", r));  // same address, other topic
+    CHECK_FALSE(g.is_known_payload(payload, 7, "fleet/a/telemetry", r));  // same address, other length
+    g.note_reclassified(retained, 8, "fleet/a/telemetry", gdpr::residency_rules::NO_REGION);
+    CHECK(g.is_known_payload(retained, 8, "fleet/a/telemetry", r));
+    CHECK(r == gdpr::residency_rules::NO_REGION);
+    g.forget_publish();
+    CHECK_FALSE(g.is_known_payload(payload, 8, "fleet/a/telemetry", r));
+    CHECK(g.is_known_payload(retained, 8, "fleet/a/telemetry", r));  // a retained message fans out
+    g.forget_payloads();
+    CHECK_FALSE(g.is_known_payload(retained, 8, "fleet/a/telemetry", r));
+
+    CHECK(g.note_shared_subscription("fleet/#", us).empty());
+    CHECK(g.note_shared_subscription("$share/dash/fleet/#", eu).empty());
+    CHECK(g.note_shared_subscription("$share/dash/fleet/+/status", us).empty());  // another group: name and filter
+    CHECK_THAT(g.note_shared_subscription("$share/dash/fleet/#", us),
+               Catch::Contains("shared subscription group 'dash' on 'fleet/#' has members in regions eu, us"));
+    CHECK(g.note_shared_subscription("$share/dash/fleet/#", us).empty());  // warned once
+}
+
+TEST_CASE("personal data in a delivered payload: kept, pseudonymised or generalised fields count", "[residency]") {
+    gdpr::classifier c(schemas(), gdpr::unmatched_policy::pass, nullptr);
+    auto v = c.classify("fleet/a/telemetry", R"({"driver":"D-1","speed":3})");
+    CHECK(v.filter.personal_forwarded == 1);
+    v = c.classify("fleet/a/telemetry", R"({"lat":48.13,"phone":"+49 1","speed":3})");
+    CHECK(v.filter.personal_forwarded == 1);  // the generalised position; the masked phone no longer is data
+    v = c.classify("fleet/a/telemetry", R"({"phone":"+49 1","route":"A9","speed":3})");
+    CHECK(v.filter.personal_forwarded == 0);  // route needs consent nobody gave: dropped
+    v = c.classify("fleet/a/telemetry", R"({"driver":null,"speed":3})");
+    CHECK(v.filter.personal_forwarded == 0);
+
+    CHECK(c.personal_data_in("fleet/a/telemetry", R"({"driver":"D-1"})") == &c.schemas().schemas[0]);
+    CHECK(c.personal_data_in("fleet/a/telemetry", R"({"speed":3,"phone":"***"})") == nullptr);
+    CHECK(c.personal_data_in("fleet/a/telemetry", "not json") == &c.schemas().schemas[0]);  // fail closed
+    CHECK(c.personal_data_in("fleet/a/status", R"({"fuel":1})") == nullptr);
+    CHECK(c.personal_data_in("elsewhere", R"({"driver":"D-1"})") == nullptr);
+    CHECK(c.personal_data_in("fleet/a/telemetry", "") == nullptr);
+}
+
+TEST_CASE("a topic that names its subject is personal data whatever the payload holds", "[residency]") {
+    gdpr::schema_set set;
+    set.schemas.push_back(test_support::make_schema(R"({"id":"vitals","version":1,"topics":["health/+/vitals"],
+        "residency":"eu","subject":{"topicLevel":1},
+        "fields":{"/battery":{"category":"device","personal":false}}})"));
+    set.schemas.push_back(test_support::make_schema(R"({"id":"logs","version":1,"topics":["logs/#"],
+        "fields":{"/user":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"}}})"));
+    set.router.add("health/+/vitals", 0);
+    set.router.add("logs/#", 1);
+    const auto r = gdpr::residency_rules::from_json_text(
+        R"({"regions":["eu","us"],"defaultRegion":"eu","bridges":[{"name":"b","region":"us","topics":["health/#"]}]})", set);
+    gdpr::classifier c(std::move(set), gdpr::unmatched_policy::pass, nullptr);
+    CHECK(c.personal_data_in("health/u-42/vitals", R"({"battery":80})") != nullptr);
+    CHECK(c.personal_data_in("health/u-42/vitals", "") != nullptr);
+    const auto lint = r.lint(c.schemas());
+    CHECK(std::any_of(lint.begin(), lint.end(), [](const std::string& l) {
+        return l.find("can carry eu-resident personal data of schema vitals@1") != std::string::npos;
+    }));
+    // Personal data without a declared residency goes everywhere: the lint says so.
+    CHECK(std::any_of(lint.begin(), lint.end(), [](const std::string& l) {
+        return l.find("schema logs@1 (inline.json) holds personal data but declares no residency") != std::string::npos;
+    }));
+}
+
+TEST_CASE("the shipped example residency file loads with the shipped schemas and lints clean", "[residency]") {
+    const std::string dir = std::string(GDPR_SOURCE_DIR) + "/schemas";
+    const auto set = gdpr::load_schema_directory(dir, gdpr::load_purposes(dir + "/purposes.json"));
+    const auto r = gdpr::residency_rules::load(std::string(GDPR_SOURCE_DIR) + "/examples/residency.json", set);
+    CHECK(r.region_count() == 3);
+    REQUIRE(r.bridges().size() == 1);
+    CHECK(r.bridges()[0].region == r.region_index("us"));
+    // The partner bridge carries only vehicle status, which holds no personal data; the lint names
+    // only the example schema that declares no residency.
+    const auto lint = r.lint(set);
+    REQUIRE(lint.size() == 1);
+    CHECK_THAT(lint[0], Catch::Contains("schema device-diagnostics@1"));
+    const auto& status = *set.route("fleet/acme/vehicle/v1/status");
+    const auto& telemetry = *set.route("fleet/acme/vehicle/v1/telemetry");
+    CHECK(r.blocking_bridge("fleet/acme/vehicle/v1/status", status) != nullptr);  // refused only if it held personal data
+    CHECK(r.blocking_bridge("fleet/acme/vehicle/v1/telemetry", telemetry) == nullptr);
+    CHECK(r.place({"x", "", "", "hq.ch.example.org"}) == r.region_index("ch"));
+}
