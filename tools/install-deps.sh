@@ -10,6 +10,7 @@ PACKAGES=(
   libssl-dev libsqlite3-dev nlohmann-json3-dev
   catch2 libbenchmark-dev libsimdjson-dev rapidjson-dev
   python3 python3-jsonschema openssl
+  clang libclang-rt-14-dev
 )
 
 missing=()

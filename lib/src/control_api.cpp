@@ -204,6 +204,9 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     } catch (const json::parse_error& e) {
         ++refused_requests_;
         return single_error("control message is not valid JSON (at byte " + std::to_string(e.byte) + ")");
+    } catch (const json::exception&) {  // a number beyond a double's range (1e999)
+        ++refused_requests_;
+        return single_error("control message holds a number out of range");
     }
     if (!doc.is_object() || !doc.contains("commands") || !doc["commands"].is_array() || doc["commands"].empty()) {
         ++refused_requests_;

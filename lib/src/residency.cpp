@@ -136,6 +136,8 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
         doc = json::parse(text.begin(), text.end());
     } catch (const json::parse_error& e) {
         fail(source, std::string("not valid JSON: ") + e.what());
+    } catch (const json::exception&) {  // a number beyond a double's range (1e999)
+        fail(source, "holds a number out of range");
     }
     if (!doc.is_object()) fail(source, "the top level must be an object");
     only_keys(doc, "(top level)", source, {"$schema", "description", "regions", "transfers", "defaultRegion", "clients",

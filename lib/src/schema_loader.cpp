@@ -105,6 +105,8 @@ json parse_json(std::string_view text, const std::string& file) {
         }
         throw schema_error(file, "not valid JSON at line " + std::to_string(line) + ", column " +
                                      std::to_string(col));
+    } catch (const json::exception&) {  // a number beyond a double's range (1e999)
+        throw schema_error(file, "holds a number out of range");
     }
 }
 

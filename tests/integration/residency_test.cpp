@@ -234,7 +234,7 @@ TEST_CASE("a US client on the EU broker is refused resident data: live, retained
     CHECK(report.find("residency: eu-resident personal data may not go to region us") != std::string::npos);
 }
 
-TEST_CASE("residency start-up: a bad residency file refuses start naming it; a mixed shared group is warned about",
+TEST_CASE("residency start-up: a bad residency file refuses start naming it, and a mixed shared group is warned about",
           "[integration][residency]") {
     itest::scratch_dir files;
     {

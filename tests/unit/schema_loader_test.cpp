@@ -67,6 +67,9 @@ TEST_CASE("a full schema loads into the model", "[schema]") {
 TEST_CASE("schema format errors name the location", "[schema]") {
     CHECK(schema_problem(MINIMAL) == "<none>");
     CHECK_THAT(schema_problem("{"), Catch::Contains("not valid JSON at line 1"));
+    // Found by fuzzing: a number beyond a double's range escaped as the JSON library's own exception.
+    CHECK_THAT(schema_problem(R"({"id":"a","version":1e999,"topics":["a"],"fields":{}})"),
+               Catch::Contains("holds a number out of range"));
     CHECK_THAT(schema_problem("[]"), Catch::Contains("must be a JSON object"));
     CHECK_THAT(schema_problem(R"({"version":1,"topics":["a"],"fields":{}})"), Catch::Contains("missing required key \"id\""));
     CHECK_THAT(schema_problem(R"({"id":"Bad Id","version":1,"topics":["a"],"fields":{}})"), Catch::Contains("id:"));
