@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -491,4 +494,61 @@ TEST_CASE("record details quote strings as JSON, escapes included", "[audit][rec
     std::string control;
     gdpr::append_json_string(control, std::string("\x01", 1));
     CHECK(control == "\"\\u0001\"");
+}
+
+TEST_CASE("a process killed with SIGKILL during a retention sweep leaves a trail that verifies and sweeps on",
+          "[audit][retention][crash]") {
+    // The sweep runs in steps on the writer thread; whenever the process dies, what was committed
+    // must verify, no unexpired record may be gone, and the next sweep must finish the job.
+    for (const int delay_ms : {0, 60, 100}) {  // before the first step, and (on this machine) mid-sweep
+        INFO("killed " << delay_ms << " ms into the sweep");
+        trail_fixture t;
+        const std::int64_t old = now_ms() - 10 * DAY_MS;
+        const std::int64_t later = now_ms() + 400 * DAY_MS;
+        constexpr int EXPIRED = 30000, KEPT = 50;
+        int ready[2];
+        REQUIRE(::pipe(ready) == 0);
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            ::close(ready[0]);
+            t.open();
+            for (int i = 0; i < EXPIRED; ++i) t.publish({}, "x", old, 1);
+            for (int i = 0; i < KEPT; ++i) t.publish({}, "kept", old, 36500);
+            if (!t.log->flush()) ::_exit(2);
+            const char go = 'g';
+            if (::write(ready[1], &go, 1) != 1) ::_exit(3);
+            t.log->sweep(later);
+            t.log->flush();
+            std::this_thread::sleep_for(std::chrono::seconds(30));  // killed before this ends
+            ::_exit(0);
+        }
+        ::close(ready[1]);
+        char go = 0;
+        REQUIRE(::read(ready[0], &go, 1) == 1);
+        ::close(ready[0]);
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        ::kill(child, SIGKILL);
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        REQUIRE(WIFSIGNALED(status));
+
+        auto rep = t.verify(later);
+        INFO((rep.problems.empty() ? std::string() : rep.problems[0].what));
+        CHECK(rep.intact());
+        CHECK(rep.last_seq >= EXPIRED + KEPT + 1);  // every committed record is still counted for
+
+        t.open();  // the broker restarted: the next sweep completes the interrupted one
+        t.log->sweep(later);
+        REQUIRE(t.log->flush());
+        t.close();
+        rep = t.verify(later);
+        CHECK(rep.intact());
+        CHECK(rep.anchor_confirmed);
+        CHECK(t.count_kind("retention") >= 1);
+        gdpr::sqlite_db db(t.path, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(db.handle(), "SELECT count(*) FROM audit_records WHERE kind = 'publish'");
+        q.step();
+        CHECK(q.integer(0) == KEPT);  // exactly the unexpired records remain
+    }
 }
