@@ -284,6 +284,9 @@ TEST_CASE("the guard places each connection once and counts refusals per region 
     g.forget_publish();
     CHECK_FALSE(g.is_known_payload(payload, 8, "fleet/a/telemetry", r));
     CHECK(g.is_known_payload(retained, 8, "fleet/a/telemetry", r));  // a retained message fans out
+    retained[0] = 'x';  // another message now at the same address, same size and topic
+    CHECK_FALSE(g.is_known_payload(retained, 8, "fleet/a/telemetry", r));
+    retained[0] = 0;
     g.forget_payloads();
     CHECK_FALSE(g.is_known_payload(retained, 8, "fleet/a/telemetry", r));
 

@@ -3,6 +3,7 @@
 // (placed once, cached), the residency of the publish being delivered, and refusal counts per
 // region pair. Broker thread only.
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <tuple>
 #include <set>
@@ -54,13 +55,18 @@ public:
         remember(current_, payload, size, topic, region);
     }
     void forget_publish() { current_.payload = nullptr; }
+    // The bytes are kept too: a later message may occupy the same address with the same size and
+    // topic (the broker frees and reuses memory between events), and must not inherit this answer.
     void note_reclassified(const void* payload, std::size_t size, std::string_view topic, std::int32_t region) {
         remember(reclassified_, payload, size, topic, region);
+        reclassified_bytes_.assign(static_cast<const char*>(payload), payload ? size : 0);
     }
     // Forgets both: from here on a payload at a known address may be another message (a will).
     void forget_payloads() { current_.payload = reclassified_.payload = nullptr; }
     bool is_known_payload(const void* payload, std::size_t size, std::string_view topic, std::int32_t& region) const {
-        return current_.matches(payload, size, topic, region) || reclassified_.matches(payload, size, topic, region);
+        if (current_.matches(payload, size, topic, region)) return true;
+        return reclassified_.matches(payload, size, topic, region) &&
+               (size == 0 || std::memcmp(payload, reclassified_bytes_.data(), size) == 0);
     }
 
     // Counts a delivery of resident data to another region that may receive it (GDPR Art. 45/46).
@@ -112,6 +118,7 @@ private:
     std::unordered_map<const void*, placed> placed_;
     known_payload current_;
     known_payload reclassified_;
+    std::string reclassified_bytes_;
     std::map<std::pair<std::int32_t, std::int32_t>, std::uint64_t> transfers_;
     // (data region, receiver region, bridge index or -1) -> count; node-based so reasons stay put.
     std::map<std::tuple<std::int32_t, std::int32_t, std::int32_t>, counter> counts_;
