@@ -212,6 +212,33 @@ std::int64_t audit_log::append(audit_record record) {
     return seq;
 }
 
+audit_record audit_log::blank_record() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (spare_.empty()) return {};
+    audit_record r = std::move(spare_.back());
+    spare_.pop_back();
+    return r;
+}
+
+void audit_log::recycle(std::vector<item>& finished) {
+    std::vector<audit_record> kept;
+    const std::size_t limit = wake_threshold();
+    kept.reserve(std::min(limit, finished.size()));
+    for (auto& it : finished) {
+        if (kept.size() == limit) break;
+        if (it.what != item::op::record) continue;
+        audit_record& r = it.record;
+        // GDPR Art. 32: the clear text of what was sealed does not linger in reused memory.
+        if (!r.personal.empty()) OPENSSL_cleanse(r.personal.data(), r.personal.size());
+        for (auto& subject : r.subjects) OPENSSL_cleanse(subject.data(), subject.size());
+        r.clear();
+        kept.push_back(std::move(r));
+    }
+    finished.clear();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (spare_.size() < kept.size()) spare_.swap(kept);
+}
+
 void audit_log::mark_gap_locked() {
     if (dropped_unmarked_ == 0) return;
     item gap;
@@ -246,6 +273,17 @@ void audit_log::sweep(std::int64_t now_ms) {
     item it;
     it.what = item::op::sweep;
     it.now_ms = now_ms;
+    it.sweep_through = next_seq_ - 1;
+    push_locked(std::move(it));
+    wake_writer_.notify_one();
+}
+
+void audit_log::continue_sweep(std::int64_t now_ms, std::int64_t through_seq) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    item it;
+    it.what = item::op::sweep;
+    it.now_ms = now_ms;
+    it.sweep_through = through_seq;
     push_locked(std::move(it));
     wake_writer_.notify_one();
 }
@@ -313,7 +351,7 @@ void audit_log::run() {
             try {
                 write_batch(batch, committed);
                 const auto n = batch.size();
-                batch.clear();
+                recycle(batch);
                 backoff = std::chrono::milliseconds(250);
                 std::lock_guard<std::mutex> lock(mutex_);
                 done_ += n;
@@ -429,14 +467,20 @@ void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, 
     std::int64_t highest = committed_through_.load(std::memory_order_relaxed);
     for (std::size_t i = first; i < first + count; ++i) highest = std::max(highest, batch[i].seq);
     committed_through_.store(highest, std::memory_order_release);
-    for (std::size_t i = first; i < first + count; ++i)
+    for (std::size_t i = first; i < first + count; ++i) {
+        if (batch[i].what == item::op::anchor) {
+            anchor_seq_ = batch[i].anchor_seq;
+            anchor_hash_ = batch[i].anchor_hash;
+            continue_sweep(batch[i].now_ms, batch[i].sweep_through);  // behind what arrived meanwhile
+        }
         if (batch[i].what == item::op::sweep) {
             try {
-                do_sweep(batch[i].now_ms);
+                do_sweep(batch[i].now_ms, batch[i].sweep_through);
             } catch (const std::exception& e) {
                 problem(std::string("retention sweep failed, will retry: ") + e.what());
             }
         }
+    }
 }
 
 void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan) {
@@ -499,7 +543,20 @@ void audit_log::insert_chunk(const std::vector<item>& batch, std::size_t first, 
         pending_seq_ = v.seq;
         ++written;
         if (it.what == item::op::shred) ++shredded;
+        if (it.what == item::op::anchor) move_anchor(it);
     }
+}
+
+void audit_log::move_anchor(const item& it) {
+    // In the transaction of the retention record that states the new anchor: a crash leaves
+    // either both or neither.
+    db_->cached("INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at_ms = excluded.at_ms")
+        .bind(1, it.anchor_seq)
+        .bind_blob(2, it.anchor_hash)
+        .bind(3, it.now_ms)
+        .run();
+    db_->cached("DELETE FROM audit_records WHERE seq <= ?").bind(1, it.anchor_seq).run();
 }
 
 std::array<unsigned char, gcm_sealer::NONCE_BYTES> audit_log::next_nonce() {
@@ -564,7 +621,7 @@ void audit_log::plan_shred(item& it) {
     it.record.detail = nlohmann::json{{"subject_ref", ref}, {"key_existed", found}}.dump();
 }
 
-void audit_log::do_sweep(std::int64_t now_ms) {
+void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     // GDPR Art. 5(1)(e): content past its retention goes; its digest stays so the chain verifies.
     // One step does a bounded amount of work and queues the next step behind the records that
     // arrived meanwhile, so a large sweep never holds up the queue (or, under the block policy,
@@ -572,8 +629,8 @@ void audit_log::do_sweep(std::int64_t now_ms) {
     std::vector<stored_record> expired;
     auto& select = db_->cached(
         "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed FROM audit_records"
-        " WHERE digest IS NULL AND expires_ms <= ? ORDER BY expires_ms LIMIT " + std::to_string(SWEEP_CHUNK));
-    select.bind(1, now_ms);
+        " WHERE digest IS NULL AND expires_ms <= ? AND seq <= ? ORDER BY expires_ms LIMIT " + std::to_string(SWEEP_CHUNK));
+    select.bind(1, now_ms).bind(2, through_seq);
     while (select.step()) {
         stored_record r;
         r.seq = select.integer(0);
@@ -600,24 +657,22 @@ void audit_log::do_sweep(std::int64_t now_ms) {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.tombstoned += expired.size();
     }
-    if (expired.size() == SWEEP_CHUNK) return sweep(now_ms);  // more to do: next step
+    if (expired.size() == SWEEP_CHUNK) return continue_sweep(now_ms, through_seq);  // more to do: next step
 
     // Rows before the first live record are all tombstones: they go (at most SWEEP_CHUNK per
     // step), and the anchor keeps the hash of the last one so the chain can be checked from there.
+    // The move is a retention record of its own (op::anchor), written and applied in one
+    // transaction; its commit continues the sweep.
     std::int64_t anchor_seq = 0;
     std::string anchor_hash;
-    bool more = false;
     {
-        sqlite_transaction tx(*db_);
         auto& first_live = db_->cached("SELECT MIN(seq) FROM audit_records WHERE digest IS NULL");
         std::int64_t limit = std::numeric_limits<std::int64_t>::max();
         if (first_live.step() && !first_live.is_null(0)) limit = first_live.integer(0);
         first_live.reset();
         auto& first_row = db_->cached("SELECT MIN(seq) FROM audit_records");
-        if (first_row.step() && !first_row.is_null(0) && first_row.integer(0) + std::int64_t{SWEEP_CHUNK} < limit) {
+        if (first_row.step() && !first_row.is_null(0) && first_row.integer(0) + std::int64_t{SWEEP_CHUNK} < limit)
             limit = first_row.integer(0) + std::int64_t{SWEEP_CHUNK};
-            more = true;
-        }
         first_row.reset();
         auto& last_dead = db_->cached("SELECT seq, hash FROM audit_records WHERE seq < ? ORDER BY seq DESC LIMIT 1");
         last_dead.bind(1, limit);
@@ -626,38 +681,33 @@ void audit_log::do_sweep(std::int64_t now_ms) {
             anchor_hash = last_dead.blob(1);
         }
         last_dead.reset();
-        if (anchor_seq > 0) {
-            db_->cached("INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, ?, ?, ?)"
-                        " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at_ms = excluded.at_ms")
-                .bind(1, anchor_seq)
-                .bind_blob(2, anchor_hash)
-                .bind(3, now_ms)
-                .run();
-            db_->cached("DELETE FROM audit_records WHERE seq <= ?").bind(1, anchor_seq).run();
-        }
-        tx.commit();
     }
-    if (anchor_seq > 0) {
-        anchor_seq_ = anchor_seq;
-        anchor_hash_ = anchor_hash;
-        sweep_moved_anchor_ = true;
-    }
-    if (more) return sweep(now_ms);
     const std::uint64_t tombstoned = sweep_tombstoned_;
-    const bool moved = sweep_moved_anchor_;
+    const bool moves = anchor_seq > anchor_seq_;
+    if (!moves && tombstoned == 0) return;
     sweep_tombstoned_ = 0;
-    sweep_moved_anchor_ = false;
-    if (tombstoned == 0 && !moved) return;
-    audit_record rec;
-    rec.at_ms = wall_ms();
-    rec.kind = audit_kind::retention;
     nlohmann::json detail{{"tombstoned", tombstoned}, {"swept_at_ms", now_ms}};
-    if (anchor_seq_ > 0) {  // every retention record restates the anchor: verify checks it
+    // Every retention record states the anchor (the new one when it moves it): verify checks it.
+    if (moves) {
+        detail["anchor_seq"] = anchor_seq;
+        detail["anchor_hash"] = to_hex(anchor_hash);
+    } else if (anchor_seq_ > 0) {
         detail["anchor_seq"] = anchor_seq_;
         detail["anchor_hash"] = to_hex(anchor_hash_);
     }
-    rec.detail = detail.dump();
-    append(std::move(rec));
+    item it;
+    it.what = moves ? item::op::anchor : item::op::record;
+    it.record.at_ms = wall_ms();
+    it.record.kind = audit_kind::retention;
+    it.record.detail = detail.dump();
+    it.now_ms = now_ms;
+    it.anchor_seq = anchor_seq;
+    it.anchor_hash = std::move(anchor_hash);
+    it.sweep_through = through_seq;
+    std::lock_guard<std::mutex> lock(mutex_);
+    it.seq = next_seq_++;
+    push_locked(std::move(it));
+    wake_writer_.notify_one();
 }
 
 } // namespace gdpr

@@ -13,6 +13,20 @@ constexpr std::array<std::string_view, 15> NAMES = {
     "erasure"};
 } // namespace
 
+void audit_record::clear() {
+    at_ms = 0;
+    kind = audit_kind::publish;
+    session = 0;
+    client_id.clear();
+    schema.clear();
+    detail.clear();
+    has_payload = false;
+    payload.clear();
+    personal.clear();
+    subjects.clear();
+    retention_days = 0;
+}
+
 std::string_view to_string(audit_kind kind) { return NAMES.at(static_cast<std::size_t>(kind)); }
 
 audit_kind audit_kind_from_string(std::string_view name) {

@@ -47,8 +47,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             auto& list = r == "publisher"   ? map->entries_[e].publishers
                          : r == "recipient" ? map->entries_[e].recipients
                                             : map->entries_[e].retained;
-            if (std::find(list.begin(), list.end(), h) != list.end()) continue;
-            list.push_back(h);
+            if (!list.insert(h)) continue;
             if (r == "retained") map->retained_by_topic_[holder].push_back(e);
         }
     }
@@ -81,9 +80,9 @@ std::uint32_t data_map::entry_by_ref(std::string_view ref, bool create) {
     } else {
         index = static_cast<std::uint32_t>(entries_.size());
         entries_.emplace_back();
+        refs_.emplace_back();
     }
-    entry& e = entries_[index];
-    e.ref.assign(ref.data(), ref.size());
+    refs_[index].assign(ref.data(), ref.size());
     by_ref_[ref] = index;
     return index;
 }
@@ -99,11 +98,10 @@ std::uint32_t data_map::entry_of(std::string_view subject) {
 bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
     entry& e = entries_[entry_index];
     auto& list = r == role::publisher ? e.publishers : r == role::recipient ? e.recipients : e.retained;
-    if (std::find(list.begin(), list.end(), holder) != list.end()) return false;
-    list.push_back(holder);
+    if (!list.insert(holder)) return false;
     ++holders_recorded_;
     if (r == role::retained && storable_topic_ && !storable_topic_(holder_names_[holder])) return true;
-    unwritten_.push_back(row{e.ref, r, holder, wall_ms()});
+    unwritten_.push_back(row{refs_[entry_index], r, holder, wall_ms()});
     if (unwritten_.size() >= FLUSH_AT) flush();
     return true;
 }
@@ -150,8 +148,7 @@ void data_map::drop_retained_holder(const std::string& topic) {
     if (it == retained_by_topic_.end()) return;
     if (const holder_id* h = holder_ids_.find(topic)) {
         for (const std::uint32_t e : it->second) {
-            auto& list = entries_[e].retained;
-            list.erase(std::remove(list.begin(), list.end(), *h), list.end());
+            entries_[e].retained.erase(*h);
         }
     }
     retained_by_topic_.erase(it);
@@ -208,10 +205,10 @@ void data_map::delivered(std::string_view client_id, std::string_view topic, con
     for (const std::uint32_t e : it->second) add(e, role::recipient, reader);
 }
 
-std::vector<std::string> data_map::names(const std::vector<holder_id>& ids) const {
+std::vector<std::string> data_map::names(const holder_set& ids) const {
     std::vector<std::string> out;
     out.reserve(ids.size());
-    for (const holder_id h : ids) out.push_back(holder_names_[h]);
+    ids.for_each([&](holder_id h) { out.push_back(holder_names_[h]); });
     std::sort(out.begin(), out.end());
     return out;
 }
@@ -229,15 +226,16 @@ subject_holdings data_map::holdings(std::string_view subject) const {
 
 void data_map::release(std::uint32_t index) {
     entry& e = entries_[index];
-    for (const holder_id t : e.retained) {
+    e.retained.for_each([&](holder_id t) {
         auto it = retained_by_topic_.find(holder_names_[t]);
-        if (it == retained_by_topic_.end()) continue;
+        if (it == retained_by_topic_.end()) return;
         auto& list = it->second;
         list.erase(std::remove(list.begin(), list.end(), index), list.end());
         if (list.empty()) retained_by_topic_.erase(it);
-    }
-    by_ref_.erase(e.ref);
+    });
+    by_ref_.erase(refs_[index]);
     e = entry{};
+    refs_[index].clear();
     free_entries_.push_back(index);
 }
 

@@ -47,7 +47,7 @@ std::int64_t session_recorder::start_session(const void* connection, const conne
         if (it->second.client_id == info.client_id) return it->second.id;  // re-authentication
         end_session(connection, "connection object reused by the broker");
     }
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::session_start;
     r.client_id = info.client_id;
@@ -65,7 +65,7 @@ std::int64_t session_recorder::start_session(const void* connection, const conne
 void session_recorder::end_session(const void* connection, std::string_view reason) {
     auto it = sessions_.find(connection);
     if (it == sessions_.end()) return;
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::session_end;
     r.session = it->second.id;
@@ -81,7 +81,7 @@ void session_recorder::end_all(std::string_view reason) {
 
 void session_recorder::subscription(std::int64_t session, std::string_view client_id, bool unsubscribe,
                                     std::string_view filter, int qos, std::string_view outcome) {
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = unsubscribe ? audit_kind::unsubscribe : audit_kind::subscribe;
     r.session = session;
@@ -156,7 +156,7 @@ const std::string& session_recorder::outcomes_text(const schema& matched, const 
 void session_recorder::publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
                                bool retain, std::size_t original_size, const publish_verdict& v,
                                std::string_view forwarded, const void* forwarded_identity) {
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = v.action == publish_action::deny ? audit_kind::publish_refused : audit_kind::publish;
     r.session = session;
@@ -226,7 +226,7 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
 
 void session_recorder::delivery(std::int64_t session, std::string_view client_id, std::string_view topic,
                                 const void* payload, int qos, bool refused, std::string_view reason) {
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = refused ? audit_kind::delivery_refused : audit_kind::delivery;
     r.session = session;
@@ -313,7 +313,7 @@ std::vector<std::pair<std::string, bool>> command_outcomes(const std::string& re
 
 void session_recorder::control(std::string_view client_id, std::string_view operator_id,
                                const std::string& response_json) {
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::control;
     r.client_id = client_id;
@@ -325,7 +325,7 @@ void session_recorder::control(std::string_view client_id, std::string_view oper
 }
 
 void session_recorder::erasure(std::string_view step, const std::string& detail_json) {
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::erasure;
     // {"step":"...", + the caller's members: a receipt can be megabytes, so it is not re-parsed.
@@ -343,7 +343,7 @@ void session_recorder::erasure(std::string_view step, const std::string& detail_
 
 void session_recorder::consent_change(std::string_view change, const std::string& subject,
                                       const std::string& detail_json, const std::string& personal_json) {
-    audit_record r;
+    audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::consent;
     auto detail = nlohmann::json::parse(detail_json, nullptr, false);

@@ -338,7 +338,8 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
     }
 }
 
-TEST_CASE_METHOD(trail_fixture, "a large sweep runs in steps and ends with one retention record", "[audit][retention]") {
+TEST_CASE_METHOD(trail_fixture, "a large sweep runs in steps, and each step that moves the anchor is a retention record",
+                 "[audit][retention]") {
     open();
     const std::int64_t old = now_ms() - 10 * DAY_MS;
     for (int i = 0; i < 12000; ++i) publish({}, "x", old, 1);
@@ -353,7 +354,7 @@ TEST_CASE_METHOD(trail_fixture, "a large sweep runs in steps and ends with one r
     CHECK(rep.anchor_confirmed);
     CHECK(*rep.anchor_seq == 12001);
     CHECK(rep.tombstones == 0);
-    CHECK(count_kind("retention") == 1);
+    CHECK(count_kind("retention") == 3);  // anchors 5000, 10000, 12001: at most 5000 rows go per step
 }
 
 TEST_CASE_METHOD(trail_fixture, "records cut off the end are reported, and numbering goes on after them", "[audit]") {
@@ -551,4 +552,41 @@ TEST_CASE("a process killed with SIGKILL during a retention sweep leaves a trail
         q.step();
         CHECK(q.integer(0) == KEPT);  // exactly the unexpired records remain
     }
+}
+
+TEST_CASE_METHOD(trail_fixture, "records the writer has finished with come back blank, their personal part wiped",
+                 "[audit]") {
+    open();
+    CHECK(log->blank_record().personal.capacity() < 64);  // nothing written yet: a new record
+    const std::string secret = "SECRET-SPEED-" + std::string(100, 'x');
+    for (int i = 0; i < 50; ++i) publish({"alice"}, secret);
+    REQUIRE(log->flush());
+    int reused = 0;
+    for (int i = 0; i < 50; ++i) {
+        gdpr::audit_record r = log->blank_record();
+        CHECK(r.at_ms == 0);
+        CHECK(r.client_id.empty());
+        CHECK(r.schema.empty());
+        CHECK(r.detail.empty());
+        CHECK(r.personal.empty());
+        CHECK(r.subjects.empty());
+        CHECK(r.retention_days == 0);
+        CHECK_FALSE(r.has_payload);
+        if (r.personal.capacity() < secret.size()) continue;
+        ++reused;
+        // GDPR Art. 32: the memory that held the clear text holds none of it now.
+        const std::string_view memory(r.personal.data(), r.personal.capacity());
+        CHECK(memory.find("SECRET-SPEED") == std::string_view::npos);
+        // A reused record is appended like any other.
+        r.kind = gdpr::audit_kind::delivery;
+        r.at_ms = now_ms();
+        r.client_id = "dashboard";
+        r.detail = R"({"reused":true})";
+        CHECK(log->append(std::move(r)) > 0);
+    }
+    CHECK(reused == 50);
+    REQUIRE(log->flush());
+    close();
+    CHECK(verify().intact());
+    CHECK(count_kind("delivery") == 50);
 }

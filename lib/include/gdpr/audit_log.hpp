@@ -71,6 +71,9 @@ public:
     // Appends a record and returns its sequence number; returns 0 when the drop policy dropped it.
     // Under the block policy this waits while the queue is full and the writer is healthy.
     std::int64_t append(audit_record record);
+    // An empty record to fill and append, reusing the memory of one the writer has finished with,
+    // so that recording a publish costs the broker thread no allocation in steady state.
+    audit_record blank_record();
     // False when a publish must be refused because it could not be recorded: the block policy,
     // a full queue and a writer that cannot write (disk full, read-only file).
     bool can_record_publish() const;
@@ -97,11 +100,18 @@ public:
 
 private:
     struct item {
-        enum class op : std::uint8_t { record, shred, sweep } what = op::record;
+        // op::anchor: a retention record that moves the chain's anchor in its own transaction,
+        // so the anchor is never ahead of the record that states it.
+        enum class op : std::uint8_t { record, shred, sweep, anchor } what = op::record;
         std::int64_t seq = 0;
         audit_record record;
         std::string subject;  // op::shred
-        std::int64_t now_ms = 0;  // op::sweep
+        std::int64_t now_ms = 0;  // op::sweep, op::anchor
+        std::int64_t anchor_seq = 0;  // op::anchor: rows up to here go
+        std::string anchor_hash;      // op::anchor
+        // op::sweep, op::anchor: the last record the sweep may remove (those appended before it
+        // was asked for), so that its own retention records never expire under it.
+        std::int64_t sweep_through = 0;
     };
 
     audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys);
@@ -109,7 +119,8 @@ private:
     void run();
     void run_checkpoints();
     void write_batch(std::vector<item>& batch, std::size_t& committed);
-    void do_sweep(std::int64_t now_ms);
+    void do_sweep(std::int64_t now_ms, std::int64_t through_seq);
+    void continue_sweep(std::int64_t now_ms, std::int64_t through_seq);
     struct subject_entry {
         std::array<char, ENVELOPE_REF_BYTES> raw{};  // the reference as envelopes carry it
         data_key key{};
@@ -124,6 +135,7 @@ private:
     void insert_chunk(const std::vector<item>& batch, std::size_t first, std::size_t count, const chunk_plan& plan,
                       std::uint64_t& written, std::uint64_t& shredded);
     void plan_shred(item& it);
+    void move_anchor(const item& it);
     // Counts what a committed chunk wrote, wipes shredded keys from the log, runs its sweeps.
     void after_commit(const std::vector<item>& batch, std::size_t first, std::size_t count, std::uint64_t written,
                       std::uint64_t shredded);
@@ -136,6 +148,8 @@ private:
         return std::max<std::size_t>(1, std::min<std::size_t>(10000, options_.queue_limit / 2));
     }
     void mark_gap_locked();
+    // Wipes the finished records' personal parts and hands them to spare_.
+    void recycle(std::vector<item>& finished);
     void problem(std::string text);
 
     audit_options options_;
@@ -153,7 +167,6 @@ private:
     std::int64_t anchor_seq_ = 0;
     std::string anchor_hash_;
     std::uint64_t sweep_tombstoned_ = 0;  // across the steps of the sweep in progress
-    bool sweep_moved_anchor_ = false;
     std::uint32_t nonce_epoch_ = 0;
     std::uint64_t nonce_counter_ = 0;
     // References and data keys by subject id, so a record costs one lookup (no HMAC, no key
@@ -167,6 +180,10 @@ private:
     std::condition_variable space_;
     std::condition_variable progress_;
     std::vector<item> queue_;
+    // Records the writer has finished with, wiped, for blank_record(): the broker thread fills
+    // them again instead of allocating memory that the writer thread would then free (at most
+    // one wake-up batch is kept).
+    std::vector<audit_record> spare_;
     std::int64_t next_seq_ = 1;
     std::uint64_t pushed_ = 0;  // items queued so far
     std::uint64_t done_ = 0;    // items written (a flush waits for done_ to reach pushed_)

@@ -43,6 +43,9 @@ struct audit_record {
     std::string personal;        // JSON object sealed per subject (topic, payload, subject id)
     std::vector<std::string> subjects;
     std::int32_t retention_days = 0;  // 0: the plugin's default retention
+
+    // Back to a default record, keeping the strings' memory for the next one.
+    void clear();
 };
 
 } // namespace gdpr

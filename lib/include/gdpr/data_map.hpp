@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "gdpr/holder_set.hpp"
 #include "gdpr/storage_worker.hpp"
 #include "gdpr/subject_table.hpp"
 
@@ -78,12 +79,13 @@ public:
 
 private:
     enum class role : std::uint8_t { publisher, recipient, retained };
-    // Holders (client ids, topics) are interned: a subject's entry keeps small sorted-free lists
-    // of numbers, a few bytes per holder, because a fleet has hundreds of thousands of subjects.
+    // Holders (client ids, topics) are interned: a subject's entry keeps small sets of numbers,
+    // a few bytes per holder, because a fleet has hundreds of thousands of subjects. The entry
+    // holds only what every publish and delivery checks; its reference is kept apart (refs_),
+    // read only when a new holder is written.
     using holder_id = std::uint32_t;
     struct entry {
-        std::string ref;
-        std::vector<holder_id> publishers, recipients, retained;
+        holder_set publishers, recipients, retained;
     };
     struct row {
         std::string ref;
@@ -101,12 +103,13 @@ private:
     bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
     void release(std::uint32_t entry_index);
-    std::vector<std::string> names(const std::vector<holder_id>& ids) const;
+    std::vector<std::string> names(const holder_set& ids) const;
     storage_worker::done_fn count_failure();
 
     subject_ref_fn subject_ref_;
     topic_check_fn storable_topic_;
     std::vector<entry> entries_;
+    std::vector<std::string> refs_;  // by entry index
     std::vector<std::uint32_t> free_entries_;
     subject_table<std::uint32_t> by_ref_;  // subject ref -> entry
     subject_table<std::uint32_t> by_id_;   // subject id -> entry (a cache: the ref is a keyed hash)
