@@ -140,7 +140,8 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         started_detail["anchor_hash"] = to_hex(log->anchor_hash_);
     }
     started.detail = started_detail.dump();
-    log->append(std::move(started));
+    const std::int64_t started_seq = log->append(std::move(started));
+    if (log->anchor_seq_ > 0) log->anchor_statement_seq_ = started_seq;
     log->start();
     return log;
 }
@@ -221,16 +222,23 @@ audit_record audit_log::blank_record() {
 }
 
 void audit_log::recycle(std::vector<item>& finished) {
+    // A record that once carried a large message would keep that much memory for good.
+    constexpr std::size_t KEEP_AT_MOST = 4096;
+    const auto small = [](const audit_record& r) {
+        return r.personal.capacity() <= KEEP_AT_MOST && r.payload.capacity() <= KEEP_AT_MOST &&
+               r.detail.capacity() <= KEEP_AT_MOST;
+    };
     std::vector<audit_record> kept;
     const std::size_t limit = wake_threshold();
     kept.reserve(std::min(limit, finished.size()));
     for (auto& it : finished) {
-        if (kept.size() == limit) break;
-        if (it.what != item::op::record) continue;
+        // GDPR Art. 32: the clear text of what was sealed, and whom it was about, does not linger
+        // in memory, reused or freed.
         audit_record& r = it.record;
-        // GDPR Art. 32: the clear text of what was sealed does not linger in reused memory.
         if (!r.personal.empty()) OPENSSL_cleanse(r.personal.data(), r.personal.size());
         for (auto& subject : r.subjects) OPENSSL_cleanse(subject.data(), subject.size());
+        if (!it.subject.empty()) OPENSSL_cleanse(it.subject.data(), it.subject.size());
+        if (it.what != item::op::record || kept.size() == limit || !small(r)) continue;
         r.clear();
         kept.push_back(std::move(r));
     }
@@ -468,9 +476,8 @@ void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, 
     for (std::size_t i = first; i < first + count; ++i) highest = std::max(highest, batch[i].seq);
     committed_through_.store(highest, std::memory_order_release);
     for (std::size_t i = first; i < first + count; ++i) {
+        if (batch[i].states_anchor) anchor_statement_seq_ = batch[i].seq;  // committed: it may stand alone
         if (batch[i].what == item::op::anchor) {
-            anchor_seq_ = batch[i].anchor_seq;
-            anchor_hash_ = batch[i].anchor_hash;
             continue_sweep(batch[i].now_ms, batch[i].sweep_through);  // behind what arrived meanwhile
         }
         if (batch[i].what == item::op::sweep) {
@@ -629,8 +636,11 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     std::vector<stored_record> expired;
     auto& select = db_->cached(
         "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed FROM audit_records"
-        " WHERE digest IS NULL AND expires_ms <= ? AND seq <= ? ORDER BY expires_ms LIMIT " + std::to_string(SWEEP_CHUNK));
-    select.bind(1, now_ms).bind(2, through_seq);
+        " WHERE digest IS NULL AND expires_ms <= ? AND seq <= ? AND seq <> ? ORDER BY expires_ms LIMIT " +
+        std::to_string(SWEEP_CHUNK));
+    // The newest record that states the anchor keeps its content until a newer one states it:
+    // a crash between this step and the sweep's retention record must leave the anchor stated.
+    select.bind(1, now_ms).bind(2, through_seq).bind(3, anchor_statement_seq_);
     while (select.step()) {
         stored_record r;
         r.seq = select.integer(0);
@@ -683,15 +693,18 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
         last_dead.reset();
     }
     const std::uint64_t tombstoned = sweep_tombstoned_;
+    // anchor_seq_ is the anchor as of the last record queued: records queued from now on are
+    // committed with or after it, so they state it, and overlapping sweeps do not move it twice.
     const bool moves = anchor_seq > anchor_seq_;
     if (!moves && tombstoned == 0) return;
     sweep_tombstoned_ = 0;
     nlohmann::json detail{{"tombstoned", tombstoned}, {"swept_at_ms", now_ms}};
     // Every retention record states the anchor (the new one when it moves it): verify checks it.
     if (moves) {
-        detail["anchor_seq"] = anchor_seq;
-        detail["anchor_hash"] = to_hex(anchor_hash);
-    } else if (anchor_seq_ > 0) {
+        anchor_seq_ = anchor_seq;
+        anchor_hash_ = anchor_hash;
+    }
+    if (anchor_seq_ > 0) {
         detail["anchor_seq"] = anchor_seq_;
         detail["anchor_hash"] = to_hex(anchor_hash_);
     }
@@ -704,7 +717,9 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     it.anchor_seq = anchor_seq;
     it.anchor_hash = std::move(anchor_hash);
     it.sweep_through = through_seq;
+    it.states_anchor = detail.contains("anchor_seq");
     std::lock_guard<std::mutex> lock(mutex_);
+    mark_gap_locked();  // a hole is declared where it happened, before this record
     it.seq = next_seq_++;
     push_locked(std::move(it));
     wake_writer_.notify_one();

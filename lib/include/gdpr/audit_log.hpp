@@ -112,6 +112,7 @@ private:
         // op::sweep, op::anchor: the last record the sweep may remove (those appended before it
         // was asked for), so that its own retention records never expire under it.
         std::int64_t sweep_through = 0;
+        bool states_anchor = false;  // a retention record that states the anchor
     };
 
     audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys);
@@ -166,6 +167,7 @@ private:
     std::int64_t pending_seq_ = 0;
     std::int64_t anchor_seq_ = 0;
     std::string anchor_hash_;
+    std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
     std::uint64_t sweep_tombstoned_ = 0;  // across the steps of the sweep in progress
     std::uint32_t nonce_epoch_ = 0;
     std::uint64_t nonce_counter_ = 0;
