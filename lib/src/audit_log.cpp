@@ -278,16 +278,15 @@ std::int64_t audit_log::shred_subject(const std::string& subject) {
 
 void audit_log::sweep(std::int64_t now_ms) {
     std::lock_guard<std::mutex> lock(mutex_);
-    item it;
-    it.what = item::op::sweep;
-    it.now_ms = now_ms;
-    it.sweep_through = next_seq_ - 1;
-    push_locked(std::move(it));
-    wake_writer_.notify_one();
+    push_sweep_locked(now_ms, next_seq_ - 1);
 }
 
 void audit_log::continue_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     std::lock_guard<std::mutex> lock(mutex_);
+    push_sweep_locked(now_ms, through_seq);
+}
+
+void audit_log::push_sweep_locked(std::int64_t now_ms, std::int64_t through_seq) {
     item it;
     it.what = item::op::sweep;
     it.now_ms = now_ms;

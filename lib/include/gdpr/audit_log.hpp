@@ -122,6 +122,7 @@ private:
     void write_batch(std::vector<item>& batch, std::size_t& committed);
     void do_sweep(std::int64_t now_ms, std::int64_t through_seq);
     void continue_sweep(std::int64_t now_ms, std::int64_t through_seq);
+    void push_sweep_locked(std::int64_t now_ms, std::int64_t through_seq);
     struct subject_entry {
         std::array<char, ENVELOPE_REF_BYTES> raw{};  // the reference as envelopes carry it
         data_key key{};
