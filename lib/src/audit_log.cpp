@@ -1,5 +1,7 @@
 #include "gdpr/audit_log.hpp"
 
+#include "gdpr/background_thread.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -149,8 +151,14 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
 void audit_log::start() {
     checkpoint_db_ = std::make_unique<sqlite_db>(options_.path, options_.synchronous);
     sealing_ = std::make_unique<sealing_stage>();
-    thread_ = std::thread([this] { run(); });
-    checkpointer_ = std::thread([this] { run_checkpoints(); });
+    thread_ = std::thread([this] {
+        become_background_thread("gdpr-audit");
+        run();
+    });
+    checkpointer_ = std::thread([this] {
+        become_background_thread("gdpr-checkpoint");
+        run_checkpoints();
+    });
 }
 
 void audit_log::run_checkpoints() {
@@ -181,14 +189,14 @@ audit_log::~audit_log() {
     checkpoint_db_.reset();
 }
 
-void audit_log::push_locked(item it) {
+void audit_log::push_locked(item&& it) {
     queue_.push_back(std::move(it));
     ++pushed_;
     ++stats_.appended;
     if (queue_.size() == wake_threshold()) wake_writer_.notify_one();  // a batch is ready: no need to wait
 }
 
-std::int64_t audit_log::append(audit_record record) {
+std::int64_t audit_log::append(audit_record&& record) {
     std::unique_lock<std::mutex> lock(mutex_);
     const bool own_thread = std::this_thread::get_id() == writer_id_;
     if (!own_thread && queue_.size() >= options_.queue_limit) {

@@ -1,5 +1,7 @@
 #include "gdpr/audit_sealing.hpp"
 
+#include "gdpr/background_thread.hpp"
+
 #include <utility>
 
 #include <openssl/crypto.h>
@@ -35,7 +37,11 @@ record_plan& chunk_plan::add() {
 
 chunk_plan::~chunk_plan() { reset(); }
 
-sealing_stage::sealing_stage() : thread_([this] { run(); }) {}
+sealing_stage::sealing_stage()
+    : thread_([this] {
+          become_background_thread("gdpr-seal");
+          run();
+      }) {}
 
 sealing_stage::~sealing_stage() {
     {

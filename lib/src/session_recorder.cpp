@@ -163,7 +163,10 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
     r.client_id = client_id;
     std::string& d = r.detail;
     d.reserve(256);
-    const std::string shown_topic = v.matched ? engine_.loggable_topic(topic) : std::string(topic);
+    // Only a topic that names its subject is shown masked; the others are shown as they are.
+    const bool masked = v.matched && v.matched->subject.kind == subject_kind::topic_level;
+    if (masked) masked_topic_ = engine_.loggable_topic(topic);
+    const std::string_view shown_topic = masked ? std::string_view(masked_topic_) : topic;
     d = "{\"topic\":";
     append_json_string(d, shown_topic);
     d += ",\"qos\":";
@@ -221,6 +224,8 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
         last_publish_seq_ = seq;
         last_forwarded_ = forwarded_identity;
         last_topic_.assign(topic);
+        last_topic_masked_ = masked;
+        if (masked) last_shown_topic_.assign(masked_topic_);
     }
 }
 
@@ -233,7 +238,9 @@ void session_recorder::delivery(std::int64_t session, std::string_view client_id
     r.client_id = client_id;
     std::string& d = r.detail;
     d = "{\"topic\":";
-    append_json_string(d, engine_.loggable_topic(topic));
+    // The topic as the publish record showed it, without routing it again.
+    if (topic != last_topic_) append_json_string(d, engine_.loggable_topic(topic));
+    else append_json_string(d, last_topic_masked_ ? std::string_view(last_shown_topic_) : topic);
     d += ",\"qos\":";
     append_number(d, qos);
     // The broker checks deliveries of a publish right after MESSAGE, with the payload it stored:

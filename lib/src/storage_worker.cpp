@@ -1,8 +1,14 @@
 #include "gdpr/storage_worker.hpp"
 
+#include "gdpr/background_thread.hpp"
+
 namespace gdpr {
 
-storage_worker::storage_worker(std::unique_ptr<sqlite_db> db) : db_(std::move(db)), thread_([this] { run(); }) {}
+storage_worker::storage_worker(std::unique_ptr<sqlite_db> db)
+    : db_(std::move(db)), thread_([this] {
+          become_background_thread("gdpr-store");
+          run();
+      }) {}
 
 storage_worker::~storage_worker() {
     {

@@ -408,3 +408,42 @@ TEST_CASE("each publish records what was done to its own fields, however its nei
     CHECK_FALSE(fields[3].contains("/driver_name"));
     CHECK(fields[4] == fields[2]);
 }
+
+TEST_CASE("a topic that names its subject is recorded masked in publish and delivery records, in clear only sealed",
+          "[integration][recording]") {
+    recording_setup setup;
+    const std::string vitals = "health/wearable/u-4711/vitals";
+    const std::string masked = "health/wearable/<subject>/vitals";
+    {
+        itest::broker b(setup.options({{"record_deliveries", "all"}}));
+        itest::client watcher(b, "clinic");
+        watcher.connect();
+        watcher.subscribe("health/#", 1);
+        itest::client watch(b, "watch-4711");
+        watch.connect();
+        REQUIRE(watch.publish(vitals, R"({"hr":61,"battery":80})", 1, true) == 0);  // retained
+        REQUIRE(watcher.next());
+        REQUIRE(watch.publish("fleet/acme/status", R"({"ok":true})", 1) == 0);  // another topic in between
+        itest::client late(b, "clinic-late");
+        late.connect();
+        late.subscribe("health/#", 1);  // the retained message: a delivery not checked right after its publish
+        REQUIRE(late.next());
+        watch.disconnect();
+        watcher.disconnect();
+        late.disconnect();
+        b.stop();
+    }
+    CHECK(count_records(setup.db, "kind = 'publish' AND json_extract(detail, '$.topic') = '" + masked + "'") == 1);
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'clinic' AND json_extract(detail, '$.topic') = '" +
+                                      masked + "' AND json_extract(detail, '$.publish_seq') > 0") == 1);
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'clinic-late' AND json_extract(detail, '$.topic') = '" +
+                                      masked + "'") == 1);
+    const std::string file = file_bytes(setup.db) + file_bytes(setup.db + "-wal");
+    CHECK(file.find("u-4711") == std::string::npos);
+    const auto [st, doc] = run(gdprctl() + " export " + setup.db + " --subject u-4711 --key-file " + setup.key);
+    INFO(doc);
+    REQUIRE(st == 0);
+    const json j = json::parse(doc);
+    REQUIRE(j["records"].size() == 1);
+    CHECK(j["records"][0]["data"]["topic"] == vitals);
+}

@@ -70,7 +70,7 @@ public:
 
     // Appends a record and returns its sequence number; returns 0 when the drop policy dropped it.
     // Under the block policy this waits while the queue is full and the writer is healthy.
-    std::int64_t append(audit_record record);
+    std::int64_t append(audit_record&& record);
     // An empty record to fill and append, reusing the memory of one the writer has finished with,
     // so that recording a publish costs the broker thread no allocation in steady state.
     audit_record blank_record();
@@ -143,7 +143,7 @@ private:
                       std::uint64_t shredded);
     void forget_keys();
     std::array<unsigned char, gcm_sealer::NONCE_BYTES> next_nonce();
-    void push_locked(item it);
+    void push_locked(item&& it);
     // A large batch wakes the writer before the flush period ends; half the queue at most, so
     // the broker never waits for a writer that is still asleep.
     std::size_t wake_threshold() const {

@@ -83,6 +83,9 @@ private:
     std::int64_t last_publish_seq_ = 0;
     const void* last_forwarded_ = nullptr;
     std::string last_topic_;
+    bool last_topic_masked_ = false;  // last_topic_ names its subject: records show last_shown_topic_
+    std::string last_shown_topic_;
+    std::string masked_topic_;  // scratch
     std::string scratch_;
 };
 
