@@ -30,6 +30,24 @@ decision check_control_topic(plugin_context& ctx, const mosquitto_evt_acl_check&
     return ctx.operators.identify(requester_of(acl.client)).empty() ? decision::deny : decision::allow;
 }
 
+// A will goes out as it is or not at all; either way the audit trail records it as a publish.
+decision check_will(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
+    const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
+    gdpr::publish_verdict v = ctx.engine->classify_will(topic, payload, client_id_of(acl.client));
+    if (v.action == gdpr::publish_action::deny) {
+        std::string line = "refused will message on '" + ctx.engine->loggable_topic(topic) + "'";
+        if (v.matched) line += " (schema " + v.matched->tag() + ")";
+        ctx.log.warning(line + ": " + std::string(v.reason));
+    } else if (const gdpr::bridge_route* bridge = will_bridge_refusal(ctx, topic, payload)) {
+        v.action = gdpr::publish_action::deny;  // GDPR Art. 44
+        v.reason = bridge->refusal_reason;
+    }
+    if (ctx.recorder)
+        ctx.recorder->will(ctx.recorder->session_of(acl.client, client_id_of(acl.client)), client_id_of(acl.client), topic,
+                           acl.qos, acl.retain, v, payload);
+    return v.action == gdpr::publish_action::deny ? decision::deny : decision::no_objection;
+}
+
 decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
     if (!topic.empty() && topic.front() == '$') {
@@ -51,11 +69,7 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     if (acl.access != MOSQ_ACL_WRITE) return decision::no_objection;
     if (!is_will(ctx, acl.client)) return decision::no_objection;  // an ordinary publish: MESSAGE decides
     forget_current_payloads(ctx);  // the will's READ checks follow: they belong to no earlier publish
-    const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
-    if (ctx.engine->will_allowed(topic, payload)) return check_will_residency(ctx, topic, payload);
-    ctx.log.warning("refused will message on '" + ctx.engine->loggable_topic(topic) +
-                    "': classification would remove or change fields, and a will cannot be rewritten");
-    return decision::deny;
+    return check_will(ctx, acl, topic);
 }
 
 void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d) {

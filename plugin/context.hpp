@@ -123,7 +123,9 @@ const gdpr::bridge_route* bridge_refusal(plugin_context& ctx, std::string_view t
 // READ: refuses a delivery of resident personal data to a client in a region that may not have it.
 decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
 // WRITE of a will: refused when a bridge would carry its resident personal data abroad.
-decision check_will_residency(plugin_context& ctx, std::string_view topic, std::string_view payload);
+// The bridge that refuses a will because it would carry resident personal data abroad, if any
+// (the refusal is logged and alerted).
+const gdpr::bridge_route* will_bridge_refusal(plugin_context& ctx, std::string_view topic, std::string_view payload);
 // Reports bridge refusals held back by the alert rate limit once their interval has passed.
 void residency_tick(plugin_context& ctx);
 // A will is about to be checked, or a connection ended: a payload address seen before may now be

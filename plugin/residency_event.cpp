@@ -104,12 +104,12 @@ decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_c
     return decision::deny;
 }
 
-decision check_will_residency(plugin_context& ctx, std::string_view topic, std::string_view payload) {
-    if (!ctx.residency) return decision::no_objection;
+const gdpr::bridge_route* will_bridge_refusal(plugin_context& ctx, std::string_view topic, std::string_view payload) {
+    if (!ctx.residency) return nullptr;
     const gdpr::schema* s = ctx.engine->personal_data_in(topic, payload);
-    if (!s) return decision::no_objection;
+    if (!s) return nullptr;
     const auto region = ctx.residency->rules().residency_of(*s);
-    return bridge_refusal(ctx, topic, *s, region, "will message") ? decision::deny : decision::no_objection;
+    return bridge_refusal(ctx, topic, *s, region, "will message");
 }
 
 void residency_tick(plugin_context& ctx) {

@@ -133,20 +133,30 @@ const schema* classifier::personal_data_in(std::string_view topic, std::string_v
     return r.status != filter_status::ok || r.personal_forwarded > 0 ? s : nullptr;
 }
 
-bool classifier::will_allowed(std::string_view topic, std::string_view payload) {
-    const schema* s = schemas_.route(topic);
-    bool allowed;
-    if (!s) {
-        allowed = unmatched_ == unmatched_policy::pass;
-    } else if (payload.empty()) {
-        allowed = true;
-    } else {
+publish_verdict classifier::classify_will(std::string_view topic, std::string_view payload, std::string_view client_id) {
+    subjects_.clear();
+    if (detailed_) outcomes_.clear();
+    publish_verdict v;
+    v.matched = schemas_.route(topic);
+    if (!v.matched) {
+        if (unmatched_ != unmatched_policy::pass) {
+            v.action = publish_action::deny;
+            v.reason = "no schema covers the topic (unmatched_topics deny)";
+        }
+    } else if (!payload.empty()) {
+        if (detailed_ || keep_subjects_) subjects_ = subjects_of(*v.matched, topic, payload, client_id);
         // A will cannot be rewritten: anything consent would have to remove refuses it.
-        const auto r = filter_.run(*s, 0, payload, out_);
-        allowed = r.status == filter_status::ok && !r.changed();
+        v.filter = filter_.run(*v.matched, 0, payload, out_, detailed_ ? &outcomes_ : nullptr);
+        if (v.filter.status != filter_status::ok) {
+            v.action = publish_action::deny;
+            v.reason = to_string(v.filter.status);
+        } else if (v.filter.changed()) {
+            v.action = publish_action::deny;
+            v.reason = "a will cannot be rewritten, and classification would remove or change fields";
+        }
     }
-    if (!allowed) ++stats_.wills_refused;
-    return allowed;
+    if (v.action == publish_action::deny) ++stats_.wills_refused;
+    return v;
 }
 
 } // namespace gdpr

@@ -156,6 +156,17 @@ const std::string& session_recorder::outcomes_text(const schema& matched, const 
 void session_recorder::publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
                                bool retain, std::size_t original_size, const publish_verdict& v,
                                std::string_view forwarded, const void* forwarded_identity) {
+    record_publish(session, client_id, topic, qos, retain, original_size, v, forwarded, forwarded_identity, false);
+}
+
+void session_recorder::will(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
+                            bool retain, const publish_verdict& v, std::string_view payload) {
+    record_publish(session, client_id, topic, qos, retain, payload.size(), v, payload, nullptr, true);
+}
+
+void session_recorder::record_publish(std::int64_t session, std::string_view client_id, std::string_view topic,
+                                      int qos, bool retain, std::size_t original_size, const publish_verdict& v,
+                                      std::string_view forwarded, const void* forwarded_identity, bool will) {
     audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = v.action == publish_action::deny ? audit_kind::publish_refused : audit_kind::publish;
@@ -172,6 +183,7 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
     d += ",\"qos\":";
     append_number(d, qos);
     d += retain ? ",\"retain\":true" : ",\"retain\":false";
+    if (will) d += ",\"will\":true";
     d += ",\"size\":";
     append_number(d, static_cast<std::int64_t>(original_size));
     if (v.action == publish_action::deny) {

@@ -447,3 +447,35 @@ TEST_CASE("a topic that names its subject is recorded masked in publish and deli
     REQUIRE(j["records"].size() == 1);
     CHECK(j["records"][0]["data"]["topic"] == vitals);
 }
+
+TEST_CASE("will messages are recorded as publishes, sent or refused, personal data only sealed", "[integration][recording]") {
+    recording_setup setup;
+    {
+        itest::broker b(setup.options());
+        itest::client watcher(b, "watcher", 5);
+        watcher.connect();
+        watcher.subscribe("fleet/#", 1);
+        // Vehicle telemetry names its driver: a name to drop refuses the will; one that passes
+        // unchanged is sent and sealed for its subject.
+        itest::connect_and_vanish(b, "vehicle-dirty-will", TOPIC, R"({"driver_id":"D-1234","driver_name":"Ann","speed":0})");
+        itest::connect_and_vanish(b, "vehicle-clean-will", "fleet/acme/vehicle/v7/status", R"({"fuel":0.5})");
+        REQUIRE(watcher.next());
+        CHECK_FALSE(watcher.next(300ms));
+        watcher.disconnect();
+        b.stop();
+    }
+    const auto [status, out] = run(gdprctl() + " verify " + setup.db);
+    INFO(out);
+    CHECK(status == 0);
+    CHECK(count_records(setup.db, "kind = 'publish_refused' AND client_id = 'vehicle-dirty-will' AND json_extract(detail, '$.will') = 1"
+                                  " AND json_extract(detail, '$.reason') LIKE 'a will cannot be rewritten%'"
+                                  " AND json_extract(detail, '$.fields.\"/driver_name\"') = 'dropped'"
+                                  " AND schema = 'vehicle-telemetry@3' AND sealed IS NULL AND payload IS NULL") == 1);
+    CHECK(count_records(setup.db, "kind = 'publish' AND client_id = 'vehicle-clean-will' AND json_extract(detail, '$.will') = 1"
+                                  " AND schema = 'vehicle-status@1' AND json_extract(detail, '$.payload') = 'clear'"
+                                  " AND CAST(payload AS TEXT) = '{\"fuel\":0.5}'") == 1);
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'watcher'") == 1);
+    const std::string file = file_bytes(setup.db) + file_bytes(setup.db + "-wal");
+    CHECK(file.find("Ann") == std::string::npos);
+    CHECK(file.find("D-1234") == std::string::npos);
+}

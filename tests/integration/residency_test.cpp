@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker_fixture.hpp"
+#include "gdpr/sqlite.hpp"
 
 using namespace std::chrono_literals;
 
@@ -298,4 +299,14 @@ TEST_CASE("wills: refused when a bridge would carry them abroad, and refused to 
     INFO(s.dump());
     CHECK(refusals(s, "us", "bridge to-us") == 1);
     CHECK(refusals(s, "us", "delivery") == 1);
+    // The audit trail records both wills: the refused one with the bridge's reason.
+    r.eu->stop();
+    gdpr::sqlite_db d(r.db, gdpr::sqlite_db::read_only);
+    gdpr::sqlite_statement q(d.handle(), "SELECT client_id, kind, json_extract(detail, '$.reason') FROM audit_records"
+                                         " WHERE json_extract(detail, '$.will') = 1 ORDER BY seq");
+    std::vector<std::string> wills;
+    while (q.step()) wills.push_back(q.text(0) + " " + q.text(1) + (q.is_null(2) ? "" : ": " + q.text(2)));
+    CHECK(wills == std::vector<std::string>{
+                       "hub-h9 publish_refused: residency: bridge to-us would carry resident personal data to us",
+                       "hub-h1 publish"});
 }

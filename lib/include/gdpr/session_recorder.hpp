@@ -48,6 +48,10 @@ public:
     void publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos, bool retain,
                  std::size_t original_size, const publish_verdict& verdict, std::string_view forwarded,
                  const void* forwarded_identity);
+    // After classify_will(): a will message, sent as it is or refused, recorded as a publish with
+    // "will": true. Deliveries of it are not tied to it (the broker stores it anew).
+    void will(std::int64_t session, std::string_view client_id, std::string_view topic, int qos, bool retain,
+              const publish_verdict& verdict, std::string_view payload);
     bool records_delivery(bool refused) const {
         return deliveries_ == delivery_recording::all || (refused && deliveries_ == delivery_recording::refusals);
     }
@@ -73,6 +77,9 @@ private:
         std::vector<field_outcome> outcomes;
         std::string text;
     };
+    void record_publish(std::int64_t session, std::string_view client_id, std::string_view topic, int qos, bool retain,
+                        std::size_t original_size, const publish_verdict& verdict, std::string_view forwarded,
+                        const void* forwarded_identity, bool will);
     const std::string& outcomes_text(const schema& matched, const std::vector<field_outcome>& outcomes);
 
     audit_log& log_;
