@@ -251,6 +251,23 @@ echo
 echo "=== The alerts an operator's monitoring would get (\$CONTROL/gdpr/v1/alerts) are in the log too:"
 grep 'gdpr:.*erasure request' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
 
+echo
+echo "=== D-1234 asks what the fleet holds about them (GDPR Art. 15): an operator exports it online:"
+echo "  \$ gdprctl --json subject export D-1234"
+(umask 077; "$gdprctl" --port "$gdpr_port" --client-id demo-operator --json subject export D-1234 > "$run/online-export-D-1234.json")
+python3 - "$run/online-export-D-1234.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["data"]
+print(f"    {len(d['records'])} records, consent now: {d['consent']['granted'] or 'none'}, "
+      f"recipients: {', '.join(sorted(d['recipients'])) or 'none'}")
+kinds = {}
+for r in d["records"]:
+    kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+print("    by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+for r in [r for r in d["records"] if r["kind"] == "publish"][:1]:
+    print(f"    seq {r['seq']} publish ({r.get('schema', '')}), as forwarded: {json.dumps(r['data']['payload'])[:100]}")
+PY
+
 # Stop the plugin's broker: the audit writer commits what is queued, then the files are audited.
 kill "$gdpr_pid"; wait "$gdpr_pid" 2>/dev/null || true
 echo

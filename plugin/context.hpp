@@ -47,6 +47,8 @@ struct plugin_context {
     std::unique_ptr<gdpr::audit_log> audit;
     std::shared_ptr<const gdpr::audit_keys> audit_keys;
     std::unique_ptr<gdpr::session_recorder> recorder;
+    // Reads the trail for exportSubject (read-only connection), off the broker thread.
+    std::unique_ptr<gdpr::storage_worker> export_reader;
     std::chrono::steady_clock::time_point last_audit_check{};
     std::chrono::steady_clock::time_point last_refusal_log{};
 
@@ -89,6 +91,7 @@ inline void drain_completions(plugin_context& ctx) {
     if (ctx.consent && ctx.consent->has_completions()) ctx.consent->drain();
     if (ctx.map && ctx.map->has_completions()) ctx.map->drain();
     if (ctx.erasure && ctx.erasure->has_completions()) ctx.erasure->drain();
+    if (ctx.export_reader && ctx.export_reader->has_completions()) ctx.export_reader->drain();
 }
 
 // The audit session of a connection, started on first sight when the broker did not report its

@@ -93,6 +93,13 @@ void open_audit_trail(plugin_context& ctx) {
                             : o.record_deliveries == "refusals" ? gdpr::delivery_recording::refusals
                                                                 : gdpr::delivery_recording::none;
     ctx.recorder = std::make_unique<gdpr::session_recorder>(*ctx.audit, *ctx.engine, deliveries);
+    try {
+        ctx.export_reader = std::make_unique<gdpr::storage_worker>(
+            std::make_unique<gdpr::sqlite_db>(o.database, gdpr::sqlite_db::read_only));
+    } catch (const gdpr::storage_error& e) {
+        throw gdpr::config_error("database", e.what());
+    }
+    ctx.control->attach_export(ctx.export_reader.get(), ctx.audit_keys);
     ctx.engine->keep_details(true);
     ctx.consent->observe([&ctx](std::string_view change, const std::string& subject, const std::string& detail,
                                 const std::string& personal) {

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gdpr/audit_reader.hpp"
+
 namespace gdpr {
 
 using json = nlohmann::json;
@@ -384,10 +386,44 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             return true;
         } else if (name == "eraseSubject" || name == "getErasure" || name == "listErasures") {
             return run_erasure_command(pending, i, name);
+        } else if (name == "exportSubject") {
+            // GDPR Art. 15, 20: everything recorded about the subject, decrypted, read off the broker
+            // thread; with it the consent the subject has given and the devices bound to them.
+            only_arguments(cmd, {"subject"});
+            const auto subject = required_text(cmd, "subject");
+            if (!export_reader_)
+                throw command_error("exportSubject needs session recording (plugin_opt_audit_key_file): "
+                                    "without an audit trail there is nothing recorded to export");
+            auto document = std::make_shared<json>();
+            export_reader_->submit(
+                [keys = export_keys_, subject, document, now = now_ms_()](sqlite_db& db) {
+                    std::string text = export_subject(db, *keys, subject, now);
+                    if (text.size() > MAX_EXPORT_BYTES)
+                        throw std::runtime_error("the export is " + std::to_string(text.size()) +
+                                                 " bytes, more than a control response carries (" +
+                                                 std::to_string(MAX_EXPORT_BYTES) +
+                                                 "); use gdprctl export on the database instead");
+                    *document = json::parse(text);
+                },
+                [this, pending, i, response, subject, document](const std::string& error) mutable {
+                    if (!error.empty()) {
+                        response["error"] = "could not export: " + error;
+                    } else {
+                        json& data = (response["data"] = std::move(*document));
+                        data["consent"] = json{{"granted", store_.granted_purposes(subject)}};
+                        json bindings = json::array();
+                        for (const auto& b : store_.bindings({}, subject)) bindings.push_back(binding_json(b));
+                        data["bindings"] = std::move(bindings);
+                    }
+                    pending->responses[i] = response;
+                    advance(pending);
+                });
+            log_.info("export of a subject's records requested by " + operator_id);
+            return false;
         } else {
             throw command_error("unknown command \"" + name +
                                 "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats, "
-                                "eraseSubject, getErasure, listErasures)");
+                                "eraseSubject, getErasure, listErasures, exportSubject)");
         }
     } catch (const command_error& e) {
         return fail(e.what());

@@ -457,7 +457,7 @@ TEST_CASE("will messages are recorded as publishes, sent or refused, personal da
         watcher.subscribe("fleet/#", 1);
         // Vehicle telemetry names its driver: a name to drop refuses the will; one that passes
         // unchanged is sent and sealed for its subject.
-        itest::connect_and_vanish(b, "vehicle-dirty-will", TOPIC, R"({"driver_id":"D-1234","driver_name":"Ann","speed":0})");
+        itest::connect_and_vanish(b, "vehicle-dirty-will", TOPIC, R"({"driver_id":"D-1234","driver_name":"Annemarie Beispiel","speed":0})");
         itest::connect_and_vanish(b, "vehicle-clean-will", "fleet/acme/vehicle/v7/status", R"({"fuel":0.5})");
         REQUIRE(watcher.next());
         CHECK_FALSE(watcher.next(300ms));
@@ -476,6 +476,38 @@ TEST_CASE("will messages are recorded as publishes, sent or refused, personal da
                                   " AND CAST(payload AS TEXT) = '{\"fuel\":0.5}'") == 1);
     CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'watcher'") == 1);
     const std::string file = file_bytes(setup.db) + file_bytes(setup.db + "-wal");
-    CHECK(file.find("Ann") == std::string::npos);
+    CHECK(file.find("Annemarie") == std::string::npos);
     CHECK(file.find("D-1234") == std::string::npos);
+}
+
+TEST_CASE("an operator exports a subject's records over the control API while the broker runs", "[integration][recording][export]") {
+    recording_setup setup;
+    itest::broker b(setup.options());
+    itest::client car(b, "car-42");
+    car.connect();
+    REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);
+    REQUIRE(car.publish(TOPIC, R"({"driver_id":"D-1000","speed":20})", 1) == 0);  // someone else
+    std::this_thread::sleep_for(300ms);  // record_flush_ms 50: the records are committed
+    const std::string online = gdprctl() + " --port " + std::to_string(b.port()) + " --json --client-id ";
+    const auto [st, out] = run(online + itest::OPERATOR_CLIENT_ID + " subject export D-7781");
+    INFO(out);
+    REQUIRE(st == 0);
+    const json d = json::parse(out)["data"];
+    CHECK(d["subject"] == "D-7781");
+    REQUIRE(d["records"].size() == 1);
+    CHECK(d["records"][0]["data"]["topic"] == TOPIC);
+    CHECK(d["records"][0]["data"]["payload"]["speed"] == 50);  // as forwarded
+    CHECK_FALSE(d["records"][0]["data"]["payload"].contains("driver_name"));
+    CHECK(d["consent"]["granted"].empty());
+    // Only operators: anyone else is told so, and learns nothing.
+    const auto [st2, out2] = run(online + "curious-client subject export D-7781");
+    CHECK(st2 != 0);
+    CHECK_THAT(out2, Catch::Contains("not authorised"));
+    CHECK(out2.find("speed") == std::string::npos);
+    b.stop();
+    CHECK(b.log().find("D-7781") == std::string::npos);
+    // The command is recorded by name and outcome: the export's content stays out of the trail.
+    CHECK(count_records(setup.db, "kind = 'control' AND detail LIKE '%exportSubject%'") == 2);
+    const std::string file = file_bytes(setup.db) + file_bytes(setup.db + "-wal");
+    CHECK(file.find("D-7781") == std::string::npos);
 }

@@ -62,6 +62,30 @@ TEST_CASE("wills that would need filtering are refused", "[classifier]") {
     CHECK(c.stats().wills_refused == 2);
 }
 
+TEST_CASE("classify_will gives the reason, the fields it would change and the subjects, for the audit trail",
+          "[classifier][recording]") {
+    gdpr::classifier c(one_schema(R"({"id":"s","version":4,"topics":["dev/+/data"],"subject":{"field":"/id"},
+      "fields":{"/id":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"},
+                "/name":{"category":"c","personal":true,"purpose":"ops","action":"drop"},
+                "/v":{"category":"m","personal":false}}})"),
+                       gdpr::unmatched_policy::pass, nullptr);
+    c.keep_details(true);
+    auto v = c.classify_will("dev/1/data", R"({"id":"u-1","v":"offline","name":"Ann"})");
+    CHECK(v.action == gdpr::publish_action::deny);
+    CHECK(v.reason == "a will cannot be rewritten, and classification would remove or change fields");
+    REQUIRE(c.last_outcomes().size() == 1);
+    CHECK(c.last_outcomes()[0].what == gdpr::field_outcome::kind::dropped);
+    CHECK(c.last_subjects() == std::vector<std::string>{"u-1"});
+    v = c.classify_will("dev/1/data", "{oops");
+    CHECK(v.reason == "not valid JSON");
+    v = c.classify_will("dev/1/data", R"({"id":"u-2","v":"offline"})");
+    CHECK(v.action == gdpr::publish_action::pass);
+    CHECK(c.last_outcomes().empty());
+    CHECK(c.last_subjects() == std::vector<std::string>{"u-2"});
+    CHECK(c.stats().wills_refused == 2);
+    CHECK(c.stats().messages == 0);  // wills are not counted as publishes
+}
+
 TEST_CASE("loading requires the key when a schema pseudonymises", "[classifier][config]") {
     std::vector<std::string> lines;
     gdpr::logger log([&](gdpr::log_level, std::string_view l) { lines.emplace_back(l); });

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gdpr/audit_log.hpp"
 #include "gdpr/control_api.hpp"
 #include "test_support.hpp"
 
@@ -157,4 +158,80 @@ TEST_CASE_METHOD(api_fixture, "getStats reports counters", "[control]") {
 TEST_CASE("timestamps are RFC 3339 UTC with milliseconds", "[control]") {
     CHECK(gdpr::format_utc_ms(0) == "1970-01-01T00:00:00.000Z");
     CHECK(gdpr::format_utc_ms(1795452459123) == "2026-11-23T16:47:39.123Z");
+}
+
+namespace {
+
+// exportSubject reads the audit trail in the same database as the consent records.
+struct export_fixture : api_fixture {
+    std::shared_ptr<gdpr::audit_keys> keys = std::make_shared<gdpr::audit_keys>(std::string(32, 'k'));
+    std::unique_ptr<gdpr::audit_log> trail = [this] {
+        gdpr::audit_options o;
+        o.path = (dir.path() / "gdpr.db").string();
+        return gdpr::audit_log::open(o, keys);
+    }();
+    std::unique_ptr<gdpr::storage_worker> reader;
+
+    void attach() {
+        reader = std::make_unique<gdpr::storage_worker>(
+            std::make_unique<gdpr::sqlite_db>((dir.path() / "gdpr.db").string(), gdpr::sqlite_db::read_only));
+        api.attach_export(reader.get(), keys);
+    }
+    void record_publish(const std::string& subject, int speed) {
+        gdpr::audit_record r;
+        r.at_ms = 1'795'000'000'000;
+        r.kind = gdpr::audit_kind::publish;
+        r.client_id = "car-1";
+        r.schema = "vehicle@1";
+        r.detail = R"({"topic":"fleet/car-1/telemetry"})";
+        r.personal = json{{"payload", {{"speed", speed}}}}.dump();
+        r.subjects = {subject};
+        trail->append(std::move(r));
+    }
+    json export_of(const std::string& subject) {
+        std::vector<std::string> replies;
+        api.handle(gdpr::requester{"op-1", "", ""}, json{{"commands", {{{"command", "exportSubject"}, {"subject", subject}}}}}.dump(),
+                   [&](const std::string& r) { replies.push_back(r); });
+        for (int round = 0; round < 1000 && replies.empty(); ++round) {
+            if (reader) {
+                reader->wait_idle();
+                reader->drain();
+            }
+            store->wait_idle();
+            store->drain();
+        }
+        REQUIRE(replies.size() == 1);
+        return json::parse(replies[0])["responses"][0];
+    }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(export_fixture, "exportSubject answers with the subject's records decrypted, consent and bindings",
+                 "[control][export]") {
+    attach();
+    call_as_operator(R"({"commands":[{"command":"setConsent","subject":"D-1","purpose":"analytics","granted":true},
+        {"command":"bindDevice","clientId":"car-1","subject":"D-1"}]})");
+    record_publish("D-1", 50);
+    record_publish("D-2", 70);
+    REQUIRE(trail->flush());
+    const json r = export_of("D-1");
+    INFO(r.dump());
+    REQUIRE_FALSE(r.contains("error"));
+    const json& d = r["data"];
+    CHECK(d["subject"] == "D-1");
+    REQUIRE(d["records"].size() == 1);
+    CHECK(d["records"][0]["data"]["payload"]["speed"] == 50);
+    CHECK(d["consent"]["granted"] == json::array({"analytics"}));
+    REQUIRE(d["bindings"].size() == 1);
+    CHECK(d["bindings"][0]["clientId"] == "car-1");
+    CHECK(export_of("D-404")["data"]["records"].empty());
+    for (const auto& line : log_lines) CHECK(line.find("D-1") == std::string::npos);
+}
+
+TEST_CASE_METHOD(export_fixture, "exportSubject without session recording says what it needs", "[control][export]") {
+    const json r = export_of("D-1");
+    CHECK_THAT(r.value("error", ""), Catch::Contains("needs session recording (plugin_opt_audit_key_file)"));
+    CHECK_THAT(export_fixture::call_as_operator(R"({"commands":[{"command":"exportSubject"}]})")["responses"][0].value("error", ""),
+               Catch::Contains("subject"));
 }

@@ -49,6 +49,9 @@ commands:
                       receipt (default: wait up to 600 s; exit 1 if a holder failed)
   erasure status <id> [--targets]   the request's state and receipt
   erasure list        the erasure register, newest first
+  subject export <subject>   everything recorded about the subject, decrypted, with the
+                      consent given and devices bound (GDPR Art. 15, 20; needs session
+                      recording; prints JSON)
 
 offline, on the plugin's database file (no broker needed):
   verify <database>                      check the audit trail's hash chain and sequence
@@ -189,6 +192,11 @@ json build_command(std::vector<std::string> args) {
         if (!client.empty()) c["clientId"] = client;
         if (!subject.empty()) c["subject"] = subject;
         return c;
+    }
+    if (cmd == "subject") {
+        if (args.size() < 2 || args[1] != "export") throw usage_error("subject needs 'export <subject>'");
+        expect(3);
+        return json{{"command", "exportSubject"}, {"subject", args[2]}};
     }
     if (cmd == "stats") {
         expect(1);

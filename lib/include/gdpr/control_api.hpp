@@ -10,11 +10,13 @@
 #include <string_view>
 #include <vector>
 
+#include "gdpr/audit_crypto.hpp"
 #include "gdpr/classifier.hpp"
 #include "gdpr/consent_store.hpp"
 #include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/residency_guard.hpp"
+#include "gdpr/storage_worker.hpp"
 
 namespace gdpr {
 
@@ -60,6 +62,14 @@ public:
     void attach_erasure(erasure_manager* erasure) { erasure_ = erasure; }
     // getStats reports residency refusals per region pair once a guard is attached.
     void attach_residency(const residency_guard* residency) { residency_ = residency; }
+    // exportSubject answers once the audit trail can be read: `reader` is a worker with a read-only
+    // connection to the plugin's database, `keys` the audit trail's keys (GDPR Art. 15, 20).
+    void attach_export(storage_worker* reader, std::shared_ptr<const audit_keys> keys) {
+        export_reader_ = reader;
+        export_keys_ = std::move(keys);
+    }
+    // An export larger than this is refused with a pointer to gdprctl export (offline, no limit).
+    static constexpr std::size_t MAX_EXPORT_BYTES = 16 * 1024 * 1024;
     // The clock erasure requests are stamped with (tests set their own).
     void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
@@ -77,6 +87,8 @@ private:
     logger& log_;
     erasure_manager* erasure_ = nullptr;
     const residency_guard* residency_ = nullptr;
+    storage_worker* export_reader_ = nullptr;
+    std::shared_ptr<const audit_keys> export_keys_;
     std::function<std::int64_t()> now_ms_;
     std::uint64_t refused_requests_ = 0;
 };
