@@ -34,8 +34,12 @@ decision check_control_topic(plugin_context& ctx, const mosquitto_evt_acl_check&
 decision check_will(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
     if (ctx.audit && !ctx.audit->can_record_publish()) {
         // Block policy: nothing flows unrecorded while the audit trail cannot be written.
-        ctx.log.error("refused will message on '" + ctx.engine->loggable_topic(topic) +
-                      "': the audit trail cannot be written and its queue is full");
+        const auto now = std::chrono::steady_clock::now();
+        if (now - ctx.last_refusal_log >= std::chrono::seconds(1)) {
+            ctx.last_refusal_log = now;
+            ctx.log.error("refused will message on '" + ctx.engine->loggable_topic(topic) +
+                          "': the audit trail cannot be written and its queue is full");
+        }
         return decision::deny;
     }
     const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);

@@ -95,7 +95,8 @@ void open_audit_trail(plugin_context& ctx) {
     ctx.recorder = std::make_unique<gdpr::session_recorder>(*ctx.audit, *ctx.engine, deliveries);
     try {
         ctx.export_reader = std::make_unique<gdpr::storage_worker>(
-            std::make_unique<gdpr::sqlite_db>(o.database, gdpr::sqlite_db::read_only));
+            std::make_unique<gdpr::sqlite_db>(o.database, gdpr::sqlite_db::read_only), "gdpr-export",
+            gdpr::storage_worker::batching::none);
     } catch (const gdpr::storage_error& e) {
         throw gdpr::config_error("database", e.what());
     }
@@ -193,6 +194,12 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
+        if (ctx->export_reader) {
+            // An export in progress would hold up the audit trail's last checkpoint.
+            ctx->control->cancel_exports();
+            ctx->export_reader.reset();
+            ctx->control->attach_export(nullptr, nullptr);
+        }
         if (ctx->consent) {
             ctx->consent->wait_idle();  // every accepted change reaches the disk before we stop
             ctx->consent->drain();      // and is recorded in the audit trail

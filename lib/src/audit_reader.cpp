@@ -1,6 +1,7 @@
 #include "gdpr/audit_reader.hpp"
 
 #include <chrono>
+#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -162,7 +163,15 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     return rep;
 }
 
-std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms) {
+std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms,
+                           const export_limits& limits) {
+    constexpr std::int64_t CHUNK_ROWS = 2000;
+    std::size_t size = 0;  // about what the document will take, to stop early when too large
+    const auto grow = [&](std::size_t bytes) {
+        size += bytes;
+        if (limits.max_bytes > 0 && size > limits.max_bytes)
+            throw export_error("the export is larger than " + std::to_string(limits.max_bytes) + " bytes");
+    };
     const std::string ref = keys.subject_ref(subject);
     const std::string raw_ref = ref_bytes(ref);
     json doc;
@@ -189,42 +198,58 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
         sqlite_statement rows(db.handle(),
                               "SELECT seq, at_ms, kind, client_id, schema, detail, sealed,"
                               " json_extract(detail, '$.publish_seq') FROM audit_records"
-                              " WHERE sealed IS NOT NULL OR kind IN ('delivery', 'delivery_refused') ORDER BY seq");
-        while (rows.step()) {
-            const std::int64_t seq = rows.integer(0);
-            const std::string kind = rows.text(2);
-            if (kind == "delivery" || kind == "delivery_refused") {
-                if (rows.is_null(7) || !seqs.count(rows.integer(7))) continue;
-                json& who = recipients[rows.text(3)];
-                if (who.is_null()) who = {{"delivered", 0}, {"refused", 0}, {"first_at_ms", rows.integer(1)}};
-                who[kind == "delivery" ? "delivered" : "refused"] = who[kind == "delivery" ? "delivered" : "refused"].get<std::uint64_t>() + 1;
-                who["last_at_ms"] = rows.integer(1);
-                continue;
-            }
-            const std::string sealed = rows.blob(6);
-            for_each_envelope(sealed, [&](const envelope_view& e) {
-                if (e.ref != raw_ref) return;
-                std::string plain;
-                if (!sealer || !sealer->open(e.seal, envelope_aad(seq, raw_ref), plain)) {
-                    ++unreadable;
-                    return;
+                              " WHERE seq > ? AND (sealed IS NOT NULL OR kind IN ('delivery', 'delivery_refused'))"
+                              " ORDER BY seq LIMIT " + std::to_string(CHUNK_ROWS));
+        std::int64_t after = std::numeric_limits<std::int64_t>::min();
+        for (std::int64_t in_chunk = CHUNK_ROWS; in_chunk == CHUNK_ROWS;) {
+            if (limits.cancelled && limits.cancelled->load()) throw export_error("the export was cancelled");
+            rows.reset();  // ends the previous chunk's read transaction
+            rows.bind(1, after);
+            in_chunk = 0;
+            while (rows.step()) {
+                ++in_chunk;
+                const std::int64_t seq = after = rows.integer(0);
+                const std::string kind = rows.text(2);
+                if (kind == "delivery" || kind == "delivery_refused") {
+                    if (rows.is_null(7) || !seqs.count(rows.integer(7))) continue;
+                    json& who = recipients[rows.text(3)];
+                    if (who.is_null()) {
+                        grow(96 + rows.text(3).size());
+                        who = {{"delivered", 0}, {"refused", 0}, {"first_at_ms", rows.integer(1)}};
+                    }
+                    who[kind == "delivery" ? "delivered" : "refused"] = who[kind == "delivery" ? "delivered" : "refused"].get<std::uint64_t>() + 1;
+                    who["last_at_ms"] = rows.integer(1);
+                    continue;
                 }
-                seqs.insert(seq);
-                json detail = parse_or_text(rows.text(5));
-                json data = parse_or_text(plain);
-                // The topic is sealed only when it names the subject; otherwise it is in the detail.
-                if (data.is_object() && !data.contains("topic") && detail.is_object() && detail.contains("topic") &&
-                    kind == "publish")
-                    data["topic"] = detail["topic"];
-                records.push_back({{"seq", seq},
-                                   {"at_ms", rows.integer(1)},
-                                   {"kind", kind},
-                                   {"client_id", rows.text(3)},
-                                   {"schema", rows.text(4)},
-                                   {"detail", std::move(detail)},
-                                   {"data", std::move(data)}});
-            });
+                const std::string sealed = rows.blob(6);
+                for_each_envelope(sealed, [&](const envelope_view& e) {
+                    if (e.ref != raw_ref) return;
+                    std::string plain;
+                    if (!sealer || !sealer->open(e.seal, envelope_aad(seq, raw_ref), plain)) {
+                        ++unreadable;
+                        return;
+                    }
+                    seqs.insert(seq);
+                    const std::string detail_text = rows.text(5);
+                    grow(160 + detail_text.size() + plain.size() + rows.text(3).size());
+                    json detail = parse_or_text(detail_text);
+                    json data = parse_or_text(plain);
+                    OPENSSL_cleanse(plain.data(), plain.size());  // GDPR Art. 32: no clear copy lingers
+                    // The topic is sealed only when it names the subject; otherwise it is in the detail.
+                    if (data.is_object() && !data.contains("topic") && detail.is_object() && detail.contains("topic") &&
+                        kind == "publish")
+                        data["topic"] = detail["topic"];
+                    records.push_back({{"seq", seq},
+                                       {"at_ms", rows.integer(1)},
+                                       {"kind", kind},
+                                       {"client_id", rows.text(3)},
+                                       {"schema", rows.text(4)},
+                                       {"detail", std::move(detail)},
+                                       {"data", std::move(data)}});
+                });
+            }
         }
+        rows.reset();
     }
     doc["records"] = std::move(records);
     doc["unreadable_records"] = unreadable;

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
 
 #include "gdpr/audit_reader.hpp"
 
@@ -43,6 +44,7 @@ struct control_api::pending_reply {
     json commands;
     std::string operator_id;
     std::size_t next = 0;
+    std::size_t exports = 0;  // exportSubject commands seen
     std::vector<json> responses;
     control_api::reply_fn reply;
 };
@@ -231,12 +233,18 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     advance(pending);
 }
 
+void control_api::cancel_exports() {
+    exports_cancelled_->store(true);
+    if (export_reader_) export_reader_->cancel_queued("the broker is stopping");
+}
+
 void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
     while (pending->next < pending->commands.size()) {
         const std::size_t i = pending->next++;
         if (!run_command(pending, i)) return;  // resumed from the command's completion
     }
-    pending->reply(json{{"responses", pending->responses}}.dump());
+    json reply{{"responses", std::move(pending->responses)}};  // moved: an export can be megabytes
+    pending->reply(reply.dump());
 }
 
 bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std::size_t i) {
@@ -394,28 +402,33 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             if (!export_reader_)
                 throw command_error("exportSubject needs session recording (plugin_opt_audit_key_file): "
                                     "without an audit trail there is nothing recorded to export");
+            // One answer holds at most one export: each can be megabytes.
+            if (pending->exports++ > 0) throw command_error("one exportSubject per control message: send the others separately");
             auto document = std::make_shared<json>();
+            export_limits limits;
+            limits.max_bytes = export_max_bytes_;
             export_reader_->submit(
-                [keys = export_keys_, subject, document, now = now_ms_()](sqlite_db& db) {
-                    std::string text = export_subject(db, *keys, subject, now);
-                    if (text.size() > MAX_EXPORT_BYTES)
-                        throw std::runtime_error("the export is " + std::to_string(text.size()) +
-                                                 " bytes, more than a control response carries (" +
-                                                 std::to_string(MAX_EXPORT_BYTES) +
-                                                 "); use gdprctl export on the database instead");
-                    *document = json::parse(text);
+                [keys = export_keys_, subject, document, now = now_ms_(), limits, cancelled = exports_cancelled_](
+                    sqlite_db& db) mutable {
+                    limits.cancelled = cancelled.get();
+                    try {
+                        std::string text = export_subject(db, *keys, subject, now, limits);
+                        *document = json::parse(text);
+                        OPENSSL_cleanse(text.data(), text.size());
+                    } catch (const export_error& e) {
+                        throw std::runtime_error(std::string(e.what()) +
+                                                 "; use gdprctl export on the database for a larger export");
+                    }
                 },
                 [this, pending, i, response, subject, document](const std::string& error) mutable {
                     if (!error.empty()) {
                         response["error"] = "could not export: " + error;
                     } else {
-                        json& data = (response["data"] = std::move(*document));
-                        data["consent"] = json{{"granted", store_.granted_purposes(subject)}};
-                        json bindings = json::array();
-                        for (const auto& b : store_.bindings({}, subject)) bindings.push_back(binding_json(b));
-                        data["bindings"] = std::move(bindings);
+                        response["data"] = std::move(*document);
+                        // Consent as it stands now; its history is in the export.
+                        response["data"]["consent"] = json{{"granted", store_.granted_purposes(subject)}};
                     }
-                    pending->responses[i] = response;
+                    pending->responses[i] = std::move(response);
                     advance(pending);
                 });
             log_.info("export of a subject's records requested by " + operator_id);

@@ -4,9 +4,9 @@
 
 namespace gdpr {
 
-storage_worker::storage_worker(std::unique_ptr<sqlite_db> db)
-    : db_(std::move(db)), thread_([this] {
-          become_background_thread("gdpr-store");
+storage_worker::storage_worker(std::unique_ptr<sqlite_db> db, std::string thread_name, batching mode)
+    : db_(std::move(db)), mode_(mode), thread_([this, name = std::move(thread_name)] {
+          become_background_thread(name);
           run();
       }) {}
 
@@ -25,6 +25,17 @@ void storage_worker::submit(work_fn work, done_fn done) {
         queue_.push_back(job{std::move(work), std::move(done)});
     }
     wake_.notify_one();
+}
+
+void storage_worker::cancel_queued(const std::string& error) {
+    std::vector<job> dropped;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        dropped.swap(queue_);
+    }
+    std::lock_guard<std::mutex> lock(done_mutex_);
+    for (auto& j : dropped) completions_.push_back(completion{std::move(j.done), error});
+    if (!dropped.empty()) completions_ready_.store(true, std::memory_order_release);
 }
 
 std::size_t storage_worker::drain() {
@@ -86,6 +97,18 @@ void storage_worker::run() {
 std::vector<storage_worker::completion> storage_worker::run_batch(std::vector<job>& batch) {
     std::vector<completion> done;
     done.reserve(batch.size());
+    if (mode_ == batching::none) {
+        for (auto& j : batch) {
+            std::string error;
+            try {
+                j.work(*db_);
+            } catch (const std::exception& e) {
+                error = e.what();
+            }
+            done.push_back(completion{std::move(j.done), std::move(error)});
+        }
+        return done;
+    }
     std::string batch_error;  // set when the transaction as a whole is lost
     try {
         sqlite_transaction tx(*db_);

@@ -172,10 +172,11 @@ struct export_fixture : api_fixture {
     }();
     std::unique_ptr<gdpr::storage_worker> reader;
 
-    void attach() {
+    void attach(std::size_t max_bytes = gdpr::control_api::MAX_EXPORT_BYTES) {
         reader = std::make_unique<gdpr::storage_worker>(
-            std::make_unique<gdpr::sqlite_db>((dir.path() / "gdpr.db").string(), gdpr::sqlite_db::read_only));
-        api.attach_export(reader.get(), keys);
+            std::make_unique<gdpr::sqlite_db>((dir.path() / "gdpr.db").string(), gdpr::sqlite_db::read_only), "gdpr-export",
+            gdpr::storage_worker::batching::none);
+        api.attach_export(reader.get(), keys, max_bytes);
     }
     void record_publish(const std::string& subject, int speed) {
         gdpr::audit_record r;
@@ -188,9 +189,12 @@ struct export_fixture : api_fixture {
         r.subjects = {subject};
         trail->append(std::move(r));
     }
-    json export_of(const std::string& subject) {
+    json export_of(const std::string& subject) { return exports_of({subject})[0]; }
+    json exports_of(const std::vector<std::string>& subjects) {
+        json commands = json::array();
+        for (const auto& s : subjects) commands.push_back({{"command", "exportSubject"}, {"subject", s}});
         std::vector<std::string> replies;
-        api.handle(gdpr::requester{"op-1", "", ""}, json{{"commands", {{{"command", "exportSubject"}, {"subject", subject}}}}}.dump(),
+        api.handle(gdpr::requester{"op-1", "", ""}, json{{"commands", commands}}.dump(),
                    [&](const std::string& r) { replies.push_back(r); });
         for (int round = 0; round < 1000 && replies.empty(); ++round) {
             if (reader) {
@@ -201,7 +205,7 @@ struct export_fixture : api_fixture {
             store->drain();
         }
         REQUIRE(replies.size() == 1);
-        return json::parse(replies[0])["responses"][0];
+        return json::parse(replies[0])["responses"];
     }
 };
 
@@ -223,10 +227,36 @@ TEST_CASE_METHOD(export_fixture, "exportSubject answers with the subject's recor
     REQUIRE(d["records"].size() == 1);
     CHECK(d["records"][0]["data"]["payload"]["speed"] == 50);
     CHECK(d["consent"]["granted"] == json::array({"analytics"}));
-    REQUIRE(d["bindings"].size() == 1);
-    CHECK(d["bindings"][0]["clientId"] == "car-1");
+    CHECK(d["consent_history"].size() == 1);
+    REQUIRE(d["device_bindings"].size() == 1);
+    CHECK(d["device_bindings"][0]["client_id"] == "car-1");
     CHECK(export_of("D-404")["data"]["records"].empty());
     for (const auto& line : log_lines) CHECK(line.find("D-1") == std::string::npos);
+}
+
+TEST_CASE_METHOD(export_fixture, "exportSubject stops at its size limit and takes one subject per message",
+                 "[control][export]") {
+    attach(4096);
+    for (int i = 0; i < 100; ++i) record_publish("D-1", i);  // about 100 x 200 bytes once exported
+    record_publish("D-2", 7);
+    REQUIRE(trail->flush());
+    const json big = export_of("D-1");
+    CHECK_THAT(big.value("error", ""), Catch::Contains("larger than 4096 bytes") && Catch::Contains("gdprctl export"));
+    CHECK_FALSE(big.contains("data"));
+    const json two = exports_of({"D-2", "D-2"});
+    REQUIRE(two.size() == 2);
+    CHECK(two[0]["data"]["records"].size() == 1);
+    CHECK_THAT(two[1].value("error", ""), Catch::Contains("one exportSubject per control message"));
+}
+
+TEST_CASE_METHOD(export_fixture, "exports cancelled for a stopping broker answer with an error, not the data",
+                 "[control][export]") {
+    attach();
+    record_publish("D-1", 1);
+    REQUIRE(trail->flush());
+    api.cancel_exports();
+    const json r = export_of("D-1");
+    CHECK_THAT(r.value("error", ""), Catch::Contains("cancelled"));
 }
 
 TEST_CASE_METHOD(export_fixture, "exportSubject without session recording says what it needs", "[control][export]") {

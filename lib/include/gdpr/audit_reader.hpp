@@ -1,10 +1,12 @@
 #pragma once
 // Offline reading of the audit trail: verification of the chain, a subject's export (GDPR
 // Art. 15, 20) and summary counts. These open the database read-only and never need the broker.
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -37,8 +39,20 @@ struct verify_report {
 verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress = {},
                                  std::size_t max_problems = 20, std::int64_t now_ms = 0);
 
-// Everything recorded about `subject`, decrypted, as a JSON document (text).
-std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms);
+struct export_limits {
+    std::size_t max_bytes = 0;                   // 0: no limit; else export_error past about this size
+    const std::atomic<bool>* cancelled = nullptr;  // checked between chunks: export_error once set
+};
+class export_error : public std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Everything recorded about `subject`, decrypted, as a JSON document (text). The trail is read in
+// chunks of rows, each its own read transaction when `db` has none open, so a long export never
+// holds up the writer's checkpoints for long (the export then reflects the trail while it was
+// read).
+std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms,
+                           const export_limits& limits = {});
 
 struct report_row {
     std::string day;     // YYYY-MM-DD (UTC)

@@ -4,6 +4,7 @@
 // $CONTROL/gdpr/v1/response with {"responses":[{"command": ..., "correlationData": ...,
 // "data" | "error": ...}]}, one response per command, in order. Each command succeeds or fails on
 // its own. Broker thread only.
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -62,14 +63,20 @@ public:
     void attach_erasure(erasure_manager* erasure) { erasure_ = erasure; }
     // getStats reports residency refusals per region pair once a guard is attached.
     void attach_residency(const residency_guard* residency) { residency_ = residency; }
+    // An export larger than this is refused with a pointer to gdprctl export (offline, no limit):
+    // the answer is built, recorded and sent on the broker thread.
+    static constexpr std::size_t MAX_EXPORT_BYTES = 4 * 1024 * 1024;
     // exportSubject answers once the audit trail can be read: `reader` is a worker with a read-only
-    // connection to the plugin's database, `keys` the audit trail's keys (GDPR Art. 15, 20).
-    void attach_export(storage_worker* reader, std::shared_ptr<const audit_keys> keys) {
+    // connection to the plugin's database (batching::none), `keys` the audit trail's keys
+    // (GDPR Art. 15, 20).
+    void attach_export(storage_worker* reader, std::shared_ptr<const audit_keys> keys,
+                       std::size_t max_bytes = MAX_EXPORT_BYTES) {
         export_reader_ = reader;
         export_keys_ = std::move(keys);
+        export_max_bytes_ = max_bytes;
     }
-    // An export larger than this is refused with a pointer to gdprctl export (offline, no limit).
-    static constexpr std::size_t MAX_EXPORT_BYTES = 16 * 1024 * 1024;
+    // Stops exports in progress at their next chunk and drops queued ones (the broker is stopping).
+    void cancel_exports();
     // The clock erasure requests are stamped with (tests set their own).
     void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
@@ -89,6 +96,8 @@ private:
     const residency_guard* residency_ = nullptr;
     storage_worker* export_reader_ = nullptr;
     std::shared_ptr<const audit_keys> export_keys_;
+    std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;
+    std::shared_ptr<std::atomic<bool>> exports_cancelled_ = std::make_shared<std::atomic<bool>>(false);
     std::function<std::int64_t()> now_ms_;
     std::uint64_t refused_requests_ = 0;
 };

@@ -21,13 +21,20 @@ public:
     using work_fn = std::function<void(sqlite_db&)>;                 // worker thread; may throw
     using done_fn = std::function<void(const std::string& error)>;   // broker thread; "" on success
 
-    explicit storage_worker(std::unique_ptr<sqlite_db> db);
+    // How the worker runs its jobs: batched in one transaction, a savepoint each (writers), or
+    // each on its own, its statements in autocommit mode (readers that keep read transactions
+    // short, so that they never hold up the writers' checkpoints for long).
+    enum class batching { transaction, none };
+    explicit storage_worker(std::unique_ptr<sqlite_db> db, std::string thread_name = "gdpr-store",
+                            batching mode = batching::transaction);
     // Finishes every submitted job, then stops the thread. Completions not drained are dropped.
     ~storage_worker();
     storage_worker(const storage_worker&) = delete;
     storage_worker& operator=(const storage_worker&) = delete;
 
     void submit(work_fn work, done_fn done);
+    // Jobs submitted but not started complete with `error` instead of running (shutdown).
+    void cancel_queued(const std::string& error);
     // Runs the completions of finished jobs on the calling thread; returns how many ran.
     std::size_t drain();
     // Cheap check for the hot path: are there completions to drain?
@@ -51,6 +58,7 @@ private:
     std::vector<completion> run_batch(std::vector<job>& batch);
 
     std::unique_ptr<sqlite_db> db_;
+    batching mode_;
     std::mutex mutex_;
     std::condition_variable wake_;
     std::condition_variable idle_;
