@@ -32,16 +32,7 @@ decision check_control_topic(plugin_context& ctx, const mosquitto_evt_acl_check&
 
 // A will goes out as it is or not at all; either way the audit trail records it as a publish.
 decision check_will(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
-    if (ctx.audit && !ctx.audit->can_record_publish()) {
-        // Block policy: nothing flows unrecorded while the audit trail cannot be written.
-        const auto now = std::chrono::steady_clock::now();
-        if (now - ctx.last_refusal_log >= std::chrono::seconds(1)) {
-            ctx.last_refusal_log = now;
-            ctx.log.error("refused will message on '" + ctx.engine->loggable_topic(topic) +
-                          "': the audit trail cannot be written and its queue is full");
-        }
-        return decision::deny;
-    }
+    if (audit_trail_refuses(ctx, "will message", topic)) return decision::deny;
     const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
     gdpr::publish_verdict v = ctx.engine->classify_will(topic, payload, client_id_of(acl.client));
     if (v.action == gdpr::publish_action::deny) {

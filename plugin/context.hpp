@@ -97,6 +97,10 @@ inline void drain_completions(plugin_context& ctx) {
 // The audit session of a connection, started on first sight when the broker did not report its
 // login (track_logins false). 0 when recording is off or the connection has no client id yet.
 std::int64_t session_for(plugin_context& ctx, const mosquitto* client, std::string_view observed_at);
+// Block policy: nothing flows unrecorded while the audit trail cannot be written. True when
+// `what` ("publish", "will message") on `topic` must be refused for that; logged at most once a
+// second (message_event.cpp).
+bool audit_trail_refuses(plugin_context& ctx, std::string_view what, std::string_view topic);
 // Logs problems the audit writer reported and publishes each as an alert. Broker thread.
 void report_audit_problems(plugin_context& ctx);
 // Publishes an operator alert on the configured alert topic (QoS 1, not retained).
@@ -125,8 +129,7 @@ const gdpr::bridge_route* bridge_refusal(plugin_context& ctx, std::string_view t
                                          std::int32_t region, std::string_view what);
 // READ: refuses a delivery of resident personal data to a client in a region that may not have it.
 decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
-// WRITE of a will: refused when a bridge would carry its resident personal data abroad.
-// The bridge that refuses a will because it would carry resident personal data abroad, if any
+// WRITE of a will: the bridge that refuses a will because it would carry resident personal data abroad, if any
 // (the refusal is logged and alerted).
 const gdpr::bridge_route* will_bridge_refusal(plugin_context& ctx, std::string_view topic, std::string_view payload);
 // Reports bridge refusals held back by the alert rate limit once their interval has passed.

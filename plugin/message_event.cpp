@@ -35,16 +35,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     // Deliveries checked from here on are this publish's, if any: never the previous one's.
     if (ctx.map) ctx.map->forget_last_publish();
     if (ctx.residency) ctx.residency->forget_publish();
-    if (ctx.audit && !ctx.audit->can_record_publish()) {
-        // Block policy: nothing flows unrecorded while the audit trail cannot be written.
-        const auto now = std::chrono::steady_clock::now();
-        if (now - ctx.last_refusal_log >= std::chrono::seconds(1)) {
-            ctx.last_refusal_log = now;
-            ctx.log.error("refused publish on '" + ctx.engine->loggable_topic(topic) +
-                          "': the audit trail cannot be written and its queue is full");
-        }
-        return decision::deny;
-    }
+    if (audit_trail_refuses(ctx, "publish", topic)) return decision::deny;
     if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
@@ -101,6 +92,17 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
 }
 
 } // namespace
+
+bool audit_trail_refuses(plugin_context& ctx, std::string_view what, std::string_view topic) {
+    if (!ctx.audit || ctx.audit->can_record_publish()) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - ctx.last_refusal_log >= std::chrono::seconds(1)) {
+        ctx.last_refusal_log = now;
+        ctx.log.error("refused " + std::string(what) + " on '" + ctx.engine->loggable_topic(topic) +
+                      "': the audit trail cannot be written and its queue is full");
+    }
+    return true;
+}
 
 int on_message(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);

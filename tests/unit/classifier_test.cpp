@@ -49,16 +49,16 @@ TEST_CASE("unmatched topics can be refused", "[classifier]") {
     gdpr::classifier c(one_schema(SCHEMA), gdpr::unmatched_policy::deny, nullptr);
     CHECK(c.classify("other", "x").action == gdpr::publish_action::deny);
     CHECK(c.stats().refused_unmatched == 1);
-    CHECK_FALSE(c.will_allowed("other", "x"));
+    CHECK(c.classify_will("other", "x").action == gdpr::publish_action::deny);
 }
 
 TEST_CASE("wills that would need filtering are refused", "[classifier]") {
     gdpr::classifier c(one_schema(SCHEMA), gdpr::unmatched_policy::pass, nullptr);
-    CHECK(c.will_allowed("dev/1/data", R"({"v":"offline"})"));
-    CHECK_FALSE(c.will_allowed("dev/1/data", R"({"v":"offline","name":"Ann"})"));
-    CHECK_FALSE(c.will_allowed("dev/1/data", "offline"));
-    CHECK(c.will_allowed("dev/1/data", ""));
-    CHECK(c.will_allowed("elsewhere", "offline"));
+    CHECK(c.classify_will("dev/1/data", R"({"v":"offline"})").action != gdpr::publish_action::deny);
+    CHECK(c.classify_will("dev/1/data", R"({"v":"offline","name":"Ann"})").action == gdpr::publish_action::deny);
+    CHECK(c.classify_will("dev/1/data", "offline").action == gdpr::publish_action::deny);
+    CHECK(c.classify_will("dev/1/data", "").action != gdpr::publish_action::deny);
+    CHECK(c.classify_will("elsewhere", "offline").action != gdpr::publish_action::deny);
     CHECK(c.stats().wills_refused == 2);
 }
 

@@ -84,9 +84,6 @@ public:
     // checked as if nobody had consented: the will was set when the client connected. Details
     // and subjects are kept as for classify(); on pass the will goes out as it is.
     publish_verdict classify_will(std::string_view topic, std::string_view payload, std::string_view client_id = {});
-    bool will_allowed(std::string_view topic, std::string_view payload) {
-        return classify_will(topic, payload).action != publish_action::deny;
-    }
 
     // The schema covering `topic` when the message is personal data: `payload` (as the broker
     // delivers it: already filtered, or a will) carries personal fields of that schema, or the
