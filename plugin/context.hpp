@@ -18,6 +18,7 @@
 #include "gdpr/plugin_options.hpp"
 #include "gdpr/residency_guard.hpp"
 #include "gdpr/session_recorder.hpp"
+#include "gdpr/subject_quota.hpp"
 
 namespace gdpr_plugin {
 
@@ -55,6 +56,11 @@ struct plugin_context {
     // Where subjects' data went, and the erasure requests that act on it (GDPR Art. 17).
     std::unique_ptr<gdpr::data_map> map;
     std::unique_ptr<gdpr::erasure_manager> erasure;
+    // How many subjects the map does not know one client may bring in (plugin_opt_new_subjects_*).
+    std::unique_ptr<gdpr::subject_quota> subject_quota;
+    std::uint64_t quota_refusals_unreported = 0;
+    std::string quota_last_client, quota_last_topic;
+    std::chrono::steady_clock::time_point last_quota_report{};
     // Shredded keys the erasure waits for: the audit trail's seq of each shred, and what to run
     // once it is committed.
     std::vector<std::pair<std::int64_t, std::function<void()>>> shreds_waiting;
@@ -110,6 +116,8 @@ void publish_alert(plugin_context& ctx, std::string_view kind, std::string_view 
 void open_erasure(plugin_context& ctx);
 // Sends due erase commands, applies deadlines (own clock; cheap when nothing is due).
 void erasure_tick(plugin_context& ctx);
+// Logs and alerts publishes refused by the new-subject allowance, at most every 10 s.
+void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_point now);
 // A client was seen connecting or acting: its pending erase commands go out at the next tick.
 void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
 // The plugin's own rules for erase topics: only the addressed client may subscribe to, receive

@@ -86,15 +86,26 @@ void open_erasure(plugin_context& ctx) {
     }
     ctx.engine->keep_subjects(true);
     ctx.control->attach_erasure(ctx.erasure.get());
+    ctx.subject_quota = std::make_unique<gdpr::subject_quota>(static_cast<std::uint32_t>(o.new_subjects_per_minute),
+                                                              static_cast<std::uint32_t>(o.new_subjects_burst));
+    ctx.control->attach_subject_quota(ctx.subject_quota.get());
+    if (!ctx.subject_quota->limited())
+        ctx.log.warning("new_subjects_per_minute 0: a client may bring in any number of new data subjects, and the "
+                        "data map grows with them without bound");
     ctx.log.notice("erasure: commands on " + o.erase_topic + " (acknowledged on " + o.erase_topic + "/ack), deadline " +
                    std::to_string(o.erase_deadline_seconds) + " s, first retry after " +
                    std::to_string(o.erase_retry_seconds) + " s, at most " + std::to_string(o.erase_send_rate) +
-                   " commands/s; data map holds " + std::to_string(ctx.map->subjects()) +
-                   " subjects; " + std::to_string(ctx.erasure->in_progress()) + " request(s) resume");
+                   " commands/s; data map holds " + std::to_string(ctx.map->subjects()) + " subjects (new ones: " +
+                   (ctx.subject_quota->limited()
+                        ? std::to_string(ctx.subject_quota->burst()) + " per client, then " +
+                              std::to_string(ctx.subject_quota->per_minute()) + " per minute"
+                        : std::string("no limit")) +
+                   "); " + std::to_string(ctx.erasure->in_progress()) + " request(s) resume");
 }
 
 void erasure_tick(plugin_context& ctx) {
     if (!ctx.erasure) return;
+    report_quota_refusals(ctx, std::chrono::steady_clock::now());
     ctx.map->flush();
     if (ctx.map->has_write_failures()) {
         const auto [failed, error] = ctx.map->take_write_failures();

@@ -29,6 +29,27 @@ void note_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::st
     if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
 }
 
+// A publish that would bring the data map more subjects it does not know than the publisher's
+// allowance holds is refused whole: cutting the subjects out would forward their data untracked.
+bool over_subject_quota(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic,
+                        std::size_t original_size, const gdpr::publish_verdict& v) {
+    if (!ctx.map || !ctx.subject_quota || !ctx.subject_quota->limited()) return false;
+    const auto& subjects = ctx.engine->last_subjects();
+    if (subjects.empty()) return false;
+    const std::uint32_t unknown = ctx.map->unknown_among(subjects);
+    const auto now = std::chrono::steady_clock::now();
+    if (unknown == 0 || ctx.subject_quota->take(client_id_of(msg.client), unknown, now)) return false;
+    gdpr::publish_verdict refused = v;
+    refused.action = gdpr::publish_action::deny;
+    refused.reason = "the publisher's allowance of new data subjects is used up (plugin_opt_new_subjects_per_minute)";
+    record_publish(ctx, msg, topic, original_size, refused);
+    ++ctx.quota_refusals_unreported;
+    ctx.quota_last_client.assign(client_id_of(msg.client));
+    ctx.quota_last_topic = ctx.engine->loggable_topic(topic);
+    report_quota_refusals(ctx, now);
+    return true;
+}
+
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
@@ -67,6 +88,8 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
             return decision::deny;
         }
     }
+    // Last of the refusals: only a publish that goes through is charged for its new subjects.
+    if (over_subject_quota(ctx, msg, topic, payload.size(), v)) return decision::deny;
 
     if (v.action == gdpr::publish_action::replace) {
         const std::string& filtered = ctx.engine->filtered();
@@ -102,6 +125,20 @@ bool audit_trail_refuses(plugin_context& ctx, std::string_view what, std::string
                       "': the audit trail cannot be written and its queue is full");
     }
     return true;
+}
+
+void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_point now) {
+    if (ctx.quota_refusals_unreported == 0 || now - ctx.last_quota_report < std::chrono::seconds(10)) return;
+    ctx.last_quota_report = now;
+    const auto& q = *ctx.subject_quota;
+    const std::string text = "refused " + std::to_string(ctx.quota_refusals_unreported) +
+                             " publish(es) bringing data subjects the broker had not seen, beyond the publisher's "
+                             "allowance (new_subjects_burst " + std::to_string(q.burst()) + ", then new_subjects_per_minute " +
+                             std::to_string(q.per_minute()) + "); the last from client '" +
+                             gdpr::printable(ctx.quota_last_client) + "' on '" + ctx.quota_last_topic + "'";
+    ctx.quota_refusals_unreported = 0;
+    ctx.log.warning(text);
+    publish_alert(ctx, "new_subjects", text);
 }
 
 int on_message(int, void* event_data, void* userdata) {

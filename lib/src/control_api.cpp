@@ -112,13 +112,6 @@ std::size_t nesting_depth(std::string_view text, std::size_t limit) {
     return deepest;
 }
 
-// Control characters and quotes out of a client id before it goes into a log line.
-std::string printable(std::string_view s) {
-    std::string out;
-    for (char c : s.substr(0, 128)) out.push_back(static_cast<unsigned char>(c) < 0x20 || c == '\'' || c == 0x7f ? '?' : c);
-    return out;
-}
-
 json binding_json(const device_binding& b) {
     return json{{"clientId", b.client_id}, {"subject", b.subject}, {"boundAt", format_utc_ms(b.bound_at_ms)},
                 {"operator", b.operator_id}};
@@ -390,6 +383,11 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                 response["data"]["refusals"]["residency"] = residency_->refusal_total();
             }
             response["data"]["residency"] = residency;
+            if (quota_) {
+                response["data"]["refusals"]["newSubjects"] = quota_->refused();
+                response["data"]["newSubjectAllowance"] = {{"perMinute", quota_->per_minute()}, {"burst", quota_->burst()},
+                                                           {"clientsDrawing", quota_->clients_tracked()}};
+            }
             pending->responses[i] = response;
             return true;
         } else if (name == "eraseSubject" || name == "getErasure" || name == "listErasures") {

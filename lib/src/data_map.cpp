@@ -184,6 +184,18 @@ void data_map::published(const std::vector<std::string>& subjects, std::string_v
     }
 }
 
+std::uint32_t data_map::unknown_among(const std::vector<std::string>& subjects) const {
+    std::uint32_t unknown = 0;
+    for (const auto& subject : subjects) {
+        if (!subject_ref_) {
+            if (!by_ref_.find(subject)) ++unknown;
+        } else if (!by_id_.find(subject) && !by_ref_.find(ref_of(subject))) {
+            ++unknown;
+        }
+    }
+    return unknown;
+}
+
 void data_map::forget_last_publish() {
     last_identity_ = nullptr;
     last_publish_.clear();

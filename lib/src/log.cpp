@@ -4,6 +4,12 @@
 
 namespace gdpr {
 
+std::string printable(std::string_view s) {
+    std::string out;
+    for (char c : s.substr(0, 128)) out.push_back(static_cast<unsigned char>(c) < 0x20 || c == '\'' || c == 0x7f ? '?' : c);
+    return out;
+}
+
 logger::logger(log_sink sink, std::uint32_t max_problems_per_second)
     : sink_(std::move(sink)), budget_(max_problems_per_second) {}
 

@@ -17,7 +17,8 @@ const std::vector<std::string>& known_option_keys() {
                                                   "retention_sweep_seconds", "alert_topic",
                                                   "erase_topic",       "erase_deadline_seconds",
                                                   "erase_retry_seconds", "erase_rate_limit_seconds",
-                                                  "erase_send_rate",   "residency_file"};
+                                                  "erase_send_rate",   "new_subjects_per_minute",
+                                                  "new_subjects_burst", "residency_file"};
     return keys;
 }
 
@@ -139,6 +140,10 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             o.erase_rate_limit_seconds = parse_int(key, value, 0, 365LL * 86400);
         } else if (key == "erase_send_rate") {
             o.erase_send_rate = parse_int(key, value, 10, 1000000);
+        } else if (key == "new_subjects_per_minute") {
+            o.new_subjects_per_minute = parse_int(key, value, 0, 10000000);
+        } else if (key == "new_subjects_burst") {
+            o.new_subjects_burst = parse_int(key, value, 1, 10000000);
         } else if (key == "residency_file") {
             o.residency_file = value;
         } else {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker_fixture.hpp"
+#include "gdpr/sqlite.hpp"
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -226,6 +227,62 @@ TEST_CASE("a broker killed in the middle of an erasure resumes it after restart 
     CHECK(receipt["targets"][0]["state"] == "erased");
     CHECK(receipt["targets"][1]["state"] == "not_found");
     (void)topic;
+}
+
+TEST_CASE("a publisher's allowance of new data subjects bounds the data map: past it, publishes are refused and reported",
+          "[integration][erasure][quota]") {
+    erasure_setup setup;
+    auto options = setup.options();
+    options.plugin_opts.push_back({"new_subjects_burst", "3"});
+    options.plugin_opts.push_back({"new_subjects_per_minute", "1"});
+    itest::broker b(options);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van1(b, "van-1", 5), van2(b, "van-2", 5), dash(b, "dashboard", 5);
+    op.connect();
+    op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    van1.connect();
+    van2.connect();
+    dash.connect();
+    dash.subscribe("fleet/#", 1);
+    const std::string topic1 = "fleet/acme/vehicle/van-1/telemetry", topic2 = "fleet/acme/vehicle/van-2/telemetry";
+    for (const char* driver : {"driver-1", "driver-2", "driver-3"}) CHECK(van1.publish(topic1, telemetry(driver)) == 0);
+    CHECK(van1.publish(topic1, telemetry("driver-4")) == 135);  // a fourth new subject: over the allowance
+    CHECK(van1.publish(topic1, telemetry("driver-1")) == 0);    // subjects already known cost nothing
+    CHECK(van1.publish(topic1, R"({"speed":50})") == 0);        // nor does a publish without a subject
+    CHECK(van2.publish(topic2, telemetry("driver-4")) == 0);    // another client has its own allowance
+    CHECK(van2.publish(topic2, telemetry("driver-2")) == 0);
+
+    std::map<std::string, int> delivered;
+    for (const auto& m : dash.drain(500ms)) ++delivered[m->get_topic()];
+    CHECK(delivered[topic1] == 5);
+    CHECK(delivered[topic2] == 2);
+
+    auto alert = op.next(3s);
+    REQUIRE(alert);
+    CHECK(alert->get_topic() == "$CONTROL/gdpr/v1/alerts");
+    const auto a = json::parse(alert->to_string());
+    CHECK(a["alert"] == "new_subjects");
+    CHECK_THAT(a["detail"].get<std::string>(), Catch::Contains("refused 1 publish") && Catch::Contains("client 'van-1'") &&
+                                                   Catch::Contains("new_subjects_burst 3"));
+    REQUIRE(b.wait_for_log("beyond the publisher's allowance"));
+    CHECK(b.log().find("driver-4") == std::string::npos);  // no subject id in the log
+
+    const auto stats = control(op, {{"command", "getStats"}});
+    CHECK(stats["data"]["refusals"]["newSubjects"] == 1);
+    CHECK(stats["data"]["newSubjectAllowance"]["burst"] == 3);
+    CHECK(stats["data"]["newSubjectAllowance"]["perMinute"] == 1);
+
+    // The refusal is in the audit trail, with its reason and no subject data.
+    std::int64_t refused = 0;
+    for (int i = 0; i < 40 && refused == 0; ++i) {
+        std::this_thread::sleep_for(50ms);
+        gdpr::sqlite_db d(setup.db, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(d.handle(), "SELECT count(*) FROM audit_records WHERE kind = 'publish_refused' AND "
+                                             "client_id = 'van-1' AND sealed IS NULL AND "
+                                             "json_extract(detail, '$.reason') LIKE '%allowance of new data subjects%'");
+        q.step();
+        refused = q.integer(0);
+    }
+    CHECK(refused == 1);
 }
 
 TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits a subject, guards erase topics",

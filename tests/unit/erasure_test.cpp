@@ -218,6 +218,33 @@ TEST_CASE("the data map learns publishers, recipients and retained topics, and s
     CHECK(map->holdings("driver-2").retained_topics.empty());
 }
 
+TEST_CASE("the data map tells which of a publish's subjects it does not know yet", "[erasure][datamap][quota]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    {
+        auto map = data_map::open(db, "NORMAL", ref);
+        CHECK(map->unknown_among({"driver-1", "driver-2"}) == 2);
+        int payload = 0;
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        CHECK(map->unknown_among({"driver-1", "driver-2"}) == 1);
+        CHECK(map->unknown_among({"driver-1"}) == 0);
+        CHECK(map->unknown_among({}) == 0);
+        map->wait_idle();
+    }
+    // Known from the file after a restart, by reference only (nothing cached by id yet).
+    auto map = data_map::open(db, "NORMAL", ref);
+    CHECK(map->unknown_among({"driver-1", "driver-2"}) == 1);
+    map->forget_subject("driver-1");  // erased: new again
+    CHECK(map->unknown_among({"driver-1"}) == 1);
+    auto plain = data_map::open((dir.path() / "plain.db").string());
+    int p = 0;
+    plain->published({"driver-3"}, "van-3", "fleet/van-3/telemetry", false, &p);
+    CHECK(plain->unknown_among({"driver-3", "driver-4"}) == 1);
+    map->wait_idle();
+    plain->wait_idle();
+}
+
 TEST_CASE("an erasure fans out to every holder, is acknowledged, and ends with a receipt", "[erasure]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();

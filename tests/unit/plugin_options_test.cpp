@@ -26,6 +26,8 @@ TEST_CASE("options parse with defaults", "[config]") {
     CHECK(o.purposes_file == "/etc/gdpr/schemas/purposes.json");
     CHECK(o.unmatched == gdpr::unmatched_policy::pass);
     CHECK(o.acl == gdpr::acl_fallback::defer);
+    CHECK(o.new_subjects_per_minute == 1000);
+    CHECK(o.new_subjects_burst == 10000);
     const auto p = gdpr::parse_plugin_options({{"schemas", "s"}, {"purposes", "p.json"}, {"unmatched_topics", "deny"},
                                                {"acl_default", "allow"}, {"pseudonym_key_file", "k"}});
     CHECK(p.purposes_file == "p.json");
@@ -41,6 +43,9 @@ TEST_CASE("bad options name the option at fault", "[config]") {
     CHECK(failing_option({{"schemas", "s"}, {"acl_default", "deny"}}) == "acl_default");
     CHECK(failing_option({{"schemas", ""}}) == "schemas");
     CHECK(failing_option({{"schemas", "a"}, {"schemas", "b"}}) == "schemas");
+    CHECK(failing_option({{"schemas", "s"}, {"new_subjects_per_minute", "-1"}}) == "new_subjects_per_minute");
+    CHECK(failing_option({{"schemas", "s"}, {"new_subjects_burst", "0"}}) == "new_subjects_burst");
+    CHECK(failing_option({{"schemas", "s"}, {"new_subjects_burst", "many"}}) == "new_subjects_burst");
     try {
         gdpr::parse_plugin_options({{"schemas", "s"}, {"unmatched_topics", "drop"}});
         FAIL("no error");

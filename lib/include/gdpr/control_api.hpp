@@ -18,6 +18,7 @@
 #include "gdpr/log.hpp"
 #include "gdpr/residency_guard.hpp"
 #include "gdpr/storage_worker.hpp"
+#include "gdpr/subject_quota.hpp"
 
 namespace gdpr {
 
@@ -63,6 +64,8 @@ public:
     void attach_erasure(erasure_manager* erasure) { erasure_ = erasure; }
     // getStats reports residency refusals per region pair once a guard is attached.
     void attach_residency(const residency_guard* residency) { residency_ = residency; }
+    // getStats reports publishes refused for bringing too many new data subjects.
+    void attach_subject_quota(const subject_quota* quota) { quota_ = quota; }
     // An export larger than this is refused with a pointer to gdprctl export (offline, no limit):
     // the answer is built, recorded and sent on the broker thread.
     static constexpr std::size_t MAX_EXPORT_BYTES = 4 * 1024 * 1024;
@@ -94,6 +97,7 @@ private:
     logger& log_;
     erasure_manager* erasure_ = nullptr;
     const residency_guard* residency_ = nullptr;
+    const subject_quota* quota_ = nullptr;
     storage_worker* export_reader_ = nullptr;
     std::shared_ptr<const audit_keys> export_keys_;
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;

@@ -47,6 +47,9 @@ public:
     // A retained publish with a payload makes `topic` a holder of the subjects' data.
     void published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
                    bool retain, const void* identity);
+    // How many of `subjects` the map holds nothing about yet (each one published would make a new
+    // entry): what a client's allowance of new subjects is charged (subject_quota).
+    std::uint32_t unknown_among(const std::vector<std::string>& subjects) const;
     // Any publish on a topic (with or without personal data): a retained one replaces what the
     // topic held, an empty retained one clears it.
     void retained_replaced(std::string_view topic);

@@ -15,6 +15,10 @@ enum class log_level { debug, info, notice, warning, error };
 // Receives fully formatted lines (already prefixed). Must not throw.
 using log_sink = std::function<void(log_level, std::string_view)>;
 
+// A client id (or other identifier a client chose) made safe for a log line: at most 128 bytes,
+// control characters and quotes replaced by '?'.
+std::string printable(std::string_view s);
+
 class logger {
 public:
     static constexpr const char* PREFIX = "gdpr: ";

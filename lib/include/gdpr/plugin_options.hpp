@@ -50,6 +50,10 @@ struct plugin_options {
     std::int64_t erase_retry_seconds = 10;
     std::int64_t erase_rate_limit_seconds = 86400;
     std::int64_t erase_send_rate = 2000;  // erase commands per second, all requests together
+    // Data subjects the broker has not seen that one client may bring in: a burst, refilled per
+    // minute (0: no limit). Publishes past it are refused (the data map stays bounded).
+    std::int64_t new_subjects_per_minute = 1000;
+    std::int64_t new_subjects_burst = 10000;
 
     // Residency (GDPR Chapter V): regions, the transfer table, client placement and bridges. Without
     // it messages are still tagged with their schema's residency, but no transfer is refused.
