@@ -16,9 +16,10 @@ int on_control(int, void* event_data, void* userdata) {
         const std::string reply_to = who.client_id;
         const mosquitto* connection = ev.client;
         const std::string operator_id = ctx.operators.identify(who);
-        ctx.control->handle(who, payload, [&ctx, reply_to, connection, operator_id](const std::string& response) {
+        ctx.control->handle(who, payload, [&ctx, reply_to, connection, operator_id](const std::string& response,
+                                                                                 const gdpr::control_api::command_outcomes& outcomes) {
             try {
-                if (ctx.recorder) ctx.recorder->control(reply_to, operator_id, response);
+                if (ctx.recorder) ctx.recorder->control(reply_to, operator_id, outcomes);
             } catch (const std::exception& e) {
                 log_internal_error(ctx, "while recording a control command", e.what());
             }

@@ -1,6 +1,7 @@
 #include "gdpr/control_api.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <ctime>
 #include <memory>
 
@@ -34,10 +35,6 @@ std::string operator_list::identify(const requester& r) const {
     return {};
 }
 
-namespace {
-
-} // namespace
-
 // The commands of one control message, run strictly in order: a command whose change must become
 // durable first is resumed from its completion, so later commands of the same message see it.
 struct control_api::pending_reply {
@@ -46,6 +43,10 @@ struct control_api::pending_reply {
     std::size_t next = 0;
     std::size_t exports = 0;  // exportSubject commands seen
     std::vector<json> responses;
+    // An exportSubject answer's "data", as JSON text written off the broker thread, spliced into
+    // the reply in place of responses[export_index]["data"].
+    std::string export_data;
+    std::size_t export_index = SIZE_MAX;
     control_api::reply_fn reply;
 };
 
@@ -184,7 +185,8 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     auto pending = std::make_shared<pending_reply>();
     pending->reply = std::move(reply);
     auto single_error = [&](const std::string& message) {
-        pending->reply(json{{"responses", json::array({json{{"command", ""}, {"error", message}}})}}.dump());
+        pending->reply(json{{"responses", json::array({json{{"command", ""}, {"error", message}}})}}.dump(),
+                       {{std::string(), false}});
     };
 
     json doc;
@@ -236,8 +238,36 @@ void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
         const std::size_t i = pending->next++;
         if (!run_command(pending, i)) return;  // resumed from the command's completion
     }
-    json reply{{"responses", std::move(pending->responses)}};  // moved: an export can be megabytes
-    pending->reply(reply.dump());
+    command_outcomes outcomes;
+    outcomes.reserve(pending->responses.size());
+    for (const auto& r : pending->responses)
+        outcomes.emplace_back(r.value("command", std::string()), !r.contains("error"));
+    if (pending->export_index == SIZE_MAX) {
+        pending->reply(json{{"responses", std::move(pending->responses)}}.dump(), outcomes);
+        return;
+    }
+    // {"responses":[..., {<the export's response>,"data":<export text>}, ...]} without parsing
+    // or serialising the export again.
+    std::string text = "{\"responses\":[";
+    for (std::size_t i = 0; i < pending->responses.size(); ++i) {
+        if (i) text.push_back(',');
+        std::string one = pending->responses[i].dump();
+        if (i == pending->export_index && !pending->export_data.empty()) {
+            one.pop_back();  // the closing '}'
+            one += one.size() > 1 ? ",\"data\":" : "\"data\":";
+            text += one;
+            text += pending->export_data;
+            text.push_back('}');
+        } else {
+            text += one;
+        }
+    }
+    text += "]}";
+    // GDPR Art. 32: the decrypted export does not linger in freed memory.
+    OPENSSL_cleanse(pending->export_data.data(), pending->export_data.size());
+    pending->export_data.clear();
+    pending->reply(text, outcomes);
+    OPENSSL_cleanse(text.data(), text.size());
 }
 
 bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std::size_t i) {
@@ -402,29 +432,35 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                                     "without an audit trail there is nothing recorded to export");
             // One answer holds at most one export: each can be megabytes.
             if (pending->exports++ > 0) throw command_error("one exportSubject per control message: send the others separately");
-            auto document = std::make_shared<json>();
+            auto document = std::make_shared<std::string>();
             export_limits limits;
             limits.max_bytes = export_max_bytes_;
+            // Consent as it stands when asked (read here: the store lives on the broker thread);
+            // its history is in the export.
+            const std::string consent = json{{"granted", store_.granted_purposes(subject)}}.dump();
             export_reader_->submit(
-                [keys = export_keys_, subject, document, now = now_ms_(), limits, cancelled = exports_cancelled_](
-                    sqlite_db& db) mutable {
+                [keys = export_keys_, subject, document, consent, now = now_ms_(), limits,
+                 cancelled = exports_cancelled_](sqlite_db& db) mutable {
                     limits.cancelled = cancelled.get();
                     try {
-                        std::string text = export_subject(db, *keys, subject, now, limits);
-                        *document = json::parse(text);
-                        OPENSSL_cleanse(text.data(), text.size());
+                        *document = export_subject(db, *keys, subject, now, limits);
                     } catch (const export_error& e) {
                         throw std::runtime_error(std::string(e.what()) +
                                                  "; use gdprctl export on the database for a larger export");
                     }
+                    const auto close = document->rfind('}');
+                    if (close == std::string::npos) throw std::runtime_error("the export is not a JSON object");
+                    const auto last = document->find_last_not_of(" \n\t", close - 1);
+                    const bool empty = last == std::string::npos || (*document)[last] == '{';
+                    document->insert(close, (empty ? "\"consent\":" : ",\"consent\":") + consent);
                 },
-                [this, pending, i, response, subject, document](const std::string& error) mutable {
+                [this, pending, i, response, document](const std::string& error) mutable {
                     if (!error.empty()) {
+                        OPENSSL_cleanse(document->data(), document->size());
                         response["error"] = "could not export: " + error;
                     } else {
-                        response["data"] = std::move(*document);
-                        // Consent as it stands now; its history is in the export.
-                        response["data"]["consent"] = json{{"granted", store_.granted_purposes(subject)}};
+                        pending->export_data = std::move(*document);
+                        pending->export_index = i;
                     }
                     pending->responses[i] = std::move(response);
                     advance(pending);

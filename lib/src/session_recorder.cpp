@@ -270,74 +270,14 @@ void session_recorder::delivery(std::int64_t session, std::string_view client_id
     log_.append(std::move(r));
 }
 
-namespace {
-
-// The command names of a control response and whether each succeeded, read without building the
-// document: a response can hold an erasure receipt of megabytes.
-class outcome_reader : public nlohmann::json_sax<nlohmann::json> {
-public:
-    std::vector<std::pair<std::string, bool>> outcomes;
-
-    bool null() override { return value(); }
-    bool boolean(bool) override { return value(); }
-    bool number_integer(number_integer_t) override { return value(); }
-    bool number_unsigned(number_unsigned_t) override { return value(); }
-    bool number_float(number_float_t, const string_t&) override { return value(); }
-    bool string(string_t& v) override {
-        if (depth_ == 3 && key_ == "command") outcomes.back().first = v;
-        return value();
-    }
-    bool binary(binary_t&) override { return value(); }
-    bool start_object(std::size_t) override {
-        ++depth_;
-        if (depth_ == 3 && in_responses_) outcomes.emplace_back(std::string(), true);
-        return true;
-    }
-    bool key(string_t& k) override {
-        if (depth_ == 1) in_responses_ = k == "responses";
-        if (depth_ == 3 && in_responses_) {
-            key_ = k;
-            if (k == "error") outcomes.back().second = false;
-        }
-        return true;
-    }
-    bool end_object() override {
-        --depth_;
-        return true;
-    }
-    bool start_array(std::size_t) override {
-        ++depth_;
-        return true;
-    }
-    bool end_array() override {
-        --depth_;
-        return true;
-    }
-    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
-
-private:
-    bool value() { return true; }
-    int depth_ = 0;
-    bool in_responses_ = false;
-    std::string key_;
-};
-
-std::vector<std::pair<std::string, bool>> command_outcomes(const std::string& response_json) {
-    outcome_reader reader;
-    nlohmann::json::sax_parse(response_json, &reader);
-    return std::move(reader.outcomes);
-}
-
-} // namespace
-
 void session_recorder::control(std::string_view client_id, std::string_view operator_id,
-                               const std::string& response_json) {
+                               const std::vector<std::pair<std::string, bool>>& outcomes) {
     audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::control;
     r.client_id = client_id;
     nlohmann::json commands = nlohmann::json::array();
-    for (const auto& [name, ok] : command_outcomes(response_json))
+    for (const auto& [name, ok] : outcomes)
         commands.push_back({{"command", name}, {"ok", ok}});
     r.detail = nlohmann::json{{"operator", operator_id}, {"commands", commands}}.dump();
     log_.append(std::move(r));

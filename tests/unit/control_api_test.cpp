@@ -23,18 +23,33 @@ struct api_fixture {
     std::vector<std::string> log_lines;
     gdpr::logger log{[this](gdpr::log_level, std::string_view l) { log_lines.emplace_back(l); }};
     gdpr::control_api api{engine, *store, reg, gdpr::operator_list{{"dpo"}, {"op-1"}, {"ops.example.org"}}, log};
+    std::vector<gdpr::control_api::command_outcomes> outcomes;  // one per reply, beside it
+
+    // The outcomes handed beside a reply say what the reply says, command by command.
+    static void check_outcomes(const json& reply, const gdpr::control_api::command_outcomes& o) {
+        REQUIRE(o.size() == reply["responses"].size());
+        for (std::size_t i = 0; i < o.size(); ++i) {
+            CHECK(o[i].first == reply["responses"][i]["command"]);
+            CHECK(o[i].second == !reply["responses"][i].contains("error"));
+        }
+    }
 
     // Sends one control message and returns the parsed response once every command is answered.
     json call(const gdpr::requester& who, const std::string& payload) {
         std::vector<std::string> replies;
-        api.handle(who, payload, [&](const std::string& r) { replies.push_back(r); });
+        api.handle(who, payload, [&](const std::string& r, const gdpr::control_api::command_outcomes& o) {
+            replies.push_back(r);
+            outcomes.push_back(o);
+        });
         // Commands run one after another: each durable change lets the next one start.
         for (int round = 0; round < 1000 && replies.empty(); ++round) {
             store->wait_idle();
             store->drain();
         }
         REQUIRE(replies.size() == 1);
-        return json::parse(replies[0]);
+        const json reply = json::parse(replies[0]);
+        check_outcomes(reply, outcomes.back());
+        return reply;
     }
     json call_as_operator(const std::string& payload) { return call(gdpr::requester{"op-1", "", ""}, payload); }
 };
@@ -193,9 +208,16 @@ struct export_fixture : api_fixture {
     json exports_of(const std::vector<std::string>& subjects) {
         json commands = json::array();
         for (const auto& s : subjects) commands.push_back({{"command", "exportSubject"}, {"subject", s}});
+        return run(json{{"commands", commands}}.dump())["responses"];
+    }
+    // One control message from an operator, answered once the export reader has done its part.
+    json run(const std::string& payload) {
         std::vector<std::string> replies;
-        api.handle(gdpr::requester{"op-1", "", ""}, json{{"commands", commands}}.dump(),
-                   [&](const std::string& r) { replies.push_back(r); });
+        api.handle(gdpr::requester{"op-1", "", ""}, payload,
+                   [&](const std::string& r, const gdpr::control_api::command_outcomes& o) {
+                       replies.push_back(r);
+                       outcomes.push_back(o);
+                   });
         for (int round = 0; round < 1000 && replies.empty(); ++round) {
             if (reader) {
                 reader->wait_idle();
@@ -205,7 +227,9 @@ struct export_fixture : api_fixture {
             store->drain();
         }
         REQUIRE(replies.size() == 1);
-        return json::parse(replies[0])["responses"];
+        const json reply = json::parse(replies[0]);
+        check_outcomes(reply, outcomes.back());
+        return reply;
     }
 };
 
@@ -232,6 +256,27 @@ TEST_CASE_METHOD(export_fixture, "exportSubject answers with the subject's recor
     CHECK(d["device_bindings"][0]["client_id"] == "car-1");
     CHECK(export_of("D-404")["data"]["records"].empty());
     for (const auto& line : log_lines) CHECK(line.find("D-1") == std::string::npos);
+}
+
+TEST_CASE_METHOD(export_fixture, "an export among other commands keeps its place, its correlation data and its outcome",
+                 "[control][export]") {
+    attach();
+    record_publish("D-1", 42);
+    REQUIRE(trail->flush());
+    const json reply = run(R"({"commands":[{"command":"getStats"},
+        {"command":"exportSubject","subject":"D-1","correlationData":"c-1"},
+        {"command":"nope"}]})");
+    const json& r = reply["responses"];
+    REQUIRE(r.size() == 3);
+    CHECK(r[0]["data"].contains("messages"));
+    CHECK(r[1]["command"] == "exportSubject");
+    CHECK(r[1]["correlationData"] == "c-1");
+    CHECK(r[1]["data"]["subject"] == "D-1");
+    CHECK(r[1]["data"]["records"][0]["data"]["payload"]["speed"] == 42);
+    CHECK(r[1]["data"]["consent"]["granted"] == json::array());
+    CHECK_THAT(r[2]["error"].get<std::string>(), Catch::Contains("unknown command"));
+    REQUIRE(outcomes.size() == 1);
+    CHECK(outcomes[0] == gdpr::control_api::command_outcomes{{"getStats", true}, {"exportSubject", true}, {"nope", false}});
 }
 
 TEST_CASE_METHOD(export_fixture, "exportSubject stops at its size limit and takes one subject per message",

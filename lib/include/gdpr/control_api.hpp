@@ -49,7 +49,10 @@ public:
     static constexpr std::size_t MAX_PAYLOAD = 256 * 1024;
     static constexpr std::size_t MAX_COMMANDS = 100;
     static constexpr std::size_t MAX_NESTING = 16;
-    using reply_fn = std::function<void(const std::string& response_json)>;
+    // Each command's name and whether it succeeded, in order, beside the response: the response can
+    // hold an export of megabytes, not to be read again on the broker thread.
+    using command_outcomes = std::vector<std::pair<std::string, bool>>;
+    using reply_fn = std::function<void(const std::string& response_json, const command_outcomes& outcomes)>;
 
     control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, operator_list operators,
                 logger& log);
@@ -67,7 +70,7 @@ public:
     // getStats reports publishes refused for bringing too many new data subjects.
     void attach_subject_quota(const subject_quota* quota) { quota_ = quota; }
     // An export larger than this is refused with a pointer to gdprctl export (offline, no limit):
-    // the answer is built, recorded and sent on the broker thread.
+    // the answer is sent (and copied once) on the broker thread, though read and written elsewhere.
     static constexpr std::size_t MAX_EXPORT_BYTES = 4 * 1024 * 1024;
     // exportSubject answers once the audit trail can be read: `reader` is a worker with a read-only
     // connection to the plugin's database (batching::none), `keys` the audit trail's keys

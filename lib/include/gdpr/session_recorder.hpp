@@ -59,7 +59,9 @@ public:
     void forget_last_publish() { last_forwarded_ = nullptr; }
     void delivery(std::int64_t session, std::string_view client_id, std::string_view topic, const void* payload,
                   int qos, bool refused, std::string_view reason);
-    void control(std::string_view client_id, std::string_view operator_id, const std::string& response_json);
+    // A control message's commands, by name, and whether each succeeded.
+    void control(std::string_view client_id, std::string_view operator_id,
+                 const std::vector<std::pair<std::string, bool>>& outcomes);
     // A step of an erasure request; `detail_json` names no subject (see erasure_effects::record).
     void erasure(std::string_view step, const std::string& detail_json);
     void consent_change(std::string_view change, const std::string& subject, const std::string& detail_json,
