@@ -105,7 +105,9 @@ void open_erasure(plugin_context& ctx) {
 
 void erasure_tick(plugin_context& ctx) {
     if (!ctx.erasure) return;
-    report_quota_refusals(ctx, std::chrono::steady_clock::now());
+    const auto now = std::chrono::steady_clock::now();
+    report_quota_refusals(ctx, now);
+    if (ctx.subject_quota) ctx.subject_quota->prune(now);
     ctx.map->flush();
     if (ctx.map->has_write_failures()) {
         const auto [failed, error] = ctx.map->take_write_failures();

@@ -31,17 +31,21 @@ void note_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::st
 
 // A publish that would bring the data map more subjects it does not know than the publisher's
 // allowance holds is refused whole: cutting the subjects out would forward their data untracked.
+// Subjects bound to the client by an operator are not charged: the client did not choose them.
 bool over_subject_quota(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic,
                         std::size_t original_size, const gdpr::publish_verdict& v) {
     if (!ctx.map || !ctx.subject_quota || !ctx.subject_quota->limited()) return false;
+    if (v.matched->subject.kind == gdpr::subject_kind::binding) return false;
     const auto& subjects = ctx.engine->last_subjects();
     if (subjects.empty()) return false;
     const std::uint32_t unknown = ctx.map->unknown_among(subjects);
+    if (unknown == 0) return false;
     const auto now = std::chrono::steady_clock::now();
-    if (unknown == 0 || ctx.subject_quota->take(client_id_of(msg.client), unknown, now)) return false;
+    if (ctx.subject_quota->take(client_id_of(msg.client), unknown, now)) return false;
     gdpr::publish_verdict refused = v;
     refused.action = gdpr::publish_action::deny;
-    refused.reason = "the publisher's allowance of new data subjects is used up (plugin_opt_new_subjects_per_minute)";
+    refused.reason = "the publisher's allowance of new data subjects is used up "
+                     "(plugin_opt_new_subjects_burst, plugin_opt_new_subjects_per_minute)";
     record_publish(ctx, msg, topic, original_size, refused);
     ++ctx.quota_refusals_unreported;
     ctx.quota_last_client.assign(client_id_of(msg.client));
@@ -146,6 +150,7 @@ int on_message(int, void* event_data, void* userdata) {
     try {
         drain_completions(ctx);  // never fails: each completion is guarded
         residency_tick(ctx);     // held-back alerts, also where the broker fires no tick
+        if (ctx.quota_refusals_unreported > 0) report_quota_refusals(ctx, std::chrono::steady_clock::now());
     } catch (...) {
     }
     try {

@@ -20,10 +20,7 @@ double subject_quota::refilled(const allowance& a, clock::time_point now) const 
 
 bool subject_quota::take(std::string_view client_id, std::uint32_t count, clock::time_point now) {
     if (!limited() || count == 0) return true;
-    if (now >= next_prune_) {
-        forget_refilled(now);
-        next_prune_ = now + PRUNE_PERIOD;
-    }
+    prune(now);
     allowance* a = allowances_.find(client_id);
     const double available = a ? refilled(*a, now) : static_cast<double>(burst_);
     if (available + 1e-9 < count) {  // 1e-9: rounding in the refill must not cost a whole subject
@@ -36,7 +33,10 @@ bool subject_quota::take(std::string_view client_id, std::uint32_t count, clock:
     return true;
 }
 
-void subject_quota::forget_refilled(clock::time_point now) {
+void subject_quota::prune(clock::time_point now) {
+    if (now < next_prune_) return;
+    next_prune_ = now + PRUNE_PERIOD;
+    if (allowances_.size() == 0) return;
     std::vector<std::string> full;
     allowances_.for_each([&](std::string_view client_id, const allowance& a) {
         if (refilled(a, now) >= burst_) full.emplace_back(client_id);

@@ -51,4 +51,18 @@ TEST_CASE("clients whose allowance has refilled are forgotten", "[quota]") {
     CHECK(q.clients_tracked() == 1);
     // A forgotten client starts again with a full allowance, as it would have had anyway.
     CHECK(q.take("device-1", 10, t0 + 2min));
+    q.prune(t0 + 2min + 61s);  // 61 s on, both have refilled (one a second): forgotten
+    CHECK(q.clients_tracked() == 0);
+    CHECK(q.take("gateway", 10, t0 + 5min));
+    q.prune(t0 + 5min + 2s);   // within the minute since the last prune: nothing happens
+    CHECK(q.clients_tracked() == 1);
+    q.prune(t0 + 6min + 5s);   // 65 s on it has refilled 10 of 10: forgotten
+    CHECK(q.clients_tracked() == 0);
+    // A client still drawing is kept: forgetting it would hand it a fresh burst.
+    subject_quota slow(1, 10);  // one a minute
+    CHECK(slow.take("gateway", 10, t0));
+    slow.prune(t0 + 5min);      // five of ten back: still drawing
+    CHECK(slow.clients_tracked() == 1);
+    CHECK_FALSE(slow.take("gateway", 6, t0 + 5min));
+    CHECK(slow.take("gateway", 5, t0 + 5min));
 }

@@ -27,8 +27,11 @@ public:
     std::uint32_t per_minute() const { return per_minute_; }
     std::uint32_t burst() const { return burst_; }
     std::uint64_t refused() const { return refused_; }
-    // Clients whose allowance is not full; a refilled client is forgotten (bounded memory).
+    // Clients whose allowance may not be full (a refilled client is forgotten at the next prune).
     std::size_t clients_tracked() const { return allowances_.size(); }
+    // Forgets clients whose allowance has refilled, at most once a minute (take() calls it too;
+    // the plugin also calls it from its tick). The table keeps its peak capacity.
+    void prune(clock::time_point now);
 
 private:
     struct allowance {
@@ -36,7 +39,6 @@ private:
         clock::time_point at{};
     };
     double refilled(const allowance& a, clock::time_point now) const;
-    void forget_refilled(clock::time_point now);
 
     std::uint32_t per_minute_;
     std::uint32_t burst_;
