@@ -248,18 +248,23 @@ void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
     }
     // {"responses":[..., {<the export's response>,"data":<export text>}, ...]} without parsing
     // or serialising the export again.
-    std::string text = "{\"responses\":[";
-    for (std::size_t i = 0; i < pending->responses.size(); ++i) {
+    // Reserved whole first: a buffer that grew would free copies of the decrypted export unwiped.
+    std::vector<std::string> parts;
+    parts.reserve(pending->responses.size());
+    std::size_t total = 16 + pending->export_data.size();
+    for (const auto& r : pending->responses) total += (parts.emplace_back(r.dump())).size() + 10;
+    std::string text;
+    text.reserve(total);
+    text = "{\"responses\":[";
+    for (std::size_t i = 0; i < parts.size(); ++i) {
         if (i) text.push_back(',');
-        std::string one = pending->responses[i].dump();
         if (i == pending->export_index && !pending->export_data.empty()) {
-            one.pop_back();  // the closing '}'
-            one += one.size() > 1 ? ",\"data\":" : "\"data\":";
-            text += one;
+            text.append(parts[i], 0, parts[i].size() - 1);  // without its closing '}'
+            text += ",\"data\":";  // the response has at least "command"
             text += pending->export_data;
             text.push_back('}');
         } else {
-            text += one;
+            text += parts[i];
         }
     }
     text += "]}";
@@ -452,7 +457,13 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                     if (close == std::string::npos) throw std::runtime_error("the export is not a JSON object");
                     const auto last = document->find_last_not_of(" \n\t", close - 1);
                     const bool empty = last == std::string::npos || (*document)[last] == '{';
-                    document->insert(close, (empty ? "\"consent\":" : ",\"consent\":") + consent);
+                    const std::string member = (empty ? "\"consent\":" : ",\"consent\":") + consent;
+                    // Into a buffer of the final size: growing the old one would free a copy unwiped.
+                    std::string spliced;
+                    spliced.reserve(document->size() + member.size());
+                    spliced.append(*document, 0, close).append(member).append(*document, close, std::string::npos);
+                    OPENSSL_cleanse(document->data(), document->size());
+                    *document = std::move(spliced);
                 },
                 [this, pending, i, response, document](const std::string& error) mutable {
                     if (!error.empty()) {
