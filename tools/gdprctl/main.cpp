@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <mqtt/async_client.h>
+#include <openssl/crypto.h>
 #include "audit_commands.hpp"
 #include <nlohmann/json.hpp>
 
@@ -464,6 +465,10 @@ int run(const options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+    // Paho's network threads are detached and can still be ending when main returns. OpenSSL's
+    // exit-time cleanup would free the state their thread-exit handlers read (a SEGV in libcrypto
+    // from __nptl_deallocate_tsd), so it is not registered: the process is ending anyway.
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
     if (argc > 1 && gdprctl::is_offline_command(argv[1])) return gdprctl::run_offline(std::vector<std::string>(argv + 1, argv + argc));
     try {
         return run(parse_args(argc, argv));
