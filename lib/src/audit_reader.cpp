@@ -8,12 +8,18 @@
 #include <openssl/crypto.h>
 
 #include "gdpr/audit_chain.hpp"
+#include "gdpr/wiped_memory.hpp"
 
 namespace gdpr {
 
 namespace {
 
 using json = nlohmann::json;
+// The export's document holds decrypted personal data: every buffer it grows or frees is wiped.
+using wiped_json = nlohmann::basic_json<std::map, std::vector, wiped_string, bool, std::int64_t, std::uint64_t, double,
+                                        wiping_allocator>;
+
+wiped_string wiped(std::string_view text) { return wiped_string(text.data(), text.size()); }
 
 std::int64_t wall_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -49,9 +55,9 @@ bool has_table(sqlite_db& db, const std::string& name) {
     return found;
 }
 
-json parse_or_text(const std::string& text) {
-    json j = json::parse(text, nullptr, false);
-    return j.is_discarded() ? json(text) : j;
+wiped_json parse_or_text(const std::string& text) {
+    wiped_json j = wiped_json::parse(text, nullptr, false);
+    return j.is_discarded() ? wiped_json(wiped(text)) : j;
 }
 
 } // namespace
@@ -164,7 +170,7 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
 }
 
 std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms,
-                           const export_limits& limits) {
+                           const export_limits& limits, int indent) {
     constexpr std::int64_t CHUNK_ROWS = 2000;
     std::size_t size = 0;  // about what the document will take, to stop early when too large
     const auto grow = [&](std::size_t bytes) {
@@ -174,9 +180,9 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     };
     const std::string ref = keys.subject_ref(subject);
     const std::string raw_ref = ref_bytes(ref);
-    json doc;
-    doc["subject"] = subject;
-    doc["subject_ref"] = ref;
+    wiped_json doc;
+    doc["subject"] = wiped(subject);
+    doc["subject_ref"] = wiped(ref);
     doc["generated_at_ms"] = now_ms;
     std::unique_ptr<gcm_sealer> sealer;
     if (has_table(db, "audit_subject_keys")) {
@@ -190,8 +196,8 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
         q.reset();
     }
     doc["data_key"] = sealer ? "present" : "absent (never recorded, or shredded)";
-    json records = json::array();
-    json recipients = json::object();
+    wiped_json records = wiped_json::array();
+    wiped_json recipients = wiped_json::object();
     std::set<std::int64_t> seqs;
     std::uint64_t unreadable = 0;
     if (has_table(db, "audit_records")) {
@@ -212,7 +218,7 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                 const std::string kind = rows.text(2);
                 if (kind == "delivery" || kind == "delivery_refused") {
                     if (rows.is_null(7) || !seqs.count(rows.integer(7))) continue;
-                    json& who = recipients[rows.text(3)];
+                    wiped_json& who = recipients[wiped(rows.text(3))];
                     if (who.is_null()) {
                         grow(96 + rows.text(3).size());
                         who = {{"delivered", 0}, {"refused", 0}, {"first_at_ms", rows.integer(1)}};
@@ -232,8 +238,8 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                     seqs.insert(seq);
                     const std::string detail_text = rows.text(5);
                     grow(160 + detail_text.size() + plain.size() + rows.text(3).size());
-                    json detail = parse_or_text(detail_text);
-                    json data = parse_or_text(plain);
+                    wiped_json detail = parse_or_text(detail_text);
+                    wiped_json data = parse_or_text(plain);
                     OPENSSL_cleanse(plain.data(), plain.size());  // GDPR Art. 32: no clear copy lingers
                     // The topic is sealed only when it names the subject; otherwise it is in the detail.
                     if (data.is_object() && !data.contains("topic") && detail.is_object() && detail.contains("topic") &&
@@ -242,8 +248,8 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                     records.push_back({{"seq", seq},
                                        {"at_ms", rows.integer(1)},
                                        {"kind", kind},
-                                       {"client_id", rows.text(3)},
-                                       {"schema", rows.text(4)},
+                                       {"client_id", wiped(rows.text(3))},
+                                       {"schema", wiped(rows.text(4))},
                                        {"detail", std::move(detail)},
                                        {"data", std::move(data)}});
                 });
@@ -256,24 +262,26 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     doc["recipients"] = std::move(recipients);
     // Consent and bindings are kept in clear by the consent store (they are needed per message).
     if (has_table(db, "consent_events")) {
-        json consent = json::array();
+        wiped_json consent = wiped_json::array();
         auto& q = db.cached("SELECT purpose, granted, at_ms, operator, evidence FROM consent_events WHERE subject = ? ORDER BY seq");
         q.bind(1, subject);
         while (q.step())
-            consent.push_back({{"purpose", q.text(0)}, {"granted", q.integer(1) != 0}, {"at_ms", q.integer(2)},
-                               {"operator", q.text(3)}, {"evidence", q.text(4)}});
+            consent.push_back({{"purpose", wiped(q.text(0))}, {"granted", q.integer(1) != 0}, {"at_ms", q.integer(2)},
+                               {"operator", wiped(q.text(3))}, {"evidence", wiped(q.text(4))}});
         q.reset();
         doc["consent_history"] = std::move(consent);
     }
     if (has_table(db, "device_bindings")) {
-        json bindings = json::array();
+        wiped_json bindings = wiped_json::array();
         auto& q = db.cached("SELECT client_id, bound_at_ms, operator FROM device_bindings WHERE subject = ? ORDER BY client_id");
         q.bind(1, subject);
-        while (q.step()) bindings.push_back({{"client_id", q.text(0)}, {"bound_at_ms", q.integer(1)}, {"operator", q.text(2)}});
+        while (q.step())
+            bindings.push_back({{"client_id", wiped(q.text(0))}, {"bound_at_ms", q.integer(1)}, {"operator", wiped(q.text(2))}});
         q.reset();
         doc["device_bindings"] = std::move(bindings);
     }
-    return doc.dump(2);
+    const wiped_string text = doc.dump(indent);
+    return std::string(text.data(), text.size());  // exactly its size: the caller wipes it
 }
 
 std::vector<report_row> audit_report(sqlite_db& db) {

@@ -448,7 +448,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                  cancelled = exports_cancelled_](sqlite_db& db) mutable {
                     limits.cancelled = cancelled.get();
                     try {
-                        *document = export_subject(db, *keys, subject, now, limits);
+                        *document = export_subject(db, *keys, subject, now, limits, -1);  // compact, like the answer around it
                     } catch (const export_error& e) {
                         throw std::runtime_error(std::string(e.what()) +
                                                  "; use gdprctl export on the database for a larger export");

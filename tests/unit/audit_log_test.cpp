@@ -175,6 +175,13 @@ TEST_CASE_METHOD(trail_fixture, "personal data is sealed per subject and exporte
     CHECK(alice["unreadable_records"] == 0);
     CHECK(export_of("bob")["records"].size() == 2);
     CHECK(export_of("carol")["records"].empty());
+    // The compact form (the control API's) is the same document on one line.
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    const std::string compact = gdpr::export_subject(db, *keys, "alice", now_ms(), {}, -1);
+    CHECK(compact.find('\n') == std::string::npos);
+    json same = json::parse(compact);
+    same["generated_at_ms"] = alice["generated_at_ms"];
+    CHECK(same == alice);
 }
 
 TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; the chain still verifies", "[audit][shred]") {

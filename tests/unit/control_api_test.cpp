@@ -47,6 +47,7 @@ struct api_fixture {
             store->drain();
         }
         REQUIRE(replies.size() == 1);
+        CHECK(replies[0].find('\n') == std::string::npos);  // compact, the export inside it too
         const json reply = json::parse(replies[0]);
         check_outcomes(reply, outcomes.back());
         return reply;

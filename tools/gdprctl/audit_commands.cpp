@@ -17,6 +17,7 @@
 #include <map>
 
 #include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
 
 #include "gdpr/audit_crypto.hpp"
 #include "gdpr/audit_reader.hpp"
@@ -102,7 +103,11 @@ int export_subject(const std::string& path, const std::map<std::string, std::str
     if (!flags.count("--key-file")) return usage("export needs --key-file (the plugin's audit_key_file)");
     const auto keys = gdpr::audit_keys::from_file("--key-file", flags.at("--key-file"));
     gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
-    const std::string doc = gdpr::export_subject(db, *keys, flags.at("--subject"), now_ms());
+    std::string doc = gdpr::export_subject(db, *keys, flags.at("--subject"), now_ms());
+    struct wipe_on_return {  // GDPR Art. 32: the decrypted document does not outlive its use
+        std::string& text;
+        ~wipe_on_return() { OPENSSL_cleanse(text.data(), text.size()); }
+    } wipe{doc};
     if (auto it = flags.find("--output"); it != flags.end()) {
         // The export holds personal data: private from the first byte.
         const mode_t old = ::umask(077);

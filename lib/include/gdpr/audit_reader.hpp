@@ -50,9 +50,10 @@ class export_error : public std::runtime_error {
 // Everything recorded about `subject`, decrypted, as a JSON document (text). The trail is read in
 // chunks of rows, each its own read transaction when `db` has none open, so a long export never
 // holds up the writer's checkpoints for long (the export then reflects the trail while it was
-// read).
+// read). `indent` as nlohmann::json::dump: -1 for the most compact text. Every buffer that held
+// decrypted data is wiped before it is freed; the returned text is the caller's to wipe.
 std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms,
-                           const export_limits& limits = {});
+                           const export_limits& limits = {}, int indent = 2);
 
 struct report_row {
     std::string day;     // YYYY-MM-DD (UTC)
