@@ -250,11 +250,21 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
     CHECK(van1.publish(topic1, R"({"speed":50})") == 0);        // nor does a publish without a subject
     CHECK(van2.publish(topic2, telemetry("driver-4")) == 0);    // another client has its own allowance
     CHECK(van2.publish(topic2, telemetry("driver-2")) == 0);
+    // Only a publish that goes through is charged: ones refused as malformed cost nothing, even
+    // with more new subjects than the allowance holds.
+    itest::client van3(b, "van-3", 5);
+    van3.connect();
+    const std::string topic3 = "fleet/acme/vehicle/van-3/telemetry";
+    for (const char* driver : {"driver-10", "driver-11", "driver-12", "driver-13"})
+        CHECK(van3.publish(topic3, R"({"driver_id":")" + std::string(driver) + R"(","speed":50)") == 135);
+    for (const char* driver : {"driver-10", "driver-11", "driver-12"}) CHECK(van3.publish(topic3, telemetry(driver)) == 0);
+    CHECK(van3.publish(topic3, telemetry("driver-13")) == 135);
 
     std::map<std::string, int> delivered;
     for (const auto& m : dash.drain(500ms)) ++delivered[m->get_topic()];
     CHECK(delivered[topic1] == 5);
     CHECK(delivered[topic2] == 2);
+    CHECK(delivered[topic3] == 3);
 
     auto alert = op.next(3s);
     REQUIRE(alert);
@@ -267,7 +277,8 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
     CHECK(b.log().find("driver-4") == std::string::npos);  // no subject id in the log
 
     const auto stats = control(op, {{"command", "getStats"}});
-    CHECK(stats["data"]["refusals"]["newSubjects"] == 1);
+    CHECK(stats["data"]["refusals"]["newSubjects"] == 2);
+    CHECK(stats["data"]["refusals"]["invalidPayload"] == 4);
     CHECK(stats["data"]["newSubjectAllowance"]["burst"] == 3);
     CHECK(stats["data"]["newSubjectAllowance"]["perMinute"] == 1);
 
