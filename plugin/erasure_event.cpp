@@ -85,6 +85,7 @@ void open_erasure(plugin_context& ctx) {
         throw gdpr::config_error("database", e.what());
     }
     ctx.engine->keep_subjects(true);
+    ctx.engine->prefetch_subjects_with([map = ctx.map.get()](std::string_view subject) { map->prefetch(subject); });
     ctx.control->attach_erasure(ctx.erasure.get());
     ctx.subject_quota = std::make_unique<gdpr::subject_quota>(static_cast<std::uint32_t>(o.new_subjects_per_minute),
                                                               static_cast<std::uint32_t>(o.new_subjects_burst));

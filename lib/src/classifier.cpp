@@ -59,6 +59,12 @@ publish_verdict classifier::classify(std::string_view topic, std::string_view pa
     std::uint64_t consented = 0;
     const bool consent_check = v.matched->needs_consent && consent_;
     if (consent_check || detailed_ || keep_subjects_) subjects_ = subjects_of(*v.matched, topic, payload, client_id);
+    // Hundreds of thousands of subjects outgrow the caches: each lookup below waits on memory,
+    // so all of them are started together.
+    for (const auto& subject : subjects_) {
+        if (consent_check) consent_->prefetch(subject);
+        if (prefetch_subject_) prefetch_subject_(subject);
+    }
     if (consent_check) {
         // GDPR Art. 6(1)(a), 7: a field passes only with the consent of every subject it is about;
         // no known subject means no consent.

@@ -187,11 +187,15 @@ void data_map::published(const std::vector<std::string>& subjects, std::string_v
 std::uint32_t data_map::unknown_among(const std::vector<std::string>& subjects) const {
     std::uint32_t unknown = 0;
     for (const auto& subject : subjects) {
-        if (!subject_ref_) {
-            if (!by_ref_.find(subject)) ++unknown;
-        } else if (!by_id_.find(subject) && !by_ref_.find(ref_of(subject))) {
+        const std::uint32_t* index = subject_ref_ ? by_id_.find(subject) : by_ref_.find(subject);
+        if (!index && subject_ref_) index = by_ref_.find(ref_of(subject));
+        if (!index) {
             ++unknown;
+            continue;
         }
+        const auto* e = reinterpret_cast<const char*>(&entries_[*index]);
+        __builtin_prefetch(e);
+        __builtin_prefetch(e + sizeof(entries_[0]) - 1);
     }
     return unknown;
 }

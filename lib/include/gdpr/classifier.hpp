@@ -2,6 +2,7 @@
 // The classification engine the plugin drives: topic -> schema -> filtered payload, plus the
 // decision for wills. Owns the loaded schemas and the pseudonymisation key. Broker thread only.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -76,6 +77,9 @@ public:
     // With subjects kept (the data map needs them), classify() resolves the subjects of every
     // classified publish, as last_subjects().
     void keep_subjects(bool on) { keep_subjects_ = on; }
+    // Called with each subject as soon as it is known, before consent is looked up: lets the
+    // data map start loading the subject's entry while the consent lookup waits on memory.
+    void prefetch_subjects_with(std::function<void(std::string_view)> fn) { prefetch_subject_ = std::move(fn); }
     const std::vector<std::string>& last_subjects() const { return subjects_; }  // empty when not classified
     const std::vector<field_outcome>& last_outcomes() const { return outcomes_; }
 
@@ -114,6 +118,7 @@ private:
     std::string scratch_;  // personal_data_in's output: out_ may still hold the current publish
     bool detailed_ = false;
     bool keep_subjects_ = false;
+    std::function<void(std::string_view)> prefetch_subject_;
     std::vector<std::string> subjects_;
     std::vector<field_outcome> outcomes_;
     classifier_stats stats_;

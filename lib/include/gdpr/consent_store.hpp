@@ -54,6 +54,8 @@ public:
     int consent_bit(std::string_view purpose) const;
     // Consent purposes the subject currently consents to, as bits; 0 for unknown subjects.
     std::uint64_t granted_mask(std::string_view subject) const;
+    // Starts loading what granted_mask(subject) will read (see subject_table::prefetch).
+    void prefetch(std::string_view subject) const { masks_.prefetch(subject); }
     // Subjects bound to a publishing client (device registry); null when none.
     const std::vector<std::string>* subjects_bound_to(std::string_view client_id) const;
 

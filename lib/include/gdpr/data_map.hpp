@@ -49,7 +49,13 @@ public:
                    bool retain, const void* identity);
     // How many of `subjects` the map holds nothing about yet (each one published would make a new
     // entry): what a client's allowance of new subjects is charged (subject_quota).
+    // Also starts loading the entries of the known ones, which published() will update.
     std::uint32_t unknown_among(const std::vector<std::string>& subjects) const;
+    // Starts loading what looking `subject` up will read (see subject_table::prefetch).
+    void prefetch(std::string_view subject) const {
+        if (subject_ref_) by_id_.prefetch(subject);
+        else by_ref_.prefetch(subject);
+    }
     // Any publish on a topic (with or without personal data): a retained one replaces what the
     // topic held, an empty retained one clears it.
     void retained_replaced(std::string_view topic);

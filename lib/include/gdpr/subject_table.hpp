@@ -64,6 +64,14 @@ public:
         return true;
     }
 
+    // Starts loading the memory a lookup of `key` will read, so that its cache misses overlap
+    // with other work (and other tables' misses) instead of stalling the lookup.
+    void prefetch(std::string_view key) const {
+        const auto* first = reinterpret_cast<const char*>(&slots_[hash(key) & mask()]);
+        __builtin_prefetch(first);
+        __builtin_prefetch(first + sizeof(slot) - 1);  // a slot may straddle two cache lines
+    }
+
     std::size_t size() const { return size_; }
 
     template <typename Fn>
