@@ -193,9 +193,7 @@ std::uint32_t data_map::unknown_among(const std::vector<std::string>& subjects) 
             ++unknown;
             continue;
         }
-        const auto* e = reinterpret_cast<const char*>(&entries_[*index]);
-        __builtin_prefetch(e);
-        __builtin_prefetch(e + sizeof(entries_[0]) - 1);
+        prefetch_object(entries_[*index]);
     }
     return unknown;
 }
