@@ -170,13 +170,13 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
 }
 
 std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms,
-                           const export_limits& limits, int indent) {
+                           const export_options& options) {
     constexpr std::int64_t CHUNK_ROWS = 2000;
     std::size_t size = 0;  // about what the document will take, to stop early when too large
     const auto grow = [&](std::size_t bytes) {
         size += bytes;
-        if (limits.max_bytes > 0 && size > limits.max_bytes)
-            throw export_error("the export is larger than " + std::to_string(limits.max_bytes) + " bytes");
+        if (options.max_bytes > 0 && size > options.max_bytes)
+            throw export_error("the export is larger than " + std::to_string(options.max_bytes) + " bytes");
     };
     const std::string ref = keys.subject_ref(subject);
     const std::string raw_ref = ref_bytes(ref);
@@ -208,7 +208,7 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                               " ORDER BY seq LIMIT " + std::to_string(CHUNK_ROWS));
         std::int64_t after = std::numeric_limits<std::int64_t>::min();
         for (std::int64_t in_chunk = CHUNK_ROWS; in_chunk == CHUNK_ROWS;) {
-            if (limits.cancelled && limits.cancelled->load()) throw export_error("the export was cancelled");
+            if (options.cancelled && options.cancelled->load()) throw export_error("the export was cancelled");
             rows.reset();  // ends the previous chunk's read transaction
             rows.bind(1, after);
             in_chunk = 0;
@@ -280,7 +280,12 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
         q.reset();
         doc["device_bindings"] = std::move(bindings);
     }
-    const wiped_string text = doc.dump(indent);
+    if (options.granted_now) {
+        wiped_json granted = wiped_json::array();
+        for (const auto& purpose : *options.granted_now) granted.push_back(wiped(purpose));
+        doc["consent"] = {{"granted", std::move(granted)}};
+    }
+    const wiped_string text = doc.dump(options.indent);
     return std::string(text.data(), text.size());  // exactly its size: the caller wipes it
 }
 

@@ -438,32 +438,22 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             // One answer holds at most one export: each can be megabytes.
             if (pending->exports++ > 0) throw command_error("one exportSubject per control message: send the others separately");
             auto document = std::make_shared<std::string>();
-            export_limits limits;
-            limits.max_bytes = export_max_bytes_;
+            export_options options;
+            options.max_bytes = export_max_bytes_;
+            options.indent = -1;  // compact, like the answer around it
             // Consent as it stands when asked (read here: the store lives on the broker thread);
             // its history is in the export.
-            const std::string consent = json{{"granted", store_.granted_purposes(subject)}}.dump();
+            options.granted_now = store_.granted_purposes(subject);
             export_reader_->submit(
-                [keys = export_keys_, subject, document, consent, now = now_ms_(), limits,
+                [keys = export_keys_, subject, document, now = now_ms_(), options = std::move(options),
                  cancelled = exports_cancelled_](sqlite_db& db) mutable {
-                    limits.cancelled = cancelled.get();
+                    options.cancelled = cancelled.get();
                     try {
-                        *document = export_subject(db, *keys, subject, now, limits, -1);  // compact, like the answer around it
+                        *document = export_subject(db, *keys, subject, now, options);
                     } catch (const export_error& e) {
                         throw std::runtime_error(std::string(e.what()) +
                                                  "; use gdprctl export on the database for a larger export");
                     }
-                    const auto close = document->rfind('}');
-                    if (close == std::string::npos) throw std::runtime_error("the export is not a JSON object");
-                    const auto last = document->find_last_not_of(" \n\t", close - 1);
-                    const bool empty = last == std::string::npos || (*document)[last] == '{';
-                    const std::string member = (empty ? "\"consent\":" : ",\"consent\":") + consent;
-                    // Into a buffer of the final size: growing the old one would free a copy unwiped.
-                    std::string spliced;
-                    spliced.reserve(document->size() + member.size());
-                    spliced.append(*document, 0, close).append(member).append(*document, close, std::string::npos);
-                    OPENSSL_cleanse(document->data(), document->size());
-                    *document = std::move(spliced);
                 },
                 [this, pending, i, response, document](const std::string& error) mutable {
                     if (!error.empty()) {

@@ -177,11 +177,22 @@ TEST_CASE_METHOD(trail_fixture, "personal data is sealed per subject and exporte
     CHECK(export_of("carol")["records"].empty());
     // The compact form (the control API's) is the same document on one line.
     gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
-    const std::string compact = gdpr::export_subject(db, *keys, "alice", now_ms(), {}, -1);
+    gdpr::export_options compact_options;
+    compact_options.indent = -1;
+    const std::string compact = gdpr::export_subject(db, *keys, "alice", now_ms(), compact_options);
     CHECK(compact.find('\n') == std::string::npos);
     json same = json::parse(compact);
     same["generated_at_ms"] = alice["generated_at_ms"];
     CHECK(same == alice);
+    // Live consent is the caller's to give: an offline reader has only the history.
+    CHECK_FALSE(alice.contains("consent"));
+    gdpr::export_options with_consent;
+    with_consent.granted_now = std::vector<std::string>{"fleet-operations", "insurance"};
+    const json consented = json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_consent));
+    CHECK(consented["consent"] == json{{"granted", {"fleet-operations", "insurance"}}});
+    CHECK(consented["records"] == alice["records"]);
+    with_consent.granted_now->clear();
+    CHECK(json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_consent))["consent"]["granted"] == json::array());
 }
 
 TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; the chain still verifies", "[audit][shred]") {

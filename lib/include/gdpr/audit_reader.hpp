@@ -39,9 +39,13 @@ struct verify_report {
 verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress = {},
                                  std::size_t max_problems = 20, std::int64_t now_ms = 0);
 
-struct export_limits {
+struct export_options {
     std::size_t max_bytes = 0;                   // 0: no limit; else export_error past about this size
     const std::atomic<bool>* cancelled = nullptr;  // checked between chunks: export_error once set
+    int indent = 2;  // as nlohmann::json::dump: -1 for the most compact text
+    // The purposes the subject consents to now, when the caller holds the live consent store
+    // (the broker does; an offline reader has only the history): exported as "consent".
+    std::optional<std::vector<std::string>> granted_now;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -50,10 +54,10 @@ class export_error : public std::runtime_error {
 // Everything recorded about `subject`, decrypted, as a JSON document (text). The trail is read in
 // chunks of rows, each its own read transaction when `db` has none open, so a long export never
 // holds up the writer's checkpoints for long (the export then reflects the trail while it was
-// read). `indent` as nlohmann::json::dump: -1 for the most compact text. Every buffer that held
-// decrypted data is wiped before it is freed; the returned text is the caller's to wipe.
+// read). Every buffer that held decrypted data is wiped before it is freed; the returned text is
+// the caller's to wipe.
 std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::string& subject, std::int64_t now_ms,
-                           const export_limits& limits = {}, int indent = 2);
+                           const export_options& options = {});
 
 struct report_row {
     std::string day;     // YYYY-MM-DD (UTC)
