@@ -296,6 +296,36 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
     CHECK(refused == 1);
 }
 
+TEST_CASE("refusals past the new-subject allowance are reported at most every 10 s, the later ones together",
+          "[integration][erasure][quota]") {
+    erasure_setup setup;
+    auto options = setup.options();
+    options.plugin_opts.push_back({"new_subjects_burst", "1"});
+    options.plugin_opts.push_back({"new_subjects_per_minute", "1"});
+    itest::broker b(options);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van(b, "van-1", 5);
+    op.connect();
+    op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    van.connect();
+    const std::string topic = "fleet/acme/vehicle/van-1/telemetry";
+    CHECK(van.publish(topic, telemetry("driver-1")) == 0);
+    CHECK(van.publish(topic, telemetry("driver-2")) == 135);
+    const auto first_at = std::chrono::steady_clock::now();
+    auto first = op.next(3s);
+    REQUIRE(first);
+    CHECK_THAT(json::parse(first->to_string())["detail"].get<std::string>(), Catch::Contains("refused 1 publish"));
+    CHECK(van.publish(topic, telemetry("driver-3")) == 135);
+    CHECK(van.publish(topic, telemetry("driver-4")) == 135);
+    // Not one alert per refusal: the next comes once 10 s have passed, with no publish to prompt it.
+    auto second = op.next(15s);
+    REQUIRE(second);
+    CHECK(std::chrono::steady_clock::now() - first_at >= 9s);
+    const std::string detail = json::parse(second->to_string())["detail"];
+    CHECK_THAT(detail, Catch::Contains("refused 2 publish(es)") && Catch::Contains("client 'van-1'"));
+    CHECK(detail.find("driver-") == std::string::npos);
+    CHECK_FALSE(op.next(500ms));
+}
+
 TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits a subject, guards erase topics",
           "[integration][erasure][authorisation]") {
     erasure_setup setup;
