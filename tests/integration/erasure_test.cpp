@@ -39,6 +39,13 @@ struct erasure_setup {
                          {"erase_deadline_seconds", "8"}};
         return o;
     }
+    // options() with a publisher's allowance of new data subjects.
+    itest::broker_options options_with_allowance(const char* burst, const char* per_minute) const {
+        itest::broker_options o = options();
+        o.plugin_opts.push_back({"new_subjects_burst", burst});
+        o.plugin_opts.push_back({"new_subjects_per_minute", per_minute});
+        return o;
+    }
 };
 
 json control(itest::client& c, const json& command) {
@@ -232,10 +239,7 @@ TEST_CASE("a broker killed in the middle of an erasure resumes it after restart 
 TEST_CASE("a publisher's allowance of new data subjects bounds the data map: past it, publishes are refused and reported",
           "[integration][erasure][quota]") {
     erasure_setup setup;
-    auto options = setup.options();
-    options.plugin_opts.push_back({"new_subjects_burst", "3"});
-    options.plugin_opts.push_back({"new_subjects_per_minute", "1"});
-    itest::broker b(options);
+    itest::broker b(setup.options_with_allowance("3", "1"));
     itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van1(b, "van-1", 5), van2(b, "van-2", 5), dash(b, "dashboard", 5);
     op.connect();
     op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
@@ -299,10 +303,7 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
 TEST_CASE("refusals past the new-subject allowance are reported at most every 10 s, the later ones together",
           "[integration][erasure][quota]") {
     erasure_setup setup;
-    auto options = setup.options();
-    options.plugin_opts.push_back({"new_subjects_burst", "1"});
-    options.plugin_opts.push_back({"new_subjects_per_minute", "1"});
-    itest::broker b(options);
+    itest::broker b(setup.options_with_allowance("1", "1"));
     itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van(b, "van-1", 5);
     op.connect();
     op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
