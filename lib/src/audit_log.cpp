@@ -1,9 +1,11 @@
 #include "gdpr/audit_log.hpp"
 
+#include "gdpr/audit_reader.hpp"
 #include "gdpr/background_thread.hpp"
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include <sqlite3.h>
 
@@ -19,6 +21,12 @@ constexpr std::int64_t DAY_MS = 86'400'000;
 constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // about 50 MiB of table (keys inline with their subject ids)
 constexpr std::chrono::milliseconds CHECKPOINT_PERIOD{500};
 constexpr std::size_t SWEEP_CHUNK = 5000;  // rows per sweep step
+// The sweeper finds expired records through one audit_expiry row per retention period and hour
+// of expiry, rather than an index entry per record: each record costs the writer one row less.
+constexpr std::int64_t EXPIRY_BUCKET_MS = 3'600'000;
+// Live rows a sweep step reads at most, expired or not: a group's range spans an hour of the
+// trail, most of it other groups' records when retention periods are mixed.
+constexpr std::size_t SWEEP_SCAN_LIMIT = 50'000;
 
 std::int64_t wall_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -32,6 +40,16 @@ chain_hash hash_of(const std::string& blob) {
 }
 
 
+// Version 1 kept an index entry per live record for the sweeper (audit_records_expiry); version 2
+// keeps the expiry groups instead. The groups are built from that index, which then goes.
+void upgrade_from_version_1(sqlite_db& db) {
+    db.exec("INSERT INTO audit_expiry(days, bucket, first_seq, last_seq)"
+            " SELECT (expires_ms - at_ms) / " + std::to_string(DAY_MS) + ", expires_ms / " + std::to_string(EXPIRY_BUCKET_MS) +
+            ", MIN(seq), MAX(seq) FROM audit_records WHERE digest IS NULL GROUP BY 1, 2;"
+            "DROP INDEX IF EXISTS audit_records_expiry;"
+            "UPDATE audit_meta SET value = 2 WHERE key = 'schema_version';");
+}
+
 } // namespace
 
 void create_audit_tables(sqlite_db& db) {
@@ -40,7 +58,10 @@ void create_audit_tables(sqlite_db& db) {
         " seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, kind TEXT NOT NULL, expires_ms INTEGER NOT NULL,"
         " session INTEGER, client_id TEXT, schema TEXT, detail TEXT, payload BLOB, sealed BLOB,"
         " digest BLOB, hash BLOB NOT NULL);"
-        "CREATE INDEX IF NOT EXISTS audit_records_expiry ON audit_records(expires_ms) WHERE digest IS NULL;"
+        // Every live record with this retention and an expiry in this hour lies in [first_seq, last_seq].
+        "CREATE TABLE IF NOT EXISTS audit_expiry("
+        " days INTEGER NOT NULL, bucket INTEGER NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+        " PRIMARY KEY (days, bucket)) WITHOUT ROWID;"
         "CREATE TABLE IF NOT EXISTS audit_anchor("
         " id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL, at_ms INTEGER NOT NULL);"
         "CREATE TABLE IF NOT EXISTS audit_subject_keys("
@@ -67,7 +88,9 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         if (version.step()) {
             const auto v = version.integer(0);
             version.reset();
-            if (v != SCHEMA_VERSION)
+            static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
+            if (v == 1) upgrade_from_version_1(db);
+            else if (v != SCHEMA_VERSION)
                 throw storage_error("database '" + options.path + "' has audit trail version " + std::to_string(v) +
                                     "; this plugin reads version " + std::to_string(SCHEMA_VERSION));
         } else {
@@ -128,6 +151,9 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             log->next_seq_ = lost_to + 1;
         }
         committed.reset();
+        auto& held = db.cached("SELECT value FROM audit_meta WHERE key >= 'held:' AND key < 'held;'");
+        while (held.step()) log->held_statements_.push_back(held.integer(0));
+        held.reset();
         tx.commit();
     }
     log->next_sweep_ = std::chrono::steady_clock::now() + options.sweep_period;
@@ -537,6 +563,7 @@ void audit_log::insert_chunk(const std::vector<item>& batch, std::size_t first, 
             "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     auto& insert = *insert_;
+    expiry_groups_.clear();
     std::size_t next = 0;
     for (std::size_t i = first; i < first + count; ++i) {
         const item& it = batch[i];
@@ -553,12 +580,33 @@ void audit_log::insert_chunk(const std::vector<item>& batch, std::size_t first, 
         else insert.bind_null(10);
         insert.bind_blob_static(11, as_bytes(hash));
         insert.run();
+        note_expiry(v);
         pending_head_ = hash;
         pending_seq_ = v.seq;
         ++written;
         if (it.what == item::op::shred) ++shredded;
         if (it.what == item::op::anchor) move_anchor(it);
     }
+    auto& group = db_->cached(
+        "INSERT INTO audit_expiry(days, bucket, first_seq, last_seq) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(days, bucket) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq),"
+        " last_seq = max(last_seq, excluded.last_seq)");
+    for (const auto& g : expiry_groups_) group.bind(1, g.days).bind(2, g.bucket).bind(3, g.first_seq).bind(4, g.last_seq).run();
+}
+
+void audit_log::note_expiry(const record_view& v) {
+    // A chunk's records fall into a handful of groups (one per retention period in use, two
+    // when an hour boundary passes): a linear search is enough.
+    const std::int64_t days = (v.expires_ms - v.at_ms) / DAY_MS;
+    const std::int64_t bucket = v.expires_ms / EXPIRY_BUCKET_MS;
+    for (auto& g : expiry_groups_) {
+        if (g.days == days && g.bucket == bucket) {
+            g.first_seq = std::min(g.first_seq, v.seq);
+            g.last_seq = std::max(g.last_seq, v.seq);
+            return;
+        }
+    }
+    expiry_groups_.push_back({days, bucket, v.seq, v.seq});
 }
 
 void audit_log::move_anchor(const item& it) {
@@ -640,41 +688,113 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     // One step does a bounded amount of work and queues the next step behind the records that
     // arrived meanwhile, so a large sweep never holds up the queue (or, under the block policy,
     // the broker).
-    std::vector<stored_record> expired;
-    auto& select = db_->cached(
-        "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed FROM audit_records"
-        " WHERE digest IS NULL AND expires_ms <= ? AND seq <= ? AND seq <> ? ORDER BY expires_ms LIMIT " +
-        std::to_string(SWEEP_CHUNK));
-    // The newest record that states the anchor keeps its content until a newer one states it:
-    // a crash between this step and the sweep's retention record must leave the anchor stated.
-    select.bind(1, now_ms).bind(2, through_seq).bind(3, anchor_statement_seq_);
-    while (select.step()) {
-        stored_record r;
-        r.seq = select.integer(0);
-        r.at_ms = select.integer(1);
-        r.kind = select.text(2);
-        r.expires_ms = select.integer(3);
-        r.session = select.integer(4);
-        r.client_id = select.text(5);
-        r.schema = select.text(6);
-        r.detail = select.text(7);
-        if (!select.is_null(8)) r.payload = select.blob(8);
-        if (!select.is_null(9)) r.sealed = select.blob(9);
-        expired.push_back(std::move(r));
+    std::vector<expiry_group> due;
+    {
+        // Groups whose hour of expiry has begun: some or all of their records have expired.
+        auto& groups = db_->cached(
+            "SELECT days, bucket, first_seq, last_seq FROM audit_expiry WHERE bucket <= ? AND first_seq <= ?"
+            " ORDER BY bucket, days");
+        groups.bind(1, now_ms / EXPIRY_BUCKET_MS).bind(2, through_seq);
+        while (groups.step()) due.push_back({groups.integer(0), groups.integer(1), groups.integer(2), groups.integer(3)});
+        groups.reset();
     }
-    select.reset();
-    if (!expired.empty()) {
+    std::size_t tombstoned_now = 0;
+    bool more = false;  // a limit ended the step: the next one goes on
+    std::vector<std::int64_t> held = held_statements_;
+    const bool release_held =
+        std::any_of(held.begin(), held.end(), [&](std::int64_t seq) { return seq != anchor_statement_seq_; });
+    if (!due.empty() || release_held) {
         sqlite_transaction tx(*db_);
         auto& tomb = db_->cached(
             "UPDATE audit_records SET digest = ?, session = NULL, client_id = NULL, schema = NULL, detail = NULL,"
             " payload = NULL, sealed = NULL WHERE seq = ?");
-        for (const auto& r : expired) tomb.bind_blob(1, as_bytes(content_digest(r))).bind(2, r.seq).run();
+        auto& hold = db_->cached("INSERT OR REPLACE INTO audit_meta(key, value) VALUES ('held:' || ?1, ?1)");
+        auto& unhold = db_->cached("DELETE FROM audit_meta WHERE key = 'held:' || ?");
+        auto& one = db_->cached(std::string("SELECT ") + AUDIT_RECORD_COLUMNS +
+                                " FROM audit_records WHERE seq = ? AND digest IS NULL");
+        // A newer record states the anchor now: the old statements may go.
+        for (auto h = held.begin(); h != held.end();) {
+            if (*h == anchor_statement_seq_) {
+                ++h;
+                continue;
+            }
+            one.bind(1, *h);
+            std::optional<stored_record> r;
+            const bool live = one.step();
+            if (live && one.integer(3) <= now_ms) r = read_record_columns(one);
+            one.reset();
+            if (live && !r) {  // a sweep with an earlier clock than the one that passed it over
+                ++h;
+                continue;
+            }
+            if (r) {
+                tomb.bind_blob(1, as_bytes(content_digest(*r))).bind(2, r->seq).run();
+                ++tombstoned_now;
+            }
+            unhold.bind(1, *h).run();
+            h = held.erase(h);
+        }
+        // Live rows of a group's range in seq order.
+        auto& select = db_->cached(std::string("SELECT ") + AUDIT_RECORD_COLUMNS +
+                                   " FROM audit_records WHERE seq >= ? AND seq <= ? AND digest IS NULL ORDER BY seq");
+        auto& shrink = db_->cached("UPDATE audit_expiry SET first_seq = ? WHERE days = ? AND bucket = ?");
+        auto& drop = db_->cached("DELETE FROM audit_expiry WHERE days = ? AND bucket = ?");
+        std::vector<stored_record> expired;
+        std::size_t scanned = 0;
+        for (const expiry_group& g : due) {
+            if (more) break;
+            const std::int64_t to = std::min(g.last_seq, through_seq);
+            // Where the group's live records begin once this step is done.
+            std::int64_t first_left = to + 1;
+            expired.clear();
+            select.bind(1, g.first_seq).bind(2, to);
+            while (select.step()) {
+                const std::int64_t seq = select.integer(0);
+                if (tombstoned_now + expired.size() == SWEEP_CHUNK || scanned == SWEEP_SCAN_LIMIT) {
+                    first_left = seq;
+                    more = true;
+                    break;
+                }
+                ++scanned;
+                const std::int64_t expires_ms = select.integer(3);
+                const bool own = expires_ms / EXPIRY_BUCKET_MS == g.bucket &&
+                                 (expires_ms - select.integer(1)) / DAY_MS == g.days;
+                if (expires_ms > now_ms) {
+                    // A group's records expire in the order they were written (one retention
+                    // period, a clock that does not go back): its first unexpired record ends
+                    // the step. Records of other groups in the range are theirs to sweep.
+                    if (own) {
+                        first_left = seq;
+                        break;
+                    }
+                    continue;
+                }
+                // The newest record that states the anchor keeps its content until a newer one
+                // states it: a crash between this step and the sweep's retention record must
+                // leave the anchor stated. It is removed by seq once it no longer is the newest.
+                if (seq == anchor_statement_seq_) {
+                    if (own && std::find(held.begin(), held.end(), seq) == held.end()) {
+                        hold.bind(1, seq).run();
+                        held.push_back(seq);
+                    }
+                    continue;
+                }
+                expired.push_back(read_record_columns(select));
+            }
+            select.reset();
+            // Tombstoned before the next group is read: groups' ranges overlap.
+            for (const auto& r : expired) tomb.bind_blob(1, as_bytes(content_digest(r))).bind(2, r.seq).run();
+            tombstoned_now += expired.size();
+            if (first_left > g.last_seq) drop.bind(1, g.days).bind(2, g.bucket).run();
+            else if (first_left > g.first_seq) shrink.bind(1, first_left).bind(2, g.days).bind(3, g.bucket).run();
+        }
         tx.commit();
-        sweep_tombstoned_ += expired.size();
+        held_statements_ = std::move(held);
+        sweep_tombstoned_ += tombstoned_now;
         std::lock_guard<std::mutex> lock(mutex_);
-        stats_.tombstoned += expired.size();
+        stats_.tombstoned += tombstoned_now;
     }
-    if (expired.size() == SWEEP_CHUNK) return continue_sweep(now_ms, through_seq);  // more to do: next step
+    if (more) return continue_sweep(now_ms, through_seq);  // more to do: next step
 
     // Rows before the first live record are all tombstones: they go (at most SWEEP_CHUNK per
     // step), and the anchor keeps the hash of the last one so the chain can be checked from there.
@@ -683,14 +803,18 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     std::int64_t anchor_seq = 0;
     std::string anchor_hash;
     {
-        auto& first_live = db_->cached("SELECT MIN(seq) FROM audit_records WHERE digest IS NULL");
         std::int64_t limit = std::numeric_limits<std::int64_t>::max();
-        if (first_live.step() && !first_live.is_null(0)) limit = first_live.integer(0);
-        first_live.reset();
         auto& first_row = db_->cached("SELECT MIN(seq) FROM audit_records");
-        if (first_row.step() && !first_row.is_null(0) && first_row.integer(0) + std::int64_t{SWEEP_CHUNK} < limit)
-            limit = first_row.integer(0) + std::int64_t{SWEEP_CHUNK};
+        if (first_row.step() && !first_row.is_null(0)) limit = first_row.integer(0) + std::int64_t{SWEEP_CHUNK};
         first_row.reset();
+        if (limit != std::numeric_limits<std::int64_t>::max()) {
+            // Reads at most SWEEP_CHUNK rows, by seq.
+            auto& first_live = db_->cached(
+                "SELECT seq FROM audit_records WHERE seq >= ? AND seq < ? AND digest IS NULL ORDER BY seq LIMIT 1");
+            first_live.bind(1, limit - std::int64_t{SWEEP_CHUNK}).bind(2, limit);
+            if (first_live.step()) limit = first_live.integer(0);
+            first_live.reset();
+        }
         auto& last_dead = db_->cached("SELECT seq, hash FROM audit_records WHERE seq < ? ORDER BY seq DESC LIMIT 1");
         last_dead.bind(1, limit);
         if (last_dead.step()) {

@@ -26,22 +26,10 @@ std::int64_t wall_ms() {
         .count();
 }
 
-const char* const SELECT_ROWS =
-    "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed, digest, hash"
-    " FROM audit_records ORDER BY seq";
+const std::string SELECT_ROWS = std::string("SELECT ") + AUDIT_RECORD_COLUMNS + ", digest, hash FROM audit_records ORDER BY seq";
 
 stored_record read_row(sqlite_statement& q) {
-    stored_record r;
-    r.seq = q.integer(0);
-    r.at_ms = q.integer(1);
-    r.kind = q.text(2);
-    r.expires_ms = q.integer(3);
-    r.session = q.integer(4);
-    r.client_id = q.text(5);
-    r.schema = q.text(6);
-    r.detail = q.text(7);
-    if (!q.is_null(8)) r.payload = q.blob(8);
-    if (!q.is_null(9)) r.sealed = q.blob(9);
+    stored_record r = read_record_columns(q);
     if (!q.is_null(10)) r.digest = q.blob(10);
     r.hash = q.blob(11);
     return r;
@@ -61,6 +49,21 @@ wiped_json parse_or_text(const std::string& text) {
 }
 
 } // namespace
+
+stored_record read_record_columns(sqlite_statement& q) {
+    stored_record r;
+    r.seq = q.integer(0);
+    r.at_ms = q.integer(1);
+    r.kind = q.text(2);
+    r.expires_ms = q.integer(3);
+    r.session = q.integer(4);
+    r.client_id = q.text(5);
+    r.schema = q.text(6);
+    r.detail = q.text(7);
+    if (!q.is_null(8)) r.payload = q.blob(8);
+    if (!q.is_null(9)) r.sealed = q.blob(9);
+    return r;
+}
 
 verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                  std::size_t max_problems, std::int64_t now_ms) {

@@ -307,20 +307,11 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
         gdpr::sqlite_db db(path);
         gdpr::stored_record r;
         {
-            gdpr::sqlite_statement q(db.handle(), "SELECT seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed"
+            gdpr::sqlite_statement q(db.handle(), std::string("SELECT ") + gdpr::AUDIT_RECORD_COLUMNS +
                                                   " FROM audit_records WHERE digest IS NULL AND kind = 'publish' AND expires_ms > ?");
             q.bind(1, now_ms());
             REQUIRE(q.step());
-            r.seq = q.integer(0);
-            r.at_ms = q.integer(1);
-            r.kind = q.text(2);
-            r.expires_ms = q.integer(3);
-            r.session = q.integer(4);
-            r.client_id = q.text(5);
-            r.schema = q.text(6);
-            r.detail = q.text(7);
-            if (!q.is_null(8)) r.payload = q.blob(8);
-            if (!q.is_null(9)) r.sealed = q.blob(9);
+            r = gdpr::read_record_columns(q);
         }
         const auto d = gdpr::content_digest(r);
         gdpr::sqlite_statement u(db.handle(), "UPDATE audit_records SET digest = ?, session = NULL, client_id = NULL, schema = NULL,"
@@ -665,4 +656,169 @@ TEST_CASE_METHOD(trail_fixture, "overlapping sweeps move the anchor once per ste
     // before the first moved the anchor.
     CHECK(count_kind("retention") >= 3);
     CHECK(count_kind("retention") <= 4);
+}
+
+namespace {
+constexpr std::int64_t HOUR_MS = 3'600'000;
+
+std::int64_t scalar(const std::string& path, const std::string& sql) {
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    gdpr::sqlite_statement q(db.handle(), sql);
+    REQUIRE(q.step());
+    return q.integer(0);
+}
+} // namespace
+
+TEST_CASE_METHOD(trail_fixture, "records of different retention periods written together each expire on time",
+                 "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 6000; ++i) {
+        publish({"alice"}, "short", old, 2);
+        publish({"bob"}, "long", old, 30);
+    }
+    REQUIRE(log->flush());
+    log->sweep(now_ms());
+    REQUIRE(log->flush());
+    auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 6000);  // in steps of at most 5,000: the 2-day ones, across the 30-day ones
+    CHECK(count_kind("retention") == 1);
+    CHECK(export_of("alice")["records"].empty());
+    CHECK(export_of("bob")["records"].size() == 6000);
+    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND kind = 'publish' AND seq % 2 = 1") == 0);
+
+    log->sweep(old + 31 * DAY_MS);
+    REQUIRE(log->flush());
+    close();
+    rep = verify(old + 31 * DAY_MS);
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 12000);
+    // Only writer_started and the retention records (365 days) are left to expire.
+    CHECK(scalar(path, "SELECT count(*) FROM audit_expiry WHERE days <> 365") == 0);
+}
+
+TEST_CASE_METHOD(trail_fixture, "a sweep in the middle of an hour removes what expired and leaves the rest of that hour",
+                 "[audit][retention]") {
+    open();
+    const std::int64_t hour = (now_ms() / HOUR_MS - 48) * HOUR_MS;  // a whole hour, two days ago
+    const std::int64_t early = publish({"alice"}, "early", hour + 10 * 60'000 - DAY_MS, 1);  // expires at :10
+    const std::int64_t late = publish({"alice"}, "late", hour + 50 * 60'000 - DAY_MS, 1);    // expires at :50
+    REQUIRE(log->flush());
+    log->sweep(hour + 30 * 60'000);
+    REQUIRE(log->flush());
+    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(early)) == 1);
+    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NULL AND seq = " + std::to_string(late)) == 1);
+    CHECK(export_of("alice")["records"].size() == 1);
+    // The next sweep of that hour starts at its first record still live.
+    CHECK(scalar(path, "SELECT first_seq FROM audit_expiry WHERE days = 1") == late);
+
+    log->sweep(hour + HOUR_MS);
+    REQUIRE(log->flush());
+    CHECK(export_of("alice")["records"].empty());
+    CHECK(scalar(path, "SELECT count(*) FROM audit_expiry WHERE days = 1") == 0);  // the hour is done with
+    close();
+    const auto rep = verify(hour + HOUR_MS);
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 2);
+}
+
+TEST_CASE_METHOD(trail_fixture, "records written while the clock went back are all removed once their hour of expiry has passed",
+                 "[audit][retention]") {
+    open();
+    const std::int64_t hour = (now_ms() / HOUR_MS - 48) * HOUR_MS;
+    const std::int64_t at = hour - DAY_MS;  // one-day retention: expiry = at + one day
+    std::vector<std::int64_t> seqs;
+    for (int minute : {40, 20, 5, 45, 10})  // written in this order: the clock jumped back twice
+        seqs.push_back(publish({"alice"}, std::to_string(minute), at + minute * 60'000, 1));
+    publish({"bob"}, "other hour", at + HOUR_MS + 60'000, 1);
+    REQUIRE(log->flush());
+    // Mid-hour, nothing is removed before its time; what comes after a record still live may wait.
+    log->sweep(hour + 30 * 60'000);
+    REQUIRE(log->flush());
+    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE kind = 'publish' AND digest IS NOT NULL AND expires_ms > " +
+                           std::to_string(hour + 30 * 60'000)) == 0);
+    // Once the hour has passed, every record of it goes, in whatever order it was written.
+    log->sweep(hour + HOUR_MS);
+    REQUIRE(log->flush());
+    for (auto seq : seqs)
+        CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(seq)) == 1);
+    CHECK(export_of("alice")["records"].empty());
+    CHECK(export_of("bob")["records"].size() == 1);
+    close();
+    const auto rep = verify(hour + HOUR_MS);
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 5);
+}
+
+TEST_CASE_METHOD(trail_fixture, "a version 1 trail is upgraded on open and sweeps as before", "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 20; ++i) publish({"alice"}, "old", old, 7);
+    publish({"bob"}, "kept", old, 30);
+    REQUIRE(log->flush());
+    close();
+    // The layout version 1 had: an index entry per live record instead of the expiry groups.
+    tamper("DROP TABLE audit_expiry;"
+           "CREATE INDEX audit_records_expiry ON audit_records(expires_ms) WHERE digest IS NULL;"
+           "UPDATE audit_meta SET value = 1 WHERE key = 'schema_version';");
+
+    open();
+    CHECK(scalar(path, "SELECT value FROM audit_meta WHERE key = 'schema_version'") == 2);
+    CHECK(scalar(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_records_expiry'") == 0);
+    log->sweep(now_ms());
+    REQUIRE(log->flush());
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 20);
+    CHECK(export_of("alice")["records"].empty());
+    CHECK(export_of("bob")["records"].size() == 1);
+}
+
+TEST_CASE_METHOD(trail_fixture, "a trail of a newer version is refused with its version named", "[audit]") {
+    open();
+    close();
+    tamper("UPDATE audit_meta SET value = 3 WHERE key = 'schema_version'");
+    CHECK_THROWS_WITH(open(), Catch::Contains("version 3") && Catch::Contains("reads version 2"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle of its hour is removed once a newer record states the anchor",
+                 "[audit][retention]") {
+    options.default_retention_days = 1;  // the trail's own records expire with the publishes
+    open();
+    for (int i = 0; i < 10; ++i) publish({}, "x", now_ms() - 10 * DAY_MS, 1);
+    REQUIRE(log->flush());
+    log->sweep(now_ms() + 2 * DAY_MS);  // everything so far goes; its retention record states the anchor
+    REQUIRE(log->flush());
+    const std::int64_t statement = scalar(path, "SELECT max(seq) FROM audit_records WHERE kind = 'retention'");
+    const std::int64_t stated_at = scalar(path, "SELECT at_ms FROM audit_records WHERE seq = " + std::to_string(statement));
+    const std::int64_t expires = stated_at + DAY_MS;
+    const std::int64_t hour_end = (expires / HOUR_MS + 1) * HOUR_MS;
+    REQUIRE(hour_end - expires >= 2);
+    // Same retention, same hour of expiry as the statement: one expires with it, one later.
+    const std::int64_t with_it = publish({}, "with", stated_at, 1);
+    const std::int64_t after_it = publish({}, "after", hour_end - 1 - DAY_MS, 1);
+    REQUIRE(log->flush());
+
+    log->sweep(expires);  // mid-hour: the statement is still the newest; with_it goes
+    REQUIRE(log->flush());
+    const auto live = [&](std::int64_t seq) {
+        return scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NULL AND seq = " + std::to_string(seq)) == 1;
+    };
+    CHECK(live(statement));
+    CHECK_FALSE(live(with_it));
+    CHECK(live(after_it));
+
+    close();  // it is remembered across a restart
+    open();
+    log->sweep(hour_end + HOUR_MS);
+    REQUIRE(log->flush());
+    CHECK_FALSE(live(statement));
+    CHECK_FALSE(live(after_it));
+    close();
+    const auto rep = verify(hour_end + HOUR_MS);
+    CHECK(rep.intact());
+    REQUIRE(rep.anchor_seq);
+    CHECK(*rep.anchor_seq >= after_it);  // the anchor went past all three
 }

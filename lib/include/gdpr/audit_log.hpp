@@ -58,7 +58,7 @@ struct audit_stats {
 
 class audit_log {
 public:
-    static constexpr int SCHEMA_VERSION = 1;
+    static constexpr int SCHEMA_VERSION = 2;  // opens version 1 and upgrades it
 
     // Opens (creating when missing) the trail in the database at options.path, reserves a nonce
     // epoch, records `writer_started` and starts the writer. Throws storage_error.
@@ -136,6 +136,8 @@ private:
     void plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan);
     void insert_chunk(const std::vector<item>& batch, std::size_t first, std::size_t count, const chunk_plan& plan,
                       std::uint64_t& written, std::uint64_t& shredded);
+    // Records which expiry group (audit_expiry) an inserted record belongs to.
+    void note_expiry(const record_view& v);
     void plan_shred(item& it);
     void move_anchor(const item& it);
     // Counts what a committed chunk wrote, wipes shredded keys from the log, runs its sweeps.
@@ -169,12 +171,22 @@ private:
     std::int64_t anchor_seq_ = 0;
     std::string anchor_hash_;
     std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
+    // Expired statements that a sweep had to pass over while each was the newest: their expiry
+    // groups have moved past them, so later sweeps remove them by seq (kept in audit_meta).
+    std::vector<std::int64_t> held_statements_;
     std::uint64_t sweep_tombstoned_ = 0;  // across the steps of the sweep in progress
     std::uint32_t nonce_epoch_ = 0;
     std::uint64_t nonce_counter_ = 0;
     // References and data keys by subject id, so a record costs one lookup (no HMAC, no key
     // table read).
     subject_table<subject_entry> subjects_;
+    struct expiry_group {
+        std::int64_t days = 0;    // retention period
+        std::int64_t bucket = 0;  // hour of expiry (expires_ms / EXPIRY_BUCKET_MS)
+        std::int64_t first_seq = 0;
+        std::int64_t last_seq = 0;
+    };
+    std::vector<expiry_group> expiry_groups_;  // of the chunk being inserted
     std::array<chunk_plan, 2> plans_;  // the chunk being inserted and the one being sealed
     std::chrono::steady_clock::time_point next_sweep_{};
 

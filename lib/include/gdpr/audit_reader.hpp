@@ -11,10 +11,17 @@
 #include <tuple>
 #include <vector>
 
+#include "gdpr/audit_chain.hpp"
 #include "gdpr/audit_crypto.hpp"
 #include "gdpr/sqlite.hpp"
 
 namespace gdpr {
+
+// The columns of audit_records that hold a record's chained fields and content, in the order
+// read_record_columns expects them at the start of a row.
+inline constexpr const char* AUDIT_RECORD_COLUMNS =
+    "seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed";
+stored_record read_record_columns(sqlite_statement& row);
 
 struct verify_problem {
     std::int64_t seq;   // the first record at fault
