@@ -525,7 +525,19 @@ void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, 
 
 void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan) {
     plan.reset();
-    for (std::size_t i = first; i < first + count; ++i) {
+    // The subjects' key table slots lie anywhere in a table of up to 262,144 subjects: they are
+    // loaded a few records ahead, so that their cache misses overlap instead of stalling each
+    // lookup in turn (audit_bench with 100,000 subjects: subject_for and plan_chunk together went
+    // from 5.8% of the process's CPU to 2.7%).
+    constexpr std::size_t AHEAD = 8;
+    const std::size_t end = first + count;
+    const auto load_slots = [&](std::size_t j) {
+        if (j < end)
+            for (const auto& subject : batch[j].record.subjects) subjects_.prefetch(subject);
+    };
+    for (std::size_t j = first; j < first + AHEAD; ++j) load_slots(j);
+    for (std::size_t i = first; i < end; ++i) {
+        load_slots(i + AHEAD);
         item& it = batch[i];
         if (it.what == item::op::sweep) continue;  // after the commit, in its own transactions
         if (it.what == item::op::shred) plan_shred(it);
