@@ -762,7 +762,7 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
             select.bind(1, g.first_seq).bind(2, to);
             while (select.step()) {
                 const std::int64_t seq = select.integer(0);
-                if (tombstoned_now + expired.size() == SWEEP_CHUNK || scanned == SWEEP_SCAN_LIMIT) {
+                if (tombstoned_now + expired.size() >= SWEEP_CHUNK || scanned >= SWEEP_SCAN_LIMIT) {
                     first_left = seq;
                     more = true;
                     break;

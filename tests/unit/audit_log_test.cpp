@@ -809,6 +809,8 @@ TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle 
     CHECK(live(statement));
     CHECK_FALSE(live(with_it));
     CHECK(live(after_it));
+    const std::string held_keys = "SELECT count(*) FROM audit_meta WHERE key = 'held:" + std::to_string(statement) + "'";
+    CHECK(scalar(path, held_keys) == 1);
 
     close();  // it is remembered across a restart
     open();
@@ -816,9 +818,36 @@ TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle 
     REQUIRE(log->flush());
     CHECK_FALSE(live(statement));
     CHECK_FALSE(live(after_it));
+    CHECK(scalar(path, "SELECT count(*) FROM audit_meta WHERE key LIKE 'held:%'") == 0);
     close();
     const auto rep = verify(hour_end + HOUR_MS);
     CHECK(rep.intact());
     REQUIRE(rep.anchor_seq);
     CHECK(*rep.anchor_seq >= after_it);  // the anchor went past all three
+}
+
+TEST_CASE_METHOD(trail_fixture, "a sweep goes on in steps through an hour of expiry that spans more live rows than a step reads",
+                 "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    // Two records of a short retention period, far apart among records kept for longer: their
+    // group's range holds more live rows than one sweep step reads (50,000).
+    const std::int64_t first = publish({}, "short", old, 2);
+    for (int i = 0; i < 52'000; ++i) publish({}, "long", old, 30);
+    const std::int64_t last = publish({}, "short", old + 1, 2);
+    REQUIRE(log->flush());
+    log->sweep(now_ms());
+    REQUIRE(log->flush());
+    const auto tombstone = [&](std::int64_t seq) {
+        return scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(seq)) == 1;
+    };
+    CHECK(tombstone(first));
+    CHECK(tombstone(last));
+    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL") == 2);
+    CHECK(scalar(path, "SELECT count(*) FROM audit_expiry WHERE days = 2") == 0);
+    CHECK(count_kind("retention") == 1);  // one sweep, however many steps
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.tombstones == 2);
 }
