@@ -532,8 +532,8 @@ void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::siz
     constexpr std::size_t AHEAD = 8;
     const std::size_t end = first + count;
     const auto load_slots = [&](std::size_t j) {
-        if (j < end)
-            for (const auto& subject : batch[j].record.subjects) subjects_.prefetch(subject);
+        if (j >= end || batch[j].record.personal.empty()) return;  // nothing to seal: no lookup
+        for (const auto& subject : batch[j].record.subjects) subjects_.prefetch(subject);
     };
     for (std::size_t j = first; j < first + AHEAD; ++j) load_slots(j);
     for (std::size_t i = first; i < end; ++i) {
