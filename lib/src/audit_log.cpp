@@ -40,6 +40,15 @@ chain_hash hash_of(const std::string& blob) {
 }
 
 
+// The expiry group a record belongs to: its retention period in days and the hour it expires in.
+struct expiry_key {
+    std::int64_t days;
+    std::int64_t bucket;
+};
+expiry_key expiry_key_of(std::int64_t at_ms, std::int64_t expires_ms) {
+    return {(expires_ms - at_ms) / DAY_MS, expires_ms / EXPIRY_BUCKET_MS};
+}
+
 // Version 1 kept an index entry per live record for the sweeper (audit_records_expiry); version 2
 // keeps the expiry groups instead. The groups are built from that index, which then goes.
 void upgrade_from_version_1(sqlite_db& db) {
@@ -609,16 +618,15 @@ void audit_log::insert_chunk(const std::vector<item>& batch, std::size_t first, 
 void audit_log::note_expiry(const record_view& v) {
     // A chunk's records fall into a handful of groups (one per retention period in use, two
     // when an hour boundary passes): a linear search is enough.
-    const std::int64_t days = (v.expires_ms - v.at_ms) / DAY_MS;
-    const std::int64_t bucket = v.expires_ms / EXPIRY_BUCKET_MS;
+    const expiry_key key = expiry_key_of(v.at_ms, v.expires_ms);
     for (auto& g : expiry_groups_) {
-        if (g.days == days && g.bucket == bucket) {
+        if (g.days == key.days && g.bucket == key.bucket) {
             g.first_seq = std::min(g.first_seq, v.seq);
             g.last_seq = std::max(g.last_seq, v.seq);
             return;
         }
     }
-    expiry_groups_.push_back({days, bucket, v.seq, v.seq});
+    expiry_groups_.push_back({key.days, key.bucket, v.seq, v.seq});
 }
 
 void audit_log::move_anchor(const item& it) {
@@ -720,6 +728,10 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
         auto& tomb = db_->cached(
             "UPDATE audit_records SET digest = ?, session = NULL, client_id = NULL, schema = NULL, detail = NULL,"
             " payload = NULL, sealed = NULL WHERE seq = ?");
+        const auto tombstone = [&](const stored_record& r) {
+            tomb.bind_blob(1, as_bytes(content_digest(r))).bind(2, r.seq).run();
+            ++tombstoned_now;
+        };
         auto& hold = db_->cached("INSERT OR REPLACE INTO audit_meta(key, value) VALUES ('held:' || ?1, ?1)");
         auto& unhold = db_->cached("DELETE FROM audit_meta WHERE key = 'held:' || ?");
         auto& one = db_->cached(std::string("SELECT ") + AUDIT_RECORD_COLUMNS +
@@ -739,10 +751,7 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
                 ++h;
                 continue;
             }
-            if (r) {
-                tomb.bind_blob(1, as_bytes(content_digest(*r))).bind(2, r->seq).run();
-                ++tombstoned_now;
-            }
+            if (r) tombstone(*r);
             unhold.bind(1, *h).run();
             h = held.erase(h);
         }
@@ -769,8 +778,8 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
                 }
                 ++scanned;
                 const std::int64_t expires_ms = select.integer(3);
-                const bool own = expires_ms / EXPIRY_BUCKET_MS == g.bucket &&
-                                 (expires_ms - select.integer(1)) / DAY_MS == g.days;
+                const expiry_key key = expiry_key_of(select.integer(1), expires_ms);
+                const bool own = key.days == g.days && key.bucket == g.bucket;
                 if (expires_ms > now_ms) {
                     // A group's records expire in the order they were written (one retention
                     // period, a clock that does not go back): its first unexpired record ends
@@ -795,8 +804,7 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
             }
             select.reset();
             // Tombstoned before the next group is read: groups' ranges overlap.
-            for (const auto& r : expired) tomb.bind_blob(1, as_bytes(content_digest(r))).bind(2, r.seq).run();
-            tombstoned_now += expired.size();
+            for (const auto& r : expired) tombstone(r);
             if (first_left > g.last_seq) drop.bind(1, g.days).bind(2, g.bucket).run();
             else if (first_left > g.first_seq) shrink.bind(1, first_left).bind(2, g.days).bind(3, g.bucket).run();
         }

@@ -72,6 +72,19 @@ struct trail_fixture {
         gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
         return json::parse(gdpr::export_subject(db, *keys, subject, now_ms()));
     }
+    // The first column of the first row of `sql`, read from the database file.
+    std::int64_t scalar(const std::string& sql) {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(db.handle(), sql);
+        REQUIRE(q.step());
+        return q.integer(0);
+    }
+    bool live(std::int64_t seq) {
+        return scalar("SELECT count(*) FROM audit_records WHERE digest IS NULL AND seq = " + std::to_string(seq)) == 1;
+    }
+    bool tombstoned(std::int64_t seq) {
+        return scalar("SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(seq)) == 1;
+    }
     std::int64_t count_kind(const std::string& kind) {
         gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
         gdpr::sqlite_statement q(db.handle(), "SELECT count(*) FROM audit_records WHERE kind = ?");
@@ -661,12 +674,6 @@ TEST_CASE_METHOD(trail_fixture, "overlapping sweeps move the anchor once per ste
 namespace {
 constexpr std::int64_t HOUR_MS = 3'600'000;
 
-std::int64_t scalar(const std::string& path, const std::string& sql) {
-    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
-    gdpr::sqlite_statement q(db.handle(), sql);
-    REQUIRE(q.step());
-    return q.integer(0);
-}
 } // namespace
 
 TEST_CASE_METHOD(trail_fixture, "records of different retention periods written together each expire on time",
@@ -686,7 +693,7 @@ TEST_CASE_METHOD(trail_fixture, "records of different retention periods written 
     CHECK(count_kind("retention") == 1);
     CHECK(export_of("alice")["records"].empty());
     CHECK(export_of("bob")["records"].size() == 6000);
-    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND kind = 'publish' AND seq % 2 = 1") == 0);
+    CHECK(scalar("SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND kind = 'publish' AND seq % 2 = 1") == 0);
 
     log->sweep(old + 31 * DAY_MS);
     REQUIRE(log->flush());
@@ -695,7 +702,7 @@ TEST_CASE_METHOD(trail_fixture, "records of different retention periods written 
     CHECK(rep.intact());
     CHECK(rep.tombstones == 12000);
     // Only writer_started and the retention records (365 days) are left to expire.
-    CHECK(scalar(path, "SELECT count(*) FROM audit_expiry WHERE days <> 365") == 0);
+    CHECK(scalar("SELECT count(*) FROM audit_expiry WHERE days <> 365") == 0);
 }
 
 TEST_CASE_METHOD(trail_fixture, "a sweep in the middle of an hour removes what expired and leaves the rest of that hour",
@@ -707,16 +714,16 @@ TEST_CASE_METHOD(trail_fixture, "a sweep in the middle of an hour removes what e
     REQUIRE(log->flush());
     log->sweep(hour + 30 * 60'000);
     REQUIRE(log->flush());
-    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(early)) == 1);
-    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NULL AND seq = " + std::to_string(late)) == 1);
+    CHECK(tombstoned(early));
+    CHECK(live(late));
     CHECK(export_of("alice")["records"].size() == 1);
     // The next sweep of that hour starts at its first record still live.
-    CHECK(scalar(path, "SELECT first_seq FROM audit_expiry WHERE days = 1") == late);
+    CHECK(scalar("SELECT first_seq FROM audit_expiry WHERE days = 1") == late);
 
     log->sweep(hour + HOUR_MS);
     REQUIRE(log->flush());
     CHECK(export_of("alice")["records"].empty());
-    CHECK(scalar(path, "SELECT count(*) FROM audit_expiry WHERE days = 1") == 0);  // the hour is done with
+    CHECK(scalar("SELECT count(*) FROM audit_expiry WHERE days = 1") == 0);  // the hour is done with
     close();
     const auto rep = verify(hour + HOUR_MS);
     CHECK(rep.intact());
@@ -736,13 +743,13 @@ TEST_CASE_METHOD(trail_fixture, "records written while the clock went back are a
     // Mid-hour, nothing is removed before its time; what comes after a record still live may wait.
     log->sweep(hour + 30 * 60'000);
     REQUIRE(log->flush());
-    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE kind = 'publish' AND digest IS NOT NULL AND expires_ms > " +
+    CHECK(scalar("SELECT count(*) FROM audit_records WHERE kind = 'publish' AND digest IS NOT NULL AND expires_ms > " +
                            std::to_string(hour + 30 * 60'000)) == 0);
     // Once the hour has passed, every record of it goes, in whatever order it was written.
     log->sweep(hour + HOUR_MS);
     REQUIRE(log->flush());
     for (auto seq : seqs)
-        CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(seq)) == 1);
+        CHECK(tombstoned(seq));
     CHECK(export_of("alice")["records"].empty());
     CHECK(export_of("bob")["records"].size() == 1);
     close();
@@ -764,8 +771,8 @@ TEST_CASE_METHOD(trail_fixture, "a version 1 trail is upgraded on open and sweep
            "UPDATE audit_meta SET value = 1 WHERE key = 'schema_version';");
 
     open();
-    CHECK(scalar(path, "SELECT value FROM audit_meta WHERE key = 'schema_version'") == 2);
-    CHECK(scalar(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_records_expiry'") == 0);
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'schema_version'") == 2);
+    CHECK(scalar("SELECT count(*) FROM sqlite_master WHERE name = 'audit_records_expiry'") == 0);
     log->sweep(now_ms());
     REQUIRE(log->flush());
     close();
@@ -791,8 +798,8 @@ TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle 
     REQUIRE(log->flush());
     log->sweep(now_ms() + 2 * DAY_MS);  // everything so far goes; its retention record states the anchor
     REQUIRE(log->flush());
-    const std::int64_t statement = scalar(path, "SELECT max(seq) FROM audit_records WHERE kind = 'retention'");
-    const std::int64_t stated_at = scalar(path, "SELECT at_ms FROM audit_records WHERE seq = " + std::to_string(statement));
+    const std::int64_t statement = scalar("SELECT max(seq) FROM audit_records WHERE kind = 'retention'");
+    const std::int64_t stated_at = scalar("SELECT at_ms FROM audit_records WHERE seq = " + std::to_string(statement));
     const std::int64_t expires = stated_at + DAY_MS;
     const std::int64_t hour_end = (expires / HOUR_MS + 1) * HOUR_MS;
     REQUIRE(hour_end - expires >= 2);
@@ -803,14 +810,11 @@ TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle 
 
     log->sweep(expires);  // mid-hour: the statement is still the newest; with_it goes
     REQUIRE(log->flush());
-    const auto live = [&](std::int64_t seq) {
-        return scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NULL AND seq = " + std::to_string(seq)) == 1;
-    };
     CHECK(live(statement));
     CHECK_FALSE(live(with_it));
     CHECK(live(after_it));
     const std::string held_keys = "SELECT count(*) FROM audit_meta WHERE key = 'held:" + std::to_string(statement) + "'";
-    CHECK(scalar(path, held_keys) == 1);
+    CHECK(scalar(held_keys) == 1);
 
     close();  // it is remembered across a restart
     open();
@@ -818,7 +822,7 @@ TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle 
     REQUIRE(log->flush());
     CHECK_FALSE(live(statement));
     CHECK_FALSE(live(after_it));
-    CHECK(scalar(path, "SELECT count(*) FROM audit_meta WHERE key LIKE 'held:%'") == 0);
+    CHECK(scalar("SELECT count(*) FROM audit_meta WHERE key LIKE 'held:%'") == 0);
     close();
     const auto rep = verify(hour_end + HOUR_MS);
     CHECK(rep.intact());
@@ -838,13 +842,10 @@ TEST_CASE_METHOD(trail_fixture, "a sweep goes on in steps through an hour of exp
     REQUIRE(log->flush());
     log->sweep(now_ms());
     REQUIRE(log->flush());
-    const auto tombstone = [&](std::int64_t seq) {
-        return scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL AND seq = " + std::to_string(seq)) == 1;
-    };
-    CHECK(tombstone(first));
-    CHECK(tombstone(last));
-    CHECK(scalar(path, "SELECT count(*) FROM audit_records WHERE digest IS NOT NULL") == 2);
-    CHECK(scalar(path, "SELECT count(*) FROM audit_expiry WHERE days = 2") == 0);
+    CHECK(tombstoned(first));
+    CHECK(tombstoned(last));
+    CHECK(scalar("SELECT count(*) FROM audit_records WHERE digest IS NOT NULL") == 2);
+    CHECK(scalar("SELECT count(*) FROM audit_expiry WHERE days = 2") == 0);
     CHECK(count_kind("retention") == 1);  // one sweep, however many steps
     close();
     const auto rep = verify();
