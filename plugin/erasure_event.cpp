@@ -61,6 +61,15 @@ gdpr::erasure_effects effects_for(plugin_context& ctx) {
 
 std::int64_t wall_ms() { return gdpr::consent_store::now_ms(); }
 
+// Retained topics that name a subject in a level are stored sealed under the key the subject's
+// reference comes from, so that an erasure after a restart still clears them (GDPR Art. 17).
+std::unique_ptr<gdpr::topic_sealer> topic_sealer_for(const gdpr::plugin_options& o) {
+    if (!o.audit_key_file.empty()) return gdpr::topic_sealer::from_key_file("audit_key_file", o.audit_key_file);
+    if (!o.pseudonym_key_file.empty())
+        return gdpr::topic_sealer::from_key_file("pseudonym_key_file", o.pseudonym_key_file);
+    return nullptr;
+}
+
 } // namespace
 
 void open_erasure(plugin_context& ctx) {
@@ -73,12 +82,20 @@ void open_erasure(plugin_context& ctx) {
     eo.send_rate_per_s = o.erase_send_rate;
     try {
         gdpr::data_map::subject_ref_fn ref = subject_ref_for(ctx);
-        if (!ref)
-            ctx.log.warning("erasure: no audit_key_file or pseudonym_key_file, so the data map and the erasure register "
-                            "keep subject ids in clear in " + o.database);
-        // A topic that names a subject in one of its levels stays out of the file.
-        auto storable = [&ctx](std::string_view topic) { return ctx.engine->loggable_topic(topic) == topic; };
-        ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), storable);
+        std::unique_ptr<gdpr::topic_sealer> sealer = topic_sealer_for(o);
+        gdpr::data_map::topic_check_fn in_clear;
+        if (sealer) {
+            // A topic that names a subject in one of its levels is stored sealed.
+            in_clear = [&ctx](std::string_view topic) { return ctx.engine->loggable_topic(topic) == topic; };
+        } else {
+            ctx.log.warning("erasure: no audit_key_file or pseudonym_key_file, so subject ids are kept in clear in " +
+                            o.database + " (data map, erasure register, retained topics that name a subject)");
+        }
+        ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), std::move(in_clear), std::move(sealer));
+        if (const std::size_t unreadable = ctx.map->unreadable_topics())
+            ctx.log.warning("erasure: the data map holds " + std::to_string(unreadable) +
+                            " sealed retained topic(s) that the configured key files cannot open (sealed under "
+                            "another key); an erasure will not clear their retained messages");
         ctx.erasure = gdpr::erasure_manager::open(o.database, gdpr::erase_topics(o.erase_topic), eo, *ctx.map,
                                                   effects_for(ctx), o.db_synchronous);
     } catch (const gdpr::storage_error& e) {

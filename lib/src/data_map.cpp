@@ -23,6 +23,12 @@ const char* role_name(int r) {
     return NAMES[r];
 }
 
+// Version 1 rows are valid version 2 rows. The version is raised all the same, so that a plugin
+// that knows only version 1 refuses the file rather than read sealed topics as topic names.
+void upgrade_from_version_1(sqlite_db& db) {
+    db.exec("UPDATE schema_version SET version = 2 WHERE component = 'data_map'");
+}
+
 std::int64_t wall_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
@@ -31,17 +37,34 @@ std::int64_t wall_ms() {
 } // namespace
 
 std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_view synchronous,
-                                         subject_ref_fn subject_ref, topic_check_fn storable_topic) {
+                                         subject_ref_fn subject_ref, topic_check_fn in_clear,
+                                         std::unique_ptr<topic_sealer> sealer) {
     std::unique_ptr<data_map> map(new data_map());
     map->subject_ref_ = std::move(subject_ref);
-    map->storable_topic_ = std::move(storable_topic);
+    map->in_clear_ = std::move(in_clear);
+    map->sealer_ = std::move(sealer);
     auto db = std::make_unique<sqlite_db>(path, synchronous);
-    db->exec(SCHEMA_SQL);
-    check_schema_version(*db, "data_map", SCHEMA_VERSION, "data map schema");
+    {
+        sqlite_transaction tx(*db);
+        db->exec(SCHEMA_SQL);
+        const int found = check_schema_version(*db, "data_map", SCHEMA_VERSION, "data map schema");
+        static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
+        if (found == 1) upgrade_from_version_1(*db);
+        tx.commit();
+    }
     {
         sqlite_statement rows(db->handle(), "SELECT subject_ref, role, holder FROM data_map");
+        std::string topic;
         while (rows.step()) {
-            const std::string ref = rows.text(0), r = rows.text(1), holder = rows.text(2);
+            const std::string ref = rows.text(0), r = rows.text(1);
+            std::string holder = rows.text(2);
+            if (r == "retained" && topic_sealer::is_sealed(holder)) {
+                if (!map->sealer_ || !map->sealer_->open(holder, topic)) {
+                    ++map->unreadable_topics_;
+                    continue;
+                }
+                holder.swap(topic);
+            }
             const std::uint32_t e = map->entry_by_ref(ref, true);
             const holder_id h = map->intern(holder);
             auto& list = r == "publisher"   ? map->entries_[e].publishers
@@ -100,8 +123,9 @@ bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
     auto& list = r == role::publisher ? e.publishers : r == role::recipient ? e.recipients : e.retained;
     if (!list.insert(holder)) return false;
     ++holders_recorded_;
-    if (r == role::retained && storable_topic_ && !storable_topic_(holder_names_[holder])) return true;
-    unwritten_.push_back(row{refs_[entry_index], r, holder, wall_ms()});
+    const topic_storage stored = r == role::retained ? storage_of(holder_names_[holder]) : topic_storage::clear;
+    if (stored == topic_storage::none) return true;
+    unwritten_.push_back(row{refs_[entry_index], r, holder, wall_ms(), stored == topic_storage::sealed});
     if (unwritten_.size() >= FLUSH_AT) flush();
     return true;
 }
@@ -112,17 +136,21 @@ void data_map::flush() {
         std::string ref, holder;
         role r;
         std::int64_t at_ms;
+        bool sealed;
     };
     std::vector<written> rows;
     rows.reserve(unwritten_.size());
-    for (auto& u : unwritten_) rows.push_back(written{std::move(u.ref), holder_names_[u.holder], u.r, u.at_ms});
+    for (auto& u : unwritten_)
+        rows.push_back(written{std::move(u.ref), holder_names_[u.holder], u.r, u.at_ms, u.sealed});
     unwritten_.clear();
     worker_->submit(
-        [rows = std::move(rows)](sqlite_db& db) {
+        [rows = std::move(rows), sealer = sealer_.get()](sqlite_db& db) {
             auto& insert = db.cached("INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) "
                                      "VALUES (?1, ?2, ?3, ?4)");
             for (const auto& w : rows) {
-                insert.bind(1, w.ref).bind(2, role_name(static_cast<int>(w.r))).bind(3, w.holder).bind(4, w.at_ms);
+                insert.bind(1, w.ref).bind(2, role_name(static_cast<int>(w.r))).bind(4, w.at_ms);
+                if (w.sealed) insert.bind(3, sealer->seal(w.holder));
+                else insert.bind(3, w.holder);
                 insert.run();
             }
         },
@@ -153,13 +181,22 @@ void data_map::drop_retained_holder(const std::string& topic) {
     }
     retained_by_topic_.erase(it);
     flush();  // an insert still waiting must not land after this delete
+    // Both stored forms: a topic written in clear in one run may be sealed in the next (a key
+    // file added, a schema changed), and the other way round.
     worker_->submit(
-        [topic](sqlite_db& db) {
-            auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder = ?1");
+        [topic, sealer = sealer_.get()](sqlite_db& db) {
+            auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder IN (?1, ?2)");
             remove.bind(1, topic);
+            if (sealer) remove.bind(2, sealer->seal(topic));  // the same topic always seals the same way
+            else remove.bind(2, topic);
             remove.run();
         },
         count_failure());
+}
+
+data_map::topic_storage data_map::storage_of(std::string_view topic) const {
+    if (!in_clear_ || in_clear_(topic)) return topic_storage::clear;
+    return sealer_ ? topic_storage::sealed : topic_storage::none;
 }
 
 void data_map::retained_replaced(std::string_view topic) {

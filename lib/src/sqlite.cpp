@@ -186,7 +186,7 @@ void sqlite_transaction::commit() {
     done_ = true;
 }
 
-void check_schema_version(sqlite_db& db, std::string_view component, int version, std::string_view description) {
+int check_schema_version(sqlite_db& db, std::string_view component, int version, std::string_view description) {
     db.exec("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)");
     sqlite_statement found(db.handle(), "SELECT version FROM schema_version WHERE component = ?1");
     found.bind(1, component);
@@ -195,12 +195,13 @@ void check_schema_version(sqlite_db& db, std::string_view component, int version
         if (stored > version)
             throw storage_error("'" + db.path() + "' was written by a newer version (" + std::string(description) + " " +
                                 std::to_string(stored) + ", this plugin knows " + std::to_string(version) + ")");
-        return;
+        return static_cast<int>(stored);
     }
     found.reset();
     sqlite_statement insert(db.handle(), "INSERT INTO schema_version (component, version) VALUES (?1, ?2)");
     insert.bind(1, component).bind(2, std::int64_t{version});
     insert.run();
+    return version;
 }
 
 } // namespace gdpr

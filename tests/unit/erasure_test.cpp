@@ -18,6 +18,7 @@ using gdpr::erase_topics;
 using gdpr::erasure_manager;
 using gdpr::erasure_request;
 using gdpr::target_state;
+using gdpr::topic_sealer;
 using json = nlohmann::json;
 
 namespace {
@@ -216,6 +217,197 @@ TEST_CASE("the data map learns publishers, recipients and retained topics, and s
     CHECK(map->holdings("driver-1").empty());
     CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2"});
     CHECK(map->holdings("driver-2").retained_topics.empty());
+}
+
+TEST_CASE("a topic sealer gives the same stored form for the same topic and opens only its own seals",
+          "[erasure][datamap][crypto]") {
+    const std::string secret(32, 'k');
+    topic_sealer sealer(secret, "audit_key_file");
+    const std::string topic = "health/wearable/u-42/vitals";
+    const std::string stored = sealer.seal(topic);
+    CHECK(topic_sealer::is_sealed(stored));
+    CHECK_FALSE(topic_sealer::is_sealed(topic));
+    CHECK(stored.find("752d3432") == std::string::npos);  // "u-42" in hex: the topic is enciphered
+    CHECK(sealer.seal(topic) == stored);  // deterministic: a row can be deleted by its topic
+    CHECK(sealer.seal("health/wearable/u-43/vitals") != stored);
+    std::string opened;
+    REQUIRE(sealer.open(stored, opened));
+    CHECK(opened == topic);
+
+    // Another key file, or the same one in another role, gives other keys.
+    topic_sealer other_role(secret, "pseudonym_key_file");
+    topic_sealer other_key(std::string(32, 'j'), "audit_key_file");
+    CHECK(other_role.seal(topic) != stored);
+    CHECK_FALSE(other_role.open(stored, opened));
+    CHECK_FALSE(other_key.open(stored, opened));
+    // Edited, cut short, not hex, not a seal at all: refused.
+    std::string edited = stored;
+    edited.back() = edited.back() == '0' ? '1' : '0';
+    CHECK_FALSE(sealer.open(edited, opened));
+    CHECK_FALSE(sealer.open(stored.substr(0, stored.size() - 2), opened));
+    std::string not_hex = stored;
+    not_hex.replace(not_hex.size() - 2, 2, "zz");
+    CHECK_FALSE(sealer.open(not_hex, opened));
+    CHECK_FALSE(sealer.open(topic, opened));
+    CHECK_THROWS_AS(topic_sealer(std::string(31, 'k'), "audit_key_file"), std::invalid_argument);
+}
+
+TEST_CASE("a retained topic that names its subject is stored sealed, survives a reopen and is removed when replaced",
+          "[erasure][datamap][crypto]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    // As the plugin decides: a topic with a subject level may not be stored in clear.
+    auto in_clear = [](std::string_view topic) { return topic.rfind("health/", 0) != 0; };
+    auto sealer = [] { return std::make_unique<topic_sealer>(std::string(32, 's'), "audit_key_file"); };
+    const std::string vitals = "health/wearable/u-42/vitals";
+    auto retained_rows = [&] {
+        std::vector<std::string> holders;
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT holder FROM data_map WHERE role = 'retained' ORDER BY holder");
+        while (q.step()) holders.push_back(q.text(0));
+        return holders;
+    };
+    {
+        auto map = data_map::open(db, "NORMAL", ref, in_clear, sealer());
+        int payload = 0;
+        map->published({"u-42"}, "band-42", vitals, true, &payload);
+        map->published({"u-42"}, "band-42", "fleet/band-42/status", true, &payload);
+        map->wait_idle();
+    }
+    auto rows = retained_rows();
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[1] == "fleet/band-42/status");
+    CHECK(topic_sealer::is_sealed(rows[0]));
+    CHECK(rows[0].find("u-42") == std::string::npos);
+    {
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement v(raw.handle(), "SELECT version FROM schema_version WHERE component = 'data_map'");
+        REQUIRE(v.step());
+        CHECK(v.integer(0) == data_map::SCHEMA_VERSION);
+    }
+
+    // After a restart an erasure still finds the topic, to clear what the broker retains there.
+    {
+        auto map = data_map::open(db, "NORMAL", ref, in_clear, sealer());
+        CHECK(map->unreadable_topics() == 0);
+        CHECK(map->holdings("u-42").retained_topics == std::vector<std::string>{"fleet/band-42/status", vitals});
+        // Deliveries of the retained message are attributed to the subject.
+        map->delivered("late", vitals, nullptr);
+        CHECK(map->holdings("u-42").recipients == std::vector<std::string>{"late"});
+        // Replaced (or cleared): the sealed row goes, found by its stored form.
+        map->retained_replaced(vitals);
+        map->wait_idle();
+    }
+    CHECK(retained_rows() == std::vector<std::string>{"fleet/band-42/status"});
+
+    // Under another key the seal cannot be opened: counted, never taken for a topic.
+    {
+        auto map = data_map::open(db, "NORMAL", ref, in_clear, sealer());
+        int payload = 0;
+        map->published({"u-42"}, "band-42", vitals, true, &payload);
+        map->wait_idle();
+    }
+    {
+        auto map = data_map::open(db, "NORMAL", ref, in_clear,
+                                  std::make_unique<topic_sealer>(std::string(32, 'x'), "audit_key_file"));
+        CHECK(map->unreadable_topics() == 1);
+        CHECK(map->holdings("u-42").retained_topics == std::vector<std::string>{"fleet/band-42/status"});
+    }
+    // Without a sealer such a topic is not written at all (kept in memory).
+    {
+        auto map = data_map::open(db, "NORMAL", ref, in_clear);
+        CHECK(map->unreadable_topics() == 1);
+        int payload = 0;
+        map->published({"u-7"}, "band-7", "health/wearable/u-7/vitals", true, &payload);
+        CHECK(map->holdings("u-7").retained_topics == std::vector<std::string>{"health/wearable/u-7/vitals"});
+        map->wait_idle();
+    }
+    CHECK(retained_rows().size() == 2);
+    // Erasing the subject removes its sealed rows with the rest.
+    {
+        auto map = data_map::open(db, "NORMAL", ref, in_clear, sealer());
+        map->forget_subject("u-42");
+        map->wait_idle();
+    }
+    CHECK(retained_rows().empty());
+}
+
+TEST_CASE("a retained topic's row goes when the topic is replaced, whichever form an earlier run stored it in",
+          "[erasure][datamap][crypto]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    auto never_in_clear = [](std::string_view) { return false; };
+    auto sealer = [] { return std::make_unique<topic_sealer>(std::string(32, 's'), "audit_key_file"); };
+    auto rows = [&] {
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE role = 'retained'");
+        q.step();
+        return q.integer(0);
+    };
+    int payload = 0;
+    // Written in clear (no key file then), replaced once a key file seals such topics.
+    {
+        auto map = data_map::open(db, "NORMAL", ref);
+        map->published({"u-1"}, "band-1", "health/wearable/u-1/vitals", true, &payload);
+        map->wait_idle();
+    }
+    REQUIRE(rows() == 1);
+    {
+        auto map = data_map::open(db, "NORMAL", ref, never_in_clear, sealer());
+        map->retained_replaced("health/wearable/u-1/vitals");
+        map->wait_idle();
+    }
+    CHECK(rows() == 0);
+    // Written sealed, replaced after a schema change made the topic storable in clear.
+    {
+        auto map = data_map::open(db, "NORMAL", ref, never_in_clear, sealer());
+        map->published({"u-2"}, "band-2", "health/wearable/u-2/vitals", true, &payload);
+        map->wait_idle();
+    }
+    REQUIRE(rows() == 1);
+    {
+        auto map = data_map::open(db, "NORMAL", ref, nullptr, sealer());
+        REQUIRE(map->holdings("u-2").retained_topics.size() == 1);
+        map->retained_replaced("health/wearable/u-2/vitals");
+        map->wait_idle();
+    }
+    CHECK(rows() == 0);
+}
+
+TEST_CASE("a version 1 data map is taken over as it is and marked version 2", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    {
+        gdpr::sqlite_db raw(db);
+        raw.exec("CREATE TABLE data_map (subject_ref TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('publisher', "
+                 "'recipient', 'retained')), holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, "
+                 "PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;"
+                 "CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+                 "INSERT INTO schema_version VALUES ('data_map', 1);"
+                 "INSERT INTO data_map VALUES ('driver-1', 'publisher', 'van-1', 1), "
+                 "('driver-1', 'retained', 'fleet/van-1/status', 1);");
+    }
+    auto map = data_map::open(db);
+    CHECK(map->holdings("driver-1").publishers == std::vector<std::string>{"van-1"});
+    CHECK(map->holdings("driver-1").retained_topics == std::vector<std::string>{"fleet/van-1/status"});
+    gdpr::sqlite_db raw(db);
+    gdpr::sqlite_statement v(raw.handle(), "SELECT version FROM schema_version WHERE component = 'data_map'");
+    REQUIRE(v.step());
+    CHECK(v.integer(0) == 2);
+}
+
+TEST_CASE("a data map written by a newer plugin is refused", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    data_map::open(db)->wait_idle();
+    {
+        gdpr::sqlite_db raw(db);
+        raw.exec("UPDATE schema_version SET version = " + std::to_string(data_map::SCHEMA_VERSION + 1) +
+                 " WHERE component = 'data_map'");
+    }
+    CHECK_THROWS_WITH(data_map::open(db), Catch::Contains("newer version"));
 }
 
 TEST_CASE("the data map tells which of a publish's subjects it does not know yet", "[erasure][datamap][quota]") {

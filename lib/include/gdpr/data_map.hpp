@@ -5,7 +5,7 @@
 // written once, when first seen. Erasure reads a subject's holdings and then forgets them.
 // On disk a subject is named by its reference (a keyed hash, the audit trail's subject_ref) when
 // one is given, so the file holds no subject id; retained topics that carry a subject id in a
-// level are kept in memory only.
+// level are stored sealed (topic_sealer), or kept in memory only when there is no sealer.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,6 +17,7 @@
 #include "gdpr/holder_set.hpp"
 #include "gdpr/storage_worker.hpp"
 #include "gdpr/subject_table.hpp"
+#include "gdpr/topic_sealer.hpp"
 
 namespace gdpr {
 
@@ -29,16 +30,19 @@ struct subject_holdings {
 
 class data_map {
 public:
-    static constexpr int SCHEMA_VERSION = 1;
+    // Version 2 stores retained topics that name a subject sealed; version 1 files need no change.
+    static constexpr int SCHEMA_VERSION = 2;
 
     // Opens (creating the tables when missing) the map in the database at `path` and loads it.
     // Throws storage_error naming the file.
     // `subject_ref` maps a subject id to the name it is stored under (empty: the id itself);
-    // `storable_topic` says whether a retained topic may be written to disk (empty: all may).
+    // `in_clear` says whether a retained topic may be written to disk in clear (empty: all may);
+    // one that may not is written sealed by `sealer`, or not at all without one.
     using subject_ref_fn = std::function<std::string(std::string_view subject)>;
     using topic_check_fn = std::function<bool(std::string_view topic)>;
     static std::unique_ptr<data_map> open(const std::string& path, std::string_view synchronous = "NORMAL",
-                                          subject_ref_fn subject_ref = nullptr, topic_check_fn storable_topic = nullptr);
+                                          subject_ref_fn subject_ref = nullptr, topic_check_fn in_clear = nullptr,
+                                          std::unique_ptr<topic_sealer> sealer = nullptr);
     ~data_map();
 
     // --- live traffic (broker thread, no disk) ---
@@ -71,6 +75,9 @@ public:
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
 
     std::size_t subjects() const { return by_ref_.size(); }
+    // Sealed retained topics found at open that this map cannot open (no sealer, a sealer from
+    // another key file, or an edited row): kept, but not cleared by an erasure.
+    std::size_t unreadable_topics() const { return unreadable_topics_; }
     // Writes the holders noted since the last call in one background job (the plugin: every tick;
     // also done by wait_idle, forget_subject and when many are waiting).
     void flush();
@@ -101,6 +108,7 @@ private:
         role r;
         holder_id holder;
         std::int64_t at_ms;
+        bool sealed;  // stored as topic_sealer::seal(holder)
     };
     data_map() = default;
     std::string ref_of(std::string_view subject) const { return subject_ref_ ? subject_ref_(subject) : std::string(subject); }
@@ -111,12 +119,19 @@ private:
     // Adds a holder in memory; true (and written at the next flush) when it is new.
     bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
+    // How a retained topic is kept on disk.
+    enum class topic_storage : std::uint8_t { clear, sealed, none };
+    topic_storage storage_of(std::string_view topic) const;
     void release(std::uint32_t entry_index);
     std::vector<std::string> names(const holder_set& ids) const;
     storage_worker::done_fn count_failure();
 
     subject_ref_fn subject_ref_;
-    topic_check_fn storable_topic_;
+    topic_check_fn in_clear_;
+    // Used by the background writer only (and at open, before it starts): declared before worker_,
+    // so it outlives the writer's last job.
+    std::unique_ptr<topic_sealer> sealer_;
+    std::size_t unreadable_topics_ = 0;
     std::vector<entry> entries_;
     std::vector<std::string> refs_;  // by entry index
     std::vector<std::uint32_t> free_entries_;

@@ -83,8 +83,9 @@ private:
 
 // Records `version` for `component` in the schema_version table (created when missing) of a new
 // database; throws storage_error naming the file when it was written by a newer version.
-// `description` names the component in the message ("consent schema").
-void check_schema_version(sqlite_db& db, std::string_view component, int version, std::string_view description);
+// `description` names the component in the message ("consent schema"). Returns the version the
+// file holds (`version` when it was new): an older one is the caller's to upgrade.
+int check_schema_version(sqlite_db& db, std::string_view component, int version, std::string_view description);
 
 // Rolls back in its destructor unless committed.
 class sqlite_transaction {
