@@ -148,6 +148,10 @@ void forget_current_payloads(plugin_context& ctx);
 // SUBSCRIBE: warns when a shared subscription group gets members in two regions.
 void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter);
 
+// Schema reload (schema_reload.cpp): reads the schemas directory again and puts the new set in
+// use, or throws (schema_error, config_error) changing nothing. `requested_by` is for the log.
+gdpr::schema_changes reload_schemas(plugin_context& ctx, std::string_view requested_by);
+
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);
 int on_acl_check(int event, void* event_data, void* userdata);
@@ -155,5 +159,6 @@ int on_basic_auth(int event, void* event_data, void* userdata);
 int on_disconnect(int event, void* event_data, void* userdata);
 int on_tick(int event, void* event_data, void* userdata);
 int on_control(int event, void* event_data, void* userdata);
+int on_reload(int event, void* event_data, void* userdata);
 
 } // namespace gdpr_plugin

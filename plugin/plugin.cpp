@@ -33,6 +33,7 @@ constexpr registration CALLBACKS[] = {
     {MOSQ_EVT_ACL_CHECK, on_acl_check},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
     {MOSQ_EVT_TICK, on_tick},
+    {MOSQ_EVT_RELOAD, on_reload},
 };
 
 const std::string CONTROL_TOPIC_TEXT(gdpr::CONTROL_TOPIC);
@@ -145,6 +146,7 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         open_residency(*ctx);
         open_audit_trail(*ctx);
         open_erasure(*ctx);
+        ctx->control->attach_schema_reload([c = ctx.get()] { return reload_schemas(*c, "reloadSchemas"); });
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
                             "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");

@@ -32,6 +32,20 @@ std::unique_ptr<classifier> classifier::load(const plugin_options& options, logg
     return std::make_unique<classifier>(std::move(schemas), options.unmatched, std::move(pseudonyms), std::move(purposes));
 }
 
+schema_set classifier::load_schemas(const std::string& dir) const {
+    schema_set next = load_schema_directory(dir, purposes_);
+    if (next.needs_pseudonym_key() && !pseudonyms_)
+        throw config_error("pseudonym_key_file", "required because a schema uses action \"pseudonymise\", but it was "
+                                                 "not set when the broker started (restart the broker to add it)");
+    return next;
+}
+
+void classifier::replace_schemas(schema_set next) {
+    schemas_ = std::move(next);
+    subjects_.clear();
+    outcomes_.clear();  // they name fields of the previous schemas
+}
+
 classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms,
                        purpose_registry purposes)
     : schemas_(std::move(schemas)), purposes_(std::move(purposes)), unmatched_(unmatched), pseudonyms_(std::move(pseudonyms)),

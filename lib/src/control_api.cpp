@@ -425,6 +425,21 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             }
             pending->responses[i] = response;
             return true;
+        } else if (name == "reloadSchemas") {
+            only_arguments(cmd, {});
+            if (!reload_schemas_) throw command_error("reloadSchemas is not available on this broker");
+            schema_changes c;
+            try {
+                c = reload_schemas_();
+            } catch (const std::runtime_error& e) {  // schema_error, config_error: nothing changed
+                throw command_error(std::string("schemas not reloaded, the ones in use stay: ") + e.what());
+            }
+            response["data"] = json{{"schemas", c.schemas},           {"topicFilters", c.topic_filters},
+                                    {"added", c.added},               {"removed", c.removed},
+                                    {"newVersions", c.new_versions},  {"editedWithoutNewVersion", c.edited_unversioned}};
+            log_.notice("schemas reloaded by " + operator_id);
+            pending->responses[i] = response;
+            return true;
         } else if (name == "eraseSubject" || name == "getErasure" || name == "listErasures") {
             return run_erasure_command(pending, i, name);
         } else if (name == "exportSubject") {
@@ -471,7 +486,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
         } else {
             throw command_error("unknown command \"" + name +
                                 "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats, "
-                                "eraseSubject, getErasure, listErasures, exportSubject)");
+                                "eraseSubject, getErasure, listErasures, exportSubject, reloadSchemas)");
         }
     } catch (const command_error& e) {
         return fail(e.what());

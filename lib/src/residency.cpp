@@ -281,30 +281,37 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
                            (b.region == NO_REGION ? std::string("an undeclared region") : r.region_name(b.region));
     }
 
+    r.source_ = source;
+    r.bind_schemas(schemas);
+    return r;
+}
+
+void residency_rules::bind_schemas(const schema_set& schemas) {
     // Every schema's residency must be a region the table knows, or no rule could apply to it.
-    r.schema_regions_.reserve(schemas.schemas.size());
+    std::vector<schema_residency> bound;
+    bound.reserve(schemas.schemas.size());
     for (const auto& s : schemas.schemas) {
         std::int32_t region = NO_REGION;
         if (!s.residency.empty()) {
-            region = r.region_index(s.residency);
+            region = region_index(s.residency);
             if (region == NO_REGION)
-                fail(source, "schema " + s.tag() + " (" + s.source_file + ") declares residency \"" + s.residency +
-                                 "\", which is not one of \"regions\"");
+                fail(source_, "schema " + s.tag() + " (" + s.source_file + ") declares residency \"" + s.residency +
+                                  "\", which is not one of \"regions\"");
         }
         schema_residency entry{&s, region, {}};
-        for (std::size_t b = 0; region != NO_REGION && b < r.bridges_.size(); ++b) {
-            const auto& bridge = r.bridges_[b];
-            if (r.may_receive(region, bridge.region)) continue;
+        for (std::size_t b = 0; region != NO_REGION && b < bridges_.size(); ++b) {
+            const auto& bridge = bridges_[b];
+            if (may_receive(region, bridge.region)) continue;
             const bool overlaps = std::any_of(bridge.topics.begin(), bridge.topics.end(), [&](const std::string& p) {
                 return std::any_of(s.topics.begin(), s.topics.end(), [&](const std::string& f) { return filters_overlap(p, f); });
             });
             if (overlaps) entry.blocking.push_back(static_cast<std::int32_t>(b));
         }
-        r.schema_regions_.push_back(std::move(entry));
+        bound.push_back(std::move(entry));
     }
-    std::sort(r.schema_regions_.begin(), r.schema_regions_.end(),
+    std::sort(bound.begin(), bound.end(),
               [](const schema_residency& a, const schema_residency& b) { return std::less<const schema*>()(a.s, b.s); });
-    return r;
+    schema_regions_ = std::move(bound);  // only once every schema is bound: a refusal changes nothing
 }
 
 const std::string& residency_rules::region_name(std::int32_t region) const {

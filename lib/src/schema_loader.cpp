@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -454,7 +456,9 @@ schema_set load_schema_directory(const std::string& dir, const purpose_registry&
     std::set<std::string> ids;
     std::vector<std::pair<std::string, std::size_t>> filters;  // filter -> schema index
     for (const auto& path : files) {
-        schema s = parse_schema(read_file(path), path.string(), purposes);
+        const std::string text = read_file(path);
+        schema s = parse_schema(text, path.string(), purposes);
+        s.content_hash = std::hash<std::string_view>{}(text);
         if (!ids.insert(s.id).second) throw schema_error(path.string(), "id \"" + s.id + "\" is used by another schema file");
         const auto index = set.schemas.size();
         for (const auto& filter : s.topics) {
@@ -476,6 +480,27 @@ schema_set load_schema_directory(const std::string& dir, const purpose_registry&
         set.schemas.push_back(std::move(s));
     }
     return set;
+}
+
+schema_changes compare_schema_sets(const schema_set& before, const schema_set& after) {
+    schema_changes c;
+    std::map<std::string, const schema*> old_by_id;
+    for (const auto& s : before.schemas) old_by_id[s.id] = &s;
+    for (const auto& s : after.schemas) {
+        c.topic_filters += s.topics.size();
+        const auto it = old_by_id.find(s.id);
+        if (it == old_by_id.end()) {
+            c.added.push_back(s.tag());
+            continue;
+        }
+        if (it->second->version != s.version) c.new_versions.push_back(it->second->tag() + " -> " + s.tag());
+        else if (it->second->content_hash != s.content_hash) c.edited_unversioned.push_back(s.tag());
+        old_by_id.erase(it);
+    }
+    for (const auto& [id, s] : old_by_id) c.removed.push_back(s->tag());
+    c.schemas = after.schemas.size();
+    for (auto* list : {&c.added, &c.removed, &c.new_versions, &c.edited_unversioned}) std::sort(list->begin(), list->end());
+    return c;
 }
 
 } // namespace gdpr

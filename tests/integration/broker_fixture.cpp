@@ -320,6 +320,15 @@ std::optional<std::string> user_property(const mqtt::const_message_ptr& msg, con
     return std::nullopt;
 }
 
+std::string control_exchange(client& c, const std::string& message) {
+    if (c.publish("$CONTROL/gdpr/v1", message, 1) != 0) return "";
+    for (int i = 0; i < 20; ++i) {
+        auto msg = c.next(std::chrono::milliseconds(250));
+        if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return msg->to_string();
+    }
+    return "";
+}
+
 std::pair<int, std::string> run_command(const std::string& command, bool with_stderr) {
     std::string out;
     FILE* p = ::popen((command + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");

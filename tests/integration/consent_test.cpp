@@ -23,13 +23,9 @@ const std::string WITH_GPS = R"({"driver_id":"D-1234","gps":{"lat":48.137154,"lo
 
 // Sends one control message as `c` and returns the response document.
 json control(itest::client& c, const json& commands) {
-    CHECK(c.publish("$CONTROL/gdpr/v1", json{{"commands", commands}}.dump(), 1) == 0);
-    for (int i = 0; i < 20; ++i) {
-        auto msg = c.next(250ms);
-        if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return json::parse(msg->to_string());
-    }
-    FAIL("no control response");
-    return {};
+    const std::string answer = itest::control_exchange(c, json{{"commands", commands}}.dump());
+    if (answer.empty()) FAIL("no control response");
+    return json::parse(answer);
 }
 
 json set_consent(itest::client& op, const std::string& subject, const std::string& purpose, bool granted) {

@@ -50,13 +50,9 @@ struct erasure_setup {
 };
 
 json control(itest::client& c, const json& command) {
-    CHECK(c.publish("$CONTROL/gdpr/v1", json{{"commands", json::array({command})}}.dump(), 1) == 0);
-    for (int i = 0; i < 20; ++i) {
-        auto msg = c.next(250ms);
-        if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return json::parse(msg->to_string())["responses"][0];
-    }
-    FAIL("no control response");
-    return {};
+    const std::string answer = itest::control_exchange(c, json{{"commands", json::array({command})}}.dump());
+    if (answer.empty()) FAIL("no control response");
+    return json::parse(answer)["responses"][0];
 }
 
 std::string telemetry(const std::string& driver) {

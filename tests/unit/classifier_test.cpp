@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
+
 #include "gdpr/classifier.hpp"
 #include "gdpr/errors.hpp"
 #include "test_support.hpp"
@@ -172,4 +174,45 @@ TEST_CASE("consent decides per subject, resolved as the schema declares", "[clas
         CHECK(c.classify("dev/1/data", R"({"id":"A","loc":1})").action == gdpr::publish_action::replace);
     }
     store->wait_idle();
+}
+
+TEST_CASE("a schema reload loads a directory beside the schemas in use and swaps them in one step",
+          "[classifier][schema]") {
+    test_support::temp_dir dir;
+    dir.write("s.json", SCHEMA);
+    gdpr::classifier c(gdpr::load_schema_directory(dir.path().string(), test_support::test_purposes()),
+                       gdpr::unmatched_policy::pass, nullptr, test_support::test_purposes());
+    CHECK(c.classify("dev/1/data", R"({"name":"Ann","v":1})").matched->tag() == "s@4");
+
+    dir.write("s.json", std::string(SCHEMA).replace(std::string(SCHEMA).find("\"version\":4"), 11, "\"version\":5"));
+    dir.write("t.json", R"({"id":"t","version":1,"topics":["other/#"],"fields":{}})");
+    gdpr::schema_set next = c.load_schemas(dir.path().string());
+    CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@4");  // loading changes nothing yet
+    const auto changes = gdpr::compare_schema_sets(c.schemas(), next);
+    CHECK(changes.added == std::vector<std::string>{"t@1"});
+    CHECK(changes.new_versions == std::vector<std::string>{"s@4 -> s@5"});
+    CHECK(changes.removed.empty());
+    CHECK(changes.schemas == 2);
+    CHECK(changes.topic_filters == 2);
+    c.replace_schemas(std::move(next));
+    CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@5");
+    CHECK(c.classify("other/x", "{}").matched->tag() == "t@1");
+
+    // The same version with other content is told apart; a removed file is reported.
+    dir.write("t.json", R"({"id":"t","version":1,"topics":["other/#", "more/#"],"fields":{}})");
+    std::filesystem::remove(dir.path() / "s.json");
+    const auto edited = gdpr::compare_schema_sets(c.schemas(), c.load_schemas(dir.path().string()));
+    CHECK(edited.edited_unversioned == std::vector<std::string>{"t@1"});
+    CHECK(edited.removed == std::vector<std::string>{"s@5"});
+
+    // Pseudonymisation needs the key the broker started with: without one the reload is refused.
+    dir.write("p.json", R"({"id":"p","version":1,"topics":["p/#"],
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"pseudonymise"}}})");
+    CHECK_THROWS_WITH(c.load_schemas(dir.path().string()), Catch::Contains("pseudonym_key_file") &&
+                                                               Catch::Contains("restart the broker"));
+    // A broken file is refused naming it.
+    std::filesystem::remove(dir.path() / "p.json");
+    dir.write("q.json", "{");
+    CHECK_THROWS_WITH(c.load_schemas(dir.path().string()), Catch::Contains("q.json"));
+    CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@5");
 }

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <regex>
 
 #include "gdpr/classifier.hpp"
 #include "gdpr/errors.hpp"
@@ -358,4 +359,24 @@ TEST_CASE("the shipped example residency file loads with the shipped schemas and
     CHECK(r.blocking_bridge("fleet/acme/vehicle/v1/status", status) != nullptr);  // refused only if it held personal data
     CHECK(r.blocking_bridge("fleet/acme/vehicle/v1/telemetry", telemetry) == nullptr);
     CHECK(r.place({"x", "", "", "hq.ch.example.org"}) == r.region_index("ch"));
+}
+
+TEST_CASE("rules take reloaded schemas; a schema naming an unknown region changes nothing", "[residency][schema]") {
+    const auto first = schemas();
+    auto r = gdpr::residency_rules::from_json_text(RULES, first);
+    // A reloaded set: other objects, telemetry now resident in ch (which us bridges may not take either).
+    gdpr::schema_set next;
+    next.schemas.push_back(test_support::make_schema(
+        std::regex_replace(std::string(TELEMETRY), std::regex("\"residency\":\"eu\""), "\"residency\":\"ch\"")));
+    next.router.add("fleet/+/telemetry", 0);
+    r.bind_schemas(next);
+    CHECK(r.residency_of(next.schemas[0]) == r.region_index("ch"));
+    REQUIRE(r.blocking_bridge("fleet/acme/telemetry", next.schemas[0]));
+    CHECK(r.residency_of(first.schemas[0]) == gdpr::residency_rules::NO_REGION);  // the old objects are unknown now
+
+    gdpr::schema_set bad;
+    bad.schemas.push_back(test_support::make_schema(
+        std::regex_replace(std::string(TELEMETRY), std::regex("\"residency\":\"eu\""), "\"residency\":\"mars\"")));
+    CHECK_THROWS_WITH(r.bind_schemas(bad), Catch::Contains("telemetry@2") && Catch::Contains("\"mars\""));
+    CHECK(r.residency_of(next.schemas[0]) == r.region_index("ch"));  // still bound to the set in use
 }

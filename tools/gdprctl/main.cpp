@@ -8,6 +8,7 @@
 //   gdprctl [connection options] stats
 //   gdprctl [connection options] erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
 //   gdprctl [connection options] erasure status <id> | erasure list
+//   gdprctl [connection options] schemas reload
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
@@ -50,6 +51,8 @@ commands:
                       receipt (default: wait up to 600 s; exit 1 if a holder failed)
   erasure status <id> [--targets]   the request's state and receipt
   erasure list        the erasure register, newest first
+  schemas reload      read the broker's schemas directory again and put it in use (a
+                      directory that does not load changes nothing; exit 1)
   subject export <subject>   everything recorded about the subject, decrypted, with the
                       consent given and devices bound (GDPR Art. 15, 20; needs session
                       recording; prints JSON)
@@ -203,6 +206,11 @@ json build_command(std::vector<std::string> args) {
         expect(1);
         return json{{"command", "getStats"}};
     }
+    if (cmd == "schemas") {
+        if (args.size() < 2 || args[1] != "reload") throw usage_error("schemas needs 'reload'");
+        expect(2);
+        return json{{"command", "reloadSchemas"}};
+    }
     if (cmd == "erase") {
         const std::string subject = take_flag(args, "--subject");
         std::string id = take_flag(args, "--id");
@@ -281,6 +289,19 @@ void print_human(const json& response) {
         for (const auto& b : d["bindings"]) {
             std::cout << b.value("clientId", "") << " -> " << b.value("subject", "") << "  (since " << b.value("boundAt", "")
                       << ", by " << b.value("operator", "") << ")\n";
+        }
+    } else if (cmd == "reloadSchemas") {
+        std::cout << "schemas reloaded: " << d.value("schemas", 0) << " schemas, " << d.value("topicFilters", 0)
+                  << " topic filters\n";
+        const std::pair<const char*, const char*> lists[] = {{"added", "added"},
+                                                             {"removed", "removed"},
+                                                             {"newVersions", "new versions"},
+                                                             {"editedWithoutNewVersion", "edited without a new version"}};
+        for (const auto& [key, label] : lists) {
+            if (!d.contains(key) || d[key].empty()) continue;
+            std::cout << "  " << label << ":";
+            for (const auto& tag : d[key]) std::cout << " " << tag.get<std::string>();
+            std::cout << "\n";
         }
     } else if (cmd == "getStats") {
         std::cout << "messages:               " << d.value("messages", 0) << "\n"

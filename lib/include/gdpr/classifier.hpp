@@ -104,6 +104,13 @@ public:
     std::string pseudonym_of(std::string_view subject) const { return pseudonyms_ ? pseudonyms_->pseudonym(subject) : ""; }
 
     const schema_set& schemas() const { return schemas_; }
+    // A schema reload: reads and checks `dir` as load() does, against the purposes already
+    // loaded (purposes.json is read at start only), without touching the schemas in use. Throws
+    // schema_error, or config_error when a schema pseudonymises and no key is loaded.
+    schema_set load_schemas(const std::string& dir) const;
+    // Puts `next` in use. Every pointer to a schema of the previous set (publish_verdict::matched,
+    // personal_data_in's answer, residency_rules) is invalid from here on.
+    void replace_schemas(schema_set next);
     const purpose_registry& purposes() const { return purposes_; }
     const classifier_stats& stats() const { return stats_; }
 

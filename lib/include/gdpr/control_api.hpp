@@ -83,6 +83,10 @@ public:
     }
     // Stops exports in progress at their next chunk and drops queued ones (the broker is stopping).
     void cancel_exports();
+    // reloadSchemas answers once a reload is attached: it reads the schemas directory again and
+    // puts the new set in use, or throws (schema_error, config_error) leaving the old one in use.
+    using schema_reload_fn = std::function<schema_changes()>;
+    void attach_schema_reload(schema_reload_fn reload) { reload_schemas_ = std::move(reload); }
     // The clock erasure requests are stamped with (tests set their own).
     void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
@@ -106,6 +110,7 @@ private:
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;
     std::shared_ptr<std::atomic<bool>> exports_cancelled_ = std::make_shared<std::atomic<bool>>(false);
     std::function<std::int64_t()> now_ms_;
+    schema_reload_fn reload_schemas_;
     std::uint64_t refused_requests_ = 0;
 };
 

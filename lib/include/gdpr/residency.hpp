@@ -54,6 +54,12 @@ public:
     // `connection` sections (and the files its include_dir lines pull in). Throws config_error
     // for option "residency_file" naming the file and the problem.
     static residency_rules load(const std::string& path, const schema_set& schemas);
+
+    // Takes `schemas` in place of the ones the rules were loaded with (a schema reload): each
+    // one's region, and the bridges that could carry its topics where it may not go. The rules
+    // keep pointers into `schemas`. Throws config_error as load() does, changing nothing, when a
+    // schema declares a region the file does not.
+    void bind_schemas(const schema_set& schemas);
     // The same from a parsed document (tests); `base_dir` resolves a relative brokerConfig.
     static residency_rules from_json_text(std::string_view text, const schema_set& schemas,
                                           const std::string& source = "residency file",
@@ -102,6 +108,7 @@ private:
     const schema_residency* find(const schema& s) const;
     std::vector<schema_residency> schema_regions_;  // sorted by pointer
     std::vector<std::string> load_notes_;           // for lint(): found while loading
+    std::string source_;                            // the file, for messages
 };
 
 // A message of this schema is personal data once it names its subject in the topic, or holds a

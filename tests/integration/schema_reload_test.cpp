@@ -1,0 +1,204 @@
+// Schema reload on a running broker: the control API's reloadSchemas and the broker's SIGHUP put
+// an edited schemas directory in use without dropping a connection; a directory that does not
+// load changes nothing and is reported.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "broker_fixture.hpp"
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string VEHICLE = "fleet/acme/vehicle/v7/telemetry";
+const std::string VEHICLE_PAYLOAD = R"({"driver_id":"D-7","phone":"+49 170 1234567","speed":50})";
+const std::string LAB = "lab/l1/reading";
+const std::string LAB_SCHEMA = R"({"id": "lab-sensor", "version": 1, "topics": ["lab/+/reading"],
+  "fields": {"/operator_name": {"category": "identifier", "personal": true, "purpose": "fleet-operations",
+                                "action": "drop"}}})";
+
+// A copy of the example schemas the test may edit.
+struct reload_setup {
+    itest::scratch_dir dir;
+    fs::path schemas = dir.path() / "schemas";
+    reload_setup() { fs::copy(fs::path(itest::source_dir()) / "schemas", schemas, fs::copy_options::recursive); }
+
+    void write(const std::string& name, const std::string& text) const { std::ofstream(schemas / name) << text; }
+    // vehicle-telemetry with another version and its phone number dropped instead of masked.
+    void edit_vehicle_schema(int version) const {
+        std::ifstream in(schemas / "vehicle-telemetry.json");
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        text = std::regex_replace(text, std::regex("\"version\": 3"), "\"version\": " + std::to_string(version));
+        text = std::regex_replace(text, std::regex("\"action\": \"mask\",\\s*\"mask\": \"\\*\\*\\*\""), "\"action\": \"drop\"");
+        write("vehicle-telemetry.json", text);
+    }
+    // Recording on, and residency enforced: a client named us-* sits in a region EU data may not go to.
+    itest::broker_options options() const {
+        itest::broker_options o;
+        o.plugin_opts = {{"schemas", schemas.string()},
+                         {"operator_client_ids", std::string(itest::OPERATOR_CLIENT_ID) + ",alert-watcher,gdprctl-op"},
+                         {"audit_key_file", dir.write("audit.key", itest::random_bytes(32), 0600)},
+                         {"residency_file", dir.write("residency.json", R"({"regions": ["eu", "us"],
+                             "transfers": {"us": ["eu"]}, "defaultRegion": "eu",
+                             "clients": [{"clientId": "us-*", "region": "us"}]})")}};
+        return o;
+    }
+};
+
+json control(itest::client& c, const json& command) {
+    const std::string answer = itest::control_exchange(c, json{{"commands", json::array({command})}}.dump());
+    if (answer.empty()) FAIL("no control response");
+    return json::parse(answer)["responses"][0];
+}
+
+// The schema tag and payload a subscriber gets for one publish.
+std::pair<std::string, std::string> forwarded(itest::client& pub, itest::client& sub, const std::string& topic,
+                                              const std::string& payload) {
+    REQUIRE(pub.publish(topic, payload, 1) == 0);
+    auto msg = sub.next(3s);
+    REQUIRE(msg);
+    return {itest::user_property(msg, "gdpr-schema").value_or(""), msg->to_string()};
+}
+
+} // namespace
+
+TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one that does not load changes nothing",
+          "[integration][schema][control]") {
+    reload_setup setup;
+    itest::broker b(setup.options());
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), pub(b, "v7", 5), sub(b, "dashboard", 5);
+    // Alerts on a connection of their own: control() passes over what is not its answer.
+    itest::client alerts(b, "alert-watcher", 5);
+    op.connect();
+    pub.connect();
+    sub.connect();
+    alerts.connect();
+    sub.subscribe("fleet/#", 1);
+    sub.subscribe("lab/#", 1);
+    alerts.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    auto [tag, payload] = forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD);
+    CHECK(tag == "vehicle-telemetry@3");
+    CHECK(json::parse(payload)["phone"] == "***");
+    CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").first.empty());  // no schema yet
+
+    setup.edit_vehicle_schema(4);
+    setup.write("lab-sensor.json", LAB_SCHEMA);
+    fs::remove(setup.schemas / "home-presence.json");
+    const auto r = control(op, {{"command", "reloadSchemas"}, {"correlationData", "r1"}});
+    INFO(r.dump());
+    REQUIRE_FALSE(r.contains("error"));
+    CHECK(r["correlationData"] == "r1");
+    CHECK(r["data"]["schemas"] == 5);
+    CHECK(r["data"]["added"] == json::array({"lab-sensor@1"}));
+    CHECK(r["data"]["removed"] == json::array({"home-presence@2"}));
+    CHECK(r["data"]["newVersions"] == json::array({"vehicle-telemetry@3 -> vehicle-telemetry@4"}));
+    CHECK(r["data"]["editedWithoutNewVersion"].empty());
+    // The same connections, the new rules.
+    std::tie(tag, payload) = forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD);
+    CHECK(tag == "vehicle-telemetry@4");
+    CHECK_FALSE(json::parse(payload).contains("phone"));
+    std::tie(tag, payload) = forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})");
+    CHECK(tag == "lab-sensor@1");
+    CHECK(payload == R"({})");  // the operator's name dropped, the unclassified "t" too
+    CHECK(b.log().find("reloaded 5 schemas") != std::string::npos);
+
+    // A file that does not parse: refused with its name, the schemas in use stay.
+    setup.write("broken.json", "{");
+    const auto bad = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE(bad.contains("error"));
+    CHECK_THAT(bad["error"].get<std::string>(), Catch::Contains("schemas not reloaded, the ones in use stay") &&
+                                                    Catch::Contains("broken.json"));
+    CHECK(forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD).first == "vehicle-telemetry@4");
+    // A schema naming a purpose purposes.json does not have: refused as well.
+    fs::remove(setup.schemas / "broken.json");
+    setup.write("lab-sensor.json", std::regex_replace(LAB_SCHEMA, std::regex("fleet-operations"), "marketing"));
+    const auto unknown = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE(unknown.contains("error"));
+    CHECK_THAT(unknown["error"].get<std::string>(), Catch::Contains("marketing"));
+    CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").first == "lab-sensor@1");
+
+    // A file edited under the same version loads, with a warning and an alert: the audit trail
+    // names a publish's rules by id@version only.
+    setup.write("lab-sensor.json", std::regex_replace(LAB_SCHEMA, std::regex("\"drop\""), "\"mask\", \"mask\": \"?\""));
+    const auto same = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE_FALSE(same.contains("error"));
+    CHECK(same["data"]["editedWithoutNewVersion"] == json::array({"lab-sensor@1"}));
+    bool alerted = false;
+    for (int i = 0; i < 10 && !alerted; ++i) {
+        auto m = alerts.next(300ms);
+        alerted = m && m->get_topic() == "$CONTROL/gdpr/v1/alerts" &&
+                  m->to_string().find("without a new \\\"version\\\": lab-sensor@1") != std::string::npos;
+    }
+    CHECK(alerted);
+    CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").second == R"({"operator_name":"?"})");
+
+    // From the command line: the answer summarised, a refusal as exit status 1.
+    const std::string gdprctl = std::string(GDPRCTL_PATH) + " --port " + std::to_string(b.port()) +
+                                " --client-id gdprctl-op schemas reload";
+    auto [status, out] = itest::run_command(gdprctl);
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("schemas reloaded: 5 schemas, 6 topic filters"));
+    setup.write("broken.json", "[]");
+    std::tie(status, out) = itest::run_command(gdprctl);
+    CHECK(status == 1);
+    CHECK_THAT(out, Catch::Contains("broken.json"));
+    CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").second == R"({"operator_name":"?"})");
+
+    // Only operators may reload.
+    itest::client stranger(b, "stranger", 5);
+    stranger.connect();
+    const auto refused = control(stranger, {{"command", "reloadSchemas"}});
+    CHECK_THAT(refused["error"].get<std::string>(), Catch::Contains("not authorised"));
+}
+
+TEST_CASE("SIGHUP reloads the schemas; a reload that fails keeps the ones in use, logs and alerts",
+          "[integration][schema]") {
+    reload_setup setup;
+    itest::broker b(setup.options());
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), pub(b, "v7", 5), sub(b, "dashboard", 5), us(b, "us-dashboard", 5);
+    op.connect();
+    pub.connect();
+    sub.connect();
+    us.connect();
+    sub.subscribe("fleet/#", 1);
+    sub.subscribe("lab/#", 1);
+    us.subscribe("fleet/#", 1);
+    op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    CHECK(forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD).first == "vehicle-telemetry@3");
+    CHECK_FALSE(us.next(300ms));  // EU-resident personal data: refused to the US client
+
+    setup.edit_vehicle_schema(4);
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("new versions vehicle-telemetry@3 -> vehicle-telemetry@4"));
+    CHECK(b.log().find("(SIGHUP)") != std::string::npos);
+    auto [tag, payload] = forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD);
+    CHECK(tag == "vehicle-telemetry@4");
+    CHECK_FALSE(json::parse(payload).contains("phone"));
+    CHECK_FALSE(us.next(300ms));  // the reloaded schema is still EU-resident, and still enforced
+
+    // A region the residency rules do not know: refused, the schemas in use stay.
+    setup.write("lab-sensor.json", std::regex_replace(LAB_SCHEMA, std::regex("\\{\"id\""), "{\"residency\": \"mars\", \"id\""));
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("\"mars\", which is not one of \"regions\""));
+    CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann"})").first.empty());  // lab-sensor is not in use
+    fs::remove(setup.schemas / "lab-sensor.json");
+
+    setup.write("broken.json", "{\"id\": \"broken\"}");
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("schemas not reloaded on SIGHUP, the ones in use stay"));
+    bool alerted = false;
+    for (int i = 0; i < 10 && !alerted; ++i) {
+        auto m = op.next(300ms);
+        alerted = m && m->get_topic() == "$CONTROL/gdpr/v1/alerts" && m->to_string().find("broken.json") != std::string::npos;
+    }
+    CHECK(alerted);
+    CHECK(forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD).first == "vehicle-telemetry@4");
+}
