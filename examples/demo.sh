@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # mosquitto-gdpr demo: installs what is missing, builds the plugin and gdprctl, starts two brokers
 # on free loopback ports — a bare one and one with the plugin — lets a small simulated fleet publish
-# the same messages to both, records and withdraws a driver's consent with gdprctl on the way, and
-# shows what a subscriber receives from each broker; then a simulated fleet of 20 vans holding one
+# the same messages to both, records and withdraws a driver's consent with gdprctl on the way,
+# tightens a schema and reloads it without a restart, and shows what a subscriber receives from
+# each broker; then a simulated fleet of 20 vans holding one
 # driver's data gets an erasure request (GDPR Art. 17), followed to its receipt — one van is
 # offline for a while, one never answers, a dashboard received the data too; finally it audits the
 # session recording offline: verify the hash chain, report, export a driver's data (GDPR Art. 15),
@@ -20,6 +21,8 @@ device_sim=$root/build/examples/device-sim/device-sim
 run=$root/examples/demo-run
 rm -rf "$run"
 mkdir -p "$run"
+# The broker reads a copy of the example schemas: the demo edits one and reloads it.
+cp -r "$root/schemas" "$run/schemas"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -85,7 +88,7 @@ log_type information
 
 # The three lines an operator adds (see examples/mosquitto.conf):
 plugin $root/build/plugin/mosquitto_gdpr.so
-plugin_opt_schemas $root/schemas
+plugin_opt_schemas $run/schemas
 plugin_opt_pseudonym_key_file $run/pseudonym.key
 # This demo has no acl_file, so the plugin grants what it has no objection to:
 plugin_opt_acl_default allow
@@ -165,6 +168,23 @@ sleep 1
 echo
 echo "=== The consent history an auditor can ask for:"
 ctl consent get D-1234
+
+echo
+echo "=== The data protection officer decides that drivers' phone numbers must not reach subscribers at"
+echo "    all: vehicle-telemetry becomes version 4 (phone dropped, no longer masked), and the operator"
+echo "    reloads the schemas without restarting the broker; the vehicle's next message follows them:"
+python3 - "$run/schemas/vehicle-telemetry.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+schema = json.load(open(path))
+schema["version"] = 4
+schema["fields"]["/phone"] = {k: v for k, v in schema["fields"]["/phone"].items() if k != "mask"} | {"action": "drop"}
+json.dump(schema, open(path, "w"), indent=2)
+PY
+ctl schemas reload
+publish fleet/acme/vehicle/v17/telemetry \
+  '{"driver_id":"D-1234","phone":"+49 170 1234567","speed":28.5,"ts":"2026-11-23T16:44:55.250Z"}' vehicle-v17
+sleep 0.5
 
 show() {
   echo

@@ -76,6 +76,8 @@ struct plugin_context {
     std::uint64_t bridge_alerts_pending = 0;
     // Why the ACL check in progress refused, when the reason is more specific than the default.
     std::string_view refusal_reason;
+    // Reads the schemas directory for a reload off the broker thread (schema_reload.cpp).
+    std::unique_ptr<gdpr::storage_worker> schema_loader;
 };
 
 // The outcome of a plugin decision, mapped to MOSQ_ERR_* in exactly one place (result_map.cpp).
@@ -98,6 +100,7 @@ inline void drain_completions(plugin_context& ctx) {
     if (ctx.map && ctx.map->has_completions()) ctx.map->drain();
     if (ctx.erasure && ctx.erasure->has_completions()) ctx.erasure->drain();
     if (ctx.export_reader && ctx.export_reader->has_completions()) ctx.export_reader->drain();
+    if (ctx.schema_loader && ctx.schema_loader->has_completions()) ctx.schema_loader->drain();
 }
 
 // The audit session of a connection, started on first sight when the broker did not report its
@@ -148,9 +151,12 @@ void forget_current_payloads(plugin_context& ctx);
 // SUBSCRIBE: warns when a shared subscription group gets members in two regions.
 void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter);
 
-// Schema reload (schema_reload.cpp): reads the schemas directory again and puts the new set in
-// use, or throws (schema_error, config_error) changing nothing. `requested_by` is for the log.
-gdpr::schema_changes reload_schemas(plugin_context& ctx, std::string_view requested_by);
+// Schema reload (schema_reload.cpp): reads the schemas directory again on a background thread,
+// then, on the broker thread, puts the new set in use and calls `done` with what changed, or calls
+// it with the reason nothing changed (the set does not load, a version goes back, or schemas would
+// be removed without `allow_removals`). `requested_by` is for the log.
+using schema_reload_done = std::function<void(const gdpr::schema_changes* changes, const std::string& error)>;
+void start_schema_reload(plugin_context& ctx, std::string requested_by, bool allow_removals, schema_reload_done done);
 
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);

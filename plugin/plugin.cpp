@@ -146,7 +146,14 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         open_residency(*ctx);
         open_audit_trail(*ctx);
         open_erasure(*ctx);
-        ctx->control->attach_schema_reload([c = ctx.get()] { return reload_schemas(*c, "reloadSchemas"); });
+        // The worker's thread and its hand-back to the broker thread serve the reload; the job
+        // needs no database, so an in-memory one stands in.
+        ctx->schema_loader = std::make_unique<gdpr::storage_worker>(std::make_unique<gdpr::sqlite_db>(":memory:"),
+                                                                    "gdpr-schemas", gdpr::storage_worker::batching::none);
+        ctx->control->attach_schema_reload([c = ctx.get()](const std::string& requested_by, bool allow_removals,
+                                                           gdpr::control_api::schema_reload_done done) {
+            start_schema_reload(*c, requested_by, allow_removals, std::move(done));
+        });
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
                             "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");
@@ -196,6 +203,7 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
+        ctx->schema_loader.reset();  // a reload still loading is dropped: its completion would not run
         if (ctx->export_reader) {
             // An export in progress would hold up the audit trail's last checkpoint.
             ctx->control->cancel_exports();

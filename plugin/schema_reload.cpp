@@ -1,6 +1,7 @@
 // Schema reload, from the control API's reloadSchemas or the broker's SIGHUP (MOSQ_EVT_RELOAD):
-// the schemas directory is read and checked again, and the new set goes into use at once, on
-// the broker thread, between two messages. A set that does not load changes nothing.
+// the schemas directory is read and checked again on a background thread (the broker thread
+// never waits on disk), and the new set goes into use on the broker thread, between two messages.
+// A set that does not load, or that would leave personal data unclassified, changes nothing.
 #include <string>
 
 #include "context.hpp"
@@ -16,29 +17,11 @@ std::string joined(const std::vector<std::string>& items) {
     return out;
 }
 
-} // namespace
-
-gdpr::schema_changes reload_schemas(plugin_context& ctx, std::string_view requested_by) {
-    gdpr::schema_set next = ctx.engine->load_schemas(ctx.options.schemas_dir);
-    if (ctx.residency) {
-        // Every new schema's residency must be a region of the rules in force (checked on a copy:
-        // nothing changes on a refusal).
-        gdpr::residency_rules check = ctx.residency->rules();
-        check.bind_schemas(next);
-    }
-    gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next);
-    for (const auto& w : next.warnings) ctx.log.warning(w);
-    // From here on nothing throws: the old schemas go, and whatever pointed into them is renewed.
-    ctx.engine->replace_schemas(std::move(next));
-    if (ctx.residency) {
-        ctx.residency->rebind_schemas(ctx.engine->schemas());
-        for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
-    }
-    forget_current_payloads(ctx);
-    if (ctx.recorder) ctx.recorder->forget_schemas();
+void report(plugin_context& ctx, const gdpr::schema_changes& changes, const std::vector<std::string>& load_warnings,
+            std::string_view requested_by) {
     std::string line = "reloaded " + std::to_string(changes.schemas) + " schemas (" +
-                       std::to_string(changes.topic_filters) + " topic filters) from " + ctx.options.schemas_dir +
-                       " (" + std::string(requested_by) + ")";
+                       std::to_string(changes.topic_filters) + " topic filters) from " + ctx.options.schemas_dir + " (" +
+                       std::string(requested_by) + ")";
     if (!changes.added.empty()) line += "; added " + joined(changes.added);
     if (!changes.removed.empty()) line += "; removed " + joined(changes.removed);
     if (!changes.new_versions.empty()) line += "; new versions " + joined(changes.new_versions);
@@ -46,43 +29,101 @@ gdpr::schema_changes reload_schemas(plugin_context& ctx, std::string_view reques
         changes.edited_unversioned.empty())
         line += "; no schema changed";
     ctx.log.notice(line);
+    if (!changes.edited_unversioned.empty()) {
+        // The audit trail names a publish's rules by id@version only.
+        const std::string text = "schema rules changed without a new \"version\": " + joined(changes.edited_unversioned) +
+                                 "; records made before and after the reload name the same version for different rules";
+        ctx.log.warning(text);
+        publish_alert(ctx, "schemas", text);
+    }
+    if (!changes.removed.empty()) {
+        const std::string text = "schema(s) removed by a reload: " + joined(changes.removed) +
+                                 "; their topics are no longer classified (unmatched_topics decides)";
+        ctx.log.warning(text);
+        publish_alert(ctx, "schemas", text);
+    }
+    for (const auto& w : load_warnings) ctx.log.warning(w);
     for (const auto& s : ctx.engine->schemas().schemas) {
         if (s.needs_consent && s.subject.kind == gdpr::subject_kind::none)
             ctx.log.warning("schema " + s.tag() + " has fields whose purpose rests on consent but declares no \"subject\": "
                             "those fields will always be dropped");
     }
-    if (!changes.edited_unversioned.empty()) {
-        // The audit trail names a publish's rules by id@version only.
-        const std::string text = "schema file(s) changed without a new \"version\": " + joined(changes.edited_unversioned) +
-                                 "; records made before and after the reload name the same version for different rules";
-        ctx.log.warning(text);
-        publish_alert(ctx, "schemas", text);
+}
+
+} // namespace
+
+// Puts a loaded set in use, or throws changing nothing. Broker thread.
+gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next, std::string_view requested_by,
+                                    bool allow_removals) {
+    // Everything that can fail happens first, on the side: the schemas in use stay until the end.
+    gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next);
+    if (!changes.older_versions.empty())
+        throw std::runtime_error("the version of " + joined(changes.older_versions) +
+                                 " goes back; give changed rules a higher version (the audit trail names rules by "
+                                 "id@version)");
+    // A schema missing by accident (a deploy half done) would let its topics' personal data through
+    // unclassified: removing one takes an explicit request.
+    if (!changes.removed.empty() && !allow_removals)
+        throw std::runtime_error("it would remove " + joined(changes.removed) +
+                                 ", whose topics would no longer be classified; send reloadSchemas with "
+                                 "\"allowRemovals\": true to remove schemas (a SIGHUP never does)");
+    gdpr::residency_rules::schema_bindings bindings;
+    if (ctx.residency) bindings = ctx.residency->rules().bind(next);  // points into next.schemas' elements
+    const std::vector<std::string> load_warnings = next.warnings;
+
+    // The swap: nothing here throws, so no pointer into the old set survives it.
+    ctx.engine->replace_schemas(std::move(next));
+    if (ctx.residency) ctx.residency->use(std::move(bindings));
+    forget_current_payloads(ctx);
+    if (ctx.recorder) ctx.recorder->forget_schemas();
+
+    try {
+        report(ctx, changes, load_warnings, requested_by);
+        if (ctx.residency)
+            for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
+    } catch (...) {  // the reload has happened; only its report is incomplete
     }
     return changes;
 }
 
+void start_schema_reload(plugin_context& ctx, std::string requested_by, bool allow_removals, schema_reload_done done) {
+    auto next = std::make_shared<gdpr::schema_set>();
+    // load_schemas reads only what the classifier fixed at start (purposes, the key's presence).
+    ctx.schema_loader->submit(
+        [engine = ctx.engine.get(), dir = ctx.options.schemas_dir, next](gdpr::sqlite_db&) {
+            *next = engine->load_schemas(dir);
+        },
+        [&ctx, next, requested_by = std::move(requested_by), allow_removals, done = std::move(done)](const std::string& error) {
+            if (!error.empty()) return done(nullptr, error);
+            gdpr::schema_changes changes;
+            try {
+                changes = commit_schemas(ctx, std::move(*next), requested_by, allow_removals);
+            } catch (const std::exception& e) {
+                return done(nullptr, e.what());
+            }
+            done(&changes, "");
+        });
+}
+
 int on_reload(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
-    bool ok = false;
     try {
-        reload_schemas(ctx, "SIGHUP");
-        ok = true;
+        start_schema_reload(ctx, "SIGHUP", false, [&ctx](const gdpr::schema_changes* changes, const std::string& error) {
+            if (!changes) {
+                const std::string text = "schemas not reloaded on SIGHUP, the ones in use stay: " + gdpr::printable_text(error);
+                ctx.log.error(text);
+                publish_alert(ctx, "schemas", text);
+            }
+            if (ctx.recorder) ctx.recorder->control("", "broker:SIGHUP", {{"reloadSchemas", changes != nullptr}});
+        });
     } catch (const std::exception& e) {
-        const std::string text = std::string("schemas not reloaded on SIGHUP, the ones in use stay: ") + e.what();
-        ctx.log.error(text);
-        try {
-            publish_alert(ctx, "schemas", text);
-        } catch (...) {
-        }
+        log_internal_error(ctx, "while starting a schema reload on SIGHUP", e.what());
     } catch (...) {
-        ctx.log.error("schemas not reloaded on SIGHUP, the ones in use stay: internal error");
+        log_internal_error(ctx, "while starting a schema reload on SIGHUP", nullptr);
     }
-    try {
-        if (ctx.recorder) ctx.recorder->control("", "broker:SIGHUP", {{"reloadSchemas", ok}});
-    } catch (...) {
-        log_internal_error(ctx, "while recording a schema reload", nullptr);
-    }
-    return MOSQ_ERR_SUCCESS;
+    // Mosquitto 2.0 runs the next plugin's reload (and re-initialises auth plugins) only after a
+    // callback that defers; any other answer ends its SIGHUP handling there.
+    return MOSQ_ERR_PLUGIN_DEFER;
 }
 
 } // namespace gdpr_plugin

@@ -40,7 +40,7 @@ schema_set classifier::load_schemas(const std::string& dir) const {
     return next;
 }
 
-void classifier::replace_schemas(schema_set next) {
+void classifier::replace_schemas(schema_set&& next) noexcept {
     schemas_ = std::move(next);
     subjects_.clear();
     outcomes_.clear();  // they name fields of the previous schemas

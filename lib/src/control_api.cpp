@@ -426,20 +426,29 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             pending->responses[i] = response;
             return true;
         } else if (name == "reloadSchemas") {
-            only_arguments(cmd, {});
-            if (!reload_schemas_) throw command_error("reloadSchemas is not available on this broker");
-            schema_changes c;
-            try {
-                c = reload_schemas_();
-            } catch (const std::runtime_error& e) {  // schema_error, config_error: nothing changed
-                throw command_error(std::string("schemas not reloaded, the ones in use stay: ") + e.what());
+            only_arguments(cmd, {"allowRemovals"});
+            bool allow_removals = false;
+            if (cmd.contains("allowRemovals")) {
+                if (!cmd["allowRemovals"].is_boolean()) throw command_error("\"allowRemovals\" must be true or false");
+                allow_removals = cmd["allowRemovals"].get<bool>();
             }
-            response["data"] = json{{"schemas", c.schemas},           {"topicFilters", c.topic_filters},
-                                    {"added", c.added},               {"removed", c.removed},
-                                    {"newVersions", c.new_versions},  {"editedWithoutNewVersion", c.edited_unversioned}};
-            log_.notice("schemas reloaded by " + operator_id);
-            pending->responses[i] = response;
-            return true;
+            if (!reload_schemas_) throw command_error("reloadSchemas is not available on this broker");
+            reload_schemas_("reloadSchemas by " + operator_id, allow_removals,
+                            [this, pending, i, response](const schema_changes* c, const std::string& error) mutable {
+                                if (!c) {
+                                    response["error"] = "schemas not reloaded, the ones in use stay: " + printable_text(error);
+                                } else {
+                                    response["data"] = json{{"schemas", c->schemas},
+                                                            {"topicFilters", c->topic_filters},
+                                                            {"added", c->added},
+                                                            {"removed", c->removed},
+                                                            {"newVersions", c->new_versions},
+                                                            {"editedWithoutNewVersion", c->edited_unversioned}};
+                                }
+                                pending->responses[i] = std::move(response);
+                                advance(pending);
+                            });
+            return false;
         } else if (name == "eraseSubject" || name == "getErasure" || name == "listErasures") {
             return run_erasure_command(pending, i, name);
         } else if (name == "exportSubject") {

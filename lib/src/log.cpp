@@ -10,6 +10,13 @@ std::string printable(std::string_view s) {
     return out;
 }
 
+std::string printable_text(std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    return out;
+}
+
 logger::logger(log_sink sink, std::uint32_t max_problems_per_second)
     : sink_(std::move(sink)), budget_(max_problems_per_second) {}
 

@@ -286,7 +286,11 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
     return r;
 }
 
-void residency_rules::bind_schemas(const schema_set& schemas) {
+void residency_rules::bind_schemas(const schema_set& schemas) { use(bind(schemas)); }
+
+void residency_rules::use(schema_bindings&& bindings) noexcept { bound_.entries_ = std::move(bindings.entries_); }
+
+residency_rules::schema_bindings residency_rules::bind(const schema_set& schemas) const {
     // Every schema's residency must be a region the table knows, or no rule could apply to it.
     std::vector<schema_residency> bound;
     bound.reserve(schemas.schemas.size());
@@ -311,7 +315,9 @@ void residency_rules::bind_schemas(const schema_set& schemas) {
     }
     std::sort(bound.begin(), bound.end(),
               [](const schema_residency& a, const schema_residency& b) { return std::less<const schema*>()(a.s, b.s); });
-    schema_regions_ = std::move(bound);  // only once every schema is bound: a refusal changes nothing
+    schema_bindings out;
+    out.entries_ = std::move(bound);
+    return out;
 }
 
 const std::string& residency_rules::region_name(std::int32_t region) const {
@@ -333,9 +339,9 @@ std::int32_t residency_rules::place(const client_identity& who) const {
 }
 
 const residency_rules::schema_residency* residency_rules::find(const schema& s) const {
-    const auto it = std::lower_bound(schema_regions_.begin(), schema_regions_.end(), &s,
+    const auto it = std::lower_bound(bound_.entries_.begin(), bound_.entries_.end(), &s,
                                      [](const schema_residency& a, const schema* b) { return std::less<const schema*>()(a.s, b); });
-    return it != schema_regions_.end() && it->s == &s ? &*it : nullptr;
+    return it != bound_.entries_.end() && it->s == &s ? &*it : nullptr;
 }
 
 std::int32_t residency_rules::residency_of(const schema& s) const {

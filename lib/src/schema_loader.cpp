@@ -354,6 +354,11 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
                                    "retentionDays", "unclassified", "fields"}, file);
     schema s;
     s.source_file = file;
+    // Of what decides the rules: layout, key order and the description do not count.
+    json rules = doc;
+    rules.erase("description");
+    rules.erase("$schema");
+    s.content_hash = std::hash<std::string>{}(rules.dump());
     s.id = as_string(require(doc, "id", "(top level)", file), "id", file);
     if (!std::regex_match(s.id, name_pattern()))
         throw schema_error(file, "id: \"" + s.id + "\" must match ^[a-z0-9][a-z0-9._-]{0,63}$");
@@ -456,9 +461,7 @@ schema_set load_schema_directory(const std::string& dir, const purpose_registry&
     std::set<std::string> ids;
     std::vector<std::pair<std::string, std::size_t>> filters;  // filter -> schema index
     for (const auto& path : files) {
-        const std::string text = read_file(path);
-        schema s = parse_schema(text, path.string(), purposes);
-        s.content_hash = std::hash<std::string_view>{}(text);
+        schema s = parse_schema(read_file(path), path.string(), purposes);
         if (!ids.insert(s.id).second) throw schema_error(path.string(), "id \"" + s.id + "\" is used by another schema file");
         const auto index = set.schemas.size();
         for (const auto& filter : s.topics) {
@@ -493,13 +496,15 @@ schema_changes compare_schema_sets(const schema_set& before, const schema_set& a
             c.added.push_back(s.tag());
             continue;
         }
-        if (it->second->version != s.version) c.new_versions.push_back(it->second->tag() + " -> " + s.tag());
+        if (s.version < it->second->version) c.older_versions.push_back(it->second->tag() + " -> " + s.tag());
+        else if (it->second->version != s.version) c.new_versions.push_back(it->second->tag() + " -> " + s.tag());
         else if (it->second->content_hash != s.content_hash) c.edited_unversioned.push_back(s.tag());
         old_by_id.erase(it);
     }
     for (const auto& [id, s] : old_by_id) c.removed.push_back(s->tag());
     c.schemas = after.schemas.size();
-    for (auto* list : {&c.added, &c.removed, &c.new_versions, &c.edited_unversioned}) std::sort(list->begin(), list->end());
+    for (auto* list : {&c.added, &c.removed, &c.new_versions, &c.edited_unversioned, &c.older_versions})
+        std::sort(list->begin(), list->end());
     return c;
 }
 

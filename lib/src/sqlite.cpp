@@ -102,17 +102,19 @@ bool sqlite_statement::is_null(int column) const { return sqlite3_column_type(st
 
 sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : path_(path) {
     // SQLite creates the file (and later its -wal and -shm files, with the same mode) using the
-    // process umask; create it private first.
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
-    struct stat st {};
-    const int stat_rc = ::fstat(fd, &st);
-    ::close(fd);
-    if (stat_rc == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        char mode[8];
-        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-        throw storage_error("database '" + path + "' is accessible by group or others (mode " + mode +
-                            "); it holds personal data: chmod 600 it");
+    // process umask; create it private first. An in-memory database has no file.
+    if (path != ":memory:") {
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
+        struct stat st {};
+        const int stat_rc = ::fstat(fd, &st);
+        ::close(fd);
+        if (stat_rc == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+            char mode[8];
+            std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+            throw storage_error("database '" + path + "' is accessible by group or others (mode " + mode +
+                                "); it holds personal data: chmod 600 it");
+        }
     }
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
         SQLITE_OK) {

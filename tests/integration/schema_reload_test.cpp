@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker_fixture.hpp"
+#include "gdpr/sqlite.hpp"
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -36,7 +37,7 @@ struct reload_setup {
     void edit_vehicle_schema(int version) const {
         std::ifstream in(schemas / "vehicle-telemetry.json");
         std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        text = std::regex_replace(text, std::regex("\"version\": 3"), "\"version\": " + std::to_string(version));
+        text = std::regex_replace(text, std::regex("\"version\": [0-9]+"), "\"version\": " + std::to_string(version));
         text = std::regex_replace(text, std::regex("\"action\": \"mask\",\\s*\"mask\": \"\\*\\*\\*\""), "\"action\": \"drop\"");
         write("vehicle-telemetry.json", text);
     }
@@ -46,6 +47,7 @@ struct reload_setup {
         o.plugin_opts = {{"schemas", schemas.string()},
                          {"operator_client_ids", std::string(itest::OPERATOR_CLIENT_ID) + ",alert-watcher,gdprctl-op"},
                          {"audit_key_file", dir.write("audit.key", itest::random_bytes(32), 0600)},
+                         {"database", (dir.path() / "gdpr.db").string()},
                          {"residency_file", dir.write("residency.json", R"({"regions": ["eu", "us"],
                              "transfers": {"us": ["eu"]}, "defaultRegion": "eu",
                              "clients": [{"clientId": "us-*", "region": "us"}]})")}};
@@ -92,7 +94,14 @@ TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one th
     setup.edit_vehicle_schema(4);
     setup.write("lab-sensor.json", LAB_SCHEMA);
     fs::remove(setup.schemas / "home-presence.json");
-    const auto r = control(op, {{"command", "reloadSchemas"}, {"correlationData", "r1"}});
+    // A schema whose file is gone (a deploy half done?) would leave its topics unclassified: only
+    // removed when asked for.
+    const auto kept = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE(kept.contains("error"));
+    CHECK_THAT(kept["error"].get<std::string>(),
+               Catch::Contains("would remove home-presence@2") && Catch::Contains("allowRemovals"));
+    CHECK(forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD).first == "vehicle-telemetry@3");
+    const auto r = control(op, {{"command", "reloadSchemas"}, {"allowRemovals", true}, {"correlationData", "r1"}});
     INFO(r.dump());
     REQUIRE_FALSE(r.contains("error"));
     CHECK(r["correlationData"] == "r1");
@@ -109,6 +118,7 @@ TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one th
     CHECK(tag == "lab-sensor@1");
     CHECK(payload == R"({})");  // the operator's name dropped, the unclassified "t" too
     CHECK(b.log().find("reloaded 5 schemas") != std::string::npos);
+    CHECK(b.log().find("schema(s) removed by a reload: home-presence@2") != std::string::npos);
 
     // A file that does not parse: refused with its name, the schemas in use stay.
     setup.write("broken.json", "{");
@@ -124,6 +134,18 @@ TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one th
     REQUIRE(unknown.contains("error"));
     CHECK_THAT(unknown["error"].get<std::string>(), Catch::Contains("marketing"));
     CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").first == "lab-sensor@1");
+
+    // A version going back is refused: id@version would name two sets of rules.
+    setup.write("lab-sensor.json", LAB_SCHEMA);
+    setup.edit_vehicle_schema(2);
+    CHECK_THAT(control(op, {{"command", "reloadSchemas"}})["error"].get<std::string>(),
+               Catch::Contains("vehicle-telemetry@4 -> vehicle-telemetry@2 goes back"));
+    setup.edit_vehicle_schema(4);
+    // Layout alone is no change of rules.
+    setup.write("lab-sensor.json", "\n\n  " + LAB_SCHEMA + "\n");
+    const auto layout = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE_FALSE(layout.contains("error"));
+    CHECK(layout["data"]["editedWithoutNewVersion"].empty());
 
     // A file edited under the same version loads, with a warning and an alert: the audit trail
     // names a publish's rules by id@version only.
@@ -174,6 +196,8 @@ TEST_CASE("SIGHUP reloads the schemas; a reload that fails keeps the ones in use
     op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
     CHECK(forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD).first == "vehicle-telemetry@3");
     CHECK_FALSE(us.next(300ms));  // EU-resident personal data: refused to the US client
+    CHECK(forwarded(pub, sub, VEHICLE, R"({"speed":50})").first == "vehicle-telemetry@3");
+    REQUIRE(us.next(3s));  // no personal data: the US client gets it (its subscription works)
 
     setup.edit_vehicle_schema(4);
     b.signal(SIGHUP);
@@ -183,6 +207,8 @@ TEST_CASE("SIGHUP reloads the schemas; a reload that fails keeps the ones in use
     CHECK(tag == "vehicle-telemetry@4");
     CHECK_FALSE(json::parse(payload).contains("phone"));
     CHECK_FALSE(us.next(300ms));  // the reloaded schema is still EU-resident, and still enforced
+    CHECK(forwarded(pub, sub, VEHICLE, R"({"speed":50})").first == "vehicle-telemetry@4");
+    REQUIRE(us.next(3s));
 
     // A region the residency rules do not know: refused, the schemas in use stay.
     setup.write("lab-sensor.json", std::regex_replace(LAB_SCHEMA, std::regex("\\{\"id\""), "{\"residency\": \"mars\", \"id\""));
@@ -191,9 +217,15 @@ TEST_CASE("SIGHUP reloads the schemas; a reload that fails keeps the ones in use
     CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann"})").first.empty());  // lab-sensor is not in use
     fs::remove(setup.schemas / "lab-sensor.json");
 
+    // A SIGHUP (logrotate sends one every day) never removes a schema.
+    fs::rename(setup.schemas / "home-presence.json", setup.dir.path() / "home-presence.json");
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("would remove home-presence@2"));
+    fs::rename(setup.dir.path() / "home-presence.json", setup.schemas / "home-presence.json");
+
     setup.write("broken.json", "{\"id\": \"broken\"}");
     b.signal(SIGHUP);
-    REQUIRE(b.wait_for_log("schemas not reloaded on SIGHUP, the ones in use stay"));
+    REQUIRE(b.wait_for_log("the ones in use stay: " + (setup.schemas / "broken.json").string()));
     bool alerted = false;
     for (int i = 0; i < 10 && !alerted; ++i) {
         auto m = op.next(300ms);
@@ -201,4 +233,16 @@ TEST_CASE("SIGHUP reloads the schemas; a reload that fails keeps the ones in use
     }
     CHECK(alerted);
     CHECK(forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD).first == "vehicle-telemetry@4");
+
+    // Each SIGHUP is in the audit trail, with its outcome.
+    b.stop();
+    gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string());
+    gdpr::sqlite_statement q(raw.handle(), "SELECT detail FROM audit_records WHERE kind = 'control' ORDER BY seq");
+    std::vector<bool> outcomes;
+    while (q.step()) {
+        const auto d = json::parse(q.text(0));
+        if (d["operator"] == "broker:SIGHUP" && d["commands"][0]["command"] == "reloadSchemas")
+            outcomes.push_back(d["commands"][0]["ok"].get<bool>());
+    }
+    CHECK(outcomes == std::vector<bool>{true, false, false, false});
 }

@@ -311,3 +311,59 @@ TEST_CASE_METHOD(export_fixture, "exportSubject without session recording says w
     CHECK_THAT(export_fixture::call_as_operator(R"({"commands":[{"command":"exportSubject"}]})")["responses"][0].value("error", ""),
                Catch::Contains("subject"));
 }
+
+TEST_CASE_METHOD(api_fixture, "reloadSchemas answers once the reload has finished, in its place among the commands",
+                 "[control][schema]") {
+    // Without a reload attached (a library user that never wired one): a clear error.
+    auto r = call_as_operator(R"({"commands":[{"command":"reloadSchemas"}]})");
+    CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("not available"));
+
+    std::string asked_by;
+    bool asked_removals = false;
+    gdpr::control_api::schema_reload_done finish;
+    api.attach_schema_reload([&](const std::string& by, bool removals, gdpr::control_api::schema_reload_done done) {
+        asked_by = by;
+        asked_removals = removals;
+        finish = std::move(done);
+    });
+    std::vector<std::string> replies;
+    api.handle(gdpr::requester{"op-1", "", ""},
+               R"({"commands":[{"command":"reloadSchemas","allowRemovals":true,"correlationData":"r"},{"command":"getStats"}]})",
+               [&](const std::string& reply, const gdpr::control_api::command_outcomes&) { replies.push_back(reply); });
+    CHECK(replies.empty());  // the reload is still loading: nothing is answered yet
+    CHECK(asked_by == "reloadSchemas by client:op-1");
+    CHECK(asked_removals);
+    gdpr::schema_changes changes;
+    changes.schemas = 2;
+    changes.topic_filters = 3;
+    changes.added = {"t@1"};
+    changes.new_versions = {"s@4 -> s@5"};
+    finish(&changes, "");
+    REQUIRE(replies.size() == 1);
+    const auto reply = json::parse(replies[0]);
+    const auto& first = reply["responses"][0];
+    CHECK(first["correlationData"] == "r");
+    CHECK(first["data"]["schemas"] == 2);
+    CHECK(first["data"]["topicFilters"] == 3);
+    CHECK(first["data"]["added"] == json::array({"t@1"}));
+    CHECK(first["data"]["newVersions"] == json::array({"s@4 -> s@5"}));
+    CHECK(reply["responses"][1]["command"] == "getStats");  // the next command ran after it
+
+    // A reload that fails: its reason, made printable (file names need not be UTF-8).
+    replies.clear();
+    api.handle(gdpr::requester{"op-1", "", ""}, R"({"commands":[{"command":"reloadSchemas"}]})",
+               [&](const std::string& reply, const gdpr::control_api::command_outcomes& o) {
+                   replies.push_back(reply);
+                   CHECK_FALSE(o[0].second);
+               });
+    CHECK_FALSE(asked_removals);
+    finish(nullptr, "/etc/schemas/caf\xe9.json: not valid JSON");
+    REQUIRE(replies.size() == 1);
+    CHECK(json::parse(replies[0])["responses"][0]["error"] ==
+          "schemas not reloaded, the ones in use stay: /etc/schemas/caf?.json: not valid JSON");
+
+    r = call_as_operator(R"({"commands":[{"command":"reloadSchemas","allowRemovals":"yes"}]})");
+    CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("\"allowRemovals\" must be true or false"));
+    r = call_as_operator(R"({"commands":[{"command":"reloadSchemas","force":true}]})");
+    CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("unknown argument \"force\""));
+}

@@ -2,8 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <future>
 #include <stdexcept>
+#include <thread>
 
 #include "gdpr/storage_worker.hpp"
 #include "test_support.hpp"
@@ -94,4 +96,24 @@ TEST_CASE("databases are private: created 0600, refused when others can read the
     CHECK((st.st_mode & 0777) == 0600);
     ::chmod(path.c_str(), 0644);
     CHECK_THROWS_WITH(gdpr::sqlite_db(path), Catch::Contains("accessible by group or others (mode 0644)"));
+}
+
+TEST_CASE("a worker on an in-memory database runs jobs off the calling thread and leaves no file", "[storage]") {
+    test_support::temp_dir dir;
+    const auto previous = std::filesystem::current_path();
+    std::filesystem::current_path(dir.path());  // where a file named ":memory:" would appear
+    std::thread::id ran_on;
+    std::string outcome = "not run";
+    {
+        gdpr::storage_worker worker(std::make_unique<gdpr::sqlite_db>(":memory:"), "gdpr-test",
+                                    gdpr::storage_worker::batching::none);
+        worker.submit([&](gdpr::sqlite_db&) { ran_on = std::this_thread::get_id(); },
+                      [&](const std::string& error) { outcome = error; });
+        worker.wait_idle();
+        CHECK(worker.drain() == 1);
+    }
+    std::filesystem::current_path(previous);
+    CHECK(outcome.empty());
+    CHECK(ran_on != std::this_thread::get_id());
+    CHECK(std::filesystem::is_empty(dir.path()));
 }

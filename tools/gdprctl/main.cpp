@@ -8,7 +8,7 @@
 //   gdprctl [connection options] stats
 //   gdprctl [connection options] erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
 //   gdprctl [connection options] erasure status <id> | erasure list
-//   gdprctl [connection options] schemas reload
+//   gdprctl [connection options] schemas reload [--allow-removals]
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
@@ -51,8 +51,10 @@ commands:
                       receipt (default: wait up to 600 s; exit 1 if a holder failed)
   erasure status <id> [--targets]   the request's state and receipt
   erasure list        the erasure register, newest first
-  schemas reload      read the broker's schemas directory again and put it in use (a
-                      directory that does not load changes nothing; exit 1)
+  schemas reload [--allow-removals]
+                      read the broker's schemas directory again and put it in use (a
+                      directory that does not load changes nothing; exit 1); schemas
+                      whose files are gone are removed only with --allow-removals
   subject export <subject>   everything recorded about the subject, decrypted, with the
                       consent given and devices bound (GDPR Art. 15, 20; needs session
                       recording; prints JSON)
@@ -207,9 +209,13 @@ json build_command(std::vector<std::string> args) {
         return json{{"command", "getStats"}};
     }
     if (cmd == "schemas") {
+        const bool removals = std::find(args.begin(), args.end(), "--allow-removals") != args.end();
+        args.erase(std::remove(args.begin(), args.end(), "--allow-removals"), args.end());
         if (args.size() < 2 || args[1] != "reload") throw usage_error("schemas needs 'reload'");
         expect(2);
-        return json{{"command", "reloadSchemas"}};
+        json c{{"command", "reloadSchemas"}};
+        if (removals) c["allowRemovals"] = true;
+        return c;
     }
     if (cmd == "erase") {
         const std::string subject = take_flag(args, "--subject");

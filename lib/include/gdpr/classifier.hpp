@@ -109,8 +109,9 @@ public:
     // schema_error, or config_error when a schema pseudonymises and no key is loaded.
     schema_set load_schemas(const std::string& dir) const;
     // Puts `next` in use. Every pointer to a schema of the previous set (publish_verdict::matched,
-    // personal_data_in's answer, residency_rules) is invalid from here on.
-    void replace_schemas(schema_set next);
+    // personal_data_in's answer, residency_rules) is invalid from here on; pointers to the
+    // schemas of `next` stay valid (its vector moves, its elements do not).
+    void replace_schemas(schema_set&& next) noexcept;
     const purpose_registry& purposes() const { return purposes_; }
     const classifier_stats& stats() const { return stats_; }
 

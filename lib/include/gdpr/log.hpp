@@ -18,6 +18,9 @@ using log_sink = std::function<void(log_level, std::string_view)>;
 // A client id (or other identifier a client chose) made safe for a log line: at most 128 bytes,
 // control characters and quotes replaced by '?'.
 std::string printable(std::string_view s);
+// The whole of `s` with control characters and bytes outside ASCII as '?': a message that may
+// carry a file name (not necessarily UTF-8) for a log line or a JSON answer.
+std::string printable_text(std::string_view s);
 
 class logger {
 public:

@@ -55,11 +55,15 @@ public:
     // for option "residency_file" naming the file and the problem.
     static residency_rules load(const std::string& path, const schema_set& schemas);
 
-    // Takes `schemas` in place of the ones the rules were loaded with (a schema reload): each
-    // one's region, and the bridges that could carry its topics where it may not go. The rules
-    // keep pointers into `schemas`. Throws config_error as load() does, changing nothing, when a
-    // schema declares a region the file does not.
-    void bind_schemas(const schema_set& schemas);
+    // Each schema's region, and the bridges that could carry its topics where it may not go,
+    // worked out for a schema set (holding pointers to its schemas).
+    class schema_bindings;
+    // For a schema reload: binds `schemas` without changing the rules in use. Throws
+    // config_error as load() does when a schema declares a region the file does not.
+    schema_bindings bind(const schema_set& schemas) const;
+    // Puts bindings made by bind() in use (the schemas they point to must be the ones in use).
+    void use(schema_bindings&& bindings) noexcept;
+    void bind_schemas(const schema_set& schemas);  // bind() then use()
     // The same from a parsed document (tests); `base_dir` resolves a relative brokerConfig.
     static residency_rules from_json_text(std::string_view text, const schema_set& schemas,
                                           const std::string& source = "residency file",
@@ -95,18 +99,26 @@ public:
     std::vector<std::string> lint(const schema_set& schemas) const;
 
 private:
-    std::vector<std::string> regions_;
-    std::vector<bool> allowed_;  // [data region][receiver], row-major
-    std::vector<placement_rule> placements_;
-    std::int32_t default_region_ = NO_REGION;
-    std::vector<bridge_route> bridges_;
     struct schema_residency {
         const schema* s;
         std::int32_t region;
         std::vector<std::int32_t> blocking;  // bridges that could carry its topics where it may not go
     };
+
+public:
+    class schema_bindings {
+        friend class residency_rules;
+        std::vector<schema_residency> entries_;  // sorted by pointer
+    };
+
+private:
+    std::vector<std::string> regions_;
+    std::vector<bool> allowed_;  // [data region][receiver], row-major
+    std::vector<placement_rule> placements_;
+    std::int32_t default_region_ = NO_REGION;
+    std::vector<bridge_route> bridges_;
     const schema_residency* find(const schema& s) const;
-    std::vector<schema_residency> schema_regions_;  // sorted by pointer
+    schema_bindings bound_;
     std::vector<std::string> load_notes_;           // for lint(): found while loading
     std::string source_;                            // the file, for messages
 };

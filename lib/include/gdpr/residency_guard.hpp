@@ -27,9 +27,9 @@ class residency_guard {
 public:
     explicit residency_guard(residency_rules rules) : rules_(std::move(rules)) {}
     const residency_rules& rules() const { return rules_; }
-    // A schema reload (see residency_rules::bind_schemas). Regions, placements and bridges stay,
-    // so the counts and the clients' regions stay right.
-    void rebind_schemas(const schema_set& schemas) { rules_.bind_schemas(schemas); }
+    // A schema reload (see residency_rules::bind). Regions, placements and bridges stay, so the
+    // counts, the clients' regions and the bridges' addresses stay right.
+    void use(residency_rules::schema_bindings&& bindings) noexcept { rules_.use(std::move(bindings)); }
 
     // The region of a connection: placed by `identity()` the first time a connection is seen, and
     // again when the broker's memory for it now holds another client id, username or address.

@@ -81,7 +81,7 @@ struct schema {
     bool has_personal = false;      // some rule classifies a field as personal data
     std::string source_file;
     std::string tag_text;  // "id@version", set by the loader
-    // Of the file's bytes, set by the loader: a reload tells a file edited under the same version.
+    // Of the parsed rules, set by the loader: a reload tells rules edited under the same version.
     std::size_t content_hash = 0;
 
     // "id@version", the value of the gdpr-schema user property. Built once at load: it is read

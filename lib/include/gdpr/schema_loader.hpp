@@ -44,7 +44,8 @@ struct schema_changes {
     std::vector<std::string> added;             // ids not in use before
     std::vector<std::string> removed;           // ids no longer in the directory
     std::vector<std::string> new_versions;      // "id@old -> id@new"
-    std::vector<std::string> edited_unversioned;  // same id and version, other file content
+    std::vector<std::string> edited_unversioned;  // same id and version, other rules
+    std::vector<std::string> older_versions;      // "id@old -> id@new" with new < old
     std::size_t schemas = 0;                    // in the new set
     std::size_t topic_filters = 0;              // in the new set
 };
