@@ -203,7 +203,14 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
-        ctx->schema_loader.reset();  // a reload still loading is dropped: its completion would not run
+        if (ctx->schema_loader) {
+            // A reload asked for from here on is answered "the broker is stopping"; one in flight
+            // finishes, is answered and recorded.
+            ctx->control->attach_schema_reload(nullptr);
+            ctx->schema_loader->wait_idle();
+            ctx->schema_loader->drain();
+            ctx->schema_loader.reset();
+        }
         if (ctx->export_reader) {
             // An export in progress would hold up the audit trail's last checkpoint.
             ctx->control->cancel_exports();

@@ -50,8 +50,6 @@ void report(plugin_context& ctx, const gdpr::schema_changes& changes, const std:
     }
 }
 
-} // namespace
-
 // Puts a loaded set in use, or throws changing nothing. Broker thread.
 gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next, std::string_view requested_by,
                                     bool allow_removals) {
@@ -81,23 +79,32 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
         report(ctx, changes, load_warnings, requested_by);
         if (ctx.residency)
             for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
-    } catch (...) {  // the reload has happened; only its report is incomplete
+    } catch (const std::exception& e) {  // the reload has happened; only its report is incomplete
+        log_internal_error(ctx, "while reporting a schema reload", e.what());
     }
     return changes;
 }
 
+} // namespace
+
 void start_schema_reload(plugin_context& ctx, std::string requested_by, bool allow_removals, schema_reload_done done) {
-    auto next = std::make_shared<gdpr::schema_set>();
+    if (!ctx.schema_loader) return done(nullptr, "the broker is stopping");
+    struct loaded {
+        gdpr::schema_set set;
+        bool ok = false;
+    };
+    auto next = std::make_shared<loaded>();
     // load_schemas reads only what the classifier fixed at start (purposes, the key's presence).
     ctx.schema_loader->submit(
         [engine = ctx.engine.get(), dir = ctx.options.schemas_dir, next](gdpr::sqlite_db&) {
-            *next = engine->load_schemas(dir);
+            next->set = engine->load_schemas(dir);
+            next->ok = true;
         },
         [&ctx, next, requested_by = std::move(requested_by), allow_removals, done = std::move(done)](const std::string& error) {
-            if (!error.empty()) return done(nullptr, error);
+            if (!next->ok) return done(nullptr, error.empty() ? "the schemas directory could not be read" : error);
             gdpr::schema_changes changes;
             try {
-                changes = commit_schemas(ctx, std::move(*next), requested_by, allow_removals);
+                changes = commit_schemas(ctx, std::move(next->set), requested_by, allow_removals);
             } catch (const std::exception& e) {
                 return done(nullptr, e.what());
             }
@@ -109,12 +116,12 @@ int on_reload(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         start_schema_reload(ctx, "SIGHUP", false, [&ctx](const gdpr::schema_changes* changes, const std::string& error) {
+            if (ctx.recorder) ctx.recorder->control("", "broker:SIGHUP", {{"reloadSchemas", changes != nullptr}});
             if (!changes) {
                 const std::string text = "schemas not reloaded on SIGHUP, the ones in use stay: " + gdpr::printable_text(error);
                 ctx.log.error(text);
                 publish_alert(ctx, "schemas", text);
             }
-            if (ctx.recorder) ctx.recorder->control("", "broker:SIGHUP", {{"reloadSchemas", changes != nullptr}});
         });
     } catch (const std::exception& e) {
         log_internal_error(ctx, "while starting a schema reload on SIGHUP", e.what());

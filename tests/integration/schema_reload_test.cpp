@@ -174,6 +174,15 @@ TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one th
     CHECK_THAT(out, Catch::Contains("broken.json"));
     CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").second == R"({"operator_name":"?"})");
 
+    // Two reloads in one message: each answered in turn, the second finding nothing new.
+    fs::remove(setup.schemas / "broken.json");
+    const auto both = json::parse(itest::control_exchange(
+        op, json{{"commands", json::array({{{"command", "reloadSchemas"}}, {{"command", "reloadSchemas"}}})}}.dump()));
+    REQUIRE(both["responses"].size() == 2);
+    CHECK_FALSE(both["responses"][0].contains("error"));
+    CHECK(both["responses"][1]["data"]["schemas"] == 5);
+    CHECK(both["responses"][1]["data"]["newVersions"].empty());
+
     // Only operators may reload.
     itest::client stranger(b, "stranger", 5);
     stranger.connect();

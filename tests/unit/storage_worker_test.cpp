@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -100,8 +101,12 @@ TEST_CASE("databases are private: created 0600, refused when others can read the
 
 TEST_CASE("a worker on an in-memory database runs jobs off the calling thread and leaves no file", "[storage]") {
     test_support::temp_dir dir;
-    const auto previous = std::filesystem::current_path();
-    std::filesystem::current_path(dir.path());  // where a file named ":memory:" would appear
+    struct working_directory {  // where a file named ":memory:" would appear
+        std::filesystem::path previous = std::filesystem::current_path();
+        explicit working_directory(const std::filesystem::path& p) { std::filesystem::current_path(p); }
+        ~working_directory() { std::filesystem::current_path(previous); }
+    };
+    std::optional<working_directory> in_dir(std::in_place, dir.path());
     std::thread::id ran_on;
     std::string outcome = "not run";
     {
@@ -112,7 +117,7 @@ TEST_CASE("a worker on an in-memory database runs jobs off the calling thread an
         worker.wait_idle();
         CHECK(worker.drain() == 1);
     }
-    std::filesystem::current_path(previous);
+    in_dir.reset();
     CHECK(outcome.empty());
     CHECK(ran_on != std::this_thread::get_id());
     CHECK(std::filesystem::is_empty(dir.path()));

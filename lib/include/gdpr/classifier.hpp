@@ -1,6 +1,7 @@
 #pragma once
 // The classification engine the plugin drives: topic -> schema -> filtered payload, plus the
-// decision for wills. Owns the loaded schemas and the pseudonymisation key. Broker thread only.
+// decision for wills. Owns the loaded schemas and the pseudonymisation key. Broker thread only,
+// but for load_schemas, which reads only what is fixed at construction.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -106,7 +107,9 @@ public:
     const schema_set& schemas() const { return schemas_; }
     // A schema reload: reads and checks `dir` as load() does, against the purposes already
     // loaded (purposes.json is read at start only), without touching the schemas in use. Throws
-    // schema_error, or config_error when a schema pseudonymises and no key is loaded.
+    // schema_error, or config_error when a schema pseudonymises and no key is loaded. Safe on
+    // another thread while the broker thread classifies: it reads only the purposes and whether a
+    // key is loaded, neither of which ever changes.
     schema_set load_schemas(const std::string& dir) const;
     // Puts `next` in use. Every pointer to a schema of the previous set (publish_verdict::matched,
     // personal_data_in's answer, residency_rules) is invalid from here on; pointers to the
