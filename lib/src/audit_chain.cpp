@@ -91,21 +91,27 @@ std::string to_hex(std::string_view bytes) {
     return out;
 }
 
-std::string ref_bytes(std::string_view hex) {
+std::optional<std::string> from_hex(std::string_view hex) {
     auto nibble = [](char c) -> int {
         if (c >= '0' && c <= '9') return c - '0';
         if (c >= 'a' && c <= 'f') return c - 'a' + 10;
         if (c >= 'A' && c <= 'F') return c - 'A' + 10;
         return -1;
     };
-    if (hex.size() != 2 * ENVELOPE_REF_BYTES) throw std::invalid_argument("a subject reference has 32 hex digits");
-    std::string out(ENVELOPE_REF_BYTES, '\0');
-    for (std::size_t i = 0; i < ENVELOPE_REF_BYTES; ++i) {
+    if (hex.size() % 2 != 0) return std::nullopt;
+    std::string out(hex.size() / 2, '\0');
+    for (std::size_t i = 0; i < out.size(); ++i) {
         const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) throw std::invalid_argument("a subject reference has 32 hex digits");
+        if (hi < 0 || lo < 0) return std::nullopt;
         out[i] = static_cast<char>(hi * 16 + lo);
     }
     return out;
+}
+
+std::string ref_bytes(std::string_view hex) {
+    auto bytes = hex.size() == 2 * ENVELOPE_REF_BYTES ? from_hex(hex) : std::nullopt;
+    if (!bytes) throw std::invalid_argument("a subject reference has 32 hex digits");
+    return std::move(*bytes);
 }
 
 void write_envelope_aad(std::int64_t seq, std::string_view ref, envelope_aad_bytes& out) {

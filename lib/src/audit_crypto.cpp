@@ -11,17 +11,19 @@
 
 namespace gdpr {
 
-namespace {
-
-data_key derive(std::string_view master, std::string_view label) {
+data_key hmac_sha256(std::string_view key, std::string_view message) {
     data_key out{};
     unsigned int len = 0;
-    if (!HMAC(EVP_sha256(), master.data(), static_cast<int>(master.size()),
-              reinterpret_cast<const unsigned char*>(label.data()), label.size(), out.data(), &len) ||
+    if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(message.data()),
+              message.size(), out.data(), &len) ||
         len != out.size())
         throw std::runtime_error("OpenSSL HMAC-SHA256 failed");
     return out;
 }
+
+namespace {
+
+data_key derive(std::string_view master, std::string_view label) { return hmac_sha256(master, label); }
 
 std::string derive_string(std::string_view master, std::string_view label) {
     const data_key k = derive(master, label);

@@ -53,6 +53,8 @@ inline chain_hash link_hash(const chain_hash& previous, const stored_record& r, 
     return link_hash(previous, view_of(r), digest);
 }
 std::string to_hex(std::string_view bytes);
+// The bytes of `hex` (either case); nothing when it has odd length or a character that is no hex digit.
+std::optional<std::string> from_hex(std::string_view hex);
 inline std::string to_hex(const chain_hash& h) {
     return to_hex(std::string_view(reinterpret_cast<const char*>(h.data()), h.size()));
 }

@@ -18,6 +18,9 @@ namespace gdpr {
 using data_key = std::array<unsigned char, 32>;
 class gcm_sealer;
 
+// HMAC-SHA256 of `message` under `key`. Throws std::runtime_error when OpenSSL fails.
+data_key hmac_sha256(std::string_view key, std::string_view message);
+
 class audit_keys {
 public:
     // Derives the keys from the contents of a master key file (at least 32 random bytes).
