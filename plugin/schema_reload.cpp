@@ -17,8 +17,7 @@ std::string joined(const std::vector<std::string>& items) {
     return out;
 }
 
-void report(plugin_context& ctx, const gdpr::schema_changes& changes, const std::vector<std::string>& load_warnings,
-            std::string_view requested_by) {
+void report(plugin_context& ctx, const gdpr::schema_changes& changes, std::string_view requested_by) {
     std::string line = "reloaded " + std::to_string(changes.schemas) + " schemas (" +
                        std::to_string(changes.topic_filters) + " topic filters) from " + ctx.options.schemas_dir + " (" +
                        std::string(requested_by) + ")";
@@ -42,12 +41,7 @@ void report(plugin_context& ctx, const gdpr::schema_changes& changes, const std:
         ctx.log.warning(text);
         publish_alert(ctx, "schemas", text);
     }
-    for (const auto& w : load_warnings) ctx.log.warning(w);
-    for (const auto& s : ctx.engine->schemas().schemas) {
-        if (s.needs_consent && s.subject.kind == gdpr::subject_kind::none)
-            ctx.log.warning("schema " + s.tag() + " has fields whose purpose rests on consent but declares no \"subject\": "
-                            "those fields will always be dropped");
-    }
+    ctx.engine->log_schema_warnings(ctx.log);
 }
 
 // Puts a loaded set in use, or throws changing nothing. Broker thread.
@@ -67,7 +61,6 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
                                  "\"allowRemovals\": true to remove schemas (a SIGHUP never does)");
     gdpr::residency_rules::schema_bindings bindings;
     if (ctx.residency) bindings = ctx.residency->rules().bind(next);  // points into next.schemas' elements
-    const std::vector<std::string> load_warnings = next.warnings;
 
     // The swap: nothing here throws, so no pointer into the old set survives it.
     ctx.engine->replace_schemas(std::move(next));
@@ -76,7 +69,7 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
     if (ctx.recorder) ctx.recorder->forget_schemas();
 
     try {
-        report(ctx, changes, load_warnings, requested_by);
+        report(ctx, changes, requested_by);
         if (ctx.residency)
             for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
     } catch (const std::exception& e) {  // the reload has happened; only its report is incomplete

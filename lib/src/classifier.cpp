@@ -22,14 +22,19 @@ std::unique_ptr<classifier> classifier::load(const plugin_options& options, logg
     for (const auto& s : schemas.schemas) filters += s.topics.size();
     log.notice("loaded " + std::to_string(schemas.schemas.size()) + " schemas (" + std::to_string(filters) +
                " topic filters) and " + std::to_string(purposes.size()) + " purposes from " + options.schemas_dir);
-    for (const auto& s : schemas.schemas) {
+    if (schemas.schemas.empty()) log.warning("no schema files in " + options.schemas_dir + ": nothing will be classified");
+    auto c = std::make_unique<classifier>(std::move(schemas), options.unmatched, std::move(pseudonyms), std::move(purposes));
+    c->log_schema_warnings(log);
+    return c;
+}
+
+void classifier::log_schema_warnings(logger& log) const {
+    for (const auto& s : schemas_.schemas) {
         if (s.needs_consent && s.subject.kind == subject_kind::none)
             log.warning("schema " + s.tag() + " has fields whose purpose rests on consent but declares no \"subject\": "
                         "those fields will always be dropped");
     }
-    if (schemas.schemas.empty()) log.warning("no schema files in " + options.schemas_dir + ": nothing will be classified");
-    for (const auto& w : schemas.warnings) log.warning(w);
-    return std::make_unique<classifier>(std::move(schemas), options.unmatched, std::move(pseudonyms), std::move(purposes));
+    for (const auto& w : schemas_.warnings) log.warning(w);
 }
 
 schema_set classifier::load_schemas(const std::string& dir) const {

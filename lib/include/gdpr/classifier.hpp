@@ -115,6 +115,9 @@ public:
     // personal_data_in's answer, residency_rules) is invalid from here on; pointers to the
     // schemas of `next` stay valid (its vector moves, its elements do not).
     void replace_schemas(schema_set&& next) noexcept;
+    // What the schemas in use deserve a warning for (at start and after a reload): consent
+    // purposes without a subject, overlapping topic filters.
+    void log_schema_warnings(logger& log) const;
     const purpose_registry& purposes() const { return purposes_; }
     const classifier_stats& stats() const { return stats_; }
 
