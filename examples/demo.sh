@@ -157,6 +157,9 @@ publish home/h1/presence/kitchen \
 publish devices/gw-9/diagnostics \
   '{"device_serial":"GW-9","ip_address":"192.168.1.20","wifi_ssid":"AnnsHome","firmware":"2.4.1","temperature_c":41.37}' gw-9
 publish fleet/acme/vehicle/v19/telemetry 'driver D-9999 at 48.1,11.5 (not JSON)' vehicle-v19
+# The vehicle's last state, retained on the plugin's broker while the consent stands.
+mosquitto_pub -h 127.0.0.1 -p "$gdpr_port" -V 5 -q 1 -i vehicle-v17 -r -t fleet/acme/vehicle/v17/telemetry \
+  -m '{"driver_id":"D-1234","gps":{"lat":48.139500,"lon":11.581000},"speed":0,"ts":"2026-11-23T16:43:01Z"}'
 sleep 0.3
 
 echo
@@ -165,6 +168,11 @@ ctl consent set D-1234 route-analytics withdrawn --evidence "driver request via 
 publish fleet/acme/vehicle/v17/telemetry \
   '{"driver_id":"D-1234","gps":{"lat":48.140112,"lon":11.590017},"speed":31.0,"ts":"2026-11-23T16:43:55.250Z"}' vehicle-v17
 sleep 1
+echo
+echo "=== A dashboard that subscribes only now gets the vehicle's retained message, stored while the"
+echo "    consent stood, without the position (GDPR Art. 7(3): withdrawal reaches stored messages too):"
+mosquitto_sub -h 127.0.0.1 -p "$gdpr_port" -V 5 -i late-dashboard -t fleet/acme/vehicle/v17/telemetry -C 1 -W 5 \
+  -F '    %t  %p' || echo "    (nothing received)"
 echo
 echo "=== The consent history an auditor can ask for:"
 ctl consent get D-1234

@@ -64,8 +64,10 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
             return erase;
         }
     }
-    if (acl.access == MOSQ_ACL_READ)
-        return ctx.residency ? check_delivery_residency(ctx, acl, topic) : decision::no_objection;
+    if (acl.access == MOSQ_ACL_READ) {
+        if (ctx.residency && check_delivery_residency(ctx, acl, topic) == decision::deny) return decision::deny;
+        return check_stored_consent(ctx, acl, topic);
+    }
     if (acl.access == MOSQ_ACL_SUBSCRIBE && ctx.residency) note_subscription_residency(ctx, acl, topic);
     if (acl.access != MOSQ_ACL_WRITE) return decision::no_objection;
     if (!is_will(ctx, acl.client)) return decision::no_objection;  // an ordinary publish: MESSAGE decides
@@ -105,8 +107,10 @@ int on_acl_check(int, void* event_data, void* userdata) {
     try {
         const auto& acl = *static_cast<mosquitto_evt_acl_check*>(event_data);
         ctx.refusal_reason = {};
+        ctx.stored_copy_due = nullptr;
         const decision d = check(ctx, acl);
         if (ctx.recorder) record(ctx, acl, d);
+        if (ctx.stored_copy_due) send_stored_copy(ctx, acl);
         if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {
             ctx.map->delivered(client_id_of(acl.client), acl.topic ? std::string_view(acl.topic) : std::string_view{},
                                acl.payload);

@@ -76,6 +76,25 @@ struct plugin_context {
     std::uint64_t bridge_alerts_pending = 0;
     // Why the ACL check in progress refused, when the reason is more specific than the default.
     std::string_view refusal_reason;
+    // The publish in hand, whose deliveries need no second consent check (stored_consent.cpp).
+    const void* current_payload = nullptr;
+    std::string current_topic;
+    std::uint64_t current_generation = 0;  // consent_store::withdrawal_generation() at that publish
+    struct stored_recheck {
+        const void* payload = nullptr;
+        std::uint32_t size = 0;
+        std::string topic;
+        std::uint64_t generation = 0;
+        gdpr::stored_check result;
+    } last_recheck;
+    // The schema of a stored message withheld by the ACL check in progress whose copy is due.
+    const gdpr::schema* stored_copy_due = nullptr;
+    // Deliveries of stored messages withheld for withdrawn consent, reported at most every 10 s.
+    struct stored_consent_report {
+        std::uint64_t unreported = 0, resent_unreported = 0;
+        std::string last_topic, last_schema;
+        std::chrono::steady_clock::time_point last_report{};
+    } stored_consent;
     // Reads the schemas directory for a reload off the broker thread (schema_reload.cpp).
     std::unique_ptr<gdpr::storage_worker> schema_loader;
 };
@@ -128,6 +147,22 @@ void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
 decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
 // An acknowledgement on the publisher's own ack topic: applied; true when the publish was one.
 bool handle_erase_ack(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic);
+
+// Stored messages and withdrawn consent (stored_consent.cpp), GDPR Art. 7(3).
+// Lets the consent store find subjects by pseudonym when a schema pseudonymises its subject field.
+void index_stored_pseudonyms(plugin_context& ctx);
+// The publish being classified was allowed with this payload (as forwarded) and topic.
+void note_current_publish(plugin_context& ctx, const void* payload, std::string_view topic);
+// A payload address seen before may now be another message (see forget_current_payloads).
+void forget_stored_checks(plugin_context& ctx);
+// READ: a stored message whose consent has been withdrawn since it was stored is withheld; with
+// acl_default allow, its copy without the withdrawn fields is then due (send_stored_copy).
+decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
+// Sends the copy check_stored_consent left due, if any, to the client of `acl` alone; call after
+// the refusal is recorded.
+void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl);
+// Logs the withheld deliveries, at most every 10 s.
+void report_stored_consent(plugin_context& ctx, std::chrono::steady_clock::time_point now);
 
 // Residency (residency_event.cpp). open_residency throws config_error naming residency_file.
 void open_residency(plugin_context& ctx);

@@ -60,6 +60,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     // Deliveries checked from here on are this publish's, if any: never the previous one's.
     if (ctx.map) ctx.map->forget_last_publish();
     if (ctx.residency) ctx.residency->forget_publish();
+    ctx.current_payload = nullptr;
     if (audit_trail_refuses(ctx, "publish", topic)) return decision::deny;
     if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
@@ -79,6 +80,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         record_publish(ctx, msg, topic, payload.size(), v);
         note_holders(ctx, msg, topic);
         if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, gdpr::residency_rules::NO_REGION);
+        note_current_publish(ctx, msg.payload, topic);
         return decision::allow;
     }
     // GDPR Art. 44: bridges bypass ACL checks, so data they would carry abroad stops here.
@@ -115,6 +117,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     record_publish(ctx, msg, topic, payload.size(), v);
     note_holders(ctx, msg, topic);
     if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, region);
+    note_current_publish(ctx, msg.payload, topic);
     return decision::allow;
 }
 
@@ -151,6 +154,7 @@ int on_message(int, void* event_data, void* userdata) {
         drain_completions(ctx);  // never fails: each completion is guarded
         residency_tick(ctx);     // held-back alerts, also where the broker fires no tick
         if (ctx.quota_refusals_unreported > 0) report_quota_refusals(ctx, std::chrono::steady_clock::now());
+        if (ctx.stored_consent.unreported > 0) report_stored_consent(ctx, std::chrono::steady_clock::now());
     } catch (...) {
     }
     try {

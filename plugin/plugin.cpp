@@ -53,6 +53,7 @@ void open_consent_store(plugin_context& ctx) {
         throw gdpr::config_error("database", e.what());
     }
     ctx.engine->attach_consent(ctx.consent.get());
+    index_stored_pseudonyms(ctx);
     ctx.operators = gdpr::operator_list{ctx.options.operator_usernames, ctx.options.operator_client_ids,
                                         ctx.options.operator_cert_cns};
     ctx.control = std::make_unique<gdpr::control_api>(*ctx.engine, *ctx.consent, ctx.engine->purposes(), ctx.operators, ctx.log);

@@ -69,6 +69,7 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
     if (ctx.recorder) ctx.recorder->forget_schemas();
 
     try {
+        index_stored_pseudonyms(ctx);  // a schema that now pseudonymises its subject field needs it
         report(ctx, changes, requested_by);
         if (ctx.residency)
             for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);

@@ -83,12 +83,14 @@ int on_tick(int, void*, void* userdata) {
         drain_completions(ctx);
         if (ctx.recorder) ctx.recorder->forget_last_publish();
         if (ctx.map) ctx.map->forget_last_publish();
+        forget_stored_checks(ctx);
         if (ctx.residency) {
             ctx.residency->forget_publish();
             residency_tick(ctx);
         }
         erasure_tick(ctx);
         const auto now = std::chrono::steady_clock::now();
+        report_stored_consent(ctx, now);
         if (ctx.audit && now - ctx.last_audit_check >= std::chrono::milliseconds(200)) {
             ctx.last_audit_check = now;
             report_audit_problems(ctx);

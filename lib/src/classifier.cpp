@@ -45,8 +45,17 @@ schema_set classifier::load_schemas(const std::string& dir) const {
     return next;
 }
 
+namespace {
+bool any_consent_fields(const schema_set& set) {
+    for (const auto& s : set.schemas)
+        if (s.needs_consent) return true;
+    return false;
+}
+} // namespace
+
 void classifier::replace_schemas(schema_set&& next) noexcept {
     schemas_ = std::move(next);
+    has_consent_fields_ = any_consent_fields(schemas_);
     subjects_.clear();
     outcomes_.clear();  // they name fields of the previous schemas
 }
@@ -56,6 +65,7 @@ classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::uniq
     : schemas_(std::move(schemas)), purposes_(std::move(purposes)), unmatched_(unmatched), pseudonyms_(std::move(pseudonyms)),
       filter_(pseudonyms_.get()) {
     out_.reserve(4096);
+    has_consent_fields_ = any_consent_fields(schemas_);
 }
 
 publish_verdict classifier::classify(std::string_view topic, std::string_view payload, std::string_view client_id) {
@@ -133,6 +143,79 @@ std::vector<std::string> classifier::subjects_of(const schema& s, std::string_vi
     case subject_kind::none: break;
     }
     return subjects;
+}
+
+std::string_view to_string(stored_consent c) {
+    switch (c) {
+    case stored_consent::not_checked: return "not checked";
+    case stored_consent::still_given: return "still given";
+    case stored_consent::withdrawn: return "withdrawn";
+    case stored_consent::unreadable: return "unreadable";
+    }
+    return "?";
+}
+
+namespace {
+// The rule that covers the member at `tokens`, wildcards included; null when none does.
+const field_rule* rule_at(const schema& s, const std::vector<std::string>& tokens) {
+    std::int32_t node = 0;
+    for (const auto& token : tokens) {
+        node = s.tree.child(node, token);
+        if (node == field_tree::NONE) return nullptr;
+    }
+    const std::int32_t rule = s.tree.nodes[static_cast<std::size_t>(node)].rule;
+    return rule == field_tree::NONE ? nullptr : &s.fields[static_cast<std::size_t>(rule)];
+}
+} // namespace
+
+bool classifier::pseudonymises_consent_subject() const {
+    for (const auto& s : schemas_.schemas) {
+        if (!s.needs_consent || s.subject.kind != subject_kind::field) continue;
+        const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
+        if (rule && rule->action == field_action::pseudonymise) return true;
+    }
+    return false;
+}
+
+stored_check classifier::recheck_stored(std::string_view topic, std::string_view payload) {
+    stored_check c;
+    c.matched = schemas_.route(topic);
+    if (!c.matched || !c.matched->needs_consent || payload.empty()) return c;
+    const schema& s = *c.matched;
+    std::uint64_t consented = 0;
+    switch (s.subject.kind) {
+    case subject_kind::topic_level: {
+        const auto levels = split_topic_levels(topic);
+        const auto i = static_cast<std::size_t>(s.subject.topic_level);
+        if (consent_ && i < levels.size() && !levels[i].empty()) consented = consent_->granted_mask(levels[i]);
+        break;
+    }
+    case subject_kind::field: {
+        const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
+        const field_action action = rule ? rule->action : (s.unclassified == unclassified_policy::keep ? field_action::keep
+                                                                                                     : field_action::drop);
+        if (action != field_action::keep && action != field_action::pseudonymise) return c;  // not in the stored copy
+        // An absent subject field leaves the mask at 0: no known subject, no consent (as at publish).
+        if (consent_ && payload_filter::find_scalar(payload, s.subject.pointer_tokens, subject_buf_) && !subject_buf_.empty())
+            consented = action == field_action::keep ? consent_->granted_mask(subject_buf_)
+                                                     : consent_->granted_mask_by_pseudonym(subject_buf_);
+        break;
+    }
+    case subject_kind::binding:  // the broker does not say who published a stored message
+    case subject_kind::none: return c;
+    }
+    const filter_result r = filter_.remove_withdrawn(s, consented, payload, recheck_out_);
+    if (r.status != filter_status::ok) {
+        ++stats_.stored_unreadable;
+        c.outcome = stored_consent::unreadable;
+    } else if (r.no_consent > 0) {
+        ++stats_.stored_withdrawn;
+        c.outcome = stored_consent::withdrawn;
+        c.fields_withdrawn = r.no_consent;
+    } else {
+        c.outcome = stored_consent::still_given;
+    }
+    return c;
 }
 
 std::string classifier::loggable_topic(std::string_view topic) const {

@@ -95,11 +95,47 @@ const std::vector<std::string>* consent_store::subjects_bound_to(std::string_vie
 void consent_store::apply(const std::string& subject, int bit, bool granted) {
     const std::uint64_t flag = std::uint64_t{1} << bit;
     if (granted) {
+        if (pseudonym_of_ && !masks_.find(subject)) {
+            // Computed before anything changes: if it throws, the store stays as it was.
+            const std::string pseudonym = pseudonym_of_(subject);
+            subject_by_pseudonym_[pseudonym] = subject;
+        }
         masks_[subject] |= flag;
-    } else if (std::uint64_t* mask = masks_.find(subject)) {
-        *mask &= ~flag;
-        if (*mask == 0) masks_.erase(subject);
+    } else {
+        ++withdrawals_;
+        if (std::uint64_t* mask = masks_.find(subject)) {
+            *mask &= ~flag;
+            if (*mask == 0) forget_mask(subject);
+        }
     }
+}
+
+void consent_store::forget_mask(const std::string& subject) {
+    if (!masks_.erase(subject) || !pseudonym_of_) return;
+    // GDPR Art. 7(3), 17: forgetting must not fail half-way, so a failing HMAC costs a search.
+    std::string pseudonym;
+    try {
+        pseudonym = pseudonym_of_(subject);
+    } catch (...) {
+        subject_by_pseudonym_.for_each([&](std::string_view p, const std::string& s) {
+            if (s == subject) pseudonym.assign(p);
+        });
+    }
+    subject_by_pseudonym_.erase(pseudonym);
+}
+
+void consent_store::index_pseudonyms(std::function<std::string(std::string_view)> pseudonym_of) {
+    // Built on the side and put in use only when complete: a failure leaves no half index.
+    subject_table<std::string> index;
+    if (pseudonym_of)
+        masks_.for_each([&](std::string_view subject, const std::uint64_t&) { index[pseudonym_of(subject)].assign(subject); });
+    subject_by_pseudonym_ = std::move(index);
+    pseudonym_of_ = std::move(pseudonym_of);
+}
+
+std::uint64_t consent_store::granted_mask_by_pseudonym(std::string_view pseudonym) const {
+    const std::string* subject = subject_by_pseudonym_.find(pseudonym);
+    return subject ? granted_mask(*subject) : 0;
 }
 
 std::uint64_t consent_store::begin_change(const std::string& key) {
@@ -268,7 +304,8 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
         const auto key = consent_key(subject, purpose);
         superseded.emplace_back(key, begin_change(key));
     }
-    masks_.erase(subject);
+    ++withdrawals_;
+    forget_mask(subject);
     // A withdrawal waiting to be retried would write the subject back.
     pending_withdrawals_.erase(std::remove_if(pending_withdrawals_.begin(), pending_withdrawals_.end(),
                                               [&](const withdrawal& w) { return w.subject == subject; }),

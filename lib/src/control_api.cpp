@@ -398,6 +398,8 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                  {{"invalidPayload", s.refused_invalid},
                   {"unmatchedTopic", s.refused_unmatched},
                   {"will", s.wills_refused},
+                  {"storedMessageConsentWithdrawn", s.stored_withdrawn},
+                  {"storedMessageUnreadable", s.stored_unreadable},
                   {"controlRequests", refused_requests_}}},
                 {"publishesWithoutKnownSubject", s.no_subject},
                 {"subjectsWithConsent", store_.subjects_with_consent()},

@@ -90,9 +90,9 @@ void decode_string(std::string_view raw, std::string& out) {
 class filter_run {
 public:
     filter_run(const schema& s, const pseudonymiser* ps, std::uint64_t consented, std::string_view in,
-               std::string& out, std::vector<field_outcome>* outcomes)
+               std::string& out, std::vector<field_outcome>* outcomes, bool stored = false)
         : s_(s), tree_(s.tree), ps_(ps), consented_(consented), begin_(in.data()), p_(in.data()),
-          end_(in.data() + in.size()), out_(out), outcomes_(outcomes) {}
+          end_(in.data() + in.size()), out_(out), outcomes_(outcomes), stored_(stored) {}
 
     // Walks `tokens` down from the top level; see payload_filter::find_scalar.
     bool find(const std::vector<std::string>& tokens, std::string& value) {
@@ -485,6 +485,12 @@ private:
         }
     }
 
+    // Copies the member whose value starts at `start` and ends at p_ as it is.
+    void keep(bool& first, std::string_view key_raw, const char* start) {
+        prefix(first, key_raw);
+        out_.append(start, static_cast<std::size_t>(p_ - start));
+    }
+
     // At the start of a member's value.
     bool member(std::int32_t child, std::string_view key_raw, bool& first, int depth) {
         if (child != NONE) {
@@ -496,16 +502,20 @@ private:
             }
             // Rules live below this member but the value has another shape: whatever it holds,
             // no rule vouches for it, so it goes even under "unclassified": "keep".
+            const char* start = p_;
             if (!skip_value(depth)) return false;
+            if (stored_) {
+                keep(first, key_raw, start);
+                return true;
+            }
             ++res_.unsupported;
             note(-1, field_outcome::kind::unsupported);
             return true;
         }
         const char* start = p_;
         if (!skip_value(depth)) return false;
-        if (s_.unclassified == unclassified_policy::keep) {
-            prefix(first, key_raw);
-            out_.append(start, static_cast<std::size_t>(p_ - start));
+        if (s_.unclassified == unclassified_policy::keep || stored_) {
+            keep(first, key_raw, start);
         } else {
             // GDPR Art. 5(1)(c): data minimisation — what no rule vouches for does not leave.
             ++res_.unclassified_dropped;
@@ -526,6 +536,14 @@ private:
             return true;
         }
         const std::string_view value(start, static_cast<std::size_t>(p_ - start));
+        if (stored_) {
+            // Already filtered when it was published: applying the action again would, say,
+            // pseudonymise a pseudonym.
+            keep(first, key_raw, start);
+            if (rule.personal && lead != 'n' && rule.action != field_action::mask && rule.action != field_action::drop)
+                ++res_.personal_forwarded;
+            return true;
+        }
         const std::size_t mark = out_.size();
         const bool was_first = first;
         switch (rule.action) {
@@ -622,6 +640,7 @@ private:
     std::string key_buf_;
     std::string value_buf_;
     bool last_string_escaped_ = false;  // of the most recently scanned string
+    bool stored_;  // remove_withdrawn: only consent removes anything
 };
 
 } // namespace
@@ -629,6 +648,12 @@ private:
 filter_result payload_filter::run(const schema& rules, std::uint64_t consented, std::string_view payload,
                                   std::string& out, std::vector<field_outcome>* outcomes) const {
     filter_run run(rules, pseudonyms_, consented, payload, out, outcomes);
+    return run.run();
+}
+
+filter_result payload_filter::remove_withdrawn(const schema& rules, std::uint64_t consented, std::string_view stored,
+                                               std::string& out) const {
+    filter_run run(rules, nullptr, consented, stored, out, nullptr, true);
     return run.run();
 }
 

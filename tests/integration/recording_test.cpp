@@ -172,6 +172,39 @@ TEST_CASE("consent changes and control commands are recorded", "[integration][re
     CHECK(j["records"][0]["data"]["evidence"] == "form-12");
 }
 
+TEST_CASE("a stored message withheld for withdrawn consent is recorded as a refused delivery, then its copy",
+          "[integration][recording][consent][retained]") {
+    recording_setup setup;
+    {
+        itest::broker b(setup.options());
+        auto consent = [&](const char* state) {
+            const auto [st, out] = run(gdprctl() + " --port " + std::to_string(b.port()) + " --client-id " +
+                                       itest::OPERATOR_CLIENT_ID + " consent set D-7781 route-analytics " + state);
+            INFO(out);
+            REQUIRE(st == 0);
+        };
+        consent("granted");
+        itest::client vehicle(b, "vehicle-42");
+        vehicle.connect();
+        REQUIRE(vehicle.publish(TOPIC, PAYLOAD, 1, true) == 0);
+        consent("withdrawn");
+        itest::client late(b, "late-dashboard");
+        late.connect();
+        late.subscribe(TOPIC, 1);
+        auto got = late.next();
+        REQUIRE(got);
+        CHECK(json::parse(got->to_string())["gps"] == json::object());
+        std::this_thread::sleep_for(300ms);
+        b.stop();
+    }
+    CHECK(count_records(setup.db, "kind = 'delivery_refused' AND client_id = 'late-dashboard' AND "
+                                  "json_extract(detail, '$.reason') LIKE 'consent withdrawn since the message was stored%'") == 1);
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'late-dashboard'") == 1);
+    const auto [st, out] = run(gdprctl() + " verify " + setup.db);
+    INFO(out);
+    CHECK(st == 0);
+}
+
 TEST_CASE("a broker killed with SIGKILL under load keeps every flushed record and verifies after restart",
           "[integration][recording][crash]") {
     recording_setup setup;

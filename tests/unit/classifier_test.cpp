@@ -114,26 +114,42 @@ TEST_CASE("loggable topics hide a subject taken from a topic level", "[classifie
     CHECK(plain.loggable_topic("dev/7/data") == "dev/7/data");
 }
 
-TEST_CASE("consent decides per subject, resolved as the schema declares", "[classifier][consent]") {
-    gdpr::purpose_registry reg;
-    reg.add({"ops", gdpr::lawful_basis::contract, ""});
-    reg.add({"analytics", gdpr::lawful_basis::consent, ""});
-    auto schema_of = [&](const std::string& subject) {
-        gdpr::schema_set set;
-        set.schemas.push_back(gdpr::parse_schema(R"({"id":"s","version":1,"topics":["dev/+/data"],)" + subject + R"(,
-          "fields":{"/id":{"category":"i","personal":true,"purpose":"ops","action":"keep"},
-                    "/loc":{"category":"l","personal":true,"purpose":"analytics","action":"keep"}}})", "inline.json", reg));
-        set.router.add("dev/+/data", 0);
-        return set;
-    };
+namespace {
+
+// Purposes "ops" (contract) and "analytics" (consent); subject "A" has consented to analytics.
+struct consent_fixture {
+    gdpr::purpose_registry reg = [] {
+        gdpr::purpose_registry r;
+        r.add({"ops", gdpr::lawful_basis::contract, ""});
+        r.add({"analytics", gdpr::lawful_basis::consent, ""});
+        return r;
+    }();
     test_support::temp_dir dir;
-    auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
-    auto settle = [&] {
+    std::unique_ptr<gdpr::consent_store> store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+
+    consent_fixture() {
+        store->set_consent("A", "analytics", true, "op", "", nullptr);
+        settle();
+    }
+    void settle() {
         store->wait_idle();
         store->drain();
-    };
-    store->set_consent("A", "analytics", true, "op", "", nullptr);
-    settle();
+    }
+    // Schema "s" on dev/+/data: /id (ops, `id_action`), /loc (analytics), /v (not personal).
+    gdpr::schema_set schema_of(const std::string& subject, const std::string& id_action = "keep") const {
+        gdpr::schema_set set;
+        set.schemas.push_back(gdpr::parse_schema(R"({"id":"s","version":1,"topics":["dev/+/data"],)" + subject + R"(,
+          "fields":{"/id":{"category":"i","personal":true,"purpose":"ops","action":")" + id_action + R"("},
+                    "/loc":{"category":"l","personal":true,"purpose":"analytics","action":"keep"},
+                    "/v":{"category":"m","personal":false}}})", "inline.json", reg));
+        set.router.add("dev/+/data", 0);
+        return set;
+    }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(consent_fixture, "consent decides per subject, resolved as the schema declares", "[classifier][consent]") {
 
     SECTION("payload field") {
         gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})"), gdpr::unmatched_policy::pass, nullptr);
@@ -215,4 +231,67 @@ TEST_CASE("a schema reload loads a directory beside the schemas in use and swaps
     dir.write("q.json", "{");
     CHECK_THROWS_WITH(c.load_schemas(dir.path().string()), Catch::Contains("q.json"));
     CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@5");
+}
+
+TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's consent, its subject found as the schema allows",
+                 "[classifier][consent]") {
+    SECTION("subject field kept") {
+        gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})", "keep"), gdpr::unmatched_policy::pass, nullptr);
+        c.attach_consent(store.get());
+        CHECK_FALSE(c.pseudonymises_consent_subject());
+        const std::string stored = R"({"id":"A","loc":1,"v":2})";
+        CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::still_given);
+        store->set_consent("A", "analytics", false, "op", "", nullptr);
+        const auto check = c.recheck_stored("dev/1/data", stored);
+        CHECK(check.outcome == gdpr::stored_consent::withdrawn);
+        CHECK(check.fields_withdrawn == 1);
+        CHECK(c.rechecked() == R"({"id":"A","v":2})");
+        CHECK(c.stats().stored_withdrawn == 1);
+        // Not JSON: nothing vouches for its consent-based fields.
+        CHECK(c.recheck_stored("dev/1/data", "{\"id\":").outcome == gdpr::stored_consent::unreadable);
+        CHECK(c.stats().stored_unreadable == 1);
+        // Another topic, or an empty (clearing) payload: nothing to check.
+        CHECK(c.recheck_stored("other", stored).outcome == gdpr::stored_consent::not_checked);
+        CHECK(c.recheck_stored("dev/1/data", "").outcome == gdpr::stored_consent::not_checked);
+    }
+    SECTION("subject field pseudonymised: found through the consent store's pseudonym index") {
+        auto ps = std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k'));
+        const std::string pseudonym_a = ps->pseudonym("A");
+        gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})", "pseudonymise"), gdpr::unmatched_policy::pass,
+                           std::move(ps));
+        c.attach_consent(store.get());
+        CHECK(c.pseudonymises_consent_subject());
+        REQUIRE(c.classify("dev/1/data", R"({"id":"A","loc":1})").action == gdpr::publish_action::replace);
+        const std::string stored = c.filtered();
+        REQUIRE(stored == R"({"id":")" + pseudonym_a + R"(","loc":1})");
+        // Without the index the pseudonym names nobody: fail closed.
+        CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::withdrawn);
+        store->index_pseudonyms([&c](std::string_view s) { return c.pseudonym_of(s); });
+        CHECK(store->indexes_pseudonyms());
+        CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::still_given);
+        store->set_consent("A", "analytics", false, "op", "", nullptr);
+        CHECK(store->granted_mask_by_pseudonym(pseudonym_a) == 0);
+        CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::withdrawn);
+        CHECK(c.rechecked() == R"({"id":")" + pseudonym_a + R"("})");
+        // A grant after indexing is found too, once durable.
+        store->set_consent("A", "analytics", true, "op", "", nullptr);
+        settle();
+        CHECK(store->granted_mask_by_pseudonym(pseudonym_a) == 1);
+        CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::still_given);
+    }
+    SECTION("topic level") {
+        gdpr::classifier c(schema_of(R"("subject":{"topicLevel":1})", "keep"), gdpr::unmatched_policy::pass, nullptr);
+        c.attach_consent(store.get());
+        CHECK(c.recheck_stored("dev/A/data", R"({"loc":1})").outcome == gdpr::stored_consent::still_given);
+        CHECK(c.recheck_stored("dev/B/data", R"({"loc":1})").outcome == gdpr::stored_consent::withdrawn);
+        CHECK(c.rechecked() == "{}");
+    }
+    SECTION("subjects the stored message cannot tell are not checked") {
+        gdpr::classifier dropped(schema_of(R"("subject":{"field":"/id"})", "drop"), gdpr::unmatched_policy::pass, nullptr);
+        dropped.attach_consent(store.get());
+        CHECK(dropped.recheck_stored("dev/1/data", R"({"loc":1})").outcome == gdpr::stored_consent::not_checked);
+        gdpr::classifier bound(schema_of(R"("subject":{"binding":"client"})", "keep"), gdpr::unmatched_policy::pass, nullptr);
+        bound.attach_consent(store.get());
+        CHECK(bound.recheck_stored("dev/1/data", R"({"loc":1})").outcome == gdpr::stored_consent::not_checked);
+    }
 }

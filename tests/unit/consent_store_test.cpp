@@ -226,3 +226,60 @@ TEST_CASE("a withdrawal that cannot be written stays in force and is retried", "
     auto reopened = gdpr::consent_store::open(path, reg);
     CHECK(reopened->granted_mask("D-1") == 0);  // the withdrawal survived the restart
 }
+
+TEST_CASE("the pseudonym index follows consent: built over what is loaded, kept through changes and erasure",
+          "[consent]") {
+    test_support::temp_dir dir;
+    const auto reg = purposes();
+    auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+    store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+    store->set_consent("D-2", "marketing", true, "op", "", nullptr);
+    settle(*store);
+    auto pseudonym = [](std::string_view s) { return "p:" + std::string(s); };
+    CHECK(store->granted_mask_by_pseudonym("p:D-1") == 0);  // not indexed yet
+    CHECK_FALSE(store->indexes_pseudonyms());
+    store->index_pseudonyms(pseudonym);
+    CHECK(store->granted_mask_by_pseudonym("p:D-1") == 1);
+    CHECK(store->granted_mask_by_pseudonym("p:D-2") == 2);
+    CHECK(store->granted_mask_by_pseudonym("D-1") == 0);
+    store->set_consent("D-3", "marketing", true, "op", "", nullptr);
+    store->set_consent("D-1", "marketing", true, "op", "", nullptr);
+    settle(*store);
+    CHECK(store->granted_mask_by_pseudonym("p:D-3") == 2);
+    CHECK(store->granted_mask_by_pseudonym("p:D-1") == 3);
+    store->set_consent("D-1", "analytics", false, "op", "", nullptr);
+    CHECK(store->granted_mask_by_pseudonym("p:D-1") == 2);
+    store->set_consent("D-1", "marketing", false, "op", "", nullptr);
+    CHECK(store->granted_mask_by_pseudonym("p:D-1") == 0);
+    store->erase_subject("D-2", "op", nullptr);
+    CHECK(store->granted_mask_by_pseudonym("p:D-2") == 0);
+    settle(*store);
+}
+
+TEST_CASE("a failing pseudonym function leaves no half index and never stops a withdrawal", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto reg = purposes();
+    auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+    store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+    store->set_consent("BAD", "analytics", true, "op", "", nullptr);
+    settle(*store);
+    bool failing = true;
+    auto pseudonym = [&failing](std::string_view s) {
+        if (failing && s == "BAD") throw std::runtime_error("HMAC failed");
+        return "p:" + std::string(s);
+    };
+    CHECK_THROWS(store->index_pseudonyms(pseudonym));
+    CHECK_FALSE(store->indexes_pseudonyms());
+    CHECK(store->granted_mask_by_pseudonym("p:D-1") == 0);
+    failing = false;
+    store->index_pseudonyms(pseudonym);
+    CHECK(store->granted_mask_by_pseudonym("p:BAD") == 1);
+    const auto before = store->withdrawal_generation();
+    failing = true;  // the HMAC fails now: the withdrawal still takes effect, and the index follows
+    store->set_consent("BAD", "analytics", false, "op", "", nullptr);
+    CHECK(store->granted_mask("BAD") == 0);
+    CHECK(store->granted_mask_by_pseudonym("p:BAD") == 0);
+    CHECK(store->withdrawal_generation() > before);
+    settle(*store);
+    CHECK(store->pending_withdrawals() == 0);
+}

@@ -292,3 +292,37 @@ TEST_CASE("find_scalar reads one value without filtering", "[filter][consent]") 
     CHECK(gdpr::payload_filter::find_scalar(R"({"a":{"id":"A"},"id":"B"})", {"id"}, v));
     CHECK(v == "B");
 }
+
+TEST_CASE_METHOD(fixture, "a stored payload loses only what withdrawn consent covered, byte for byte otherwise",
+                 "[filter][consent]") {
+    const std::string original =
+        R"({"driver_id":"D-7","phone":"+49 170","gps":{"lat":48.137154,"lon":11.5},"ts":"2026-12-06T10:11:12Z",)"
+        R"("speed":3,"extra":1,"readings":[{"hr":70,"at":1700000000123}]})";
+    REQUIRE(filter.run(schema, ALL_CONSENT, original, out).status == filter_status::ok);
+    const std::string stored = out;  // as the broker keeps it: pseudonym, mask, rounded, no "extra"
+
+    std::string again;
+    auto r = filter.remove_withdrawn(schema, ALL_CONSENT, stored, again);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(again == stored);  // nothing applied twice: the pseudonym is not pseudonymised again
+    CHECK(r.no_consent == 0);
+    CHECK_FALSE(r.changed());
+
+    r = filter.remove_withdrawn(schema, 0, stored, again);  // "analytics" (bit 0) withdrawn
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(r.no_consent == 3);  // gps.lat, gps.lon, readings[0].hr
+    std::string expected = stored;
+    for (const std::string cut : {R"("lat":48.14,)", R"("lon":11.5)", R"("hr":70,)"}) {
+        const auto at = expected.find(cut);
+        REQUIRE(at != std::string::npos);
+        expected.erase(at, cut.size());
+    }
+    CHECK(again == expected);
+
+    // Members no rule names are kept as stored, whatever the unclassified policy: they were
+    // already judged when published (a schema reload may have changed the rules since).
+    r = filter.remove_withdrawn(schema, 0, R"({"new":{"a":[1,2]},"speed":4})", again);
+    CHECK(r.status == filter_status::ok);
+    CHECK(again == R"({"new":{"a":[1,2]},"speed":4})");
+    CHECK(filter.remove_withdrawn(schema, 0, R"({"gps":{"lat":1,)", again).status == filter_status::invalid_json);
+}

@@ -45,6 +45,24 @@ struct classifier_stats {
     std::uint64_t fields_no_consent = 0;
     std::uint64_t no_subject = 0;  // classified publishes needing consent whose subject was unknown
     std::uint64_t wills_refused = 0;
+    std::uint64_t stored_withdrawn = 0;   // stored messages found carrying withdrawn consent
+    std::uint64_t stored_unreadable = 0;  // stored messages on a consent schema that did not parse
+};
+
+// A message stored before now, checked again against today's consent before a delivery.
+enum class stored_consent : std::uint8_t {
+    not_checked,  // no schema, no purpose resting on consent, or the subject cannot be told from
+                  // the stored message (device bindings; a subject field the schema removes)
+    still_given,  // every field it carries is still covered
+    withdrawn,    // some fields' consent has been withdrawn since: rechecked() holds it without them
+    unreadable,   // not the JSON the schema describes: nothing can be vouched for
+};
+std::string_view to_string(stored_consent c);
+
+struct stored_check {
+    const schema* matched = nullptr;
+    stored_consent outcome = stored_consent::not_checked;
+    std::uint32_t fields_withdrawn = 0;  // members rechecked() leaves out
 };
 
 class classifier {
@@ -96,6 +114,19 @@ public:
     // deliveries that are not the current publish (retained messages, queued messages, wills).
     const schema* personal_data_in(std::string_view topic, std::string_view payload);
 
+    // GDPR Art. 7(3): a retained message, or one queued for an offline client, was filtered with
+    // the consent given when it was published. Before the broker delivers it, the fields whose
+    // consent has been withdrawn since are found again (the subject from the topic level, or from
+    // the subject field, kept or pseudonymised; see consent_store::index_pseudonyms). On
+    // `withdrawn`, rechecked() holds the message without them until the next call.
+    stored_check recheck_stored(std::string_view topic, std::string_view payload);
+    const std::string& rechecked() const { return recheck_out_; }
+    // Some schema in use pseudonymises the subject field it takes consent from: recheck_stored()
+    // then needs the consent store's pseudonym index.
+    bool pseudonymises_consent_subject() const;
+    // Some schema in use has a field whose purpose rests on consent.
+    bool has_consent_fields() const { return has_consent_fields_; }
+
     // `topic` as it may appear in a log line: when the matching schema takes the data subject from
     // a topic level, that level is replaced by "<subject>" (it identifies a person).
     std::string loggable_topic(std::string_view topic) const;
@@ -130,6 +161,9 @@ private:
     payload_filter filter_;
     std::string out_;
     std::string scratch_;  // personal_data_in's output: out_ may still hold the current publish
+    std::string recheck_out_;
+    bool has_consent_fields_ = false;
+    std::string subject_buf_;
     bool detailed_ = false;
     bool keep_subjects_ = false;
     std::function<void(std::string_view)> prefetch_subject_;

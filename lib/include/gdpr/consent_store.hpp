@@ -54,6 +54,18 @@ public:
     int consent_bit(std::string_view purpose) const;
     // Consent purposes the subject currently consents to, as bits; 0 for unknown subjects.
     std::uint64_t granted_mask(std::string_view subject) const;
+    // A stored message (retained, or queued for an offline client) carries the subject's pseudonym
+    // where its schema pseudonymises the subject field. With `pseudonym_of` given, the store also
+    // finds the subjects that have consent by their pseudonym, so that such a message can be
+    // checked against today's consent before it is delivered (GDPR Art. 7(3)). One HMAC per
+    // subject now, and one per subject whose first consent is granted or last one withdrawn.
+    void index_pseudonyms(std::function<std::string(std::string_view)> pseudonym_of);
+    // granted_mask() of the subject whose pseudonym this is; 0 when no subject with consent has it.
+    std::uint64_t granted_mask_by_pseudonym(std::string_view pseudonym) const;
+    bool indexes_pseudonyms() const { return static_cast<bool>(pseudonym_of_); }
+    // Grows with every withdrawal and erasure (GDPR Art. 7(3), 17): a consent decision taken
+    // before it changed may no longer hold.
+    std::uint64_t withdrawal_generation() const { return withdrawals_; }
     // Starts loading what granted_mask(subject) will read (see subject_table::prefetch).
     void prefetch(std::string_view subject) const { masks_.prefetch(subject); }
     // Subjects bound to a publishing client (device registry); null when none.
@@ -107,6 +119,7 @@ private:
     };
     consent_store() = default;
     void apply(const std::string& subject, int bit, bool granted);
+    void forget_mask(const std::string& subject);
     void apply_binding(const std::string& client_id, const std::string& subject, bool bound, std::int64_t at,
                        const std::string& operator_id);
     void change_binding(const std::string& client_id, const std::string& subject, const std::string& operator_id,
@@ -127,6 +140,9 @@ private:
     std::unordered_map<std::string, int> bits_;
     std::vector<std::string> bit_names_;
     subject_table<std::uint64_t> masks_;  // subject -> granted consent bits (never 0)
+    std::function<std::string(std::string_view)> pseudonym_of_;
+    subject_table<std::string> subject_by_pseudonym_;  // pseudonym -> subject, of the subjects in masks_
+    std::uint64_t withdrawals_ = 0;
     std::unordered_map<std::string, std::vector<std::string>> bound_subjects_;  // client id -> subjects
     std::unordered_map<std::string, device_binding> binding_details_;         // client id + '\0' + subject
     std::unique_ptr<storage_worker> worker_;

@@ -65,6 +65,13 @@ public:
     filter_result run(const schema& rules, std::uint64_t consented, std::string_view payload, std::string& out,
                       std::vector<field_outcome>* outcomes = nullptr) const;
 
+    // A payload this filter forwarded earlier (a retained message, an offline client's queue),
+    // checked again before the broker delivers it: members whose purpose needs a consent bit that
+    // `consented` no longer has are removed (counted in no_consent); everything else is copied
+    // as it is, since the actions were applied when it was published. GDPR Art. 7(3).
+    filter_result remove_withdrawn(const schema& rules, std::uint64_t consented, std::string_view stored,
+                                   std::string& out) const;
+
     // Finds the scalar at `tokens` (an object/array path without wildcards) in `payload` and
     // stores it in `value`: strings unescaped, numbers and booleans as written. Returns false when
     // the payload is not valid JSON up to that point, the path is absent, or the value is null,
