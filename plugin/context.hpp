@@ -79,7 +79,7 @@ struct plugin_context {
     // The publish in hand, whose deliveries need no second consent check (stored_consent.cpp).
     const void* current_payload = nullptr;
     std::string current_topic;
-    std::uint64_t current_generation = 0;  // consent_store::withdrawal_generation() at that publish
+    std::uint64_t current_generation = 0;  // consent_store::generation() at that publish
     struct stored_recheck {
         const void* payload = nullptr;
         std::uint32_t size = 0;
@@ -87,6 +87,9 @@ struct plugin_context {
         std::uint64_t generation = 0;
         gdpr::stored_check result;
     } last_recheck;
+    // The consent store's pseudonym index could not be built (after a reload); retried at ticks.
+    bool pseudonym_index_due = false;
+    std::chrono::steady_clock::time_point last_index_attempt{};
     // The schema of a stored message withheld by the ACL check in progress whose copy is due.
     const gdpr::schema* stored_copy_due = nullptr;
     // Deliveries of stored messages withheld for withdrawn consent, reported at most every 10 s.

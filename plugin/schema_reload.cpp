@@ -67,9 +67,16 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
     if (ctx.residency) ctx.residency->use(std::move(bindings));
     forget_current_payloads(ctx);
     if (ctx.recorder) ctx.recorder->forget_schemas();
+    // A schema that now pseudonymises its subject field needs the pseudonym index; until it is
+    // built, its stored messages look withdrawn (fail closed) and the tick tries again.
+    try {
+        index_stored_pseudonyms(ctx);
+    } catch (const std::exception& e) {
+        log_internal_error(ctx, "while indexing subjects by pseudonym after a schema reload (retried at the next tick)",
+                           e.what());
+    }
 
     try {
-        index_stored_pseudonyms(ctx);  // a schema that now pseudonymises its subject field needs it
         report(ctx, changes, requested_by);
         if (ctx.residency)
             for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);

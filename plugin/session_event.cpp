@@ -91,6 +91,14 @@ int on_tick(int, void*, void* userdata) {
         erasure_tick(ctx);
         const auto now = std::chrono::steady_clock::now();
         report_stored_consent(ctx, now);
+        if (ctx.pseudonym_index_due && now - ctx.last_index_attempt >= std::chrono::seconds(5)) {
+            ctx.last_index_attempt = now;
+            try {
+                index_stored_pseudonyms(ctx);
+            } catch (const std::exception& e) {
+                log_internal_error(ctx, "while indexing subjects by pseudonym (retried in 5 s)", e.what());
+            }
+        }
         if (ctx.audit && now - ctx.last_audit_check >= std::chrono::milliseconds(200)) {
             ctx.last_audit_check = now;
             report_audit_problems(ctx);

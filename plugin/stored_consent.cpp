@@ -4,7 +4,6 @@
 // consent has been withdrawn since, the stored copy is withheld, and where the plugin alone
 // decides who may read (acl_default allow) the client gets it without the fields that consent
 // covered.
-#include <algorithm>
 #include <string>
 
 #include "context.hpp"
@@ -21,14 +20,14 @@ constexpr std::string_view WITHDRAWN_WITHHELD =
 constexpr std::string_view UNREADABLE =
     "a stored message on a topic whose fields rest on consent is not the JSON its schema describes";
 
-std::uint64_t withdrawal_generation(const plugin_context& ctx) { return ctx.consent->withdrawal_generation(); }
+std::uint64_t consent_generation(const plugin_context& ctx) { return ctx.consent->generation(); }
 
 // The last stored message checked, so that a retained message or a QoS 2 release going to many
-// clients is read once (until a withdrawal, a tick or a reload).
+// clients is read once: until a consent change, the next publish, a tick or a reload.
 const gdpr::stored_check& recheck(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
     auto& last = ctx.last_recheck;
     const std::uint32_t size = acl.payload ? acl.payloadlen : 0;
-    if (last.payload && last.payload == acl.payload && last.size == size && last.generation == withdrawal_generation(ctx) &&
+    if (last.payload && last.payload == acl.payload && last.size == size && last.generation == consent_generation(ctx) &&
         topic == last.topic)
         return last.result;
     const std::string_view payload(static_cast<const char*>(acl.payload), size);
@@ -36,26 +35,30 @@ const gdpr::stored_check& recheck(plugin_context& ctx, const mosquitto_evt_acl_c
     last.result = ctx.engine->recheck_stored(topic, payload);
     last.topic.assign(topic);
     last.size = size;
-    last.generation = withdrawal_generation(ctx);
+    last.generation = consent_generation(ctx);
     last.payload = acl.payload;
     return last.result;
 }
 
-void note_stored_refusal(plugin_context& ctx, std::string_view topic, const gdpr::schema& s, bool resent) {
+void note_stored_refusal(plugin_context& ctx, std::string_view topic, const gdpr::stored_check& c, bool resent) {
+    ctx.engine->count_stored_refusal(c.outcome);
     auto& r = ctx.stored_consent;
     ++r.unreported;
     if (resent) ++r.resent_unreported;
-    r.last_topic = ctx.engine->loggable_topic(topic);
-    r.last_schema = s.tag();
+    r.last_topic.assign(topic);  // made loggable when reported: a queue flush may refuse many
+    r.last_schema = c.matched->tag();
     report_stored_consent(ctx, std::chrono::steady_clock::now());
 }
 
 } // namespace
 
 void index_stored_pseudonyms(plugin_context& ctx) {
+    ctx.pseudonym_index_due = false;
     if (!ctx.consent || ctx.consent->indexes_pseudonyms() || !ctx.engine->pseudonymises_consent_subject()) return;
+    ctx.pseudonym_index_due = true;  // until it is built: the tick tries again
     const auto started = std::chrono::steady_clock::now();
     ctx.consent->index_pseudonyms([engine = ctx.engine.get()](std::string_view subject) { return engine->pseudonym_of(subject); });
+    ctx.pseudonym_index_due = false;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     ctx.log.notice("stored messages are checked against withdrawn consent by the subject's pseudonym: indexed " +
                    std::to_string(ctx.consent->subjects_with_consent()) + " subjects with consent in " +
@@ -66,7 +69,7 @@ void note_current_publish(plugin_context& ctx, const void* payload, std::string_
     if (!ctx.consent) return;
     ctx.current_payload = payload;
     ctx.current_topic.assign(topic);
-    ctx.current_generation = withdrawal_generation(ctx);
+    ctx.current_generation = consent_generation(ctx);
 }
 
 void forget_stored_checks(plugin_context& ctx) {
@@ -77,7 +80,7 @@ void forget_stored_checks(plugin_context& ctx) {
 decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
     if (!ctx.consent || !ctx.engine->has_consent_fields()) return decision::no_objection;
     // The publish in hand was filtered a moment ago with the consent still in force.
-    if (acl.payload && acl.payload == ctx.current_payload && ctx.current_generation == withdrawal_generation(ctx) &&
+    if (acl.payload && acl.payload == ctx.current_payload && ctx.current_generation == consent_generation(ctx) &&
         topic == ctx.current_topic)
         return decision::no_objection;
     const gdpr::stored_check& c = recheck(ctx, acl, topic);
@@ -87,7 +90,7 @@ decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check
     case gdpr::stored_consent::unreadable:
         // Fail closed: nothing says its consent-based fields are still covered.
         ctx.refusal_reason = UNREADABLE;
-        note_stored_refusal(ctx, topic, *c.matched, false);
+        note_stored_refusal(ctx, topic, c, false);
         return decision::deny;
     case gdpr::stored_consent::withdrawn: {
         // The copy goes to the client by its id, which the broker delivers without READ checks:
@@ -96,7 +99,7 @@ decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check
         const bool resend = ctx.options.acl == gdpr::acl_fallback::allow && !client_id_of(acl.client).empty();
         ctx.refusal_reason = resend ? WITHDRAWN_RESENT : WITHDRAWN_WITHHELD;
         ctx.stored_copy_due = resend ? c.matched : nullptr;
-        note_stored_refusal(ctx, topic, *c.matched, resend);
+        note_stored_refusal(ctx, topic, c, resend);
         return decision::deny;
     }
     }
@@ -110,9 +113,9 @@ void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     const std::string client_id(client_id_of(acl.client));
     const std::string topic(acl.topic ? acl.topic : "");
     const std::string& copy = ctx.engine->rechecked();
-    // A retained message brought by a subscription may go to a QoS 0 subscription (the check does
-    // not say): its copy goes at QoS 0. A queued one had a subscription of QoS 1 or more.
-    const int qos = acl.retain ? 0 : std::min<int>(acl.qos, 1);
+    // The check names the stored message's QoS, not the subscription's: QoS 0 never exceeds what
+    // the client was granted.
+    const int qos = 0;
     mosquitto_property* properties = nullptr;
     if (mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema", s->tag().c_str()) !=
             MOSQ_ERR_SUCCESS ||
@@ -125,7 +128,7 @@ void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
                       "' again without its withdrawn fields; it was withheld");
         return;
     }
-    if (ctx.map) ctx.map->delivered(client_id, topic, nullptr);
+    if (ctx.map) ctx.map->delivered(client_id, topic, acl.payload);  // the same holders as the message withheld
     if (ctx.recorder && ctx.recorder->records_delivery(false))
         ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id), client_id, topic, nullptr, qos, false, {});
 }
@@ -137,7 +140,8 @@ void report_stored_consent(plugin_context& ctx, std::chrono::steady_clock::time_
     ctx.log.notice("withheld " + std::to_string(r.unreported) +
                    " delivery(ies) of stored messages whose data subject has withdrawn consent since they were stored, or "
                    "that could not be read; " + std::to_string(r.resent_unreported) +
-                   " sent again without the fields that consent covered; the last on '" + r.last_topic + "' (schema " +
+                   " sent again without the fields that consent covered; the last on '" + ctx.engine->loggable_topic(r.last_topic) +
+                   "' (schema " +
                    r.last_schema + ")");
     r.unreported = r.resent_unreported = 0;
     r.last_report = now;

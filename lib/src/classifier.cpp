@@ -206,10 +206,8 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
     }
     const filter_result r = filter_.remove_withdrawn(s, consented, payload, recheck_out_);
     if (r.status != filter_status::ok) {
-        ++stats_.stored_unreadable;
         c.outcome = stored_consent::unreadable;
     } else if (r.no_consent > 0) {
-        ++stats_.stored_withdrawn;
         c.outcome = stored_consent::withdrawn;
         c.fields_withdrawn = r.no_consent;
     } else {

@@ -94,6 +94,7 @@ const std::vector<std::string>* consent_store::subjects_bound_to(std::string_vie
 
 void consent_store::apply(const std::string& subject, int bit, bool granted) {
     const std::uint64_t flag = std::uint64_t{1} << bit;
+    ++generation_;
     if (granted) {
         if (pseudonym_of_ && !masks_.find(subject)) {
             // Computed before anything changes: if it throws, the store stays as it was.
@@ -102,7 +103,6 @@ void consent_store::apply(const std::string& subject, int bit, bool granted) {
         }
         masks_[subject] |= flag;
     } else {
-        ++withdrawals_;
         if (std::uint64_t* mask = masks_.find(subject)) {
             *mask &= ~flag;
             if (*mask == 0) forget_mask(subject);
@@ -304,7 +304,7 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
         const auto key = consent_key(subject, purpose);
         superseded.emplace_back(key, begin_change(key));
     }
-    ++withdrawals_;
+    ++generation_;
     forget_mask(subject);
     // A withdrawal waiting to be retried would write the subject back.
     pending_withdrawals_.erase(std::remove_if(pending_withdrawals_.begin(), pending_withdrawals_.end(),

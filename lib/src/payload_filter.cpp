@@ -432,6 +432,11 @@ private:
         bool first = true;
         std::size_t index = 0;
         char index_buf[24];
+        // Where rules name positions (/items/0), a position means something: an element removed
+        // before a kept one leaves null in its place, so the kept ones do not shift into another
+        // rule's position (for subscribers, and for remove_withdrawn reading the stored copy).
+        const bool positional = !object && !tree_.nodes[static_cast<std::size_t>(node)].members.empty();
+        std::size_t removed_before = 0;
         for (;;) {
             std::string_view key_raw;  // with quotes; empty for array elements
             std::int32_t child = NONE;
@@ -462,7 +467,19 @@ private:
                 ++index;
             }
             if (p_ >= end_) return fail();
+            const std::size_t mark = out_.size();
+            const bool was_first = first;
             if (!member(child, key_raw, first, depth)) return false;
+            if (positional) {
+                if (out_.size() == mark) {
+                    ++removed_before;
+                } else if (removed_before > 0) {
+                    std::string nulls;
+                    for (std::size_t i = 0; i < removed_before; ++i) nulls += was_first ? "null," : ",null";
+                    out_.insert(mark, nulls);
+                    removed_before = 0;
+                }
+            }
             ws();
             if (p_ >= end_) return fail();
             if (*p_ == ',') {
@@ -529,6 +546,10 @@ private:
         const char* start = p_;
         const char lead = *p_;
         if (!skip_value(depth)) return false;
+        if (stored_ && lead == 'n') {  // carries nothing; may hold a removed element's position
+            keep(first, key_raw, start);
+            return true;
+        }
         if (rule.consent_bit >= 0 && ((consented_ >> rule.consent_bit) & 1U) == 0) {
             // GDPR Art. 6(1)(a): without the subject's consent this purpose has no lawful basis.
             ++res_.no_consent;

@@ -15,7 +15,8 @@ inline gdpr::purpose_registry purposes() {
     return r;
 }
 
-// Every action, nested objects, array wildcards, a payload subject, both unclassified policies.
+// Every action, nested objects, array wildcards and positions, a payload subject, both unclassified
+// policies.
 inline const char* const SCHEMAS[] = {
     R"({"id":"telemetry","version":1,"topics":["fleet/+/telemetry"],"subject":{"field":"/driver_id"},
         "residency":"eu","unclassified":"drop","fields":{
@@ -33,6 +34,13 @@ inline const char* const SCHEMAS[] = {
         "/readings/0/note":{"category":"health","personal":true,"purpose":"ops","action":"drop"},
         "/*/serial":{"category":"identifier","personal":true,"purpose":"ops","action":"pseudonymise"},
         "/battery":{"category":"device","personal":false}}})",
+    // Rules that name array positions, some resting on consent: removals keep positions.
+    R"({"id":"positions","version":1,"topics":["pos/+"],"unclassified":"drop","fields":{
+        "/p/0":{"category":"location","personal":true,"purpose":"analytics","action":"keep"},
+        "/p/1":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"},
+        "/p/2":{"category":"location","personal":true,"purpose":"analytics","action":"generalise","decimals":1},
+        "/p/3/x":{"category":"health","personal":true,"purpose":"analytics","action":"keep"},
+        "/p/3/y":{"category":"device","personal":false}}})",
 };
 
 inline const std::string& key() {

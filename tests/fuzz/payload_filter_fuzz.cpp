@@ -1,6 +1,8 @@
 // libFuzzer target: the per-message payload filter. First byte: which schema; second: consent
 // bits; the rest: the payload. Oracle: whatever the filter forwards is valid JSON (nlohmann
-// parses it), and filtering it again with every consent given still succeeds.
+// parses it), filtering it again with every consent given still succeeds, and checking it again
+// as a stored message (remove_withdrawn) changes nothing under the consent it was filtered with
+// (or every consent) and leaves JSON with none.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -46,6 +48,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         const auto again = r.filter.run(s, ~std::uint64_t{0}, r.out, r.again);
         if (again.status != gdpr::filter_status::ok) std::abort();
+        // Checked again as a stored message: under the consent it was filtered with, or every
+        // consent, nothing changes, byte for byte; with none, what is left is still JSON.
+        const std::string stored = r.out;
+        const auto kept = r.filter.remove_withdrawn(s, ~std::uint64_t{0}, stored, r.again);
+        if (kept.status != gdpr::filter_status::ok || kept.no_consent != 0 || r.again != stored) std::abort();
+        const auto same = r.filter.remove_withdrawn(s, consent, stored, r.again);
+        if (same.status != gdpr::filter_status::ok || same.no_consent != 0 || r.again != stored) std::abort();
+        const auto withdrawn = r.filter.remove_withdrawn(s, 0, stored, r.again);
+        if (withdrawn.status != gdpr::filter_status::ok) std::abort();
+        try {
+            (void)nlohmann::json::parse(r.again);
+        } catch (const nlohmann::json::parse_error&) {
+            std::abort();
+        } catch (const nlohmann::json::out_of_range&) {
+        }
     }
     std::string value;
     gdpr::payload_filter::find_scalar(payload, {"driver_id"}, value);

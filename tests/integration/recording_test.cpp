@@ -200,6 +200,9 @@ TEST_CASE("a stored message withheld for withdrawn consent is recorded as a refu
     CHECK(count_records(setup.db, "kind = 'delivery_refused' AND client_id = 'late-dashboard' AND "
                                   "json_extract(detail, '$.reason') LIKE 'consent withdrawn since the message was stored%'") == 1);
     CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'late-dashboard'") == 1);
+    // The refusal first, then the copy: an auditor reads them in that order.
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'late-dashboard' AND seq > (SELECT seq FROM "
+                                  "audit_records WHERE kind = 'delivery_refused' AND client_id = 'late-dashboard')") == 1);
     const auto [st, out] = run(gdprctl() + " verify " + setup.db);
     INFO(out);
     CHECK(st == 0);

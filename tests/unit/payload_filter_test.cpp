@@ -326,3 +326,33 @@ TEST_CASE_METHOD(fixture, "a stored payload loses only what withdrawn consent co
     CHECK(again == R"({"new":{"a":[1,2]},"speed":4})");
     CHECK(filter.remove_withdrawn(schema, 0, R"({"gps":{"lat":1,)", again).status == filter_status::invalid_json);
 }
+
+TEST_CASE("an array whose rules name positions keeps them: a removed element before a kept one leaves null",
+          "[filter][consent]") {
+    const auto s = make_schema(R"({"id":"a","version":1,"topics":["t"],"unclassified":"drop","fields":{
+        "/items/0":{"category":"l","personal":true,"purpose":"analytics","action":"keep"},
+        "/items/1":{"category":"c","personal":true,"purpose":"ops","action":"keep"},
+        "/items/2":{"category":"l","personal":true,"purpose":"analytics","action":"keep"},
+        "/list/*":{"category":"c","personal":true,"purpose":"analytics","action":"keep"}}})");
+    gdpr::payload_filter filter(nullptr);
+    std::string stored, again;
+    // Without consent for analytics: items[0] and items[2] go; items[1] stays at position 1; the
+    // trailing removals leave nothing (items[3] is unclassified). Arrays without positional
+    // rules close up as before.
+    REQUIRE(filter.run(s, 0, R"({"items":["where","who","when","x"],"list":[1,2]})", stored).status == filter_status::ok);
+    CHECK(stored == R"({"items":[null,"who"],"list":[]})");
+    REQUIRE(filter.run(s, 1, R"({"items":["where","who","when","x"],"list":[1,2]})", stored).status == filter_status::ok);
+    CHECK(stored == R"({"items":["where","who","when"],"list":[1,2]})");
+    // Stored with consent, checked after it was withdrawn: the positions still say which rule.
+    auto r = filter.remove_withdrawn(s, 0, stored, again);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(again == R"({"items":[null,"who"],"list":[]})");
+    CHECK(r.no_consent == 4);
+    // Stored without consent and checked without it: nothing more is removed.
+    REQUIRE(filter.run(s, 0, R"({"items":["where","who"]})", stored).status == filter_status::ok);
+    r = filter.remove_withdrawn(s, 0, stored, again);
+    CHECK(again == stored);
+    CHECK(r.no_consent == 0);
+    CHECK(filter.run(s, 0, R"({"items":["a",{"b":1},"c"]})", stored).status == filter_status::ok);
+    CHECK(stored == R"({"items":[null,{"b":1}]})");
+}

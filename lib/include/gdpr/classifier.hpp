@@ -45,8 +45,8 @@ struct classifier_stats {
     std::uint64_t fields_no_consent = 0;
     std::uint64_t no_subject = 0;  // classified publishes needing consent whose subject was unknown
     std::uint64_t wills_refused = 0;
-    std::uint64_t stored_withdrawn = 0;   // stored messages found carrying withdrawn consent
-    std::uint64_t stored_unreadable = 0;  // stored messages on a consent schema that did not parse
+    std::uint64_t stored_withdrawn = 0;   // deliveries of stored messages refused: consent withdrawn since
+    std::uint64_t stored_unreadable = 0;  // deliveries of stored messages refused: not the JSON the schema describes
 };
 
 // A message stored before now, checked again against today's consent before a delivery.
@@ -121,6 +121,11 @@ public:
     // `withdrawn`, rechecked() holds the message without them until the next call.
     stored_check recheck_stored(std::string_view topic, std::string_view payload);
     const std::string& rechecked() const { return recheck_out_; }
+    // A delivery refused on recheck_stored()'s answer (the caller may answer from a cache).
+    void count_stored_refusal(stored_consent outcome) {
+        if (outcome == stored_consent::withdrawn) ++stats_.stored_withdrawn;
+        if (outcome == stored_consent::unreadable) ++stats_.stored_unreadable;
+    }
     // Some schema in use pseudonymises the subject field it takes consent from: recheck_stored()
     // then needs the consent store's pseudonym index.
     bool pseudonymises_consent_subject() const;

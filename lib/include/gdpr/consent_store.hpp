@@ -63,9 +63,9 @@ public:
     // granted_mask() of the subject whose pseudonym this is; 0 when no subject with consent has it.
     std::uint64_t granted_mask_by_pseudonym(std::string_view pseudonym) const;
     bool indexes_pseudonyms() const { return static_cast<bool>(pseudonym_of_); }
-    // Grows with every withdrawal and erasure (GDPR Art. 7(3), 17): a consent decision taken
-    // before it changed may no longer hold.
-    std::uint64_t withdrawal_generation() const { return withdrawals_; }
+    // Grows with every consent change in force (grant, withdrawal, erasure): a consent decision
+    // taken before it changed may no longer hold (GDPR Art. 7(3), 17).
+    std::uint64_t generation() const { return generation_; }
     // Starts loading what granted_mask(subject) will read (see subject_table::prefetch).
     void prefetch(std::string_view subject) const { masks_.prefetch(subject); }
     // Subjects bound to a publishing client (device registry); null when none.
@@ -142,7 +142,7 @@ private:
     subject_table<std::uint64_t> masks_;  // subject -> granted consent bits (never 0)
     std::function<std::string(std::string_view)> pseudonym_of_;
     subject_table<std::string> subject_by_pseudonym_;  // pseudonym -> subject, of the subjects in masks_
-    std::uint64_t withdrawals_ = 0;
+    std::uint64_t generation_ = 0;
     std::unordered_map<std::string, std::vector<std::string>> bound_subjects_;  // client id -> subjects
     std::unordered_map<std::string, device_binding> binding_details_;         // client id + '\0' + subject
     std::unique_ptr<storage_worker> worker_;
