@@ -37,7 +37,7 @@ struct plugin_context {
     std::unique_ptr<gdpr::classifier> engine;
     std::unique_ptr<gdpr::consent_store> consent;
     std::unique_ptr<gdpr::control_api> control;
-    gdpr::operator_list operators;
+    gdpr::named_clients operators;
 
     std::unordered_map<const mosquitto*, ending_connection> ending;
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
@@ -58,6 +58,16 @@ struct plugin_context {
     std::unique_ptr<gdpr::erasure_manager> erasure;
     // How many subjects the map does not know one client may bring in (plugin_opt_new_subjects_*).
     std::unique_ptr<gdpr::subject_quota> subject_quota;
+    // Clients that publish for many subjects by design (gateways, incoming bridges) draw on their
+    // own, larger allowance; null when none are named.
+    gdpr::named_clients gateways;
+    std::unique_ptr<gdpr::subject_quota> gateway_quota;
+    bool quota_last_gateway = false;  // the last refusal drew on a gateway's allowance
+    struct gateway_mark {
+        std::string client_id, username;
+        bool gateway = false;
+    };
+    std::unordered_map<const mosquitto*, gateway_mark> gateway_checked;
     std::uint64_t quota_refusals_unreported = 0;
     std::string quota_last_client, quota_last_topic;
     std::chrono::steady_clock::time_point last_quota_report{};
@@ -115,6 +125,13 @@ std::string_view client_id_of(const mosquitto* client);
 
 // Client id, username and TLS certificate CN of a connection.
 gdpr::requester requester_of(const mosquitto* client);
+// Logs that `who` (operators, gateways) named by username or client id are only as trustworthy as
+// the broker's authentication of those names.
+void warn_weak_names(plugin_context& ctx, const gdpr::named_clients& named, std::string_view who,
+                     std::string_view what, std::string_view cn_option);
+// The connection belongs to a gateway named in the options (plugin_opt_gateway_*); remembered per
+// connection, since reading a certificate's CN is not free.
+bool is_gateway(plugin_context& ctx, const mosquitto* client);
 
 // Runs finished background work (durable consent changes) on the broker thread: responses go out.
 inline void drain_completions(plugin_context& ctx) {

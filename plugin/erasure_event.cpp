@@ -106,7 +106,19 @@ void open_erasure(plugin_context& ctx) {
     ctx.control->attach_erasure(ctx.erasure.get());
     ctx.subject_quota = std::make_unique<gdpr::subject_quota>(static_cast<std::uint32_t>(o.new_subjects_per_minute),
                                                               static_cast<std::uint32_t>(o.new_subjects_burst));
-    ctx.control->attach_subject_quota(ctx.subject_quota.get());
+    ctx.gateways = gdpr::named_clients{o.gateway_usernames, o.gateway_client_ids, o.gateway_cert_cns};
+    if (!ctx.gateways.empty()) {
+        ctx.gateway_quota = std::make_unique<gdpr::subject_quota>(static_cast<std::uint32_t>(o.gateway_new_subjects_per_minute),
+                                                                  static_cast<std::uint32_t>(o.gateway_new_subjects_burst));
+        ctx.log.notice("gateways (" + std::to_string(ctx.gateways.usernames.size() + ctx.gateways.client_ids.size() +
+                                                     ctx.gateways.certificate_cns.size()) +
+                       " named) bring in new data subjects from their own allowance: " +
+                       (ctx.gateway_quota->limited() ? std::to_string(ctx.gateway_quota->burst()) + " each, then " +
+                                                           std::to_string(ctx.gateway_quota->per_minute()) + " per minute"
+                                                     : std::string("no limit")));
+        warn_weak_names(ctx, ctx.gateways, "gateways", "the larger allowance of new data subjects", "gateway_cert_cns");
+    }
+    ctx.control->attach_subject_quota(ctx.subject_quota.get(), ctx.gateway_quota.get());
     if (!ctx.subject_quota->limited())
         ctx.log.warning("new_subjects_per_minute 0: a client may bring in any number of new data subjects, and the "
                         "data map grows with them without bound");
@@ -126,6 +138,7 @@ void erasure_tick(plugin_context& ctx) {
     const auto now = std::chrono::steady_clock::now();
     report_quota_refusals(ctx, now);
     if (ctx.subject_quota) ctx.subject_quota->prune(now);
+    if (ctx.gateway_quota) ctx.gateway_quota->prune(now);
     ctx.map->flush();
     if (ctx.map->has_write_failures()) {
         const auto [failed, error] = ctx.map->take_write_failures();

@@ -40,15 +40,23 @@ bool over_subject_quota(plugin_context& ctx, const mosquitto_evt_message& msg, s
     if (subjects.empty()) return false;
     const std::uint32_t unknown = ctx.map->unknown_among(subjects);
     if (unknown == 0) return false;
+    const bool gateway = ctx.gateway_quota && is_gateway(ctx, msg.client);
+    gdpr::subject_quota& quota = gateway ? *ctx.gateway_quota : *ctx.subject_quota;
     const auto now = std::chrono::steady_clock::now();
-    if (ctx.subject_quota->take(client_id_of(msg.client), unknown, now)) return false;
+    if (!quota.limited() || quota.take(client_id_of(msg.client), unknown, now)) {
+        if (gateway) quota.count_admitted(unknown);
+        return false;
+    }
     gdpr::publish_verdict refused = v;
     refused.action = gdpr::publish_action::deny;
-    refused.reason = "the publisher's allowance of new data subjects is used up "
-                     "(plugin_opt_new_subjects_burst, plugin_opt_new_subjects_per_minute)";
+    refused.reason = gateway ? "the gateway's allowance of new data subjects is used up "
+                               "(plugin_opt_gateway_new_subjects_burst, plugin_opt_gateway_new_subjects_per_minute)"
+                             : "the publisher's allowance of new data subjects is used up "
+                               "(plugin_opt_new_subjects_burst, plugin_opt_new_subjects_per_minute)";
     record_publish(ctx, msg, topic, original_size, refused);
     ++ctx.quota_refusals_unreported;
     ctx.quota_last_client.assign(client_id_of(msg.client));
+    ctx.quota_last_gateway = gateway;
     ctx.quota_last_topic = ctx.engine->loggable_topic(topic);
     report_quota_refusals(ctx, now);
     return true;
@@ -137,11 +145,13 @@ bool audit_trail_refuses(plugin_context& ctx, std::string_view what, std::string
 void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_point now) {
     if (ctx.quota_refusals_unreported == 0 || now - ctx.last_quota_report < std::chrono::seconds(10)) return;
     ctx.last_quota_report = now;
-    const auto& q = *ctx.subject_quota;
+    const bool gateway = ctx.quota_last_gateway && ctx.gateway_quota;
+    const auto& q = gateway ? *ctx.gateway_quota : *ctx.subject_quota;
+    const std::string prefix = gateway ? "gateway_new_subjects_" : "new_subjects_";
     const std::string text = "refused " + std::to_string(ctx.quota_refusals_unreported) +
                              " publish(es) bringing data subjects the broker had not seen, beyond the publisher's "
-                             "allowance (new_subjects_burst " + std::to_string(q.burst()) + ", then new_subjects_per_minute " +
-                             std::to_string(q.per_minute()) + "); the last from client '" +
+                             "allowance (" + prefix + "burst " + std::to_string(q.burst()) + ", then " + prefix +
+                             "per_minute " + std::to_string(q.per_minute()) + "); the last from client '" +
                              gdpr::printable(ctx.quota_last_client) + "' on '" + ctx.quota_last_topic + "'";
     ctx.quota_refusals_unreported = 0;
     ctx.log.warning(text);

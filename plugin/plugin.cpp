@@ -54,7 +54,7 @@ void open_consent_store(plugin_context& ctx) {
     }
     ctx.engine->attach_consent(ctx.consent.get());
     index_stored_pseudonyms(ctx);
-    ctx.operators = gdpr::operator_list{ctx.options.operator_usernames, ctx.options.operator_client_ids,
+    ctx.operators = gdpr::named_clients{ctx.options.operator_usernames, ctx.options.operator_client_ids,
                                         ctx.options.operator_cert_cns};
     ctx.control = std::make_unique<gdpr::control_api>(*ctx.engine, *ctx.consent, ctx.engine->purposes(), ctx.operators, ctx.log);
     ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +
@@ -62,11 +62,8 @@ void open_consent_store(plugin_context& ctx) {
     if (ctx.operators.empty()) {
         ctx.log.notice("no operators named (plugin_opt_operator_*): every " + std::string(gdpr::CONTROL_TOPIC) +
                        " command is refused");
-    } else if (!ctx.operators.usernames.empty() || !ctx.operators.client_ids.empty()) {
-        ctx.log.warning(std::string("operators are named by ") +
-                        (ctx.operators.client_ids.empty() ? "username" : "client id") +
-                        ": control API access is only as strong as the broker's authentication of those names "
-                        "(prefer operator_cert_cns with TLS client certificates and require_certificate)");
+    } else {
+        warn_weak_names(ctx, ctx.operators, "operators", "control API access", "operator_cert_cns");
     }
 }
 

@@ -50,4 +50,29 @@ gdpr::requester requester_of(const mosquitto* client) {
     return r;
 }
 
+void warn_weak_names(plugin_context& ctx, const gdpr::named_clients& named, std::string_view who,
+                     std::string_view what, std::string_view cn_option) {
+    if (named.usernames.empty() && named.client_ids.empty()) return;
+    ctx.log.warning(std::string(who) + " are named by " + (named.client_ids.empty() ? "username" : "client id") + ": " +
+                    std::string(what) + " is only as strong as the broker's authentication of those names (prefer " +
+                    std::string(cn_option) + " with TLS client certificates and require_certificate)");
+}
+
+bool is_gateway(plugin_context& ctx, const mosquitto* client) {
+    if (ctx.gateways.empty()) return false;
+    const std::string_view id = client_id_of(client);
+    const char* user = client ? mosquitto_client_username(client) : nullptr;
+    const std::string_view username = user ? user : "";
+    auto it = ctx.gateway_checked.find(client);
+    // Forgotten at login and disconnect (certificate included); the names guard besides against a
+    // later connection in this one's memory where logins are not observed (track_logins false).
+    if (it != ctx.gateway_checked.end() && it->second.client_id == id && it->second.username == username)
+        return it->second.gateway;
+    auto& mark = ctx.gateway_checked[client];
+    mark.client_id.assign(id);
+    mark.username.assign(username);
+    mark.gateway = !ctx.gateways.identify(requester_of(client)).empty();
+    return mark.gateway;
+}
+
 } // namespace gdpr_plugin

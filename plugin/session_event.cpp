@@ -32,6 +32,7 @@ int on_basic_auth(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& auth = *static_cast<mosquitto_evt_basic_auth*>(event_data);
+        ctx.gateway_checked.erase(auth.client);  // recognised afresh, certificate included
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
         if (ctx.residency) ctx.residency->forget_connection(auth.client);  // placed afresh, certificate included
         const std::string_view id = client_id_of(auth.client);
@@ -59,6 +60,7 @@ int on_disconnect(int, void* event_data, void* userdata) {
     try {
         const auto& ev = *static_cast<mosquitto_evt_disconnect*>(event_data);
         if (ev.client) {
+            ctx.gateway_checked.erase(ev.client);
             const std::string_view id = client_id_of(ev.client);
             mark_ending(ctx, ev.client, id, false);
             if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");

@@ -25,7 +25,7 @@ std::string format_utc_ms(std::int64_t ms) {
     return std::string(buf, n) + frac;
 }
 
-std::string operator_list::identify(const requester& r) const {
+std::string named_clients::identify(const requester& r) const {
     auto listed = [](const std::vector<std::string>& names, const std::string& name) {
         return !name.empty() && std::find(names.begin(), names.end(), name) != names.end();
     };
@@ -121,7 +121,7 @@ json binding_json(const device_binding& b) {
 } // namespace
 
 control_api::control_api(classifier& engine, consent_store& store, const purpose_registry& purposes,
-                         operator_list operators, logger& log)
+                         named_clients operators, logger& log)
     : engine_(engine), store_(store), purposes_(purposes), operators_(std::move(operators)), log_(log),
       now_ms_(&consent_store::now_ms) {}
 
@@ -421,9 +421,15 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             }
             response["data"]["residency"] = residency;
             if (quota_) {
-                response["data"]["refusals"]["newSubjects"] = quota_->refused();
+                response["data"]["refusals"]["newSubjects"] = quota_->refused() + (gateway_quota_ ? gateway_quota_->refused() : 0);
                 response["data"]["newSubjectAllowance"] = {{"perMinute", quota_->per_minute()}, {"burst", quota_->burst()},
                                                            {"clientsDrawing", quota_->clients_tracked()}};
+                if (gateway_quota_)
+                    response["data"]["newSubjectAllowance"]["gateways"] = {
+                        {"perMinute", gateway_quota_->per_minute()},
+                        {"burst", gateway_quota_->burst()},
+                        {"subjectsAdmitted", gateway_quota_->admitted()},
+                        {"refused", gateway_quota_->refused()}};
             }
             pending->responses[i] = response;
             return true;

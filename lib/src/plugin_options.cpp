@@ -12,13 +12,15 @@ const std::vector<std::string>& known_option_keys() {
                                                   "pseudonym_key_file", "acl_default",        "database",
                                                   "db_synchronous",    "operator_usernames", "operator_client_ids",
                                                   "operator_cert_cns", "track_logins",
+                                                  "gateway_usernames", "gateway_client_ids", "gateway_cert_cns",
                                                   "audit_key_file",    "record_deliveries",  "record_flush_ms",
                                                   "record_queue",      "record_overflow",    "retention_days",
                                                   "retention_sweep_seconds", "alert_topic",
                                                   "erase_topic",       "erase_deadline_seconds",
                                                   "erase_retry_seconds", "erase_rate_limit_seconds",
                                                   "erase_send_rate",   "new_subjects_per_minute",
-                                                  "new_subjects_burst", "residency_file"};
+                                                  "new_subjects_burst", "residency_file",
+                                                  "gateway_new_subjects_per_minute", "gateway_new_subjects_burst"};
     return keys;
 }
 
@@ -107,6 +109,12 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             o.operator_client_ids = split_list(key, value);
         } else if (key == "operator_cert_cns") {
             o.operator_cert_cns = split_list(key, value);
+        } else if (key == "gateway_usernames") {
+            o.gateway_usernames = split_list(key, value);
+        } else if (key == "gateway_client_ids") {
+            o.gateway_client_ids = split_list(key, value);
+        } else if (key == "gateway_cert_cns") {
+            o.gateway_cert_cns = split_list(key, value);
         } else if (key == "audit_key_file") {
             o.audit_key_file = value;
         } else if (key == "record_deliveries") {
@@ -144,6 +152,10 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             o.new_subjects_per_minute = parse_int(key, value, 0, 10000000);
         } else if (key == "new_subjects_burst") {
             o.new_subjects_burst = parse_int(key, value, 1, 10000000);
+        } else if (key == "gateway_new_subjects_per_minute") {
+            o.gateway_new_subjects_per_minute = parse_int(key, value, 0, 10000000);
+        } else if (key == "gateway_new_subjects_burst") {
+            o.gateway_new_subjects_burst = parse_int(key, value, 1, 10000000);
         } else if (key == "residency_file") {
             o.residency_file = value;
         } else {

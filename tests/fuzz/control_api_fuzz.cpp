@@ -58,7 +58,7 @@ struct rig {
                                                     std::make_unique<gdpr::pseudonymiser>(fuzz_support::key()), purposes);
         engine->attach_consent(store.get());
         api = std::make_unique<gdpr::control_api>(*engine, *store, engine->purposes(),
-                                                  gdpr::operator_list{{}, {"fuzz-operator"}, {}}, log);
+                                                  gdpr::named_clients{{}, {"fuzz-operator"}, {}}, log);
         api->attach_export(exports.get(), keys, gdpr::control_api::MAX_EXPORT_BYTES);
     }
     ~rig() {

@@ -297,6 +297,58 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
     CHECK(refused == 1);
 }
 
+TEST_CASE("a gateway named in the options draws on its own, larger allowance; other clients keep theirs",
+          "[integration][erasure][quota]") {
+    erasure_setup setup;
+    auto o = setup.options_with_allowance("2", "1");
+    o.plugin_opts.push_back({"gateway_client_ids", "building-gw"});
+    o.plugin_opts.push_back({"gateway_usernames", "gw-user"});
+    o.plugin_opts.push_back({"gateway_new_subjects_burst", "5"});
+    o.plugin_opts.push_back({"gateway_new_subjects_per_minute", "1"});
+    // Usernames without a password file: logins are not observed, so the plugin recognises a
+    // gateway at its first publish and forgets it when the connection ends.
+    o.plugin_opts.push_back({"track_logins", "false"});
+    itest::broker b(o);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), gw(b, "building-gw", 5), van(b, "van-1", 5);
+    op.connect();
+    op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    gw.connect();
+    van.connect();
+    const std::string gw_topic = "fleet/acme/vehicle/shuttle-gw/telemetry", van_topic = "fleet/acme/vehicle/van-1/telemetry";
+    for (int i = 1; i <= 5; ++i) CHECK(gw.publish(gw_topic, telemetry("rider-" + std::to_string(i))) == 0);
+    CHECK(gw.publish(gw_topic, telemetry("rider-6")) == 135);  // bounded all the same, and alerted
+    CHECK(van.publish(van_topic, telemetry("driver-a")) == 0);
+    CHECK(van.publish(van_topic, telemetry("driver-b")) == 0);
+    CHECK(van.publish(van_topic, telemetry("driver-c")) == 135);
+    auto alert = op.next(3s);
+    REQUIRE(alert);
+    CHECK_THAT(alert->to_string(), Catch::Contains("client 'building-gw'") && Catch::Contains("gateway_new_subjects_burst 5"));
+
+    // Named by username: the same client id under another username is an ordinary client.
+    auto pub = [&](const std::string& username, const std::string& driver) {
+        return itest::run_command("mosquitto_pub -h 127.0.0.1 -p " + std::to_string(b.port()) +
+                                  " -V 5 -q 1 -i shared-id -u " + username + " -t " + van_topic + " -m '" +
+                                  telemetry(driver) + "'")
+            .first;
+    };
+    REQUIRE(pub("gw-user", "tenant-1") == 0);
+    REQUIRE(pub("gw-user", "tenant-2") == 0);
+    REQUIRE(pub("gw-user", "tenant-3") == 0);
+    for (const char* driver : {"guest-1", "guest-2", "guest-3"}) REQUIRE(pub("someone-else", driver) == 0);
+
+    const auto stats = control(op, {{"command", "getStats"}});
+    INFO(stats.dump());
+    const auto& gateways = stats["data"]["newSubjectAllowance"]["gateways"];
+    CHECK(gateways["subjectsAdmitted"] == 8);  // building-gw 5, gw-user 3
+    CHECK(gateways["refused"] == 1);
+    CHECK(gateways["burst"] == 5);
+    CHECK(stats["data"]["refusals"]["newSubjects"] == 3);  // rider-6, driver-c, guest-3
+    const std::string log = b.log();
+    CHECK(log.find("gateways (2 named) bring in new data subjects from their own allowance: 5 each, then 1 per minute") !=
+          std::string::npos);
+    CHECK(log.find("gateways are named by client id") != std::string::npos);
+}
+
 TEST_CASE("refusals past the new-subject allowance are reported at most every 10 s, the later ones together",
           "[integration][erasure][quota]") {
     erasure_setup setup;

@@ -22,7 +22,7 @@ struct api_fixture {
     gdpr::classifier engine{gdpr::schema_set{}, gdpr::unmatched_policy::pass, nullptr};
     std::vector<std::string> log_lines;
     gdpr::logger log{[this](gdpr::log_level, std::string_view l) { log_lines.emplace_back(l); }};
-    gdpr::control_api api{engine, *store, reg, gdpr::operator_list{{"dpo"}, {"op-1"}, {"ops.example.org"}}, log};
+    gdpr::control_api api{engine, *store, reg, gdpr::named_clients{{"dpo"}, {"op-1"}, {"ops.example.org"}}, log};
     std::vector<gdpr::control_api::command_outcomes> outcomes;  // one per reply, beside it
 
     // The outcomes handed beside a reply say what the reply says, command by command.
@@ -58,7 +58,7 @@ struct api_fixture {
 } // namespace
 
 TEST_CASE("operators are recognised by certificate CN, username or client id", "[control]") {
-    gdpr::operator_list ops{{"dpo"}, {"op-1"}, {"ops.example.org"}};
+    gdpr::named_clients ops{{"dpo"}, {"op-1"}, {"ops.example.org"}};
     CHECK(ops.identify({"x", "", "ops.example.org"}) == "cn:ops.example.org");
     CHECK(ops.identify({"x", "dpo", ""}) == "username:dpo");
     CHECK(ops.identify({"op-1", "", ""}) == "client:op-1");

@@ -34,6 +34,16 @@ TEST_CASE("options parse with defaults", "[config]") {
     CHECK(p.unmatched == gdpr::unmatched_policy::deny);
     CHECK(p.acl == gdpr::acl_fallback::allow);
     CHECK(p.pseudonym_key_file == "k");
+    CHECK(p.gateway_client_ids.empty());
+    CHECK(p.gateway_new_subjects_per_minute == 100000);
+    CHECK(p.gateway_new_subjects_burst == 1000000);
+    CHECK(failing_option({{"schemas", "s"}, {"gateway_new_subjects_burst", "0"}}) == "gateway_new_subjects_burst");
+    CHECK(failing_option({{"schemas", "s"}, {"gateway_new_subjects_per_minute", "-1"}}) == "gateway_new_subjects_per_minute");
+    const auto g = gdpr::parse_plugin_options({{"schemas", "s"}, {"gateway_usernames", "gw-a, gw-b"},
+                                               {"gateway_client_ids", "bridge-in"}, {"gateway_cert_cns", "gw.example.org"}});
+    CHECK(g.gateway_usernames == std::vector<std::string>{"gw-a", "gw-b"});
+    CHECK(g.gateway_client_ids == std::vector<std::string>{"bridge-in"});
+    CHECK(g.gateway_cert_cns == std::vector<std::string>{"gw.example.org"});
 }
 
 TEST_CASE("bad options name the option at fault", "[config]") {

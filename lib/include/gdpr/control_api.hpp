@@ -32,15 +32,15 @@ struct requester {
     std::string certificate_cn;
 };
 
-// Operators named in the plugin options. Identity is only as strong as the broker's
-// authentication of the name used.
-struct operator_list {
+// Clients named in the plugin options (operators, gateways) by certificate CN, username or client
+// id. Identity is only as strong as the broker's authentication of the name used.
+struct named_clients {
     std::vector<std::string> usernames;
     std::vector<std::string> client_ids;
     std::vector<std::string> certificate_cns;
 
     bool empty() const { return usernames.empty() && client_ids.empty() && certificate_cns.empty(); }
-    // The operator name a request is recorded under ("username:ann"), or "" for non-operators.
+    // The name a client is recognised and recorded under ("username:ann"), or "" when not named.
     std::string identify(const requester& r) const;
 };
 
@@ -54,7 +54,7 @@ public:
     using command_outcomes = std::vector<std::pair<std::string, bool>>;
     using reply_fn = std::function<void(const std::string& response_json, const command_outcomes& outcomes)>;
 
-    control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, operator_list operators,
+    control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, named_clients operators,
                 logger& log);
 
     // Handles one control message. Its commands run in order, each after the previous one's change
@@ -68,7 +68,10 @@ public:
     // getStats reports residency refusals per region pair once a guard is attached.
     void attach_residency(const residency_guard* residency) { residency_ = residency; }
     // getStats reports publishes refused for bringing too many new data subjects.
-    void attach_subject_quota(const subject_quota* quota) { quota_ = quota; }
+    void attach_subject_quota(const subject_quota* quota, const subject_quota* gateway_quota = nullptr) {
+        quota_ = quota;
+        gateway_quota_ = gateway_quota;
+    }
     // An export larger than this is refused with a pointer to gdprctl export (offline, no limit):
     // the answer is sent (and copied once) on the broker thread, though read and written elsewhere.
     static constexpr std::size_t MAX_EXPORT_BYTES = 4 * 1024 * 1024;
@@ -104,11 +107,12 @@ private:
     classifier& engine_;
     consent_store& store_;
     const purpose_registry& purposes_;
-    operator_list operators_;
+    named_clients operators_;
     logger& log_;
     erasure_manager* erasure_ = nullptr;
     const residency_guard* residency_ = nullptr;
     const subject_quota* quota_ = nullptr;
+    const subject_quota* gateway_quota_ = nullptr;
     storage_worker* export_reader_ = nullptr;
     std::shared_ptr<const audit_keys> export_keys_;
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;

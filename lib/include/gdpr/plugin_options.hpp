@@ -26,6 +26,9 @@ struct plugin_options {
     std::vector<std::string> operator_usernames;           // may use the control API
     std::vector<std::string> operator_client_ids;
     std::vector<std::string> operator_cert_cns;
+    std::vector<std::string> gateway_usernames;  // publish for many subjects: no new-subject allowance
+    std::vector<std::string> gateway_client_ids;
+    std::vector<std::string> gateway_cert_cns;
     // Observe logins through the broker's password check (always answering "defer") to follow
     // session takeovers. Mosquitto 2.0 refuses a client that sends a username when no source
     // answers that check, so brokers without password_file or auth plugin must turn this off.
@@ -54,6 +57,9 @@ struct plugin_options {
     // minute (0: no limit). Publishes past it are refused (the data map stays bounded).
     std::int64_t new_subjects_per_minute = 1000;
     std::int64_t new_subjects_burst = 10000;
+    // The allowance of each client named in gateway_*: larger, still bounded and alerted.
+    std::int64_t gateway_new_subjects_per_minute = 100000;
+    std::int64_t gateway_new_subjects_burst = 1000000;
 
     // Residency (GDPR Chapter V): regions, the transfer table, client placement and bridges. Without
     // it messages are still tagged with their schema's residency, but no transfer is refused.

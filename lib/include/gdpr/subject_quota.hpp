@@ -27,6 +27,9 @@ public:
     std::uint32_t per_minute() const { return per_minute_; }
     std::uint32_t burst() const { return burst_; }
     std::uint64_t refused() const { return refused_; }
+    // New subjects admitted through this allowance (the plugin counts the gateways').
+    void count_admitted(std::uint32_t count) { admitted_ += count; }
+    std::uint64_t admitted() const { return admitted_; }
     // Clients whose allowance may not be full (a refilled client is forgotten at the next prune).
     std::size_t clients_tracked() const { return allowances_.size(); }
     // Forgets clients whose allowance has refilled, at most once a minute (take() calls it too;
@@ -45,6 +48,7 @@ private:
     subject_table<allowance> allowances_;  // keyed by client id
     clock::time_point next_prune_{};
     std::uint64_t refused_ = 0;
+    std::uint64_t admitted_ = 0;
 };
 
 } // namespace gdpr
