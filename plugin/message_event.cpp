@@ -115,13 +115,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         msg.payload = copy.release();
         msg.payloadlen = static_cast<std::uint32_t>(filtered.size());
     }
-    if (mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema",
-                                           v.matched->tag().c_str()) != MOSQ_ERR_SUCCESS)
-        return decision::failure;
-    if (!v.matched->residency.empty() &&
-        mosquitto_property_add_string_pair(&msg.properties, MQTT_PROP_USER_PROPERTY, "gdpr-residency",
-                                           v.matched->residency.c_str()) != MOSQ_ERR_SUCCESS)
-        return decision::failure;
+    if (!add_gdpr_user_properties(&msg.properties, *v.matched)) return decision::failure;
     record_publish(ctx, msg, topic, payload.size(), v);
     note_holders(ctx, msg, topic);
     if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, region);

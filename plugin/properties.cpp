@@ -109,4 +109,11 @@ bool strip_gdpr_user_properties(mosquitto_property** list) {
     return true;
 }
 
+bool add_gdpr_user_properties(mosquitto_property** list, const gdpr::schema& s) {
+    if (mosquitto_property_add_string_pair(list, MQTT_PROP_USER_PROPERTY, "gdpr-schema", s.tag().c_str()) != MOSQ_ERR_SUCCESS)
+        return false;
+    return s.residency.empty() || mosquitto_property_add_string_pair(list, MQTT_PROP_USER_PROPERTY, "gdpr-residency",
+                                                                     s.residency.c_str()) == MOSQ_ERR_SUCCESS;
+}
+
 } // namespace gdpr_plugin

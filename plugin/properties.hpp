@@ -1,5 +1,6 @@
 #pragma once
 #include "broker_api.hpp"
+#include "gdpr/schema.hpp"
 
 namespace gdpr_plugin {
 
@@ -7,5 +8,10 @@ namespace gdpr_plugin {
 // the plugin adds. Leaves the list untouched (no allocation) when there are none. Returns false
 // if the list could not be rebuilt (out of memory or an unknown property type).
 bool strip_gdpr_user_properties(mosquitto_property** list);
+
+// Adds the properties every message classified by `s` carries: gdpr-schema (id@version) and,
+// when the schema declares one, gdpr-residency. False when out of memory (the list may then hold
+// the first of them).
+bool add_gdpr_user_properties(mosquitto_property** list, const gdpr::schema& s);
 
 } // namespace gdpr_plugin

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "context.hpp"
+#include "properties.hpp"
 
 namespace gdpr_plugin {
 
@@ -117,10 +118,7 @@ void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     // the client was granted.
     const int qos = 0;
     mosquitto_property* properties = nullptr;
-    if (mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "gdpr-schema", s->tag().c_str()) !=
-            MOSQ_ERR_SUCCESS ||
-        (!s->residency.empty() && mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, "gdpr-residency",
-                                                                     s->residency.c_str()) != MOSQ_ERR_SUCCESS) ||
+    if (!add_gdpr_user_properties(&properties, *s) ||
         mosquitto_broker_publish_copy(client_id.c_str(), topic.c_str(), static_cast<int>(copy.size()), copy.data(), qos,
                                       false, properties) != MOSQ_ERR_SUCCESS) {
         mosquitto_property_free_all(&properties);

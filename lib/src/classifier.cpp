@@ -145,16 +145,6 @@ std::vector<std::string> classifier::subjects_of(const schema& s, std::string_vi
     return subjects;
 }
 
-std::string_view to_string(stored_consent c) {
-    switch (c) {
-    case stored_consent::not_checked: return "not checked";
-    case stored_consent::still_given: return "still given";
-    case stored_consent::withdrawn: return "withdrawn";
-    case stored_consent::unreadable: return "unreadable";
-    }
-    return "?";
-}
-
 namespace {
 // The rule that covers the member at `tokens`, wildcards included; null when none does.
 const field_rule* rule_at(const schema& s, const std::vector<std::string>& tokens) {
@@ -182,28 +172,21 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
     c.matched = schemas_.route(topic);
     if (!c.matched || !c.matched->needs_consent || payload.empty()) return c;
     const schema& s = *c.matched;
-    std::uint64_t consented = 0;
-    switch (s.subject.kind) {
-    case subject_kind::topic_level: {
-        const auto levels = split_topic_levels(topic);
-        const auto i = static_cast<std::size_t>(s.subject.topic_level);
-        if (consent_ && i < levels.size() && !levels[i].empty()) consented = consent_->granted_mask(levels[i]);
-        break;
-    }
-    case subject_kind::field: {
+    // The broker does not say who published a stored message, so bound subjects are unknown.
+    if (s.subject.kind != subject_kind::topic_level && s.subject.kind != subject_kind::field) return c;
+    bool by_pseudonym = false;
+    if (s.subject.kind == subject_kind::field) {
         const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
         const field_action action = rule ? rule->action : (s.unclassified == unclassified_policy::keep ? field_action::keep
                                                                                                      : field_action::drop);
         if (action != field_action::keep && action != field_action::pseudonymise) return c;  // not in the stored copy
-        // An absent subject field leaves the mask at 0: no known subject, no consent (as at publish).
-        if (consent_ && payload_filter::find_scalar(payload, s.subject.pointer_tokens, subject_buf_) && !subject_buf_.empty())
-            consented = action == field_action::keep ? consent_->granted_mask(subject_buf_)
-                                                     : consent_->granted_mask_by_pseudonym(subject_buf_);
-        break;
+        by_pseudonym = action == field_action::pseudonymise;
     }
-    case subject_kind::binding:  // the broker does not say who published a stored message
-    case subject_kind::none: return c;
-    }
+    // No subject in the stored copy leaves the mask at 0: no known subject, no consent (as at publish).
+    std::uint64_t consented = 0;
+    const auto subjects = subjects_of(s, topic, payload, {});
+    if (consent_ && !subjects.empty())
+        consented = by_pseudonym ? consent_->granted_mask_by_pseudonym(subjects[0]) : consent_->granted_mask(subjects[0]);
     const filter_result r = filter_.remove_withdrawn(s, consented, payload, recheck_out_);
     if (r.status != filter_status::ok) {
         c.outcome = stored_consent::unreadable;

@@ -49,6 +49,10 @@ struct recording_setup {
 std::pair<int, std::string> run(const std::string& command) { return itest::run_command(command); }
 
 std::string gdprctl() { return GDPRCTL_PATH; }
+// gdprctl talking to `b` as the operator.
+std::string gdprctl_on(const itest::broker& b) {
+    return gdprctl() + " --port " + std::to_string(b.port()) + " --client-id " + itest::OPERATOR_CLIENT_ID;
+}
 
 std::string file_bytes(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -151,8 +155,7 @@ TEST_CASE("consent changes and control commands are recorded", "[integration][re
     recording_setup setup;
     {
         itest::broker b(setup.options());
-        const auto [st, out] = run(gdprctl() + " --port " + std::to_string(b.port()) + " --client-id " +
-                                   itest::OPERATOR_CLIENT_ID + " consent set D-7781 route-analytics granted --evidence form-12");
+        const auto [st, out] = run(gdprctl_on(b) + " consent set D-7781 route-analytics granted --evidence form-12");
         INFO(out);
         REQUIRE(st == 0);
         itest::client intruder(b, "intruder");
@@ -178,8 +181,7 @@ TEST_CASE("a stored message withheld for withdrawn consent is recorded as a refu
     {
         itest::broker b(setup.options());
         auto consent = [&](const char* state) {
-            const auto [st, out] = run(gdprctl() + " --port " + std::to_string(b.port()) + " --client-id " +
-                                       itest::OPERATOR_CLIENT_ID + " consent set D-7781 route-analytics " + state);
+            const auto [st, out] = run(gdprctl_on(b) + " consent set D-7781 route-analytics " + state);
             INFO(out);
             REQUIRE(st == 0);
         };
@@ -417,8 +419,7 @@ TEST_CASE("each publish records what was done to its own fields, however its nei
         car.connect();
         REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);       // no consent: position dropped
         REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);       // the same outcome again
-        const auto [st, out] = run(gdprctl() + " --port " + std::to_string(b.port()) + " --client-id " +
-                                   itest::OPERATOR_CLIENT_ID + " consent set D-7781 route-analytics granted --evidence form-12");
+        const auto [st, out] = run(gdprctl_on(b) + " consent set D-7781 route-analytics granted --evidence form-12");
         INFO(out);
         REQUIRE(st == 0);
         REQUIRE(car.publish(TOPIC, PAYLOAD, 1) == 0);       // consent: position generalised

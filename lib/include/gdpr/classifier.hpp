@@ -57,7 +57,6 @@ enum class stored_consent : std::uint8_t {
     withdrawn,    // some fields' consent has been withdrawn since: rechecked() holds it without them
     unreadable,   // not the JSON the schema describes: nothing can be vouched for
 };
-std::string_view to_string(stored_consent c);
 
 struct stored_check {
     const schema* matched = nullptr;
@@ -168,7 +167,6 @@ private:
     std::string scratch_;  // personal_data_in's output: out_ may still hold the current publish
     std::string recheck_out_;
     bool has_consent_fields_ = false;
-    std::string subject_buf_;
     bool detailed_ = false;
     bool keep_subjects_ = false;
     std::function<void(std::string_view)> prefetch_subject_;
