@@ -297,7 +297,7 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
     CHECK(refused == 1);
 }
 
-TEST_CASE("a gateway named in the options draws on its own, larger allowance; other clients keep theirs",
+TEST_CASE("a gateway named in the options draws on its own, larger allowance, and other clients keep theirs",
           "[integration][erasure][quota]") {
     erasure_setup setup;
     auto o = setup.options_with_allowance("2", "1");

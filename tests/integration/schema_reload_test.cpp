@@ -72,7 +72,7 @@ std::pair<std::string, std::string> forwarded(itest::client& pub, itest::client&
 
 } // namespace
 
-TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one that does not load changes nothing",
+TEST_CASE("reloadSchemas puts an edited schemas directory in use at once, and one that does not load changes nothing",
           "[integration][schema][control]") {
     reload_setup setup;
     itest::broker b(setup.options());
@@ -190,7 +190,7 @@ TEST_CASE("reloadSchemas puts an edited schemas directory in use at once; one th
     CHECK_THAT(refused["error"].get<std::string>(), Catch::Contains("not authorised"));
 }
 
-TEST_CASE("SIGHUP reloads the schemas; a reload that fails keeps the ones in use, logs and alerts",
+TEST_CASE("SIGHUP reloads the schemas, and a reload that fails keeps the ones in use, logs and alerts",
           "[integration][schema]") {
     reload_setup setup;
     itest::broker b(setup.options());

@@ -208,7 +208,7 @@ TEST_CASE_METHOD(trail_fixture, "personal data is sealed per subject and exporte
     CHECK(json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_consent))["consent"]["granted"] == json::array());
 }
 
-TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable; the chain still verifies", "[audit][shred]") {
+TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable and the chain still verifies", "[audit][shred]") {
     open();
     publish({"alice"}, "61");
     publish({"alice", "bob"}, "62");

@@ -622,7 +622,7 @@ TEST_CASE("a device that reports failure is failed at once and alerted", "[erasu
     CHECK(broker.alerts[0].first == "erasure_target_failed");
 }
 
-TEST_CASE("the receipt says the key is shredded only once it is gone; holders seen meanwhile become targets",
+TEST_CASE("the receipt says the key is shredded only once it is gone, and holders seen meanwhile become targets",
           "[erasure]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();

@@ -55,7 +55,7 @@ TEST_CASE_METHOD(fixture, "every action applied to a telemetry message", "[filte
     CHECK(r.changed());
 }
 
-TEST_CASE_METHOD(fixture, "kept members keep order, number text and escapes; whitespace is tolerated", "[filter]") {
+TEST_CASE_METHOD(fixture, "kept members keep order, number text and escapes, and whitespace is tolerated", "[filter]") {
     const auto r = run("  {\n \"speed\" : 1.50e+2 ,\"tags\":[\"a\\u00e9\", \"b\"], \"readings\" : [ ] } \n");
     REQUIRE(r.status == filter_status::ok);
     CHECK(out == R"({"speed":1.50e+2,"tags":["a\u00e9"],"readings":[]})");

@@ -361,7 +361,7 @@ TEST_CASE("the shipped example residency file loads with the shipped schemas and
     CHECK(r.place({"x", "", "", "hq.ch.example.org"}) == r.region_index("ch"));
 }
 
-TEST_CASE("rules take reloaded schemas; a schema naming an unknown region changes nothing", "[residency][schema]") {
+TEST_CASE("rules take reloaded schemas, and a schema naming an unknown region changes nothing", "[residency][schema]") {
     const auto first = schemas();
     auto r = gdpr::residency_rules::from_json_text(RULES, first);
     // A reloaded set: other objects, telemetry now resident in ch (which us bridges may not take either).

@@ -27,7 +27,7 @@ TEST_CASE("each client may bring in a burst of new subjects, then the per-minute
     CHECK(q.take("van-1", 0, t0 + 1h));  // nothing new costs nothing
 }
 
-TEST_CASE("a burst larger than the allowance is never admitted; no limit admits everything", "[quota]") {
+TEST_CASE("a burst larger than the allowance is never admitted, and no limit admits everything", "[quota]") {
     subject_quota q(10, 20);
     const auto t0 = subject_quota::clock::time_point{} + 1h;
     CHECK_FALSE(q.take("gateway", 21, t0));
