@@ -206,12 +206,14 @@ void forget_current_payloads(plugin_context& ctx);
 // SUBSCRIBE: warns when a shared subscription group gets members in two regions.
 void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter);
 
-// Schema reload (schema_reload.cpp): reads the schemas directory again on a background thread,
-// then, on the broker thread, puts the new set in use and calls `done` with what changed, or calls
-// it with the reason nothing changed (the set does not load, a version goes back, or schemas would
-// be removed without `allow_removals`). `requested_by` is for the log.
+// Schema reload (schema_reload.cpp): reads purposes.json and the schemas directory again on a
+// background thread, then, on the broker thread, puts them in use and calls `done` with what
+// changed, or calls it with the reason nothing changed (they do not load, a version goes back,
+// schemas would be removed or a purpose would leave consent without `allowed` saying so).
+// `requested_by` is for the log.
 using schema_reload_done = std::function<void(const gdpr::schema_changes* changes, const std::string& error)>;
-void start_schema_reload(plugin_context& ctx, std::string requested_by, bool allow_removals, schema_reload_done done);
+void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::reload_permissions allowed,
+                         schema_reload_done done);
 
 // Callbacks, one family per file.
 int on_message(int event, void* event_data, void* userdata);

@@ -58,7 +58,10 @@ void open_consent_store(plugin_context& ctx) {
                                         ctx.options.operator_cert_cns};
     ctx.control = std::make_unique<gdpr::control_api>(*ctx.engine, *ctx.consent, ctx.engine->purposes(), ctx.operators, ctx.log);
     ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +
-                   " subjects with consent, " + std::to_string(ctx.consent->binding_count()) + " device bindings");
+                   " subjects with consent, " + std::to_string(ctx.consent->binding_count()) + " device bindings" +
+                   (ctx.consent->held_grants() ? ", " + std::to_string(ctx.consent->held_grants()) +
+                                                     " consent grants held for purposes that do not rest on consent now"
+                                               : std::string()));
     if (ctx.operators.empty()) {
         ctx.log.notice("no operators named (plugin_opt_operator_*): every " + std::string(gdpr::CONTROL_TOPIC) +
                        " command is refused");
@@ -148,9 +151,10 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
         // needs no database, so an in-memory one stands in.
         ctx->schema_loader = std::make_unique<gdpr::storage_worker>(std::make_unique<gdpr::sqlite_db>(":memory:"),
                                                                     "gdpr-schemas", gdpr::storage_worker::batching::none);
-        ctx->control->attach_schema_reload([c = ctx.get()](const std::string& requested_by, bool allow_removals,
+        ctx->control->attach_schema_reload([c = ctx.get()](const std::string& requested_by,
+                                                           gdpr::reload_permissions allowed,
                                                            gdpr::control_api::schema_reload_done done) {
-            start_schema_reload(*c, requested_by, allow_removals, std::move(done));
+            start_schema_reload(*c, requested_by, allowed, std::move(done));
         });
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "

@@ -1,7 +1,8 @@
 // Schema reload, from the control API's reloadSchemas or the broker's SIGHUP (MOSQ_EVT_RELOAD):
-// the schemas directory is read and checked again on a background thread (the broker thread
-// never waits on disk), and the new set goes into use on the broker thread, between two messages.
-// A set that does not load, or that would leave personal data unclassified, changes nothing.
+// purposes.json and the schemas directory are read and checked again on a background thread (the
+// broker thread never waits on disk), and the new definitions go into use on the broker thread,
+// between two messages. Definitions that do not load, that would leave personal data
+// unclassified, or that would let consent fields pass without consent unasked, change nothing.
 #include <string>
 
 #include "context.hpp"
@@ -15,6 +16,39 @@ std::string joined(const std::vector<std::string>& items) {
     std::string out;
     for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
     return out;
+}
+
+std::string counted(const std::map<std::string, std::size_t>& per_purpose) {
+    std::string out;
+    for (const auto& [purpose, n] : per_purpose) out += (out.empty() ? "" : ", ") + purpose + ": " + std::to_string(n);
+    return out;
+}
+
+void report_purposes(plugin_context& ctx, const gdpr::schema_changes& changes, std::string_view requested_by) {
+    const gdpr::purpose_changes& p = changes.purposes;
+    if (!p.any()) return;
+    std::string line = "reloaded purposes from " + ctx.options.purposes_file + " (" + std::string(requested_by) + ")";
+    if (!p.added.empty()) line += "; added " + joined(p.added);
+    if (!p.removed.empty()) line += "; removed " + joined(p.removed);
+    if (!p.basis_changed.empty()) line += "; lawful basis changed: " + joined(p.basis_changed);
+    if (!p.described.empty()) line += "; description changed: " + joined(p.described);
+    ctx.log.notice(line);
+    // GDPR Art. 13(1)(c): data subjects are told the lawful basis; a change, and consent that stops
+    // or starts counting again, is the data protection officer's to see.
+    std::string text;
+    if (!p.basis_changed.empty()) text = "lawful basis changed by a reload: " + joined(p.basis_changed);
+    if (!changes.fields_leaving_consent.empty())
+        text += std::string(text.empty() ? "" : "; ") + "fields that now pass without a consent record: " +
+                joined(changes.fields_leaving_consent);
+    if (!p.grants_held.empty())
+        text += std::string(text.empty() ? "" : "; ") + "consent grants held, no longer counting (purpose: grants): " +
+                counted(p.grants_held);
+    if (!p.grants_revived.empty())
+        text += std::string(text.empty() ? "" : "; ") + "consent grants given earlier that count again: " +
+                counted(p.grants_revived);
+    if (text.empty()) return;
+    ctx.log.warning(text);
+    publish_alert(ctx, "purposes", text);
 }
 
 void report(plugin_context& ctx, const gdpr::schema_changes& changes, std::string_view requested_by) {
@@ -42,28 +76,46 @@ void report(plugin_context& ctx, const gdpr::schema_changes& changes, std::strin
         publish_alert(ctx, "schemas", text);
     }
     ctx.engine->log_schema_warnings(ctx.log);
+    report_purposes(ctx, changes, requested_by);
 }
 
-// Puts a loaded set in use, or throws changing nothing. Broker thread.
-gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next, std::string_view requested_by,
-                                    bool allow_removals) {
-    // Everything that can fail happens first, on the side: the schemas in use stay until the end.
-    gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next);
+// Puts loaded definitions in use, or throws changing nothing. Broker thread.
+gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::definitions&& next,
+                                        std::string_view requested_by, gdpr::reload_permissions allowed) {
+    // Everything that can fail happens first, on the side: the definitions in use stay until the end.
+    gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next.schemas);
+    changes.purposes = gdpr::compare_purposes(ctx.engine->purposes(), next.purposes);
     if (!changes.older_versions.empty())
         throw std::runtime_error("the version of " + joined(changes.older_versions) +
                                  " goes back; give changed rules a higher version (the audit trail names rules by "
                                  "id@version)");
     // A schema missing by accident (a deploy half done) would let its topics' personal data through
     // unclassified: removing one takes an explicit request.
-    if (!changes.removed.empty() && !allow_removals)
+    if (!changes.removed.empty() && !allowed.removals)
         throw std::runtime_error("it would remove " + joined(changes.removed) +
                                  ", whose topics would no longer be classified; send reloadSchemas with "
                                  "\"allowRemovals\": true to remove schemas (a SIGHUP never does)");
+    // GDPR Art. 6(1), 7: a field that no longer needs consent passes for subjects who never
+    // consented or withdrew; an edit must not do that by accident.
+    if ((!changes.purposes.leaving_consent.empty() || !changes.fields_leaving_consent.empty()) && !allowed.basis_changes) {
+        std::string what = changes.purposes.leaving_consent.empty()
+                               ? std::string("it")
+                               : "purposes.json moves " + joined(changes.purposes.leaving_consent) + " off consent, so it";
+        throw std::runtime_error(what + " would let fields pass without a consent record (" +
+                                 joined(changes.fields_leaving_consent) +
+                                 "); send reloadSchemas with \"allowBasisChanges\": true to do so (a SIGHUP never does)");
+    }
     gdpr::residency_rules::schema_bindings bindings;
-    if (ctx.residency) bindings = ctx.residency->rules().bind(next);  // points into next.schemas' elements
+    if (ctx.residency) bindings = ctx.residency->rules().bind(next.schemas);  // points into next.schemas' elements
+    // Consent bits follow the purposes; throws changing nothing.
+    if (changes.purposes.any()) {
+        auto shift = ctx.consent->use_purposes(next.purposes);
+        changes.purposes.grants_held = std::move(shift.held);
+        changes.purposes.grants_revived = std::move(shift.revived);
+    }
 
     // The swap: nothing here throws, so no pointer into the old set survives it.
-    ctx.engine->replace_schemas(std::move(next));
+    ctx.engine->replace_definitions(std::move(next));
     if (ctx.residency) ctx.residency->use(std::move(bindings));
     forget_current_payloads(ctx);
     if (ctx.recorder) ctx.recorder->forget_schemas();
@@ -77,6 +129,8 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
     }
 
     try {
+        if (ctx.recorder && (changes.purposes.any() || !changes.fields_leaving_consent.empty()))
+            ctx.recorder->purposes_changed(requested_by, allowed.basis_changes, changes);
         report(ctx, changes, requested_by);
         if (ctx.residency)
             for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
@@ -88,24 +142,26 @@ gdpr::schema_changes commit_schemas(plugin_context& ctx, gdpr::schema_set&& next
 
 } // namespace
 
-void start_schema_reload(plugin_context& ctx, std::string requested_by, bool allow_removals, schema_reload_done done) {
+void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::reload_permissions allowed,
+                         schema_reload_done done) {
     if (!ctx.schema_loader) return done(nullptr, "the broker is stopping");
     struct loaded {
-        gdpr::schema_set set;
+        gdpr::classifier::definitions definitions;
         bool ok = false;
     };
     auto next = std::make_shared<loaded>();
-    // load_schemas reads only what the classifier fixed at start (purposes, the key's presence).
+    // load_definitions reads of the classifier only what it fixed at start (the key's presence).
     ctx.schema_loader->submit(
-        [engine = ctx.engine.get(), dir = ctx.options.schemas_dir, next](gdpr::sqlite_db&) {
-            next->set = engine->load_schemas(dir);
+        [engine = ctx.engine.get(), purposes = ctx.options.purposes_file, dir = ctx.options.schemas_dir,
+         next](gdpr::sqlite_db&) {
+            next->definitions = engine->load_definitions(purposes, dir);
             next->ok = true;
         },
-        [&ctx, next, requested_by = std::move(requested_by), allow_removals, done = std::move(done)](const std::string& error) {
+        [&ctx, next, requested_by = std::move(requested_by), allowed, done = std::move(done)](const std::string& error) {
             if (!next->ok) return done(nullptr, error.empty() ? "the schemas directory could not be read" : error);
             gdpr::schema_changes changes;
             try {
-                changes = commit_schemas(ctx, std::move(next->set), requested_by, allow_removals);
+                changes = commit_definitions(ctx, std::move(next->definitions), requested_by, allowed);
             } catch (const std::exception& e) {
                 return done(nullptr, e.what());
             }
@@ -116,7 +172,7 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, bool all
 int on_reload(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
-        start_schema_reload(ctx, "SIGHUP", false, [&ctx](const gdpr::schema_changes* changes, const std::string& error) {
+        start_schema_reload(ctx, "SIGHUP", {}, [&ctx](const gdpr::schema_changes* changes, const std::string& error) {
             if (ctx.recorder) ctx.recorder->control("", "broker:SIGHUP", {{"reloadSchemas", changes != nullptr}});
             if (!changes) {
                 const std::string text = "schemas not reloaded on SIGHUP, the ones in use stay: " + gdpr::printable_text(error);

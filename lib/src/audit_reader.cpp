@@ -286,7 +286,9 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     if (options.granted_now) {
         wiped_json granted = wiped_json::array();
         for (const auto& purpose : *options.granted_now) granted.push_back(wiped(purpose));
-        doc["consent"] = {{"granted", std::move(granted)}};
+        wiped_json held = wiped_json::array();
+        for (const auto& purpose : options.held_now) held.push_back(wiped(purpose));
+        doc["consent"] = {{"granted", std::move(granted)}, {"held", std::move(held)}};
     }
     const wiped_string text = doc.dump(options.indent);
     return std::string(text.data(), text.size());  // exactly its size: the caller wipes it

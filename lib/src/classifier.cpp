@@ -37,9 +37,11 @@ void classifier::log_schema_warnings(logger& log) const {
     for (const auto& w : schemas_.warnings) log.warning(w);
 }
 
-schema_set classifier::load_schemas(const std::string& dir) const {
-    schema_set next = load_schema_directory(dir, purposes_);
-    if (next.needs_pseudonym_key() && !pseudonyms_)
+classifier::definitions classifier::load_definitions(const std::string& purposes_file, const std::string& dir) const {
+    definitions next;
+    next.purposes = load_purposes(purposes_file);
+    next.schemas = load_schema_directory(dir, next.purposes);
+    if (next.schemas.needs_pseudonym_key() && !pseudonyms_)
         throw config_error("pseudonym_key_file", "required because a schema uses action \"pseudonymise\", but it was "
                                                  "not set when the broker started (restart the broker to add it)");
     return next;
@@ -53,8 +55,10 @@ bool any_consent_fields(const schema_set& set) {
 }
 } // namespace
 
-void classifier::replace_schemas(schema_set&& next) noexcept {
-    schemas_ = std::move(next);
+void classifier::replace_definitions(definitions&& next) noexcept {
+    // purposes_ is assigned, not replaced: control_api keeps a reference to it.
+    purposes_ = std::move(next.purposes);
+    schemas_ = std::move(next.schemas);
     has_consent_fields_ = any_consent_fields(schemas_);
     subjects_.clear();
     outcomes_.clear();  // they name fields of the previous schemas

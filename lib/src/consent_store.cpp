@@ -42,16 +42,23 @@ std::int64_t consent_store::now_ms() {
         .count();
 }
 
+std::vector<std::string> consent_store::consent_purposes(const purpose_registry& purposes) {
+    std::vector<std::string> names;
+    for (const auto& name : purposes.names()) {
+        if (!purposes.needs_consent(name)) continue;
+        if (static_cast<int>(names.size()) >= MAX_CONSENT_PURPOSES)
+            throw std::invalid_argument("more than 64 purposes rest on consent");
+        names.push_back(name);
+    }
+    return names;
+}
+
 std::unique_ptr<consent_store> consent_store::open(const std::string& path, const purpose_registry& purposes,
                                                    std::string_view synchronous) {
     std::unique_ptr<consent_store> store(new consent_store());
-    for (const auto& name : purposes.names()) {
-        if (!purposes.needs_consent(name)) continue;
-        if (static_cast<int>(store->bit_names_.size()) >= MAX_CONSENT_PURPOSES)
-            throw std::invalid_argument("more than 64 purposes rest on consent");
-        store->bits_.emplace(name, static_cast<int>(store->bit_names_.size()));
-        store->bit_names_.push_back(name);
-    }
+    store->bit_names_ = consent_purposes(purposes);
+    for (std::size_t i = 0; i < store->bit_names_.size(); ++i)
+        store->bits_.emplace(store->bit_names_[i], static_cast<int>(i));
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
     check_schema_version(*db, "consent", SCHEMA_VERSION, "consent schema");
@@ -59,7 +66,8 @@ std::unique_ptr<consent_store> consent_store::open(const std::string& path, cons
         sqlite_statement rows(db->handle(), "SELECT subject, purpose FROM consent_current WHERE granted = 1");
         while (rows.step()) {
             const auto bit = store->consent_bit(rows.text(1));
-            if (bit >= 0) store->apply(rows.text(0), bit, true);  // purposes no longer declared are ignored
+            if (bit >= 0) store->apply(rows.text(0), bit, true);
+            else store->held_[rows.text(0)].push_back(rows.text(1));  // counts again if its purpose does
         }
     }
     {
@@ -90,6 +98,87 @@ const std::vector<std::string>* consent_store::subjects_bound_to(std::string_vie
     if (bound_subjects_.empty()) return nullptr;
     auto it = bound_subjects_.find(std::string(client_id));
     return it == bound_subjects_.end() || it->second.empty() ? nullptr : &it->second;
+}
+
+consent_store::purpose_shift consent_store::use_purposes(const purpose_registry& purposes) {
+    std::vector<std::string> names = consent_purposes(purposes);
+    purpose_shift shift;
+    if (names == bit_names_) return shift;
+    std::unordered_map<std::string, int> bits;
+    for (std::size_t i = 0; i < names.size(); ++i) bits.emplace(names[i], static_cast<int>(i));
+    std::vector<int> moved(bit_names_.size(), -1);  // bit now -> bit after, or -1
+    for (std::size_t i = 0; i < bit_names_.size(); ++i) {
+        auto it = bits.find(bit_names_[i]);
+        if (it != bits.end()) moved[i] = it->second;
+    }
+    subject_table<std::uint64_t> masks;
+    std::unordered_map<std::string, std::vector<std::string>> held;
+    masks_.for_each([&](std::string_view subject, const std::uint64_t& mask) {
+        std::uint64_t next = 0;
+        for (std::size_t b = 0; b < moved.size(); ++b) {
+            if (!(mask & (std::uint64_t{1} << b))) continue;
+            if (moved[b] >= 0) {
+                next |= std::uint64_t{1} << moved[b];
+            } else {
+                held[std::string(subject)].push_back(bit_names_[b]);
+                ++shift.held[bit_names_[b]];
+            }
+        }
+        if (next) masks[subject] = next;
+    });
+    for (const auto& [subject, granted] : held_) {
+        for (const auto& purpose : granted) {
+            auto it = bits.find(purpose);
+            if (it != bits.end()) {
+                masks[subject] |= std::uint64_t{1} << it->second;
+                ++shift.revived[purpose];
+            } else {
+                held[subject].push_back(purpose);
+            }
+        }
+    }
+    subject_table<std::string> index;
+    if (pseudonym_of_) {
+        // Subjects that keep consent keep their pseudonym; only those gaining their first one cost an HMAC.
+        subject_by_pseudonym_.for_each([&](std::string_view pseudonym, const std::string& subject) {
+            if (masks.find(subject)) index[pseudonym] = subject;
+        });
+        masks.for_each([&](std::string_view subject, const std::uint64_t&) {
+            if (!masks_.find(subject)) index[pseudonym_of_(subject)].assign(subject);
+        });
+    }
+    // Nothing below throws.
+    bits_.swap(bits);
+    bit_names_.swap(names);
+    masks_ = std::move(masks);
+    held_.swap(held);
+    if (pseudonym_of_) subject_by_pseudonym_ = std::move(index);
+    ++generation_;  // decisions taken under the old purposes may no longer hold
+    return shift;
+}
+
+void consent_store::hold(const std::string& subject, const std::string& purpose) {
+    auto& granted = held_[subject];
+    if (std::find(granted.begin(), granted.end(), purpose) == granted.end()) granted.push_back(purpose);
+}
+
+bool consent_store::holds(const std::string& subject, const std::string& purpose) const {
+    auto it = held_.find(subject);
+    return it != held_.end() && std::find(it->second.begin(), it->second.end(), purpose) != it->second.end();
+}
+
+std::vector<std::string> consent_store::held_purposes(std::string_view subject) const {
+    auto it = held_.find(std::string(subject));
+    if (it == held_.end()) return {};
+    std::vector<std::string> out = it->second;
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::size_t consent_store::held_grants() const {
+    std::size_t n = 0;
+    for (const auto& [subject, granted] : held_) n += granted.size();
+    return n;
 }
 
 void consent_store::apply(const std::string& subject, int bit, bool granted) {
@@ -171,7 +260,16 @@ void consent_store::notify(std::string_view change, const std::string& subject, 
 void consent_store::set_consent(const std::string& subject, const std::string& purpose, bool granted,
                                 const std::string& operator_id, const std::string& evidence, done_fn done) {
     const int bit = consent_bit(purpose);
-    if (bit < 0) throw std::invalid_argument("purpose needs no consent");
+    if (bit < 0) {
+        // GDPR Art. 7(3): a held grant could count again one day; it can be withdrawn now.
+        if (granted || !holds(subject, purpose)) throw std::invalid_argument("purpose needs no consent");
+        auto& purposes = held_[subject];
+        purposes.erase(std::find(purposes.begin(), purposes.end(), purpose));
+        if (purposes.empty()) held_.erase(subject);
+        notify("consent_withdrawn", subject, purpose, "", operator_id, evidence);
+        submit_withdrawal(withdrawal{subject, purpose, operator_id, evidence, now_ms()}, std::move(done));
+        return;
+    }
     if (!granted) {
         // GDPR Art. 7(3): a withdrawal takes effect at once, before it is written.
         // submit_withdrawal starts a newer change, so a grant still in flight will not apply.
@@ -196,10 +294,13 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
             current.bind(1, subject).bind(2, purpose).bind(3, at);
             current.run();
         },
-        [this, key, generation, subject, purpose, operator_id, evidence, bit, done = std::move(done)](const std::string& error) {
+        [this, key, generation, subject, purpose, operator_id, evidence, done = std::move(done)](const std::string& error) {
             const bool newest = finish_change(key, generation);
             if (error.empty() && newest) {
-                apply(subject, bit, true);
+                // By name: purposes.json may have been reloaded since (use_purposes).
+                const int now_bit = consent_bit(purpose);
+                if (now_bit >= 0) apply(subject, now_bit, true);
+                else hold(subject, purpose);
                 notify("consent_granted", subject, purpose, "", operator_id, evidence);
             }
             if (done) done(error.empty() || !newest ? error : "consent was not recorded: " + error);
@@ -299,13 +400,16 @@ void consent_store::change_binding(const std::string& client_id, const std::stri
 }
 
 void consent_store::erase_subject(const std::string& subject, const std::string& operator_id, erase_done_fn done) {
+    // Every grant in flight for the subject, whatever its purpose rests on now, is superseded.
+    const std::string prefix = consent_key(subject, "");
+    std::vector<std::string> in_flight;
+    for (const auto& [key, state] : changes_)
+        if (key.compare(0, prefix.size(), prefix) == 0) in_flight.push_back(key);
     std::vector<std::pair<std::string, std::uint64_t>> superseded;
-    for (const auto& purpose : bit_names_) {
-        const auto key = consent_key(subject, purpose);
-        superseded.emplace_back(key, begin_change(key));
-    }
+    for (const auto& key : in_flight) superseded.emplace_back(key, begin_change(key));
     ++generation_;
     forget_mask(subject);
+    held_.erase(subject);
     // A withdrawal waiting to be retried would write the subject back.
     pending_withdrawals_.erase(std::remove_if(pending_withdrawals_.begin(), pending_withdrawals_.end(),
                                               [&](const withdrawal& w) { return w.subject == subject; }),

@@ -316,8 +316,10 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             const bool granted = required(cmd, "granted", json::value_t::boolean, "true or false").get<bool>();
             const auto evidence = optional_text(cmd, "evidence", 1024);
             const purpose* p = purposes_.find(purpose_name);
-            if (!p) throw command_error("unknown purpose \"" + purpose_name + "\"");
-            if (p->basis != lawful_basis::consent)
+            // GDPR Art. 7(3): consent held for a purpose that no longer rests on it can still be withdrawn.
+            const bool held = !granted && store_.holds(subject, purpose_name);
+            if (!p && !held) throw command_error("unknown purpose \"" + purpose_name + "\"");
+            if (p && p->basis != lawful_basis::consent && !held)
                 throw command_error("purpose \"" + purpose_name + "\" rests on " + std::string(to_string(p->basis)) +
                                     ", not consent: it needs no consent record");
             store_.set_consent(subject, purpose_name, granted, operator_id, evidence,
@@ -347,7 +349,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                                                {"operator", e.operator_id}, {"evidence", e.evidence}});
                     }
                     response["data"] = json{{"subject", subject}, {"granted", store_.granted_purposes(subject)},
-                                            {"history", history}};
+                                            {"held", store_.held_purposes(subject)}, {"history", history}};
                 }
                 pending->responses[i] = response;
                 advance(pending);
@@ -403,6 +405,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                   {"controlRequests", refused_requests_}}},
                 {"publishesWithoutKnownSubject", s.no_subject},
                 {"subjectsWithConsent", store_.subjects_with_consent()},
+                {"consentGrantsHeld", store_.held_grants()},
                 {"deviceBindings", store_.binding_count()},
                 {"withdrawalsNotYetRecorded", store_.pending_withdrawals()},
             };
@@ -434,14 +437,16 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             pending->responses[i] = response;
             return true;
         } else if (name == "reloadSchemas") {
-            only_arguments(cmd, {"allowRemovals"});
-            bool allow_removals = false;
-            if (cmd.contains("allowRemovals")) {
-                if (!cmd["allowRemovals"].is_boolean()) throw command_error("\"allowRemovals\" must be true or false");
-                allow_removals = cmd["allowRemovals"].get<bool>();
+            only_arguments(cmd, {"allowRemovals", "allowBasisChanges"});
+            reload_permissions allowed;
+            for (const auto& [option, flag] : {std::pair<const char*, bool*>{"allowRemovals", &allowed.removals},
+                                               {"allowBasisChanges", &allowed.basis_changes}}) {
+                if (!cmd.contains(option)) continue;
+                if (!cmd[option].is_boolean()) throw command_error("\"" + std::string(option) + "\" must be true or false");
+                *flag = cmd[option].get<bool>();
             }
             if (!reload_schemas_) throw command_error("reloadSchemas is not available on this broker");
-            reload_schemas_("reloadSchemas by " + operator_id, allow_removals,
+            reload_schemas_("reloadSchemas by " + operator_id, allowed,
                             [this, pending, i, response](const schema_changes* c, const std::string& error) mutable {
                                 if (!c) {
                                     response["error"] = "schemas not reloaded, the ones in use stay: " + printable_text(error);
@@ -451,7 +456,14 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                                                             {"added", c->added},
                                                             {"removed", c->removed},
                                                             {"newVersions", c->new_versions},
-                                                            {"editedWithoutNewVersion", c->edited_unversioned}};
+                                                            {"editedWithoutNewVersion", c->edited_unversioned},
+                                                            {"fieldsLeavingConsent", c->fields_leaving_consent},
+                                                            {"purposes", {{"added", c->purposes.added},
+                                                                          {"removed", c->purposes.removed},
+                                                                          {"basisChanged", c->purposes.basis_changed},
+                                                                          {"described", c->purposes.described},
+                                                                          {"grantsHeld", c->purposes.grants_held},
+                                                                          {"grantsRevived", c->purposes.grants_revived}}}};
                                 }
                                 pending->responses[i] = std::move(response);
                                 advance(pending);
@@ -476,6 +488,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             // Consent as it stands when asked (read here: the store lives on the broker thread);
             // its history is in the export.
             options.granted_now = store_.granted_purposes(subject);
+            options.held_now = store_.held_purposes(subject);
             export_reader_->submit(
                 [keys = export_keys_, subject, document, now = now_ms_(), options = std::move(options),
                  cancelled = exports_cancelled_](sqlite_db& db) mutable {

@@ -496,6 +496,15 @@ schema_changes compare_schema_sets(const schema_set& before, const schema_set& a
             c.added.push_back(s.tag());
             continue;
         }
+        for (const auto& rule : s.fields) {
+            if (rule.consent_bit >= 0) continue;
+            for (const auto& was : it->second->fields) {
+                if (was.pointer != rule.pointer || was.consent_bit < 0) continue;
+                const std::string now = rule.purpose.empty() ? "not personal" : rule.purpose;
+                c.fields_leaving_consent.push_back(s.id + " " + rule.pointer + " (" + was.purpose +
+                                                   (was.purpose == rule.purpose ? "" : " -> " + now) + ")");
+            }
+        }
         if (s.version < it->second->version) c.older_versions.push_back(it->second->tag() + " -> " + s.tag());
         else if (it->second->version != s.version) c.new_versions.push_back(it->second->tag() + " -> " + s.tag());
         else if (it->second->content_hash != s.content_hash) c.edited_unversioned.push_back(s.tag());
@@ -503,7 +512,8 @@ schema_changes compare_schema_sets(const schema_set& before, const schema_set& a
     }
     for (const auto& [id, s] : old_by_id) c.removed.push_back(s->tag());
     c.schemas = after.schemas.size();
-    for (auto* list : {&c.added, &c.removed, &c.new_versions, &c.edited_unversioned, &c.older_versions})
+    for (auto* list : {&c.added, &c.removed, &c.new_versions, &c.edited_unversioned, &c.older_versions,
+                       &c.fields_leaving_consent})
         std::sort(list->begin(), list->end());
     return c;
 }

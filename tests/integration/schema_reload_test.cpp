@@ -70,22 +70,39 @@ std::pair<std::string, std::string> forwarded(itest::client& pub, itest::client&
     return {itest::user_property(msg, "gdpr-schema").value_or(""), msg->to_string()};
 }
 
+bool alert_names(itest::client& alerts, const std::string& text) {
+    for (int i = 0; i < 10; ++i) {
+        auto m = alerts.next(300ms);
+        if (m && m->get_topic() == "$CONTROL/gdpr/v1/alerts" && m->to_string().find(text) != std::string::npos)
+            return true;
+    }
+    return false;
+}
+
+// A broker on a copy of the example schemas, with an operator, a vehicle, a dashboard subscribed to
+// fleet/# and lab/#, and alerts on a connection of their own (control() passes over what is not
+// its answer).
+struct reload_broker {
+    reload_setup setup;
+    itest::broker b{setup.options()};
+    itest::client op{b, itest::OPERATOR_CLIENT_ID, 5}, pub{b, "v7", 5}, sub{b, "dashboard", 5};
+    itest::client alerts{b, "alert-watcher", 5};
+    reload_broker() {
+        for (auto* c : {&op, &pub, &sub, &alerts}) c->connect();
+        sub.subscribe("fleet/#", 1);
+        sub.subscribe("lab/#", 1);
+        alerts.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    }
+};
+
 } // namespace
 
 TEST_CASE("reloadSchemas puts an edited schemas directory in use at once, and one that does not load changes nothing",
           "[integration][schema][control]") {
-    reload_setup setup;
-    itest::broker b(setup.options());
-    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), pub(b, "v7", 5), sub(b, "dashboard", 5);
-    // Alerts on a connection of their own: control() passes over what is not its answer.
-    itest::client alerts(b, "alert-watcher", 5);
-    op.connect();
-    pub.connect();
-    sub.connect();
-    alerts.connect();
-    sub.subscribe("fleet/#", 1);
-    sub.subscribe("lab/#", 1);
-    alerts.subscribe("$CONTROL/gdpr/v1/alerts", 1);
+    reload_broker fixture;
+    auto& setup = fixture.setup;
+    auto& b = fixture.b;
+    auto &op = fixture.op, &pub = fixture.pub, &sub = fixture.sub, &alerts = fixture.alerts;
     auto [tag, payload] = forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD);
     CHECK(tag == "vehicle-telemetry@3");
     CHECK(json::parse(payload)["phone"] == "***");
@@ -153,13 +170,7 @@ TEST_CASE("reloadSchemas puts an edited schemas directory in use at once, and on
     const auto same = control(op, {{"command", "reloadSchemas"}});
     REQUIRE_FALSE(same.contains("error"));
     CHECK(same["data"]["editedWithoutNewVersion"] == json::array({"lab-sensor@1"}));
-    bool alerted = false;
-    for (int i = 0; i < 10 && !alerted; ++i) {
-        auto m = alerts.next(300ms);
-        alerted = m && m->get_topic() == "$CONTROL/gdpr/v1/alerts" &&
-                  m->to_string().find("without a new \\\"version\\\": lab-sensor@1") != std::string::npos;
-    }
-    CHECK(alerted);
+    CHECK(alert_names(alerts, "without a new \\\"version\\\": lab-sensor@1"));
     CHECK(forwarded(pub, sub, LAB, R"({"operator_name":"Ann","t":1})").second == R"({"operator_name":"?"})");
 
     // From the command line: the answer summarised, a refusal as exit status 1.
@@ -254,4 +265,143 @@ TEST_CASE("SIGHUP reloads the schemas, and a reload that fails keeps the ones in
             outcomes.push_back(d["commands"][0]["ok"].get<bool>());
     }
     CHECK(outcomes == std::vector<bool>{true, false, false, false});
+}
+
+namespace {
+
+const std::string CRASH = "lab/l1/crash";
+const std::string CRASH_SCHEMA = R"({"id": "crash-sensor", "version": 1, "topics": ["lab/+/crash"],
+  "subject": {"field": "/wearer"},
+  "fields": {"/wearer": {"category": "identifier", "personal": true, "purpose": "fleet-operations", "action": "keep"},
+             "/crash_g": {"category": "health", "personal": true, "purpose": "accident-insurance", "action": "keep"}}})";
+
+std::string gps_payload(const std::string& driver) {
+    return R"({"driver_id":")" + driver + R"(","gps":{"lat":52.5201,"lon":13.4049},"speed":50})";
+}
+
+bool has_gps(itest::client& pub, itest::client& sub, const std::string& driver) {
+    const auto [tag, payload] = forwarded(pub, sub, VEHICLE, gps_payload(driver));
+    const auto doc = json::parse(payload);
+    return doc.contains("gps") && doc["gps"].contains("lat");
+}
+
+// The example purposes.json, with `edit` applied to its "purposes" object.
+void edit_purposes(const reload_setup& setup, const std::function<void(json&)>& edit) {
+    json doc = json::parse(std::ifstream(setup.schemas / "purposes.json"));
+    edit(doc["purposes"]);
+    setup.write("purposes.json", doc.dump(2));
+}
+
+} // namespace
+
+TEST_CASE("a reload reads purposes.json too: new purposes and lawful bases apply without a restart, consent given "
+          "stays",
+          "[integration][schema][consent]") {
+    reload_broker fixture;
+    auto& setup = fixture.setup;
+    auto& b = fixture.b;
+    auto &op = fixture.op, &pub = fixture.pub, &sub = fixture.sub, &alerts = fixture.alerts;
+    const auto set_consent = [&](const std::string& subject, const std::string& purpose, bool granted = true) {
+        return control(op, {{"command", "setConsent"}, {"subject", subject}, {"purpose", purpose}, {"granted", granted}});
+    };
+    REQUIRE_FALSE(set_consent("D-7", "route-analytics").contains("error"));
+    REQUIRE_FALSE(set_consent("D-9", "route-analytics").contains("error"));
+    CHECK(has_gps(pub, sub, "D-7"));
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+
+    // A new consent purpose with the schema that uses it. "accident-insurance" sorts before every
+    // consent purpose in use, so each one's consent bit moves: D-7's consent must move with it.
+    edit_purposes(setup, [](json& p) { p["accident-insurance"] = {{"lawfulBasis", "consent"}}; });
+    setup.write("crash-sensor.json", CRASH_SCHEMA);
+    auto r = control(op, {{"command", "reloadSchemas"}});
+    INFO(r.dump());
+    REQUIRE_FALSE(r.contains("error"));
+    CHECK(r["data"]["added"] == json::array({"crash-sensor@1"}));
+    CHECK(r["data"]["purposes"]["added"] == json::array({"accident-insurance (consent)"}));
+    CHECK(has_gps(pub, sub, "D-7"));
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+    CHECK(forwarded(pub, sub, CRASH, R"({"wearer":"W-1","crash_g":3.5})").second == R"({"wearer":"W-1"})");
+    REQUIRE_FALSE(set_consent("W-1", "accident-insurance").contains("error"));
+    CHECK(forwarded(pub, sub, CRASH, R"({"wearer":"W-1","crash_g":3.5})").second == R"({"wearer":"W-1","crash_g":3.5})");
+    CHECK(b.log().find("reloaded purposes from") != std::string::npos);
+
+    // A field moved to a purpose that needs no consent passes without one as well: the same permission.
+    setup.write("crash-sensor.json", std::regex_replace(std::regex_replace(CRASH_SCHEMA, std::regex("\"version\": 1"),
+                                                                           "\"version\": 2"),
+                                                        std::regex("accident-insurance"), "fleet-operations"));
+    r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""), Catch::Contains("crash-sensor /crash_g (accident-insurance -> fleet-operations)") &&
+                                         Catch::Contains("allowBasisChanges"));
+    setup.write("crash-sensor.json", CRASH_SCHEMA);
+
+    // More than 64 consent purposes: checked only when the consent store takes them, after every
+    // other check passed; still nothing changes.
+    edit_purposes(setup, [](json& p) {
+        for (int i = 0; i < 64; ++i) p["extra-" + std::to_string(100 + i)] = {{"lawfulBasis", "consent"}};
+    });
+    r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""), Catch::Contains("more than 64 purposes rest on consent"));
+    CHECK(has_gps(pub, sub, "D-7"));
+    CHECK(forwarded(pub, sub, CRASH, R"({"wearer":"W-1","crash_g":3.5})").second == R"({"wearer":"W-1","crash_g":3.5})");
+    edit_purposes(setup, [](json& p) {
+        for (int i = 0; i < 64; ++i) p.erase("extra-" + std::to_string(100 + i));
+    });
+
+    // Moving a purpose off consent lets its fields pass for subjects who never consented: refused
+    // unless asked for, and a SIGHUP never asks.
+    edit_purposes(setup, [](json& p) { p["route-analytics"]["lawfulBasis"] = "legitimate_interests"; });
+    r = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE(r.contains("error"));
+    CHECK_THAT(r["error"].get<std::string>(), Catch::Contains("moves route-analytics off consent") &&
+                                                  Catch::Contains("allowBasisChanges"));
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("moves route-analytics off consent"));
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+    // From the command line, asked for.
+    const auto [status, out] = itest::run_command(std::string(GDPRCTL_PATH) + " --port " + std::to_string(b.port()) +
+                                                  " --client-id gdprctl-op schemas reload --allow-basis-changes");
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("lawful basis changed: route-analytics: consent -> legitimate_interests") &&
+                        Catch::Contains("consent grants held: route-analytics 2"));
+    CHECK(has_gps(pub, sub, "D-8"));
+    CHECK(alert_names(alerts, "route-analytics: consent -> legitimate_interests"));
+    CHECK_THAT(set_consent("D-8", "route-analytics")["error"].get<std::string>(),
+               Catch::Contains("rests on legitimate_interests"));
+    // The consent given is held, shown, and can still be withdrawn (GDPR Art. 7(3)).
+    const auto held = control(op, {{"command", "getConsent"}, {"subject", "D-9"}});
+    CHECK(held["data"]["held"] == json::array({"route-analytics"}));
+    CHECK(held["data"]["granted"].empty());
+    REQUIRE_FALSE(set_consent("D-9", "route-analytics", false).contains("error"));
+
+    // Back on consent (no permission needed: that tightens): the consent D-7 gave counts again,
+    // as it would after a restart; D-8 gave none, D-9 withdrew it while it was held.
+    edit_purposes(setup, [](json& p) { p["route-analytics"]["lawfulBasis"] = "consent"; });
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("lawful basis changed: route-analytics: legitimate_interests -> consent"));
+    REQUIRE(b.wait_for_log("consent grants given earlier that count again: route-analytics: 1"));
+    CHECK(has_gps(pub, sub, "D-7"));
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+    CHECK_FALSE(has_gps(pub, sub, "D-9"));
+
+    // Each change of purposes is in the audit trail, with who asked.
+    b.stop();
+    gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string());
+    gdpr::sqlite_statement q(raw.handle(), "SELECT detail FROM audit_records WHERE kind = 'control' ORDER BY seq");
+    std::vector<json> changes;
+    while (q.step()) {
+        const auto d = json::parse(q.text(0));
+        if (d.contains("purposes")) changes.push_back(d);
+    }
+    REQUIRE(changes.size() == 3);
+    CHECK(changes[0]["purposes"]["added"] == json::array({"accident-insurance (consent)"}));
+    CHECK(changes[0]["reload"] == "reloadSchemas by client:" + std::string(itest::OPERATOR_CLIENT_ID));
+    CHECK(changes[1]["reload"] == "reloadSchemas by client:gdprctl-op");
+    CHECK(changes[1]["purposes"]["basisChanged"] == json::array({"route-analytics: consent -> legitimate_interests"}));
+    CHECK(changes[1]["allowBasisChanges"] == true);
+    CHECK(changes[1]["purposes"]["grantsHeld"] == json{{"route-analytics", 2}});
+    CHECK(changes[1]["fieldsLeavingConsent"] ==
+          json::array({"vehicle-telemetry /gps/lat (route-analytics)", "vehicle-telemetry /gps/lon (route-analytics)"}));
+    CHECK(changes[2]["reload"] == "SIGHUP");
+    CHECK(changes[2]["purposes"]["basisChanged"] == json::array({"route-analytics: legitimate_interests -> consent"}));
+    CHECK(changes[2]["purposes"]["grantsRevived"] == json{{"route-analytics", 1}});
 }

@@ -201,8 +201,9 @@ TEST_CASE_METHOD(trail_fixture, "personal data is sealed per subject and exporte
     CHECK_FALSE(alice.contains("consent"));
     gdpr::export_options with_consent;
     with_consent.granted_now = std::vector<std::string>{"fleet-operations", "insurance"};
+    with_consent.held_now = {"marketing"};
     const json consented = json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_consent));
-    CHECK(consented["consent"] == json{{"granted", {"fleet-operations", "insurance"}}});
+    CHECK(consented["consent"] == json{{"granted", {"fleet-operations", "insurance"}}, {"held", {"marketing"}}});
     CHECK(consented["records"] == alice["records"]);
     with_consent.granted_now->clear();
     CHECK(json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_consent))["consent"]["granted"] == json::array());

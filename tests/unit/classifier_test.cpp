@@ -17,6 +17,10 @@ gdpr::schema_set one_schema(const std::string& json) {
     return set;
 }
 
+// purposes.json for test_support::test_purposes().
+const char* TEST_PURPOSES_FILE =
+    R"({"purposes":{"ops":{"lawfulBasis":"contract"},"analytics":{"lawfulBasis":"consent"}}})";
+
 const char* SCHEMA = R"({"id":"s","version":4,"topics":["dev/+/data"],"residency":"eu",
   "fields":{"/name":{"category":"c","personal":true,"purpose":"ops","action":"drop"},"/v":{"category":"m","personal":false}}})";
 
@@ -196,41 +200,97 @@ TEST_CASE("a schema reload loads a directory beside the schemas in use and swaps
           "[classifier][schema]") {
     test_support::temp_dir dir;
     dir.write("s.json", SCHEMA);
+    const std::string purposes = dir.write("purposes.json", TEST_PURPOSES_FILE);
     gdpr::classifier c(gdpr::load_schema_directory(dir.path().string(), test_support::test_purposes()),
                        gdpr::unmatched_policy::pass, nullptr, test_support::test_purposes());
     CHECK(c.classify("dev/1/data", R"({"name":"Ann","v":1})").matched->tag() == "s@4");
 
     dir.write("s.json", std::string(SCHEMA).replace(std::string(SCHEMA).find("\"version\":4"), 11, "\"version\":5"));
     dir.write("t.json", R"({"id":"t","version":1,"topics":["other/#"],"fields":{}})");
-    gdpr::schema_set next = c.load_schemas(dir.path().string());
+    gdpr::classifier::definitions next = c.load_definitions(purposes, dir.path().string());
     CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@4");  // loading changes nothing yet
-    const auto changes = gdpr::compare_schema_sets(c.schemas(), next);
+    const auto changes = gdpr::compare_schema_sets(c.schemas(), next.schemas);
     CHECK(changes.added == std::vector<std::string>{"t@1"});
     CHECK(changes.new_versions == std::vector<std::string>{"s@4 -> s@5"});
     CHECK(changes.removed.empty());
     CHECK(changes.schemas == 2);
     CHECK(changes.topic_filters == 2);
-    c.replace_schemas(std::move(next));
+    CHECK_FALSE(gdpr::compare_purposes(c.purposes(), next.purposes).any());
+    c.replace_definitions(std::move(next));
     CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@5");
     CHECK(c.classify("other/x", "{}").matched->tag() == "t@1");
 
     // The same version with other content is told apart; a removed file is reported.
     dir.write("t.json", R"({"id":"t","version":1,"topics":["other/#", "more/#"],"fields":{}})");
     std::filesystem::remove(dir.path() / "s.json");
-    const auto edited = gdpr::compare_schema_sets(c.schemas(), c.load_schemas(dir.path().string()));
+    const auto edited = gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas);
     CHECK(edited.edited_unversioned == std::vector<std::string>{"t@1"});
     CHECK(edited.removed == std::vector<std::string>{"s@5"});
 
     // Pseudonymisation needs the key the broker started with: without one the reload is refused.
     dir.write("p.json", R"({"id":"p","version":1,"topics":["p/#"],
         "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"pseudonymise"}}})");
-    CHECK_THROWS_WITH(c.load_schemas(dir.path().string()), Catch::Contains("pseudonym_key_file") &&
-                                                               Catch::Contains("restart the broker"));
+    CHECK_THROWS_WITH(c.load_definitions(purposes, dir.path().string()),
+                      Catch::Contains("pseudonym_key_file") && Catch::Contains("restart the broker"));
     // A broken file is refused naming it.
     std::filesystem::remove(dir.path() / "p.json");
     dir.write("q.json", "{");
-    CHECK_THROWS_WITH(c.load_schemas(dir.path().string()), Catch::Contains("q.json"));
+    CHECK_THROWS_WITH(c.load_definitions(purposes, dir.path().string()), Catch::Contains("q.json"));
     CHECK(c.classify("dev/1/data", R"({"v":1})").matched->tag() == "s@5");
+}
+
+TEST_CASE("a reload reads purposes.json again: new purposes, lawful bases and consent bits come with the schemas",
+          "[classifier][schema][consent]") {
+    test_support::temp_dir dir;
+    const std::string purposes = dir.write("purposes.json", TEST_PURPOSES_FILE);
+    gdpr::classifier c(gdpr::schema_set{}, gdpr::unmatched_policy::pass, nullptr, test_support::test_purposes());
+    // A schema naming a purpose purposes.json does not declare is refused, naming it.
+    dir.write("m.json", R"({"id":"m","version":1,"topics":["m/#"],"subject":{"field":"/id"},
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"keep"},
+                  "/ad":{"category":"c","personal":true,"purpose":"marketing","action":"keep"}}})");
+    CHECK_THROWS_WITH(c.load_definitions(purposes, dir.path().string()),
+                      Catch::Contains("m.json") && Catch::Contains("marketing"));
+    // Declared with the schema, it loads; "ads" sorts before "analytics", so the bits move.
+    dir.write("purposes.json", R"({"purposes":{"ops":{"lawfulBasis":"legitimate_interests"},
+        "analytics":{"lawfulBasis":"consent"},"ads":{"lawfulBasis":"consent"},"marketing":{"lawfulBasis":"consent"}}})");
+    auto next = c.load_definitions(purposes, dir.path().string());
+    CHECK(c.purposes().find("marketing") == nullptr);  // loading changes nothing yet
+    const auto changes = gdpr::compare_purposes(c.purposes(), next.purposes);
+    CHECK(changes.added == std::vector<std::string>{"ads (consent)", "marketing (consent)"});
+    CHECK(changes.basis_changed == std::vector<std::string>{"ops: contract -> legitimate_interests"});
+    CHECK(changes.leaving_consent.empty());
+    CHECK(changes.removed.empty());
+    c.replace_definitions(std::move(next));
+    CHECK(c.purposes().consent_bit("ads") == 0);
+    CHECK(c.purposes().consent_bit("analytics") == 1);
+    CHECK(c.purposes().consent_bit("marketing") == 2);
+    for (const auto& rule : c.schemas().schemas.at(0).fields)
+        CHECK(rule.consent_bit == (rule.pointer == "/ad" ? 2 : -1));
+
+    // A purpose leaving consent, and one removed, are told apart.
+    dir.write("purposes.json", R"({"purposes":{"ops":{"lawfulBasis":"legitimate_interests"},
+        "analytics":{"lawfulBasis":"legitimate_interests"},"marketing":{"lawfulBasis":"consent"}}})");
+    const auto leaving = gdpr::compare_purposes(c.purposes(), c.load_definitions(purposes, dir.path().string()).purposes);
+    CHECK(leaving.removed == std::vector<std::string>{"ads"});
+    CHECK(leaving.basis_changed == std::vector<std::string>{"analytics: consent -> legitimate_interests"});
+    CHECK(leaving.leaving_consent == std::vector<std::string>{"analytics"});
+    // A rule that needed consent and no longer does is named, whatever the reason.
+    CHECK(gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas)
+              .fields_leaving_consent.empty());  // analytics left consent, but /ad serves marketing
+    dir.write("m.json", R"({"id":"m","version":2,"topics":["m/#"],"subject":{"field":"/id"},
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"keep"},
+                  "/ad":{"category":"c","personal":false}}})");
+    CHECK(gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas)
+              .fields_leaving_consent == std::vector<std::string>{"m /ad (marketing -> not personal)"});
+    dir.write("m.json", R"({"id":"m","version":2,"topics":["m/#"],"subject":{"field":"/id"},
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"keep"},
+                  "/ad":{"category":"c","personal":true,"purpose":"ops","action":"keep"}}})");
+    CHECK(gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas)
+              .fields_leaving_consent == std::vector<std::string>{"m /ad (marketing -> ops)"});
+    // A broken purposes.json is refused naming it.
+    dir.write("purposes.json", R"({"purposes":{"ops":{"lawfulBasis":"whim"}}})");
+    CHECK_THROWS_WITH(c.load_definitions(purposes, dir.path().string()),
+                      Catch::Contains("purposes.json") && Catch::Contains("whim"));
 }
 
 TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's consent, its subject found as the schema allows",

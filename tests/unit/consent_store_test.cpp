@@ -283,3 +283,155 @@ TEST_CASE("a failing pseudonym function leaves no half index and never stops a w
     settle(*store);
     CHECK(store->pending_withdrawals() == 0);
 }
+
+TEST_CASE("reloaded purposes renumber consent bits, keep every grant, and bring back the grants of a purpose that "
+          "rests on consent again",
+          "[consent][schema]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    auto store = gdpr::consent_store::open(path, purposes());
+    store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+    store->set_consent("D-1", "marketing", true, "op", "", nullptr);
+    store->set_consent("D-2", "marketing", true, "op", "", nullptr);
+    store->set_consent("D-3", "analytics", true, "op", "", nullptr);
+    settle(*store);
+    auto pseudonym = [](std::string_view s) { return "p:" + std::string(s); };
+    store->index_pseudonyms(pseudonym);
+    REQUIRE(store->granted_mask("D-2") == 2);
+
+    // "ads" sorts first: every bit moves up by one, and each subject keeps what they consented to.
+    auto next = purposes();
+    next.add({"ads", gdpr::lawful_basis::consent, ""});
+    auto generation = store->generation();
+    store->use_purposes(next);
+    CHECK(store->generation() > generation);
+    CHECK(store->consent_bit("ads") == 0);
+    CHECK(store->consent_bit("analytics") == 1);
+    CHECK(store->consent_bit("marketing") == 2);
+    CHECK(store->granted_mask("D-1") == 6);
+    CHECK(store->granted_mask("D-2") == 4);
+    CHECK(store->granted_purposes("D-1") == std::vector<std::string>{"analytics", "marketing"});
+    CHECK(store->granted_mask_by_pseudonym("p:D-2") == 4);
+    generation = store->generation();
+    store->use_purposes(next);  // the same purposes: nothing to do
+    CHECK(store->generation() == generation);
+
+    // A grant in flight while the purposes change lands on the purpose's bit after the change.
+    store->set_consent("D-4", "marketing", true, "op", "", nullptr);
+    auto without_analytics = next;
+    without_analytics.add({"analytics", gdpr::lawful_basis::legitimate_interests, ""});
+    const auto held = store->use_purposes(without_analytics);
+    settle(*store);
+    CHECK(store->granted_mask("D-4") == 2);
+    CHECK(held.held == std::map<std::string, std::size_t>{{"analytics", 2}});
+    CHECK(held.revived.empty());
+
+    // analytics no longer rests on consent: its grants stop counting (D-3 had only that one and
+    // leaves the index) but are kept.
+    CHECK(store->consent_bit("analytics") == -1);
+    CHECK(store->granted_mask("D-1") == 2);
+    CHECK(store->granted_mask("D-3") == 0);
+    CHECK(store->granted_mask_by_pseudonym("p:D-3") == 0);
+    CHECK(store->held_grants() == 2);
+    CHECK(store->holds("D-3", "analytics"));
+    CHECK(store->held_purposes("D-1") == std::vector<std::string>{"analytics"});
+    CHECK_THROWS_AS(store->set_consent("D-3", "analytics", true, "op", "", nullptr), std::invalid_argument);
+    // An erasure forgets kept grants too (GDPR Art. 17).
+    store->erase_subject("D-1", "op", nullptr);
+    settle(*store);
+    CHECK(store->held_grants() == 1);
+
+    // Back on consent: the grant kept counts again, as it would after a restart.
+    CHECK(store->use_purposes(next).revived == std::map<std::string, std::size_t>{{"analytics", 1}});
+    CHECK(store->granted_mask("D-3") == 2);
+    CHECK(store->granted_mask_by_pseudonym("p:D-3") == 2);
+    CHECK(store->granted_mask("D-1") == 0);
+    CHECK(store->held_grants() == 0);
+    const auto after_reload = store->granted_mask("D-4");
+
+    // A restart under purposes that do not count analytics, then a reload that does: the grant
+    // stored on disk comes back the same way.
+    store.reset();
+    store = gdpr::consent_store::open(path, without_analytics);
+    CHECK(store->granted_mask("D-3") == 0);
+    CHECK(store->held_grants() == 1);
+    store->use_purposes(next);
+    CHECK(store->granted_mask("D-3") == 2);
+    CHECK(store->granted_mask("D-4") == after_reload);
+    settle(*store);
+}
+
+TEST_CASE("a purposes reload that cannot be applied changes nothing", "[consent][schema][failure]") {
+    test_support::temp_dir dir;
+    auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), purposes());
+    store->set_consent("D-1", "marketing", true, "op", "", nullptr);
+    settle(*store);
+    gdpr::purpose_registry too_many = purposes();
+    for (int i = 0; i < gdpr::consent_store::MAX_CONSENT_PURPOSES; ++i)
+        too_many.add({"p" + std::to_string(100 + i), gdpr::lawful_basis::consent, ""});
+    CHECK_THROWS_WITH(store->use_purposes(too_many), Catch::Contains("64"));
+    CHECK(store->consent_bit("marketing") == 1);
+    CHECK(store->granted_mask("D-1") == 2);
+
+    // A subject gaining their first counted consent needs a pseudonym; if it cannot be computed,
+    // the reload changes nothing (no subject is missing from the index).
+    auto dormant = purposes();
+    dormant.add({"marketing", gdpr::lawful_basis::contract, ""});
+    store->use_purposes(dormant);
+    CHECK(store->granted_mask("D-1") == 0);
+    store->index_pseudonyms([](std::string_view s) -> std::string {
+        if (s == "D-1") throw std::runtime_error("HMAC failed");
+        return "p:" + std::string(s);
+    });
+    const auto generation = store->generation();
+    CHECK_THROWS(store->use_purposes(purposes()));
+    CHECK(store->consent_bit("marketing") == -1);
+    CHECK(store->granted_mask("D-1") == 0);
+    CHECK(store->held_grants() == 1);
+    CHECK(store->generation() == generation);
+}
+
+TEST_CASE("a held grant can be withdrawn, and an erasure reaches grants in flight whatever their purpose rests on",
+          "[consent][schema]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    auto store = gdpr::consent_store::open(path, purposes());
+    auto without_analytics = purposes();
+    without_analytics.add({"analytics", gdpr::lawful_basis::legitimate_interests, ""});
+    store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+    settle(*store);
+    store->use_purposes(without_analytics);
+    REQUIRE(store->holds("D-1", "analytics"));
+
+    // GDPR Art. 7(3): withdrawn while held, it does not come back with the purpose, nor at a restart.
+    std::string result = "not called";
+    store->set_consent("D-1", "analytics", false, "op", "letter", [&](const std::string& e) { result = e; });
+    CHECK_FALSE(store->holds("D-1", "analytics"));
+    settle(*store);
+    CHECK(result.empty());
+    CHECK(store->use_purposes(purposes()).revived.empty());
+    CHECK(store->granted_mask("D-1") == 0);
+    store.reset();
+    store = gdpr::consent_store::open(path, purposes());
+    CHECK(store->granted_mask("D-1") == 0);
+    // Only a held grant can be withdrawn for a purpose that needs no consent.
+    CHECK_THROWS_AS(store->set_consent("D-1", "ops", false, "op", "", nullptr), std::invalid_argument);
+
+    // A grant in flight while its purpose leaves consent and comes back lands on its bit.
+    store->set_consent("D-2", "analytics", true, "op", "", nullptr);
+    store->use_purposes(without_analytics);
+    store->use_purposes(purposes());
+    settle(*store);
+    CHECK(store->granted_mask("D-2") == 1);
+
+    // GDPR Art. 17: a grant in flight for a purpose that has left consent is superseded by an
+    // erasure; it is neither held nor brought back.
+    store->set_consent("D-3", "analytics", true, "op", "", nullptr);
+    store->use_purposes(without_analytics);
+    store->erase_subject("D-3", "op", nullptr);
+    settle(*store);
+    CHECK_FALSE(store->holds("D-3", "analytics"));
+    store->use_purposes(purposes());
+    CHECK(store->granted_mask("D-3") == 0);
+    CHECK(store->granted_mask("D-2") == 1);
+}

@@ -319,11 +319,13 @@ TEST_CASE_METHOD(api_fixture, "reloadSchemas answers once the reload has finishe
     CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("not available"));
 
     std::string asked_by;
-    bool asked_removals = false;
+    bool asked_removals = false, asked_basis_changes = false;
     gdpr::control_api::schema_reload_done finish;
-    api.attach_schema_reload([&](const std::string& by, bool removals, gdpr::control_api::schema_reload_done done) {
+    api.attach_schema_reload([&](const std::string& by, gdpr::reload_permissions allowed,
+                                 gdpr::control_api::schema_reload_done done) {
         asked_by = by;
-        asked_removals = removals;
+        asked_removals = allowed.removals;
+        asked_basis_changes = allowed.basis_changes;
         finish = std::move(done);
     });
     std::vector<std::string> replies;
@@ -333,11 +335,16 @@ TEST_CASE_METHOD(api_fixture, "reloadSchemas answers once the reload has finishe
     CHECK(replies.empty());  // the reload is still loading: nothing is answered yet
     CHECK(asked_by == "reloadSchemas by client:op-1");
     CHECK(asked_removals);
+    CHECK_FALSE(asked_basis_changes);
     gdpr::schema_changes changes;
     changes.schemas = 2;
     changes.topic_filters = 3;
     changes.added = {"t@1"};
     changes.new_versions = {"s@4 -> s@5"};
+    changes.purposes.added = {"ads (consent)"};
+    changes.purposes.basis_changed = {"ops: contract -> legitimate_interests"};
+    changes.purposes.grants_held = {{"analytics", 3}};
+    changes.fields_leaving_consent = {"s /name (analytics)"};
     finish(&changes, "");
     REQUIRE(replies.size() == 1);
     const auto reply = json::parse(replies[0]);
@@ -347,16 +354,24 @@ TEST_CASE_METHOD(api_fixture, "reloadSchemas answers once the reload has finishe
     CHECK(first["data"]["topicFilters"] == 3);
     CHECK(first["data"]["added"] == json::array({"t@1"}));
     CHECK(first["data"]["newVersions"] == json::array({"s@4 -> s@5"}));
+    CHECK(first["data"]["purposes"] == json{{"added", {"ads (consent)"}},
+                                            {"removed", json::array()},
+                                            {"basisChanged", {"ops: contract -> legitimate_interests"}},
+                                            {"described", json::array()},
+                                            {"grantsHeld", {{"analytics", 3}}},
+                                            {"grantsRevived", json::object()}});
+    CHECK(first["data"]["fieldsLeavingConsent"] == json::array({"s /name (analytics)"}));
     CHECK(reply["responses"][1]["command"] == "getStats");  // the next command ran after it
 
     // A reload that fails: its reason, made printable (file names need not be UTF-8).
     replies.clear();
-    api.handle(gdpr::requester{"op-1", "", ""}, R"({"commands":[{"command":"reloadSchemas"}]})",
+    api.handle(gdpr::requester{"op-1", "", ""}, R"({"commands":[{"command":"reloadSchemas","allowBasisChanges":true}]})",
                [&](const std::string& reply, const gdpr::control_api::command_outcomes& o) {
                    replies.push_back(reply);
                    CHECK_FALSE(o[0].second);
                });
     CHECK_FALSE(asked_removals);
+    CHECK(asked_basis_changes);
     finish(nullptr, "/etc/schemas/caf\xe9.json: not valid JSON");
     REQUIRE(replies.size() == 1);
     CHECK(json::parse(replies[0])["responses"][0]["error"] ==
@@ -364,6 +379,9 @@ TEST_CASE_METHOD(api_fixture, "reloadSchemas answers once the reload has finishe
 
     r = call_as_operator(R"({"commands":[{"command":"reloadSchemas","allowRemovals":"yes"}]})");
     CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("\"allowRemovals\" must be true or false"));
+    r = call_as_operator(R"({"commands":[{"command":"reloadSchemas","allowBasisChanges":1}]})");
+    CHECK_THAT(r["responses"][0]["error"].get<std::string>(),
+               Catch::Contains("\"allowBasisChanges\" must be true or false"));
     r = call_as_operator(R"({"commands":[{"command":"reloadSchemas","force":true}]})");
     CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("unknown argument \"force\""));
 }

@@ -8,7 +8,7 @@
 //   gdprctl [connection options] stats
 //   gdprctl [connection options] erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
 //   gdprctl [connection options] erasure status <id> | erasure list
-//   gdprctl [connection options] schemas reload [--allow-removals]
+//   gdprctl [connection options] schemas reload [--allow-removals] [--allow-basis-changes]
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
@@ -51,10 +51,12 @@ commands:
                       receipt (default: wait up to 600 s; exit 1 if a holder failed)
   erasure status <id> [--targets]   the request's state and receipt
   erasure list        the erasure register, newest first
-  schemas reload [--allow-removals]
-                      read the broker's schemas directory again and put it in use (a
-                      directory that does not load changes nothing; exit 1); schemas
-                      whose files are gone are removed only with --allow-removals
+  schemas reload [--allow-removals] [--allow-basis-changes]
+                      read the broker's purposes.json and schemas directory again and
+                      put them in use (what does not load changes nothing; exit 1);
+                      schemas whose files are gone are removed only with
+                      --allow-removals, a purpose leaves consent for another lawful
+                      basis only with --allow-basis-changes
   subject export <subject>   everything recorded about the subject, decrypted, with the
                       consent given and devices bound (GDPR Art. 15, 20; needs session
                       recording; prints JSON)
@@ -209,12 +211,15 @@ json build_command(std::vector<std::string> args) {
         return json{{"command", "getStats"}};
     }
     if (cmd == "schemas") {
-        const bool removals = std::find(args.begin(), args.end(), "--allow-removals") != args.end();
-        args.erase(std::remove(args.begin(), args.end(), "--allow-removals"), args.end());
+        json c{{"command", "reloadSchemas"}};
+        for (const auto& [flag, argument] : {std::pair<const char*, const char*>{"--allow-removals", "allowRemovals"},
+                                             {"--allow-basis-changes", "allowBasisChanges"}}) {
+            if (std::find(args.begin(), args.end(), flag) == args.end()) continue;
+            args.erase(std::remove(args.begin(), args.end(), flag), args.end());
+            c[argument] = true;
+        }
         if (args.size() < 2 || args[1] != "reload") throw usage_error("schemas needs 'reload'");
         expect(2);
-        json c{{"command", "reloadSchemas"}};
-        if (removals) c["allowRemovals"] = true;
         return c;
     }
     if (cmd == "erase") {
@@ -279,6 +284,10 @@ void print_human(const json& response) {
         std::cout << "subject " << d.value("subject", "") << "\n  consents to:";
         if (d["granted"].empty()) std::cout << " (nothing)";
         for (const auto& p : d["granted"]) std::cout << " " << p.get<std::string>();
+        if (d.contains("held") && !d["held"].empty()) {
+            std::cout << "\n  held (purposes not resting on consent now; counts again if they do):";
+            for (const auto& p : d["held"]) std::cout << " " << p.get<std::string>();
+        }
         std::cout << "\n  history:\n";
         if (d["history"].empty()) std::cout << "    (none)\n";
         for (const auto& h : d["history"]) {
@@ -299,16 +308,29 @@ void print_human(const json& response) {
     } else if (cmd == "reloadSchemas") {
         std::cout << "schemas reloaded: " << d.value("schemas", 0) << " schemas, " << d.value("topicFilters", 0)
                   << " topic filters\n";
-        const std::pair<const char*, const char*> lists[] = {{"added", "added"},
-                                                             {"removed", "removed"},
-                                                             {"newVersions", "new versions"},
-                                                             {"editedWithoutNewVersion", "edited without a new version"}};
-        for (const auto& [key, label] : lists) {
-            if (!d.contains(key) || d[key].empty()) continue;
+        // One line per non-empty list; items such as "ads (consent)" hold spaces, so commas part them.
+        const auto print_list = [](const json& from, const char* key, const char* label, const char* separator) {
+            if (!from.contains(key) || from[key].empty()) return;
             std::cout << "  " << label << ":";
-            for (const auto& tag : d[key]) std::cout << " " << tag.get<std::string>();
+            const char* before = " ";
+            for (const auto& [name, value] : from[key].items()) {  // an object's items are name: count
+                std::cout << before << (from[key].is_object() ? name + " " + value.dump() : value.get<std::string>());
+                before = separator;
+            }
             std::cout << "\n";
-        }
+        };
+        print_list(d, "added", "added", " ");
+        print_list(d, "removed", "removed", " ");
+        print_list(d, "newVersions", "new versions", " ");
+        print_list(d, "editedWithoutNewVersion", "edited without a new version", " ");
+        const json purposes = d.value("purposes", json::object());
+        print_list(purposes, "added", "purposes added", ", ");
+        print_list(purposes, "removed", "purposes removed", ", ");
+        print_list(purposes, "basisChanged", "lawful basis changed", ", ");
+        print_list(purposes, "described", "description changed", ", ");
+        print_list(d, "fieldsLeavingConsent", "fields that now pass without a consent record", ", ");
+        print_list(purposes, "grantsHeld", "consent grants held", ", ");
+        print_list(purposes, "grantsRevived", "consent grants counting again", ", ");
     } else if (cmd == "getStats") {
         std::cout << "messages:               " << d.value("messages", 0) << "\n"
                   << "classified:             " << d.value("classified", 0) << "\n"

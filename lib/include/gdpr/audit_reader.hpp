@@ -53,6 +53,8 @@ struct export_options {
     // The purposes the subject consents to now, when the caller holds the live consent store
     // (the broker does; an offline reader has only the history): exported as "consent".
     std::optional<std::vector<std::string>> granted_now;
+    // Consent held for purposes that do not rest on consent now (counts again if they do).
+    std::vector<std::string> held_now;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;

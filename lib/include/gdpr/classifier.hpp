@@ -1,7 +1,7 @@
 #pragma once
 // The classification engine the plugin drives: topic -> schema -> filtered payload, plus the
 // decision for wills. Owns the loaded schemas and the pseudonymisation key. Broker thread only,
-// but for load_schemas, which reads only what is fixed at construction.
+// but for load_definitions, which reads only what is fixed at construction.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -140,16 +140,20 @@ public:
     std::string pseudonym_of(std::string_view subject) const { return pseudonyms_ ? pseudonyms_->pseudonym(subject) : ""; }
 
     const schema_set& schemas() const { return schemas_; }
-    // A schema reload: reads and checks `dir` as load() does, against the purposes already
-    // loaded (purposes.json is read at start only), without touching the schemas in use. Throws
-    // schema_error, or config_error when a schema pseudonymises and no key is loaded. Safe on
-    // another thread while the broker thread classifies: it reads only the purposes and whether a
-    // key is loaded, neither of which ever changes.
-    schema_set load_schemas(const std::string& dir) const;
+    // A schema reload reads purposes.json and the schemas directory again, as load() does.
+    struct definitions {
+        purpose_registry purposes;
+        schema_set schemas;
+    };
+    // Reads and checks both without touching what is in use. Throws schema_error, or config_error
+    // when a schema pseudonymises and no key is loaded. Safe on another thread while the broker
+    // thread classifies: of the classifier it reads only whether a key is loaded, which never changes.
+    definitions load_definitions(const std::string& purposes_file, const std::string& dir) const;
     // Puts `next` in use. Every pointer to a schema of the previous set (publish_verdict::matched,
     // personal_data_in's answer, residency_rules) is invalid from here on; pointers to the
-    // schemas of `next` stay valid (its vector moves, its elements do not).
-    void replace_schemas(schema_set&& next) noexcept;
+    // schemas of `next` stay valid (its vector moves, its elements do not). The consent store
+    // must number consent purposes as `next.purposes` does (consent_store::use_purposes).
+    void replace_definitions(definitions&& next) noexcept;
     // What the schemas in use deserve a warning for (at start and after a reload): consent
     // purposes without a subject, overlapping topic filters.
     void log_schema_warnings(logger& log) const;

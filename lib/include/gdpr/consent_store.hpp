@@ -4,6 +4,7 @@
 // on what evidence (Art. 7(1): the controller must be able to demonstrate consent).
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +53,23 @@ public:
     // --- per-message (broker thread, no disk) ---
     // Bit of a consent-based purpose in granted_mask(), or -1 when the purpose needs no consent.
     int consent_bit(std::string_view purpose) const;
+    // purposes.json was reloaded (GDPR Art. 6(1)): consent purposes get their bits anew, in name
+    // order as schemas number them. Grants of a purpose that no longer rests on consent (or is no
+    // longer declared) stop counting but are held, as the database holds them, and can still be
+    // withdrawn; held grants of a purpose that rests on consent again count again, as they would
+    // after a restart. Returns, per purpose, how many grants were put on hold and how many count
+    // again. Built on the side: throws (std::invalid_argument past MAX_CONSENT_PURPOSES, or a
+    // pseudonym that cannot be computed) changing nothing. Broker thread; one pass over the
+    // subjects with consent.
+    struct purpose_shift {
+        std::map<std::string, std::size_t> held;     // purpose -> grants that stop counting
+        std::map<std::string, std::size_t> revived;  // purpose -> held grants that count again
+    };
+    purpose_shift use_purposes(const purpose_registry& purposes);
+    // Grants held for purposes that do not rest on consent now (see use_purposes).
+    std::size_t held_grants() const;
+    bool holds(const std::string& subject, const std::string& purpose) const;
+    std::vector<std::string> held_purposes(std::string_view subject) const;  // sorted
     // Consent purposes the subject currently consents to, as bits; 0 for unknown subjects.
     std::uint64_t granted_mask(std::string_view subject) const;
     // A stored message (retained, or queued for an offline client) carries the subject's pseudonym
@@ -72,7 +90,7 @@ public:
     const std::vector<std::string>* subjects_bound_to(std::string_view client_id) const;
 
     // --- changes (broker thread). `done` runs from drain() once the change is durable ("") or has
-    // failed (error text). Grants, bindings and unbindings take effect in memory only once they
+    // failed (error text). A held grant (see use_purposes) can be withdrawn, not granted. Grants, bindings and unbindings take effect in memory only once they
     // are durable (consent must be demonstrable, GDPR Art. 7(1)), and only if no newer change to
     // the same consent or binding was made meanwhile. A withdrawal takes effect at once (Art.
     // 7(3)); if it cannot be written it stays in force and is retried by retry_pending().
@@ -118,7 +136,10 @@ private:
         std::int64_t at_ms;
     };
     consent_store() = default;
+    // The consent purposes of `purposes` in bit order; throws past MAX_CONSENT_PURPOSES.
+    static std::vector<std::string> consent_purposes(const purpose_registry& purposes);
     void apply(const std::string& subject, int bit, bool granted);
+    void hold(const std::string& subject, const std::string& purpose);
     void forget_mask(const std::string& subject);
     void apply_binding(const std::string& client_id, const std::string& subject, bool bound, std::int64_t at,
                        const std::string& operator_id);
@@ -139,6 +160,8 @@ private:
 
     std::unordered_map<std::string, int> bits_;
     std::vector<std::string> bit_names_;
+    // subject -> purposes granted but not resting on consent now: rare (a purpose changed basis).
+    std::unordered_map<std::string, std::vector<std::string>> held_;
     subject_table<std::uint64_t> masks_;  // subject -> granted consent bits (never 0)
     std::function<std::string(std::string_view)> pseudonym_of_;
     subject_table<std::string> subject_by_pseudonym_;  // pseudonym -> subject, of the subjects in masks_

@@ -89,10 +89,10 @@ public:
     // reloadSchemas answers once a reload is attached: it starts reading the schemas directory
     // again, and later calls `done` on the broker thread with what changed once the new set is in
     // use, or with the reason nothing changed. Its arguments: who asked, for the log
-    // ("reloadSchemas by client:ops"), and whether schemas missing from the directory may go.
+    // ("reloadSchemas by client:ops"), and which changes were asked for explicitly.
     using schema_reload_done = std::function<void(const schema_changes* changes, const std::string& error)>;
     using schema_reload_fn =
-        std::function<void(const std::string& requested_by, bool allow_removals, schema_reload_done done)>;
+        std::function<void(const std::string& requested_by, reload_permissions allowed, schema_reload_done done)>;
     void attach_schema_reload(schema_reload_fn reload) { reload_schemas_ = std::move(reload); }
     // The clock erasure requests are stamped with (tests set their own).
     void set_clock(std::function<std::int64_t()> now_ms) { now_ms_ = std::move(now_ms); }

@@ -56,4 +56,20 @@ private:
     std::map<std::string, purpose, std::less<>> purposes_;
 };
 
+// What a reload of purposes.json changes, each list sorted by name.
+struct purpose_changes {
+    std::vector<std::string> added;          // "name (basis)"
+    std::vector<std::string> removed;        // names
+    std::vector<std::string> basis_changed;  // "name: old -> new"
+    // Purposes that rested on consent and now rest on another basis: their fields would pass
+    // without a consent record (GDPR Art. 6(1), 13(1)(c)). Names.
+    std::vector<std::string> leaving_consent;
+    std::vector<std::string> described;  // names whose description (what subjects are told) changed
+    // Filled in by whoever applies the change to the consent store (consent_store::use_purposes):
+    // purpose -> grants that stopped counting, and held grants that count again.
+    std::map<std::string, std::size_t> grants_held, grants_revived;
+    bool any() const { return !added.empty() || !removed.empty() || !basis_changed.empty() || !described.empty(); }
+};
+purpose_changes compare_purposes(const purpose_registry& before, const purpose_registry& after);
+
 } // namespace gdpr

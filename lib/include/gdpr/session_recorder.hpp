@@ -62,6 +62,9 @@ public:
     // A control message's commands, by name, and whether each succeeded.
     void control(std::string_view client_id, std::string_view operator_id,
                  const std::vector<std::pair<std::string, bool>>& outcomes);
+    // A reload changed purposes.json, or let fields pass without consent (GDPR Art. 5(2), 30: the
+    // lawful basis each publish was filtered under must be traceable). A control record.
+    void purposes_changed(std::string_view requested_by, bool basis_changes_allowed, const schema_changes& changes);
     // A step of an erasure request; `detail_json` names no subject (see erasure_effects::record).
     void erasure(std::string_view step, const std::string& detail_json);
     void consent_change(std::string_view change, const std::string& subject, const std::string& detail_json,
