@@ -26,13 +26,14 @@ std::string counted(const std::map<std::string, std::size_t>& per_purpose) {
 
 void report_purposes(plugin_context& ctx, const gdpr::schema_changes& changes, std::string_view requested_by) {
     const gdpr::purpose_changes& p = changes.purposes;
-    if (!p.any()) return;
-    std::string line = "reloaded purposes from " + ctx.options.purposes_file + " (" + std::string(requested_by) + ")";
-    if (!p.added.empty()) line += "; added " + joined(p.added);
-    if (!p.removed.empty()) line += "; removed " + joined(p.removed);
-    if (!p.basis_changed.empty()) line += "; lawful basis changed: " + joined(p.basis_changed);
-    if (!p.described.empty()) line += "; description changed: " + joined(p.described);
-    ctx.log.notice(line);
+    if (p.any()) {
+        std::string line = "reloaded purposes from " + ctx.options.purposes_file + " (" + std::string(requested_by) + ")";
+        if (!p.added.empty()) line += "; added " + joined(p.added);
+        if (!p.removed.empty()) line += "; removed " + joined(p.removed);
+        if (!p.basis_changed.empty()) line += "; lawful basis changed: " + joined(p.basis_changed);
+        if (!p.described.empty()) line += "; description changed: " + joined(p.described);
+        ctx.log.notice(line);
+    }
     // GDPR Art. 13(1)(c): data subjects are told the lawful basis; a change, and consent that stops
     // or starts counting again, is the data protection officer's to see.
     std::string text;

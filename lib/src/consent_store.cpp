@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS binding_events (
   bound INTEGER NOT NULL CHECK (bound IN (0, 1)), at_ms INTEGER NOT NULL, operator TEXT NOT NULL);
 )sql";
 
+// Keys of changes in flight: "c" subject NUL purpose for consent, "b" client NUL subject for bindings.
+std::string consent_key(const std::string& subject, const std::string& purpose) {
+    return "c" + subject + '\0' + purpose;
+}
+
 std::string binding_key(std::string_view client_id, std::string_view subject) {
     std::string key(client_id);
     key.push_back('\0');
@@ -167,6 +172,10 @@ bool consent_store::holds(const std::string& subject, const std::string& purpose
     return it != held_.end() && std::find(it->second.begin(), it->second.end(), purpose) != it->second.end();
 }
 
+bool consent_store::withdrawable(const std::string& subject, const std::string& purpose) const {
+    return holds(subject, purpose) || changes_.count(consent_key(subject, purpose)) > 0;
+}
+
 std::vector<std::string> consent_store::held_purposes(std::string_view subject) const {
     auto it = held_.find(std::string(subject));
     if (it == held_.end()) return {};
@@ -242,12 +251,6 @@ bool consent_store::finish_change(const std::string& key, std::uint64_t generati
     return newest;
 }
 
-namespace {
-std::string consent_key(const std::string& subject, const std::string& purpose) {
-    return "c\0" + subject + '\0' + purpose;
-}
-} // namespace
-
 void consent_store::notify(std::string_view change, const std::string& subject, const std::string& purpose,
                            const std::string& client_id, const std::string& operator_id, const std::string& evidence) {
     if (!observer_) return;
@@ -261,11 +264,13 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
                                 const std::string& operator_id, const std::string& evidence, done_fn done) {
     const int bit = consent_bit(purpose);
     if (bit < 0) {
-        // GDPR Art. 7(3): a held grant could count again one day; it can be withdrawn now.
-        if (granted || !holds(subject, purpose)) throw std::invalid_argument("purpose needs no consent");
-        auto& purposes = held_[subject];
-        purposes.erase(std::find(purposes.begin(), purposes.end(), purpose));
-        if (purposes.empty()) held_.erase(subject);
+        // GDPR Art. 7(3): a held grant could count again one day; it can be withdrawn now (and one
+        // still being written is superseded by the withdrawal).
+        if (granted || !withdrawable(subject, purpose)) throw std::invalid_argument("purpose needs no consent");
+        if (auto it = held_.find(subject); it != held_.end()) {
+            it->second.erase(std::remove(it->second.begin(), it->second.end(), purpose), it->second.end());
+            if (it->second.empty()) held_.erase(it);
+        }
         notify("consent_withdrawn", subject, purpose, "", operator_id, evidence);
         submit_withdrawal(withdrawal{subject, purpose, operator_id, evidence, now_ms()}, std::move(done));
         return;
@@ -403,8 +408,11 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
     // Every grant in flight for the subject, whatever its purpose rests on now, is superseded.
     const std::string prefix = consent_key(subject, "");
     std::vector<std::string> in_flight;
-    for (const auto& [key, state] : changes_)
-        if (key.compare(0, prefix.size(), prefix) == 0) in_flight.push_back(key);
+    for (const auto& [key, state] : changes_) {
+        // Purpose names hold no NUL; a subject may ("a" must not match "a\0x").
+        if (key.compare(0, prefix.size(), prefix) == 0 && key.find('\0', prefix.size()) == std::string::npos)
+            in_flight.push_back(key);
+    }
     std::vector<std::pair<std::string, std::uint64_t>> superseded;
     for (const auto& key : in_flight) superseded.emplace_back(key, begin_change(key));
     ++generation_;

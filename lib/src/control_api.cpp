@@ -317,7 +317,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             const auto evidence = optional_text(cmd, "evidence", 1024);
             const purpose* p = purposes_.find(purpose_name);
             // GDPR Art. 7(3): consent held for a purpose that no longer rests on it can still be withdrawn.
-            const bool held = !granted && store_.holds(subject, purpose_name);
+            const bool held = !granted && store_.withdrawable(subject, purpose_name);
             if (!p && !held) throw command_error("unknown purpose \"" + purpose_name + "\"");
             if (p && p->basis != lawful_basis::consent && !held)
                 throw command_error("purpose \"" + purpose_name + "\" rests on " + std::string(to_string(p->basis)) +

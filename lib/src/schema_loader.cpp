@@ -496,14 +496,21 @@ schema_changes compare_schema_sets(const schema_set& before, const schema_set& a
             c.added.push_back(s.tag());
             continue;
         }
-        for (const auto& rule : s.fields) {
-            if (rule.consent_bit >= 0) continue;
-            for (const auto& was : it->second->fields) {
-                if (was.pointer != rule.pointer || was.consent_bit < 0) continue;
-                const std::string now = rule.purpose.empty() ? "not personal" : rule.purpose;
-                c.fields_leaving_consent.push_back(s.id + " " + rule.pointer + " (" + was.purpose +
-                                                   (was.purpose == rule.purpose ? "" : " -> " + now) + ")");
+        for (const auto& was : it->second->fields) {
+            if (was.consent_bit < 0) continue;
+            const auto now = std::find_if(s.fields.begin(), s.fields.end(),
+                                          [&](const field_rule& r) { return r.pointer == was.pointer; });
+            std::string became;
+            if (now == s.fields.end()) {
+                // Gone from the schema: the field is unclassified now, and may be kept as it is.
+                if (s.unclassified == unclassified_policy::keep) became = " -> unclassified, kept";
+                else continue;
+            } else if (now->consent_bit >= 0) {
+                continue;
+            } else if (now->purpose != was.purpose) {
+                became = " -> " + (now->purpose.empty() ? std::string("not personal") : now->purpose);
             }
+            c.fields_leaving_consent.push_back(s.id + " " + was.pointer + " (" + was.purpose + became + ")");
         }
         if (s.version < it->second->version) c.older_versions.push_back(it->second->tag() + " -> " + s.tag());
         else if (it->second->version != s.version) c.new_versions.push_back(it->second->tag() + " -> " + s.tag());

@@ -332,7 +332,17 @@ TEST_CASE("a reload reads purposes.json too: new purposes and lawful bases apply
     r = control(op, {{"command", "reloadSchemas"}});
     CHECK_THAT(r.value("error", ""), Catch::Contains("crash-sensor /crash_g (accident-insurance -> fleet-operations)") &&
                                          Catch::Contains("allowBasisChanges"));
-    setup.write("crash-sensor.json", CRASH_SCHEMA);
+    CHECK(forwarded(pub, sub, CRASH, R"({"wearer":"W-2","crash_g":3.5})").second == R"({"wearer":"W-2"})");
+    // Asked for, it goes into use, alerted and recorded though purposes.json did not change.
+    r = control(op, {{"command", "reloadSchemas"}, {"allowBasisChanges", true}});
+    CHECK(r["data"]["fieldsLeavingConsent"] ==
+          json::array({"crash-sensor /crash_g (accident-insurance -> fleet-operations)"}));
+    CHECK(alert_names(alerts, "fields that now pass without a consent record: crash-sensor /crash_g"));
+    CHECK(forwarded(pub, sub, CRASH, R"({"wearer":"W-2","crash_g":3.5})").second == R"({"wearer":"W-2","crash_g":3.5})");
+    // Back to needing consent: no permission needed.
+    setup.write("crash-sensor.json", std::regex_replace(CRASH_SCHEMA, std::regex("\"version\": 1"), "\"version\": 3"));
+    REQUIRE_FALSE(control(op, {{"command", "reloadSchemas"}}).contains("error"));
+    CHECK(forwarded(pub, sub, CRASH, R"({"wearer":"W-2","crash_g":3.5})").second == R"({"wearer":"W-2"})");
 
     // More than 64 consent purposes: checked only when the consent store takes them, after every
     // other check passed; still nothing changes.
@@ -392,16 +402,20 @@ TEST_CASE("a reload reads purposes.json too: new purposes and lawful bases apply
         const auto d = json::parse(q.text(0));
         if (d.contains("purposes")) changes.push_back(d);
     }
-    REQUIRE(changes.size() == 3);
-    CHECK(changes[0]["purposes"]["added"] == json::array({"accident-insurance (consent)"}));
-    CHECK(changes[0]["reload"] == "reloadSchemas by client:" + std::string(itest::OPERATOR_CLIENT_ID));
-    CHECK(changes[1]["reload"] == "reloadSchemas by client:gdprctl-op");
-    CHECK(changes[1]["purposes"]["basisChanged"] == json::array({"route-analytics: consent -> legitimate_interests"}));
-    CHECK(changes[1]["allowBasisChanges"] == true);
-    CHECK(changes[1]["purposes"]["grantsHeld"] == json{{"route-analytics", 2}});
-    CHECK(changes[1]["fieldsLeavingConsent"] ==
+    REQUIRE(changes.size() == 4);
+    const auto &added = changes[0], &moved_field = changes[1], &off_consent = changes[2], &on_consent = changes[3];
+    CHECK(added["purposes"]["added"] == json::array({"accident-insurance (consent)"}));
+    CHECK(added["reload"] == "reloadSchemas by client:" + std::string(itest::OPERATOR_CLIENT_ID));
+    CHECK(moved_field["fieldsLeavingConsent"] ==
+          json::array({"crash-sensor /crash_g (accident-insurance -> fleet-operations)"}));
+    CHECK(moved_field["purposes"]["basisChanged"].empty());
+    CHECK(off_consent["reload"] == "reloadSchemas by client:gdprctl-op");
+    CHECK(off_consent["purposes"]["basisChanged"] == json::array({"route-analytics: consent -> legitimate_interests"}));
+    CHECK(off_consent["allowBasisChanges"] == true);
+    CHECK(off_consent["purposes"]["grantsHeld"] == json{{"route-analytics", 2}});
+    CHECK(off_consent["fieldsLeavingConsent"] ==
           json::array({"vehicle-telemetry /gps/lat (route-analytics)", "vehicle-telemetry /gps/lon (route-analytics)"}));
-    CHECK(changes[2]["reload"] == "SIGHUP");
-    CHECK(changes[2]["purposes"]["basisChanged"] == json::array({"route-analytics: legitimate_interests -> consent"}));
-    CHECK(changes[2]["purposes"]["grantsRevived"] == json{{"route-analytics", 1}});
+    CHECK(on_consent["reload"] == "SIGHUP");
+    CHECK(on_consent["purposes"]["basisChanged"] == json::array({"route-analytics: legitimate_interests -> consent"}));
+    CHECK(on_consent["purposes"]["grantsRevived"] == json{{"route-analytics", 1}});
 }

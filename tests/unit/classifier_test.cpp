@@ -287,6 +287,15 @@ TEST_CASE("a reload reads purposes.json again: new purposes, lawful bases and co
                   "/ad":{"category":"c","personal":true,"purpose":"ops","action":"keep"}}})");
     CHECK(gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas)
               .fields_leaving_consent == std::vector<std::string>{"m /ad (marketing -> ops)"});
+    // Gone from a schema that keeps unclassified fields: it passes as it is. Where they are dropped, it does not.
+    dir.write("m.json", R"({"id":"m","version":2,"topics":["m/#"],"subject":{"field":"/id"},"unclassified":"keep",
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"keep"}}})");
+    CHECK(gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas)
+              .fields_leaving_consent == std::vector<std::string>{"m /ad (marketing -> unclassified, kept)"});
+    dir.write("m.json", R"({"id":"m","version":2,"topics":["m/#"],"subject":{"field":"/id"},
+        "fields":{"/id":{"category":"c","personal":true,"purpose":"ops","action":"keep"}}})");
+    CHECK(gdpr::compare_schema_sets(c.schemas(), c.load_definitions(purposes, dir.path().string()).schemas)
+              .fields_leaving_consent.empty());
     // A broken purposes.json is refused naming it.
     dir.write("purposes.json", R"({"purposes":{"ops":{"lawfulBasis":"whim"}}})");
     CHECK_THROWS_WITH(c.load_definitions(purposes, dir.path().string()),

@@ -417,12 +417,15 @@ TEST_CASE("a held grant can be withdrawn, and an erasure reaches grants in fligh
     // Only a held grant can be withdrawn for a purpose that needs no consent.
     CHECK_THROWS_AS(store->set_consent("D-1", "ops", false, "op", "", nullptr), std::invalid_argument);
 
-    // A grant in flight while its purpose leaves consent and comes back lands on its bit.
+    // A grant in flight while its purpose leaves consent and comes back, behind a new purpose
+    // that takes its old bit, lands on its new bit.
+    auto with_ads = purposes();
+    with_ads.add({"ads", gdpr::lawful_basis::consent, ""});
     store->set_consent("D-2", "analytics", true, "op", "", nullptr);
     store->use_purposes(without_analytics);
-    store->use_purposes(purposes());
+    store->use_purposes(with_ads);
     settle(*store);
-    CHECK(store->granted_mask("D-2") == 1);
+    CHECK(store->granted_mask("D-2") == 2);
 
     // GDPR Art. 17: a grant in flight for a purpose that has left consent is superseded by an
     // erasure; it is neither held nor brought back.
@@ -431,7 +434,24 @@ TEST_CASE("a held grant can be withdrawn, and an erasure reaches grants in fligh
     store->erase_subject("D-3", "op", nullptr);
     settle(*store);
     CHECK_FALSE(store->holds("D-3", "analytics"));
-    store->use_purposes(purposes());
+    store->use_purposes(with_ads);
     CHECK(store->granted_mask("D-3") == 0);
-    CHECK(store->granted_mask("D-2") == 1);
+    CHECK(store->granted_mask("D-2") == 2);
+
+    // A grant still being written when its purpose left consent can be withdrawn before it lands.
+    store->set_consent("D-4", "analytics", true, "op", "", nullptr);
+    store->use_purposes(without_analytics);
+    CHECK(store->withdrawable("D-4", "analytics"));
+    store->set_consent("D-4", "analytics", false, "op", "", nullptr);
+    settle(*store);
+    CHECK_FALSE(store->holds("D-4", "analytics"));
+    store->use_purposes(with_ads);
+    CHECK(store->granted_mask("D-4") == 0);
+
+    // An erasure supersedes only its own subject's changes, even where subject ids hold a NUL.
+    const std::string other("D-5\0x", 6);
+    store->set_consent(other, "analytics", true, "op", "", nullptr);
+    store->erase_subject("D-5", "op", nullptr);
+    settle(*store);
+    CHECK(store->granted_mask(other) == 2);
 }

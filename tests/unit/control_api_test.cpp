@@ -385,3 +385,34 @@ TEST_CASE_METHOD(api_fixture, "reloadSchemas answers once the reload has finishe
     r = call_as_operator(R"({"commands":[{"command":"reloadSchemas","force":true}]})");
     CHECK_THAT(r["responses"][0]["error"].get<std::string>(), Catch::Contains("unknown argument \"force\""));
 }
+
+TEST_CASE_METHOD(api_fixture, "consent held for a purpose no longer declared is shown, counted and can only be withdrawn",
+                 "[control][consent]") {
+    const auto answer = [&](const std::string& command) { return call_as_operator(command)["responses"][0]; };
+    REQUIRE_FALSE(answer(R"({"commands":[{"command":"setConsent","subject":"D-1","purpose":"analytics","granted":true}]})")
+                      .contains("error"));
+    // purposes.json reloaded without "analytics" (the API reads the same registry the classifier holds).
+    reg = gdpr::purpose_registry{};
+    reg.add({"ops", gdpr::lawful_basis::contract, ""});
+    CHECK(store->use_purposes(reg).held == std::map<std::string, std::size_t>{{"analytics", 1}});
+
+    auto consent = answer(R"({"commands":[{"command":"getConsent","subject":"D-1"}]})");
+    CHECK(consent["data"]["granted"].empty());
+    CHECK(consent["data"]["held"] == json::array({"analytics"}));
+    CHECK(answer(R"({"commands":[{"command":"getStats"}]})")["data"]["consentGrantsHeld"] == 1);
+    CHECK_THAT(answer(R"({"commands":[{"command":"setConsent","subject":"D-1","purpose":"analytics","granted":true}]})")
+                   .value("error", ""),
+               Catch::Contains("unknown purpose"));
+    CHECK_THAT(answer(R"({"commands":[{"command":"setConsent","subject":"D-2","purpose":"analytics","granted":false}]})")
+                   .value("error", ""),
+               Catch::Contains("unknown purpose"));  // D-2 holds nothing
+    // GDPR Art. 7(3): the subject can still withdraw it.
+    const auto withdrawn =
+        answer(R"({"commands":[{"command":"setConsent","subject":"D-1","purpose":"analytics","granted":false}]})");
+    CHECK_FALSE(withdrawn.contains("error"));
+    CHECK(answer(R"({"commands":[{"command":"getConsent","subject":"D-1"}]})")["data"]["held"].empty());
+    CHECK(answer(R"({"commands":[{"command":"getStats"}]})")["data"]["consentGrantsHeld"] == 0);
+    const auto history = answer(R"({"commands":[{"command":"getConsent","subject":"D-1"}]})")["data"]["history"];
+    REQUIRE(history.size() == 2);
+    CHECK_FALSE(history[1]["granted"].get<bool>());
+}

@@ -69,6 +69,9 @@ public:
     // Grants held for purposes that do not rest on consent now (see use_purposes).
     std::size_t held_grants() const;
     bool holds(const std::string& subject, const std::string& purpose) const;
+    // set_consent may withdraw it even though the purpose needs no consent now: a held grant, or
+    // a grant still being written (it would be held once written). GDPR Art. 7(3).
+    bool withdrawable(const std::string& subject, const std::string& purpose) const;
     std::vector<std::string> held_purposes(std::string_view subject) const;  // sorted
     // Consent purposes the subject currently consents to, as bits; 0 for unknown subjects.
     std::uint64_t granted_mask(std::string_view subject) const;
