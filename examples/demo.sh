@@ -179,15 +179,20 @@ ctl consent get D-1234
 
 echo
 echo "=== The data protection officer decides that drivers' phone numbers must not reach subscribers at"
-echo "    all: vehicle-telemetry becomes version 4 (phone dropped, no longer masked), and the operator"
-echo "    reloads the schemas without restarting the broker; the vehicle's next message follows them:"
-python3 - "$run/schemas/vehicle-telemetry.json" <<'PY'
+echo "    all: vehicle-telemetry becomes version 4 (phone dropped, no longer masked), and declares a new"
+echo "    purpose resting on consent in purposes.json; the operator reloads both without restarting the"
+echo "    broker (consent given stays with its purpose); the vehicle's next message follows them:"
+python3 - "$run/schemas/vehicle-telemetry.json" "$run/schemas/purposes.json" <<'PY'
 import json, sys
 path = sys.argv[1]
 schema = json.load(open(path))
 schema["version"] = 4
 schema["fields"]["/phone"] = {k: v for k, v in schema["fields"]["/phone"].items() if k != "mask"} | {"action": "drop"}
 json.dump(schema, open(path, "w"), indent=2)
+purposes = json.load(open(sys.argv[2]))
+purposes["purposes"]["eco-driving-coaching"] = {
+    "lawfulBasis": "consent", "description": "Coaching the driver on fuel-saving driving, for drivers who opt in."}
+json.dump(purposes, open(sys.argv[2], "w"), indent=2)
 PY
 ctl schemas reload
 publish fleet/acme/vehicle/v17/telemetry \
@@ -288,6 +293,10 @@ import json, sys
 d = json.load(open(sys.argv[1]))["data"]
 print(f"    {len(d['records'])} records, consent now: {d['consent']['granted'] or 'none'}, "
       f"recipients: {', '.join(sorted(d['recipients'])) or 'none'}")
+h = d.get("holders", {})
+print(f"    data map: published by {', '.join(x['client_id'] for x in h.get('publishers', [])) or 'none'}; "
+      f"received by {', '.join(x['client_id'] for x in h.get('recipients', [])) or 'none'} "
+      f"(retained copies included); retained on {', '.join(x['topic'] for x in h.get('retained_topics', [])) or 'none'}")
 kinds = {}
 for r in d["records"]:
     kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

@@ -102,7 +102,9 @@ void open_audit_trail(plugin_context& ctx) {
     } catch (const gdpr::storage_error& e) {
         throw gdpr::config_error("database", e.what());
     }
-    ctx.control->attach_export(ctx.export_reader.get(), ctx.audit_keys);
+    // The data map seals retained topics that name a subject under the audit key: exports open them.
+    ctx.control->attach_export(ctx.export_reader.get(), ctx.audit_keys, gdpr::control_api::MAX_EXPORT_BYTES,
+                               gdpr::topic_sealer::from_key_file("audit_key_file", ctx.options.audit_key_file));
     ctx.engine->keep_details(true);
     ctx.consent->observe([&ctx](std::string_view change, const std::string& subject, const std::string& detail,
                                 const std::string& personal) {

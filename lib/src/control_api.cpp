@@ -490,9 +490,10 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             options.granted_now = store_.granted_purposes(subject);
             options.held_now = store_.held_purposes(subject);
             export_reader_->submit(
-                [keys = export_keys_, subject, document, now = now_ms_(), options = std::move(options),
-                 cancelled = exports_cancelled_](sqlite_db& db) mutable {
+                [keys = export_keys_, opener = export_topic_opener_, subject, document, now = now_ms_(),
+                 options = std::move(options), cancelled = exports_cancelled_](sqlite_db& db) mutable {
                     options.cancelled = cancelled.get();
+                    options.topic_opener = opener.get();
                     try {
                         *document = export_subject(db, *keys, subject, now, options);
                     } catch (const export_error& e) {

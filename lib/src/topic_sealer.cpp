@@ -67,6 +67,7 @@ bool topic_sealer::open(std::string_view stored, std::string& topic) {
     if (!sealed || sealed->size() < gcm_sealer::OVERHEAD || !sealer_->open(*sealed, AAD, topic)) return false;
     // A row is deleted by its stored form, so only the one form seal() gives is taken.
     if (seal(topic) == stored) return true;
+    OPENSSL_cleanse(topic.data(), topic.size());
     topic.clear();
     return false;
 }

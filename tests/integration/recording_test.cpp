@@ -68,6 +68,83 @@ std::int64_t count_records(const std::string& db, const std::string& where) {
 
 } // namespace
 
+TEST_CASE("a subject's export names every client that published or received their data, retained copies included",
+          "[integration][recording][export]") {
+    recording_setup setup;
+    {
+        itest::broker b(setup.options());
+        itest::client dash(b, "dashboard"), car(b, "car-42"), late(b, "late-viewer");
+        dash.connect();
+        dash.subscribe("fleet/#", 1);
+        car.connect();
+        REQUIRE(car.publish(TOPIC, PAYLOAD, 1, true) == 0);
+        REQUIRE(dash.next());
+        // Subscribing later, it gets the retained copy: no publish record ties that delivery to
+        // the driver, the data map does.
+        late.connect();
+        late.subscribe("fleet/#", 1);
+        REQUIRE(late.next());
+        b.stop();  // the data map's last holders are written at shutdown
+    }
+    const auto [status, doc] = run(gdprctl() + " export " + setup.db + " --subject D-7781 --key-file " + setup.key);
+    INFO(doc);
+    REQUIRE(status == 0);
+    const json j = json::parse(doc);
+    CHECK(j["recipients"].contains("dashboard"));
+    CHECK_FALSE(j["recipients"].contains("late-viewer"));
+    const auto names = [](const json& list, const char* key) {
+        std::vector<std::string> out;
+        for (const auto& h : list) out.push_back(h[key].get<std::string>());
+        return out;
+    };
+    CHECK(names(j["holders"]["publishers"], "client_id") == std::vector<std::string>{"car-42"});
+    CHECK(names(j["holders"]["recipients"], "client_id") == std::vector<std::string>{"dashboard", "late-viewer"});
+    CHECK(names(j["holders"]["retained_topics"], "topic") == std::vector<std::string>{TOPIC});
+    CHECK_FALSE(j["holders"].contains("sealed_retained_topics"));
+}
+
+TEST_CASE("a retained topic that names the subject is stored sealed and opened in the subject's export",
+          "[integration][recording][export]") {
+    recording_setup setup;
+    const std::string topic = "health/wearable/u-77/vitals";  // wearable-health: the subject is level 2
+    const auto options =
+        setup.options({{"pseudonym_key_file", setup.dir.write("pseudonym.key", itest::random_bytes(32), 0600)}});
+    {
+        itest::broker b(options);
+        itest::client watch(b, "watch-1"), op(b, itest::OPERATOR_CLIENT_ID);
+        watch.connect();
+        op.connect();
+        REQUIRE(watch.publish(topic, R"({"heart_rate":61})", 1, true) == 0);
+        // Online, through the control API: the same document, read on the broker's export thread.
+        json online;
+        for (int i = 0; i < 50; ++i) {  // the data map writes its holders at the next tick
+            const std::string answer = itest::control_exchange(
+                op, json{{"commands", json::array({{{"command", "exportSubject"}, {"subject", "u-77"}}})}}.dump());
+            REQUIRE_FALSE(answer.empty());
+            online = json::parse(answer)["responses"][0]["data"];
+            if (!online["holders"]["retained_topics"].empty()) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        INFO(online.dump());
+        REQUIRE(online["holders"]["retained_topics"].size() == 1);
+        CHECK(online["holders"]["retained_topics"][0]["topic"] == topic);
+        b.stop();
+    }
+    // The file holds the topic sealed: the subject's id is not in it.
+    CHECK((file_bytes(setup.db) + file_bytes(setup.db + "-wal")).find("u-77") == std::string::npos);
+    const auto [status, doc] = run(gdprctl() + " export " + setup.db + " --subject u-77 --key-file " + setup.key);
+    INFO(doc);
+    REQUIRE(status == 0);
+    const json j = json::parse(doc);
+    REQUIRE(j["holders"]["retained_topics"].size() == 1);
+    CHECK(j["holders"]["retained_topics"][0]["topic"] == topic);
+    CHECK(j["holders"]["publishers"][0]["client_id"] == "watch-1");
+    // Another key file opens nothing, and says so.
+    const std::string other = setup.dir.write("other.key", itest::random_bytes(32), 0600);
+    const auto [status2, doc2] = run(gdprctl() + " export " + setup.db + " --subject u-77 --key-file " + other);
+    CHECK(json::parse(doc2)["holders"]["retained_topics"].empty());
+}
+
 TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, personal data only sealed",
           "[integration][recording]") {
     recording_setup setup;

@@ -14,6 +14,7 @@
 
 #include "gdpr/audit_log.hpp"
 #include "gdpr/audit_reader.hpp"
+#include "gdpr/data_map.hpp"
 #include "gdpr/session_recorder.hpp"
 #include "gdpr/errors.hpp"
 #include "test_support.hpp"
@@ -852,4 +853,62 @@ TEST_CASE_METHOD(trail_fixture, "a sweep goes on in steps through an hour of exp
     const auto rep = verify();
     CHECK(rep.intact());
     CHECK(rep.tombstones == 2);
+}
+
+TEST_CASE_METHOD(trail_fixture, "an export lists the holders the data map knows, with sealed retained topics opened",
+                 "[audit][export]") {
+    open();
+    const auto p1 = publish({"alice"}, "61");
+    delivery(p1, "dashboard");
+    REQUIRE(log->flush());
+    close();
+    const std::string secret(32, 's');
+    {
+        // As the plugin opens it: subjects named by the trail's reference, topics naming a subject sealed.
+        auto map = gdpr::data_map::open(
+            path, "NORMAL", [this](std::string_view subject) { return keys->subject_ref(subject); },
+            [](std::string_view topic) { return topic.find("alice") == std::string_view::npos; },
+            std::make_unique<gdpr::topic_sealer>(secret, "audit_key_file"));
+        int payload = 0;
+        map->published({"alice"}, "car-1", "fleet/car-1/telemetry", true, &payload);
+        map->delivered("dashboard", "fleet/car-1/telemetry", &payload);
+        map->published({"alice"}, "phone-1", "people/alice/location", true, &payload);
+        map->forget_last_publish();
+        // A retained message delivered later: no publish record ties it to alice, the data map does.
+        map->delivered("late-viewer", "fleet/car-1/telemetry", nullptr);
+        map->published({"bob"}, "car-2", "fleet/car-2/telemetry", false, &payload);
+        map->wait_idle();
+    }
+    const json alice = export_of("alice");
+    INFO(alice.dump(2));
+    CHECK(alice["recipients"].size() == 1);  // the trail ties only the live delivery to a publish
+    const auto client_ids = [](const json& list) {
+        std::vector<std::string> out;
+        for (const auto& h : list) out.push_back(h.value("client_id", h.value("topic", "")));
+        return out;
+    };
+    CHECK(client_ids(alice["holders"]["publishers"]) == std::vector<std::string>{"car-1", "phone-1"});
+    CHECK(client_ids(alice["holders"]["recipients"]) == std::vector<std::string>{"dashboard", "late-viewer"});
+    CHECK(alice["holders"]["recipients"][0]["first_seen_ms"].get<std::int64_t>() > 0);
+    // Without a key, or with one that did not seal it, the topic naming alice is only counted.
+    CHECK(client_ids(alice["holders"]["retained_topics"]) == std::vector<std::string>{"fleet/car-1/telemetry"});
+    CHECK(alice["holders"]["sealed_retained_topics"] == 1);
+    const auto export_opening_with = [&](const std::string& key, const std::string& label) {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        gdpr::topic_sealer opener(key, label);
+        gdpr::export_options with_opener;
+        with_opener.topic_opener = &opener;
+        return json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_opener));
+    };
+    for (const auto& wrong : {export_opening_with(std::string(32, 'x'), "audit_key_file"),
+                              export_opening_with(secret, "pseudonym_key_file")}) {
+        CHECK(client_ids(wrong["holders"]["retained_topics"]) == std::vector<std::string>{"fleet/car-1/telemetry"});
+        CHECK(wrong["holders"]["sealed_retained_topics"] == 1);
+    }
+    const json opened = export_opening_with(secret, "audit_key_file");
+    CHECK(client_ids(opened["holders"]["retained_topics"]) ==
+          std::vector<std::string>{"fleet/car-1/telemetry", "people/alice/location"});
+    CHECK_FALSE(opened["holders"].contains("sealed_retained_topics"));
+    CHECK(client_ids(export_of("bob")["holders"]["publishers"]) == std::vector<std::string>{"car-2"});
+    CHECK(export_of("carol")["holders"]["publishers"].empty());
 }

@@ -14,6 +14,7 @@
 #include "gdpr/audit_chain.hpp"
 #include "gdpr/audit_crypto.hpp"
 #include "gdpr/sqlite.hpp"
+#include "gdpr/topic_sealer.hpp"
 
 namespace gdpr {
 
@@ -55,12 +56,17 @@ struct export_options {
     std::optional<std::vector<std::string>> granted_now;
     // Consent held for purposes that do not rest on consent now (counts again if they do).
     std::vector<std::string> held_now;
+    // Opens the retained topics the data map stores sealed (they name the subject); without it,
+    // or for a seal it did not make, they are only counted. Used by the exporting thread alone.
+    topic_sealer* topic_opener = nullptr;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// Everything recorded about `subject`, decrypted, as a JSON document (text). The trail is read in
+// Everything recorded about `subject`, decrypted, as a JSON document (text). With the data map in
+// the same database, also every client that published or received the subject's data and every
+// retained topic holding it ("holders"), as far as the broker saw them. The trail is read in
 // chunks of rows, each its own read transaction when `db` has none open, so a long export never
 // holds up the writer's checkpoints for long (the export then reflects the trail while it was
 // read). Every buffer that held decrypted data is wiped before it is freed; the returned text is

@@ -77,12 +77,14 @@ public:
     static constexpr std::size_t MAX_EXPORT_BYTES = 4 * 1024 * 1024;
     // exportSubject answers once the audit trail can be read: `reader` is a worker with a read-only
     // connection to the plugin's database (batching::none), `keys` the audit trail's keys
-    // (GDPR Art. 15, 20).
+    // (GDPR Art. 15, 20), `topic_opener` opens the data map's sealed retained topics (used on the
+    // reader's thread only).
     void attach_export(storage_worker* reader, std::shared_ptr<const audit_keys> keys,
-                       std::size_t max_bytes = MAX_EXPORT_BYTES) {
+                       std::size_t max_bytes = MAX_EXPORT_BYTES, std::shared_ptr<topic_sealer> topic_opener = nullptr) {
         export_reader_ = reader;
         export_keys_ = std::move(keys);
         export_max_bytes_ = max_bytes;
+        export_topic_opener_ = std::move(topic_opener);
     }
     // Stops exports in progress at their next chunk and drops queued ones (the broker is stopping).
     void cancel_exports();
@@ -115,6 +117,7 @@ private:
     const subject_quota* gateway_quota_ = nullptr;
     storage_worker* export_reader_ = nullptr;
     std::shared_ptr<const audit_keys> export_keys_;
+    std::shared_ptr<topic_sealer> export_topic_opener_;
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;
     std::shared_ptr<std::atomic<bool>> exports_cancelled_ = std::make_shared<std::atomic<bool>>(false);
     std::function<std::int64_t()> now_ms_;
