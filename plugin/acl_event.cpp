@@ -42,11 +42,22 @@ decision check_will(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std
     } else if (const gdpr::bridge_route* bridge = will_bridge_refusal(ctx, topic, payload)) {
         v.action = gdpr::publish_action::deny;  // GDPR Art. 44
         v.reason = bridge->refusal_reason;
+    } else if (const std::string_view over = charge_new_subjects(ctx, acl.client, topic, v); !over.empty()) {
+        v.action = gdpr::publish_action::deny;  // a will brings subjects into the data map like a publish
+        v.reason = over;
     }
     if (ctx.recorder)
         ctx.recorder->will(ctx.recorder->session_of(acl.client, client_id_of(acl.client)), client_id_of(acl.client), topic,
                            acl.qos, acl.retain, v, payload);
-    return v.action == gdpr::publish_action::deny ? decision::deny : decision::no_objection;
+    ctx.gateway_checked.erase(acl.client);  // the connection has ended: nothing will ask again
+    if (v.action == gdpr::publish_action::deny) return decision::deny;
+    // GDPR Art. 17(2): a retained will holding a subject's data is cleared by their erasure like
+    // any retained message. The broker stores a will anew before delivering it, so its deliveries
+    // are attributed only through the retained topic, never through this payload's address.
+    note_holders(ctx, acl.client, topic, acl.retain, acl.payload, acl.payload ? acl.payloadlen : 0,
+                 ctx.options.acl == gdpr::acl_fallback::allow);
+    if (ctx.map) ctx.map->forget_last_publish();
+    return decision::no_objection;
 }
 
 decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {

@@ -160,6 +160,17 @@ void open_erasure(plugin_context& ctx);
 void erasure_tick(plugin_context& ctx);
 // Logs and alerts publishes refused by the new-subject allowance, at most every 10 s.
 void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_point now);
+// For the publish or will just classified (message_event.cpp): charges `client`'s allowance of new
+// data subjects for those the data map does not know yet; past it, returns the refusal reason
+// (counted, and logged and alerted at most every 10 s), else "".
+std::string_view charge_new_subjects(plugin_context& ctx, const mosquitto* client, std::string_view topic,
+                                     const gdpr::publish_verdict& v);
+// The data map learns who published whose data (a publish, or a will), and which retained topic
+// now holds it; deliveries of this payload checked next are attributed to it. `final`: the broker
+// acts on the plugin's answer alone; otherwise (a will under acl_default defer, which acl_file may
+// still refuse) a retained topic's earlier holders are kept too.
+void note_holders(plugin_context& ctx, const mosquitto* client, std::string_view topic, bool retain, const void* payload,
+                  std::uint32_t payloadlen, bool final = true);
 // A client was seen connecting or acting: its pending erase commands go out at the next tick.
 void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
 // The plugin's own rules for erase topics: only the addressed client may subscribe to, receive

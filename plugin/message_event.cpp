@@ -19,48 +19,6 @@ void record_publish(plugin_context& ctx, const mosquitto_evt_message& msg, std::
                           msg.retain, original_size, v, forwarded, msg.payload);
 }
 
-// The data map learns who published whose data, and which retained topic now holds it; the
-// deliveries checked next are attributed to this publish (its payload as forwarded).
-void note_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic) {
-    if (!ctx.map) return;
-    ctx.map->published(ctx.engine->last_subjects(), client_id_of(msg.client), topic, msg.retain && msg.payloadlen > 0,
-                       msg.payload);
-    if (msg.retain && msg.payloadlen == 0) ctx.map->retained_replaced(topic);
-    if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
-}
-
-// A publish that would bring the data map more subjects it does not know than the publisher's
-// allowance holds is refused whole: cutting the subjects out would forward their data untracked.
-// Subjects bound to the client by an operator are not charged: the client did not choose them.
-bool over_subject_quota(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic,
-                        std::size_t original_size, const gdpr::publish_verdict& v) {
-    if (!ctx.map || !ctx.subject_quota || !ctx.subject_quota->limited()) return false;
-    if (v.matched->subject.kind == gdpr::subject_kind::binding) return false;
-    const auto& subjects = ctx.engine->last_subjects();
-    if (subjects.empty()) return false;
-    const std::uint32_t unknown = ctx.map->unknown_among(subjects);
-    if (unknown == 0) return false;
-    const bool gateway = ctx.gateway_quota && is_gateway(ctx, msg.client);
-    gdpr::subject_quota& quota = gateway ? *ctx.gateway_quota : *ctx.subject_quota;
-    const auto now = std::chrono::steady_clock::now();
-    if (!quota.limited() || quota.take(client_id_of(msg.client), unknown, now)) {
-        if (gateway) quota.count_admitted(unknown);
-        return false;
-    }
-    gdpr::publish_verdict refused = v;
-    refused.action = gdpr::publish_action::deny;
-    refused.reason = gateway ? "the gateway's allowance of new data subjects is used up "
-                               "(plugin_opt_gateway_new_subjects_burst, plugin_opt_gateway_new_subjects_per_minute)"
-                             : "the publisher's allowance of new data subjects is used up "
-                               "(plugin_opt_new_subjects_burst, plugin_opt_new_subjects_per_minute)";
-    record_publish(ctx, msg, topic, original_size, refused);
-    ++ctx.quota_refusals_unreported;
-    ctx.quota_last_client.assign(client_id_of(msg.client));
-    ctx.quota_last_gateway = gateway;
-    ctx.quota_last_topic = ctx.engine->loggable_topic(topic);
-    report_quota_refusals(ctx, now);
-    return true;
-}
 
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
@@ -86,7 +44,8 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
     if (!v.matched) {
         record_publish(ctx, msg, topic, payload.size(), v);
-        note_holders(ctx, msg, topic);
+        note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
+        if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
         if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, gdpr::residency_rules::NO_REGION);
         note_current_publish(ctx, msg.payload, topic);
         return decision::allow;
@@ -103,7 +62,13 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         }
     }
     // Last of the refusals: only a publish that goes through is charged for its new subjects.
-    if (over_subject_quota(ctx, msg, topic, payload.size(), v)) return decision::deny;
+    if (const std::string_view over = charge_new_subjects(ctx, msg.client, topic, v); !over.empty()) {
+        gdpr::publish_verdict refused = v;
+        refused.action = gdpr::publish_action::deny;
+        refused.reason = over;
+        record_publish(ctx, msg, topic, payload.size(), refused);
+        return decision::deny;
+    }
 
     if (v.action == gdpr::publish_action::replace) {
         const std::string& filtered = ctx.engine->filtered();
@@ -117,13 +82,49 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     }
     if (!add_gdpr_user_properties(&msg.properties, *v.matched)) return decision::failure;
     record_publish(ctx, msg, topic, payload.size(), v);
-    note_holders(ctx, msg, topic);
+    note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
+    if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
     if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, region);
     note_current_publish(ctx, msg.payload, topic);
     return decision::allow;
 }
 
 } // namespace
+
+void note_holders(plugin_context& ctx, const mosquitto* client, std::string_view topic, bool retain, const void* payload,
+                  std::uint32_t payloadlen, bool final) {
+    if (!ctx.map) return;
+    ctx.map->published(ctx.engine->last_subjects(), client_id_of(client), topic, retain && payloadlen > 0, payload, final);
+    if (retain && payloadlen == 0 && final) ctx.map->retained_replaced(topic);
+}
+
+// Refused whole past the allowance: cutting the subjects out would forward their data untracked.
+// Subjects bound to the client by an operator are not charged: the client did not choose them.
+std::string_view charge_new_subjects(plugin_context& ctx, const mosquitto* client, std::string_view topic,
+                                     const gdpr::publish_verdict& v) {
+    if (!ctx.map || !ctx.subject_quota || !ctx.subject_quota->limited() || !v.matched) return {};
+    if (v.matched->subject.kind == gdpr::subject_kind::binding) return {};
+    const auto& subjects = ctx.engine->last_subjects();
+    if (subjects.empty()) return {};
+    const std::uint32_t unknown = ctx.map->unknown_among(subjects);
+    if (unknown == 0) return {};
+    const bool gateway = ctx.gateway_quota && is_gateway(ctx, client);
+    gdpr::subject_quota& quota = gateway ? *ctx.gateway_quota : *ctx.subject_quota;
+    const auto now = std::chrono::steady_clock::now();
+    if (!quota.limited() || quota.take(client_id_of(client), unknown, now)) {
+        if (gateway) quota.count_admitted(unknown);
+        return {};
+    }
+    ++ctx.quota_refusals_unreported;
+    ctx.quota_last_client.assign(client_id_of(client));
+    ctx.quota_last_gateway = gateway;
+    ctx.quota_last_topic = ctx.engine->loggable_topic(topic);
+    report_quota_refusals(ctx, now);
+    return gateway ? "the gateway's allowance of new data subjects is used up "
+                     "(plugin_opt_gateway_new_subjects_burst, plugin_opt_gateway_new_subjects_per_minute)"
+                   : "the publisher's allowance of new data subjects is used up "
+                     "(plugin_opt_new_subjects_burst, plugin_opt_new_subjects_per_minute)";
+}
 
 bool audit_trail_refuses(plugin_context& ctx, std::string_view what, std::string_view topic) {
     if (!ctx.audit || ctx.audit->can_record_publish()) return false;
@@ -143,7 +144,7 @@ void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_
     const auto& q = gateway ? *ctx.gateway_quota : *ctx.subject_quota;
     const std::string prefix = gateway ? "gateway_new_subjects_" : "new_subjects_";
     const std::string text = "refused " + std::to_string(ctx.quota_refusals_unreported) +
-                             " publish(es) bringing data subjects the broker had not seen, beyond the publisher's "
+                             " publish(es) or will(s) bringing data subjects the broker had not seen, beyond the publisher's "
                              "allowance (" + prefix + "burst " + std::to_string(q.burst()) + ", then " + prefix +
                              "per_minute " + std::to_string(q.per_minute()) + "); the last from client '" +
                              gdpr::printable(ctx.quota_last_client) + "' on '" + ctx.quota_last_topic + "'";

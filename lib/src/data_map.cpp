@@ -206,11 +206,11 @@ void data_map::retained_replaced(std::string_view topic) {
 }
 
 void data_map::published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
-                         bool retain, const void* identity) {
+                         bool retain, const void* identity, bool replaces) {
     last_publish_.clear();
     last_identity_ = identity;
     last_topic_.assign(topic.data(), topic.size());
-    if (retain) retained_replaced(topic);
+    if (retain && replaces) retained_replaced(topic);
     if (subjects.empty()) return;
     const holder_id publisher = client_id.empty() ? 0 : intern(client_id);
     for (const auto& subject : subjects) {

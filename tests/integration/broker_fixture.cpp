@@ -284,30 +284,43 @@ std::vector<mqtt::const_message_ptr> client::drain(std::chrono::milliseconds qui
 void client::disconnect() { cli_.disconnect()->wait_for(std::chrono::seconds(5)); }
 
 void connect_and_vanish(const broker& b, const std::string& client_id, const std::string& will_topic,
-                        const std::string& will_payload, int will_qos) {
+                        const std::string& will_payload, int will_qos, bool will_retain) {
     const std::string port = std::to_string(b.port());
     const std::string qos = std::to_string(will_qos);
+    // The broker logs each connection: wait for one more than there are now (the id may have connected before).
+    const std::string connected = "as " + client_id + " (p5";
+    const auto connections = [&] {
+        const std::string log = b.log();
+        std::size_t n = 0;
+        for (auto at = log.find(connected); at != std::string::npos; at = log.find(connected, at + 1)) ++n;
+        return n;
+    };
+    const std::size_t before = connections();
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
         const int devnull = ::open("/dev/null", O_WRONLY);
         ::dup2(devnull, 1);
         ::dup2(devnull, 2);
-        ::execl(MOSQUITTO_SUB_BINARY, "mosquitto_sub", "-h", "127.0.0.1", "-p", port.c_str(), "-V", "5", "-i",
-                client_id.c_str(), "-t", "itest/unused", "--will-topic", will_topic.c_str(), "--will-payload",
-                will_payload.c_str(), "--will-qos", qos.c_str(), static_cast<char*>(nullptr));
+        if (will_retain)
+            ::execl(MOSQUITTO_SUB_BINARY, "mosquitto_sub", "-h", "127.0.0.1", "-p", port.c_str(), "-V", "5", "-i",
+                    client_id.c_str(), "-t", "itest/unused", "--will-topic", will_topic.c_str(), "--will-payload",
+                    will_payload.c_str(), "--will-qos", qos.c_str(), "--will-retain", static_cast<char*>(nullptr));
+        else
+            ::execl(MOSQUITTO_SUB_BINARY, "mosquitto_sub", "-h", "127.0.0.1", "-p", port.c_str(), "-V", "5", "-i",
+                    client_id.c_str(), "-t", "itest/unused", "--will-topic", will_topic.c_str(), "--will-payload",
+                    will_payload.c_str(), "--will-qos", qos.c_str(), static_cast<char*>(nullptr));
         ::_exit(127);
     }
-    const std::string connected = "as " + client_id + " (p5";
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (b.log().find(connected) == std::string::npos && std::chrono::steady_clock::now() < deadline)
+    while (connections() == before && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     // Wait for the SUBACK too, so the session is fully established before it vanishes.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
-    if (b.log().find(connected) == std::string::npos) throw std::runtime_error("mosquitto_sub did not connect");
+    if (connections() == before) throw std::runtime_error("mosquitto_sub did not connect");
 }
 
 std::optional<std::string> user_property(const mqtt::const_message_ptr& msg, const std::string& name) {

@@ -115,7 +115,7 @@ private:
 // Connects a mosquitto_sub process as `client_id` (MQTT v5) with the given will, waits until the
 // broker has accepted it, then kills it with SIGKILL so the broker publishes the will.
 void connect_and_vanish(const broker& b, const std::string& client_id, const std::string& will_topic,
-                        const std::string& will_payload, int will_qos = 1);
+                        const std::string& will_payload, int will_qos = 1, bool will_retain = false);
 
 // Runs a shell command; returns its exit status and what it printed on stdout (and on stderr too
 // when `with_stderr`).

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 #include <signal.h>
 #include <sstream>
 #include <thread>
@@ -476,6 +477,54 @@ TEST_CASE("after a restart, an erasure still clears a retained message on a topi
     std::istringstream log(b.log());
     for (std::string line; std::getline(log, line);)
         if (line.find("gdpr: ") != std::string::npos) CHECK(line.find("u-31") == std::string::npos);
+}
+
+TEST_CASE("a retained will holding a subject's data is known to the data map: its erasure clears it",
+          "[integration][erasure][will]") {
+    erasure_setup setup;
+    itest::broker b(setup.options());
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), watcher(b, "watcher", 5);
+    op.connect();
+    watcher.connect();
+    watcher.subscribe("health/#", 1);
+    // A wearable that drops off leaves a retained will on a topic that names its wearer.
+    const std::string topic = "health/wearable/u-41/vitals";
+    itest::connect_and_vanish(b, "band-41", topic, "{}", 1, true);
+    REQUIRE(watcher.next(3s));
+    itest::client late(b, "late", 5);
+    late.connect();
+    late.subscribe(topic, 1);
+    REQUIRE(late.next(3s));  // the retained will
+
+    const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "u-41"}, {"requestId", "will"}});
+    REQUIRE_FALSE(r.contains("error"));
+    const auto request = control(op, {{"command", "getErasure"}, {"requestId", "will"}, {"targets", true}})["data"];
+    INFO(request.dump());
+    CHECK(request["plugin"]["retainedCleared"] == json::array({"health/wearable/<subject>/vitals"}));
+    // Its publisher and both recipients (live, and from the retained copy) are holders the erasure tells.
+    std::set<std::string> targets;
+    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
+    CHECK(targets.count("band-41"));
+    CHECK(targets.count("watcher"));
+    CHECK(targets.count("late"));
+    itest::client after(b, "after", 5);
+    after.connect();
+    after.subscribe(topic, 1);
+    CHECK_FALSE(after.next(700ms));
+}
+
+TEST_CASE("a will that would bring new data subjects past its client's allowance is not sent", "[integration][quota][will]") {
+    erasure_setup setup;
+    itest::broker b(setup.options_with_allowance("1", "1"));
+    itest::client watcher(b, "watcher", 5);
+    watcher.connect();
+    watcher.subscribe("health/#", 1);
+    itest::connect_and_vanish(b, "band-43", "health/wearable/u-43a/vitals", "{}", 1);
+    REQUIRE(watcher.next(3s));  // its one new subject fits the allowance
+    // The same device again, its will naming another wearer: the allowance refills one a minute.
+    itest::connect_and_vanish(b, "band-43", "health/wearable/u-43b/vitals", "{}", 1);
+    CHECK_FALSE(watcher.next(1s));
+    CHECK(b.wait_for_log("publish(es) or will(s) bringing data subjects the broker had not seen"));
 }
 
 TEST_CASE("the broker's own part: retained data cleared, consent and bindings removed, the data key shredded, all recorded",

@@ -48,9 +48,10 @@ public:
     // --- live traffic (broker thread, no disk) ---
     // A publish from `client_id` that carries personal data of `subjects`. `identity` is the
     // payload pointer the broker delivers, so that the deliveries checked next can be attributed.
-    // A retained publish with a payload makes `topic` a holder of the subjects' data.
+    // A retained publish with a payload makes `topic` a holder of the subjects' data, in place of
+    // what it held, unless `replaces` is false (the broker may still refuse it: keep both).
     void published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
-                   bool retain, const void* identity);
+                   bool retain, const void* identity, bool replaces = true);
     // How many of `subjects` the map holds nothing about yet (each one published would make a new
     // entry): what a client's allowance of new subjects is charged (subject_quota).
     // Also starts loading the entries of the known ones, which published() will update.
