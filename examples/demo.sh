@@ -2,7 +2,8 @@
 # mosquitto-gdpr demo: installs what is missing, builds the plugin and gdprctl, starts two brokers
 # on free loopback ports — a bare one and one with the plugin — lets a small simulated fleet publish
 # the same messages to both, records and withdraws a driver's consent with gdprctl on the way,
-# tightens a schema and reloads it without a restart, and shows what a subscriber receives from
+# tightens a schema and declares a purpose and reloads both without a restart (a change of lawful
+# basis is refused unless asked for), and shows what a subscriber receives from
 # each broker; then a simulated fleet of 20 vans holding one
 # driver's data gets an erasure request (GDPR Art. 17), followed to its receipt — one van is
 # offline for a while, one never answers, a dashboard received the data too; finally it audits the
@@ -198,6 +199,19 @@ ctl schemas reload
 publish fleet/acme/vehicle/v17/telemetry \
   '{"driver_id":"D-1234","phone":"+49 170 1234567","speed":28.5,"ts":"2026-11-23T16:44:55.250Z"}' vehicle-v17
 sleep 0.5
+
+echo
+echo "=== An edit of purposes.json would move route analytics off consent, so drivers' positions would"
+echo "    reach subscribers without it: the reload refuses that unless asked for (a SIGHUP never asks):"
+cp "$run/schemas/purposes.json" "$run/purposes.json.kept"
+python3 - "$run/schemas/purposes.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc["purposes"]["route-analytics"]["lawfulBasis"] = "legitimate_interests"
+json.dump(doc, open(sys.argv[1], "w"), indent=2)
+PY
+ctl schemas reload 2>&1 || true
+mv "$run/purposes.json.kept" "$run/schemas/purposes.json"
 
 show() {
   echo
