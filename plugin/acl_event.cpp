@@ -53,10 +53,9 @@ decision check_will(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std
     if (v.action == gdpr::publish_action::deny) return decision::deny;
     // GDPR Art. 17(2): a retained will holding a subject's data is cleared by their erasure like
     // any retained message. The broker stores a will anew before delivering it, so its deliveries
-    // are attributed only through the retained topic, never through this payload's address.
-    note_holders(ctx, acl.client, topic, acl.retain, acl.payload, acl.payload ? acl.payloadlen : 0,
+    // are attributed only through the retained topic: this payload's address identifies nothing.
+    note_holders(ctx, acl.client, topic, acl.retain, nullptr, acl.payload ? acl.payloadlen : 0,
                  ctx.options.acl == gdpr::acl_fallback::allow);
-    if (ctx.map) ctx.map->forget_last_publish();
     return decision::no_objection;
 }
 

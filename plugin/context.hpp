@@ -166,7 +166,8 @@ void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_
 std::string_view charge_new_subjects(plugin_context& ctx, const mosquitto* client, std::string_view topic,
                                      const gdpr::publish_verdict& v);
 // The data map learns who published whose data (a publish, or a will), and which retained topic
-// now holds it; deliveries of this payload checked next are attributed to it. `final`: the broker
+// now holds it; deliveries of `payload` checked next are attributed to it (null: to nothing but
+// the retained topic). `final`: the broker
 // acts on the plugin's answer alone; otherwise (a will under acl_default defer, which acl_file may
 // still refuse) a retained topic's earlier holders are kept too.
 void note_holders(plugin_context& ctx, const mosquitto* client, std::string_view topic, bool retain, const void* payload,

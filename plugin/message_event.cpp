@@ -19,6 +19,11 @@ void record_publish(plugin_context& ctx, const mosquitto_evt_message& msg, std::
                           msg.retain, original_size, v, forwarded, msg.payload);
 }
 
+// The publish goes through: the data map learns of it, and its client was seen acting.
+void note_publish_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic) {
+    note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
+    if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
+}
 
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     const std::string_view topic = msg.topic ? std::string_view(msg.topic) : std::string_view{};
@@ -44,8 +49,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
     if (!v.matched) {
         record_publish(ctx, msg, topic, payload.size(), v);
-        note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
-        if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
+        note_publish_holders(ctx, msg, topic);
         if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, gdpr::residency_rules::NO_REGION);
         note_current_publish(ctx, msg.payload, topic);
         return decision::allow;
@@ -82,8 +86,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     }
     if (!add_gdpr_user_properties(&msg.properties, *v.matched)) return decision::failure;
     record_publish(ctx, msg, topic, payload.size(), v);
-    note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
-    if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
+    note_publish_holders(ctx, msg, topic);
     if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, region);
     note_current_publish(ctx, msg.payload, topic);
     return decision::allow;

@@ -37,16 +37,14 @@ void report_purposes(plugin_context& ctx, const gdpr::schema_changes& changes, s
     // GDPR Art. 13(1)(c): data subjects are told the lawful basis; a change, and consent that stops
     // or starts counting again, is the data protection officer's to see.
     std::string text;
-    if (!p.basis_changed.empty()) text = "lawful basis changed by a reload: " + joined(p.basis_changed);
-    if (!changes.fields_leaving_consent.empty())
-        text += std::string(text.empty() ? "" : "; ") + "fields that now pass without a consent record: " +
-                joined(changes.fields_leaving_consent);
-    if (!p.grants_held.empty())
-        text += std::string(text.empty() ? "" : "; ") + "consent grants held, no longer counting (purpose: grants): " +
-                counted(p.grants_held);
-    if (!p.grants_revived.empty())
-        text += std::string(text.empty() ? "" : "; ") + "consent grants given earlier that count again: " +
-                counted(p.grants_revived);
+    const auto add = [&text](bool present, const std::string& part) {
+        if (present) text += (text.empty() ? "" : "; ") + part;
+    };
+    add(!p.basis_changed.empty(), "lawful basis changed by a reload: " + joined(p.basis_changed));
+    add(!changes.fields_leaving_consent.empty(),
+        "fields that now pass without a consent record: " + joined(changes.fields_leaving_consent));
+    add(!p.grants_held.empty(), "consent grants held, no longer counting (purpose: grants): " + counted(p.grants_held));
+    add(!p.grants_revived.empty(), "consent grants given earlier that count again: " + counted(p.grants_revived));
     if (text.empty()) return;
     ctx.log.warning(text);
     publish_alert(ctx, "purposes", text);

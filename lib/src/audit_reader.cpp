@@ -1,8 +1,8 @@
 #include "gdpr/audit_reader.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
-#include <algorithm>
 #include <set>
 #include <tuple>
 

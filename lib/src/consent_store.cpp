@@ -61,9 +61,7 @@ std::vector<std::string> consent_store::consent_purposes(const purpose_registry&
 std::unique_ptr<consent_store> consent_store::open(const std::string& path, const purpose_registry& purposes,
                                                    std::string_view synchronous) {
     std::unique_ptr<consent_store> store(new consent_store());
-    store->bit_names_ = consent_purposes(purposes);
-    for (std::size_t i = 0; i < store->bit_names_.size(); ++i)
-        store->bits_.emplace(store->bit_names_[i], static_cast<int>(i));
+    store->use_purposes(purposes);  // numbers the consent purposes; nothing is loaded yet to move
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
     check_schema_version(*db, "consent", SCHEMA_VERSION, "consent schema");

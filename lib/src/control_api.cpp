@@ -458,12 +458,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                                                             {"newVersions", c->new_versions},
                                                             {"editedWithoutNewVersion", c->edited_unversioned},
                                                             {"fieldsLeavingConsent", c->fields_leaving_consent},
-                                                            {"purposes", {{"added", c->purposes.added},
-                                                                          {"removed", c->purposes.removed},
-                                                                          {"basisChanged", c->purposes.basis_changed},
-                                                                          {"described", c->purposes.described},
-                                                                          {"grantsHeld", c->purposes.grants_held},
-                                                                          {"grantsRevived", c->purposes.grants_revived}}}};
+                                                            {"purposes", to_json(c->purposes)}};
                                 }
                                 pending->responses[i] = std::move(response);
                                 advance(pending);

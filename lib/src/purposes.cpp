@@ -1,5 +1,7 @@
 #include "gdpr/purposes.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace gdpr {
 
 purpose_changes compare_purposes(const purpose_registry& before, const purpose_registry& after) {
@@ -19,6 +21,11 @@ purpose_changes compare_purposes(const purpose_registry& before, const purpose_r
     for (const auto& name : before.names())
         if (!after.find(name)) c.removed.push_back(name);
     return c;  // names() is sorted, so is every list
+}
+
+nlohmann::json to_json(const purpose_changes& c) {
+    return {{"added", c.added},           {"removed", c.removed},         {"basisChanged", c.basis_changed},
+            {"described", c.described},   {"grantsHeld", c.grants_held},  {"grantsRevived", c.grants_revived}};
 }
 
 } // namespace gdpr

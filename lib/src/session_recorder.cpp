@@ -285,20 +285,14 @@ void session_recorder::control(std::string_view client_id, std::string_view oper
 
 void session_recorder::purposes_changed(std::string_view requested_by, bool basis_changes_allowed,
                                         const schema_changes& changes) {
-    const purpose_changes& p = changes.purposes;
     audit_record r = log_.blank_record();
     r.at_ms = wall_ms();
     r.kind = audit_kind::control;
+    nlohmann::json purposes = to_json(changes.purposes);
+    purposes["leavingConsent"] = changes.purposes.leaving_consent;
     r.detail = nlohmann::json{{"reload", requested_by},
                               {"allowBasisChanges", basis_changes_allowed},
-                              {"purposes",
-                               {{"added", p.added},
-                                {"removed", p.removed},
-                                {"basisChanged", p.basis_changed},
-                                {"leavingConsent", p.leaving_consent},
-                                {"described", p.described},
-                                {"grantsHeld", p.grants_held},
-                                {"grantsRevived", p.grants_revived}}},
+                              {"purposes", std::move(purposes)},
                               {"fieldsLeavingConsent", changes.fields_leaving_consent}}
                    .dump();
     log_.append(std::move(r));

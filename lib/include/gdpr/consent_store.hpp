@@ -93,9 +93,10 @@ public:
     const std::vector<std::string>* subjects_bound_to(std::string_view client_id) const;
 
     // --- changes (broker thread). `done` runs from drain() once the change is durable ("") or has
-    // failed (error text). A held grant (see use_purposes) can be withdrawn, not granted. Grants, bindings and unbindings take effect in memory only once they
-    // are durable (consent must be demonstrable, GDPR Art. 7(1)), and only if no newer change to
-    // the same consent or binding was made meanwhile. A withdrawal takes effect at once (Art.
+    // failed (error text). A held grant (see use_purposes) can be withdrawn, not granted. Grants,
+    // bindings and unbindings take effect in memory only once they are durable (consent must be
+    // demonstrable, GDPR Art. 7(1)), and only if no newer change to the same consent or binding
+    // was made meanwhile. A withdrawal takes effect at once (Art.
     // 7(3)); if it cannot be written it stays in force and is retried by retry_pending().
     void set_consent(const std::string& subject, const std::string& purpose, bool granted,
                      const std::string& operator_id, const std::string& evidence, done_fn done);

@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace gdpr {
 
 enum class lawful_basis { consent, contract, legal_obligation, vital_interests, public_task, legitimate_interests };
@@ -71,5 +73,8 @@ struct purpose_changes {
     bool any() const { return !added.empty() || !removed.empty() || !basis_changed.empty() || !described.empty(); }
 };
 purpose_changes compare_purposes(const purpose_registry& before, const purpose_registry& after);
+// As the reloadSchemas answer and the audit trail show them: added, removed, basisChanged,
+// described, grantsHeld, grantsRevived.
+nlohmann::json to_json(const purpose_changes& changes);
 
 } // namespace gdpr
