@@ -466,6 +466,8 @@ schema_set load_schema_directory(const std::string& dir, const purpose_registry&
         const auto index = set.schemas.size();
         for (const auto& filter : s.topics) {
             for (const auto& [other, other_index] : filters) {
+                // Filters of one schema may overlap: whichever wins, the same rules apply.
+                if (other_index == index) continue;
                 if (other == filter)
                     throw schema_error(path.string(), "topic filter \"" + filter + "\" is already claimed by schema \"" +
                                                           set.schemas[other_index].id + "\"");

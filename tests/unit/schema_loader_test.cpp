@@ -151,6 +151,13 @@ TEST_CASE("a schema directory loads in name order and rejects conflicts", "[sche
     REQUIRE(set.warnings.size() == 1);
     CHECK_THAT(set.warnings[0], Catch::Contains("\"x/+\" is more specific and wins"));
 
+    // One schema's own filters may overlap: the same rules apply either way, nothing to warn about.
+    dir.write("d.json", R"({"id":"d","version":1,"topics":["d/+/data","d/#","d/7/+"],"fields":{}})");
+    set = gdpr::load_schema_directory(dir.path().string(), purposes);
+    CHECK(set.route("d/7/data")->id == "d");
+    CHECK(set.warnings.size() == 1);
+    std::filesystem::remove(dir.path() / "d.json");
+
     dir.write("c.json", R"({"id":"a","version":2,"topics":["z"],"fields":{}})");
     CHECK_THROWS_WITH(gdpr::load_schema_directory(dir.path().string(), purposes), Catch::Contains("used by another schema"));
     dir.write("c.json", R"({"id":"c","version":2,"topics":["x/+"],"fields":{}})");
