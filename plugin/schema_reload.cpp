@@ -7,6 +7,7 @@
 
 #include "context.hpp"
 #include "gdpr/errors.hpp"
+#include "gdpr/schema_changes.hpp"
 
 namespace gdpr_plugin {
 
@@ -82,7 +83,7 @@ void report(plugin_context& ctx, const gdpr::schema_changes& changes, std::strin
 gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::definitions&& next,
                                         std::string_view requested_by, gdpr::reload_permissions allowed) {
     // Everything that can fail happens first, on the side: the definitions in use stay until the end.
-    gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next.schemas);
+    gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next.schemas, ctx.engine->unmatched());
     changes.purposes = gdpr::compare_purposes(ctx.engine->purposes(), next.purposes);
     if (!changes.older_versions.empty())
         throw std::runtime_error("the version of " + joined(changes.older_versions) +

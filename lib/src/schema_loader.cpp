@@ -487,44 +487,4 @@ schema_set load_schema_directory(const std::string& dir, const purpose_registry&
     return set;
 }
 
-schema_changes compare_schema_sets(const schema_set& before, const schema_set& after) {
-    schema_changes c;
-    std::map<std::string, const schema*> old_by_id;
-    for (const auto& s : before.schemas) old_by_id[s.id] = &s;
-    for (const auto& s : after.schemas) {
-        c.topic_filters += s.topics.size();
-        const auto it = old_by_id.find(s.id);
-        if (it == old_by_id.end()) {
-            c.added.push_back(s.tag());
-            continue;
-        }
-        for (const auto& was : it->second->fields) {
-            if (was.consent_bit < 0) continue;
-            const auto now = std::find_if(s.fields.begin(), s.fields.end(),
-                                          [&](const field_rule& r) { return r.pointer == was.pointer; });
-            std::string became;
-            if (now == s.fields.end()) {
-                // Gone from the schema: the field is unclassified now, and may be kept as it is.
-                if (s.unclassified == unclassified_policy::keep) became = " -> unclassified, kept";
-                else continue;
-            } else if (now->consent_bit >= 0) {
-                continue;
-            } else if (now->purpose != was.purpose) {
-                became = " -> " + (now->purpose.empty() ? std::string("not personal") : now->purpose);
-            }
-            c.fields_leaving_consent.push_back(s.id + " " + was.pointer + " (" + was.purpose + became + ")");
-        }
-        if (s.version < it->second->version) c.older_versions.push_back(it->second->tag() + " -> " + s.tag());
-        else if (it->second->version != s.version) c.new_versions.push_back(it->second->tag() + " -> " + s.tag());
-        else if (it->second->content_hash != s.content_hash) c.edited_unversioned.push_back(s.tag());
-        old_by_id.erase(it);
-    }
-    for (const auto& [id, s] : old_by_id) c.removed.push_back(s->tag());
-    c.schemas = after.schemas.size();
-    for (auto* list : {&c.added, &c.removed, &c.new_versions, &c.edited_unversioned, &c.older_versions,
-                       &c.fields_leaving_consent})
-        std::sort(list->begin(), list->end());
-    return c;
-}
-
 } // namespace gdpr

@@ -1,6 +1,7 @@
 #include "gdpr/topic_router.hpp"
 
 #include <algorithm>
+#include <map>
 #include <stdexcept>
 
 #include "gdpr/topic_filter.hpp"
@@ -132,6 +133,108 @@ bool filters_overlap(std::string_view a, std::string_view b) {
         if (la[i] != lb[i]) return false;
     }
     return true;
+}
+
+struct overlap_index::node {
+    struct entry {
+        std::string_view filter;
+        std::size_t target;
+    };
+    std::map<std::string_view, std::unique_ptr<node>> literal;
+    std::unique_ptr<node> plus;
+    std::vector<entry> ends;    // filters ending at this node
+    std::vector<entry> hashes;  // filters with '#' after this node
+};
+
+overlap_index::overlap_index() : root_(std::make_unique<node>()) {}
+overlap_index::~overlap_index() = default;
+
+void overlap_index::add(std::string_view filter, std::size_t target) {
+    node* n = root_.get();
+    for (const auto level : split_topic_levels(filter)) {
+        if (level == "#") {
+            n->hashes.push_back({filter, target});
+            return;
+        }
+        auto& next = level == "+" ? n->plus : n->literal[level];
+        if (!next) next = std::make_unique<node>();
+        n = next.get();
+    }
+    n->ends.push_back({filter, target});
+}
+
+namespace {
+
+using visitor = std::function<void(std::string_view, std::size_t)>;
+
+bool starts_with_dollar(std::string_view level) { return !level.empty() && level.front() == '$'; }
+
+template <class Node> void visit_all(const std::vector<typename Node::entry>& entries, const visitor& visit) {
+    for (const auto& e : entries) visit(e.filter, e.target);
+}
+
+// Every filter at or below `n`. A leading wildcard never matches a '$' topic (MQTT 5 §4.7.2), so
+// at the root a wildcard does not meet '$' levels.
+template <class Node> void visit_subtree(const Node& n, bool root, const visitor& visit) {
+    visit_all<Node>(n.ends, visit);
+    visit_all<Node>(n.hashes, visit);
+    for (const auto& [level, child] : n.literal)
+        if (!(root && starts_with_dollar(level))) visit_subtree(*child, false, visit);
+    if (n.plus) visit_subtree(*n.plus, false, visit);
+}
+
+template <class Node>
+void visit_overlapping(const Node& n, const std::vector<std::string_view>& levels, std::size_t i, const visitor& visit) {
+    const bool root = i == 0;
+    if (i == levels.size()) {  // "a" meets "a" and "a/#"
+        visit_all<Node>(n.ends, visit);
+        visit_all<Node>(n.hashes, visit);
+        return;
+    }
+    const auto level = levels[i];
+    if (level == "#") return visit_subtree(n, root, visit);
+    const bool dollar = root && starts_with_dollar(level);
+    if (!dollar) visit_all<Node>(n.hashes, visit);
+    if (level == "+") {
+        for (const auto& [name, child] : n.literal)
+            if (!(root && starts_with_dollar(name))) visit_overlapping(*child, levels, i + 1, visit);
+    } else if (const auto it = n.literal.find(level); it != n.literal.end()) {
+        visit_overlapping(*it->second, levels, i + 1, visit);
+    }
+    if (n.plus && !dollar) visit_overlapping(*n.plus, levels, i + 1, visit);
+}
+
+} // namespace
+
+void overlap_index::each_overlapping(std::string_view filter, const visitor& visit) const {
+    visit_overlapping(*root_, split_topic_levels(filter), 0, visit);
+}
+
+std::optional<std::string> intersect_filters(std::string_view a, std::string_view b) {
+    if (!filters_overlap(a, b)) return std::nullopt;
+    const auto la = split_topic_levels(a);
+    const auto lb = split_topic_levels(b);
+    std::vector<std::string_view> levels;
+    for (std::size_t i = 0;; ++i) {
+        const bool pa = i < la.size(), pb = i < lb.size();
+        // '#' matches whatever the other filter has left (the parent level included).
+        if (pa && la[i] == "#") {
+            levels.insert(levels.end(), lb.begin() + static_cast<std::ptrdiff_t>(std::min(i, lb.size())), lb.end());
+            break;
+        }
+        if (pb && lb[i] == "#") {
+            levels.insert(levels.end(), la.begin() + static_cast<std::ptrdiff_t>(std::min(i, la.size())), la.end());
+            break;
+        }
+        if (!pa || !pb) break;  // they overlap, so both end here
+        levels.push_back(la[i] == "+" ? lb[i] : la[i]);
+    }
+    std::string shared;
+    for (std::size_t i = 0; i < levels.size(); ++i) {
+        if (i) shared += '/';
+        shared.append(levels[i]);
+    }
+    return shared;
 }
 
 } // namespace gdpr

@@ -419,3 +419,54 @@ TEST_CASE("a reload reads purposes.json too: new purposes and lawful bases apply
     CHECK(on_consent["purposes"]["basisChanged"] == json::array({"route-analytics: legitimate_interests -> consent"}));
     CHECK(on_consent["purposes"]["grantsRevived"] == json{{"route-analytics", 1}});
 }
+
+TEST_CASE("a reload that hands a consent field's topics to another schema, or to none, needs the same permission",
+          "[integration][schema][consent]") {
+    reload_broker fixture;
+    auto& setup = fixture.setup;
+    auto& b = fixture.b;
+    auto &op = fixture.op, &pub = fixture.pub, &sub = fixture.sub, &alerts = fixture.alerts;
+    REQUIRE_FALSE(has_gps(pub, sub, "D-8"));  // no consent to route-analytics
+
+    // A more specific schema for one fleet that keeps what it does not classify: D-8's position
+    // would pass on acme's topics.
+    setup.write("acme-telemetry.json", R"({"id": "acme-telemetry", "version": 1,
+      "topics": ["fleet/acme/vehicle/+/telemetry"], "subject": {"field": "/driver_id"}, "unclassified": "keep",
+      "fields": {"/driver_id": {"category": "identifier", "personal": true, "purpose": "fleet-operations",
+                                "action": "keep"}}})");
+    const std::string taken = "vehicle-telemetry /gps/lat (route-analytics -> acme-telemetry: unclassified, kept) on "
+                              "fleet/acme/vehicle/+/telemetry";
+    auto r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""), Catch::Contains(taken) && Catch::Contains("allowBasisChanges"));
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("schemas not reloaded on SIGHUP"));
+    CHECK(b.log().find("acme-telemetry: unclassified, kept") != std::string::npos);
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+    // Asked for, it goes into use and is alerted.
+    r = control(op, {{"command", "reloadSchemas"}, {"allowBasisChanges", true}});
+    INFO(r.dump());
+    CHECK(r["data"]["added"] == json::array({"acme-telemetry@1"}));
+    CHECK(r["data"]["fieldsLeavingConsent"].size() == 2);
+    CHECK(r["data"]["fieldsLeavingConsent"][0] == taken);
+    CHECK(alert_names(alerts, "fields that now pass without a consent record: " + taken));
+    CHECK(has_gps(pub, sub, "D-8"));
+    // Removed again, acme's topics go back to vehicle-telemetry, which needs consent: that
+    // tightens and needs only the removal's own permission.
+    fs::remove(setup.schemas / "acme-telemetry.json");
+    r = control(op, {{"command", "reloadSchemas"}, {"allowRemovals", true}});
+    REQUIRE_FALSE(r.contains("error"));
+    CHECK(r["data"]["removed"] == json::array({"acme-telemetry@1"}));
+    CHECK(r["data"]["fieldsLeavingConsent"].empty());
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+
+    // A filter narrowed so that acme's topics match no schema: with unmatched_topics pass they
+    // would go through whole.
+    std::ifstream in(setup.schemas / "vehicle-telemetry.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    setup.write("vehicle-telemetry.json", std::regex_replace(text, std::regex("fleet/\\+/vehicle"), "fleet/other/vehicle"));
+    r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""),
+               Catch::Contains("vehicle-telemetry /gps/lon (route-analytics -> no schema, passed) on "
+                               "fleet/+/vehicle/+/telemetry"));
+    CHECK_FALSE(has_gps(pub, sub, "D-8"));
+}

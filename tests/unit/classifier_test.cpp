@@ -6,6 +6,7 @@
 
 #include "gdpr/classifier.hpp"
 #include "gdpr/errors.hpp"
+#include "gdpr/schema_changes.hpp"
 #include "test_support.hpp"
 
 namespace {

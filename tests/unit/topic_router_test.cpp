@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <set>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "gdpr/topic_filter.hpp"
 #include "gdpr/topic_router.hpp"
@@ -132,4 +135,82 @@ TEST_CASE("filter specificity and overlap", "[routing]") {
     CHECK_FALSE(gdpr::filters_overlap("a/+", "a/b/c"));
     CHECK_FALSE(gdpr::filters_overlap("#", "$SYS/x"));
     CHECK_FALSE(gdpr::filters_overlap("+/x", "$SYS/x"));
+}
+
+TEST_CASE("the overlap of two filters is a filter", "[routing]") {
+    using gdpr::intersect_filters;
+    CHECK(intersect_filters("a/+/#", "+/b") == "a/b");
+    CHECK(intersect_filters("a/+", "+/b") == "a/b");
+    CHECK(intersect_filters("+/+", "+/+") == "+/+");
+    CHECK(intersect_filters("a/#", "a") == "a");  // '#' also matches its parent level
+    CHECK(intersect_filters("a", "a/#") == "a");
+    CHECK(intersect_filters("a/#", "a/+/#") == "a/+/#");
+    CHECK(intersect_filters("#", "x/+") == "x/+");
+    CHECK(intersect_filters("#", "#") == "#");
+    CHECK(intersect_filters("/+", "+/x") == "/x");  // an empty level is a level
+    CHECK(intersect_filters("fleet/+/vehicle/+/telemetry", "fleet/acme/#") == "fleet/acme/vehicle/+/telemetry");
+    CHECK_FALSE(intersect_filters("a/b", "a/c"));
+    CHECK_FALSE(intersect_filters("a/+", "a/b/c"));
+    CHECK_FALSE(intersect_filters("#", "$SYS/x"));
+    CHECK_FALSE(intersect_filters("+/x", "$SYS/x"));
+}
+
+namespace {
+
+// Every filter of up to three levels over a small alphabet ('#' only last).
+std::vector<std::string> small_filters(bool wildcards) {
+    const std::vector<std::string> levels = wildcards ? std::vector<std::string>{"a", "b", "$s", "", "+", "#"}
+                                                      : std::vector<std::string>{"a", "b", "$s", ""};
+    std::vector<std::string> all, frontier{""};
+    for (int depth = 0; depth < 3; ++depth) {
+        std::vector<std::string> next;
+        for (const auto& prefix : frontier)
+            for (const auto& level : levels) {
+                if (!prefix.empty() && prefix.back() == '#') continue;
+                const std::string f = depth == 0 ? level : prefix + "/" + level;
+                next.push_back(f);
+                if (!f.empty()) all.push_back(f);  // "" is no filter, but "/a" is
+            }
+        frontier = std::move(next);
+    }
+    return all;
+}
+
+} // namespace
+
+TEST_CASE("overlaps found through the index, and computed overlaps, agree with topic matching", "[routing]") {
+    const auto filters = small_filters(true);
+    const auto topics = small_filters(false);
+    gdpr::overlap_index index;
+    for (std::size_t i = 0; i < filters.size(); ++i) index.add(filters[i], i);
+    std::size_t overlaps = 0;
+    for (const auto& f : filters) {
+        std::set<std::size_t> found;
+        index.each_overlapping(f, [&](std::string_view g, std::size_t i) {
+            CHECK(g == filters[i]);
+            CHECK(found.insert(i).second);  // once each
+        });
+        for (std::size_t i = 0; i < filters.size(); ++i) {
+            const auto& g = filters[i];
+            INFO(f << " and " << g);
+            REQUIRE(found.count(i) == (gdpr::filters_overlap(f, g) ? 1U : 0U));
+            const auto shared = gdpr::intersect_filters(f, g);
+            REQUIRE(shared.has_value() == gdpr::filters_overlap(f, g));
+            if (!shared) {
+                std::string in_both;  // a topic both match, though they do not overlap
+                for (const auto& t : topics)
+                    if (gdpr::topic_matches(f, t) && gdpr::topic_matches(g, t)) in_both = t;
+                REQUIRE(in_both.empty());
+                continue;
+            }
+            ++overlaps;
+            std::string disagreeing;  // a topic the overlap matches and not both filters, or the reverse
+            for (const auto& t : topics)
+                if (gdpr::topic_matches(*shared, t) != (gdpr::topic_matches(f, t) && gdpr::topic_matches(g, t)))
+                    disagreeing = t;
+            INFO("overlap " << *shared);
+            REQUIRE(disagreeing.empty());
+        }
+    }
+    CHECK(overlaps > 1000);
 }

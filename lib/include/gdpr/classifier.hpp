@@ -158,6 +158,7 @@ public:
     // purposes without a subject, overlapping topic filters.
     void log_schema_warnings(logger& log) const;
     const purpose_registry& purposes() const { return purposes_; }
+    unmatched_policy unmatched() const { return unmatched_; }
     const classifier_stats& stats() const { return stats_; }
 
 private:

@@ -17,6 +17,7 @@
 #include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
 #include "gdpr/residency_guard.hpp"
+#include "gdpr/schema_changes.hpp"
 #include "gdpr/storage_worker.hpp"
 #include "gdpr/subject_quota.hpp"
 

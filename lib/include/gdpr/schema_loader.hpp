@@ -39,26 +39,4 @@ schema parse_schema(std::string_view json_text, const std::string& file, const p
 // the format, two schemas share an id, or two schemas claim the same topic filter.
 schema_set load_schema_directory(const std::string& dir, const purpose_registry& purposes);
 
-// What a schema reload changes, by tag ("id@version"), each list sorted.
-struct schema_changes {
-    std::vector<std::string> added;             // ids not in use before
-    std::vector<std::string> removed;           // ids no longer in the directory
-    std::vector<std::string> new_versions;      // "id@old -> id@new"
-    std::vector<std::string> edited_unversioned;  // same id and version, other rules
-    std::vector<std::string> older_versions;      // "id@old -> id@new" with new < old
-    // "id /pointer (purpose)" of rules that needed consent and no longer do, for whatever reason
-    // (their purpose's basis, another purpose, no longer personal): GDPR Art. 6(1), 7.
-    std::vector<std::string> fields_leaving_consent;
-    purpose_changes purposes;                   // purposes.json, read again with the schemas
-    std::size_t schemas = 0;                    // in the new set
-    std::size_t topic_filters = 0;              // in the new set
-};
-schema_changes compare_schema_sets(const schema_set& before, const schema_set& after);
-
-// Changes a reload makes only when asked for explicitly (a SIGHUP never asks).
-struct reload_permissions {
-    bool removals = false;       // schemas whose files are gone may go
-    bool basis_changes = false;  // a purpose may stop resting on consent
-};
-
 } // namespace gdpr

@@ -13,6 +13,7 @@
 #include "gdpr/audit_log.hpp"
 #include "gdpr/classifier.hpp"
 #include "gdpr/json_text.hpp"
+#include "gdpr/schema_changes.hpp"
 
 namespace gdpr {
 

@@ -7,7 +7,9 @@
 // depends on the order in which schemas were loaded. Filters starting with a wildcard never match
 // topics starting with '$' (MQTT 5 §4.7.2).
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -48,5 +50,30 @@ int compare_filter_specificity(std::string_view a, std::string_view b);
 
 // True when some topic name matches both filters.
 bool filters_overlap(std::string_view a, std::string_view b);
+
+// Topic filters arranged so that those overlapping a given filter are found without trying each
+// one. Holds views of the filters added: they must outlive the index.
+class overlap_index {
+public:
+    overlap_index();
+    ~overlap_index();
+    overlap_index(const overlap_index&) = delete;
+    overlap_index& operator=(const overlap_index&) = delete;
+
+    // `filter` must be valid.
+    void add(std::string_view filter, std::size_t target);
+    // Calls visit(filter, target) once for each filter added that overlaps `filter` (as
+    // filters_overlap decides), in no particular order.
+    void each_overlapping(std::string_view filter,
+                          const std::function<void(std::string_view, std::size_t)>& visit) const;
+
+private:
+    struct node;
+    std::unique_ptr<node> root_;
+};
+
+// The filter that matches exactly the topic names both filters match ("a/+/#" and "+/b" give
+// "a/b"), or nothing when they share none.
+std::optional<std::string> intersect_filters(std::string_view a, std::string_view b);
 
 } // namespace gdpr
