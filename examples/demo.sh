@@ -4,7 +4,8 @@
 # the same messages to both, records and withdraws a driver's consent with gdprctl on the way,
 # tightens a schema and declares a purpose and reloads both without a restart (a change of lawful
 # basis is refused unless asked for), and shows what a subscriber receives from
-# each broker; then a simulated fleet of 20 vans holding one
+# each broker; residency refuses EU data to a US client and a bridge until a reload of the
+# residency file opens the transfer (asked for explicitly); then a simulated fleet of 20 vans holding one
 # driver's data gets an erasure request (GDPR Art. 17), followed to its receipt — one van is
 # offline for a while, one never answers, a dashboard received the data too; finally it audits the
 # session recording offline: verify the hash chain, report, export a driver's data (GDPR Art. 15),
@@ -269,6 +270,35 @@ echo
 echo "=== Residency refusals per region pair (gdprctl stats), and the plugin's log lines:"
 "$gdprctl" --port "$gdpr_port" --client-id demo-operator stats | sed -n '/residency refusals/,/subjects with/p' | sed '$d' | sed 's/^/  /'
 grep -E 'gdpr: refused publish on .home/h2' "$run/gdpr.log" | sed 's/^[0-9]*: /  /'
+
+echo
+echo "=== The company signs standard contractual clauses with the US partner (GDPR Art. 46) and the data"
+echo "    protection officer adds eu -> us to the residency file's transfers. The rules reload without a"
+echo "    restart, but a reload that opens a transfer must ask for it (a SIGHUP never does):"
+python3 - "$run/residency.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc["transfers"]["eu"].append("us")
+json.dump(doc, open(sys.argv[1], "w"), indent=2)
+PY
+ctl schemas reload 2>&1 || true
+ctl schemas reload --allow-transfer-changes
+before=$(wc -l < "$run/us-dashboard.received")
+eu_publish fleet/acme/vehicle/v17/telemetry \
+  '{"driver_id":"D-1234","gps":{"lat":48.142,"lon":11.593},"speed":31.0,"ts":"2026-11-23T16:45:55Z"}' vehicle-v17
+sleep 1
+echo
+echo "=== What us-dashboard received of that telemetry publish, now that EU data may go to the US:"
+tail -n +$((before + 1)) "$run/us-dashboard.received" | sed 's/^/  /'
+echo
+echo "=== The clauses are suspended again: closing a transfer tightens, so a plain reload does it:"
+python3 - "$run/residency.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc["transfers"]["eu"].remove("us")
+json.dump(doc, open(sys.argv[1], "w"), indent=2)
+PY
+ctl schemas reload
 
 echo
 echo "=== Erasure (GDPR Art. 17): 20 vans of fleet 'acme', all driven by D-4242, publish telemetry; a"

@@ -82,7 +82,7 @@ struct plugin_context {
         std::uint64_t pending = 0;  // refused since `last`, not yet reported
         std::string line;           // the latest refusal, as logged
     };
-    std::unordered_map<const gdpr::bridge_route*, alert_limiter> bridge_alerts;
+    std::unordered_map<std::string, alert_limiter> bridge_alerts;  // by bridge name: a reload makes new bridge_routes
     std::uint64_t bridge_alerts_pending = 0;
     // Why the ACL check in progress refused, when the reason is more specific than the default.
     std::string_view refusal_reason;

@@ -25,7 +25,7 @@ void send_bridge_report(plugin_context& ctx, plugin_context::alert_limiter& limi
 // with the number refused meanwhile: a misrouted fleet must not flood the log or the operators.
 void report_bridge_refusal(plugin_context& ctx, const gdpr::bridge_route& bridge, std::string_view topic,
                            const gdpr::schema& s, std::string_view what) {
-    auto& limiter = ctx.bridge_alerts[&bridge];
+    auto& limiter = ctx.bridge_alerts[bridge.name];
     const auto now = std::chrono::steady_clock::now();
     limiter.line = "refused " + std::string(what) + " on '" + ctx.engine->loggable_topic(topic) + "' (schema " +
                    s.tag() + "): " + bridge.refusal_reason;

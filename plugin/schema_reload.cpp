@@ -3,6 +3,7 @@
 // broker thread never waits on disk), and the new definitions go into use on the broker thread,
 // between two messages. Definitions that do not load, that would leave personal data
 // unclassified, or that would let consent fields pass without consent unasked, change nothing.
+#include <optional>
 #include <string>
 
 #include "context.hpp"
@@ -79,8 +80,41 @@ void report(plugin_context& ctx, const gdpr::schema_changes& changes, std::strin
     report_purposes(ctx, changes, requested_by);
 }
 
+void report_residency(plugin_context& ctx, const gdpr::residency_changes& r, std::string_view requested_by) {
+    if (!r.broker_config_problem.empty()) {
+        const std::string text = "residency: brokerConfig could not be read on a reload, so the bridges stay as the "
+                                 "broker started them: " + gdpr::printable_text(r.broker_config_problem);
+        ctx.log.warning(text);
+        publish_alert(ctx, "residency", text);
+    }
+    if (!r.any()) return;
+    std::string line = "reloaded residency from " + ctx.options.residency_file + " (" + std::string(requested_by) + ")";
+    if (!r.regions_added.empty()) line += "; regions added " + joined(r.regions_added);
+    if (!r.regions_removed.empty()) line += "; regions removed " + joined(r.regions_removed);
+    if (!r.transfers_added.empty()) line += "; transfers added " + joined(r.transfers_added);
+    if (!r.transfers_removed.empty()) line += "; transfers removed " + joined(r.transfers_removed);
+    if (!r.default_region.empty()) line += "; default region " + r.default_region;
+    if (r.placements_changed) line += "; client placements changed (every connection is placed again)";
+    if (!r.bridge_regions.empty()) line += "; bridge regions " + joined(r.bridge_regions);
+    if (!r.bridge_topics_added.empty()) line += "; bridge topics added " + joined(r.bridge_topics_added);
+    if (!r.bridges_added.empty()) line += "; bridges added " + joined(r.bridges_added) + " (checked from now on)";
+    ctx.log.notice(line);
+    // GDPR Art. 44-46: resident data reaching new regions is the data protection officer's to see.
+    std::string text;
+    if (!r.widened.empty()) text = "resident personal data may reach regions it could not before: " + joined(r.widened);
+    if (!r.bridges_not_applied.empty())
+        text += (text.empty() ? "" : "; ") + std::string("bridges removed, or topics removed from them, in the residency "
+                                                         "file or brokerConfig: ") +
+                joined(r.bridges_not_applied) +
+                "; the broker runs its bridges as they were at start until it restarts, so they are still checked";
+    if (text.empty()) return;
+    ctx.log.warning(text);
+    publish_alert(ctx, "residency", text);
+}
+
 // Puts loaded definitions in use, or throws changing nothing. Broker thread.
 gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::definitions&& next,
+                                        std::optional<gdpr::residency_rules>&& next_residency,
                                         std::string_view requested_by, gdpr::reload_permissions allowed) {
     // Everything that can fail happens first, on the side: the definitions in use stay until the end.
     gdpr::schema_changes changes = gdpr::compare_schema_sets(ctx.engine->schemas(), next.schemas, ctx.engine->unmatched());
@@ -105,8 +139,23 @@ gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::d
                                  joined(changes.fields_leaving_consent) +
                                  "); send reloadSchemas with \"allowBasisChanges\": true to do so (a SIGHUP never does)");
     }
+    // The residency file read again: the broker's bridges stay as they run (Mosquitto reloads none).
+    // Both ways point into next.schemas' elements.
+    std::optional<gdpr::residency_guard::prepared_rules> residency;
     gdpr::residency_rules::schema_bindings bindings;
-    if (ctx.residency) bindings = ctx.residency->rules().bind(next.schemas);  // points into next.schemas' elements
+    if (ctx.residency && next_residency) {
+        changes.residency = next_residency->carry_over(ctx.residency->rules(), next.schemas);
+        // GDPR Art. 44-46: a transfer needs an adequacy decision or safeguards; an edit must not
+        // open one by accident.
+        if (!changes.residency.widened.empty() && !allowed.transfer_changes)
+            throw std::runtime_error("it would let resident personal data reach regions it could not reach before (" +
+                                     joined(changes.residency.widened) +
+                                     "); send reloadSchemas with \"allowTransferChanges\": true to do so (a SIGHUP never does)");
+        if (changes.residency.any())
+            residency = ctx.residency->prepare_rules(
+                std::move(*next_residency), changes.residency.placements_changed || !changes.residency.default_region.empty());
+    }
+    if (ctx.residency && !residency) bindings = ctx.residency->rules().bind(next.schemas);
     // Consent bits follow the purposes; throws changing nothing.
     if (changes.purposes.any()) {
         auto shift = ctx.consent->use_purposes(next.purposes);
@@ -116,7 +165,8 @@ gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::d
 
     // The swap: nothing here throws, so no pointer into the old set survives it.
     ctx.engine->replace_definitions(std::move(next));
-    if (ctx.residency) ctx.residency->use(std::move(bindings));
+    if (residency) ctx.residency->use_rules(std::move(*residency));
+    else if (ctx.residency) ctx.residency->use(std::move(bindings));
     forget_current_payloads(ctx);
     if (ctx.recorder) ctx.recorder->forget_schemas();
     // A schema that now pseudonymises its subject field needs the pseudonym index; until it is
@@ -131,7 +181,10 @@ gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::d
     try {
         if (ctx.recorder && (changes.purposes.any() || !changes.fields_leaving_consent.empty()))
             ctx.recorder->purposes_changed(requested_by, allowed.basis_changes, changes);
+        if (ctx.recorder && changes.residency.any())
+            ctx.recorder->residency_changed(requested_by, allowed.transfer_changes, changes.residency);
         report(ctx, changes, requested_by);
+        report_residency(ctx, changes.residency, requested_by);
         if (ctx.residency)
             for (const auto& line : ctx.residency->rules().lint(ctx.engine->schemas())) ctx.log.warning("residency: " + line);
     } catch (const std::exception& e) {  // the reload has happened; only its report is incomplete
@@ -147,21 +200,25 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::re
     if (!ctx.schema_loader) return done(nullptr, "the broker is stopping");
     struct loaded {
         gdpr::classifier::definitions definitions;
+        std::optional<gdpr::residency_rules> residency;
         bool ok = false;
     };
     auto next = std::make_shared<loaded>();
     // load_definitions reads of the classifier only what it fixed at start (the key's presence).
     ctx.schema_loader->submit(
         [engine = ctx.engine.get(), purposes = ctx.options.purposes_file, dir = ctx.options.schemas_dir,
-         next](gdpr::sqlite_db&) {
+         residency_file = ctx.residency ? ctx.options.residency_file : std::string(), next](gdpr::sqlite_db&) {
             next->definitions = engine->load_definitions(purposes, dir);
+            if (!residency_file.empty())
+                next->residency = gdpr::residency_rules::load(residency_file, next->definitions.schemas, true);
             next->ok = true;
         },
         [&ctx, next, requested_by = std::move(requested_by), allowed, done = std::move(done)](const std::string& error) {
             if (!next->ok) return done(nullptr, error.empty() ? "the schemas directory could not be read" : error);
             gdpr::schema_changes changes;
             try {
-                changes = commit_definitions(ctx, std::move(next->definitions), requested_by, allowed);
+                changes = commit_definitions(ctx, std::move(next->definitions), std::move(next->residency), requested_by,
+                                             allowed);
             } catch (const std::exception& e) {
                 return done(nullptr, e.what());
             }

@@ -437,10 +437,11 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             pending->responses[i] = response;
             return true;
         } else if (name == "reloadSchemas") {
-            only_arguments(cmd, {"allowRemovals", "allowBasisChanges"});
+            only_arguments(cmd, {"allowRemovals", "allowBasisChanges", "allowTransferChanges"});
             reload_permissions allowed;
             for (const auto& [option, flag] : {std::pair<const char*, bool*>{"allowRemovals", &allowed.removals},
-                                               {"allowBasisChanges", &allowed.basis_changes}}) {
+                                               {"allowBasisChanges", &allowed.basis_changes},
+                                               {"allowTransferChanges", &allowed.transfer_changes}}) {
                 if (!cmd.contains(option)) continue;
                 if (!cmd[option].is_boolean()) throw command_error("\"" + std::string(option) + "\" must be true or false");
                 *flag = cmd[option].get<bool>();
@@ -459,6 +460,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                                                             {"editedWithoutNewVersion", c->edited_unversioned},
                                                             {"fieldsLeavingConsent", c->fields_leaving_consent},
                                                             {"purposes", to_json(c->purposes)}};
+                                    if (residency_) response["data"]["residency"] = to_json(c->residency);
                                 }
                                 pending->responses[i] = std::move(response);
                                 advance(pending);

@@ -4,6 +4,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -123,14 +126,15 @@ bool placement_rule::matches(const client_identity& who) const {
     return true;
 }
 
-residency_rules residency_rules::load(const std::string& path, const schema_set& schemas) {
+residency_rules residency_rules::load(const std::string& path, const schema_set& schemas, bool reloading) {
     const std::string text = read_text_file(path);
     const std::string dir = fs::path(path).parent_path().string();
-    return from_json_text(text, schemas, path, dir.empty() ? "." : dir);
+    return from_json_text(text, schemas, path, dir.empty() ? "." : dir, reloading);
 }
 
 residency_rules residency_rules::from_json_text(std::string_view text, const schema_set& schemas,
-                                                const std::string& source, const std::string& base_dir) {
+                                                const std::string& source, const std::string& base_dir,
+                                                bool reloading) {
     json doc;
     try {
         doc = json::parse(text.begin(), text.end());
@@ -248,7 +252,14 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
     if (auto conf = doc.find("brokerConfig"); conf != doc.end()) {
         fs::path path = text_of(*conf, "brokerConfig", source);
         if (path.is_relative()) path = fs::path(base_dir) / path;
-        for (auto& cb : read_bridge_config(path.string())) {
+        std::vector<configured_bridge> configured;
+        try {
+            configured = read_bridge_config(path.string());
+        } catch (const config_error& e) {
+            if (!reloading) throw;
+            r.broker_config_problem_ = e.what();
+        }
+        for (auto& cb : configured) {
             bridge_route route;
             route.name = cb.name;
             route.declared_in = cb.location;
@@ -263,7 +274,7 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
             r.bridges_.push_back(std::move(route));
         }
     }
-    const bool read_config = doc.contains("brokerConfig");
+    const bool read_config = doc.contains("brokerConfig") && r.broker_config_problem_.empty();
     for (auto& d : declared_bridges) {
         if (d.second.seen_in_config) continue;
         if (read_config)
@@ -318,6 +329,193 @@ residency_rules::schema_bindings residency_rules::bind(const schema_set& schemas
     schema_bindings out;
     out.entries_ = std::move(bound);
     return out;
+}
+
+namespace {
+
+std::set<std::string> transfer_pairs(const residency_rules& r) {
+    std::set<std::string> pairs;
+    const auto n = static_cast<std::int32_t>(r.region_count());
+    for (std::int32_t from = 0; from < n; ++from)
+        for (std::int32_t to = 0; to < n; ++to)
+            if (from != to && r.may_receive(from, to)) pairs.insert(r.region_name(from) + " -> " + r.region_name(to));
+    return pairs;
+}
+
+std::vector<std::string> only_in(const std::set<std::string>& a, const std::set<std::string>& b) {
+    std::vector<std::string> out;
+    std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+    return out;
+}
+
+// The regions, by name, whose resident data a receiver in `region` may have; with `among`, only
+// those among its regions (data resident in a region new in a reload comes from a schema moved
+// there, which is compared on its own).
+std::set<std::string> receivable(const residency_rules& r, std::int32_t region, const residency_rules* among = nullptr) {
+    std::set<std::string> from;
+    for (std::int32_t d = 0; d < static_cast<std::int32_t>(r.region_count()); ++d)
+        if (r.may_receive(d, region) && (!among || among->region_index(r.region_name(d)) != residency_rules::NO_REGION))
+            from.insert(r.region_name(d));
+    return from;
+}
+
+// The regions, by name, data resident in `region` may go to; nullopt: anywhere (no residency).
+std::optional<std::set<std::string>> destinations(const residency_rules& r, std::int32_t region) {
+    if (region == residency_rules::NO_REGION) return std::nullopt;
+    std::set<std::string> to;
+    for (std::int32_t d = 0; d < static_cast<std::int32_t>(r.region_count()); ++d)
+        if (r.may_receive(region, d)) to.insert(r.region_name(d));
+    return to;
+}
+
+bool wider(const std::set<std::string>& now, const std::set<std::string>& before) {
+    return !std::includes(before.begin(), before.end(), now.begin(), now.end());
+}
+
+bool same_criteria(const placement_rule& a, const placement_rule& b) {
+    return a.client_id == b.client_id && a.username == b.username && a.certificate_cn == b.certificate_cn &&
+           a.address == b.address;
+}
+
+std::string criteria_text(const placement_rule& r) {
+    std::string text;
+    for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"clientId", &r.client_id},
+                                     {"username", &r.username},
+                                     {"certCn", &r.certificate_cn},
+                                     {"address", &r.address}})
+        if (!value->empty()) text += (text.empty() ? "" : " ") + std::string(key) + " " + *value;
+    return text;
+}
+
+const bridge_route* bridge_named(const std::vector<bridge_route>& bridges, const std::string& name) {
+    for (const auto& b : bridges)
+        if (b.name == name) return &b;
+    return nullptr;
+}
+
+} // namespace
+
+nlohmann::json to_json(const residency_changes& c) {
+    return {{"regionsAdded", c.regions_added},       {"regionsRemoved", c.regions_removed},
+            {"transfersAdded", c.transfers_added},   {"transfersRemoved", c.transfers_removed},
+            {"defaultRegion", c.default_region},     {"placementsChanged", c.placements_changed},
+            {"bridgeRegions", c.bridge_regions},     {"bridgeTopicsAdded", c.bridge_topics_added},
+            {"bridgesAdded", c.bridges_added},       {"widened", c.widened},
+            {"bridgesNotApplied", c.bridges_not_applied}, {"brokerConfigProblem", c.broker_config_problem}};
+}
+
+residency_changes residency_rules::carry_over(const residency_rules& running, const schema_set& schemas) {
+    residency_changes c;
+    const std::set<std::string> old_regions(running.regions_.begin(), running.regions_.end());
+    const std::set<std::string> new_regions(regions_.begin(), regions_.end());
+    c.regions_added = only_in(new_regions, old_regions);
+    c.regions_removed = only_in(old_regions, new_regions);
+    const auto old_pairs = transfer_pairs(running), new_pairs = transfer_pairs(*this);
+    c.transfers_added = only_in(new_pairs, old_pairs);
+    c.transfers_removed = only_in(old_pairs, new_pairs);
+    for (const auto& pair : c.transfers_added) c.widened.push_back("transfer " + pair);
+    if (running.region_name(running.default_region_) != region_name(default_region_)) {
+        c.default_region = running.region_name(running.default_region_) + " -> " + region_name(default_region_);
+        if (wider(receivable(*this, default_region_, &running), receivable(running, running.default_region_)))
+            c.widened.push_back("defaultRegion " + c.default_region);
+    }
+    c.placements_changed = running.placements_.size() != placements_.size() ||
+                           !std::equal(placements_.begin(), placements_.end(), running.placements_.begin(),
+                                       [&](const placement_rule& a, const placement_rule& b) {
+                                           return same_criteria(a, b) && region_name(a.region) == running.region_name(b.region);
+                                       });
+    // A client rule, new or with another region, that places clients where they may receive data
+    // they could not before: compared with the old rule of the same criteria, else with the old
+    // default region (where clients no rule named were).
+    for (const auto& rule : placements_) {
+        const auto old = std::find_if(running.placements_.begin(), running.placements_.end(),
+                                      [&](const placement_rule& o) { return same_criteria(o, rule); });
+        const std::int32_t before = old != running.placements_.end() ? old->region : running.default_region_;
+        if (region_name(rule.region) == running.region_name(before)) continue;
+        if (wider(receivable(*this, rule.region, &running), receivable(running, before)))
+            c.widened.push_back("clients " + criteria_text(rule) + ": " + running.region_name(before) + " -> " +
+                                region_name(rule.region));
+    }
+    // A schema (by id) whose data may now go to more regions, or anywhere.
+    std::map<std::string_view, const schema*> new_by_id;
+    for (const auto& s : schemas.schemas) new_by_id.emplace(s.id, &s);
+    for (const auto& entry : running.bound_.entries_) {
+        const auto found = new_by_id.find(entry.s->id);
+        // The same region made wider is a transfer, listed as such.
+        if (found == new_by_id.end() || entry.region == NO_REGION ||
+            found->second->residency == running.region_name(entry.region))
+            continue;
+        const schema* now = found->second;
+        const auto before = destinations(running, entry.region);
+        const auto after = destinations(*this, now->residency.empty() ? NO_REGION : region_index(now->residency));
+        if (!after || wider(*after, *before))
+            c.widened.push_back("schema " + entry.s->id + ": " + running.region_name(entry.region) + " -> " +
+                                (now->residency.empty() ? std::string("(none)") : now->residency));
+    }
+
+    // The running bridges, with the region the file declares for each now and the topics of both
+    // (Mosquitto keeps running them, so only what the plugin knows of them may change), then the
+    // bridges new in the files, checked from now on.
+    std::vector<bridge_route> bridges = running.bridges_;
+    std::set<std::string> unapplied;
+    for (auto& b : bridges) {
+        const std::string old_region = running.region_name(b.region);
+        const bridge_route* declared = bridge_named(bridges_, b.name);
+        if (!declared) {
+            unapplied.insert(b.name);  // gone from the files
+        } else {
+            for (const auto& t : b.topics)
+                if (std::find(declared->topics.begin(), declared->topics.end(), t) == declared->topics.end())
+                    unapplied.insert(b.name);  // a topic gone from the files: the broker still carries it
+            for (const auto& t : declared->topics) {
+                if (std::find(b.topics.begin(), b.topics.end(), t) != b.topics.end()) continue;
+                b.topics.push_back(t);
+                c.bridge_topics_added.push_back(b.name + ": " + t);
+            }
+        }
+        const std::int32_t region = declared ? declared->region
+                                    : b.region == NO_REGION ? NO_REGION : region_index(old_region);
+        if (b.region != NO_REGION && !declared && region == NO_REGION)
+            fail(source_, "bridge " + b.name + " carries data to region \"" + old_region +
+                              "\", which is no longer one of \"regions\"; the broker runs its bridges until it restarts");
+        if (region_name(region) != old_region) {
+            c.bridge_regions.push_back(b.name + ": " + old_region + " -> " + region_name(region));
+            if (wider(receivable(*this, region, &running), receivable(running, b.region)))
+                c.widened.push_back("bridge " + c.bridge_regions.back());
+        }
+        b.region = region;
+        b.refusal_reason = declared ? declared->refusal_reason : b.refusal_reason;
+    }
+    for (const auto& b : bridges_) {
+        if (bridge_named(running.bridges_, b.name)) continue;
+        bridges.push_back(b);  // after the running ones: their indexes stay
+        c.bridges_added.push_back(b.name);
+    }
+    if (!broker_config_problem_.empty()) {
+        c.broker_config_problem = broker_config_problem_;
+        unapplied.clear();  // what the files hold now is not known: keep what was reported
+        unapplied.insert(running.unapplied_bridges_.begin(), running.unapplied_bridges_.end());
+    }
+    unapplied_bridges_.assign(unapplied.begin(), unapplied.end());
+    if (unapplied_bridges_ != running.unapplied_bridges_) {
+        c.bridges_not_applied = unapplied_bridges_;
+        c.bridges_not_applied_changed = true;
+    }
+    for (auto* list : {&c.widened, &c.bridge_regions, &c.bridge_topics_added, &c.bridges_added})
+        std::sort(list->begin(), list->end());
+
+    auto notes = running.load_notes_;  // about the running bridges
+    std::swap(bridges_, bridges);
+    schema_bindings bindings;
+    try {
+        bindings = bind(schemas);  // which bridges could carry each schema's topics where they may not go
+    } catch (...) {
+        std::swap(bridges_, bridges);
+        throw;
+    }
+    use(std::move(bindings));
+    load_notes_ = std::move(notes);
+    return c;
 }
 
 const std::string& residency_rules::region_name(std::int32_t region) const {

@@ -1,5 +1,6 @@
 #include "gdpr/residency_guard.hpp"
 
+#include <algorithm>
 #include <tuple>
 
 namespace gdpr {
@@ -21,8 +22,79 @@ void residency_guard::refuse_bridged(std::int32_t data_region, const bridge_rout
     ++total_;
 }
 
+residency_guard::prepared_rules residency_guard::prepare_rules(residency_rules&& next, bool placements_changed) const {
+    prepared_rules p;
+    // Counts by name; a bridge keeps its index (the same bridges, in the same order).
+    const auto region_in = [&](const std::string& name) {
+        return name == "(none)" ? residency_rules::NO_REGION : next.region_index(name);
+    };
+    const auto known = [&](const std::string& name) { return name == "(none)" || next.region_index(name) >= 0; };
+    const auto bridge_index = [&](const std::string& via) -> std::int32_t {
+        if (via == "delivery") return -1;
+        const auto& bridges = next.bridges();
+        for (std::size_t i = 0; i < bridges.size(); ++i)
+            if ("bridge " + bridges[i].name == via) return static_cast<std::int32_t>(i);
+        return -2;
+    };
+    // Every count by name first, the retired ones too, so that a region back under its name
+    // counts on where it left off and no pair is listed twice.
+    std::vector<residency_refusal_count> refusals = retired_refusals_, transfers = retired_transfers_;
+    for (const auto& [key, c] : counts_) {
+        const auto [from, to, bridge] = key;
+        refusals.push_back({rules_.region_name(from), rules_.region_name(to),
+                            bridge < 0 ? "delivery" : "bridge " + rules_.bridges()[static_cast<std::size_t>(bridge)].name,
+                            c.count});
+    }
+    for (const auto& [key, count] : transfers_)
+        transfers.push_back({rules_.region_name(key.first), rules_.region_name(key.second), "delivery", count});
+    for (const auto& r : refusals) {
+        const auto bridge = bridge_index(r.via);
+        if (known(r.from) && known(r.to) && bridge != -2) {
+            p.counts[std::make_tuple(region_in(r.from), region_in(r.to), bridge)].count += r.count;
+            continue;
+        }
+        const auto same = std::find_if(p.retired_refusals.begin(), p.retired_refusals.end(), [&](const auto& o) {
+            return o.from == r.from && o.to == r.to && o.via == r.via;
+        });
+        if (same != p.retired_refusals.end()) same->count += r.count;
+        else p.retired_refusals.push_back(r);
+    }
+    for (const auto& t : transfers) {
+        if (known(t.from) && known(t.to)) {
+            p.transfers[std::make_pair(region_in(t.from), region_in(t.to))] += t.count;
+            continue;
+        }
+        const auto same = std::find_if(p.retired_transfers.begin(), p.retired_transfers.end(),
+                                       [&](const auto& o) { return o.from == t.from && o.to == t.to; });
+        if (same != p.retired_transfers.end()) same->count += t.count;
+        else p.retired_transfers.push_back(t);
+    }
+    // A group's members are placed again too; until they subscribe again only the regions they
+    // were in are known, and those may be wrong once placements changed.
+    if (!placements_changed) {
+        for (const auto& [group, regions] : share_groups_) {
+            auto& now = p.share_groups[group];
+            for (const auto r : regions)
+                if (known(rules_.region_name(r))) now.insert(region_in(rules_.region_name(r)));
+        }
+    }
+    p.rules = std::move(next);
+    return p;
+}
+
+void residency_guard::use_rules(prepared_rules&& p) noexcept {
+    rules_ = std::move(p.rules);
+    counts_ = std::move(p.counts);
+    transfers_ = std::move(p.transfers);
+    share_groups_ = std::move(p.share_groups);
+    retired_refusals_ = std::move(p.retired_refusals);
+    retired_transfers_ = std::move(p.retired_transfers);
+    placed_.clear();
+    forget_payloads();
+}
+
 std::vector<residency_refusal_count> residency_guard::refusals() const {
-    std::vector<residency_refusal_count> out;
+    std::vector<residency_refusal_count> out = retired_refusals_;
     for (const auto& [key, c] : counts_) {
         const auto [from, to, bridge] = key;
         std::string via = bridge < 0 ? "delivery" : "bridge " + rules_.bridges()[static_cast<std::size_t>(bridge)].name;
@@ -33,7 +105,7 @@ std::vector<residency_refusal_count> residency_guard::refusals() const {
 }
 
 std::vector<residency_refusal_count> residency_guard::transfers() const {
-    std::vector<residency_refusal_count> out;
+    std::vector<residency_refusal_count> out = retired_transfers_;
     for (const auto& [key, count] : transfers_)
         out.push_back({rules_.region_name(key.first), rules_.region_name(key.second), "delivery", count});
     return out;

@@ -298,6 +298,18 @@ void session_recorder::purposes_changed(std::string_view requested_by, bool basi
     log_.append(std::move(r));
 }
 
+void session_recorder::residency_changed(std::string_view requested_by, bool transfer_changes_allowed,
+                                         const residency_changes& changes) {
+    audit_record r = log_.blank_record();
+    r.at_ms = wall_ms();
+    r.kind = audit_kind::control;
+    r.detail = nlohmann::json{{"reload", requested_by},
+                              {"allowTransferChanges", transfer_changes_allowed},
+                              {"residency", to_json(changes)}}
+                   .dump();
+    log_.append(std::move(r));
+}
+
 void session_recorder::erasure(std::string_view step, const std::string& detail_json) {
     audit_record r = log_.blank_record();
     r.at_ms = wall_ms();

@@ -70,6 +70,15 @@ std::pair<std::string, std::string> forwarded(itest::client& pub, itest::client&
     return {itest::user_property(msg, "gdpr-schema").value_or(""), msg->to_string()};
 }
 
+// The details of the control records in the broker's audit trail, oldest first (stop the broker first).
+std::vector<json> control_records(const reload_setup& setup) {
+    gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string());
+    gdpr::sqlite_statement q(raw.handle(), "SELECT detail FROM audit_records WHERE kind = 'control' ORDER BY seq");
+    std::vector<json> details;
+    while (q.step()) details.push_back(json::parse(q.text(0)));
+    return details;
+}
+
 bool alert_names(itest::client& alerts, const std::string& text) {
     for (int i = 0; i < 10; ++i) {
         auto m = alerts.next(300ms);
@@ -256,14 +265,10 @@ TEST_CASE("SIGHUP reloads the schemas, and a reload that fails keeps the ones in
 
     // Each SIGHUP is in the audit trail, with its outcome.
     b.stop();
-    gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string());
-    gdpr::sqlite_statement q(raw.handle(), "SELECT detail FROM audit_records WHERE kind = 'control' ORDER BY seq");
     std::vector<bool> outcomes;
-    while (q.step()) {
-        const auto d = json::parse(q.text(0));
-        if (d["operator"] == "broker:SIGHUP" && d["commands"][0]["command"] == "reloadSchemas")
+    for (const auto& d : control_records(setup))
+        if (d.value("operator", "") == "broker:SIGHUP" && d["commands"][0]["command"] == "reloadSchemas")
             outcomes.push_back(d["commands"][0]["ok"].get<bool>());
-    }
     CHECK(outcomes == std::vector<bool>{true, false, false, false});
 }
 
@@ -395,13 +400,9 @@ TEST_CASE("a reload reads purposes.json too: new purposes and lawful bases apply
 
     // Each change of purposes is in the audit trail, with who asked.
     b.stop();
-    gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string());
-    gdpr::sqlite_statement q(raw.handle(), "SELECT detail FROM audit_records WHERE kind = 'control' ORDER BY seq");
     std::vector<json> changes;
-    while (q.step()) {
-        const auto d = json::parse(q.text(0));
+    for (const auto& d : control_records(setup))
         if (d.contains("purposes")) changes.push_back(d);
-    }
     REQUIRE(changes.size() == 4);
     const auto &added = changes[0], &moved_field = changes[1], &off_consent = changes[2], &on_consent = changes[3];
     CHECK(added["purposes"]["added"] == json::array({"accident-insurance (consent)"}));
@@ -469,4 +470,83 @@ TEST_CASE("a reload that hands a consent field's topics to another schema, or to
                Catch::Contains("vehicle-telemetry /gps/lon (route-analytics -> no schema, passed) on "
                                "fleet/+/vehicle/+/telemetry"));
     CHECK_FALSE(has_gps(pub, sub, "D-8"));
+}
+
+TEST_CASE("a reload reads the residency file again: placements and transfers change without a restart, a new "
+          "transfer only when asked for",
+          "[integration][schema][residency]") {
+    reload_broker fixture;
+    auto& setup = fixture.setup;
+    auto& b = fixture.b;
+    auto &op = fixture.op, &pub = fixture.pub, &sub = fixture.sub, &alerts = fixture.alerts;
+    itest::client us{b, "us-dash", 5}, partner{b, "partner-1", 5};
+    for (auto* c : {&us, &partner}) {
+        c->connect();
+        c->subscribe("fleet/#", 1);
+    }
+    // Whether each of the two gets the next eu-resident publish (the dashboard, in eu, always does).
+    const auto receivers = [&] {
+        forwarded(pub, sub, VEHICLE, VEHICLE_PAYLOAD);
+        return std::make_pair(us.next(1500ms) != nullptr, partner.next(300ms) != nullptr);
+    };
+    CHECK(receivers() == std::make_pair(false, true));
+    const auto write_residency = [&](const std::string& transfers, const std::string& clients) {
+        std::ofstream(setup.dir.path() / "residency.json")
+            << R"({"regions": ["eu", "us"], "transfers": )" << transfers
+            << R"(, "defaultRegion": "eu", "clients": )" << clients << "}";
+    };
+    const std::string US_CLIENTS = R"([{"clientId": "us-*", "region": "us"}])";
+
+    // A transfer of eu data to us: refused unless asked for, and a SIGHUP never asks.
+    write_residency(R"({"us": ["eu"], "eu": ["us"]})", US_CLIENTS);
+    auto r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""), Catch::Contains("eu -> us") && Catch::Contains("allowTransferChanges"));
+    b.signal(SIGHUP);
+    REQUIRE(b.wait_for_log("schemas not reloaded on SIGHUP"));
+    CHECK(b.log().find("transfer eu -> us); send reloadSchemas with \"allowTransferChanges\"") != std::string::npos);
+    CHECK(receivers() == std::make_pair(false, true));
+    // Asked for (from the command line), it goes into use, alerted.
+    const auto [status, out] = itest::run_command(std::string(GDPRCTL_PATH) + " --port " + std::to_string(b.port()) +
+                                                  " --client-id gdprctl-op schemas reload --allow-transfer-changes");
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("transfers added: eu -> us"));
+    CHECK(alert_names(alerts, "resident personal data may reach regions it could not before: transfer eu -> us"));
+    CHECK(receivers() == std::make_pair(true, true));
+
+    // A new placement, and the transfer closed again: no permission needed; connected clients are
+    // placed again (a SIGHUP would make the broker check every login again, so the control command
+    // shows the reload itself does it).
+    write_residency(R"({"us": ["eu"]})", R"([{"clientId": "us-*", "region": "us"}, {"clientId": "partner-*", "region": "us"}])");
+    r = control(op, {{"command", "reloadSchemas"}});
+    REQUIRE_FALSE(r.contains("error"));
+    CHECK(r["data"]["residency"]["transfersRemoved"] == json::array({"eu -> us"}));
+    CHECK(r["data"]["residency"]["placementsChanged"] == true);
+    CHECK(b.log().find("client placements changed") != std::string::npos);
+    CHECK(receivers() == std::make_pair(false, false));
+
+    // Refusals counted before the reloads are still counted, under their region names.
+    r = control(op, {{"command", "getStats"}});
+    std::uint64_t eu_to_us = 0;
+    for (const auto& pair : r["data"]["residency"]["refusals"])
+        if (pair["from"] == "eu" && pair["to"] == "us") eu_to_us += pair["count"].get<std::uint64_t>();
+    CHECK(eu_to_us >= 4);  // us-dash three times (one refused delivery each), partner-1 once
+
+    // A broken file: refused naming it; the rules in use stay.
+    std::ofstream(setup.dir.path() / "residency.json") << R"({"regions": ["eu", "us"], "defaultRegion": "mars"})";
+    r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""), Catch::Contains("residency.json") && Catch::Contains("mars"));
+    CHECK(receivers() == std::make_pair(false, false));
+
+    // Each change is in the audit trail.
+    b.stop();
+    std::vector<json> changes;
+    for (const auto& d : control_records(setup))
+        if (d.contains("residency")) changes.push_back(d);
+    REQUIRE(changes.size() == 2);
+    CHECK(changes[0]["residency"]["transfersAdded"] == json::array({"eu -> us"}));
+    CHECK(changes[0]["allowTransferChanges"] == true);
+    CHECK(changes[0]["reload"] == "reloadSchemas by client:gdprctl-op");
+    CHECK(changes[1]["residency"]["transfersRemoved"] == json::array({"eu -> us"}));
+    CHECK(changes[1]["residency"]["placementsChanged"] == true);
+    CHECK(changes[1]["reload"] == "reloadSchemas by client:" + std::string(itest::OPERATOR_CLIENT_ID));
 }

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <regex>
 
@@ -379,4 +380,174 @@ TEST_CASE("rules take reloaded schemas, and a schema naming an unknown region ch
         std::regex_replace(std::string(TELEMETRY), std::regex("\"residency\":\"eu\""), "\"residency\":\"mars\"")));
     CHECK_THROWS_WITH(r.bind_schemas(bad), Catch::Contains("telemetry@2") && Catch::Contains("\"mars\""));
     CHECK(r.residency_of(next.schemas[0]) == r.region_index("ch"));  // still bound to the set in use
+}
+
+TEST_CASE("a reloaded residency file keeps the running bridges and says what changed", "[residency]") {
+    const auto set = schemas();
+    const auto running = gdpr::residency_rules::from_json_text(RULES, set);
+    // A new region first in the list (every index moves), a transfer to it, a new placement, the
+    // bridge declared to another region with one topic less, and a bridge added.
+    const std::string edited = R"({
+      "regions": ["uk", "eu", "ch", "us"],
+      "transfers": { "eu": ["ch", "uk"], "us": ["eu", "ch"] },
+      "defaultRegion": "eu",
+      "clients": [ { "clientId": "us-*", "region": "us" }, { "clientId": "london-*", "region": "uk" } ],
+      "bridges": [ { "name": "to-us", "region": "ch", "topics": ["fleet/#"] },
+                   { "name": "to-uk", "region": "uk", "topics": ["orders/#"] } ]
+    })";
+    auto next = gdpr::residency_rules::from_json_text(edited, set);
+    const auto changes = next.carry_over(running, set);
+    CHECK(changes.regions_added == std::vector<std::string>{"uk"});
+    CHECK(changes.regions_removed.empty());
+    CHECK(changes.transfers_added == std::vector<std::string>{"eu -> uk"});
+    CHECK(changes.transfers_removed.empty());
+    CHECK(changes.default_region.empty());
+    CHECK(changes.placements_changed);
+    CHECK(changes.bridge_regions == std::vector<std::string>{"to-us: us -> ch"});
+    // ch may receive eu and us data, which us could not: wider, like the new transfer.
+    CHECK(changes.widened == std::vector<std::string>{"bridge to-us: us -> ch", "transfer eu -> uk"});
+    // The topic removed waits for a restart (the broker still carries it); the bridge added is
+    // checked from now on.
+    CHECK(changes.bridges_not_applied == std::vector<std::string>{"to-us"});
+    CHECK(changes.bridges_added == std::vector<std::string>{"to-uk"});
+    REQUIRE(next.bridges().size() == 2);
+    CHECK(next.bridges()[1].name == "to-uk");
+    CHECK(next.blocking_bridge("orders/7", set.schemas[2]) == &next.bridges()[1]);  // us data may not go to uk
+    CHECK(next.bridges()[0].name == "to-us");
+    CHECK(next.bridges()[0].region == next.region_index("ch"));
+    CHECK(next.bridges()[0].topics == running.bridges()[0].topics);
+    CHECK_THAT(next.bridges()[0].refusal_reason, Catch::Contains("to ch"));
+    CHECK(next.blocking_bridge("fleet/acme/telemetry", set.schemas[0]) == nullptr);  // eu data may go to ch
+    CHECK(next.may_receive(next.region_index("eu"), next.region_index("uk")));
+    CHECK(next.place(who("london-1")) == next.region_index("uk"));
+    // Reloaded once more, the bridges waiting for a restart are not listed again; once the files
+    // hold them again, that is a change too, so a later removal is listed again.
+    auto again = gdpr::residency_rules::from_json_text(edited, set);
+    const auto second = again.carry_over(next, set);
+    CHECK(second.bridges_not_applied.empty());
+    CHECK_FALSE(second.any());
+    auto restored = gdpr::residency_rules::from_json_text(
+        std::regex_replace(edited, std::regex("\"topics\": \\[\"fleet/#\"\\]"), "\"topics\": [\"fleet/+/status\", \"fleet/#\"]"), set);
+    const auto third = restored.carry_over(again, set);
+    CHECK(third.bridges_not_applied_changed);
+    CHECK(third.bridges_not_applied.empty());
+    CHECK(third.any());
+    auto removed_again = gdpr::residency_rules::from_json_text(edited, set);
+    CHECK(removed_again.carry_over(restored, set).bridges_not_applied == std::vector<std::string>{"to-us"});
+
+    // The same file again: nothing changes.
+    auto same = gdpr::residency_rules::from_json_text(RULES, set);
+    CHECK_FALSE(same.carry_over(running, set).any());
+    // Unplaced clients moved to a region that may receive more, and a schema's data free to go
+    // anywhere: both widen; moving unplaced clients to a narrower region does not.
+    auto wide = gdpr::residency_rules::from_json_text(
+        std::regex_replace(std::string(RULES), std::regex("\"defaultRegion\": \"eu\""), "\"defaultRegion\": \"ch\""), set);
+    CHECK(wide.carry_over(running, set).widened == std::vector<std::string>{"defaultRegion eu -> ch"});
+    auto us_default = gdpr::residency_rules::from_json_text(
+        std::regex_replace(std::string(RULES), std::regex("\"defaultRegion\": \"eu\""), "\"defaultRegion\": \"us\""), set);
+    const auto narrower = us_default.carry_over(running, set);
+    CHECK(narrower.default_region == "eu -> us");
+    CHECK(narrower.widened.empty());
+    gdpr::schema_set free_set = schemas();
+    free_set.schemas[0] = test_support::make_schema(
+        std::regex_replace(std::string(TELEMETRY), std::regex(",\"residency\":\"eu\""), ""));
+    auto unrestricted = gdpr::residency_rules::from_json_text(RULES, free_set);
+    CHECK(unrestricted.carry_over(running, free_set).widened == std::vector<std::string>{"schema telemetry: eu -> (none)"});
+
+    // A topic added to a running bridge: checked from now on, though nothing else changed.
+    auto more_topics = gdpr::residency_rules::from_json_text(
+        std::regex_replace(std::string(RULES), std::regex("\"fleet/#\"\\]"), "\"fleet/#\", \"orders/#\"]"), set);
+    const auto topic_added = more_topics.carry_over(running, set);
+    CHECK(topic_added.bridge_topics_added == std::vector<std::string>{"to-us: orders/#"});
+    CHECK(topic_added.any());
+    CHECK(more_topics.bridges()[0].topics.size() == 3);
+    // A client rule placing clients where they may receive more: wider, like defaultRegion.
+    auto everyone_ch = gdpr::residency_rules::from_json_text(
+        std::regex_replace(std::string(RULES), std::regex("\"clients\": \\["), "\"clients\": [ { \"clientId\": \"*\", \"region\": \"ch\" },"),
+        set);
+    CHECK(everyone_ch.carry_over(running, set).widened == std::vector<std::string>{"clients clientId *: eu -> ch"});
+
+    // A running bridge's region gone: refused, naming the bridge.
+    gdpr::schema_set eu_only;
+    eu_only.schemas.push_back(test_support::make_schema(TELEMETRY));
+    eu_only.router.add("fleet/+/telemetry", 0);
+    auto no_us = gdpr::residency_rules::from_json_text(
+        R"({"regions": ["eu", "ch"], "transfers": {"eu": ["ch"]}, "defaultRegion": "ch"})", eu_only);
+    CHECK_THROWS_WITH(no_us.carry_over(running, eu_only),
+                      Catch::Contains("bridge to-us") && Catch::Contains("\"us\"") && Catch::Contains("restarts"));
+}
+
+TEST_CASE("on a reload, a brokerConfig that cannot be read leaves the bridges as they run", "[residency]") {
+    const auto set = schemas();
+    test_support::temp_dir dir;
+    const std::string conf = dir.write("mosquitto.conf", "connection to-us\naddress 10.0.0.1\ntopic fleet/# out 1\n");
+    const std::string rules = R"({"regions": ["eu", "us"], "defaultRegion": "eu",
+        "bridges": [{"name": "to-us", "region": "us"}], "brokerConfig": ")" + conf + R"("})";
+    const auto running = gdpr::residency_rules::from_json_text(rules, set);
+    REQUIRE(running.bridges().size() == 1);
+    std::filesystem::remove(conf);
+    CHECK_THROWS(gdpr::residency_rules::from_json_text(rules, set));  // at start it is refused
+    auto next = gdpr::residency_rules::from_json_text(rules, set, "residency file", ".", true);
+    const auto changes = next.carry_over(running, set);
+    CHECK_THAT(changes.broker_config_problem, Catch::Contains("mosquitto.conf"));
+    CHECK(changes.bridges_not_applied.empty());
+    REQUIRE(next.bridges().size() == 1);
+    CHECK(next.bridges()[0].topics == std::vector<std::string>{"fleet/#"});
+    CHECK(next.blocking_bridge("fleet/acme/telemetry", set.schemas[0]) == &next.bridges()[0]);
+}
+
+TEST_CASE("the guard keeps its counts by region name across a reload and places every connection again",
+          "[residency]") {
+    const auto set = schemas();
+    gdpr::residency_guard g(gdpr::residency_rules::from_json_text(RULES, set));
+    const auto eu = g.rules().region_index("eu"), ch = g.rules().region_index("ch"), us = g.rules().region_index("us");
+    int connection = 0, placed = 0;
+    auto region = [&](std::string_view id) {
+        return g.region_of(&connection, id, "", "127.0.0.1", [&] {
+            ++placed;
+            return who(id);
+        });
+    };
+    CHECK(region("partner-1") == eu);
+    g.refuse_delivery(eu, us);
+    g.refuse_delivery(ch, us);
+    g.refuse_bridged(eu, g.rules().bridges()[0]);
+    g.note_transfer(eu, ch);
+    g.note_transfer(us, ch);
+
+    // ch goes, partner-* moves to us, and every index moves.
+    auto next = gdpr::residency_rules::from_json_text(R"({"regions": ["us", "eu"], "transfers": {"us": ["eu"]},
+        "defaultRegion": "eu", "clients": [{"clientId": "partner-*", "region": "us"}]})", set);
+    next.carry_over(g.rules(), set);
+    auto prepared = g.prepare_rules(std::move(next), true);
+    CHECK(region("partner-1") == eu);  // prepared, not yet in use
+    g.use_rules(std::move(prepared));
+    CHECK(region("partner-1") == g.rules().region_index("us"));
+    CHECK(placed == 2);
+
+    std::vector<std::string> refusals;
+    for (const auto& r : g.refusals()) refusals.push_back(r.from + ">" + r.to + " " + r.via + " " + std::to_string(r.count));
+    std::sort(refusals.begin(), refusals.end());
+    CHECK(refusals == std::vector<std::string>{"ch>us delivery 1", "eu>us bridge to-us 1", "eu>us delivery 1"});
+    CHECK(g.refusal_total() == 3);
+    std::vector<std::string> transfers;
+    for (const auto& t : g.transfers()) transfers.push_back(t.from + ">" + t.to + " " + std::to_string(t.count));
+    std::sort(transfers.begin(), transfers.end());
+    CHECK(transfers == std::vector<std::string>{"eu>ch 1", "us>ch 1"});
+    // Counting goes on under the new indexes, into the same entries.
+    g.refuse_delivery(g.rules().region_index("eu"), g.rules().region_index("us"));
+    std::uint64_t eu_us = 0;
+    for (const auto& r : g.refusals())
+        if (r.from == "eu" && r.to == "us" && r.via == "delivery") eu_us += r.count;
+    CHECK(eu_us == 2);
+
+    // ch back: its counts go on from where they were, in one entry.
+    auto back = gdpr::residency_rules::from_json_text(RULES, set);
+    back.carry_over(g.rules(), set);
+    g.use_rules(g.prepare_rules(std::move(back), false));
+    g.refuse_delivery(g.rules().region_index("ch"), g.rules().region_index("us"));
+    std::vector<std::uint64_t> ch_us;
+    for (const auto& r : g.refusals())
+        if (r.from == "ch" && r.to == "us") ch_us.push_back(r.count);
+    CHECK(ch_us == std::vector<std::uint64_t>{2});
 }

@@ -8,7 +8,7 @@
 //   gdprctl [connection options] stats
 //   gdprctl [connection options] erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
 //   gdprctl [connection options] erasure status <id> | erasure list
-//   gdprctl [connection options] schemas reload [--allow-removals] [--allow-basis-changes]
+//   gdprctl [connection options] schemas reload [--allow-removals] [--allow-basis-changes] [--allow-transfer-changes]
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
@@ -51,12 +51,13 @@ commands:
                       receipt (default: wait up to 600 s; exit 1 if a holder failed)
   erasure status <id> [--targets]   the request's state and receipt
   erasure list        the erasure register, newest first
-  schemas reload [--allow-removals] [--allow-basis-changes]
-                      read the broker's purposes.json and schemas directory again and
-                      put them in use (what does not load changes nothing; exit 1);
-                      schemas whose files are gone are removed only with
-                      --allow-removals, a purpose leaves consent for another lawful
-                      basis only with --allow-basis-changes
+  schemas reload [--allow-removals] [--allow-basis-changes] [--allow-transfer-changes]
+                      read the broker's purposes.json, schemas directory and residency
+                      file again and put them in use (what does not load changes
+                      nothing; exit 1); schemas whose files are gone are removed only
+                      with --allow-removals, fields pass without the consent they
+                      needed only with --allow-basis-changes, resident data may go to
+                      a region it could not go to only with --allow-transfer-changes
   subject export <subject>   everything recorded about the subject, decrypted, with the
                       consent given and devices bound (GDPR Art. 15, 20; needs session
                       recording; prints JSON)
@@ -213,7 +214,8 @@ json build_command(std::vector<std::string> args) {
     if (cmd == "schemas") {
         json c{{"command", "reloadSchemas"}};
         for (const auto& [flag, argument] : {std::pair<const char*, const char*>{"--allow-removals", "allowRemovals"},
-                                             {"--allow-basis-changes", "allowBasisChanges"}}) {
+                                             {"--allow-basis-changes", "allowBasisChanges"},
+                                             {"--allow-transfer-changes", "allowTransferChanges"}}) {
             if (std::find(args.begin(), args.end(), flag) == args.end()) continue;
             args.erase(std::remove(args.begin(), args.end(), flag), args.end());
             c[argument] = true;
@@ -331,6 +333,21 @@ void print_human(const json& response) {
         print_list(d, "fieldsLeavingConsent", "fields that now pass without a consent record", ", ");
         print_list(purposes, "grantsHeld", "consent grants held", ", ");
         print_list(purposes, "grantsRevived", "consent grants counting again", ", ");
+        const json residency = d.value("residency", json::object());
+        print_list(residency, "regionsAdded", "regions added", " ");
+        print_list(residency, "regionsRemoved", "regions removed", " ");
+        print_list(residency, "transfersAdded", "transfers added", ", ");
+        print_list(residency, "transfersRemoved", "transfers removed", ", ");
+        if (!residency.value("defaultRegion", "").empty())
+            std::cout << "  default region: " << residency.value("defaultRegion", "") << "\n";
+        if (residency.value("placementsChanged", false)) std::cout << "  client placements changed\n";
+        print_list(residency, "bridgeRegions", "bridge regions", ", ");
+        print_list(residency, "bridgeTopicsAdded", "bridge topics added", ", ");
+        print_list(residency, "bridgesAdded", "bridges added", " ");
+        print_list(residency, "widened", "resident data may reach regions it could not before", ", ");
+        print_list(residency, "bridgesNotApplied", "bridges or topics removed, still checked until a restart", " ");
+        if (!residency.value("brokerConfigProblem", "").empty())
+            std::cout << "  brokerConfig not read, bridges kept: " << residency.value("brokerConfigProblem", "") << "\n";
     } else if (cmd == "getStats") {
         std::cout << "messages:               " << d.value("messages", 0) << "\n"
                   << "classified:             " << d.value("classified", 0) << "\n"

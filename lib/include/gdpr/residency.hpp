@@ -1,11 +1,14 @@
 #pragma once
 // Residency rules (GDPR Chapter V): which regions exist, which regions may receive data resident
-// in which, where clients sit, and which bridges carry topics to which region. Loaded once from
-// the file named by plugin_opt_residency_file; format in schemas/README.md ("Residency").
+// in which, where clients sit, and which bridges carry topics to which region. Loaded from the
+// file named by plugin_opt_residency_file at start and on a reload (see carry_over); format in
+// the top-level README ("Residency").
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "gdpr/schema_loader.hpp"
 
@@ -45,6 +48,40 @@ struct bridge_route {
     std::string refusal_reason;  // built once: recorded with every publish this bridge stops
 };
 
+// What a reload of the residency file changes, by name, each list sorted.
+struct residency_changes {
+    std::vector<std::string> regions_added;
+    std::vector<std::string> regions_removed;
+    // "eu -> us": data resident in the first region may now go to the second (GDPR Art. 45, 46).
+    std::vector<std::string> transfers_added;
+    std::vector<std::string> transfers_removed;
+    std::string default_region;           // "eu -> ch" when it changed
+    bool placements_changed = false;      // the "clients" rules, as written
+    std::vector<std::string> bridge_regions;  // "to-us: ch -> us": a running bridge declared with another region
+    std::vector<std::string> bridge_topics_added;  // "to-us: fleet/#": checked on the bridge from now on
+    std::vector<std::string> bridges_added;   // new in the files: checked from now on
+    // Every change that lets resident data reach a region it could not reach before: a new
+    // transfer ("transfer eu -> us"), unplaced clients in a region that may receive more
+    // ("defaultRegion us -> eu"), a bridge declared to such a region ("bridge to-us: us -> eu"), a
+    // schema whose data may go to more regions ("schema vehicle-telemetry: eu -> (none)"), a client
+    // rule placing clients where they may receive more ("clients clientId us-*: us -> eu").
+    std::vector<std::string> widened;
+    // Bridges removed, or topics removed from a bridge, in the residency file or brokerConfig: the
+    // broker still runs them, so they are still checked until the next restart. Listed when the
+    // list changes (bridges_not_applied_changed).
+    std::vector<std::string> bridges_not_applied;
+    bool bridges_not_applied_changed = false;
+    std::string broker_config_problem;    // brokerConfig could not be read now; the bridges stay
+    bool any() const {
+        return !regions_added.empty() || !regions_removed.empty() || !transfers_added.empty() ||
+               !transfers_removed.empty() || !default_region.empty() || placements_changed ||
+               !bridge_regions.empty() || !bridge_topics_added.empty() || !bridges_added.empty() ||
+               !widened.empty() || bridges_not_applied_changed;
+    }
+};
+
+nlohmann::json to_json(const residency_changes& changes);
+
 class residency_rules {
 public:
     static constexpr std::int32_t NO_REGION = -1;
@@ -53,7 +90,9 @@ public:
     // from the file's "bridges" and, when it names "brokerConfig", from that mosquitto.conf's
     // `connection` sections (and the files its include_dir lines pull in). Throws config_error
     // for option "residency_file" naming the file and the problem.
-    static residency_rules load(const std::string& path, const schema_set& schemas);
+    // On a reload (`reloading`), a brokerConfig that cannot be read is noted, not refused: the
+    // broker keeps running the bridges it started with.
+    static residency_rules load(const std::string& path, const schema_set& schemas, bool reloading = false);
 
     // Each schema's region, and the bridges that could carry its topics where it may not go,
     // worked out for a schema set (holding pointers to its schemas).
@@ -64,10 +103,17 @@ public:
     // Puts bindings made by bind() in use (the schemas they point to must be the ones in use).
     void use(schema_bindings&& bindings) noexcept;
     void bind_schemas(const schema_set& schemas);  // bind() then use()
+
+    // For a reload, on rules just loaded for `schemas`: keeps the bridges of `running`, since
+    // Mosquitto reloads no bridge on SIGHUP, with the region the file declares for each now and
+    // the topics of both; binds `schemas` again and returns what differs from `running` (whose
+    // schemas must still be alive). Throws config_error, changing nothing that is in use, when a
+    // running bridge's region is no longer one of the regions.
+    residency_changes carry_over(const residency_rules& running, const schema_set& schemas);
     // The same from a parsed document (tests); `base_dir` resolves a relative brokerConfig.
     static residency_rules from_json_text(std::string_view text, const schema_set& schemas,
                                           const std::string& source = "residency file",
-                                          const std::string& base_dir = ".");
+                                          const std::string& base_dir = ".", bool reloading = false);
 
     std::size_t region_count() const { return regions_.size(); }
     const std::string& region_name(std::int32_t region) const;
@@ -120,6 +166,8 @@ private:
     const schema_residency* find(const schema& s) const;
     schema_bindings bound_;
     std::vector<std::string> load_notes_;           // for lint(): found while loading
+    std::string broker_config_problem_;             // a reload could not read brokerConfig
+    std::vector<std::string> unapplied_bridges_;    // bridges_not_applied, as last reported
     std::string source_;                            // the file, for messages
 };
 

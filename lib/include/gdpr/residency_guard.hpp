@@ -27,9 +27,17 @@ class residency_guard {
 public:
     explicit residency_guard(residency_rules rules) : rules_(std::move(rules)) {}
     const residency_rules& rules() const { return rules_; }
-    // A schema reload (see residency_rules::bind). Regions, placements and bridges stay, so the
-    // counts, the clients' regions and the bridges' addresses stay right.
+    // A schema reload that leaves the residency rules as they are (see residency_rules::bind).
     void use(residency_rules::schema_bindings&& bindings) noexcept { rules_.use(std::move(bindings)); }
+    // A reload of the residency file (rules made by residency_rules::carry_over, so the bridges are
+    // the same), in two steps so that a reload can prepare everything before it changes anything:
+    // prepare_rules may throw and changes nothing; use_rules puts them in use. Counts stay with
+    // their regions by name; those of a region the new rules lack are kept under its name, and
+    // count on if it comes back. Every connection is placed again at its next check, every
+    // payload classified again; shared-subscription groups are forgotten when placements changed.
+    struct prepared_rules;
+    prepared_rules prepare_rules(residency_rules&& next, bool placements_changed) const;
+    void use_rules(prepared_rules&& prepared) noexcept;
 
     // The region of a connection: placed by `identity()` the first time a connection is seen, and
     // again when the broker's memory for it now holds another client id, username or address.
@@ -76,7 +84,8 @@ public:
     void note_transfer(std::int32_t data_region, std::int32_t receiver) { ++transfers_[{data_region, receiver}]; }
     std::vector<residency_refusal_count> transfers() const;
 
-    // Counts a refused delivery and returns the reason to record (stable for the guard's life).
+    // Counts a refused delivery and returns the reason to record (stable until the next
+    // residency reload).
     std::string_view refuse_delivery(std::int32_t data_region, std::int32_t receiver);
     // Counts a publish refused because `bridge` would carry it to a region that may not have it.
     void refuse_bridged(std::int32_t data_region, const bridge_route& bridge);
@@ -127,6 +136,19 @@ private:
     std::map<std::tuple<std::int32_t, std::int32_t, std::int32_t>, counter> counts_;
     std::uint64_t total_ = 0;
     std::map<std::string, std::set<std::int32_t>, std::less<>> share_groups_;
+    // Counts of regions a reload removed, by name.
+    std::vector<residency_refusal_count> retired_refusals_;
+    std::vector<residency_refusal_count> retired_transfers_;
+
+public:
+    struct prepared_rules {
+        residency_rules rules;
+        decltype(residency_guard::counts_) counts;
+        decltype(residency_guard::transfers_) transfers;
+        decltype(residency_guard::share_groups_) share_groups;
+        std::vector<residency_refusal_count> retired_refusals;
+        std::vector<residency_refusal_count> retired_transfers;
+    };
 };
 
 } // namespace gdpr

@@ -6,6 +6,7 @@
 
 #include "gdpr/plugin_options.hpp"
 #include "gdpr/purposes.hpp"
+#include "gdpr/residency.hpp"
 #include "gdpr/schema_loader.hpp"
 
 namespace gdpr {
@@ -27,6 +28,7 @@ struct schema_changes {
     //    unmatched topics pass.
     std::vector<std::string> fields_leaving_consent;
     purpose_changes purposes;                   // purposes.json, read again with the schemas
+    residency_changes residency;                // the residency file, read again when enforced
     std::size_t schemas = 0;                    // in the new set
     std::size_t topic_filters = 0;              // in the new set
 };
@@ -42,6 +44,7 @@ schema_changes compare_schema_sets(const schema_set& before, const schema_set& a
 struct reload_permissions {
     bool removals = false;       // schemas whose files are gone may go
     bool basis_changes = false;  // a purpose may stop resting on consent
+    bool transfer_changes = false;  // resident data may go to a region it could not go to
 };
 
 } // namespace gdpr

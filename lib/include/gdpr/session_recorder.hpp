@@ -66,6 +66,8 @@ public:
     // A reload changed purposes.json, or let fields pass without consent (GDPR Art. 5(2), 30: the
     // lawful basis each publish was filtered under must be traceable). A control record.
     void purposes_changed(std::string_view requested_by, bool basis_changes_allowed, const schema_changes& changes);
+    // A reload changed the residency rules (GDPR Art. 30(1)(e): transfers to other regions).
+    void residency_changed(std::string_view requested_by, bool transfer_changes_allowed, const residency_changes& changes);
     // A step of an erasure request; `detail_json` names no subject (see erasure_effects::record).
     void erasure(std::string_view step, const std::string& detail_json);
     void consent_change(std::string_view change, const std::string& subject, const std::string& detail_json,
