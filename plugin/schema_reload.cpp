@@ -144,7 +144,8 @@ gdpr::schema_changes commit_definitions(plugin_context& ctx, gdpr::classifier::d
     std::optional<gdpr::residency_guard::prepared_rules> residency;
     gdpr::residency_rules::schema_bindings bindings;
     if (ctx.residency && next_residency) {
-        changes.residency = next_residency->carry_over(ctx.residency->rules(), next.schemas);
+        changes.residency = next_residency->carry_over(ctx.residency->rules(), ctx.engine->schemas(), next.schemas,
+                                                       ctx.engine->unmatched());
         // GDPR Art. 44-46: a transfer needs an adequacy decision or safeguards; an edit must not
         // open one by accident.
         if (!changes.residency.widened.empty() && !allowed.transfer_changes)

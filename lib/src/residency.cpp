@@ -18,6 +18,7 @@
 
 #include "gdpr/errors.hpp"
 #include "gdpr/topic_filter.hpp"
+#include "gdpr/topic_moves.hpp"
 #include "gdpr/topic_router.hpp"
 
 namespace gdpr {
@@ -404,16 +405,7 @@ nlohmann::json to_json(const residency_changes& c) {
             {"bridgesNotApplied", c.bridges_not_applied}, {"brokerConfigProblem", c.broker_config_problem}};
 }
 
-residency_changes residency_rules::carry_over(const residency_rules& running, const schema_set& schemas) {
-    residency_changes c;
-    const std::set<std::string> old_regions(running.regions_.begin(), running.regions_.end());
-    const std::set<std::string> new_regions(regions_.begin(), regions_.end());
-    c.regions_added = only_in(new_regions, old_regions);
-    c.regions_removed = only_in(old_regions, new_regions);
-    const auto old_pairs = transfer_pairs(running), new_pairs = transfer_pairs(*this);
-    c.transfers_added = only_in(new_pairs, old_pairs);
-    c.transfers_removed = only_in(old_pairs, new_pairs);
-    for (const auto& pair : c.transfers_added) c.widened.push_back("transfer " + pair);
+void residency_rules::compare_placements(const residency_rules& running, residency_changes& c) const {
     if (running.region_name(running.default_region_) != region_name(default_region_)) {
         c.default_region = running.region_name(running.default_region_) + " -> " + region_name(default_region_);
         if (wider(receivable(*this, default_region_, &running), receivable(running, running.default_region_)))
@@ -436,23 +428,47 @@ residency_changes residency_rules::carry_over(const residency_rules& running, co
             c.widened.push_back("clients " + criteria_text(rule) + ": " + running.region_name(before) + " -> " +
                                 region_name(rule.region));
     }
-    // A schema (by id) whose data may now go to more regions, or anywhere.
+}
+
+void residency_rules::compare_schema_residency(const residency_rules& running, const schema_set& running_schemas,
+                                               const schema_set& schemas, unmatched_policy unmatched,
+                                               residency_changes& c) const {
+    const auto region_of = [&](const schema& s) { return s.residency.empty() ? NO_REGION : region_index(s.residency); };
+    const auto name_of = [](const schema& s) { return s.residency.empty() ? std::string("(none)") : s.residency; };
     std::map<std::string_view, const schema*> new_by_id;
     for (const auto& s : schemas.schemas) new_by_id.emplace(s.id, &s);
     for (const auto& entry : running.bound_.entries_) {
         const auto found = new_by_id.find(entry.s->id);
         // The same region made wider is a transfer, listed as such.
         if (found == new_by_id.end() || entry.region == NO_REGION ||
-            found->second->residency == running.region_name(entry.region))
+            found->second->residency == running.region_name(entry.region) ||
+            !(entry.s->has_personal || topic_names_subject(*entry.s)))
             continue;
         const schema* now = found->second;
         const auto before = destinations(running, entry.region);
-        const auto after = destinations(*this, now->residency.empty() ? NO_REGION : region_index(now->residency));
+        const auto after = destinations(*this, region_of(*now));
         if (!after || wider(*after, *before))
-            c.widened.push_back("schema " + entry.s->id + ": " + running.region_name(entry.region) + " -> " +
-                                (now->residency.empty() ? std::string("(none)") : now->residency));
+            c.widened.push_back("schema " + entry.s->id + ": " + running.region_name(entry.region) + " -> " + name_of(*now));
     }
+    // Topics a schema with residency hands to another schema, or to none.
+    const auto moves = find_topic_moves(running_schemas, schemas, [&](const schema& s) {
+        return running.residency_of(s) != NO_REGION && (s.has_personal || topic_names_subject(s));
+    });
+    for (const auto& move : moves) {
+        const auto from = running.residency_of(*move.from);
+        // Refused where unmatched topics are; a removed schema's topics matching nothing is the
+        // removal itself, which has a permission of its own.
+        if (!move.to && (unmatched == unmatched_policy::deny || !new_by_id.count(move.from->id))) continue;
+        if (move.to && move.to->residency == running.region_name(from)) continue;  // a transfer, if wider
+        const auto after = move.to ? destinations(*this, region_of(*move.to)) : std::nullopt;
+        if (after && !wider(*after, *destinations(running, from))) continue;
+        c.widened.push_back("topics " + move.filter + ": " + move.from->id + " (" + running.region_name(from) + ") -> " +
+                            (move.to ? move.to->id + " (" + (move.to->residency.empty() ? "none" : move.to->residency) + ")"
+                                     : std::string("no schema")));
+    }
+}
 
+std::vector<bridge_route> residency_rules::carried_bridges(const residency_rules& running, residency_changes& c) {
     // The running bridges, with the region the file declares for each now and the topics of both
     // (Mosquitto keeps running them, so only what the plugin knows of them may change), then the
     // bridges new in the files, checked from now on.
@@ -501,6 +517,23 @@ residency_changes residency_rules::carry_over(const residency_rules& running, co
         c.bridges_not_applied = unapplied_bridges_;
         c.bridges_not_applied_changed = true;
     }
+    return bridges;
+}
+
+residency_changes residency_rules::carry_over(const residency_rules& running, const schema_set& running_schemas,
+                                              const schema_set& schemas, unmatched_policy unmatched) {
+    residency_changes c;
+    const std::set<std::string> old_regions(running.regions_.begin(), running.regions_.end());
+    const std::set<std::string> new_regions(regions_.begin(), regions_.end());
+    c.regions_added = only_in(new_regions, old_regions);
+    c.regions_removed = only_in(old_regions, new_regions);
+    const auto old_pairs = transfer_pairs(running), new_pairs = transfer_pairs(*this);
+    c.transfers_added = only_in(new_pairs, old_pairs);
+    c.transfers_removed = only_in(old_pairs, new_pairs);
+    for (const auto& pair : c.transfers_added) c.widened.push_back("transfer " + pair);
+    compare_placements(running, c);
+    compare_schema_residency(running, running_schemas, schemas, unmatched, c);
+    std::vector<bridge_route> bridges = carried_bridges(running, c);
     for (auto* list : {&c.widened, &c.bridge_regions, &c.bridge_topics_added, &c.bridges_added})
         std::sort(list->begin(), list->end());
 

@@ -7,8 +7,7 @@
 #include <set>
 #include <utility>
 
-#include "gdpr/topic_filter.hpp"
-#include "gdpr/topic_router.hpp"
+#include "gdpr/topic_moves.hpp"
 
 namespace gdpr {
 
@@ -107,93 +106,24 @@ void compare_fields(const schema& was, const schema& now, const std::string& now
     }
 }
 
-// Example topics of a filter, routed through both sets to find where its topics go: a "+" stands
-// as a level no filter of either set names, and a trailing '#' as zero, one, ... such levels, up
-// to one past the deepest filter that overlaps it (past that, only '#' filters match).
-class example_topics {
-public:
-    example_topics(const schema_set& before, const schema_set& after) {
-        std::set<std::string_view> named;
-        for (const auto* set : {&before, &after})
-            for (const auto& s : set->schemas)
-                for (const auto& filter : s.topics) {
-                    const auto levels = split_topic_levels(filter);
-                    named.insert(levels.begin(), levels.end());
-                    filters_.add(filter, levels.size());
-                }
-        while (named.count(unnamed_)) unnamed_ += '~';
-    }
-
-    template <class Visit> void each(std::string_view filter, const Visit& visit) const {
-        auto levels = split_topic_levels(filter);
-        const bool open_ended = levels.back() == "#";
-        if (open_ended) levels.pop_back();
-        std::string topic;
-        for (std::size_t i = 0; i < levels.size(); ++i) {
-            if (i) topic += '/';
-            topic += levels[i] == "+" ? std::string_view(unnamed_) : levels[i];
-        }
-        if (!topic.empty()) visit(topic);  // "/#" leaves "", which is no topic
-        if (!open_ended) return;
-        std::size_t deepest = 0;
-        filters_.each_overlapping(filter, [&](std::string_view, std::size_t depth) { deepest = std::max(deepest, depth); });
-        for (std::size_t depth = levels.size(); depth <= deepest; ++depth) {
-            topic += (depth ? "/" : "") + unnamed_;
-            visit(topic);
-        }
-    }
-
-private:
-    std::string unnamed_ = "~";
-    overlap_index filters_;  // every filter of both sets -> its number of levels
-};
-
-// Fields that needed consent on topics another schema (or none) classifies now. Both sets route
-// example topics of every old filter of a schema that needs consent, and of its overlaps with
-// other schemas' new filters; the same schema's rules are compared by compare_schema_sets. Each
-// pair of schemas is compared once, named with the first topics found going from one to the other.
+// Fields that needed consent on topics another schema (or none) classifies now; the same
+// schema's rules are compared by compare_schema_sets.
 void compare_topic_moves(const schema_set& before, const schema_set& after, unmatched_policy unmatched,
                          std::vector<std::string>& out) {
     std::set<std::string_view> kept_ids;
     for (const auto& s : after.schemas) kept_ids.insert(s.id);
-    const example_topics examples(before, after);
-    overlap_index new_filters;
-    for (std::size_t i = 0; i < after.schemas.size(); ++i)
-        for (const auto& filter : after.schemas[i].topics) new_filters.add(filter, i);
-    constexpr std::size_t NO_SCHEMA = SIZE_MAX;
-    std::set<std::pair<std::size_t, std::size_t>> compared;  // indexes into before, after
-    auto check = [&](const std::string& filter) {
-        examples.each(filter, [&](const std::string& topic) {
-            const auto was = before.router.route(topic);
-            if (was == topic_router::NO_ROUTE || !before.schemas[static_cast<std::size_t>(was)].needs_consent) return;
-            const schema& old = before.schemas[static_cast<std::size_t>(was)];
-            const auto now = after.router.route(topic);
-            if (now != topic_router::NO_ROUTE && after.schemas[static_cast<std::size_t>(now)].id == old.id) return;
-            // Refused where unmatched topics are; a removed schema's topics matching nothing is the
-            // removal itself, which has a permission of its own.
-            if (now == topic_router::NO_ROUTE && (unmatched == unmatched_policy::deny || !kept_ids.count(old.id))) return;
-            const std::size_t now_index = now == topic_router::NO_ROUTE ? NO_SCHEMA : static_cast<std::size_t>(now);
-            if (!compared.emplace(static_cast<std::size_t>(was), now_index).second) return;
-            if (now_index != NO_SCHEMA) {
-                const schema& taker = after.schemas[now_index];
-                compare_fields(old, taker, taker.id, " on " + filter, out);
-                return;
-            }
-            for (const auto& rule : old.fields)
-                if (rule.consent_bit >= 0)
-                    out.push_back(old.id + " " + rule.pointer + " (" + rule.purpose + " -> no schema, passed) on " + filter);
-        });
-    };
-    for (const auto& old : before.schemas) {
-        if (!old.needs_consent) continue;
-        for (const auto& filter : old.topics) {
-            // Overlaps first: they name the topics another schema takes more closely.
-            new_filters.each_overlapping(filter, [&](std::string_view other_filter, std::size_t other) {
-                if (after.schemas[other].id == old.id) return;
-                if (auto shared = intersect_filters(filter, other_filter)) check(*shared);
-            });
-            check(filter);
+    for (const auto& move : find_topic_moves(before, after, [](const schema& s) { return s.needs_consent; })) {
+        if (move.to) {
+            compare_fields(*move.from, *move.to, move.to->id, " on " + move.filter, out);
+            continue;
         }
+        // Refused where unmatched topics are; a removed schema's topics matching nothing is the
+        // removal itself, which has a permission of its own.
+        if (unmatched == unmatched_policy::deny || !kept_ids.count(move.from->id)) continue;
+        for (const auto& rule : move.from->fields)
+            if (rule.consent_bit >= 0)
+                out.push_back(move.from->id + " " + rule.pointer + " (" + rule.purpose + " -> no schema, passed) on " +
+                              move.filter);
     }
 }
 

@@ -431,7 +431,7 @@ TEST_CASE("a reload that hands a consent field's topics to another schema, or to
 
     // A more specific schema for one fleet that keeps what it does not classify: D-8's position
     // would pass on acme's topics.
-    setup.write("acme-telemetry.json", R"({"id": "acme-telemetry", "version": 1,
+    setup.write("acme-telemetry.json", R"({"id": "acme-telemetry", "version": 1, "residency": "eu",
       "topics": ["fleet/acme/vehicle/+/telemetry"], "subject": {"field": "/driver_id"}, "unclassified": "keep",
       "fields": {"/driver_id": {"category": "identifier", "personal": true, "purpose": "fleet-operations",
                                 "action": "keep"}}})");
@@ -530,6 +530,16 @@ TEST_CASE("a reload reads the residency file again: placements and transfers cha
     for (const auto& pair : r["data"]["residency"]["refusals"])
         if (pair["from"] == "eu" && pair["to"] == "us") eu_to_us += pair["count"].get<std::uint64_t>();
     CHECK(eu_to_us >= 4);  // us-dash three times (one refused delivery each), partner-1 once
+
+    // A new schema without residency taking over eu topics would free their data: the same permission.
+    setup.write("acme-free.json", R"({"id": "acme-free", "version": 1, "topics": ["fleet/acme/vehicle/+/telemetry"],
+      "fields": {"/driver_id": {"category": "identifier", "personal": true, "purpose": "fleet-operations",
+                                "action": "keep"}}})");
+    r = control(op, {{"command", "reloadSchemas"}});
+    CHECK_THAT(r.value("error", ""),
+               Catch::Contains("topics fleet/acme/vehicle/+/telemetry: vehicle-telemetry (eu) -> acme-free (none)") &&
+                   Catch::Contains("allowTransferChanges"));
+    fs::remove(setup.schemas / "acme-free.json");
 
     // A broken file: refused naming it; the rules in use stay.
     std::ofstream(setup.dir.path() / "residency.json") << R"({"regions": ["eu", "us"], "defaultRegion": "mars"})";

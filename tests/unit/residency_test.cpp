@@ -396,7 +396,7 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
                    { "name": "to-uk", "region": "uk", "topics": ["orders/#"] } ]
     })";
     auto next = gdpr::residency_rules::from_json_text(edited, set);
-    const auto changes = next.carry_over(running, set);
+    const auto changes = next.carry_over(running, set, set);
     CHECK(changes.regions_added == std::vector<std::string>{"uk"});
     CHECK(changes.regions_removed.empty());
     CHECK(changes.transfers_added == std::vector<std::string>{"eu -> uk"});
@@ -423,41 +423,61 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
     // Reloaded once more, the bridges waiting for a restart are not listed again; once the files
     // hold them again, that is a change too, so a later removal is listed again.
     auto again = gdpr::residency_rules::from_json_text(edited, set);
-    const auto second = again.carry_over(next, set);
+    const auto second = again.carry_over(next, set, set);
     CHECK(second.bridges_not_applied.empty());
     CHECK_FALSE(second.any());
     auto restored = gdpr::residency_rules::from_json_text(
         std::regex_replace(edited, std::regex("\"topics\": \\[\"fleet/#\"\\]"), "\"topics\": [\"fleet/+/status\", \"fleet/#\"]"), set);
-    const auto third = restored.carry_over(again, set);
+    const auto third = restored.carry_over(again, set, set);
     CHECK(third.bridges_not_applied_changed);
     CHECK(third.bridges_not_applied.empty());
     CHECK(third.any());
     auto removed_again = gdpr::residency_rules::from_json_text(edited, set);
-    CHECK(removed_again.carry_over(restored, set).bridges_not_applied == std::vector<std::string>{"to-us"});
+    CHECK(removed_again.carry_over(restored, set, set).bridges_not_applied == std::vector<std::string>{"to-us"});
 
     // The same file again: nothing changes.
     auto same = gdpr::residency_rules::from_json_text(RULES, set);
-    CHECK_FALSE(same.carry_over(running, set).any());
+    CHECK_FALSE(same.carry_over(running, set, set).any());
     // Unplaced clients moved to a region that may receive more, and a schema's data free to go
     // anywhere: both widen; moving unplaced clients to a narrower region does not.
     auto wide = gdpr::residency_rules::from_json_text(
         std::regex_replace(std::string(RULES), std::regex("\"defaultRegion\": \"eu\""), "\"defaultRegion\": \"ch\""), set);
-    CHECK(wide.carry_over(running, set).widened == std::vector<std::string>{"defaultRegion eu -> ch"});
+    CHECK(wide.carry_over(running, set, set).widened == std::vector<std::string>{"defaultRegion eu -> ch"});
     auto us_default = gdpr::residency_rules::from_json_text(
         std::regex_replace(std::string(RULES), std::regex("\"defaultRegion\": \"eu\""), "\"defaultRegion\": \"us\""), set);
-    const auto narrower = us_default.carry_over(running, set);
+    const auto narrower = us_default.carry_over(running, set, set);
     CHECK(narrower.default_region == "eu -> us");
     CHECK(narrower.widened.empty());
     gdpr::schema_set free_set = schemas();
     free_set.schemas[0] = test_support::make_schema(
         std::regex_replace(std::string(TELEMETRY), std::regex(",\"residency\":\"eu\""), ""));
     auto unrestricted = gdpr::residency_rules::from_json_text(RULES, free_set);
-    CHECK(unrestricted.carry_over(running, free_set).widened == std::vector<std::string>{"schema telemetry: eu -> (none)"});
+    CHECK(unrestricted.carry_over(running, set, free_set).widened == std::vector<std::string>{"schema telemetry: eu -> (none)"});
+
+    // Topics of an eu schema taken over by a new schema without residency: wider.
+    gdpr::schema_set taken = schemas();
+    taken.schemas.push_back(test_support::make_schema(R"({"id":"acme","version":1,"topics":["fleet/acme/telemetry"],
+        "fields":{"/driver":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"}}})"));
+    taken.router.add("fleet/acme/telemetry", 3);
+    auto with_acme = gdpr::residency_rules::from_json_text(RULES, taken);
+    CHECK(with_acme.carry_over(running, set, taken).widened ==
+          std::vector<std::string>{"topics fleet/acme/telemetry: telemetry (eu) -> acme (none)"});
+    // A filter dropped while unmatched topics pass: wider; where they are refused, not.
+    gdpr::schema_set dropped = schemas();
+    dropped.schemas[0].topics = {"other/+/telemetry"};
+    dropped.router = gdpr::topic_router();
+    for (std::size_t i = 0; i < dropped.schemas.size(); ++i)
+        for (const auto& t : dropped.schemas[i].topics) dropped.router.add(t, static_cast<std::int32_t>(i));
+    auto narrowed = gdpr::residency_rules::from_json_text(RULES, dropped);
+    CHECK(narrowed.carry_over(running, set, dropped).widened ==
+          std::vector<std::string>{"topics fleet/+/telemetry: telemetry (eu) -> no schema"});
+    auto narrowed_deny = gdpr::residency_rules::from_json_text(RULES, dropped);
+    CHECK(narrowed_deny.carry_over(running, set, dropped, gdpr::unmatched_policy::deny).widened.empty());
 
     // A topic added to a running bridge: checked from now on, though nothing else changed.
     auto more_topics = gdpr::residency_rules::from_json_text(
         std::regex_replace(std::string(RULES), std::regex("\"fleet/#\"\\]"), "\"fleet/#\", \"orders/#\"]"), set);
-    const auto topic_added = more_topics.carry_over(running, set);
+    const auto topic_added = more_topics.carry_over(running, set, set);
     CHECK(topic_added.bridge_topics_added == std::vector<std::string>{"to-us: orders/#"});
     CHECK(topic_added.any());
     CHECK(more_topics.bridges()[0].topics.size() == 3);
@@ -465,7 +485,7 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
     auto everyone_ch = gdpr::residency_rules::from_json_text(
         std::regex_replace(std::string(RULES), std::regex("\"clients\": \\["), "\"clients\": [ { \"clientId\": \"*\", \"region\": \"ch\" },"),
         set);
-    CHECK(everyone_ch.carry_over(running, set).widened == std::vector<std::string>{"clients clientId *: eu -> ch"});
+    CHECK(everyone_ch.carry_over(running, set, set).widened == std::vector<std::string>{"clients clientId *: eu -> ch"});
 
     // A running bridge's region gone: refused, naming the bridge.
     gdpr::schema_set eu_only;
@@ -473,7 +493,7 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
     eu_only.router.add("fleet/+/telemetry", 0);
     auto no_us = gdpr::residency_rules::from_json_text(
         R"({"regions": ["eu", "ch"], "transfers": {"eu": ["ch"]}, "defaultRegion": "ch"})", eu_only);
-    CHECK_THROWS_WITH(no_us.carry_over(running, eu_only),
+    CHECK_THROWS_WITH(no_us.carry_over(running, set, eu_only),
                       Catch::Contains("bridge to-us") && Catch::Contains("\"us\"") && Catch::Contains("restarts"));
 }
 
@@ -488,7 +508,7 @@ TEST_CASE("on a reload, a brokerConfig that cannot be read leaves the bridges as
     std::filesystem::remove(conf);
     CHECK_THROWS(gdpr::residency_rules::from_json_text(rules, set));  // at start it is refused
     auto next = gdpr::residency_rules::from_json_text(rules, set, "residency file", ".", true);
-    const auto changes = next.carry_over(running, set);
+    const auto changes = next.carry_over(running, set, set);
     CHECK_THAT(changes.broker_config_problem, Catch::Contains("mosquitto.conf"));
     CHECK(changes.bridges_not_applied.empty());
     REQUIRE(next.bridges().size() == 1);
@@ -518,7 +538,7 @@ TEST_CASE("the guard keeps its counts by region name across a reload and places 
     // ch goes, partner-* moves to us, and every index moves.
     auto next = gdpr::residency_rules::from_json_text(R"({"regions": ["us", "eu"], "transfers": {"us": ["eu"]},
         "defaultRegion": "eu", "clients": [{"clientId": "partner-*", "region": "us"}]})", set);
-    next.carry_over(g.rules(), set);
+    next.carry_over(g.rules(), set, set);
     auto prepared = g.prepare_rules(std::move(next), true);
     CHECK(region("partner-1") == eu);  // prepared, not yet in use
     g.use_rules(std::move(prepared));
@@ -543,7 +563,7 @@ TEST_CASE("the guard keeps its counts by region name across a reload and places 
 
     // ch back: its counts go on from where they were, in one entry.
     auto back = gdpr::residency_rules::from_json_text(RULES, set);
-    back.carry_over(g.rules(), set);
+    back.carry_over(g.rules(), set, set);
     g.use_rules(g.prepare_rules(std::move(back), false));
     g.refuse_delivery(g.rules().region_index("ch"), g.rules().region_index("us"));
     std::vector<std::uint64_t> ch_us;

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "gdpr/plugin_options.hpp"
 #include "gdpr/schema_loader.hpp"
 
 namespace gdpr {
@@ -63,7 +64,9 @@ struct residency_changes {
     // Every change that lets resident data reach a region it could not reach before: a new
     // transfer ("transfer eu -> us"), unplaced clients in a region that may receive more
     // ("defaultRegion us -> eu"), a bridge declared to such a region ("bridge to-us: us -> eu"), a
-    // schema whose data may go to more regions ("schema vehicle-telemetry: eu -> (none)"), a client
+    // schema whose data may go to more regions ("schema vehicle-telemetry: eu -> (none)"), topics
+    // going to a schema whose data may ("topics fleet/acme/#: vehicle-telemetry (eu) -> acme
+    // (none)", or "-> no schema" where unmatched topics pass), a client
     // rule placing clients where they may receive more ("clients clientId us-*: us -> eu").
     std::vector<std::string> widened;
     // Bridges removed, or topics removed from a bridge, in the residency file or brokerConfig: the
@@ -106,10 +109,12 @@ public:
 
     // For a reload, on rules just loaded for `schemas`: keeps the bridges of `running`, since
     // Mosquitto reloads no bridge on SIGHUP, with the region the file declares for each now and
-    // the topics of both; binds `schemas` again and returns what differs from `running` (whose
-    // schemas must still be alive). Throws config_error, changing nothing that is in use, when a
-    // running bridge's region is no longer one of the regions.
-    residency_changes carry_over(const residency_rules& running, const schema_set& schemas);
+    // the topics of both; binds `schemas` again and returns what differs from `running`, which is
+    // bound to `running_schemas` (`unmatched`: the policy for topics no schema covers). Throws
+    // config_error, changing nothing that is in use, when a running bridge's region is no longer
+    // one of the regions.
+    residency_changes carry_over(const residency_rules& running, const schema_set& running_schemas,
+                                 const schema_set& schemas, unmatched_policy unmatched = unmatched_policy::pass);
     // The same from a parsed document (tests); `base_dir` resolves a relative brokerConfig.
     static residency_rules from_json_text(std::string_view text, const schema_set& schemas,
                                           const std::string& source = "residency file",
@@ -164,6 +169,12 @@ private:
     std::int32_t default_region_ = NO_REGION;
     std::vector<bridge_route> bridges_;
     const schema_residency* find(const schema& s) const;
+    // Parts of carry_over: default region and client rules; schemas' residency by id; the bridges
+    // to check from now on (sets unapplied_bridges_; throws when a running bridge's region is gone).
+    void compare_placements(const residency_rules& running, residency_changes& c) const;
+    void compare_schema_residency(const residency_rules& running, const schema_set& running_schemas,
+                                  const schema_set& schemas, unmatched_policy unmatched, residency_changes& c) const;
+    std::vector<bridge_route> carried_bridges(const residency_rules& running, residency_changes& c);
     schema_bindings bound_;
     std::vector<std::string> load_notes_;           // for lint(): found while loading
     std::string broker_config_problem_;             // a reload could not read brokerConfig
