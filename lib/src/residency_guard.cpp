@@ -24,7 +24,7 @@ void residency_guard::refuse_bridged(std::int32_t data_region, const bridge_rout
 
 residency_guard::prepared_rules residency_guard::prepare_rules(residency_rules&& next, bool placements_changed) const {
     prepared_rules p;
-    // Counts by name; a bridge keeps its index (the same bridges, in the same order).
+    // Counts by region and bridge name.
     const auto region_in = [&](const std::string& name) {
         return name == "(none)" ? residency_rules::NO_REGION : next.region_index(name);
     };

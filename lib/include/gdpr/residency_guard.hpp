@@ -29,8 +29,9 @@ public:
     const residency_rules& rules() const { return rules_; }
     // A schema reload that leaves the residency rules as they are (see residency_rules::bind).
     void use(residency_rules::schema_bindings&& bindings) noexcept { rules_.use(std::move(bindings)); }
-    // A reload of the residency file (rules made by residency_rules::carry_over, so the bridges are
-    // the same), in two steps so that a reload can prepare everything before it changes anything:
+    // A reload of the residency file (rules made by residency_rules::carry_over: the running
+    // bridges, then any new ones), in two steps so that a reload can prepare everything before it
+    // changes anything:
     // prepare_rules may throw and changes nothing; use_rules puts them in use. Counts stay with
     // their regions by name; those of a region the new rules lack are kept under its name, and
     // count on if it comes back. Every connection is placed again at its next check, every
