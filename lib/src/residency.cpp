@@ -433,35 +433,31 @@ void residency_rules::compare_placements(const residency_rules& running, residen
 void residency_rules::compare_schema_residency(const residency_rules& running, const schema_set& running_schemas,
                                                const schema_set& schemas, unmatched_policy unmatched,
                                                residency_changes& c) const {
-    const auto region_of = [&](const schema& s) { return s.residency.empty() ? NO_REGION : region_index(s.residency); };
     const auto name_of = [](const schema& s) { return s.residency.empty() ? std::string("(none)") : s.residency; };
+    // Whether personal data resident in `from` (a running region) may go further once `to`
+    // classifies it (null: no schema). The same region made wider is a transfer, listed as such.
+    const auto goes_further = [&](std::int32_t from, const schema* to) {
+        if (to && to->residency == running.region_name(from)) return false;
+        const auto after =
+            to && !to->residency.empty() ? destinations(*this, region_index(to->residency)) : std::nullopt;
+        return !after || wider(*after, *destinations(running, from));
+    };
+    const auto followed = [&](const schema& s) {
+        return running.residency_of(s) != NO_REGION && may_hold_personal_data(s);
+    };
+    // The same schema (by id) with another residency.
     std::map<std::string_view, const schema*> new_by_id;
     for (const auto& s : schemas.schemas) new_by_id.emplace(s.id, &s);
     for (const auto& entry : running.bound_.entries_) {
         const auto found = new_by_id.find(entry.s->id);
-        // The same region made wider is a transfer, listed as such.
-        if (found == new_by_id.end() || entry.region == NO_REGION ||
-            found->second->residency == running.region_name(entry.region) ||
-            !(entry.s->has_personal || topic_names_subject(*entry.s)))
-            continue;
-        const schema* now = found->second;
-        const auto before = destinations(running, entry.region);
-        const auto after = destinations(*this, region_of(*now));
-        if (!after || wider(*after, *before))
-            c.widened.push_back("schema " + entry.s->id + ": " + running.region_name(entry.region) + " -> " + name_of(*now));
+        if (found == new_by_id.end() || !followed(*entry.s) || !goes_further(entry.region, found->second)) continue;
+        c.widened.push_back("schema " + entry.s->id + ": " + running.region_name(entry.region) + " -> " +
+                            name_of(*found->second));
     }
-    // Topics a schema with residency hands to another schema, or to none.
-    const auto moves = find_topic_moves(running_schemas, schemas, [&](const schema& s) {
-        return running.residency_of(s) != NO_REGION && (s.has_personal || topic_names_subject(s));
-    });
-    for (const auto& move : moves) {
+    // Topics such a schema hands to another schema, or to none.
+    for (const auto& move : find_topic_moves(running_schemas, schemas, unmatched, followed)) {
         const auto from = running.residency_of(*move.from);
-        // Refused where unmatched topics are; a removed schema's topics matching nothing is the
-        // removal itself, which has a permission of its own.
-        if (!move.to && (unmatched == unmatched_policy::deny || !new_by_id.count(move.from->id))) continue;
-        if (move.to && move.to->residency == running.region_name(from)) continue;  // a transfer, if wider
-        const auto after = move.to ? destinations(*this, region_of(*move.to)) : std::nullopt;
-        if (after && !wider(*after, *destinations(running, from))) continue;
+        if (!goes_further(from, move.to)) continue;
         c.widened.push_back("topics " + move.filter + ": " + move.from->id + " (" + running.region_name(from) + ") -> " +
                             (move.to ? move.to->id + " (" + (move.to->residency.empty() ? "none" : move.to->residency) + ")"
                                      : std::string("no schema")));
@@ -601,7 +597,7 @@ std::vector<std::string> residency_rules::lint(const schema_set& schemas) const 
     }
     for (const auto& s : schemas.schemas) {
         const auto region = residency_of(s);
-        const bool personal = s.has_personal || topic_names_subject(s);
+        const bool personal = may_hold_personal_data(s);
         if (region == NO_REGION && personal)
             lines.push_back("schema " + s.tag() + " (" + s.source_file + ") holds personal data but declares no "
                             "residency: its messages go to every region and over every bridge");

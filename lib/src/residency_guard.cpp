@@ -5,6 +5,19 @@
 
 namespace gdpr {
 
+namespace {
+
+// Adds `count` to the entry of the same region pair and path, or as a new entry.
+void add_count(std::vector<residency_refusal_count>& counts, const residency_refusal_count& count) {
+    const auto same = std::find_if(counts.begin(), counts.end(), [&](const residency_refusal_count& o) {
+        return o.from == count.from && o.to == count.to && o.via == count.via;
+    });
+    if (same != counts.end()) same->count += count.count;
+    else counts.push_back(count);
+}
+
+} // namespace
+
 std::string_view residency_guard::refuse_delivery(std::int32_t data_region, std::int32_t receiver) {
     auto& c = counts_[std::make_tuple(data_region, receiver, -1)];
     if (c.reason.empty()) {
@@ -53,21 +66,14 @@ residency_guard::prepared_rules residency_guard::prepare_rules(residency_rules&&
             p.counts[std::make_tuple(region_in(r.from), region_in(r.to), bridge)].count += r.count;
             continue;
         }
-        const auto same = std::find_if(p.retired_refusals.begin(), p.retired_refusals.end(), [&](const auto& o) {
-            return o.from == r.from && o.to == r.to && o.via == r.via;
-        });
-        if (same != p.retired_refusals.end()) same->count += r.count;
-        else p.retired_refusals.push_back(r);
+        add_count(p.retired_refusals, r);
     }
     for (const auto& t : transfers) {
         if (known(t.from) && known(t.to)) {
             p.transfers[std::make_pair(region_in(t.from), region_in(t.to))] += t.count;
             continue;
         }
-        const auto same = std::find_if(p.retired_transfers.begin(), p.retired_transfers.end(),
-                                       [&](const auto& o) { return o.from == t.from && o.to == t.to; });
-        if (same != p.retired_transfers.end()) same->count += t.count;
-        else p.retired_transfers.push_back(t);
+        add_count(p.retired_transfers, t);  // every transfer's path is "delivery"
     }
     // A group's members are placed again too; until they subscribe again only the regions they
     // were in are known, and those may be wrong once placements changed.

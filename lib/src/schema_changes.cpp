@@ -49,12 +49,13 @@ private:
         if (became) found_.emplace(rule, std::move(*became));  // the first way found names it
     }
 
-    // Every rule of `was` at or below `node` that needed consent.
-    template <class Judge> void each_consent_rule(std::int32_t node, const Judge& judge) {
-        const auto& n = old_node(node);
-        if (n.rule != NONE && old_rule(n.rule).consent_bit >= 0) note(n.rule, judge(old_rule(n.rule)));
-        for (const auto& member : n.members) each_consent_rule(member.second, judge);
-        if (n.wildcard != NONE) each_consent_rule(n.wildcard, judge);
+    // Every rule of `was` at or below `old_at` that needed consent, where `now` classifies the
+    // whole value at `new_at` (NONE: unclassified).
+    void note_rules_within(std::int32_t old_at, std::int32_t new_at) {
+        const auto& o = old_node(old_at);
+        if (o.rule != NONE && old_rule(o.rule).consent_bit >= 0) note(o.rule, passing_within(old_rule(o.rule), new_at));
+        for (const auto& member : o.members) note_rules_within(member.second, new_at);
+        if (o.wildcard != NONE) note_rules_within(o.wildcard, new_at);
     }
 
     // How `now` lets a value it classifies at `node` (NONE: unclassified) pass without `was`'s
@@ -79,7 +80,7 @@ private:
             return;
         }
         if (new_at == NONE || new_node(new_at).rule != NONE) {  // unclassified now, or under one rule
-            each_consent_rule(old_at, [&](const field_rule& was) { return passing_within(was, new_at); });
+            note_rules_within(old_at, new_at);
             return;
         }
         const auto& n = new_node(new_at);
@@ -110,16 +111,11 @@ void compare_fields(const schema& was, const schema& now, const std::string& now
 // schema's rules are compared by compare_schema_sets.
 void compare_topic_moves(const schema_set& before, const schema_set& after, unmatched_policy unmatched,
                          std::vector<std::string>& out) {
-    std::set<std::string_view> kept_ids;
-    for (const auto& s : after.schemas) kept_ids.insert(s.id);
-    for (const auto& move : find_topic_moves(before, after, [](const schema& s) { return s.needs_consent; })) {
+    for (const auto& move : find_topic_moves(before, after, unmatched, [](const schema& s) { return s.needs_consent; })) {
         if (move.to) {
             compare_fields(*move.from, *move.to, move.to->id, " on " + move.filter, out);
             continue;
         }
-        // Refused where unmatched topics are; a removed schema's topics matching nothing is the
-        // removal itself, which has a permission of its own.
-        if (unmatched == unmatched_policy::deny || !kept_ids.count(move.from->id)) continue;
         for (const auto& rule : move.from->fields)
             if (rule.consent_bit >= 0)
                 out.push_back(move.from->id + " " + rule.pointer + " (" + rule.purpose + " -> no schema, passed) on " +

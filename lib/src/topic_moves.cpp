@@ -55,8 +55,10 @@ private:
 
 } // namespace
 
-std::vector<topic_move> find_topic_moves(const schema_set& before, const schema_set& after,
+std::vector<topic_move> find_topic_moves(const schema_set& before, const schema_set& after, unmatched_policy unmatched,
                                          const std::function<bool(const schema&)>& followed) {
+    std::set<std::string_view> kept_ids;
+    for (const auto& s : after.schemas) kept_ids.insert(s.id);
     const example_topics examples(before, after);
     overlap_index new_filters;
     for (std::size_t i = 0; i < after.schemas.size(); ++i)
@@ -71,6 +73,7 @@ std::vector<topic_move> find_topic_moves(const schema_set& before, const schema_
             if (!followed(old)) return;
             const auto now = after.router.route(topic);
             if (now != topic_router::NO_ROUTE && after.schemas[static_cast<std::size_t>(now)].id == old.id) return;
+            if (now == topic_router::NO_ROUTE && (unmatched == unmatched_policy::deny || !kept_ids.count(old.id))) return;
             const std::size_t now_index = now == topic_router::NO_ROUTE ? SIZE_MAX : static_cast<std::size_t>(now);
             if (!found.emplace(static_cast<std::size_t>(was), now_index).second) return;
             moves.push_back({&old, now_index == SIZE_MAX ? nullptr : &after.schemas[now_index], filter});

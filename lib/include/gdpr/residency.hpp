@@ -185,6 +185,8 @@ private:
 // A message of this schema is personal data once it names its subject in the topic, or holds a
 // personal field.
 inline bool topic_names_subject(const schema& s) { return s.subject.kind == subject_kind::topic_level; }
+// Whether messages of this schema can be personal data at all.
+inline bool may_hold_personal_data(const schema& s) { return s.has_personal || topic_names_subject(s); }
 
 // A bridge `connection` section of a mosquitto.conf, as far as residency needs it.
 struct configured_bridge {

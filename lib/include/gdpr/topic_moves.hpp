@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "gdpr/plugin_options.hpp"
 #include "gdpr/schema_loader.hpp"
 
 namespace gdpr {
@@ -19,8 +20,11 @@ struct topic_move {
 // `followed` accepts, and their overlaps with other schemas' new filters; one example topic per
 // shape of each (a "+" as a level no filter of either set names, a trailing '#' as each number of
 // such levels up to one past the deepest filter that overlaps it). Overlaps come first: they name
-// the topics another schema takes more closely.
-std::vector<topic_move> find_topic_moves(const schema_set& before, const schema_set& after,
+// the topics another schema takes more closely. Topics that match no schema now are moves only
+// where `unmatched` lets them pass and their schema is still in `after`: where they are refused
+// nothing leaves, and a removed schema's topics matching nothing is the removal itself, which has
+// a permission of its own.
+std::vector<topic_move> find_topic_moves(const schema_set& before, const schema_set& after, unmatched_policy unmatched,
                                          const std::function<bool(const schema&)>& followed);
 
 } // namespace gdpr
