@@ -1,6 +1,8 @@
 // MOSQ_EVT_ACL_CHECK: subscribe, read (delivery) and write (publish and will) checks.
 #include <string>
 
+#include <openssl/crypto.h>
+
 #include "context.hpp"
 #include "gdpr/topic_router.hpp"
 
@@ -12,8 +14,13 @@ bool is_will(plugin_context& ctx, const mosquitto* client) {
     auto it = ctx.ending.find(client);
     if (it == ctx.ending.end()) return false;
     // Consumed either way: a connection has one will, and a stale mark must not outlive the check.
-    const bool same_connection = it->second.client_id == client_id_of(client);
-    if (it->second.provisional) --ctx.provisional_marks;
+    const ending_connection& mark = it->second;
+    // Before MQTT v5 a will goes out in the same pass of the broker's loop as its connection's end
+    // (there is no will delay): a WRITE check in a later pass is a new connection the broker placed
+    // in the ended one's memory, publishing.
+    const bool reused = !mark.provisional && !mark.may_delay_will && mark.tick != ctx.ticks;
+    const bool same_connection = !reused && mark.client_id == client_id_of(client);
+    if (mark.provisional) --ctx.provisional_marks;
     ctx.ending.erase(it);
     return same_connection;
 }
@@ -46,17 +53,50 @@ decision check_will(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std
         v.action = gdpr::publish_action::deny;  // a will brings subjects into the data map like a publish
         v.reason = over;
     }
+    const void* identity = v.action == gdpr::publish_action::deny ? nullptr : &ctx.will_sent;
     if (ctx.recorder)
         ctx.recorder->will(ctx.recorder->session_of(acl.client, client_id_of(acl.client)), client_id_of(acl.client), topic,
-                           acl.qos, acl.retain, v, payload);
+                           acl.qos, acl.retain, v, payload, identity);
     ctx.gateway_checked.erase(acl.client);  // the connection has ended: nothing will ask again
     if (v.action == gdpr::publish_action::deny) return decision::deny;
     // GDPR Art. 17(2): a retained will holding a subject's data is cleared by their erasure like
-    // any retained message. The broker stores a will anew before delivering it, so its deliveries
-    // are attributed only through the retained topic: this payload's address identifies nothing.
-    note_holders(ctx, acl.client, topic, acl.retain, nullptr, acl.payload ? acl.payloadlen : 0,
+    // any retained message, and its recipients are told like those of any publish.
+    note_holders(ctx, acl.client, topic, acl.retain, identity, acl.payload ? acl.payloadlen : 0,
                  ctx.options.acl == gdpr::acl_fallback::allow);
+    auto& will = ctx.will_sent;
+    will.topic.assign(topic);
+    will.payload.assign(payload);
+    will.stored = nullptr;
+    will.pending = true;
     return decision::no_objection;
+}
+
+void wipe(gdpr::wiped_string& s) {
+    OPENSSL_cleanse(s.data(), s.size());
+    s.clear();
+}
+
+// What a delivery is matched to its publish by: the payload address the broker delivers, or the
+// will just sent. Its deliveries are checked one after another right after it; the first is told
+// by topic and content, the others by the address of that one's payload. Any other delivery ends it.
+const void* delivery_identity(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
+    auto& will = ctx.will_sent;
+    if (!will.pending) return acl.payload;
+    if (will.stored) {
+        if (acl.payload == will.stored) return &will;
+    } else {
+        const std::string_view payload(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0);
+        if (topic == std::string_view(will.topic) && payload == std::string_view(will.payload)) {
+            if (acl.payload) {  // an empty will has no address: it goes on being told by its topic
+                will.stored = acl.payload;
+                wipe(will.topic);
+                wipe(will.payload);
+            }
+            return &will;
+        }
+    }
+    forget_sent_will(ctx);
+    return acl.payload;
 }
 
 decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
@@ -85,7 +125,7 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     return check_will(ctx, acl, topic);
 }
 
-void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d) {
+void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d, const void* identity) {
     const bool refused = d == decision::deny || d == decision::failure;
     const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
     switch (acl.access) {
@@ -93,8 +133,7 @@ void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d)
         if (!ctx.recorder->records_delivery(refused)) return;
         // No session is started here: the broker also checks deliveries queued for offline clients.
         ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id_of(acl.client)), client_id_of(acl.client),
-                               topic, acl.payload,
-                               acl.qos, refused,
+                               topic, identity, acl.qos, refused,
                                !refused                     ? std::string_view{}
                                : ctx.refusal_reason.empty() ? std::string_view("not permitted to receive this topic")
                                                             : ctx.refusal_reason);
@@ -112,18 +151,30 @@ void record(plugin_context& ctx, const mosquitto_evt_acl_check& acl, decision d)
 
 } // namespace
 
+void forget_sent_will(plugin_context& ctx) {
+    auto& will = ctx.will_sent;
+    if (!will.pending) return;
+    will.pending = false;
+    will.stored = nullptr;
+    wipe(will.topic);
+    wipe(will.payload);
+}
+
 int on_acl_check(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& acl = *static_cast<mosquitto_evt_acl_check*>(event_data);
         ctx.refusal_reason = {};
         ctx.stored_copy_due = nullptr;
+        // Only the READ checks right after a will are its deliveries (a will's WRITE check sets it anew).
+        if (acl.access != MOSQ_ACL_READ) forget_sent_will(ctx);
         const decision d = check(ctx, acl);
-        if (ctx.recorder) record(ctx, acl, d);
-        if (ctx.stored_copy_due) send_stored_copy(ctx, acl);
+        const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
+        const void* identity = acl.access == MOSQ_ACL_READ ? delivery_identity(ctx, acl, topic) : acl.payload;
+        if (ctx.recorder) record(ctx, acl, d, identity);
+        if (ctx.stored_copy_due) send_stored_copy(ctx, acl, identity);
         if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {
-            ctx.map->delivered(client_id_of(acl.client), acl.topic ? std::string_view(acl.topic) : std::string_view{},
-                               acl.payload);
+            ctx.map->delivered(client_id_of(acl.client), topic, identity);
         } else if (acl.access == MOSQ_ACL_SUBSCRIBE && !ctx.options.track_logins) {
             erasure_client_seen(ctx, client_id_of(acl.client));
         }

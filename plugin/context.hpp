@@ -19,6 +19,7 @@
 #include "gdpr/residency_guard.hpp"
 #include "gdpr/session_recorder.hpp"
 #include "gdpr/subject_quota.hpp"
+#include "gdpr/wiped_memory.hpp"
 
 namespace gdpr_plugin {
 
@@ -27,6 +28,8 @@ namespace gdpr_plugin {
 struct ending_connection {
     std::string client_id;  // guards against the broker reusing the connection's memory
     bool provisional;       // marked because a newer connection took its client id; may be undone
+    std::uint64_t tick;     // plugin_context::ticks when marked
+    bool may_delay_will;    // MQTT v5: a will may wait for its will delay
 };
 
 // Everything the plugin owns, passed to every callback as userdata. No other globals.
@@ -42,6 +45,7 @@ struct plugin_context {
     std::unordered_map<const mosquitto*, ending_connection> ending;
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
     std::size_t provisional_marks = 0;
+    std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop
     std::chrono::steady_clock::time_point last_retry{};
 
     // Session recording; both null when recording is off.
@@ -100,6 +104,15 @@ struct plugin_context {
     // The consent store's pseudonym index could not be built (after a reload); retried at ticks.
     bool pseudonym_index_due = false;
     std::chrono::steady_clock::time_point last_index_attempt{};
+    // The will just sent (GDPR Art. 17(2), 19: its recipients hold the data). The broker stores a
+    // will anew before delivering it, so the READ checks that follow its WRITE check carry another
+    // payload address: the first is told by topic and content, and its address (the stored copy's)
+    // then identifies the rest. Any other event or check ends it.
+    struct sent_will {
+        bool pending = false;
+        const void* stored = nullptr;             // the stored copy's payload, once its first delivery is checked
+        gdpr::wiped_string topic, payload;        // until then: personal data, wiped when done with
+    } will_sent;
     // The schema of a stored message withheld by the ACL check in progress whose copy is due.
     const gdpr::schema* stored_copy_due = nullptr;
     // Deliveries of stored messages withheld for withdrawn consent, reported at most every 10 s.
@@ -154,8 +167,13 @@ void report_audit_problems(plugin_context& ctx);
 // Publishes an operator alert on the configured alert topic (QoS 1, not retained).
 void publish_alert(plugin_context& ctx, std::string_view kind, std::string_view text);
 
+// The bytes of the key files, read once at start: every key derived from a file comes from the same
+// read, even if the file is replaced while the broker starts. Empty when not configured.
+struct key_file_bytes {
+    gdpr::wiped_string audit, pseudonym;
+};
 // Erasure (erasure_event.cpp). open_erasure throws config_error naming the option at fault.
-void open_erasure(plugin_context& ctx);
+void open_erasure(plugin_context& ctx, const key_file_bytes& keys);
 // Sends due erase commands, applies deadlines (own clock; cheap when nothing is due).
 void erasure_tick(plugin_context& ctx);
 // Logs and alerts publishes refused by the new-subject allowance, at most every 10 s.
@@ -191,8 +209,8 @@ void forget_stored_checks(plugin_context& ctx);
 // acl_default allow, its copy without the withdrawn fields is then due (send_stored_copy).
 decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
 // Sends the copy check_stored_consent left due, if any, to the client of `acl` alone; call after
-// the refusal is recorded.
-void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl);
+// the refusal is recorded. `identity`: what the withheld delivery was matched to its publish by.
+void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl, const void* identity);
 // Logs the withheld deliveries, at most every 10 s.
 void report_stored_consent(plugin_context& ctx, std::chrono::steady_clock::time_point now);
 
@@ -215,6 +233,9 @@ void residency_tick(plugin_context& ctx);
 // A will is about to be checked, or a connection ended: a payload address seen before may now be
 // another message, so nothing may be matched to the last publish by its address any more.
 void forget_current_payloads(plugin_context& ctx);
+// The will sent last has had its deliveries checked (another event came): later READ checks are
+// not its deliveries (acl_event.cpp).
+void forget_sent_will(plugin_context& ctx);
 // SUBSCRIBE: warns when a shared subscription group gets members in two regions.
 void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter);
 

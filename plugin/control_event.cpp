@@ -9,6 +9,7 @@ namespace gdpr_plugin {
 int on_control(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
+        forget_sent_will(ctx);
         drain_completions(ctx);
         const auto& ev = *static_cast<mosquitto_evt_control*>(event_data);
         const gdpr::requester who = requester_of(ev.client);

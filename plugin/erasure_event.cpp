@@ -63,16 +63,15 @@ std::int64_t wall_ms() { return gdpr::consent_store::now_ms(); }
 
 // Retained topics that name a subject in a level are stored sealed under the key the subject's
 // reference comes from, so that an erasure after a restart still clears them (GDPR Art. 17).
-std::unique_ptr<gdpr::topic_sealer> topic_sealer_for(const gdpr::plugin_options& o) {
-    if (!o.audit_key_file.empty()) return gdpr::topic_sealer::from_key_file("audit_key_file", o.audit_key_file);
-    if (!o.pseudonym_key_file.empty())
-        return gdpr::topic_sealer::from_key_file("pseudonym_key_file", o.pseudonym_key_file);
+std::unique_ptr<gdpr::topic_sealer> topic_sealer_for(const key_file_bytes& keys) {
+    if (!keys.audit.empty()) return std::make_unique<gdpr::topic_sealer>(keys.audit, "audit_key_file");
+    if (!keys.pseudonym.empty()) return std::make_unique<gdpr::topic_sealer>(keys.pseudonym, "pseudonym_key_file");
     return nullptr;
 }
 
 } // namespace
 
-void open_erasure(plugin_context& ctx) {
+void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
     const auto& o = ctx.options;
     gdpr::erasure_options eo;
     eo.deadline_ms = o.erase_deadline_seconds * 1000;
@@ -82,7 +81,7 @@ void open_erasure(plugin_context& ctx) {
     eo.send_rate_per_s = o.erase_send_rate;
     try {
         gdpr::data_map::subject_ref_fn ref = subject_ref_for(ctx);
-        std::unique_ptr<gdpr::topic_sealer> sealer = topic_sealer_for(o);
+        std::unique_ptr<gdpr::topic_sealer> sealer = topic_sealer_for(keys);
         gdpr::data_map::topic_check_fn in_clear;
         if (sealer) {
             // A topic that names a subject in one of its levels is stored sealed.

@@ -32,6 +32,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     if (ctx.map) ctx.map->forget_last_publish();
     if (ctx.residency) ctx.residency->forget_publish();
     forget_stored_checks(ctx);
+    forget_sent_will(ctx);
     if (audit_trail_refuses(ctx, "publish", topic)) return decision::deny;
     if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));

@@ -7,6 +7,7 @@
 
 #include "context.hpp"
 #include "gdpr/errors.hpp"
+#include "gdpr/secret_file.hpp"
 
 #define GDPR_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -70,13 +71,14 @@ void open_consent_store(plugin_context& ctx) {
     }
 }
 
-void open_audit_trail(plugin_context& ctx) {
+// `audit_secret`: the bytes of audit_key_file ("" when none is configured).
+void open_audit_trail(plugin_context& ctx, std::string_view audit_secret) {
     const auto& o = ctx.options;
     if (o.audit_key_file.empty()) {
         ctx.log.notice("session recording is off: set plugin_opt_audit_key_file to keep an audit trail");
         return;
     }
-    std::shared_ptr<const gdpr::audit_keys> keys = gdpr::audit_keys::from_file("audit_key_file", o.audit_key_file);
+    std::shared_ptr<const gdpr::audit_keys> keys = std::make_shared<const gdpr::audit_keys>(audit_secret);
     ctx.audit_keys = keys;
     gdpr::audit_options ao;
     ao.path = o.database;
@@ -104,7 +106,7 @@ void open_audit_trail(plugin_context& ctx) {
     }
     // The data map seals retained topics that name a subject under the audit key: exports open them.
     ctx.control->attach_export(ctx.export_reader.get(), ctx.audit_keys, gdpr::control_api::MAX_EXPORT_BYTES,
-                               gdpr::topic_sealer::from_key_file("audit_key_file", ctx.options.audit_key_file));
+                               std::make_unique<gdpr::topic_sealer>(audit_secret, "audit_key_file"));
     ctx.engine->keep_details(true);
     ctx.consent->observe([&ctx](std::string_view change, const std::string& subject, const std::string& detail,
                                 const std::string& personal) {
@@ -144,11 +146,14 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
             opts.emplace_back(options[i].key ? options[i].key : "", options[i].value ? options[i].value : "");
         }
         ctx->options = gdpr::parse_plugin_options(opts);
-        ctx->engine = gdpr::classifier::load(ctx->options, ctx->log);
+        key_file_bytes keys;
+        ctx->engine = gdpr::classifier::load(ctx->options, ctx->log, &keys.pseudonym);
         open_consent_store(*ctx);
         open_residency(*ctx);
-        open_audit_trail(*ctx);
-        open_erasure(*ctx);
+        if (!ctx->options.audit_key_file.empty())
+            keys.audit = gdpr::read_secret_file("audit_key_file", ctx->options.audit_key_file, 32);
+        open_audit_trail(*ctx, keys.audit);
+        open_erasure(*ctx, keys);
         // The worker's thread and its hand-back to the broker thread serve the reload; the job
         // needs no database, so an in-memory one stands in.
         ctx->schema_loader = std::make_unique<gdpr::storage_worker>(std::make_unique<gdpr::sqlite_db>(":memory:"),
@@ -207,6 +212,7 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
+        forget_sent_will(*ctx);
         if (ctx->schema_loader) {
             // A reload asked for from here on is answered "the broker is stopping"; one in flight
             // finishes, is answered and recorded.

@@ -127,6 +127,7 @@ void residency_tick(plugin_context& ctx) {
 
 void forget_current_payloads(plugin_context& ctx) {
     forget_stored_checks(ctx);
+    forget_sent_will(ctx);
     if (ctx.residency) ctx.residency->forget_payloads();
     if (ctx.recorder) ctx.recorder->forget_last_publish();
     if (ctx.map) ctx.map->forget_last_publish();

@@ -10,10 +10,11 @@ namespace gdpr_plugin {
 namespace {
 
 void mark_ending(plugin_context& ctx, const mosquitto* client, std::string_view client_id, bool provisional) {
-    auto [it, inserted] = ctx.ending.try_emplace(client, ending_connection{std::string(client_id), provisional});
+    const bool v5 = mosquitto_client_protocol_version(client) == 5;
+    auto [it, inserted] = ctx.ending.try_emplace(client, ending_connection{std::string(client_id), provisional, ctx.ticks, v5});
     if (!inserted) {
         if (it->second.provisional && !provisional) --ctx.provisional_marks;
-        it->second = ending_connection{std::string(client_id), provisional && it->second.provisional};
+        it->second = ending_connection{std::string(client_id), provisional && it->second.provisional, ctx.ticks, v5};
     } else if (provisional) {
         ++ctx.provisional_marks;
     }
@@ -32,6 +33,7 @@ int on_basic_auth(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& auth = *static_cast<mosquitto_evt_basic_auth*>(event_data);
+        forget_sent_will(ctx);
         ctx.gateway_checked.erase(auth.client);  // recognised afresh, certificate included
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
         if (ctx.residency) ctx.residency->forget_connection(auth.client);  // placed afresh, certificate included
@@ -81,11 +83,13 @@ int on_disconnect(int, void* event_data, void* userdata) {
 // belonged to a takeover that did not happen (the newer connection failed to authenticate).
 int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
+    ++ctx.ticks;
     try {
         drain_completions(ctx);
         if (ctx.recorder) ctx.recorder->forget_last_publish();
         if (ctx.map) ctx.map->forget_last_publish();
         forget_stored_checks(ctx);
+        forget_sent_will(ctx);
         if (ctx.residency) {
             ctx.residency->forget_publish();
             residency_tick(ctx);

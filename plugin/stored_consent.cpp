@@ -1,9 +1,9 @@
-// GDPR Art. 7(3) for what the broker keeps: a retained message, or one queued for an offline
-// client, was filtered with the consent given when it was published. A delivery of such a
-// message (a READ check that is not the publish in hand) is checked against today's consent; when
-// consent has been withdrawn since, the stored copy is withheld, and where the plugin alone
-// decides who may read (acl_default allow) the client gets it without the fields that consent
-// covered.
+// GDPR Art. 7(3) and 5(1)(c) for what the broker keeps: a retained message, or one queued for an
+// offline client, was filtered with the consent given and the schemas in use when it was
+// published. A delivery of such a message (a READ check that is not the publish in hand) is
+// checked against today's consent, and, after a schema reload, against today's rules; when they
+// would not let all of it out, the stored copy is withheld, and where the plugin alone decides who
+// may read (acl_default allow) the client gets it as today's consent and rules filter it.
 #include <string>
 
 #include "context.hpp"
@@ -18,8 +18,14 @@ constexpr std::string_view WITHDRAWN_RESENT =
     "consent withdrawn since the message was stored (GDPR Art. 7(3)); sent again without the fields it covered";
 constexpr std::string_view WITHDRAWN_WITHHELD =
     "consent withdrawn since the message was stored (GDPR Art. 7(3)); withheld";
-constexpr std::string_view UNREADABLE =
-    "a stored message on a topic whose fields rest on consent is not the JSON its schema describes";
+constexpr std::string_view UNREADABLE = "a stored message is not the JSON the schema of its topic describes";
+constexpr std::string_view RECLASSIFIED_RESENT =
+    "filtered under a schema a reload has replaced since the message was stored; sent again as the schema in use "
+    "filters it";
+constexpr std::string_view RECLASSIFIED_WITHHELD =
+    "filtered under a schema a reload has replaced since the message was stored; withheld";
+constexpr std::string_view UNMATCHED =
+    "a reload left the topic of this stored message to no schema, and unmatched topics are refused; withheld";
 
 std::uint64_t consent_generation(const plugin_context& ctx) { return ctx.consent->generation(); }
 
@@ -47,7 +53,7 @@ void note_stored_refusal(plugin_context& ctx, std::string_view topic, const gdpr
     ++r.unreported;
     if (resent) ++r.resent_unreported;
     r.last_topic.assign(topic);  // made loggable when reported: a queue flush may refuse many
-    r.last_schema = c.matched->tag();
+    r.last_schema = c.matched ? c.matched->tag() : std::string("none");
     report_stored_consent(ctx, std::chrono::steady_clock::now());
 }
 
@@ -79,7 +85,7 @@ void forget_stored_checks(plugin_context& ctx) {
 }
 
 decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
-    if (!ctx.consent || !ctx.engine->has_consent_fields()) return decision::no_objection;
+    if (!(ctx.consent && ctx.engine->has_consent_fields()) && !ctx.engine->schemas_replaced()) return decision::no_objection;
     // The publish in hand was filtered a moment ago with the consent still in force.
     if (acl.payload && acl.payload == ctx.current_payload && ctx.current_generation == consent_generation(ctx) &&
         topic == ctx.current_topic)
@@ -93,12 +99,19 @@ decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check
         ctx.refusal_reason = UNREADABLE;
         note_stored_refusal(ctx, topic, c, false);
         return decision::deny;
-    case gdpr::stored_consent::withdrawn: {
+    case gdpr::stored_consent::unmatched:
+        ctx.refusal_reason = UNMATCHED;
+        note_stored_refusal(ctx, topic, c, false);
+        return decision::deny;
+    case gdpr::stored_consent::withdrawn:
+    case gdpr::stored_consent::reclassified: {
         // The copy goes to the client by its id, which the broker delivers without READ checks:
         // only where no acl_file or other plugin has a say (acl_default allow) is that the same
         // decision this check would have made.
         const bool resend = ctx.options.acl == gdpr::acl_fallback::allow && !client_id_of(acl.client).empty();
-        ctx.refusal_reason = resend ? WITHDRAWN_RESENT : WITHDRAWN_WITHHELD;
+        const bool withdrawn = c.outcome == gdpr::stored_consent::withdrawn;
+        ctx.refusal_reason = withdrawn ? (resend ? WITHDRAWN_RESENT : WITHDRAWN_WITHHELD)
+                                       : (resend ? RECLASSIFIED_RESENT : RECLASSIFIED_WITHHELD);
         ctx.stored_copy_due = resend ? c.matched : nullptr;
         note_stored_refusal(ctx, topic, c, resend);
         return decision::deny;
@@ -107,7 +120,7 @@ decision check_stored_consent(plugin_context& ctx, const mosquitto_evt_acl_check
     return decision::no_objection;
 }
 
-void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
+void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl, const void* identity) {
     const gdpr::schema* s = ctx.stored_copy_due;
     ctx.stored_copy_due = nullptr;
     if (!s) return;
@@ -123,12 +136,12 @@ void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
                                       false, properties) != MOSQ_ERR_SUCCESS) {
         mosquitto_property_free_all(&properties);
         ctx.log.error("could not send a stored message on '" + ctx.engine->loggable_topic(topic) +
-                      "' again without its withdrawn fields; it was withheld");
+                      "' again as the consent and schemas in use filter it; it was withheld");
         return;
     }
-    if (ctx.map) ctx.map->delivered(client_id, topic, acl.payload);  // the same holders as the message withheld
+    if (ctx.map) ctx.map->delivered(client_id, topic, identity);  // the same holders as the message withheld
     if (ctx.recorder && ctx.recorder->records_delivery(false))
-        ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id), client_id, topic, nullptr, qos, false, {});
+        ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id), client_id, topic, identity, qos, false, {});
 }
 
 void report_stored_consent(plugin_context& ctx, std::chrono::steady_clock::time_point now) {
@@ -136,9 +149,11 @@ void report_stored_consent(plugin_context& ctx, std::chrono::steady_clock::time_
     if (r.unreported == 0 || (r.last_report != std::chrono::steady_clock::time_point{} && now - r.last_report < REPORT_INTERVAL))
         return;
     ctx.log.notice("withheld " + std::to_string(r.unreported) +
-                   " delivery(ies) of stored messages whose data subject has withdrawn consent since they were stored, or "
-                   "that could not be read; " + std::to_string(r.resent_unreported) +
-                   " sent again without the fields that consent covered; the last on '" + ctx.engine->loggable_topic(r.last_topic) +
+                   " delivery(ies) of stored messages whose data subject has withdrawn consent since they were stored, "
+                   "that a schema reload has given other rules since, or that could not be read; " +
+                   std::to_string(r.resent_unreported) +
+                   " sent again as the consent and schemas in use filter them; the last on '" +
+                   ctx.engine->loggable_topic(r.last_topic) +
                    "' (schema " +
                    r.last_schema + ")");
     r.unreported = r.resent_unreported = 0;

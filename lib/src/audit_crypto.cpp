@@ -133,10 +133,7 @@ std::string audit_keys::key_check() const { return check_; }
 audit_keys::~audit_keys() { OPENSSL_cleanse(wrapping_key_.data(), wrapping_key_.size()); }
 
 std::unique_ptr<audit_keys> audit_keys::from_file(const std::string& option, const std::string& path) {
-    std::string bytes = read_secret_file(option, path, 32);
-    auto keys = std::make_unique<audit_keys>(bytes);
-    OPENSSL_cleanse(bytes.data(), bytes.size());
-    return keys;
+    return std::make_unique<audit_keys>(read_secret_file(option, path, 32));
 }
 
 data_key audit_keys::new_data_key() const {

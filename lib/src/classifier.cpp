@@ -1,20 +1,23 @@
 #include "gdpr/classifier.hpp"
 
+#include <algorithm>
+
 #include "gdpr/errors.hpp"
+#include "gdpr/field_path.hpp"
 #include "gdpr/secret_file.hpp"
 #include "gdpr/topic_filter.hpp"
 
 namespace gdpr {
 
-std::unique_ptr<classifier> classifier::load(const plugin_options& options, logger& log) {
+std::unique_ptr<classifier> classifier::load(const plugin_options& options, logger& log, wiped_string* pseudonym_key) {
     check_schema_directory(options.schemas_dir);
     purpose_registry purposes = load_purposes(options.purposes_file);
     schema_set schemas = load_schema_directory(options.schemas_dir, purposes);
     std::unique_ptr<pseudonymiser> pseudonyms;
     if (!options.pseudonym_key_file.empty()) {
-        const std::string key =
-            read_secret_file("pseudonym_key_file", options.pseudonym_key_file, pseudonymiser::MIN_KEY_BYTES);
+        wiped_string key = read_secret_file("pseudonym_key_file", options.pseudonym_key_file, pseudonymiser::MIN_KEY_BYTES);
         pseudonyms = std::make_unique<pseudonymiser>(key);
+        if (pseudonym_key) *pseudonym_key = std::move(key);
     } else if (schemas.needs_pseudonym_key()) {
         throw config_error("pseudonym_key_file", "required because a schema uses action \"pseudonymise\", but it is not set");
     }
@@ -55,9 +58,34 @@ bool any_consent_fields(const schema_set& set) {
 }
 } // namespace
 
+namespace {
+// The same schemas (by id, version and rules), whatever their order.
+bool same_rules(const schema_set& a, const schema_set& b) {
+    if (a.schemas.size() != b.schemas.size()) return false;
+    std::vector<std::pair<std::string_view, std::size_t>> x, y;
+    for (const auto& s : a.schemas) x.emplace_back(s.tag(), s.content_hash);
+    for (const auto& s : b.schemas) y.emplace_back(s.tag(), s.content_hash);
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    return x == y;
+}
+} // namespace
+
 void classifier::replace_definitions(definitions&& next) noexcept {
     // purposes_ is assigned, not replaced: control_api keeps a reference to it.
     purposes_ = std::move(next.purposes);
+    bool same = false;
+    try {
+        same = same_rules(schemas_, next.schemas);
+    } catch (...) {  // out of memory: count them as different, which only checks more
+    }
+    if (!same) {
+        if (retired_.size() == MAX_RETIRED) {
+            retired_.erase(retired_.begin());
+            retired_forgotten_ = true;
+        }
+        retired_.push_back(std::move(schemas_));  // capacity reserved: does not allocate
+    }
     schemas_ = std::move(next.schemas);
     has_consent_fields_ = any_consent_fields(schemas_);
     subjects_.clear();
@@ -69,6 +97,7 @@ classifier::classifier(schema_set schemas, unmatched_policy unmatched, std::uniq
     : schemas_(std::move(schemas)), purposes_(std::move(purposes)), unmatched_(unmatched), pseudonyms_(std::move(pseudonyms)),
       filter_(pseudonyms_.get()) {
     out_.reserve(4096);
+    retired_.reserve(MAX_RETIRED);
     has_consent_fields_ = any_consent_fields(schemas_);
 }
 
@@ -171,10 +200,105 @@ bool classifier::pseudonymises_consent_subject() const {
     return false;
 }
 
+namespace {
+// Whether every rule that governs a member `tokens` can reach from `node` of `s` (a rule on an
+// enclosing value covers all of it, as the payload filter applies it; "*" reaches every member,
+// the ones a literal rule names too) satisfies `ok`. A member no rule governs fails.
+template <typename Ok>
+bool governed_everywhere(const schema& s, std::int32_t node, const std::vector<std::string>& tokens, std::size_t at,
+                         const Ok& ok) {
+    const auto& n = s.tree.nodes[static_cast<std::size_t>(node)];
+    if (n.rule != field_tree::NONE) return ok(s.fields[static_cast<std::size_t>(n.rule)]);
+    if (at == tokens.size()) return false;
+    if (tokens[at] == field_path::WILDCARD) {
+        if (n.wildcard == field_tree::NONE || !governed_everywhere(s, n.wildcard, tokens, at + 1, ok)) return false;
+        for (const auto& member : n.members)
+            if (!governed_everywhere(s, member.second, tokens, at + 1, ok)) return false;
+        return true;
+    }
+    const std::int32_t child = s.tree.child(node, tokens[at]);
+    return child != field_tree::NONE && governed_everywhere(s, child, tokens, at + 1, ok);
+}
+} // namespace
+
+classifier::earlier_filtering classifier::filtered_earlier(std::string_view topic, const schema* current) {
+    earlier_filtering f;
+    f.otherwise = retired_forgotten_ && current;
+    const bool bound = current && current->needs_consent && current->subject.kind == subject_kind::binding;
+    if (bound) stored_consent_unknown_.assign(current->fields.size(), retired_forgotten_);
+    field_path path;
+    for (const auto& earlier : retired_) {
+        const schema* then = earlier.route(topic);
+        f.had_schema = f.had_schema || then;
+        if (then == current) continue;  // both null
+        if (then && current && then->tag() == current->tag() && then->content_hash == current->content_hash) continue;
+        f.otherwise = true;
+        if (!bound) continue;
+        for (std::size_t i = 0; i < current->fields.size(); ++i) {
+            const field_rule& rule = current->fields[i];
+            if (rule.consent_bit < 0 || stored_consent_unknown_[i]) continue;
+            // Checked at publish only if the rules then made the member rest on the same purpose.
+            const bool checked = then && then->subject.kind == subject_kind::binding &&
+                                 parse_field_path(rule.pointer, path).empty() &&
+                                 governed_everywhere(*then, 0, path.tokens, 0, [&](const field_rule& r) {
+                                     return r.consent_bit >= 0 && r.purpose == rule.purpose;
+                                 });
+            stored_consent_unknown_[i] = !checked;
+        }
+    }
+    return f;
+}
+
+stored_check classifier::refilter_stored(std::string_view topic, std::string_view payload, bool had_schema,
+                                         stored_check c) {
+    if (!c.matched) {
+        // GDPR Art. 5(1)(c): what no schema vouches for does not go out where unmatched topics are refused.
+        if (had_schema && unmatched_ == unmatched_policy::deny) c.outcome = stored_consent::unmatched;
+        return c;
+    }
+    const schema& s = *c.matched;
+    // Consent as at publish: the subject read from the stored message (its identifier, or its
+    // pseudonym: either is found); none found, none given. Subjects bound to the publishing device
+    // cannot be told from a stored message: what the rules then checked stands, the rest counts as
+    // not given.
+    std::uint64_t consented = ~std::uint64_t{0};
+    const bool bound = s.subject.kind == subject_kind::binding;
+    if (!bound) {
+        consented = 0;
+        const auto subjects = s.subject.kind == subject_kind::none ? std::vector<std::string>{} : subjects_of(s, topic, payload, {});
+        if (consent_ && !subjects.empty()) {
+            consented = consent_->granted_mask(subjects[0]);
+            if (consented == 0 && s.subject.kind == subject_kind::field && consent_->indexes_pseudonyms())
+                consented = consent_->granted_mask_by_pseudonym(subjects[0]);
+        }
+    }
+    const filter_result r = filter_.refilter_stored(s, consented, payload,
+                                                    bound && s.needs_consent ? &stored_consent_unknown_ : nullptr, recheck_out_);
+    if (r.status != filter_status::ok) {
+        c.outcome = stored_consent::unreadable;
+        return c;
+    }
+    // Filtering writes JSON without the publisher's whitespace: what it leaves as it was is told
+    // by comparing with the stored message written the same way.
+    const filter_result same = filter_.remove_withdrawn(s, ~std::uint64_t{0}, payload, canonical_);
+    if (same.status == filter_status::ok && recheck_out_ == canonical_) {
+        c.outcome = stored_consent::still_given;
+    } else {
+        c.outcome = stored_consent::reclassified;
+        c.fields_withdrawn = r.no_consent;
+    }
+    return c;
+}
+
 stored_check classifier::recheck_stored(std::string_view topic, std::string_view payload) {
     stored_check c;
     c.matched = schemas_.route(topic);
-    if (!c.matched || !c.matched->needs_consent || payload.empty()) return c;
+    if (payload.empty()) return c;
+    if (!retired_.empty()) {
+        const earlier_filtering earlier = filtered_earlier(topic, c.matched);
+        if (earlier.otherwise) return refilter_stored(topic, payload, earlier.had_schema, c);
+    }
+    if (!c.matched || !c.matched->needs_consent || !consent_) return c;
     const schema& s = *c.matched;
     // The broker does not say who published a stored message, so bound subjects are unknown.
     if (s.subject.kind != subject_kind::topic_level && s.subject.kind != subject_kind::field) return c;
@@ -205,6 +329,13 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
 
 std::string classifier::loggable_topic(std::string_view topic) const {
     const schema* s = schemas_.route(topic);
+    // A reload may have left a topic that names its subject to another schema, or to none: the
+    // level stays hidden while stored messages on it may still be refused and logged.
+    for (auto earlier = retired_.rbegin(); earlier != retired_.rend() && !(s && s->subject.kind == subject_kind::topic_level);
+         ++earlier) {
+        const schema* then = earlier->route(topic);
+        if (then && then->subject.kind == subject_kind::topic_level) s = then;
+    }
     if (!s || s->subject.kind != subject_kind::topic_level) return std::string(topic);
     const auto levels = split_topic_levels(topic);
     std::string out;

@@ -402,6 +402,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                   {"will", s.wills_refused},
                   {"storedMessageConsentWithdrawn", s.stored_withdrawn},
                   {"storedMessageUnreadable", s.stored_unreadable},
+                  {"storedMessageSchemaChanged", s.stored_schema_changed},
                   {"controlRequests", refused_requests_}}},
                 {"publishesWithoutKnownSubject", s.no_subject},
                 {"subjectsWithConsent", store_.subjects_with_consent()},

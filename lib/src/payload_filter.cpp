@@ -87,12 +87,29 @@ void decode_string(std::string_view raw, std::string& out) {
     }
 }
 
+// What the payload in hand is: a publish, or a copy this filter forwarded earlier (a retained
+// message, an offline client's queue) checked again before a delivery.
+enum class pass_kind : std::uint8_t {
+    publish,
+    stored_same_rules,   // filtered by these rules: only consent removes anything
+    stored_other_rules,  // filtered by other rules: filtered again; what looks like a pseudonym is one
+};
+
+// A JSON string holding what pseudonymiser makes: PSEUDONYM_HEX_CHARS lowercase hex digits.
+bool looks_like_pseudonym(std::string_view value) {
+    if (value.size() != pseudonymiser::PSEUDONYM_HEX_CHARS + 2 || value.front() != '"' || value.back() != '"') return false;
+    for (const char c : value.substr(1, value.size() - 2))
+        if (!is_digit(c) && (c < 'a' || c > 'f')) return false;
+    return true;
+}
+
 class filter_run {
 public:
     filter_run(const schema& s, const pseudonymiser* ps, std::uint64_t consented, std::string_view in,
-               std::string& out, std::vector<field_outcome>* outcomes, bool stored = false)
+               std::string& out, std::vector<field_outcome>* outcomes, pass_kind kind = pass_kind::publish,
+               const std::vector<bool>* consent_unknown = nullptr)
         : s_(s), tree_(s.tree), ps_(ps), consented_(consented), begin_(in.data()), p_(in.data()),
-          end_(in.data() + in.size()), out_(out), outcomes_(outcomes), stored_(stored) {}
+          end_(in.data() + in.size()), out_(out), outcomes_(outcomes), kind_(kind), consent_unknown_(consent_unknown) {}
 
     // Walks `tokens` down from the top level; see payload_filter::find_scalar.
     bool find(const std::vector<std::string>& tokens, std::string& value) {
@@ -521,7 +538,7 @@ private:
             // no rule vouches for it, so it goes even under "unclassified": "keep".
             const char* start = p_;
             if (!skip_value(depth)) return false;
-            if (stored_) {
+            if (kind_ == pass_kind::stored_same_rules) {
                 keep(first, key_raw, start);
                 return true;
             }
@@ -531,7 +548,7 @@ private:
         }
         const char* start = p_;
         if (!skip_value(depth)) return false;
-        if (s_.unclassified == unclassified_policy::keep || stored_) {
+        if (s_.unclassified == unclassified_policy::keep || kind_ == pass_kind::stored_same_rules) {
             keep(first, key_raw, start);
         } else {
             // GDPR Art. 5(1)(c): data minimisation — what no rule vouches for does not leave.
@@ -546,23 +563,34 @@ private:
         const char* start = p_;
         const char lead = *p_;
         if (!skip_value(depth)) return false;
-        if (stored_ && lead == 'n') {  // carries nothing; may hold a removed element's position
+        if (kind_ != pass_kind::publish && lead == 'n') {  // carries nothing; may hold a removed element's position
             keep(first, key_raw, start);
             return true;
         }
-        if (rule.consent_bit >= 0 && ((consented_ >> rule.consent_bit) & 1U) == 0) {
+        if (rule.consent_bit >= 0 &&
+            (((consented_ >> rule.consent_bit) & 1U) == 0 ||
+             (consent_unknown_ && (*consent_unknown_)[static_cast<std::size_t>(rule_index)]))) {
             // GDPR Art. 6(1)(a): without the subject's consent this purpose has no lawful basis.
             ++res_.no_consent;
             note(rule_index, field_outcome::kind::no_consent);
             return true;
         }
         const std::string_view value(start, static_cast<std::size_t>(p_ - start));
-        if (stored_) {
+        if (kind_ == pass_kind::stored_same_rules ||
+            (kind_ == pass_kind::stored_other_rules && rule.action == field_action::pseudonymise &&
+             looks_like_pseudonym(value))) {
             // Already filtered when it was published: applying the action again would, say,
             // pseudonymise a pseudonym.
             keep(first, key_raw, start);
             if (rule.personal && lead != 'n' && rule.action != field_action::mask && rule.action != field_action::drop)
                 ++res_.personal_forwarded;
+            return true;
+        }
+        if (kind_ == pass_kind::stored_other_rules && rule.action == field_action::pseudonymise) {
+            // Stored before the member was pseudonymised: an identifier, which may not go out, and
+            // whose pseudonym made now could not be told from one made then.
+            ++res_.dropped;
+            note(rule_index, field_outcome::kind::dropped);
             return true;
         }
         const std::size_t mark = out_.size();
@@ -661,7 +689,8 @@ private:
     std::string key_buf_;
     std::string value_buf_;
     bool last_string_escaped_ = false;  // of the most recently scanned string
-    bool stored_;  // remove_withdrawn: only consent removes anything
+    pass_kind kind_;
+    const std::vector<bool>* consent_unknown_;  // stored_other_rules: per rule, consent unknown, so not given
 };
 
 } // namespace
@@ -674,7 +703,13 @@ filter_result payload_filter::run(const schema& rules, std::uint64_t consented, 
 
 filter_result payload_filter::remove_withdrawn(const schema& rules, std::uint64_t consented, std::string_view stored,
                                                std::string& out) const {
-    filter_run run(rules, nullptr, consented, stored, out, nullptr, true);
+    filter_run run(rules, nullptr, consented, stored, out, nullptr, pass_kind::stored_same_rules);
+    return run.run();
+}
+
+filter_result payload_filter::refilter_stored(const schema& rules, std::uint64_t consented, std::string_view stored,
+                                              const std::vector<bool>* consent_unknown, std::string& out) const {
+    filter_run run(rules, nullptr, consented, stored, out, nullptr, pass_kind::stored_other_rules, consent_unknown);
     return run.run();
 }
 

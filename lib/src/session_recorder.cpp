@@ -160,8 +160,8 @@ void session_recorder::publish(std::int64_t session, std::string_view client_id,
 }
 
 void session_recorder::will(std::int64_t session, std::string_view client_id, std::string_view topic, int qos,
-                            bool retain, const publish_verdict& v, std::string_view payload) {
-    record_publish(session, client_id, topic, qos, retain, payload.size(), v, payload, nullptr, true);
+                            bool retain, const publish_verdict& v, std::string_view payload, const void* identity) {
+    record_publish(session, client_id, topic, qos, retain, payload.size(), v, payload, identity, true);
 }
 
 void session_recorder::record_publish(std::int64_t session, std::string_view client_id, std::string_view topic,
@@ -256,8 +256,9 @@ void session_recorder::delivery(std::int64_t session, std::string_view client_id
     d += ",\"qos\":";
     append_number(d, qos);
     // The broker checks deliveries of a publish right after MESSAGE, with the payload it stored:
-    // the same pointer ties the delivery to its publish record. Later deliveries (queued for an
-    // offline client, retained messages) carry no link.
+    // the same pointer ties the delivery to its publish record (a will's, to the identity the
+    // caller gave it). Later deliveries (queued for an offline client, retained messages) carry
+    // no link.
     if (payload && payload == last_forwarded_ && last_publish_seq_ > 0 && topic == last_topic_) {
         d += ",\"publish_seq\":";
         append_number(d, last_publish_seq_);

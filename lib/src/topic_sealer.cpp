@@ -8,7 +8,6 @@
 
 #include "gdpr/audit_chain.hpp"
 #include "gdpr/audit_crypto.hpp"
-#include "gdpr/secret_file.hpp"
 
 namespace gdpr {
 
@@ -43,13 +42,6 @@ topic_sealer::topic_sealer(std::string_view secret, std::string_view label) : ke
 }
 
 topic_sealer::~topic_sealer() = default;
-
-std::unique_ptr<topic_sealer> topic_sealer::from_key_file(const std::string& option, const std::string& path) {
-    std::string secret = read_secret_file(option, path, 32);
-    auto sealer = std::make_unique<topic_sealer>(secret, option);
-    OPENSSL_cleanse(secret.data(), secret.size());
-    return sealer;
-}
 
 std::string topic_sealer::seal(std::string_view topic) {
     // Synthetic nonce: the same topic always seals the same way, two topics never share a nonce.

@@ -284,11 +284,24 @@ std::vector<mqtt::const_message_ptr> client::drain(std::chrono::milliseconds qui
 void client::disconnect() { cli_.disconnect()->wait_for(std::chrono::seconds(5)); }
 
 void connect_and_vanish(const broker& b, const std::string& client_id, const std::string& will_topic,
-                        const std::string& will_payload, int will_qos, bool will_retain) {
+                        const std::string& will_payload, int will_qos, bool will_retain, int will_delay_seconds,
+                        int protocol_version) {
     const std::string port = std::to_string(b.port());
-    const std::string qos = std::to_string(will_qos);
+    const std::string qos = std::to_string(will_qos), delay = std::to_string(will_delay_seconds);
+    std::vector<const char*> argv = {"mosquitto_sub", "-h", "127.0.0.1", "-p", port.c_str(), "-V",
+                                     protocol_version == 5 ? "5" : "311", "-i",
+                                     client_id.c_str(), "-t", "itest/unused", "--will-topic", will_topic.c_str(),
+                                     "--will-payload", will_payload.c_str(), "--will-qos", qos.c_str()};
+    if (will_retain) argv.push_back("--will-retain");
+    if (will_delay_seconds > 0) {
+        // The session outlives the connection, so the broker holds the will for its delay.
+        for (const char* a : {"-D", "will", "will-delay-interval", delay.c_str(), "-D", "connect",
+                              "session-expiry-interval", "60"})
+            argv.push_back(a);
+    }
+    argv.push_back(nullptr);
     // The broker logs each connection: wait for one more than there are now (the id may have connected before).
-    const std::string connected = "as " + client_id + " (p5";
+    const std::string connected = "as " + client_id + (protocol_version == 5 ? " (p5" : " (p2");
     const auto connections = [&] {
         const std::string log = b.log();
         std::size_t n = 0;
@@ -302,14 +315,7 @@ void connect_and_vanish(const broker& b, const std::string& client_id, const std
         const int devnull = ::open("/dev/null", O_WRONLY);
         ::dup2(devnull, 1);
         ::dup2(devnull, 2);
-        if (will_retain)
-            ::execl(MOSQUITTO_SUB_BINARY, "mosquitto_sub", "-h", "127.0.0.1", "-p", port.c_str(), "-V", "5", "-i",
-                    client_id.c_str(), "-t", "itest/unused", "--will-topic", will_topic.c_str(), "--will-payload",
-                    will_payload.c_str(), "--will-qos", qos.c_str(), "--will-retain", static_cast<char*>(nullptr));
-        else
-            ::execl(MOSQUITTO_SUB_BINARY, "mosquitto_sub", "-h", "127.0.0.1", "-p", port.c_str(), "-V", "5", "-i",
-                    client_id.c_str(), "-t", "itest/unused", "--will-topic", will_topic.c_str(), "--will-payload",
-                    will_payload.c_str(), "--will-qos", qos.c_str(), static_cast<char*>(nullptr));
+        ::execv(MOSQUITTO_SUB_BINARY, const_cast<char* const*>(argv.data()));
         ::_exit(127);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

@@ -113,9 +113,12 @@ private:
 };
 
 // Connects a mosquitto_sub process as `client_id` (MQTT v5) with the given will, waits until the
-// broker has accepted it, then kills it with SIGKILL so the broker publishes the will.
+// broker has accepted it, then kills it with SIGKILL so the broker publishes the will (after
+// `will_delay_seconds`, when given: the session then outlives the connection).
+// `protocol_version` 4 connects with MQTT v3.1.1 (no will delay then).
 void connect_and_vanish(const broker& b, const std::string& client_id, const std::string& will_topic,
-                        const std::string& will_payload, int will_qos = 1, bool will_retain = false);
+                        const std::string& will_payload, int will_qos = 1, bool will_retain = false,
+                        int will_delay_seconds = 0, int protocol_version = 5);
 
 // Runs a shell command; returns its exit status and what it printed on stdout (and on stderr too
 // when `with_stderr`).

@@ -209,6 +209,53 @@ TEST_CASE("a will on a classified topic that would need filtering is refused", "
     CHECK(msg->to_string() == R"({"speed":3})");
 }
 
+TEST_CASE("a delayed will is checked when the broker sends it, with or without observed logins",
+          "[integration][classification][will]") {
+    for (const char* track_logins : {"true", "false"}) {
+        INFO("track_logins " << track_logins);
+        plugin_broker pb(std::vector<std::pair<std::string, std::string>>{{"track_logins", track_logins}});
+        itest::broker& b = pb.b;
+        itest::client sub(b, "watcher", 5);
+        sub.connect();
+        sub.subscribe("fleet/#", 1);
+        itest::connect_and_vanish(b, "vehicle-late-dirty", TOPIC, R"({"driver_id":"D-1234","speed":0})", 1, false, 1);
+        itest::connect_and_vanish(b, "vehicle-late-clean", TOPIC, R"({"speed":1})", 1, false, 1);
+        auto msg = sub.next(5s);
+        REQUIRE(msg);
+        CHECK(msg->to_string() == R"({"speed":1})");
+        CHECK_FALSE(sub.next(2s));
+        CHECK(b.wait_for_log("gdpr: refused will message on '" + TOPIC + "'"));
+    }
+}
+
+TEST_CASE("without observed logins, MQTT v3.1.1 clients that reconnect under one id publish as usual",
+          "[integration][classification][will]") {
+    plugin_broker pb(std::vector<std::pair<std::string, std::string>>{{"track_logins", "false"}});
+    itest::broker& b = pb.b;
+    itest::client sub(b, "watcher", 5);
+    sub.connect();
+    sub.subscribe("fleet/#", 1);
+    // Each run connects, publishes and disconnects; the broker may place the next connection in
+    // the memory of the one before, which ended without a will. Before MQTT v5 a will cannot wait.
+    for (int i = 0; i < 8; ++i) {
+        const auto [status, out] = itest::run_command("mosquitto_pub -h 127.0.0.1 -p " + std::to_string(b.port()) +
+                                                      " -V 311 -q 1 -i same-device -t " + TOPIC +
+                                                      R"( -m '{"driver_name":"Ann","speed":)" + std::to_string(i) + "}'");
+        INFO(out);
+        CHECK(status == 0);
+    }
+    for (int i = 0; i < 8; ++i) {
+        auto msg = sub.next();
+        REQUIRE(msg);
+        CHECK(msg->to_string() == R"({"speed":)" + std::to_string(i) + "}");
+    }
+    CHECK(b.log().find("refused will message") == std::string::npos);
+    // A v3.1.1 will is still checked: it goes out as its connection ends.
+    itest::connect_and_vanish(b, "v311-dirty-will", TOPIC, R"({"driver_id":"D-1234","speed":0})", 1, false, 0, 4);
+    CHECK(b.wait_for_log("gdpr: refused will message on '" + TOPIC + "'"));
+    CHECK_FALSE(sub.next(500ms));
+}
+
 TEST_CASE("the other example schemas classify through the broker", "[integration][classification]") {
     plugin_broker pb;
     itest::client sub(pb.b, "sub", 5);

@@ -588,10 +588,40 @@ TEST_CASE("will messages are recorded as publishes, sent or refused, personal da
     CHECK(count_records(setup.db, "kind = 'publish' AND client_id = 'vehicle-clean-will' AND json_extract(detail, '$.will') = 1"
                                   " AND schema = 'vehicle-status@1' AND json_extract(detail, '$.payload') = 'clear'"
                                   " AND CAST(payload AS TEXT) = '{\"fuel\":0.5}'") == 1);
-    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'watcher'") == 1);
+    // The broker stores a will anew before delivering it; its delivery still names it.
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'watcher' AND json_extract(detail, '$.publish_seq') = "
+                                  "(SELECT seq FROM audit_records WHERE kind = 'publish' AND client_id = 'vehicle-clean-will')") == 1);
     const std::string file = file_bytes(setup.db) + file_bytes(setup.db + "-wal");
     CHECK(file.find("Annemarie") == std::string::npos);
     CHECK(file.find("D-1234") == std::string::npos);
+}
+
+TEST_CASE("only the deliveries checked right after a will are tied to it", "[integration][recording][will]") {
+    recording_setup setup;
+    const std::string topic = "fleet/acme/vehicle/v9/status", payload = R"({"fuel":0.25})";
+    {
+        itest::broker b(setup.options());
+        itest::client watcher(b, "watcher", 5), publisher(b, "v9-gateway", 5), late(b, "late", 5);
+        watcher.connect();
+        watcher.subscribe("fleet/#", 1);
+        publisher.connect();
+        REQUIRE(publisher.publish(topic, payload, 1, true) == 0);
+        REQUIRE(watcher.next());
+        // A will with the same topic and content as the retained message.
+        itest::connect_and_vanish(b, "vehicle-v9", topic, payload, 1);
+        REQUIRE(watcher.next());
+        // The retained message, not the will, is what a later subscriber gets.
+        late.connect();
+        late.subscribe(topic, 1);
+        REQUIRE(late.next());
+        late.disconnect();
+        watcher.disconnect();
+        b.stop();
+    }
+    const std::string will_seq = "(SELECT seq FROM audit_records WHERE kind = 'publish' AND client_id = 'vehicle-v9')";
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'watcher' AND json_extract(detail, '$.publish_seq') = " + will_seq) == 1);
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'late'") == 1);
+    CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'late' AND json_extract(detail, '$.publish_seq') IS NULL") == 1);
 }
 
 TEST_CASE("an operator exports a subject's records over the control API while the broker runs", "[integration][recording][export]") {

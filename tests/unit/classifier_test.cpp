@@ -366,3 +366,132 @@ TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's c
         CHECK(bound.recheck_stored("dev/1/data", R"({"loc":1})").outcome == gdpr::stored_consent::not_checked);
     }
 }
+
+namespace {
+
+gdpr::classifier::definitions definitions_of(const std::vector<std::string>& schemas) {
+    gdpr::classifier::definitions d;
+    d.purposes = test_support::test_purposes();
+    for (const auto& json : schemas) {
+        d.schemas.schemas.push_back(test_support::make_schema(json));
+        for (const auto& t : d.schemas.schemas.back().topics)
+            d.schemas.router.add(t, static_cast<std::int32_t>(d.schemas.schemas.size() - 1));
+    }
+    return d;
+}
+
+// Version `version` of schema "r" on dev/+/data with the given rules for /name, /lat and /uid.
+std::string reloaded_schema(int version, const std::string& unclassified, const std::string& name,
+                            const std::string& lat, const std::string& uid) {
+    return R"({"id":"r","version":)" + std::to_string(version) + R"(,"topics":["dev/+/data"],"unclassified":")" +
+           unclassified + R"(","fields":{"/v":{"category":"m","personal":false},)" +
+           R"("/name":{"category":"c","personal":true,"purpose":"ops",)" + name + "}," +
+           R"("/lat":{"category":"l","personal":true,"purpose":"ops",)" + lat + "}," +
+           R"("/uid":{"category":"i","personal":true,"purpose":"ops",)" + uid + "}}}";
+}
+
+} // namespace
+
+TEST_CASE("after a reload, stored messages are filtered again by the rules in use", "[classifier][schema]") {
+    const std::string keep_all = reloaded_schema(1, "keep", R"("action":"keep")", R"("action":"keep")", R"("action":"keep")");
+    const std::string tightened = reloaded_schema(2, "drop", R"("action":"drop")", R"("action":"generalise","decimals":2)",
+                                                  R"("action":"pseudonymise")");
+    const std::string stored_v1 = R"({"name":"Ann","lat":48.137154,"extra":1,"v":2,"uid":"u-1"})";
+    gdpr::classifier c(definitions_of({keep_all}).schemas, gdpr::unmatched_policy::pass,
+                       std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k')), test_support::test_purposes());
+    // No reload yet: a stored message is what these rules made, and none rests on consent.
+    CHECK_FALSE(c.schemas_replaced());
+    CHECK(c.recheck_stored("dev/1/data", stored_v1).outcome == gdpr::stored_consent::not_checked);
+    // A reload that changes no rule changes nothing for stored messages either.
+    c.replace_definitions(definitions_of({keep_all}));
+    CHECK_FALSE(c.schemas_replaced());
+
+    c.replace_definitions(definitions_of({tightened}));
+    REQUIRE(c.schemas_replaced());
+    auto check = c.recheck_stored("dev/1/data", stored_v1);
+    CHECK(check.outcome == gdpr::stored_consent::reclassified);
+    REQUIRE(check.matched);
+    CHECK(check.matched->tag() == "r@2");
+    // The id kept in clear before is not a pseudonym: it does not go out (nor does a pseudonym made now).
+    CHECK(c.rechecked() == R"({"lat":48.14,"v":2})");
+    // A copy made under the rules in use holds the pseudonym: it goes out as it is.
+    REQUIRE(c.classify("dev/1/data", stored_v1).action == gdpr::publish_action::replace);
+    const std::string stored_v2 = c.filtered();
+    CHECK(stored_v2.find(c.pseudonym_of("u-1")) != std::string::npos);
+    CHECK(c.recheck_stored("dev/1/data", stored_v2).outcome == gdpr::stored_consent::still_given);
+    CHECK(c.recheck_stored("dev/1/data", R"({"lat":48.14,"v":2})").outcome == gdpr::stored_consent::still_given);
+    // The broker keeps a message the filter did not change as it was published, spaces and all.
+    CHECK(c.recheck_stored("dev/1/data", "{ \"lat\": 48.14,\n  \"v\" : 2 }").outcome == gdpr::stored_consent::still_given);
+    CHECK(c.recheck_stored("dev/1/data", "{ \"lat\": 48.14, \"x\": 1 }").outcome == gdpr::stored_consent::reclassified);
+    CHECK(c.rechecked() == R"({"lat":48.14})");
+    CHECK(c.recheck_stored("dev/1/data", "not json").outcome == gdpr::stored_consent::unreadable);
+    CHECK(c.recheck_stored("elsewhere", "not json").outcome == gdpr::stored_consent::not_checked);
+    CHECK(c.recheck_stored("dev/1/data", "").outcome == gdpr::stored_consent::not_checked);
+}
+
+TEST_CASE("a stored pseudonym stays as it is when the rules around it change", "[classifier][schema]") {
+    const std::string v2 = reloaded_schema(2, "drop", R"("action":"drop")", R"("action":"generalise","decimals":2)",
+                                           R"("action":"pseudonymise")");
+    const std::string v3 = reloaded_schema(3, "drop", R"("action":"mask")", R"("action":"generalise","decimals":1)",
+                                           R"("action":"pseudonymise")");
+    gdpr::classifier c(definitions_of({v2}).schemas, gdpr::unmatched_policy::pass,
+                       std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k')), test_support::test_purposes());
+    REQUIRE(c.classify("dev/1/data", R"({"name":"Ann","lat":48.137154,"v":2,"uid":"u-1"})").action ==
+            gdpr::publish_action::replace);
+    const std::string stored = c.filtered();
+    c.replace_definitions(definitions_of({v3}));
+    const auto check = c.recheck_stored("dev/1/data", stored);
+    CHECK(check.outcome == gdpr::stored_consent::reclassified);
+    CHECK(c.rechecked() == R"({"lat":48.1,"v":2,"uid":")" + c.pseudonym_of("u-1") + R"("})");
+}
+
+TEST_CASE("after a reload leaves a topic to no schema, its stored messages follow the unmatched policy",
+          "[classifier][schema]") {
+    const std::string v1 = reloaded_schema(1, "keep", R"("action":"keep")", R"("action":"keep")", R"("action":"keep")");
+    const std::string other = R"({"id":"o","version":1,"topics":["other/#"],"fields":{}})";
+    for (const auto policy : {gdpr::unmatched_policy::deny, gdpr::unmatched_policy::pass}) {
+        gdpr::classifier c(definitions_of({v1, other}).schemas, policy, nullptr, test_support::test_purposes());
+        c.replace_definitions(definitions_of({other}));
+        const auto check = c.recheck_stored("dev/1/data", R"({"name":"Ann"})");
+        CHECK(check.matched == nullptr);
+        CHECK(check.outcome == (policy == gdpr::unmatched_policy::deny ? gdpr::stored_consent::unmatched
+                                                                       : gdpr::stored_consent::not_checked));
+        CHECK(c.loggable_topic("dev/u-7/data") == "dev/u-7/data");  // no schema named a subject there
+        // A topic whose schema the reload left as it was is not checked again, nor one no schema ever had.
+        CHECK(c.recheck_stored("other/x", R"({"a":1})").outcome == gdpr::stored_consent::not_checked);
+        CHECK(c.recheck_stored("nowhere/x", R"({"a":1})").outcome == gdpr::stored_consent::not_checked);
+    }
+}
+
+TEST_CASE("after a reload, consent that a stored message of device-bound subjects was not checked for counts as not given",
+          "[classifier][schema][consent]") {
+    const auto bound = [](int version, const std::string& hr_purpose) {
+        return R"({"id":"b","version":)" + std::to_string(version) +
+               R"(,"topics":["band/+"],"subject":{"binding":"client"},"unclassified":"keep","fields":{)"
+               R"("/hr":{"category":"h","personal":true,"purpose":")" + hr_purpose + R"(","action":"keep"},)"
+               R"("/steps":{"category":"h","personal":true,"purpose":"analytics","action":"keep"},)"
+               R"("/all/*":{"category":"h","personal":true,"purpose":"analytics","action":"keep"},)"
+               R"("/all/first":{"category":"h","personal":true,"purpose":")" + hr_purpose + R"(","action":"keep"}}})";
+    };
+    gdpr::classifier c(definitions_of({bound(1, "ops")}).schemas, gdpr::unmatched_policy::pass, nullptr,
+                       test_support::test_purposes());
+    c.replace_definitions(definitions_of({bound(2, "analytics")}));
+    // /steps rested on consent before too: checked at publish. /hr did not: unknown, so dropped.
+    // Under "/all/*" one member rested on another purpose before: the rule cannot vouch for any.
+    const auto check = c.recheck_stored("band/1", R"({"hr":70,"steps":5,"all":{"first":1,"second":2},"x":1})");
+    CHECK(check.outcome == gdpr::stored_consent::reclassified);
+    CHECK(check.fields_withdrawn == 3);
+    CHECK(c.rechecked() == R"({"steps":5,"all":{},"x":1})");
+}
+
+TEST_CASE("a topic that named its subject keeps the level hidden in logs after a reload hands it elsewhere",
+          "[classifier][schema]") {
+    const std::string named = R"({"id":"w","version":1,"topics":["band/+/vitals"],"subject":{"topicLevel":1},"fields":{}})";
+    const std::string plain = R"({"id":"o","version":1,"topics":["band/#"],"fields":{}})";
+    gdpr::classifier c(definitions_of({named, plain}).schemas, gdpr::unmatched_policy::pass, nullptr,
+                       test_support::test_purposes());
+    CHECK(c.loggable_topic("band/u-41/vitals") == "band/<subject>/vitals");
+    c.replace_definitions(definitions_of({plain}));
+    CHECK(c.loggable_topic("band/u-41/vitals") == "band/<subject>/vitals");
+    CHECK(c.loggable_topic("band/u-41/other") == "band/u-41/other");
+}

@@ -327,6 +327,43 @@ TEST_CASE_METHOD(fixture, "a stored payload loses only what withdrawn consent co
     CHECK(filter.remove_withdrawn(schema, 0, R"({"gps":{"lat":1,)", again).status == filter_status::invalid_json);
 }
 
+TEST_CASE_METHOD(fixture, "a payload stored under other rules is filtered again: removing, masking and generalising twice change nothing",
+                 "[filter][schema]") {
+    const std::string original =
+        R"({"driver_id":"D-7","driver_name":"Ann","phone":"+49 170","gps":{"lat":48.137154,"lon":11.5},)"
+        R"("ts":"2026-12-06T10:11:12Z","speed":3,"extra":1,"readings":[{"hr":70,"at":1700000000123}],"tags":["a","b"]})";
+    REQUIRE(filter.run(schema, ALL_CONSENT, original, out).status == filter_status::ok);
+    const std::string stored = out;
+    std::string again;
+    auto r = filter.refilter_stored(schema, ALL_CONSENT, stored, nullptr, again);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(again == stored);  // the filter's own output is a fixed point: the pseudonym is kept as it is
+
+    // A copy the rules in use never filtered: every rule applies, consent included, and an
+    // identifier stored before it was pseudonymised does not go out (nor does a new pseudonym).
+    r = filter.refilter_stored(schema, 0, original, nullptr, again);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(again == R"({"phone":"***","gps":{},"ts":"2026-12-06T10:11:00Z","speed":3,"readings":[{"at":1699999200000}],"tags":["a"]})");
+    CHECK(r.no_consent == 3);
+    CHECK(r.dropped == 2);               // driver_id, driver_name
+    CHECK(r.unclassified_dropped == 2);  // extra, tags[1]
+    // What has the form of a pseudonym is taken for one.
+    r = filter.refilter_stored(schema, 0, R"({"driver_id":"0123456789abcdef0123456789abcdef","x":1})", nullptr, again);
+    CHECK(again == R"({"driver_id":"0123456789abcdef0123456789abcdef"})");
+    r = filter.refilter_stored(schema, 0, R"({"driver_id":"0123456789ABCDEF0123456789ABCDEF"})", nullptr, again);
+    CHECK(again == "{}");
+
+    // Consent that cannot be known counts as not given, whatever `consented` says.
+    std::vector<bool> unknown(schema.fields.size(), false);
+    for (std::size_t i = 0; i < schema.fields.size(); ++i) unknown[i] = schema.fields[i].pointer == "/gps/lat";
+    r = filter.refilter_stored(schema, ALL_CONSENT, stored, &unknown, again);
+    REQUIRE(r.status == filter_status::ok);
+    CHECK(r.no_consent == 1);
+    CHECK(again.find("\"lat\"") == std::string::npos);
+    CHECK(again.find("\"lon\":11.5") != std::string::npos);
+    CHECK(filter.refilter_stored(schema, 0, R"({"gps":{"lat":1,)", nullptr, again).status == filter_status::invalid_json);
+}
+
 TEST_CASE("an array whose rules name positions keeps them: a removed element before a kept one leaves null",
           "[filter][consent]") {
     const auto s = make_schema(R"({"id":"a","version":1,"topics":["t"],"unclassified":"drop","fields":{

@@ -80,4 +80,18 @@ TEST_CASE("secret files must be private and long enough", "[config]") {
     CHECK_THROWS_WITH(gdpr::read_secret_file("k", shortk, 32), Catch::Contains("holds 8 bytes"));
     CHECK_THROWS_WITH(gdpr::read_secret_file("k", (dir.path() / "missing").string(), 32), Catch::Contains("does not exist"));
     CHECK_THROWS_WITH(gdpr::read_secret_file("k", dir.path().string(), 32), Catch::Contains("not a regular file"));
+    // A named pipe with no writer would block an open: refused without one.
+    const auto pipe = (dir.path() / "pipe.key").string();
+    REQUIRE(::mkfifo(pipe.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(gdpr::read_secret_file("k", pipe, 32), Catch::Contains("not a regular file"));
+    // The wrong file altogether: refused before it is read into memory.
+    const auto huge = dir.write("huge.key", std::string(100 * 1024, 'k'));
+    ::chmod(huge.c_str(), 0600);
+    CHECK_THROWS_WITH(gdpr::read_secret_file("k", huge, 32), Catch::Contains("at most 65536"));
+    // A key longer than any read chunk comes back whole.
+    std::string long_key(10000, '\0');
+    for (std::size_t i = 0; i < long_key.size(); ++i) long_key[i] = static_cast<char>(i * 131 % 251);
+    const auto big = dir.write("big.key", long_key);
+    ::chmod(big.c_str(), 0600);
+    CHECK(std::string_view(gdpr::read_secret_file("k", big, 32)) == long_key);
 }

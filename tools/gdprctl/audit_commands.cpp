@@ -102,16 +102,15 @@ int verify(const std::string& path) {
 int export_subject(const std::string& path, const std::map<std::string, std::string>& flags) {
     if (!flags.count("--subject")) return usage("export needs --subject");
     if (!flags.count("--key-file")) return usage("export needs --key-file (the plugin's audit_key_file)");
-    const auto keys = gdpr::audit_keys::from_file("--key-file", flags.at("--key-file"));
+    const gdpr::wiped_string secret = gdpr::read_secret_file("--key-file", flags.at("--key-file"), 32);
+    const gdpr::audit_keys keys(secret);
     gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
     gdpr::export_options options;
     // The data map seals retained topics that name a subject under the same key file, with keys
     // derived under the plugin option's name.
-    std::string secret = gdpr::read_secret_file("--key-file", flags.at("--key-file"), 32);
     gdpr::topic_sealer topics(secret, "audit_key_file");
-    OPENSSL_cleanse(secret.data(), secret.size());
     options.topic_opener = &topics;
-    std::string doc = gdpr::export_subject(db, *keys, flags.at("--subject"), now_ms(), options);
+    std::string doc = gdpr::export_subject(db, keys, flags.at("--subject"), now_ms(), options);
     struct wipe_on_return {  // GDPR Art. 32: the decrypted document does not outlive its use
         std::string& text;
         ~wipe_on_return() { OPENSSL_cleanse(text.data(), text.size()); }

@@ -16,6 +16,7 @@
 #include "gdpr/plugin_options.hpp"
 #include "gdpr/pseudonymiser.hpp"
 #include "gdpr/schema_loader.hpp"
+#include "gdpr/wiped_memory.hpp"
 
 namespace gdpr {
 
@@ -47,28 +48,35 @@ struct classifier_stats {
     std::uint64_t wills_refused = 0;
     std::uint64_t stored_withdrawn = 0;   // deliveries of stored messages refused: consent withdrawn since
     std::uint64_t stored_unreadable = 0;  // deliveries of stored messages refused: not the JSON the schema describes
+    std::uint64_t stored_schema_changed = 0;  // deliveries of stored messages refused: filtered under rules a reload replaced
 };
 
-// A message stored before now, checked again against today's consent before a delivery.
+// A message stored before now, checked again against today's consent and schemas before a delivery.
 enum class stored_consent : std::uint8_t {
     not_checked,  // no schema, no purpose resting on consent, or the subject cannot be told from
                   // the stored message (device bindings; a subject field the schema removes)
     still_given,  // every field it carries is still covered
     withdrawn,    // some fields' consent has been withdrawn since: rechecked() holds it without them
     unreadable,   // not the JSON the schema describes: nothing can be vouched for
+    reclassified, // filtered under rules a schema reload has replaced since, and the rules in use
+                  // filter it otherwise: rechecked() holds it as they do
+    unmatched,    // a schema reload left its topic to no schema, and unmatched topics are refused
 };
 
 struct stored_check {
     const schema* matched = nullptr;
     stored_consent outcome = stored_consent::not_checked;
-    std::uint32_t fields_withdrawn = 0;  // members rechecked() leaves out
+    std::uint32_t fields_withdrawn = 0;  // members rechecked() leaves out for consent
 };
 
 class classifier {
 public:
     // Loads purposes, schemas and (when needed) the pseudonymisation key named by `options`, and
     // logs a summary. Throws config_error / schema_error naming the option or file at fault.
-    static std::unique_ptr<classifier> load(const plugin_options& options, logger& log);
+    // `pseudonym_key`, when given, receives the key file's bytes, so that other keys derived from
+    // it come from the same read.
+    static std::unique_ptr<classifier> load(const plugin_options& options, logger& log,
+                                            wiped_string* pseudonym_key = nullptr);
 
     classifier(schema_set schemas, unmatched_policy unmatched, std::unique_ptr<pseudonymiser> pseudonyms,
                purpose_registry purposes = {});
@@ -118,21 +126,29 @@ public:
     // consent has been withdrawn since are found again (the subject from the topic level, or from
     // the subject field, kept or pseudonymised; see consent_store::index_pseudonyms). On
     // `withdrawn`, rechecked() holds the message without them until the next call.
+    // GDPR Art. 5(1)(c): on a topic that a schema reload since this classifier was made has given
+    // other rules, a stored message may have been filtered by any of them: it is filtered again by
+    // the rules in use (refilter_stored), and on `reclassified` rechecked() holds the result.
     stored_check recheck_stored(std::string_view topic, std::string_view payload);
     const std::string& rechecked() const { return recheck_out_; }
     // A delivery refused on recheck_stored()'s answer (the caller may answer from a cache).
     void count_stored_refusal(stored_consent outcome) {
         if (outcome == stored_consent::withdrawn) ++stats_.stored_withdrawn;
         if (outcome == stored_consent::unreadable) ++stats_.stored_unreadable;
+        if (outcome == stored_consent::reclassified || outcome == stored_consent::unmatched) ++stats_.stored_schema_changed;
     }
+    // A schema reload has put other rules in use since this classifier was made: stored messages
+    // are then checked against them (recheck_stored), whatever consent says.
+    bool schemas_replaced() const { return !retired_.empty(); }
     // Some schema in use pseudonymises the subject field it takes consent from: recheck_stored()
     // then needs the consent store's pseudonym index.
     bool pseudonymises_consent_subject() const;
     // Some schema in use has a field whose purpose rests on consent.
     bool has_consent_fields() const { return has_consent_fields_; }
 
-    // `topic` as it may appear in a log line: when the matching schema takes the data subject from
-    // a topic level, that level is replaced by "<subject>" (it identifies a person).
+    // `topic` as it may appear in a log line: when the matching schema (or, failing that, one an
+    // earlier schema set routed it to) takes the data subject from a topic level, that level is
+    // replaced by "<subject>" (it identifies a person).
     std::string loggable_topic(std::string_view topic) const;
 
     // The pseudonym subscribers see in place of `subject` where a schema pseudonymises it; "" when
@@ -153,6 +169,8 @@ public:
     // personal_data_in's answer, residency_rules) is invalid from here on; pointers to the
     // schemas of `next` stay valid (its vector moves, its elements do not). The consent store
     // must number consent purposes as `next.purposes` does (consent_store::use_purposes).
+    // When its rules differ, the set in use is kept as an earlier one: stored messages may have
+    // been filtered by it (recheck_stored).
     void replace_definitions(definitions&& next) noexcept;
     // What the schemas in use deserve a warning for (at start and after a reload): consent
     // purposes without a subject, overlapping topic filters.
@@ -162,6 +180,26 @@ public:
     const classifier_stats& stats() const { return stats_; }
 
 private:
+    // How the schema sets in use earlier filtered `topic`, against `current` (the schema in use
+    // for it, or null).
+    struct earlier_filtering {
+        bool otherwise = false;   // some set had other rules for it (or forgotten sets may have)
+        bool had_schema = false;  // some set had a schema for it
+    };
+    // For a `current` whose subjects are bound to the publishing device, also fills
+    // stored_consent_unknown_: per rule resting on consent, whether some earlier set did not
+    // check that consent for the member (a stored message does not say who published it).
+    earlier_filtering filtered_earlier(std::string_view topic, const schema* current);
+    stored_check refilter_stored(std::string_view topic, std::string_view payload, bool had_schema, stored_check c);
+
+    // The schema sets in use earlier in this process, oldest first, at most MAX_RETIRED: stored
+    // messages may have been filtered by any of them. Past that, the oldest are forgotten and
+    // every stored message on a classified topic counts as filtered otherwise.
+    static constexpr std::size_t MAX_RETIRED = 16;
+    std::vector<schema_set> retired_;
+    bool retired_forgotten_ = false;
+    std::vector<bool> stored_consent_unknown_;
+    std::string canonical_;  // a stored message as filtering it with nothing to change writes it
     schema_set schemas_;
     purpose_registry purposes_;
     unmatched_policy unmatched_;

@@ -72,6 +72,16 @@ public:
     filter_result remove_withdrawn(const schema& rules, std::uint64_t consented, std::string_view stored,
                                    std::string& out) const;
 
+    // A payload forwarded earlier under other rules (before a schema reload) checked again before
+    // the broker delivers it: filtered by `rules` as a publish would be; removing, masking and
+    // generalising again change nothing where they were done before. A member under a
+    // "pseudonymise" rule is copied as it is when it is a string of pseudonym form (32 lowercase
+    // hex digits), else removed (counted in dropped): it was stored before the rule applied.
+    // `consent_unknown`, when given, has one entry per rule: true where whether the subject
+    // consented cannot be known (counted as not given). GDPR Art. 5(1)(c).
+    filter_result refilter_stored(const schema& rules, std::uint64_t consented, std::string_view stored,
+                                  const std::vector<bool>* consent_unknown, std::string& out) const;
+
     // Finds the scalar at `tokens` (an object/array path without wildcards) in `payload` and
     // stores it in `value`: strings unescaped, numbers and booleans as written. Returns false when
     // the payload is not valid JSON up to that point, the path is absent, or the value is null,

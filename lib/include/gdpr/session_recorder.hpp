@@ -50,9 +50,10 @@ public:
                  std::size_t original_size, const publish_verdict& verdict, std::string_view forwarded,
                  const void* forwarded_identity);
     // After classify_will(): a will message, sent as it is or refused, recorded as a publish with
-    // "will": true. Deliveries of it are not tied to it (the broker stores it anew).
+    // "will": true. The broker stores a will anew before delivering it: `identity` is what the
+    // caller passes as delivery()'s `payload` for its deliveries.
     void will(std::int64_t session, std::string_view client_id, std::string_view topic, int qos, bool retain,
-              const publish_verdict& verdict, std::string_view payload);
+              const publish_verdict& verdict, std::string_view payload, const void* identity = nullptr);
     bool records_delivery(bool refused) const {
         return deliveries_ == delivery_recording::all || (refused && deliveries_ == delivery_recording::refusals);
     }

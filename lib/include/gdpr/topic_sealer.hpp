@@ -28,10 +28,6 @@ public:
     topic_sealer(const topic_sealer&) = delete;
     topic_sealer& operator=(const topic_sealer&) = delete;
 
-    // Reads the key file named by plugin option `option` (checked like every key file: see
-    // read_secret_file) and derives the keys from it.
-    static std::unique_ptr<topic_sealer> from_key_file(const std::string& option, const std::string& path);
-
     // PREFIX followed by the hex of nonce || ciphertext || tag. Not for two threads at once: the
     // cipher context is reused.
     std::string seal(std::string_view topic);
