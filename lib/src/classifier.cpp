@@ -1,6 +1,7 @@
 #include "gdpr/classifier.hpp"
 
 #include <algorithm>
+#include <tuple>
 
 #include "gdpr/errors.hpp"
 #include "gdpr/field_path.hpp"
@@ -59,12 +60,23 @@ bool any_consent_fields(const schema_set& set) {
 } // namespace
 
 namespace {
-// The same schemas (by id, version and rules), whatever their order.
+// Which rules rest on consent: purposes.json may change that without a schema edit.
+std::string consent_signature(const schema& s) {
+    std::string sig;
+    for (const auto& rule : s.fields) sig.push_back(rule.consent_bit >= 0 ? 'c' : '-');
+    return sig;
+}
+
+bool same_rules(const schema& a, const schema& b) {
+    return a.tag() == b.tag() && a.content_hash == b.content_hash && consent_signature(a) == consent_signature(b);
+}
+
+// The same schemas (by id, version, rules and the purposes that need consent), whatever their order.
 bool same_rules(const schema_set& a, const schema_set& b) {
     if (a.schemas.size() != b.schemas.size()) return false;
-    std::vector<std::pair<std::string_view, std::size_t>> x, y;
-    for (const auto& s : a.schemas) x.emplace_back(s.tag(), s.content_hash);
-    for (const auto& s : b.schemas) y.emplace_back(s.tag(), s.content_hash);
+    std::vector<std::tuple<std::string_view, std::size_t, std::string>> x, y;
+    for (const auto& s : a.schemas) x.emplace_back(s.tag(), s.content_hash, consent_signature(s));
+    for (const auto& s : b.schemas) y.emplace_back(s.tag(), s.content_hash, consent_signature(s));
     std::sort(x.begin(), x.end());
     std::sort(y.begin(), y.end());
     return x == y;
@@ -219,26 +231,44 @@ bool governed_everywhere(const schema& s, std::int32_t node, const std::vector<s
     const std::int32_t child = s.tree.child(node, tokens[at]);
     return child != field_tree::NONE && governed_everywhere(s, child, tokens, at + 1, ok);
 }
+
+bool same_subject(const subject_source& a, const subject_source& b) {
+    return a.kind == b.kind && a.pointer == b.pointer && a.topic_level == b.topic_level;
+}
+
+// The stored message names its subject where the schema in use keeps it there: a topic level, or
+// the subject field kept or pseudonymised.
+bool subject_in_stored_copy(const schema& s) {
+    if (s.subject.kind == subject_kind::topic_level) return true;
+    if (s.subject.kind != subject_kind::field) return false;
+    const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
+    const field_action action = rule ? rule->action : (s.unclassified == unclassified_policy::keep ? field_action::keep
+                                                                                                 : field_action::drop);
+    return action == field_action::keep || action == field_action::pseudonymise;
+}
 } // namespace
 
 classifier::earlier_filtering classifier::filtered_earlier(std::string_view topic, const schema* current) {
     earlier_filtering f;
-    f.otherwise = retired_forgotten_ && current;
-    const bool bound = current && current->needs_consent && current->subject.kind == subject_kind::binding;
-    if (bound) stored_consent_unknown_.assign(current->fields.size(), retired_forgotten_);
+    // Forgotten sets may have had any rules, or a schema for any topic but the broker's own.
+    f.otherwise = retired_forgotten_;
+    f.had_schema = retired_forgotten_ && !topic.empty() && topic.front() != '$';
+    const bool vouched = current && current->needs_consent && !subject_in_stored_copy(*current);
+    if (vouched) stored_consent_unknown_.assign(current->fields.size(), retired_forgotten_);
     field_path path;
     for (const auto& earlier : retired_) {
         const schema* then = earlier.route(topic);
         f.had_schema = f.had_schema || then;
         if (then == current) continue;  // both null
-        if (then && current && then->tag() == current->tag() && then->content_hash == current->content_hash) continue;
+        if (then && current && same_rules(*then, *current)) continue;
         f.otherwise = true;
-        if (!bound) continue;
+        if (!vouched) continue;
         for (std::size_t i = 0; i < current->fields.size(); ++i) {
             const field_rule& rule = current->fields[i];
             if (rule.consent_bit < 0 || stored_consent_unknown_[i]) continue;
-            // Checked at publish only if the rules then made the member rest on the same purpose.
-            const bool checked = then && then->subject.kind == subject_kind::binding &&
+            // Checked at publish only if the rules then took the subject from the same place and
+            // made the member rest on the same purpose.
+            const bool checked = then && same_subject(then->subject, current->subject) &&
                                  parse_field_path(rule.pointer, path).empty() &&
                                  governed_everywhere(*then, 0, path.tokens, 0, [&](const field_rule& r) {
                                      return r.consent_bit >= 0 && r.purpose == rule.purpose;
@@ -258,22 +288,22 @@ stored_check classifier::refilter_stored(std::string_view topic, std::string_vie
     }
     const schema& s = *c.matched;
     // Consent as at publish: the subject read from the stored message (its identifier, or its
-    // pseudonym: either is found); none found, none given. Subjects bound to the publishing device
-    // cannot be told from a stored message: what the rules then checked stands, the rest counts as
-    // not given.
+    // pseudonym: either is found); none found, none given. Where the schema in use leaves no
+    // subject in a stored message (bound to the publishing device, or a subject field it removes),
+    // what the rules then checked stands, and the rest counts as not given.
     std::uint64_t consented = ~std::uint64_t{0};
-    const bool bound = s.subject.kind == subject_kind::binding;
-    if (!bound) {
+    const bool vouched = s.needs_consent && !subject_in_stored_copy(s);
+    if (!vouched) {
         consented = 0;
-        const auto subjects = s.subject.kind == subject_kind::none ? std::vector<std::string>{} : subjects_of(s, topic, payload, {});
+        const auto subjects = subjects_of(s, topic, payload, {});
         if (consent_ && !subjects.empty()) {
             consented = consent_->granted_mask(subjects[0]);
             if (consented == 0 && s.subject.kind == subject_kind::field && consent_->indexes_pseudonyms())
                 consented = consent_->granted_mask_by_pseudonym(subjects[0]);
         }
     }
-    const filter_result r = filter_.refilter_stored(s, consented, payload,
-                                                    bound && s.needs_consent ? &stored_consent_unknown_ : nullptr, recheck_out_);
+    const filter_result r =
+        filter_.refilter_stored(s, consented, payload, vouched ? &stored_consent_unknown_ : nullptr, recheck_out_);
     if (r.status != filter_status::ok) {
         c.outcome = stored_consent::unreadable;
         return c;
@@ -300,16 +330,12 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
     }
     if (!c.matched || !c.matched->needs_consent || !consent_) return c;
     const schema& s = *c.matched;
-    // The broker does not say who published a stored message, so bound subjects are unknown.
-    if (s.subject.kind != subject_kind::topic_level && s.subject.kind != subject_kind::field) return c;
-    bool by_pseudonym = false;
-    if (s.subject.kind == subject_kind::field) {
-        const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
-        const field_action action = rule ? rule->action : (s.unclassified == unclassified_policy::keep ? field_action::keep
-                                                                                                     : field_action::drop);
-        if (action != field_action::keep && action != field_action::pseudonymise) return c;  // not in the stored copy
-        by_pseudonym = action == field_action::pseudonymise;
-    }
+    // The broker does not say who published a stored message, so bound subjects are unknown, and
+    // a subject field the schema removes is not in the stored copy.
+    if (!subject_in_stored_copy(s)) return c;
+    const field_rule* subject_rule =
+        s.subject.kind == subject_kind::field ? rule_at(s, s.subject.pointer_tokens) : nullptr;
+    const bool by_pseudonym = subject_rule && subject_rule->action == field_action::pseudonymise;
     // No subject in the stored copy leaves the mask at 0: no known subject, no consent (as at publish).
     std::uint64_t consented = 0;
     const auto subjects = subjects_of(s, topic, payload, {});

@@ -563,7 +563,9 @@ private:
         const char* start = p_;
         const char lead = *p_;
         if (!skip_value(depth)) return false;
-        if (kind_ != pass_kind::publish && lead == 'n') {  // carries nothing; may hold a removed element's position
+        // Null carries nothing; an array element may hold a removed element's position. A stored
+        // member filtered by other rules still has its key to answer for.
+        if (lead == 'n' && (kind_ == pass_kind::stored_same_rules || (kind_ == pass_kind::stored_other_rules && key_raw.empty()))) {
             keep(first, key_raw, start);
             return true;
         }

@@ -495,3 +495,67 @@ TEST_CASE("a topic that named its subject keeps the level hidden in logs after a
     CHECK(c.loggable_topic("band/u-41/vitals") == "band/<subject>/vitals");
     CHECK(c.loggable_topic("band/u-41/other") == "band/u-41/other");
 }
+
+TEST_CASE("after a reload, consent checked at publish stands where stored messages cannot name their subject",
+          "[classifier][schema][consent]") {
+    // The subject field is dropped before delivery: a stored message does not say whose it is.
+    const auto dropped_subject = [](int version, const std::string& extra) {
+        return R"({"id":"d","version":)" + std::to_string(version) +
+               R"(,"topics":["d/+"],"subject":{"field":"/id"},"fields":{)"
+               R"("/id":{"category":"i","personal":true,"purpose":"ops","action":"drop"},)"
+               R"("/loc":{"category":"l","personal":true,"purpose":"analytics","action":"keep"})" + extra + "}}";
+    };
+    gdpr::classifier c(definitions_of({dropped_subject(1, "")}).schemas, gdpr::unmatched_policy::pass, nullptr,
+                       test_support::test_purposes());
+    c.replace_definitions(definitions_of({dropped_subject(2, R"(,"/v":{"category":"m","personal":false})")}));
+    CHECK(c.recheck_stored("d/1", R"({"loc":1,"v":2})").outcome == gdpr::stored_consent::still_given);
+    CHECK(c.recheck_stored("d/1", R"({"loc":1,"w":2})").outcome == gdpr::stored_consent::reclassified);
+    CHECK(c.rechecked() == R"({"loc":1})");
+}
+
+TEST_CASE("a reload that only moves a purpose to consent counts as other rules for stored messages",
+          "[classifier][schema][consent]") {
+    const std::string bound = R"({"id":"b","version":1,"topics":["band/+"],"subject":{"binding":"client"},"fields":{
+        "/hr":{"category":"h","personal":true,"purpose":"ops","action":"keep"}}})";
+    gdpr::purpose_registry consent_ops;
+    consent_ops.add({"ops", gdpr::lawful_basis::consent, ""});
+    consent_ops.add({"analytics", gdpr::lawful_basis::consent, ""});
+    gdpr::classifier c(definitions_of({bound}).schemas, gdpr::unmatched_policy::pass, nullptr, test_support::test_purposes());
+    gdpr::classifier::definitions next;
+    next.purposes = consent_ops;
+    next.schemas.schemas.push_back(gdpr::parse_schema(bound, "b.json", consent_ops));
+    next.schemas.router.add("band/+", 0);
+    c.replace_definitions(std::move(next));
+    REQUIRE(c.schemas_replaced());
+    // Published when /hr needed no consent: nobody checked it.
+    CHECK(c.recheck_stored("band/1", R"({"hr":70})").outcome == gdpr::stored_consent::reclassified);
+    CHECK(c.rechecked() == "{}");
+}
+
+TEST_CASE("after a reload, a null member under a rule that drops it does not keep its key",
+          "[classifier][schema]") {
+    const std::string open = R"({"id":"n","version":1,"topics":["n/+"],"unclassified":"keep","fields":{}})";
+    const std::string closed = R"({"id":"n","version":2,"topics":["n/+"],"unclassified":"keep","fields":{
+        "/contacts/*":{"category":"c","personal":true,"purpose":"ops","action":"drop"}}})";
+    gdpr::classifier c(definitions_of({open}).schemas, gdpr::unmatched_policy::pass, nullptr, test_support::test_purposes());
+    c.replace_definitions(definitions_of({closed}));
+    CHECK(c.recheck_stored("n/1", R"({"contacts":{"Ann Smith":null},"v":1})").outcome == gdpr::stored_consent::reclassified);
+    CHECK(c.rechecked() == R"({"contacts":{},"v":1})");
+    CHECK(c.recheck_stored("n/1", R"({"list":[null,1],"v":1})").outcome == gdpr::stored_consent::still_given);
+}
+
+TEST_CASE("past the schema sets kept, every stored message on a classified topic is filtered again",
+          "[classifier][schema]") {
+    const auto version = [](int v) {
+        return R"({"id":"f","version":)" + std::to_string(v) + R"(,"topics":["f/+"],"unclassified":"drop","fields":{
+            "/v":{"category":"m","personal":false}}})";
+    };
+    gdpr::classifier c(definitions_of({version(1)}).schemas, gdpr::unmatched_policy::deny, nullptr,
+                       test_support::test_purposes());
+    for (int v = 2; v <= 18; ++v) c.replace_definitions(definitions_of({version(v)}));
+    // Version 1 is forgotten: it may have had other rules for any topic.
+    CHECK(c.recheck_stored("f/1", R"({"v":1,"x":2})").outcome == gdpr::stored_consent::reclassified);
+    CHECK(c.recheck_stored("f/1", R"({"v":1})").outcome == gdpr::stored_consent::still_given);
+    CHECK(c.recheck_stored("g/1", R"({"v":1})").outcome == gdpr::stored_consent::unmatched);
+    CHECK(c.recheck_stored("$SYS/broker/uptime", "12 seconds").outcome == gdpr::stored_consent::not_checked);
+}
