@@ -46,7 +46,6 @@ struct plugin_context {
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
     std::size_t provisional_marks = 0;
     std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop
-    std::chrono::steady_clock::time_point last_mark_sweep{};
     std::chrono::steady_clock::time_point last_retry{};
 
     // Session recording; both null when recording is off.

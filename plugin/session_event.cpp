@@ -122,16 +122,9 @@ int on_tick(int, void*, void* userdata) {
     } catch (...) {
         log_internal_error(ctx, "while finishing background work", nullptr);
     }
-    // Marks of connections before MQTT v5 are done with once their pass is over (no will waits):
-    // swept now and then, so that without observed logins they do not pile up.
-    const auto now = std::chrono::steady_clock::now();
-    const bool sweep = now - ctx.last_mark_sweep >= std::chrono::seconds(1);
-    if (ctx.provisional_marks == 0 && !sweep) return MOSQ_ERR_SUCCESS;
-    if (sweep) ctx.last_mark_sweep = now;
+    if (ctx.provisional_marks == 0) return MOSQ_ERR_SUCCESS;
     for (auto it = ctx.ending.begin(); it != ctx.ending.end();) {
-        const ending_connection& mark = it->second;
-        const bool done = mark.provisional || (sweep && !mark.may_delay_will && mark.tick != ctx.ticks);
-        it = done ? ctx.ending.erase(it) : std::next(it);
+        it = it->second.provisional ? ctx.ending.erase(it) : std::next(it);
     }
     ctx.provisional_marks = 0;
     return MOSQ_ERR_SUCCESS;

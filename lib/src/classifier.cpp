@@ -191,10 +191,13 @@ std::vector<std::string> classifier::subjects_of(const schema& s, std::string_vi
 }
 
 namespace {
-// The rule that covers the member at `tokens`, wildcards included; null when none does.
+// The rule that covers the member at `tokens`, wildcards included: the first on the way down (a
+// rule on an enclosing value covers all of it, as the payload filter applies it); null when none does.
 const field_rule* rule_at(const schema& s, const std::vector<std::string>& tokens) {
     std::int32_t node = 0;
     for (const auto& token : tokens) {
+        if (const std::int32_t rule = s.tree.nodes[static_cast<std::size_t>(node)].rule; rule != field_tree::NONE)
+            return &s.fields[static_cast<std::size_t>(rule)];
         node = s.tree.child(node, token);
         if (node == field_tree::NONE) return nullptr;
     }

@@ -588,7 +588,7 @@ private:
                 ++res_.personal_forwarded;
             return true;
         }
-        if (kind_ == pass_kind::stored_other_rules && rule.action == field_action::pseudonymise) {
+        if (kind_ == pass_kind::stored_other_rules && rule.action == field_action::pseudonymise && lead != 'n') {
             // Stored before the member was pseudonymised: an identifier, which may not go out, and
             // whose pseudonym made now could not be told from one made then.
             ++res_.dropped;

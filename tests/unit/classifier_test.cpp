@@ -559,3 +559,29 @@ TEST_CASE("past the schema sets kept, every stored message on a classified topic
     CHECK(c.recheck_stored("g/1", R"({"v":1})").outcome == gdpr::stored_consent::unmatched);
     CHECK(c.recheck_stored("$SYS/broker/uptime", "12 seconds").outcome == gdpr::stored_consent::not_checked);
 }
+
+TEST_CASE("a null stays null under a rule that pseudonymises, also when a stored message is filtered again",
+          "[classifier][schema]") {
+    const auto version = [](int v) {
+        return R"({"id":"p","version":)" + std::to_string(v) + R"(,"topics":["p/+"],"fields":{
+            "/id":{"category":"i","personal":true,"purpose":"ops","action":"pseudonymise"},
+            "/v":{"category":"m","personal":false}}})";
+    };
+    gdpr::classifier c(definitions_of({version(1)}).schemas, gdpr::unmatched_policy::pass,
+                       std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k')), test_support::test_purposes());
+    REQUIRE(c.classify("p/1", R"({"id":null,"v":1})").action != gdpr::publish_action::deny);
+    c.replace_definitions(definitions_of({version(2)}));
+    CHECK(c.recheck_stored("p/1", R"({"id":null,"v":1})").outcome == gdpr::stored_consent::still_given);
+}
+
+TEST_CASE_METHOD(consent_fixture, "a subject field under a rule on an enclosing value is governed by that rule",
+                 "[classifier][consent]") {
+    const std::string enclosed = R"({"id":"e","version":1,"topics":["e/+"],"subject":{"field":"/user/id"},
+        "unclassified":"keep","fields":{
+        "/user":{"category":"i","personal":true,"purpose":"ops","action":"drop"},
+        "/loc":{"category":"l","personal":true,"purpose":"analytics","action":"keep"}}})";
+    gdpr::classifier c(definitions_of({enclosed}).schemas, gdpr::unmatched_policy::pass, nullptr, test_support::test_purposes());
+    c.attach_consent(store.get());
+    // The subject never reaches a stored message: it is not checked again (as for device bindings).
+    CHECK(c.recheck_stored("e/1", R"({"loc":1})").outcome == gdpr::stored_consent::not_checked);
+}
