@@ -179,6 +179,11 @@ echo
 echo "=== The consent history an auditor can ask for:"
 ctl consent get D-1234
 
+# The vehicle parks and retains its state: version 3 masks the phone number in the stored message.
+mosquitto_pub -h 127.0.0.1 -p "$gdpr_port" -V 5 -q 1 -i vehicle-v17 -r -t fleet/acme/vehicle/v17/telemetry \
+  -m '{"driver_id":"D-1234","phone":"+49 170 1234567","speed":0,"ts":"2026-11-23T16:44:30Z"}'
+sleep 0.3
+
 echo
 echo "=== The data protection officer decides that drivers' phone numbers must not reach subscribers at"
 echo "    all: vehicle-telemetry becomes version 4 (phone dropped, no longer masked), and declares a new"
@@ -200,6 +205,11 @@ ctl schemas reload
 publish fleet/acme/vehicle/v17/telemetry \
   '{"driver_id":"D-1234","phone":"+49 170 1234567","speed":28.5,"ts":"2026-11-23T16:44:55.250Z"}' vehicle-v17
 sleep 0.5
+echo
+echo "=== The message the broker retained under version 3 (phone masked) follows version 4 too: a"
+echo "    dashboard that subscribes now gets it without the phone (GDPR Art. 5(1)(c)):"
+mosquitto_sub -h 127.0.0.1 -p "$gdpr_port" -V 5 -i later-dashboard -t fleet/acme/vehicle/v17/telemetry -C 1 -W 5 \
+  -F '    %t  %p  %P' || echo "    (nothing received)"
 
 echo
 echo "=== An edit of purposes.json would move route analytics off consent, so drivers' positions would"
