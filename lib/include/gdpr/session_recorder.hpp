@@ -53,7 +53,7 @@ public:
     // "will": true. The broker stores a will anew before delivering it: `identity` is what the
     // caller passes as delivery()'s `payload` for its deliveries.
     void will(std::int64_t session, std::string_view client_id, std::string_view topic, int qos, bool retain,
-              const publish_verdict& verdict, std::string_view payload, const void* identity = nullptr);
+              const publish_verdict& verdict, std::string_view payload, const void* identity);
     bool records_delivery(bool refused) const {
         return deliveries_ == delivery_recording::all || (refused && deliveries_ == delivery_recording::refusals);
     }
