@@ -311,6 +311,14 @@ PY
 ctl schemas reload
 
 echo
+echo "=== The record of processing activities (GDPR Art. 30) the data protection officer keeps, as the"
+echo "    broker enforces it now (gdprctl processing-record; here the vehicle telemetry and what to review):"
+echo "  \$ gdprctl processing-record"
+"$gdprctl" --port "$gdpr_port" --client-id demo-operator processing-record > "$run/processing-record.txt"
+sed -E -n '/^  vehicle-telemetry@/,/^(  [a-z]|$)/p' "$run/processing-record.txt" | sed '$d' | sed 's/^/  /'
+sed -n '/^For review/,$p' "$run/processing-record.txt" | sed 's/^/    /'
+
+echo
 echo "=== Erasure (GDPR Art. 17): 20 vans of fleet 'acme', all driven by D-4242, publish telemetry; a"
 echo "    dashboard subscribes to it. van-3 then goes offline for 3 s; van-5 will never answer; and this"
 echo "    demo's own mosquitto_sub received the data too, but cannot answer an erase command."

@@ -58,6 +58,13 @@ void open_consent_store(plugin_context& ctx) {
     ctx.operators = gdpr::named_clients{ctx.options.operator_usernames, ctx.options.operator_client_ids,
                                         ctx.options.operator_cert_cns};
     ctx.control = std::make_unique<gdpr::control_api>(*ctx.engine, *ctx.consent, ctx.engine->purposes(), ctx.operators, ctx.log);
+    gdpr::processing_safeguards safeguards;
+    safeguards.unmatched = ctx.options.unmatched;
+    safeguards.pseudonym_key = !ctx.options.pseudonym_key_file.empty();
+    safeguards.audit_trail = !ctx.options.audit_key_file.empty();
+    safeguards.record_deliveries = ctx.options.record_deliveries;
+    safeguards.default_retention_days = ctx.options.retention_days;
+    ctx.control->attach_safeguards(safeguards);
     ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +
                    " subjects with consent, " + std::to_string(ctx.consent->binding_count()) + " device bindings" +
                    (ctx.consent->held_grants() ? ", " + std::to_string(ctx.consent->held_grants()) +

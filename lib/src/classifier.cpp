@@ -194,26 +194,10 @@ std::vector<std::string> classifier::subjects_of(const schema& s, std::string_vi
     return subjects;
 }
 
-namespace {
-// The rule that covers the member at `tokens`, wildcards included: the first on the way down (a
-// rule on an enclosing value covers all of it, as the payload filter applies it); null when none does.
-const field_rule* rule_at(const schema& s, const std::vector<std::string>& tokens) {
-    std::int32_t node = 0;
-    for (const auto& token : tokens) {
-        if (const std::int32_t rule = s.tree.nodes[static_cast<std::size_t>(node)].rule; rule != field_tree::NONE)
-            return &s.fields[static_cast<std::size_t>(rule)];
-        node = s.tree.child(node, token);
-        if (node == field_tree::NONE) return nullptr;
-    }
-    const std::int32_t rule = s.tree.nodes[static_cast<std::size_t>(node)].rule;
-    return rule == field_tree::NONE ? nullptr : &s.fields[static_cast<std::size_t>(rule)];
-}
-} // namespace
-
 bool classifier::pseudonymises_consent_subject() const {
     for (const auto& s : schemas_.schemas) {
         if (!s.needs_consent || s.subject.kind != subject_kind::field) continue;
-        const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
+        const field_rule* rule = rule_covering(s, s.subject.pointer_tokens);
         if (rule && rule->action == field_action::pseudonymise) return true;
     }
     return false;
@@ -248,7 +232,7 @@ bool same_subject(const subject_source& a, const subject_source& b) {
 bool subject_in_stored_copy(const schema& s) {
     if (s.subject.kind == subject_kind::topic_level) return true;
     if (s.subject.kind != subject_kind::field) return false;
-    const field_rule* rule = rule_at(s, s.subject.pointer_tokens);
+    const field_rule* rule = rule_covering(s, s.subject.pointer_tokens);
     const field_action action = rule ? rule->action : (s.unclassified == unclassified_policy::keep ? field_action::keep
                                                                                                  : field_action::drop);
     return action == field_action::keep || action == field_action::pseudonymise;
@@ -341,7 +325,7 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
     // a subject field the schema removes is not in the stored copy.
     if (!subject_in_stored_copy(s)) return c;
     const field_rule* subject_rule =
-        s.subject.kind == subject_kind::field ? rule_at(s, s.subject.pointer_tokens) : nullptr;
+        s.subject.kind == subject_kind::field ? rule_covering(s, s.subject.pointer_tokens) : nullptr;
     const bool by_pseudonym = subject_rule && subject_rule->action == field_action::pseudonymise;
     // No subject in the stored copy leaves the mask at 0: no known subject, no consent (as at publish).
     std::uint64_t consented = 0;

@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include "gdpr/audit_reader.hpp"
+#include "gdpr/processing_record.hpp"
 
 namespace gdpr {
 
@@ -24,6 +25,14 @@ std::string format_utc_ms(std::int64_t ms) {
     std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms % 1000));
     return std::string(buf, n) + frac;
 }
+
+namespace {
+
+// An answer can quote text the broker read from files or payloads (file names, parse errors):
+// bytes that are not UTF-8 are replaced rather than losing the whole answer.
+std::string text_of(const json& answer) { return answer.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+} // namespace
 
 std::string named_clients::identify(const requester& r) const {
     auto listed = [](const std::vector<std::string>& names, const std::string& name) {
@@ -185,7 +194,7 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     auto pending = std::make_shared<pending_reply>();
     pending->reply = std::move(reply);
     auto single_error = [&](const std::string& message) {
-        pending->reply(json{{"responses", json::array({json{{"command", ""}, {"error", message}}})}}.dump(),
+        pending->reply(text_of(json{{"responses", json::array({json{{"command", ""}, {"error", message}}})}}),
                        {{std::string(), false}});
     };
 
@@ -243,7 +252,7 @@ void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
     for (const auto& r : pending->responses)
         outcomes.emplace_back(r.value("command", std::string()), !r.contains("error"));
     if (pending->export_index == SIZE_MAX) {
-        pending->reply(json{{"responses", std::move(pending->responses)}}.dump(), outcomes);
+        pending->reply(text_of(json{{"responses", std::move(pending->responses)}}), outcomes);
         return;
     }
     // {"responses":[..., {<the export's response>,"data":<export text>}, ...]} without parsing
@@ -252,7 +261,7 @@ void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
     std::vector<std::string> parts;
     parts.reserve(pending->responses.size());
     std::size_t total = 16 + pending->export_data.size();
-    for (const auto& r : pending->responses) total += (parts.emplace_back(r.dump())).size() + 10;
+    for (const auto& r : pending->responses) total += (parts.emplace_back(text_of(r))).size() + 10;
     std::string text;
     text.reserve(total);
     text = "{\"responses\":[";
@@ -381,6 +390,12 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             json list = json::array();
             for (const auto& b : store_.bindings(client_id, subject)) list.push_back(binding_json(b));
             response["data"] = json{{"bindings", list}};
+            pending->responses[i] = response;
+            return true;
+        } else if (name == "describeProcessing") {
+            only_arguments(cmd, {});  // GDPR Art. 30(1): what this broker enforces now
+            const residency_rules* rules = residency_ ? &residency_->rules() : nullptr;
+            response["data"] = processing_record(engine_.schemas(), engine_.purposes(), rules, &safeguards_);
             pending->responses[i] = response;
             return true;
         } else if (name == "getStats") {
@@ -515,7 +530,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
         } else {
             throw command_error("unknown command \"" + name +
                                 "\" (known: setConsent, getConsent, bindDevice, unbindDevice, listBindings, getStats, "
-                                "eraseSubject, getErasure, listErasures, exportSubject, reloadSchemas)");
+                                "eraseSubject, getErasure, listErasures, exportSubject, reloadSchemas, describeProcessing)");
         }
     } catch (const command_error& e) {
         return fail(e.what());

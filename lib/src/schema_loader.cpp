@@ -33,6 +33,18 @@ std::string_view to_string(field_action a) {
     return "?";
 }
 
+const field_rule* rule_covering(const schema& s, const std::vector<std::string>& tokens) {
+    std::int32_t node = 0;
+    for (const auto& token : tokens) {
+        if (const std::int32_t rule = s.tree.nodes[static_cast<std::size_t>(node)].rule; rule != field_tree::NONE)
+            return &s.fields[static_cast<std::size_t>(rule)];
+        node = s.tree.child(node, token);
+        if (node == field_tree::NONE) return nullptr;
+    }
+    const std::int32_t rule = s.tree.nodes[static_cast<std::size_t>(node)].rule;
+    return rule == field_tree::NONE ? nullptr : &s.fields[static_cast<std::size_t>(rule)];
+}
+
 std::string_view to_string(time_unit u) {
     switch (u) {
     case time_unit::second: return "second";

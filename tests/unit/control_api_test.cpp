@@ -416,3 +416,24 @@ TEST_CASE_METHOD(api_fixture, "consent held for a purpose no longer declared is 
     REQUIRE(history.size() == 2);
     CHECK_FALSE(history[1]["granted"].get<bool>());
 }
+
+TEST_CASE("describeProcessing answers even when a schema's file name is not UTF-8", "[control][processing]") {
+    test_support::temp_dir dir;
+    gdpr::purpose_registry reg;
+    reg.add({"ops", gdpr::lawful_basis::contract, ""});
+    gdpr::schema_set set;
+    set.schemas.push_back(gdpr::parse_schema(R"({"id":"s","version":1,"topics":["t/+"],"retentionDays":1,
+        "fields":{"/a":{"category":"identifier","personal":true,"purpose":"ops","action":"keep"}}})",
+                                             "caf\xe9.json", reg));  // a Latin-1 name from the directory listing
+    set.router.add("t/+", 0);
+    gdpr::classifier engine(std::move(set), gdpr::unmatched_policy::pass, nullptr, reg);
+    auto store = gdpr::consent_store::open((dir.path() / "gdpr.db").string(), reg);
+    gdpr::logger log{[](gdpr::log_level, std::string_view) {}};
+    gdpr::control_api api(engine, *store, engine.purposes(), gdpr::named_clients{{}, {"op-1"}, {}}, log);
+    std::string reply;
+    api.handle(gdpr::requester{"op-1", "", ""}, R"({"commands":[{"command":"describeProcessing"}]})",
+               [&](const std::string& r, const gdpr::control_api::command_outcomes&) { reply = r; });
+    REQUIRE_FALSE(reply.empty());
+    const json answer = json::parse(reply);
+    CHECK(answer["responses"][0]["data"]["activities"][0]["file"] == "caf\xef\xbf\xbd.json");  // U+FFFD
+}

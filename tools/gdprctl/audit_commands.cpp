@@ -1,9 +1,10 @@
-// Offline audit commands: they read the plugin's database directly (read-only), with or without
-// the broker running.
+// Offline commands: they read the plugin's database directly (read-only), with or without the
+// broker running, or the definition files.
 //
 //   gdprctl verify <db>                                  exit 0 intact, 6 broken, 7 intact with declared gaps
 //   gdprctl export <db> --subject S --key-file K [--output FILE]    GDPR Art. 15, 20
 //   gdprctl report <db> [--json]
+//   gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]   GDPR Art. 30
 #include "audit_commands.hpp"
 
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
@@ -22,6 +24,9 @@
 #include "gdpr/audit_crypto.hpp"
 #include "gdpr/audit_reader.hpp"
 #include "gdpr/errors.hpp"
+#include "gdpr/processing_record.hpp"
+#include "gdpr/residency.hpp"
+#include "gdpr/schema_loader.hpp"
 #include "gdpr/secret_file.hpp"
 
 namespace gdprctl {
@@ -43,7 +48,8 @@ int usage(const std::string& problem) {
     std::cerr << "gdprctl: " << problem << "\n\n"
               << "usage: gdprctl verify <database>\n"
                  "       gdprctl export <database> --subject SUBJECT --key-file FILE [--output FILE]\n"
-                 "       gdprctl report <database> [--json]\n";
+                 "       gdprctl report <database> [--json]\n"
+                 "       gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]\n";
     return EXIT_USAGE;
 }
 
@@ -157,13 +163,32 @@ int report(const std::string& path, const std::map<std::string, std::string>& fl
 
 } // namespace
 
+// GDPR Art. 30(1): the record the definition files describe, before they are put in use.
+int processing_record(const std::vector<std::string>& args) {
+    std::map<std::string, std::string> flags;
+    std::string problem;
+    if (!parse_flags(args, 1, {"--schemas", "--purposes", "--residency"}, {"--json"}, flags, problem)) return usage(problem);
+    const std::string dir = flags["--schemas"];
+    if (dir.empty()) return usage("processing-record needs --schemas DIR");
+    gdpr::check_schema_directory(dir);
+    const std::string purposes_file = flags.count("--purposes") ? flags["--purposes"] : dir + "/purposes.json";
+    const gdpr::purpose_registry purposes = gdpr::load_purposes(purposes_file);
+    const gdpr::schema_set schemas = gdpr::load_schema_directory(dir, purposes);
+    std::optional<gdpr::residency_rules> residency;
+    if (flags.count("--residency")) residency = gdpr::residency_rules::load(flags["--residency"], schemas);
+    const nlohmann::json record = gdpr::processing_record(schemas, purposes, residency ? &*residency : nullptr, nullptr);
+    std::cout << (flags.count("--json") ? record.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" : gdpr::processing_record_text(record));
+    return EXIT_OK;
+}
+
 int run_offline(const std::vector<std::string>& args) {
     const std::string& cmd = args.at(0);
-    if (args.size() < 2) return usage(cmd + " needs the database path");
-    const std::string& path = args[1];
+    if (cmd != "processing-record" && args.size() < 2) return usage(cmd + " needs the database path");
     std::map<std::string, std::string> flags;
     std::string problem;
     try {
+        if (cmd == "processing-record") return processing_record(args);
+        const std::string& path = args[1];
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0) {
             std::cerr << "gdprctl: no database at '" << path << "'\n";
@@ -182,12 +207,19 @@ int run_offline(const std::vector<std::string>& args) {
     } catch (const gdpr::config_error& e) {
         std::cerr << "gdprctl: " << e.what() << "\n";
         return EXIT_USAGE;
+    } catch (const gdpr::schema_error& e) {  // processing-record: a definition file does not load
+        std::cerr << "gdprctl: " << e.what() << "\n";
+        return EXIT_USAGE;
     } catch (const std::exception& e) {
         std::cerr << "gdprctl: " << e.what() << "\n";
         return EXIT_INTERNAL;
     }
 }
 
-bool is_offline_command(const std::string& cmd) { return cmd == "verify" || cmd == "export" || cmd == "report"; }
+bool is_offline_command(const std::vector<std::string>& args) {
+    const std::string& cmd = args.at(0);
+    if (cmd == "processing-record") return std::find(args.begin(), args.end(), "--schemas") != args.end();
+    return cmd == "verify" || cmd == "export" || cmd == "report";
+}
 
 } // namespace gdprctl

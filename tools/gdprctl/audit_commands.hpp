@@ -4,7 +4,8 @@
 
 namespace gdprctl {
 
-bool is_offline_command(const std::string& cmd);
+// verify, export, report; processing-record with --schemas.
+bool is_offline_command(const std::vector<std::string>& args);
 // args[0] is the command. Returns the process exit status.
 int run_offline(const std::vector<std::string>& args);
 

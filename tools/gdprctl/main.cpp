@@ -9,7 +9,9 @@
 //   gdprctl [connection options] erase --subject S [--id ID] [--no-wait] [--wait SECONDS]
 //   gdprctl [connection options] erasure status <id> | erasure list
 //   gdprctl [connection options] schemas reload [--allow-removals] [--allow-basis-changes] [--allow-transfer-changes]
+//   gdprctl [connection options] processing-record
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
+//   gdprctl processing-record --schemas DIR [--purposes F] [--residency F]      (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
 // 4 no response in time, 5 internal error, 6 audit trail altered, 7 audit trail has declared gaps.
@@ -25,6 +27,7 @@
 #include <mqtt/async_client.h>
 #include <openssl/crypto.h>
 #include "audit_commands.hpp"
+#include "gdpr/processing_record.hpp"
 #include <nlohmann/json.hpp>
 
 namespace {
@@ -58,6 +61,10 @@ commands:
                       with --allow-removals, fields pass without the consent they
                       needed only with --allow-basis-changes, resident data may go to
                       a region it could not go to only with --allow-transfer-changes
+  processing-record   the record of processing activities (GDPR Art. 30(1)) the broker
+                      enforces now: purposes and lawful bases, per schema the data
+                      subjects, personal data and what reaches subscribers, retention,
+                      residency, transfers, safeguards and points to review
   subject export <subject>   everything recorded about the subject, decrypted, with the
                       consent given and devices bound (GDPR Art. 15, 20; needs session
                       recording; prints JSON)
@@ -67,6 +74,11 @@ offline, on the plugin's database file (no broker needed):
   export <database> --subject S --key-file FILE [--output FILE]
                                          everything recorded about a subject, decrypted
   report <database> [--json]             record counts per day, kind, schema and refusal reason
+
+offline, on the definition files (no broker needed):
+  processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]
+                                         the same record from the files (default purposes
+                                         file: DIR/purposes.json); exit 2 if they do not load
 
 options:
   --host HOST         broker host (default 127.0.0.1)
@@ -211,6 +223,14 @@ json build_command(std::vector<std::string> args) {
         expect(1);
         return json{{"command", "getStats"}};
     }
+    if (cmd == "processing-record") {
+        for (const char* offline_flag : {"--schemas", "--purposes", "--residency"})
+            if (std::find(args.begin(), args.end(), offline_flag) != args.end())
+                throw usage_error("processing-record from the files takes no option before the command: "
+                                  "gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]");
+        expect(1);
+        return json{{"command", "describeProcessing"}};
+    }
     if (cmd == "schemas") {
         json c{{"command", "reloadSchemas"}};
         for (const auto& [flag, argument] : {std::pair<const char*, const char*>{"--allow-removals", "allowRemovals"},
@@ -307,6 +327,8 @@ void print_human(const json& response) {
             std::cout << b.value("clientId", "") << " -> " << b.value("subject", "") << "  (since " << b.value("boundAt", "")
                       << ", by " << b.value("operator", "") << ")\n";
         }
+    } else if (cmd == "describeProcessing") {
+        std::cout << gdpr::processing_record_text(d);
     } else if (cmd == "reloadSchemas") {
         std::cout << "schemas reloaded: " << d.value("schemas", 0) << " schemas, " << d.value("topicFilters", 0)
                   << " topic filters\n";
@@ -535,7 +557,8 @@ int main(int argc, char** argv) {
     // exit-time cleanup would free the state their thread-exit handlers read (a SEGV in libcrypto
     // from __nptl_deallocate_tsd), so it is not registered: the process is ending anyway.
     OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
-    if (argc > 1 && gdprctl::is_offline_command(argv[1])) return gdprctl::run_offline(std::vector<std::string>(argv + 1, argv + argc));
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (!args.empty() && gdprctl::is_offline_command(args)) return gdprctl::run_offline(args);
     try {
         return run(parse_args(argc, argv));
     } catch (const usage_error& e) {

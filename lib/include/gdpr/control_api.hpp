@@ -16,6 +16,7 @@
 #include "gdpr/consent_store.hpp"
 #include "gdpr/erasure.hpp"
 #include "gdpr/log.hpp"
+#include "gdpr/processing_record.hpp"
 #include "gdpr/residency_guard.hpp"
 #include "gdpr/schema_changes.hpp"
 #include "gdpr/storage_worker.hpp"
@@ -68,6 +69,8 @@ public:
     void attach_erasure(erasure_manager* erasure) { erasure_ = erasure; }
     // getStats reports residency refusals per region pair once a guard is attached.
     void attach_residency(const residency_guard* residency) { residency_ = residency; }
+    // describeProcessing describes these beside the schemas (from the plugin's options).
+    void attach_safeguards(const processing_safeguards& safeguards) { safeguards_ = safeguards; }
     // getStats reports publishes refused for bringing too many new data subjects.
     void attach_subject_quota(const subject_quota* quota, const subject_quota* gateway_quota = nullptr) {
         quota_ = quota;
@@ -114,6 +117,7 @@ private:
     logger& log_;
     erasure_manager* erasure_ = nullptr;
     const residency_guard* residency_ = nullptr;
+    processing_safeguards safeguards_;
     const subject_quota* quota_ = nullptr;
     const subject_quota* gateway_quota_ = nullptr;
     storage_worker* export_reader_ = nullptr;

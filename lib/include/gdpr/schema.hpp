@@ -89,4 +89,9 @@ struct schema {
     const std::string& tag() const { return tag_text; }
 };
 
+// The rule that covers the member at `tokens` (unescaped pointer tokens), wildcards included: the
+// first on the way down, since a rule on an enclosing value covers all of it as the payload filter
+// applies it; null when none does.
+const field_rule* rule_covering(const schema& s, const std::vector<std::string>& tokens);
+
 } // namespace gdpr
