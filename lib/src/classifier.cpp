@@ -197,8 +197,7 @@ std::vector<std::string> classifier::subjects_of(const schema& s, std::string_vi
 bool classifier::pseudonymises_consent_subject() const {
     for (const auto& s : schemas_.schemas) {
         if (!s.needs_consent || s.subject.kind != subject_kind::field) continue;
-        const field_rule* rule = rule_covering(s, s.subject.pointer_tokens);
-        if (rule && rule->action == field_action::pseudonymise) return true;
+        if (subject_pseudonymised(s, rule_covering(s, s.subject.pointer_tokens))) return true;
     }
     return false;
 }
@@ -233,9 +232,8 @@ bool subject_in_stored_copy(const schema& s) {
     if (s.subject.kind == subject_kind::topic_level) return true;
     if (s.subject.kind != subject_kind::field) return false;
     const field_rule* rule = rule_covering(s, s.subject.pointer_tokens);
-    const field_action action = rule ? rule->action : (s.unclassified == unclassified_policy::keep ? field_action::keep
-                                                                                                 : field_action::drop);
-    return action == field_action::keep || action == field_action::pseudonymise;
+    if (!rule) return s.unclassified == unclassified_policy::keep;
+    return rule->action == field_action::keep || subject_pseudonymised(s, rule);
 }
 } // namespace
 
@@ -326,7 +324,7 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
     if (!subject_in_stored_copy(s)) return c;
     const field_rule* subject_rule =
         s.subject.kind == subject_kind::field ? rule_covering(s, s.subject.pointer_tokens) : nullptr;
-    const bool by_pseudonym = subject_rule && subject_rule->action == field_action::pseudonymise;
+    const bool by_pseudonym = subject_pseudonymised(s, subject_rule);
     // No subject in the stored copy leaves the mask at 0: no known subject, no consent (as at publish).
     std::uint64_t consented = 0;
     const auto subjects = subjects_of(s, topic, payload, {});

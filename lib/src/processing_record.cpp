@@ -129,7 +129,8 @@ json describe_identifier(const schema& s) {
         if (!rule)
             return "payload field " + s.subject.pointer + ", no rule: " +
                    (s.unclassified == unclassified_policy::drop ? "removed before delivery" : "delivered as published");
-        if (rule->pointer == s.subject.pointer) return "payload field " + s.subject.pointer + ": " + field_delivery(s, *rule);
+        if (!rule_encloses(*rule, s.subject.pointer_tokens.size()))
+            return "payload field " + s.subject.pointer + ": " + field_delivery(s, *rule);
         const std::string under = "payload field " + s.subject.pointer + " (under the rule on " + rule->pointer + "): ";
         // The value holding the subject is an object, which neither action can transform: removed.
         if (rule->action == field_action::pseudonymise || rule->action == field_action::generalise)

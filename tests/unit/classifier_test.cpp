@@ -325,6 +325,19 @@ TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's c
         CHECK(c.recheck_stored("other", stored).outcome == gdpr::stored_consent::not_checked);
         CHECK(c.recheck_stored("dev/1/data", "").outcome == gdpr::stored_consent::not_checked);
     }
+    SECTION("subject field under a pseudonymise rule on its enclosing object: removed, so not in the stored copy") {
+        auto ps = std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k'));
+        gdpr::classifier c(schema_of(R"("subject":{"field":"/id/num"})", "pseudonymise"), gdpr::unmatched_policy::pass,
+                           std::move(ps));
+        c.attach_consent(store.get());
+        CHECK_FALSE(c.pseudonymises_consent_subject());
+        const auto v = c.classify("dev/1/data", R"({"id":{"num":"A"},"loc":1,"v":2})", "dev-1");
+        REQUIRE(v.action == gdpr::publish_action::replace);
+        const std::string stored = c.filtered();
+        CHECK(stored == R"({"loc":1,"v":2})");  // pseudonymise cannot take an object: removed
+        // The stored copy names no subject: its consent-based fields are not taken for withdrawn.
+        CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::not_checked);
+    }
     SECTION("subject field pseudonymised: found through the consent store's pseudonym index") {
         auto ps = std::make_unique<gdpr::pseudonymiser>(std::string(32, 'k'));
         const std::string pseudonym_a = ps->pseudonym("A");

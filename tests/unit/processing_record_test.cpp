@@ -306,6 +306,12 @@ TEST_CASE("what the record says of consent, enclosing rules and topic-level subj
     const std::string text = gdpr::processing_record_text(record);
     CHECK_THAT(text, Catch::Contains("    /email (contact) for analytics [consent]: replaced by a fixed value, with consent (else removed)\n"));
 
+    // A rule through "*" on the subject field itself does not enclose it.
+    const char* tagged = R"({"id":"tagged","version":1,"topics":["tags/+"],"retentionDays":5,"subject":{"field":"/id"},
+      "fields":{"/*":{"category":"identifier","personal":true,"purpose":"ops","action":"pseudonymise"}}})";
+    CHECK(by_key(gdpr::processing_record(set_of({tagged}), purposes(), nullptr, nullptr)["activities"], "schema",
+                 "tagged@1")["subjectIdentifier"] == "payload field /id: pseudonymised (keyed HMAC-SHA256)");
+
     const char* rooms = R"({"id":"rooms","version":1,"topics":["rooms/+/seen"],"residency":"eu","retentionDays":5,
       "subject":{"topicLevel":1},"fields":{"/t":{"category":"time","personal":false}}})";
     CHECK(by_key(record_with_bridge_to_us(rooms)["activities"], "schema", "rooms@1")["residency"]["bridges"][0]["messages"] ==

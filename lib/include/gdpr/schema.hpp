@@ -94,4 +94,19 @@ struct schema {
 // applies it; null when none does.
 const field_rule* rule_covering(const schema& s, const std::vector<std::string>& tokens);
 
+// Whether `r`, the rule rule_covering() found for a member `depth` tokens deep, sits on a value
+// enclosing that member (rather than on the member itself, by name or through "*").
+inline bool rule_encloses(const field_rule& r, std::size_t depth) {
+    std::size_t rule_depth = 0;
+    for (const char c : r.pointer) rule_depth += c == '/';
+    return rule_depth < depth;
+}
+
+// The subject field's value goes out pseudonymised: its own rule (not one on an enclosing object,
+// which pseudonymise cannot transform and so removes) pseudonymises it.
+inline bool subject_pseudonymised(const schema& s, const field_rule* subject_rule) {
+    return subject_rule && subject_rule->action == field_action::pseudonymise &&
+           !rule_encloses(*subject_rule, s.subject.pointer_tokens.size());
+}
+
 } // namespace gdpr
