@@ -21,6 +21,18 @@ gdpr::data_map::subject_ref_fn subject_ref_for(plugin_context& ctx) {
     return nullptr;
 }
 
+// The names the data map used before the one in use, when a key file was configured later:
+// holders written then are still found by erasures and exports (GDPR Art. 15, 17(2)).
+void name_earlier_holders(plugin_context& ctx, const key_file_bytes& keys) {
+    const bool pseudonyms = !keys.pseudonym.empty();
+    if (ctx.audit_keys && pseudonyms && ctx.map->loaded_by_pseudonym() > 0)
+        ctx.map->also_named([&ctx](std::string_view subject) { return "p:" + ctx.engine->pseudonym_of(subject); });
+    if ((ctx.audit_keys || pseudonyms) && ctx.map->loaded_in_clear() > 0) ctx.map->also_named(nullptr);  // neither key: the id
+    ctx.control->attach_data_map_names([&ctx](std::string_view subject) {
+        return ctx.map ? ctx.map->names_of(subject) : std::vector<std::string>{};
+    });
+}
+
 gdpr::erasure_effects effects_for(plugin_context& ctx) {
     gdpr::erasure_effects fx;
     fx.subject_ref = subject_ref_for(ctx);
@@ -90,7 +102,13 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
             ctx.log.warning("erasure: no audit_key_file or pseudonym_key_file, so subject ids are kept in clear in " +
                             o.database + " (data map, erasure register, retained topics that name a subject)");
         }
-        ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), std::move(in_clear), std::move(sealer));
+        // Topics sealed under the pseudonymisation key before an audit key was configured.
+        std::unique_ptr<gdpr::topic_sealer> earlier_sealer =
+            !keys.audit.empty() && !keys.pseudonym.empty() ? std::make_unique<gdpr::topic_sealer>(keys.pseudonym, "pseudonym_key_file")
+                                                           : nullptr;
+        ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), std::move(in_clear), std::move(sealer),
+                                       std::move(earlier_sealer));
+        name_earlier_holders(ctx, keys);
         if (const std::size_t unreadable = ctx.map->unreadable_topics())
             ctx.log.warning("erasure: the data map holds " + std::to_string(unreadable) +
                             " sealed retained topic(s) that the configured key files cannot open (sealed under "

@@ -267,37 +267,44 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     doc["recipients"] = std::move(recipients);
     // GDPR Art. 15(1)(c), (g): the data map knows recipients the trail cannot tie to a publish
     // (retained messages delivered later, records past their retention) and the publishers, the
-    // data's sources. Named there by the same reference as in the trail.
+    // data's sources. Named there by the same reference as in the trail, or by an earlier name.
     if (has_table(db, "data_map")) {
         // role -> (holder, first seen); an opened topic may sit inside an element, so the vector wipes too
         using holder_seen = std::pair<wiped_string, std::int64_t>;
         std::map<std::string, std::vector<holder_seen, wiping_allocator<holder_seen>>> by_role;
         std::uint64_t sealed_unopened = 0;
         auto& q = db.cached("SELECT role, holder, first_seen_ms FROM data_map WHERE subject_ref = ?");
-        q.bind(1, ref);
-        while (q.step()) {
-            const std::string role = q.text(0);
-            wiped_string holder = wiped(q.text(1));
-            if (role == "retained" && topic_sealer::is_sealed(holder)) {
-                std::string topic;
-                const bool opened = options.topic_opener && options.topic_opener->open(holder, topic);
-                holder = wiped(topic);
-                OPENSSL_cleanse(topic.data(), topic.size());
-                if (!opened) {
-                    ++sealed_unopened;
-                    continue;
+        std::vector<std::string> names = options.data_map_names;
+        if (names.empty()) names.push_back(ref);
+        for (const auto& name : names) {
+            q.bind(1, name);
+            while (q.step()) {
+                const std::string role = q.text(0);
+                wiped_string holder = wiped(q.text(1));
+                if (role == "retained" && topic_sealer::is_sealed(holder)) {
+                    std::string topic;
+                    const bool opened = options.topic_opener && options.topic_opener->open(holder, topic);
+                    holder = wiped(topic);
+                    OPENSSL_cleanse(topic.data(), topic.size());
+                    if (!opened) {
+                        ++sealed_unopened;
+                        continue;
+                    }
                 }
+                grow(64 + holder.size());
+                by_role[role].emplace_back(std::move(holder), q.integer(2));
             }
-            grow(64 + holder.size());
-            by_role[role].emplace_back(std::move(holder), q.integer(2));
+            q.reset();
         }
-        q.reset();
         wiped_json holders = wiped_json::object();
         for (const auto& [role, list_name, key] : {std::tuple<const char*, const char*, const char*>{"publisher", "publishers", "client_id"},
                                                    {"recipient", "recipients", "client_id"},
                                                    {"retained", "retained_topics", "topic"}}) {
             auto& found = by_role[role];
+            // A holder seen under two names is listed once, first seen the earlier time.
             std::sort(found.begin(), found.end());
+            found.erase(std::unique(found.begin(), found.end(), [](const holder_seen& a, const holder_seen& b) { return a.first == b.first; }),
+                        found.end());
             wiped_json list = wiped_json::array();
             for (auto& [holder, first_seen] : found) list.push_back({{key, std::move(holder)}, {"first_seen_ms", first_seen}});
             holders[list_name] = std::move(list);

@@ -502,6 +502,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             // its history is in the export.
             options.granted_now = store_.granted_purposes(subject);
             options.held_now = store_.held_purposes(subject);
+            if (data_map_names_) options.data_map_names = data_map_names_(subject);
             export_reader_->submit(
                 [keys = export_keys_, opener = export_topic_opener_, subject, document, now = now_ms_(),
                  options = std::move(options), cancelled = exports_cancelled_](sqlite_db& db) mutable {

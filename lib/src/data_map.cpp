@@ -36,13 +36,25 @@ std::int64_t wall_ms() {
 
 } // namespace
 
+namespace {
+
+bool hex32(std::string_view s) {
+    return s.size() == 32 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+// The forms of a keyed name: an audit key's reference, or "p:" and a pseudonym.
+bool named_by_pseudonym(std::string_view name) { return name.substr(0, 2) == "p:" && hex32(name.substr(2)); }
+bool keyed_name(std::string_view name) { return hex32(name) || named_by_pseudonym(name); }
+
+} // namespace
+
 std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_view synchronous,
                                          subject_ref_fn subject_ref, topic_check_fn in_clear,
-                                         std::unique_ptr<topic_sealer> sealer) {
+                                         std::unique_ptr<topic_sealer> sealer, std::unique_ptr<topic_sealer> earlier_sealer) {
     std::unique_ptr<data_map> map(new data_map());
     map->subject_ref_ = std::move(subject_ref);
     map->in_clear_ = std::move(in_clear);
     map->sealer_ = std::move(sealer);
+    map->earlier_sealer_ = std::move(earlier_sealer);
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     {
         sqlite_transaction tx(*db);
@@ -59,11 +71,17 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             const std::string ref = rows.text(0), r = rows.text(1);
             std::string holder = rows.text(2);
             if (r == "retained" && topic_sealer::is_sealed(holder)) {
-                if (!map->sealer_ || !map->sealer_->open(holder, topic)) {
+                const bool opened = (map->sealer_ && map->sealer_->open(holder, topic)) ||
+                                    (map->earlier_sealer_ && map->earlier_sealer_->open(holder, topic));
+                if (!opened) {
                     ++map->unreadable_topics_;
                     continue;
                 }
                 holder.swap(topic);
+            }
+            if (!map->by_ref_.find(ref)) {
+                if (named_by_pseudonym(ref)) ++map->loaded_by_pseudonym_;
+                else if (!hex32(ref)) ++map->loaded_in_clear_;
             }
             const std::uint32_t e = map->entry_by_ref(ref, true);
             const holder_id h = map->intern(holder);
@@ -184,11 +202,12 @@ void data_map::drop_retained_holder(const std::string& topic) {
     // Both stored forms: a topic written in clear in one run may be sealed in the next (a key
     // file added, a schema changed), and the other way round.
     worker_->submit(
-        [topic, sealer = sealer_.get()](sqlite_db& db) {
-            auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder IN (?1, ?2)");
+        [topic, sealer = sealer_.get(), earlier = earlier_sealer_.get()](sqlite_db& db) {
+            auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder IN (?1, ?2, ?3)");
             remove.bind(1, topic);
-            if (sealer) remove.bind(2, sealer->seal(topic));  // the same topic always seals the same way
-            else remove.bind(2, topic);
+            // The same topic always seals the same way under one key.
+            remove.bind(2, sealer ? sealer->seal(topic) : topic);
+            remove.bind(3, earlier ? earlier->seal(topic) : topic);
             remove.run();
         },
         count_failure());
@@ -264,14 +283,34 @@ std::vector<std::string> data_map::names(const holder_set& ids) const {
     return out;
 }
 
+std::vector<std::string> data_map::names_of(std::string_view subject) const {
+    std::vector<std::string> out{ref_of(subject)};
+    for (const auto& earlier : earlier_refs_) {
+        // An id of a keyed name's form could name another subject's entry: "p:" and a pseudonym
+        // someone received, or a reference from a receipt.
+        if (!earlier && keyed_name(subject)) continue;
+        std::string name = earlier ? earlier(subject) : std::string(subject);
+        if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
+    }
+    return out;
+}
+
 subject_holdings data_map::holdings(std::string_view subject) const {
     subject_holdings h;
-    const std::uint32_t* found = subject_ref_ ? by_ref_.find(ref_of(subject)) : by_ref_.find(subject);
-    if (!found) return h;
-    const entry& e = entries_[*found];
-    h.publishers = names(e.publishers);
-    h.recipients = names(e.recipients);
-    h.retained_topics = names(e.retained);
+    auto merge = [this](std::vector<std::string>& into, const holder_set& ids) {
+        std::vector<std::string> more = names(ids);
+        into.insert(into.end(), more.begin(), more.end());
+        std::sort(into.begin(), into.end());
+        into.erase(std::unique(into.begin(), into.end()), into.end());
+    };
+    for (const auto& name : names_of(subject)) {
+        const std::uint32_t* found = by_ref_.find(name);
+        if (!found) continue;
+        const entry& e = entries_[*found];
+        merge(h.publishers, e.publishers);
+        merge(h.recipients, e.recipients);
+        merge(h.retained_topics, e.retained);
+    }
     return h;
 }
 
@@ -292,15 +331,18 @@ void data_map::release(std::uint32_t index) {
 
 void data_map::forget_subject(const std::string& subject, storage_worker::done_fn done) {
     forget_last_publish();
-    const std::string ref = ref_of(subject);
+    std::vector<std::string> refs = names_of(subject);
     by_id_.erase(subject);
-    if (const std::uint32_t* found = by_ref_.find(ref)) release(*found);
+    for (const auto& ref : refs)
+        if (const std::uint32_t* found = by_ref_.find(ref)) release(*found);
     flush();  // holders still waiting to be written go first, then the delete removes them
     worker_->submit(
-        [ref](sqlite_db& db) {
+        [refs = std::move(refs)](sqlite_db& db) {
             auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");
-            remove.bind(1, ref);
-            remove.run();
+            for (const auto& ref : refs) {
+                remove.bind(1, ref);
+                remove.run();
+            }
         },
         done ? std::move(done) : count_failure());
 }

@@ -235,8 +235,11 @@ json activity(const schema& s, const purpose_registry& purposes, const residency
                               "who it is (GDPR Art. 25, 32(1)(a))");
     if (s.subject.kind == subject_kind::field) {
         const field_rule* rule = rule_covering(s, s.subject.pointer_tokens);
-        const bool passes_as_not_personal = rule ? !rule->personal && rule->action != field_action::drop &&
-                                                       rule->action != field_action::mask
+        // An enclosing object under pseudonymise or generalise is removed, subject and all.
+        const bool removed_with_object = rule && rule_encloses(*rule, s.subject.pointer_tokens.size()) &&
+                                         (rule->action == field_action::pseudonymise || rule->action == field_action::generalise);
+        const bool passes_as_not_personal = rule ? !rule->personal && !removed_with_object &&
+                                                       personal_data_delivered(rule->action)
                                                  : s.unclassified == unclassified_policy::keep;
         if (passes_as_not_personal)
             notes.push_back(who + "the subject field " + s.subject.pointer + " reaches subscribers " +

@@ -3,6 +3,8 @@
 // of a request; the control API's refusals; the erase topics' guards.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -479,6 +481,58 @@ TEST_CASE("after a restart, an erasure still clears a retained message on a topi
     std::istringstream log(b.log());
     for (std::string line; std::getline(log, line);)
         if (line.find("gdpr: ") != std::string::npos) CHECK(line.find("u-31") == std::string::npos);
+}
+
+TEST_CASE("holders seen before the audit key was configured are still told of an erasure and exported",
+          "[integration][erasure][export]") {
+    erasure_setup setup;
+    const std::string pseudonym_key = setup.dir.write("pseudonym.key", itest::random_bytes(32), 0600);
+    const std::string topic = "fleet/acme/vehicle/v51/telemetry";
+    {
+        // Without recording: the data map names subjects by pseudonym.
+        itest::broker_options o = setup.options();
+        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
+                                           [](const auto& opt) { return opt.first == "audit_key_file"; }),
+                            o.plugin_opts.end());
+        o.plugin_opts.push_back({"pseudonym_key_file", pseudonym_key});
+        itest::broker b(o);
+        itest::client van(b, "v51", 5), watcher(b, "watcher", 5);
+        van.connect();
+        watcher.connect();
+        watcher.subscribe("fleet/#", 1);
+        CHECK(van.publish(topic, R"({"driver_id":"D-51","speed":40})") == 0);
+        REQUIRE(watcher.next(3s));
+        // A retained message on a topic that names its subject: stored sealed under the pseudonymisation key.
+        itest::client band(b, "band-51", 5);
+        band.connect();
+        CHECK(band.publish("health/wearable/u-51/vitals", R"({"battery":80})", 1, true) == 0);
+    }
+    itest::broker_options o = setup.options();  // recording on from now
+    o.plugin_opts.push_back({"pseudonym_key_file", pseudonym_key});
+    itest::broker b(o);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    const auto exported = control(op, {{"command", "exportSubject"}, {"subject", "D-51"}});
+    REQUIRE_FALSE(exported.contains("error"));
+    INFO(exported.dump());
+    std::set<std::string> holders;
+    for (const char* role : {"publishers", "recipients"})
+        for (const auto& h : exported["data"]["holders"][role]) holders.insert(h["client_id"].get<std::string>());
+    CHECK(holders == std::set<std::string>{"v51", "watcher"});
+
+    REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-51"}, {"requestId", "earlier"}}).contains("error"));
+    const auto request = control(op, {{"command", "getErasure"}, {"requestId", "earlier"}, {"targets", true}})["data"];
+    INFO(request.dump());
+    std::set<std::string> targets;
+    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
+    CHECK(targets == std::set<std::string>{"v51", "watcher"});
+
+    REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "u-51"}, {"requestId", "sealed"}}).contains("error"));
+    const auto sealed = control(op, {{"command", "getErasure"}, {"requestId", "sealed"}, {"targets", true}})["data"];
+    INFO(sealed.dump());
+    CHECK(sealed["plugin"]["retainedCleared"] == json::array({"health/wearable/<subject>/vitals"}));
+    CHECK(sealed["targets"].size() == 1);
+    CHECK(b.log().find("cannot open") == std::string::npos);  // no sealed topic left unreadable
 }
 
 TEST_CASE("a retained will holding a subject's data is known to the data map: its erasure clears it",

@@ -855,6 +855,36 @@ TEST_CASE_METHOD(trail_fixture, "a sweep goes on in steps through an hour of exp
     CHECK(rep.tombstones == 2);
 }
 
+TEST_CASE_METHOD(trail_fixture, "an export lists holders the data map wrote under an earlier name",
+                 "[audit][export]") {
+    open();
+    close();
+    {
+        // Written before the audit key was configured, with no key file at all: named by the id.
+        auto map = gdpr::data_map::open(path);
+        int payload = 0;
+        map->published({"alice"}, "car-1", "fleet/car-1/telemetry", false, &payload);
+        map->delivered("dashboard", "fleet/car-1/telemetry", &payload);
+        map->wait_idle();
+    }
+    {
+        auto map = gdpr::data_map::open(path, "NORMAL", [this](std::string_view subject) { return keys->subject_ref(subject); });
+        int payload = 0;
+        map->published({"alice"}, "car-1", "fleet/car-1/telemetry", false, &payload);
+        map->wait_idle();
+    }
+    CHECK(export_of("alice")["holders"]["recipients"].empty());  // under the audit key's reference alone
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    gdpr::export_options options;
+    options.data_map_names = {keys->subject_ref("alice"), "alice"};
+    const json alice = json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), options));
+    INFO(alice.dump(2));
+    REQUIRE(alice["holders"]["publishers"].size() == 1);  // car-1 under both names, listed once
+    CHECK(alice["holders"]["publishers"][0]["client_id"] == "car-1");
+    REQUIRE(alice["holders"]["recipients"].size() == 1);
+    CHECK(alice["holders"]["recipients"][0]["client_id"] == "dashboard");
+}
+
 TEST_CASE_METHOD(trail_fixture, "an export lists the holders the data map knows, with sealed retained topics opened",
                  "[audit][export]") {
     open();

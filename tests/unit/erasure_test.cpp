@@ -10,6 +10,7 @@
 
 #include "gdpr/data_map.hpp"
 #include "gdpr/erasure.hpp"
+#include "gdpr/pseudonymiser.hpp"
 #include "gdpr/sqlite.hpp"
 #include "test_support.hpp"
 
@@ -217,6 +218,99 @@ TEST_CASE("the data map learns publishers, recipients and retained topics, and s
     CHECK(map->holdings("driver-1").empty());
     CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2"});
     CHECK(map->holdings("driver-2").retained_topics.empty());
+}
+
+TEST_CASE("holders written under an earlier name are found and erased once a key file names subjects anew",
+          "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const gdpr::pseudonymiser ps(std::string(32, 'p')), audit(std::string(32, 'a'));
+    auto by_pseudonym = [&ps](std::string_view s) { return "p:" + ps.pseudonym(s); };
+    {
+        // First without any key file: subjects named by their id.
+        auto map = data_map::open(db);
+        int payload = 0;
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        map->delivered("dashboard", "fleet/van-1/telemetry", &payload);
+        map->wait_idle();
+    }
+    {
+        // Then with a pseudonymisation key.
+        auto map = data_map::open(db, "NORMAL", by_pseudonym);
+        CHECK(map->loaded_in_clear() == 1);
+        CHECK(map->loaded_by_pseudonym() == 0);
+        int payload = 0;
+        map->published({"driver-1"}, "van-1b", "fleet/van-1b/telemetry", false, &payload);
+        map->published({"driver-2"}, "van-2", "fleet/van-2/telemetry", false, &payload);
+        map->wait_idle();
+    }
+    // Now with an audit key, naming subjects by another reference: the earlier names are given.
+    auto map = data_map::open(db, "NORMAL", [&audit](std::string_view s) { return audit.pseudonym(s); });
+    CHECK(map->loaded_in_clear() == 1);
+    CHECK(map->loaded_by_pseudonym() == 2);
+    CHECK(map->holdings("driver-1").publishers.empty());  // before the earlier names are known
+    map->also_named(by_pseudonym);
+    map->also_named(nullptr);
+    CHECK(map->names_of("driver-1") == std::vector<std::string>{audit.pseudonym("driver-1"), by_pseudonym("driver-1"), "driver-1"});
+    // A name of a keyed name's form is never looked up as an id: it could be another subject's.
+    const std::string driver_2_name = by_pseudonym("driver-2");
+    CHECK(map->names_of(driver_2_name).size() == 2);
+    CHECK(map->holdings(driver_2_name).empty());
+    CHECK(map->holdings(audit.pseudonym("driver-2")).empty());
+    int payload = 0;
+    map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+    map->delivered("logger", "fleet/van-1/telemetry", &payload);
+    auto h = map->holdings("driver-1");
+    CHECK(h.publishers == std::vector<std::string>{"van-1", "van-1b"});  // van-1 under two names, listed once
+    CHECK(h.recipients == std::vector<std::string>{"dashboard", "logger"});
+    map->forget_subject("driver-1");
+    CHECK(map->holdings("driver-1").empty());
+    CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2"});
+    map->wait_idle();
+    map.reset();
+    // Gone on disk under every name; another subject untouched.
+    gdpr::sqlite_db raw(db);
+    gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref IN (?1, ?2, 'driver-1')");
+    q.bind(1, audit.pseudonym("driver-1")).bind(2, by_pseudonym("driver-1"));
+    REQUIRE(q.step());
+    CHECK(q.integer(0) == 0);
+    gdpr::sqlite_statement other(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref = ?1");
+    other.bind(1, driver_2_name);
+    REQUIRE(other.step());
+    CHECK(other.integer(0) == 1);
+}
+
+TEST_CASE("retained topics sealed under the key that named subjects before are opened, and deleted with their topic",
+          "[erasure][datamap][crypto]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::string pseudonym_key(32, 'p'), audit_key(32, 'a');
+    auto sealed_everywhere = [](std::string_view) { return false; };
+    {
+        auto map = data_map::open(db, "NORMAL", [](std::string_view s) { return "p:" + std::string(s); }, sealed_everywhere,
+                                  std::make_unique<topic_sealer>(pseudonym_key, "pseudonym_key_file"));
+        int payload = 0;
+        map->published({"u-1"}, "band-1", "health/u-1/vitals", true, &payload);
+        map->published({"u-1"}, "band-1", "health/u-1/steps", true, &payload);
+        map->wait_idle();
+    }
+    auto reopen = [&](bool with_earlier) {
+        return data_map::open(db, "NORMAL", [](std::string_view s) { return "ref:" + std::string(s); }, sealed_everywhere,
+                              std::make_unique<topic_sealer>(audit_key, "audit_key_file"),
+                              with_earlier ? std::make_unique<topic_sealer>(pseudonym_key, "pseudonym_key_file") : nullptr);
+    };
+    CHECK(reopen(false)->unreadable_topics() == 2);
+    auto map = reopen(true);
+    CHECK(map->unreadable_topics() == 0);
+    map->also_named([](std::string_view s) { return "p:" + std::string(s); });
+    CHECK(map->holdings("u-1").retained_topics == std::vector<std::string>{"health/u-1/steps", "health/u-1/vitals"});
+    // A topic replaced by a message without the subject's data: its row goes, whichever key sealed it.
+    map->retained_replaced("health/u-1/steps");
+    map->wait_idle();
+    map.reset();
+    map = reopen(true);
+    map->also_named([](std::string_view s) { return "p:" + std::string(s); });
+    CHECK(map->holdings("u-1").retained_topics == std::vector<std::string>{"health/u-1/vitals"});
 }
 
 TEST_CASE("a topic sealer gives the same stored form for the same topic and opens only its own seals",

@@ -327,6 +327,10 @@ TEST_CASE("a purpose served only by fields marked not personal is not reported u
     CHECK(has_note(record, "purpose unused is declared"));
     CHECK(has_note(record, "schema counts@1: the subject field /who reaches subscribers under a rule that marks it not "
                            "personal: it is not counted as personal data"));
+    // Under a rule on its enclosing object that pseudonymises, the subject field goes with the object.
+    const char* wrapped = R"({"id":"wrapped","version":1,"topics":["wrapped/+"],"retentionDays":5,"subject":{"field":"/who/id"},
+      "fields":{"/who":{"category":"identifier","personal":false,"action":"pseudonymise"}}})";
+    CHECK_FALSE(has_note(gdpr::processing_record(set_of({wrapped}), purposes(), nullptr, nullptr), "reaches subscribers"));
 }
 
 TEST_CASE("a bridge without a region and a broker without a pseudonymisation key read as text", "[processing][residency]") {

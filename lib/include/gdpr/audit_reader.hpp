@@ -59,6 +59,10 @@ struct export_options {
     // Opens the retained topics the data map stores sealed (they name the subject); without it,
     // or for a seal it did not make, they are only counted. Used by the exporting thread alone.
     topic_sealer* topic_opener = nullptr;
+    // The names the data map may hold the subject's holders under (data_map::names_of: a key
+    // file configured later leaves earlier holders named the old way); empty: the audit key's
+    // reference alone.
+    std::vector<std::string> data_map_names;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;

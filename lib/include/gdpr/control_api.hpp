@@ -90,6 +90,10 @@ public:
         export_max_bytes_ = max_bytes;
         export_topic_opener_ = std::move(topic_opener);
     }
+    // exportSubject looks the subject's holders up in the data map under each name this gives
+    // (data_map::names_of); without it, under the audit key's reference alone.
+    using subject_names_fn = std::function<std::vector<std::string>(std::string_view subject)>;
+    void attach_data_map_names(subject_names_fn names) { data_map_names_ = std::move(names); }
     // Stops exports in progress at their next chunk and drops queued ones (the broker is stopping).
     void cancel_exports();
     // reloadSchemas answers once a reload is attached: it starts reading the schemas directory
@@ -124,6 +128,7 @@ private:
     std::shared_ptr<const audit_keys> export_keys_;
     std::shared_ptr<topic_sealer> export_topic_opener_;
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;
+    subject_names_fn data_map_names_;
     std::shared_ptr<std::atomic<bool>> exports_cancelled_ = std::make_shared<std::atomic<bool>>(false);
     std::function<std::int64_t()> now_ms_;
     schema_reload_fn reload_schemas_;

@@ -40,9 +40,13 @@ public:
     // one that may not is written sealed by `sealer`, or not at all without one.
     using subject_ref_fn = std::function<std::string(std::string_view subject)>;
     using topic_check_fn = std::function<bool(std::string_view topic)>;
+    // `earlier_sealer` opens retained topics sealed under the key that named subjects before the
+    // one in use (a pseudonymisation key, before an audit key was configured), and its forms are
+    // deleted with the topic's.
     static std::unique_ptr<data_map> open(const std::string& path, std::string_view synchronous = "NORMAL",
                                           subject_ref_fn subject_ref = nullptr, topic_check_fn in_clear = nullptr,
-                                          std::unique_ptr<topic_sealer> sealer = nullptr);
+                                          std::unique_ptr<topic_sealer> sealer = nullptr,
+                                          std::unique_ptr<topic_sealer> earlier_sealer = nullptr);
     ~data_map();
 
     // --- live traffic (broker thread, no disk) ---
@@ -71,6 +75,18 @@ public:
     void forget_last_publish();
 
     // --- erasure (broker thread) ---
+    // A name subjects were stored under before the one in use (a key file configured later: the
+    // holders written before it stay named the old way). holdings() and forget_subject() look
+    // under every such name too. GDPR Art. 17(2): an erasure must reach them.
+    // A null function: the subject id itself (no key file then); never for an id that has the
+    // form of a keyed name, which could be another subject's.
+    void also_named(subject_ref_fn earlier) { earlier_refs_.push_back(std::move(earlier)); }
+    // Every name `subject` may be stored under: the one in use first.
+    std::vector<std::string> names_of(std::string_view subject) const;
+    // Of the subjects loaded at open: how many are named by pseudonym ("p:" and 32 hex digits),
+    // and how many by id (neither that nor a 32-hex-digit reference).
+    std::size_t loaded_by_pseudonym() const { return loaded_by_pseudonym_; }
+    std::size_t loaded_in_clear() const { return loaded_in_clear_; }
     subject_holdings holdings(std::string_view subject) const;
     // Forgets everything known about the subject, in memory at once and on disk in the background.
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
@@ -128,10 +144,13 @@ private:
     storage_worker::done_fn count_failure();
 
     subject_ref_fn subject_ref_;
+    std::vector<subject_ref_fn> earlier_refs_;
     topic_check_fn in_clear_;
     // Used by the background writer only (and at open, before it starts): declared before worker_,
     // so it outlives the writer's last job.
     std::unique_ptr<topic_sealer> sealer_;
+    std::unique_ptr<topic_sealer> earlier_sealer_;
+    std::size_t loaded_by_pseudonym_ = 0, loaded_in_clear_ = 0;
     std::size_t unreadable_topics_ = 0;
     std::vector<entry> entries_;
     std::vector<std::string> refs_;  // by entry index
