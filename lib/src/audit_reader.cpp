@@ -1,5 +1,7 @@
 #include "gdpr/audit_reader.hpp"
 
+#include "gdpr/data_map.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -274,8 +276,12 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
         std::map<std::string, std::vector<holder_seen, wiping_allocator<holder_seen>>> by_role;
         std::uint64_t sealed_unopened = 0;
         auto& q = db.cached("SELECT role, holder, first_seen_ms FROM data_map WHERE subject_ref = ?");
-        std::vector<std::string> names = options.data_map_names;
-        if (names.empty()) names.push_back(ref);
+        std::vector<std::string> names{ref};
+        for (const auto& name : options.data_map_names)
+            if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+        if (options.data_map_by_id && !is_keyed_subject_name(subject) &&
+            std::find(names.begin(), names.end(), subject) == names.end())
+            names.push_back(subject);
         for (const auto& name : names) {
             q.bind(1, name);
             while (q.step()) {

@@ -43,9 +43,10 @@ bool hex32(std::string_view s) {
 }
 // The forms of a keyed name: an audit key's reference, or "p:" and a pseudonym.
 bool named_by_pseudonym(std::string_view name) { return name.substr(0, 2) == "p:" && hex32(name.substr(2)); }
-bool keyed_name(std::string_view name) { return hex32(name) || named_by_pseudonym(name); }
 
 } // namespace
+
+bool is_keyed_subject_name(std::string_view name) { return hex32(name) || named_by_pseudonym(name); }
 
 std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_view synchronous,
                                          subject_ref_fn subject_ref, topic_check_fn in_clear,
@@ -288,7 +289,7 @@ std::vector<std::string> data_map::names_of(std::string_view subject) const {
     for (const auto& earlier : earlier_refs_) {
         // An id of a keyed name's form could name another subject's entry: "p:" and a pseudonym
         // someone received, or a reference from a receipt.
-        if (!earlier && keyed_name(subject)) continue;
+        if (!earlier && is_keyed_subject_name(subject)) continue;
         std::string name = earlier ? earlier(subject) : std::string(subject);
         if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
     }

@@ -875,14 +875,22 @@ TEST_CASE_METHOD(trail_fixture, "an export lists holders the data map wrote unde
     }
     CHECK(export_of("alice")["holders"]["recipients"].empty());  // under the audit key's reference alone
     gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
-    gdpr::export_options options;
-    options.data_map_names = {keys->subject_ref("alice"), "alice"};
-    const json alice = json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), options));
+    gdpr::export_options by_id;
+    by_id.data_map_by_id = true;
+    const json alice = json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), by_id));
     INFO(alice.dump(2));
     REQUIRE(alice["holders"]["publishers"].size() == 1);  // car-1 under both names, listed once
     CHECK(alice["holders"]["publishers"][0]["client_id"] == "car-1");
     REQUIRE(alice["holders"]["recipients"].size() == 1);
     CHECK(alice["holders"]["recipients"][0]["client_id"] == "dashboard");
+    // Names given beside it add to the reference, never replace it.
+    gdpr::export_options named;
+    named.data_map_names = {"alice"};
+    CHECK(json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), named))["holders"]["publishers"].size() == 1);
+    // A subject whose id is alice's reference is not given alice's holders.
+    const json posing = json::parse(gdpr::export_subject(db, *keys, keys->subject_ref("alice"), now_ms(), by_id));
+    CHECK(posing["holders"]["publishers"].empty());
+    CHECK(posing["holders"]["recipients"].empty());
 }
 
 TEST_CASE_METHOD(trail_fixture, "an export lists the holders the data map knows, with sealed retained topics opened",

@@ -256,8 +256,12 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     const std::string driver_2_name = by_pseudonym("driver-2");
     CHECK(map->names_of(driver_2_name).size() == 2);
     CHECK(map->holdings(driver_2_name).empty());
-    CHECK(map->holdings(audit.pseudonym("driver-2")).empty());
     int payload = 0;
+    map->published({"driver-2"}, "van-2b", "fleet/van-2b/telemetry", false, &payload);
+    const std::string driver_2_ref = audit.pseudonym("driver-2");
+    CHECK(map->holdings(driver_2_ref).empty());
+    map->forget_subject(driver_2_ref);  // an erasure of an id that is driver-2's reference
+    CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2", "van-2b"});
     map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
     map->delivered("logger", "fleet/van-1/telemetry", &payload);
     auto h = map->holdings("driver-1");
@@ -265,7 +269,7 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     CHECK(h.recipients == std::vector<std::string>{"dashboard", "logger"});
     map->forget_subject("driver-1");
     CHECK(map->holdings("driver-1").empty());
-    CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2"});
+    CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2", "van-2b"});
     map->wait_idle();
     map.reset();
     // Gone on disk under every name; another subject untouched.
@@ -278,6 +282,11 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     other.bind(1, driver_2_name);
     REQUIRE(other.step());
     CHECK(other.integer(0) == 1);
+    CHECK(gdpr::is_keyed_subject_name(driver_2_ref));
+    CHECK(gdpr::is_keyed_subject_name(driver_2_name));
+    CHECK_FALSE(gdpr::is_keyed_subject_name("driver-2"));
+    CHECK_FALSE(gdpr::is_keyed_subject_name("p:driver-2"));
+    CHECK_FALSE(gdpr::is_keyed_subject_name(std::string(32, 'A')));  // keyed names are lower case
 }
 
 TEST_CASE("retained topics sealed under the key that named subjects before are opened, and deleted with their topic",

@@ -119,7 +119,7 @@ int export_subject(const std::string& path, const std::map<std::string, std::str
     // Holders the data map wrote before the audit key was configured, with no pseudonymisation key
     // either, are named by the subject id itself (those named by pseudonym need the broker's
     // exportSubject, which has that key).
-    options.data_map_names = {keys.subject_ref(flags.at("--subject")), flags.at("--subject")};
+    options.data_map_by_id = true;
     std::string doc = gdpr::export_subject(db, keys, flags.at("--subject"), now_ms(), options);
     struct wipe_on_return {  // GDPR Art. 32: the decrypted document does not outlive its use
         std::string& text;

@@ -59,10 +59,13 @@ struct export_options {
     // Opens the retained topics the data map stores sealed (they name the subject); without it,
     // or for a seal it did not make, they are only counted. Used by the exporting thread alone.
     topic_sealer* topic_opener = nullptr;
-    // The names the data map may hold the subject's holders under (data_map::names_of: a key
-    // file configured later leaves earlier holders named the old way); empty: the audit key's
-    // reference alone.
+    // Names the data map may also hold the subject's holders under, besides the audit key's
+    // reference (data_map::names_of: a key file configured later leaves earlier holders named the
+    // old way). The caller vouches that none can be another subject's (is_keyed_subject_name).
     std::vector<std::string> data_map_names;
+    // Also the holders the data map named by the subject id itself (written with no key file),
+    // unless the id has a keyed name's form (is_keyed_subject_name).
+    bool data_map_by_id = false;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;

@@ -21,6 +21,11 @@
 
 namespace gdpr {
 
+// Whether `name` has the form of a keyed name the data map stores subjects under (32 lowercase hex
+// digits: an audit key's reference; "p:" and those: a pseudonym). An id of that form is never
+// looked up as an id: it could be another subject's name.
+bool is_keyed_subject_name(std::string_view name);
+
 struct subject_holdings {
     std::vector<std::string> publishers;       // client ids, sorted
     std::vector<std::string> recipients;       // client ids, sorted
