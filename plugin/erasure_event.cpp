@@ -109,6 +109,8 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
         ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), std::move(in_clear), std::move(sealer),
                                        std::move(earlier_sealer));
         name_earlier_holders(ctx, keys);
+        if (!keys.audit.empty() && !keys.pseudonym.empty())  // a separate instance: used on the export thread
+            ctx.control->attach_earlier_topic_opener(std::make_shared<gdpr::topic_sealer>(keys.pseudonym, "pseudonym_key_file"));
         if (const std::size_t unreadable = ctx.map->unreadable_topics())
             ctx.log.warning("erasure: the data map holds " + std::to_string(unreadable) +
                             " sealed retained topic(s) that the configured key files cannot open (sealed under "

@@ -289,7 +289,8 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                 wiped_string holder = wiped(q.text(1));
                 if (role == "retained" && topic_sealer::is_sealed(holder)) {
                     std::string topic;
-                    const bool opened = options.topic_opener && options.topic_opener->open(holder, topic);
+                    const bool opened = (options.topic_opener && options.topic_opener->open(holder, topic)) ||
+                                        (options.earlier_topic_opener && options.earlier_topic_opener->open(holder, topic));
                     holder = wiped(topic);
                     OPENSSL_cleanse(topic.data(), topic.size());
                     if (!opened) {

@@ -504,10 +504,11 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             options.held_now = store_.held_purposes(subject);
             if (data_map_names_) options.data_map_names = data_map_names_(subject);
             export_reader_->submit(
-                [keys = export_keys_, opener = export_topic_opener_, subject, document, now = now_ms_(),
+                [keys = export_keys_, opener = export_topic_opener_, earlier = export_earlier_opener_, subject, document, now = now_ms_(),
                  options = std::move(options), cancelled = exports_cancelled_](sqlite_db& db) mutable {
                     options.cancelled = cancelled.get();
                     options.topic_opener = opener.get();
+                    options.earlier_topic_opener = earlier.get();
                     try {
                         *document = export_subject(db, *keys, subject, now, options);
                     } catch (const export_error& e) {

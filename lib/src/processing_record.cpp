@@ -172,6 +172,10 @@ json activity(const schema& s, const purpose_registry& purposes, const residency
             continue;
         }
         const bool is_special = is_special_category(r.category);
+        if (is_criminal_offence_category(r.category))
+            notes.push_back(who + r.pointer + " (" + r.category + ") is data on criminal convictions or offences (GDPR "
+                            "Art. 10): processed only under official authority or where Union or Member State law "
+                            "authorises it");
         personal.push_back({{"field", r.pointer},
                             {"category", r.category},
                             {"specialCategory", is_special},
@@ -255,12 +259,14 @@ json activity(const schema& s, const purpose_registry& purposes, const residency
 constexpr std::array<std::string_view, 13> SPECIAL_STEMS = {
     "health", "medical", "biometric", "genetic", "racial", "race", "ethnic", "political",
     "religio", "philosophical-belief", "trade-union", "sex-life", "sexual"};
-} // namespace
+constexpr std::array<std::string_view, 4> CRIMINAL_STEMS = {"criminal", "conviction", "offence", "offense"};
 
-bool is_special_category(std::string_view category) {
+// Whether the category name, or one of its '-'-separated words, starts with one of `stems`.
+template <std::size_t N>
+bool named_by_stem(std::string_view category, const std::array<std::string_view, N>& stems) {
     const std::string c = normalised_category(category);
     for (std::size_t word = 0; word < c.size();) {
-        for (const auto stem : SPECIAL_STEMS)
+        for (const auto stem : stems)
             if (c.compare(word, stem.size(), stem) == 0) return true;
         const auto dash = c.find('-', word);
         if (dash == std::string::npos) break;
@@ -268,6 +274,12 @@ bool is_special_category(std::string_view category) {
     }
     return false;
 }
+
+} // namespace
+
+bool is_special_category(std::string_view category) { return named_by_stem(category, SPECIAL_STEMS); }
+
+bool is_criminal_offence_category(std::string_view category) { return named_by_stem(category, CRIMINAL_STEMS); }
 
 json processing_record(const schema_set& schemas, const purpose_registry& purposes, const residency_rules* residency,
                        const processing_safeguards* safeguards) {

@@ -527,6 +527,11 @@ TEST_CASE("holders seen before the audit key was configured are still told of an
     for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
     CHECK(targets == std::set<std::string>{"v51", "watcher"});
 
+    // Its export opens the topic sealed under the pseudonymisation key (GDPR Art. 15).
+    const auto band_export = control(op, {{"command", "exportSubject"}, {"subject", "u-51"}});
+    REQUIRE_FALSE(band_export.contains("error"));
+    CHECK(band_export["data"]["holders"]["retained_topics"].size() == 1);
+    CHECK_FALSE(band_export["data"]["holders"].contains("sealed_retained_topics"));
     REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "u-51"}, {"requestId", "sealed"}}).contains("error"));
     const auto sealed = control(op, {{"command", "getErasure"}, {"requestId", "sealed"}, {"targets", true}})["data"];
     INFO(sealed.dump());

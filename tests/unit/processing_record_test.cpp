@@ -118,6 +118,19 @@ TEST_CASE("special categories are recognised by their category name", "[processi
         CHECK_FALSE(gdpr::is_special_category(name));
 }
 
+TEST_CASE("data on criminal convictions and offences is pointed out for review", "[processing]") {
+    for (const char* name : {"criminal-record", "Conviction", "traffic-offence", "offenses"})
+        CHECK(gdpr::is_criminal_offence_category(name));
+    for (const char* name : {"health", "identifier", "location", "offset"}) CHECK_FALSE(gdpr::is_criminal_offence_category(name));
+    const char* screening = R"({"id":"screening","version":1,"topics":["staff/+"],"retentionDays":5,"subject":{"field":"/id"},
+      "fields":{"/id":{"category":"identifier","personal":true,"purpose":"ops","action":"pseudonymise"},
+                "/record":{"category":"criminal-record","personal":true,"purpose":"ops","action":"drop"}}})";
+    const auto record = gdpr::processing_record(set_of({screening}), purposes(), nullptr, nullptr);
+    CHECK(has_note(record, "schema screening@1: /record (criminal-record) is data on criminal convictions or offences "
+                           "(GDPR Art. 10)"));
+    CHECK_FALSE(has_note(record, "schema screening@1: /id"));
+}
+
 TEST_CASE("the processing record points a reviewer at what the schemas leave open", "[processing]") {
     const auto record = gdpr::processing_record(schemas(), purposes(), nullptr, nullptr);
     // GDPR Art. 9: explicit consent, or another condition of Art. 9(2) besides the Art. 6 basis.

@@ -59,6 +59,8 @@ struct export_options {
     // Opens the retained topics the data map stores sealed (they name the subject); without it,
     // or for a seal it did not make, they are only counted. Used by the exporting thread alone.
     topic_sealer* topic_opener = nullptr;
+    // Opens the topics sealed under the pseudonymisation key before an audit key was configured.
+    topic_sealer* earlier_topic_opener = nullptr;
     // Names the data map may also hold the subject's holders under, besides the audit key's
     // reference (data_map::names_of: a key file configured later leaves earlier holders named the
     // old way). The caller vouches that none can be another subject's (is_keyed_subject_name).

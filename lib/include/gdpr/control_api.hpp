@@ -90,6 +90,9 @@ public:
         export_max_bytes_ = max_bytes;
         export_topic_opener_ = std::move(topic_opener);
     }
+    // exportSubject also opens retained topics sealed under the key that named subjects before the
+    // audit key (used on the export thread only).
+    void attach_earlier_topic_opener(std::shared_ptr<topic_sealer> opener) { export_earlier_opener_ = std::move(opener); }
     // exportSubject looks the subject's holders up in the data map under each name this gives
     // (data_map::names_of); without it, under the audit key's reference alone.
     using subject_names_fn = std::function<std::vector<std::string>(std::string_view subject)>;
@@ -127,6 +130,7 @@ private:
     storage_worker* export_reader_ = nullptr;
     std::shared_ptr<const audit_keys> export_keys_;
     std::shared_ptr<topic_sealer> export_topic_opener_;
+    std::shared_ptr<topic_sealer> export_earlier_opener_;
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;
     subject_names_fn data_map_names_;
     std::shared_ptr<std::atomic<bool>> exports_cancelled_ = std::make_shared<std::atomic<bool>>(false);

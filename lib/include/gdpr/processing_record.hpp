@@ -34,6 +34,10 @@ struct processing_safeguards {
 // sex-life or sexual.
 bool is_special_category(std::string_view category);
 
+// Art. 10 data (criminal convictions and offences), recognised the same way by the stems
+// criminal, conviction, offence and offense.
+bool is_criminal_offence_category(std::string_view category);
+
 // The record as JSON (keys in camelCase, as the control API answers). `residency` may be null
 // (no residency file); it must be bound to `schemas`. `safeguards` null: built from files alone.
 nlohmann::json processing_record(const schema_set& schemas, const purpose_registry& purposes,
