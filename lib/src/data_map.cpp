@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "gdpr/pseudonymiser.hpp"
 #include "gdpr/sqlite.hpp"
 
 namespace gdpr {
@@ -34,19 +35,15 @@ std::int64_t wall_ms() {
         .count();
 }
 
-} // namespace
-
-namespace {
-
-bool hex32(std::string_view s) {
-    return s.size() == 32 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+// The forms of a keyed name: an audit key's reference (a pseudonym under the audit key), or "p:"
+// and a pseudonym.
+bool named_by_pseudonym(std::string_view name) {
+    return name.substr(0, 2) == "p:" && pseudonymiser::has_pseudonym_form(name.substr(2));
 }
-// The forms of a keyed name: an audit key's reference, or "p:" and a pseudonym.
-bool named_by_pseudonym(std::string_view name) { return name.substr(0, 2) == "p:" && hex32(name.substr(2)); }
 
 } // namespace
 
-bool is_keyed_subject_name(std::string_view name) { return hex32(name) || named_by_pseudonym(name); }
+bool is_keyed_subject_name(std::string_view name) { return pseudonymiser::has_pseudonym_form(name) || named_by_pseudonym(name); }
 
 std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_view synchronous,
                                          subject_ref_fn subject_ref, topic_check_fn in_clear,
@@ -82,7 +79,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             }
             if (!map->by_ref_.find(ref)) {
                 if (named_by_pseudonym(ref)) ++map->loaded_by_pseudonym_;
-                else if (!hex32(ref)) ++map->loaded_in_clear_;
+                else if (!pseudonymiser::has_pseudonym_form(ref)) ++map->loaded_in_clear_;
             }
             const std::uint32_t e = map->entry_by_ref(ref, true);
             const holder_id h = map->intern(holder);

@@ -97,10 +97,8 @@ enum class pass_kind : std::uint8_t {
 
 // A JSON string holding what pseudonymiser makes: PSEUDONYM_HEX_CHARS lowercase hex digits.
 bool looks_like_pseudonym(std::string_view value) {
-    if (value.size() != pseudonymiser::PSEUDONYM_HEX_CHARS + 2 || value.front() != '"' || value.back() != '"') return false;
-    for (const char c : value.substr(1, value.size() - 2))
-        if (!is_digit(c) && (c < 'a' || c > 'f')) return false;
-    return true;
+    return value.size() >= 2 && value.front() == '"' && value.back() == '"' &&
+           pseudonymiser::has_pseudonym_form(value.substr(1, value.size() - 2));
 }
 
 class filter_run {

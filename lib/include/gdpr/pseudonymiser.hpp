@@ -25,6 +25,14 @@ public:
     bool append_pseudonym(std::string_view input, std::string& out) const;
     std::string pseudonym(std::string_view input) const;
 
+    // Whether `text` has a pseudonym's form: PSEUDONYM_HEX_CHARS lowercase hex digits.
+    static bool has_pseudonym_form(std::string_view text) {
+        if (text.size() != PSEUDONYM_HEX_CHARS) return false;
+        for (const char c : text)
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+        return true;
+    }
+
 private:
     struct state;
     std::unique_ptr<state> state_;
