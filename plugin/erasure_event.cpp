@@ -27,7 +27,6 @@ void name_earlier_holders(plugin_context& ctx, const key_file_bytes& keys) {
     const bool pseudonyms = !keys.pseudonym.empty();
     if (ctx.audit_keys && pseudonyms && ctx.map->loaded_by_pseudonym() > 0)
         ctx.map->also_named([&ctx](std::string_view subject) { return "p:" + ctx.engine->pseudonym_of(subject); });
-    if ((ctx.audit_keys || pseudonyms) && ctx.map->loaded_in_clear() > 0) ctx.map->also_named(nullptr);  // neither key: the id
     ctx.control->attach_data_map_names([&ctx](std::string_view subject) {
         return ctx.map ? ctx.map->names_of(subject) : std::vector<std::string>{};
     });
@@ -108,6 +107,10 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                                                            : nullptr;
         ctx.map = gdpr::data_map::open(o.database, o.db_synchronous, std::move(ref), std::move(in_clear), std::move(sealer),
                                        std::move(earlier_sealer));
+        if (const std::size_t renamed = ctx.map->renamed_from_id())
+            ctx.log.notice("erasure: " + std::to_string(renamed) +
+                           " data subject(s) in the data map, stored by id before a key file was configured, are now "
+                           "stored under their keyed name");
         name_earlier_holders(ctx, keys);
         if (!keys.audit.empty() && !keys.pseudonym.empty())  // a separate instance: used on the export thread
             ctx.control->attach_earlier_topic_opener(std::make_shared<gdpr::topic_sealer>(keys.pseudonym, "pseudonym_key_file"));
@@ -117,6 +120,10 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                             "another key); an erasure will not clear their retained messages");
         ctx.erasure = gdpr::erasure_manager::open(o.database, gdpr::erase_topics(o.erase_topic), eo, *ctx.map,
                                                   effects_for(ctx), o.db_synchronous);
+        if (const std::size_t renamed = ctx.erasure->renamed_from_id())
+            ctx.log.notice("erasure: " + std::to_string(renamed) +
+                           " data subject(s) in the erasure register, named by id before a key file was configured, "
+                           "are now named by their keyed name");
     } catch (const gdpr::storage_error& e) {
         throw gdpr::config_error("database", e.what());
     }

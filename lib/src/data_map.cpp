@@ -45,6 +45,16 @@ bool named_by_pseudonym(std::string_view name) {
 
 bool is_keyed_subject_name(std::string_view name) { return pseudonymiser::has_pseudonym_form(name) || named_by_pseudonym(name); }
 
+std::vector<std::string> subject_ids_among(sqlite_db& db, std::string_view select_names) {
+    std::vector<std::string> ids;
+    sqlite_statement names(db.handle(), select_names);
+    while (names.step()) {
+        std::string name = names.text(0);
+        if (!is_keyed_subject_name(name)) ids.push_back(std::move(name));
+    }
+    return ids;
+}
+
 std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_view synchronous,
                                          subject_ref_fn subject_ref, topic_check_fn in_clear,
                                          std::unique_ptr<topic_sealer> sealer, std::unique_ptr<topic_sealer> earlier_sealer) {
@@ -60,6 +70,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
         const int found = check_schema_version(*db, "data_map", SCHEMA_VERSION, "data map schema");
         static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
         if (found == 1) upgrade_from_version_1(*db);
+        if (map->subject_ref_) map->renamed_from_id_ = map->rename_ids(*db);
         tx.commit();
     }
     {
@@ -77,10 +88,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
                 }
                 holder.swap(topic);
             }
-            if (!map->by_ref_.find(ref)) {
-                if (named_by_pseudonym(ref)) ++map->loaded_by_pseudonym_;
-                else if (!pseudonymiser::has_pseudonym_form(ref)) ++map->loaded_in_clear_;
-            }
+            if (named_by_pseudonym(ref) && !map->by_ref_.find(ref)) ++map->loaded_by_pseudonym_;
             const std::uint32_t e = map->entry_by_ref(ref, true);
             const holder_id h = map->intern(holder);
             auto& list = r == "publisher"   ? map->entries_[e].publishers
@@ -92,6 +100,38 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
     }
     map->worker_ = std::make_unique<storage_worker>(std::move(db));
     return map;
+}
+
+// Rows written before a key file was configured name their subject by id. Once a key names
+// subjects, the file should hold no id (GDPR Art. 25(1), 32(1)(a)): each such subject's rows move
+// to the name in use, and its retained topics that name a subject in a level are sealed, as one
+// written now would be. Ids of a keyed name's form are left: they cannot be told from
+// names already keyed.
+std::size_t data_map::rename_ids(sqlite_db& db) {
+    const std::vector<std::string> ids = subject_ids_among(db, "SELECT DISTINCT subject_ref FROM data_map");
+    if (ids.empty()) return 0;
+    sqlite_statement rows(db.handle(), "SELECT role, holder, first_seen_ms FROM data_map WHERE subject_ref = ?1");
+    sqlite_statement insert(db.handle(), "INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) "
+                                         "VALUES (?1, ?2, ?3, ?4)");
+    sqlite_statement remove(db.handle(), "DELETE FROM data_map WHERE subject_ref = ?1");
+    for (const auto& id : ids) {
+        const std::string ref = subject_ref_(id);
+        rows.bind(1, id);
+        while (rows.step()) {
+            const std::string r = rows.text(0);
+            std::string holder = rows.text(1);
+            // Without a sealer such a topic stays as it is: dropping the row would hide a retained
+            // message from erasures.
+            if (r == "retained" && !topic_sealer::is_sealed(holder) && storage_of(holder) == topic_storage::sealed)
+                holder = sealer_->seal(holder);
+            insert.bind(1, ref).bind(2, r).bind(3, holder).bind(4, rows.integer(2));
+            insert.run();
+        }
+        rows.reset();
+        remove.bind(1, id);
+        remove.run();
+    }
+    return ids.size();
 }
 
 data_map::~data_map() {
@@ -284,10 +324,7 @@ std::vector<std::string> data_map::names(const holder_set& ids) const {
 std::vector<std::string> data_map::names_of(std::string_view subject) const {
     std::vector<std::string> out{ref_of(subject)};
     for (const auto& earlier : earlier_refs_) {
-        // An id of a keyed name's form could name another subject's entry: "p:" and a pseudonym
-        // someone received, or a reference from a receipt.
-        if (!earlier && is_keyed_subject_name(subject)) continue;
-        std::string name = earlier ? earlier(subject) : std::string(subject);
+        std::string name = earlier(subject);
         if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
     }
     return out;

@@ -215,6 +215,23 @@ std::string receipt_text(const erasure_request& r, bool with_subject, bool with_
     return out;
 }
 
+// Requests made with no key file name their subject by id, and a finished one keeps that name
+// as its only record of whom it erased. Once a key names subjects, the register should hold no
+// erased subject's id (GDPR Art. 17, 25(1)): those requests take the subject's reference. Names of
+// a keyed name's form are left: they cannot be told from references.
+std::size_t name_requests_by_reference(sqlite_db& db, const std::function<std::string(std::string_view)>& subject_ref) {
+    const std::vector<std::string> ids = subject_ids_among(db, "SELECT DISTINCT subject_ref FROM erasure_requests");
+    if (ids.empty()) return 0;
+    sqlite_transaction tx(db);
+    sqlite_statement rename(db.handle(), "UPDATE erasure_requests SET subject_ref = ?2 WHERE subject_ref = ?1");
+    for (const auto& id : ids) {
+        rename.bind(1, id).bind(2, subject_ref(id));
+        rename.run();
+    }
+    tx.commit();
+    return ids.size();
+}
+
 } // namespace
 
 std::string_view to_string(target_state s) { return TARGET_STATES.at(static_cast<std::size_t>(s)); }
@@ -258,6 +275,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
     check_schema_version(*db, "erasure", SCHEMA_VERSION, "erasure schema");
+    if (m->effects_.subject_ref) m->renamed_from_id_ = name_requests_by_reference(*db, m->effects_.subject_ref);
     {
         sqlite_statement rows(db->handle(), "SELECT request_id, subject, subject_ref, operator, requested_at_ms, "
                                             "deadline_ms, state, completed_at_ms, local_json FROM erasure_requests");

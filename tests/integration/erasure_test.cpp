@@ -540,6 +540,69 @@ TEST_CASE("holders seen before the audit key was configured are still told of an
     CHECK(b.log().find("cannot open") == std::string::npos);  // no sealed topic left unreadable
 }
 
+TEST_CASE("subjects stored by id before any key file are renamed once one is configured, and erasures still reach them",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    // Schemas that need no pseudonymisation key, so that the first broker runs with no key file.
+    setup.dir.write("schemas/purposes.json", R"({"purposes":{"fleet-ops":{"lawfulBasis":"contract"}}})");
+    setup.dir.write("schemas/fleet.json", R"({"id":"fleet","version":1,"topics":["fleet/+/telemetry"],
+        "subject":{"field":"/driver_id"},"unclassified":"drop",
+        "fields":{"/driver_id":{"category":"identifier","personal":true,"purpose":"fleet-ops","action":"keep"},
+                  "/speed":{"category":"motion","personal":true,"purpose":"fleet-ops","action":"keep"}}})");
+    setup.dir.write("schemas/health.json", R"({"id":"health","version":1,"topics":["health/+/vitals"],
+        "subject":{"topicLevel":1},"unclassified":"drop",
+        "fields":{"/battery":{"category":"device","personal":false}}})");
+    const std::string vitals = "health/u-61/vitals";
+    auto options = [&](bool audit_key) {
+        itest::broker_options o = setup.options();
+        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
+                                           [audit_key](const auto& opt) { return !audit_key && opt.first == "audit_key_file"; }),
+                            o.plugin_opts.end());
+        o.plugin_opts.push_back({"schemas", (setup.dir.path() / "schemas").string()});
+        o.plugin_opts.push_back({"pseudonym_key_file", ""});
+        return o;
+    };
+    auto rows_naming = [&](const std::string& id) {
+        gdpr::sqlite_db raw(setup.db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref = ?1 OR instr(holder, ?1) > 0");
+        q.bind(1, id);
+        REQUIRE(q.step());
+        return q.integer(0);
+    };
+    {
+        // No key file at all: the data map names subjects, and stores topics, in clear.
+        itest::broker b(options(false));
+        CHECK(b.log().find("subject ids are kept in clear") != std::string::npos);
+        itest::client van(b, "v61", 5), watcher(b, "watcher", 5), band(b, "band-61", 5);
+        van.connect();
+        watcher.connect();
+        band.connect();
+        watcher.subscribe("fleet/#", 1);
+        CHECK(van.publish("fleet/v61/telemetry", R"({"driver_id":"D-61","speed":40})") == 0);
+        REQUIRE(watcher.next(3s));
+        CHECK(band.publish(vitals, R"({"battery":80})", 1, true) == 0);
+    }
+    REQUIRE(rows_naming("D-61") == 2);  // publisher and recipient, by id
+    REQUIRE(rows_naming("u-61") == 2);  // publisher by id, and the topic in clear
+    itest::broker b(options(true));
+    CHECK(b.log().find("2 data subject(s) in the data map, stored by id before a key file was configured") !=
+          std::string::npos);
+    CHECK(rows_naming("D-61") == 0);
+    CHECK(rows_naming("u-61") == 0);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-61"}, {"requestId", "renamed"}}).contains("error"));
+    const auto request = control(op, {{"command", "getErasure"}, {"requestId", "renamed"}, {"targets", true}})["data"];
+    INFO(request.dump());
+    std::set<std::string> targets;
+    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
+    CHECK(targets == std::set<std::string>{"v61", "watcher"});
+    REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "u-61"}, {"requestId", "topic"}}).contains("error"));
+    const auto topic = control(op, {{"command", "getErasure"}, {"requestId", "topic"}})["data"];
+    INFO(topic.dump());
+    CHECK(topic["plugin"]["retainedCleared"] == json::array({"health/<subject>/vitals"}));
+}
+
 TEST_CASE("a retained will holding a subject's data is known to the data map: its erasure clears it",
           "[integration][erasure][will]") {
     erasure_setup setup;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -24,8 +25,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// A stand-in for the audit trail's keyed subject reference: it must not contain the id.
-std::string fake_ref(std::string_view s) { return "ref-" + std::to_string(std::hash<std::string_view>{}(s)); }
 
 // What the manager asked the broker to do.
 struct broker_side {
@@ -41,7 +40,7 @@ struct broker_side {
 
     gdpr::erasure_effects effects() {
         gdpr::erasure_effects fx;
-        fx.subject_ref = fake_ref;
+        fx.subject_ref = test_support::keyed_ref;  // a stand-in for the audit trail's reference
         fx.pseudonym = [](const std::string& s) { return "pseudo-" + s; };
         fx.is_connected = [this](const std::string& c) {
             auto it = connected.find(c);
@@ -173,7 +172,7 @@ TEST_CASE("erase topics come from a template with the client id as one whole lev
 TEST_CASE("the data map learns publishers, recipients and retained topics, and survives a reopen", "[erasure][datamap]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
-    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    auto ref = test_support::keyed_ref;
     {
         auto map = data_map::open(db, "NORMAL", ref);
         int payload = 0;
@@ -237,8 +236,13 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     {
         // Then with a pseudonymisation key.
         auto map = data_map::open(db, "NORMAL", by_pseudonym);
-        CHECK(map->loaded_in_clear() == 1);
-        CHECK(map->loaded_by_pseudonym() == 0);
+        // The holders written by id now stand under the name in use: the file keeps no id.
+        CHECK(map->renamed_from_id() == 1);
+        CHECK(map->loaded_by_pseudonym() == 1);
+        CHECK(map->names_of("driver-1") == std::vector<std::string>{by_pseudonym("driver-1")});
+        CHECK(map->holdings("driver-1").publishers == std::vector<std::string>{"van-1"});
+        CHECK(map->holdings("driver-1").recipients == std::vector<std::string>{"dashboard"});
+        CHECK(map->unknown_among({"driver-1", "driver-2"}) == 1);  // driver-1 is not new
         int payload = 0;
         map->published({"driver-1"}, "van-1b", "fleet/van-1b/telemetry", false, &payload);
         map->published({"driver-2"}, "van-2", "fleet/van-2/telemetry", false, &payload);
@@ -246,12 +250,11 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     }
     // Now with an audit key, naming subjects by another reference: the earlier names are given.
     auto map = data_map::open(db, "NORMAL", [&audit](std::string_view s) { return audit.pseudonym(s); });
-    CHECK(map->loaded_in_clear() == 1);
+    CHECK(map->renamed_from_id() == 0);
     CHECK(map->loaded_by_pseudonym() == 2);
     CHECK(map->holdings("driver-1").publishers.empty());  // before the earlier names are known
     map->also_named(by_pseudonym);
-    map->also_named(nullptr);
-    CHECK(map->names_of("driver-1") == std::vector<std::string>{audit.pseudonym("driver-1"), by_pseudonym("driver-1"), "driver-1"});
+    CHECK(map->names_of("driver-1") == std::vector<std::string>{audit.pseudonym("driver-1"), by_pseudonym("driver-1")});
     // A name of a keyed name's form is never looked up as an id: it could be another subject's.
     const std::string driver_2_name = by_pseudonym("driver-2");
     CHECK(map->names_of(driver_2_name).size() == 2);
@@ -289,14 +292,91 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     CHECK_FALSE(gdpr::is_keyed_subject_name(std::string(32, 'A')));  // keyed names are lower case
 }
 
+TEST_CASE("subjects stored by id before a key file are renamed at open, their subject-naming topics sealed",
+          "[erasure][datamap][crypto]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::string vitals = "health/wearable/u-42/vitals";
+    auto in_clear = [](std::string_view topic) { return topic.rfind("health/", 0) != 0; };
+    auto sealer = [] { return std::make_unique<topic_sealer>(std::string(32, 's'), "audit_key_file"); };
+    // Every row, as (subject_ref, role, holder, first_seen_ms).
+    auto rows = [&] {
+        std::vector<std::tuple<std::string, std::string, std::string, std::int64_t>> out;
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(),
+                                 "SELECT subject_ref, role, holder, first_seen_ms FROM data_map ORDER BY role, holder");
+        while (q.step()) out.emplace_back(q.text(0), q.text(1), q.text(2), q.integer(3));
+        return out;
+    };
+    const std::string keyed_form_id(32, 'c');  // cannot be told from a keyed name: left alone
+    {
+        auto map = data_map::open(db);  // no key file: subjects and topics in clear
+        int payload = 0;
+        map->published({"u-42"}, "band-42", vitals, true, &payload);
+        map->delivered("doctor", vitals, &payload);
+        map->published({"u-42", keyed_form_id}, "band-42", "fleet/band-42/status", true, &payload);
+        map->wait_idle();
+    }
+    const auto before = rows();
+    REQUIRE(before.size() == 6);
+    std::int64_t first_seen_doctor = 0;
+    for (const auto& [ref, role, holder, at] : before)
+        if (holder == "doctor") first_seen_doctor = at;
+    REQUIRE(first_seen_doctor > 0);
+
+    {
+        auto map = data_map::open(db, "NORMAL", test_support::keyed_ref, in_clear, sealer());
+        CHECK(map->renamed_from_id() == 1);
+        const auto h = map->holdings("u-42");
+        CHECK(h.publishers == std::vector<std::string>{"band-42"});
+        CHECK(h.recipients == std::vector<std::string>{"doctor"});
+        CHECK(h.retained_topics == std::vector<std::string>{"fleet/band-42/status", vitals});
+        CHECK(map->unknown_among({"u-42"}) == 0);  // not a new subject
+        map->forget_last_publish();
+        map->delivered("nurse", vitals, nullptr);  // a later recipient of the retained message
+        map->wait_idle();
+    }
+    const std::string ref = test_support::keyed_ref("u-42");
+    bool doctor_kept = false, vitals_sealed = false, nurse_under_ref = false;
+    for (const auto& [name, role, holder, at] : rows()) {
+        CHECK(name != "u-42");
+        CHECK(holder.find("u-42") == std::string::npos);  // the topic that names the subject is sealed
+        if (holder == "doctor") doctor_kept = name == ref && at == first_seen_doctor;
+        if (role == "retained" && topic_sealer::is_sealed(holder)) vitals_sealed = name == ref;
+        if (holder == "nurse") nurse_under_ref = name == ref;
+    }
+    CHECK(doctor_kept);
+    CHECK(vitals_sealed);
+    CHECK(nurse_under_ref);
+    // The id of a keyed name's form keeps its rows as they were.
+    auto count_rows = [&](std::string_view where) {
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref " + std::string(where) + " ?1");
+        q.bind(1, keyed_form_id);
+        REQUIRE(q.step());
+        return q.integer(0);
+    };
+    CHECK(count_rows("=") == 2);
+
+    // Renamed once: the next start finds nothing to rename, and an erasure reaches every row.
+    auto map = data_map::open(db, "NORMAL", test_support::keyed_ref, in_clear, sealer());
+    CHECK(map->renamed_from_id() == 0);
+    CHECK(map->holdings("u-42").recipients == std::vector<std::string>{"doctor", "nurse"});
+    map->forget_subject("u-42");
+    map->wait_idle();
+    CHECK(count_rows("<>") == 0);
+}
+
 TEST_CASE("retained topics sealed under the key that named subjects before are opened, and deleted with their topic",
           "[erasure][datamap][crypto]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
     const std::string pseudonym_key(32, 'p'), audit_key(32, 'a');
     auto sealed_everywhere = [](std::string_view) { return false; };
+    const gdpr::pseudonymiser ps(pseudonym_key);
+    auto by_pseudonym = [&ps](std::string_view s) { return "p:" + ps.pseudonym(s); };
     {
-        auto map = data_map::open(db, "NORMAL", [](std::string_view s) { return "p:" + std::string(s); }, sealed_everywhere,
+        auto map = data_map::open(db, "NORMAL", by_pseudonym, sealed_everywhere,
                                   std::make_unique<topic_sealer>(pseudonym_key, "pseudonym_key_file"));
         int payload = 0;
         map->published({"u-1"}, "band-1", "health/u-1/vitals", true, &payload);
@@ -304,21 +384,21 @@ TEST_CASE("retained topics sealed under the key that named subjects before are o
         map->wait_idle();
     }
     auto reopen = [&](bool with_earlier) {
-        return data_map::open(db, "NORMAL", [](std::string_view s) { return "ref:" + std::string(s); }, sealed_everywhere,
+        return data_map::open(db, "NORMAL", test_support::keyed_ref, sealed_everywhere,
                               std::make_unique<topic_sealer>(audit_key, "audit_key_file"),
                               with_earlier ? std::make_unique<topic_sealer>(pseudonym_key, "pseudonym_key_file") : nullptr);
     };
     CHECK(reopen(false)->unreadable_topics() == 2);
     auto map = reopen(true);
     CHECK(map->unreadable_topics() == 0);
-    map->also_named([](std::string_view s) { return "p:" + std::string(s); });
+    map->also_named(by_pseudonym);
     CHECK(map->holdings("u-1").retained_topics == std::vector<std::string>{"health/u-1/steps", "health/u-1/vitals"});
     // A topic replaced by a message without the subject's data: its row goes, whichever key sealed it.
     map->retained_replaced("health/u-1/steps");
     map->wait_idle();
     map.reset();
     map = reopen(true);
-    map->also_named([](std::string_view s) { return "p:" + std::string(s); });
+    map->also_named(by_pseudonym);
     CHECK(map->holdings("u-1").retained_topics == std::vector<std::string>{"health/u-1/vitals"});
 }
 
@@ -359,7 +439,7 @@ TEST_CASE("a retained topic that names its subject is stored sealed, survives a 
           "[erasure][datamap][crypto]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
-    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    auto ref = test_support::keyed_ref;
     // As the plugin decides: a topic with a subject level may not be stored in clear.
     auto in_clear = [](std::string_view topic) { return topic.rfind("health/", 0) != 0; };
     auto sealer = [] { return std::make_unique<topic_sealer>(std::string(32, 's'), "audit_key_file"); };
@@ -440,7 +520,7 @@ TEST_CASE("a retained topic's row goes when the topic is replaced, whichever for
           "[erasure][datamap][crypto]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
-    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    auto ref = test_support::keyed_ref;
     auto never_in_clear = [](std::string_view) { return false; };
     auto sealer = [] { return std::make_unique<topic_sealer>(std::string(32, 's'), "audit_key_file"); };
     auto rows = [&] {
@@ -516,7 +596,7 @@ TEST_CASE("a data map written by a newer plugin is refused", "[erasure][datamap]
 TEST_CASE("the data map tells which of a publish's subjects it does not know yet", "[erasure][datamap][quota]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
-    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    auto ref = test_support::keyed_ref;
     {
         auto map = data_map::open(db, "NORMAL", ref);
         CHECK(map->unknown_among({"driver-1", "driver-2"}) == 2);
@@ -705,7 +785,49 @@ TEST_CASE("a request id is one request, the rate limit refuses a second erasure,
     gdpr::sqlite_statement q(raw.handle(), "SELECT subject, subject_ref FROM erasure_requests WHERE request_id = 'req-1'");
     REQUIRE(q.step());
     CHECK(q.text(0).empty());
-    CHECK(q.text(1) == fake_ref("driver-1"));
+    CHECK(q.text(1) == test_support::keyed_ref("driver-1"));
+}
+
+TEST_CASE("requests made before a key file named subjects take the subject's reference at the next start",
+          "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::int64_t t0 = 1'700'000'000'000;
+    const std::string keyed_form_id(32, 'c');
+    {
+        auto map = data_map::open(db);
+        broker_side broker;
+        auto fx = broker.effects();
+        fx.subject_ref = nullptr;  // no key file: the register names the subject by id
+        fx.record = nullptr;       // and there is no audit trail
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, std::move(fx));
+        REQUIRE(start_request(*m, *map, "before-key", "driver-1", t0));
+        REQUIRE(start_request(*m, *map, "keyed-form", keyed_form_id, t0));
+        m->tick(t0);
+        m->wait_idle();
+    }
+    auto names = [&] {
+        std::map<std::string, std::string> out;
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT request_id, subject, subject_ref FROM erasure_requests");
+        while (q.step()) out[q.text(0)] = q.text(1) + "|" + q.text(2);
+        return out;
+    };
+    REQUIRE(names()["before-key"] == "|driver-1");  // finished: only the name is kept, here the id itself
+    auto map = data_map::open(db, "NORMAL", test_support::keyed_ref);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    CHECK(m->renamed_from_id() == 1);
+    const std::string ref = test_support::keyed_ref("driver-1");
+    CHECK(names()["before-key"] == "|" + ref);
+    CHECK(names()["keyed-form"] == "|" + keyed_form_id);  // cannot be told from a reference: left
+    REQUIRE(m->find("before-key"));
+    CHECK(m->find("before-key")->subject_ref == ref);
+    // The same request asked again is answered as itself, and the subject's rate limit still holds.
+    CHECK(start_request(*m, *map, "before-key", "driver-1", t0 + 5) == m->find("before-key"));
+    std::string error;
+    CHECK_FALSE(start_request(*m, *map, "again", "driver-1", t0 + 60'000, &error));
+    CHECK(error.find("rate limit") != std::string::npos);
 }
 
 TEST_CASE("a device that reports failure is failed at once and alerted", "[erasure]") {

@@ -41,7 +41,7 @@ TEST_CASE("the data map keeps many holders of one subject, and a forgotten subje
           "[datamap]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
-    auto ref = [](std::string_view s) { return "ref:" + std::string(s); };
+    auto ref = test_support::keyed_ref;
     std::vector<std::string> readers;
     for (int i = 0; i < 12; ++i) readers.push_back((i < 10 ? "reader-0" : "reader-") + std::to_string(i));
     {

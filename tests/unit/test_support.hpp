@@ -5,10 +5,18 @@
 #include <random>
 #include <string>
 
+#include "gdpr/pseudonymiser.hpp"
 #include "gdpr/purposes.hpp"
 #include "gdpr/schema_loader.hpp"
 
 namespace test_support {
+
+// A subject's name as the data map stores it under a key file (32 hex digits, like the audit
+// key's reference): a name of any other form would be taken for an id written before the key.
+inline std::string keyed_ref(std::string_view subject) {
+    static const gdpr::pseudonymiser key(std::string(32, 'r'));
+    return key.pseudonym(subject);
+}
 
 inline gdpr::purpose_registry test_purposes() {
     gdpr::purpose_registry r;

@@ -25,6 +25,10 @@ namespace gdpr {
 // digits: an audit key's reference; "p:" and those: a pseudonym). An id of that form is never
 // looked up as an id: it could be another subject's name.
 bool is_keyed_subject_name(std::string_view name);
+class sqlite_db;
+// Of the names `select_names` (one text column) reads, those that are subject ids: written before
+// a key file named subjects.
+std::vector<std::string> subject_ids_among(sqlite_db& db, std::string_view select_names);
 
 struct subject_holdings {
     std::vector<std::string> publishers;       // client ids, sorted
@@ -45,6 +49,8 @@ public:
     // one that may not is written sealed by `sealer`, or not at all without one.
     using subject_ref_fn = std::function<std::string(std::string_view subject)>;
     using topic_check_fn = std::function<bool(std::string_view topic)>;
+    // With `subject_ref`, subjects stored under their id (before a key file was configured) are
+    // renamed on disk first, so the file keeps no subject id.
     // `earlier_sealer` opens retained topics sealed under the key that named subjects before the
     // one in use (a pseudonymisation key, before an audit key was configured), and its forms are
     // deleted with the topic's.
@@ -83,15 +89,15 @@ public:
     // A name subjects were stored under before the one in use (a key file configured later: the
     // holders written before it stay named the old way). holdings() and forget_subject() look
     // under every such name too. GDPR Art. 17(2): an erasure must reach them.
-    // A null function: the subject id itself (no key file then); never for an id that has the
-    // form of a keyed name, which could be another subject's.
+    // (Subjects named by id then were renamed at open.)
     void also_named(subject_ref_fn earlier) { earlier_refs_.push_back(std::move(earlier)); }
     // Every name `subject` may be stored under: the one in use first.
     std::vector<std::string> names_of(std::string_view subject) const;
-    // Of the subjects loaded at open: how many are named by pseudonym ("p:" and 32 hex digits),
-    // and how many by id (neither that nor a 32-hex-digit reference).
+    // Of the subjects loaded at open: how many are named by pseudonym ("p:" and 32 hex digits).
     std::size_t loaded_by_pseudonym() const { return loaded_by_pseudonym_; }
-    std::size_t loaded_in_clear() const { return loaded_in_clear_; }
+    // Subjects found at open stored under their id, written before a key file named subjects:
+    // their rows were moved to the name in use (see open).
+    std::size_t renamed_from_id() const { return renamed_from_id_; }
     subject_holdings holdings(std::string_view subject) const;
     // Forgets everything known about the subject, in memory at once and on disk in the background.
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
@@ -141,6 +147,7 @@ private:
     // Adds a holder in memory; true (and written at the next flush) when it is new.
     bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
+    std::size_t rename_ids(sqlite_db& db);
     // How a retained topic is kept on disk.
     enum class topic_storage : std::uint8_t { clear, sealed, none };
     topic_storage storage_of(std::string_view topic) const;
@@ -155,7 +162,7 @@ private:
     // so it outlives the writer's last job.
     std::unique_ptr<topic_sealer> sealer_;
     std::unique_ptr<topic_sealer> earlier_sealer_;
-    std::size_t loaded_by_pseudonym_ = 0, loaded_in_clear_ = 0;
+    std::size_t loaded_by_pseudonym_ = 0, renamed_from_id_ = 0;
     std::size_t unreadable_topics_ = 0;
     std::vector<entry> entries_;
     std::vector<std::string> refs_;  // by entry index
