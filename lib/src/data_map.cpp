@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 
 #include "gdpr/pseudonymiser.hpp"
 #include "gdpr/sqlite.hpp"
@@ -39,6 +40,30 @@ std::int64_t wall_ms() {
 // and a pseudonym.
 bool named_by_pseudonym(std::string_view name) {
     return name.substr(0, 2) == "p:" && pseudonymiser::has_pseudonym_form(name.substr(2));
+}
+
+// Moves every row of subject name `from` to `to`, keeping when each holder was first seen;
+// `restore` may change how a retained topic is stored.
+void move_rows(sqlite_db& db, const std::string& from, const std::string& to,
+               const std::function<void(std::string& topic)>& restore) {
+    auto& rows = db.cached("SELECT role, holder, first_seen_ms FROM data_map WHERE subject_ref = ?1");
+    auto& insert = db.cached("INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) VALUES (?1, ?2, ?3, ?4)");
+    auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");
+    struct moved {
+        std::string role, holder;
+        std::int64_t at_ms;
+    };
+    std::vector<moved> found;
+    rows.bind(1, from);
+    while (rows.step()) found.push_back(moved{rows.text(0), rows.text(1), rows.integer(2)});
+    rows.reset();
+    for (auto& m : found) {
+        if (m.role == "retained") restore(m.holder);
+        insert.bind(1, to).bind(2, m.role).bind(3, m.holder).bind(4, m.at_ms);
+        insert.run();
+    }
+    remove.bind(1, from);
+    remove.run();
 }
 
 } // namespace
@@ -109,28 +134,12 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
 // names already keyed.
 std::size_t data_map::rename_ids(sqlite_db& db) {
     const std::vector<std::string> ids = subject_ids_among(db, "SELECT DISTINCT subject_ref FROM data_map");
-    if (ids.empty()) return 0;
-    sqlite_statement rows(db.handle(), "SELECT role, holder, first_seen_ms FROM data_map WHERE subject_ref = ?1");
-    sqlite_statement insert(db.handle(), "INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) "
-                                         "VALUES (?1, ?2, ?3, ?4)");
-    sqlite_statement remove(db.handle(), "DELETE FROM data_map WHERE subject_ref = ?1");
-    for (const auto& id : ids) {
-        const std::string ref = subject_ref_(id);
-        rows.bind(1, id);
-        while (rows.step()) {
-            const std::string r = rows.text(0);
-            std::string holder = rows.text(1);
-            // Without a sealer such a topic stays as it is: dropping the row would hide a retained
-            // message from erasures.
-            if (r == "retained" && !topic_sealer::is_sealed(holder) && storage_of(holder) == topic_storage::sealed)
-                holder = sealer_->seal(holder);
-            insert.bind(1, ref).bind(2, r).bind(3, holder).bind(4, rows.integer(2));
-            insert.run();
-        }
-        rows.reset();
-        remove.bind(1, id);
-        remove.run();
-    }
+    // Without a sealer such a topic stays as it is: dropping the row would hide a retained message
+    // from erasures.
+    auto seal_if_named = [this](std::string& topic) {
+        if (!topic_sealer::is_sealed(topic) && storage_of(topic) == topic_storage::sealed) topic = sealer_->seal(topic);
+    };
+    for (const auto& id : ids) move_rows(db, id, subject_ref_(id), seal_if_named);
     return ids.size();
 }
 
@@ -169,9 +178,44 @@ std::uint32_t data_map::entry_by_ref(std::string_view ref, bool create) {
 std::uint32_t data_map::entry_of(std::string_view subject) {
     if (!subject_ref_) return entry_by_ref(subject, true);  // the id is the reference
     if (const std::uint32_t* cached = by_id_.find(subject)) return *cached;
-    const std::uint32_t index = entry_by_ref(ref_of(subject), true);
+    const std::string ref = ref_of(subject);
+    for (const auto& earlier : earlier_refs_) fold(earlier(subject), ref);
+    const std::uint32_t index = entry_by_ref(ref, true);
     by_id_[subject] = index;
     return index;
+}
+
+void data_map::fold(const std::string& earlier_name, const std::string& ref) {
+    const std::uint32_t* found = by_ref_.find(earlier_name);
+    if (!found || earlier_name == ref) return;
+    const std::uint32_t old_index = *found;
+    if (const std::uint32_t* current = by_ref_.find(ref)) {
+        const std::uint32_t index = *current;
+        entry& into = entries_[index];
+        const entry& from = entries_[old_index];
+        from.publishers.for_each([&](holder_id h) { into.publishers.insert(h); });
+        from.recipients.for_each([&](holder_id h) { into.recipients.insert(h); });
+        from.retained.for_each([&](holder_id t) {
+            if (into.retained.insert(t)) retained_by_topic_[holder_names_[t]].push_back(index);
+        });
+        release(old_index);
+    } else {
+        by_ref_.erase(earlier_name);
+        refs_[old_index] = ref;
+        by_ref_[ref] = old_index;
+    }
+    for (auto& row : unwritten_)
+        if (row.ref == earlier_name) row.ref = ref;
+    // Topics sealed under the earlier key are sealed anew, so that the earlier key can go.
+    worker_->submit(
+        [earlier_name, ref, sealer = sealer_.get(), earlier = earlier_sealer_.get()](sqlite_db& db) {
+            std::string topic;
+            move_rows(db, earlier_name, ref, [&](std::string& stored) {
+                if (sealer && earlier && topic_sealer::is_sealed(stored) && earlier->open(stored, topic))
+                    stored = sealer->seal(topic);
+            });
+        },
+        count_failure());
 }
 
 bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
@@ -283,6 +327,7 @@ std::uint32_t data_map::unknown_among(const std::vector<std::string>& subjects) 
     for (const auto& subject : subjects) {
         const std::uint32_t* index = subject_ref_ ? by_id_.find(subject) : by_ref_.find(subject);
         if (!index && subject_ref_) index = by_ref_.find(ref_of(subject));
+        for (std::size_t i = 0; !index && i < earlier_refs_.size(); ++i) index = by_ref_.find(earlier_refs_[i](subject));
         if (!index) {
             ++unknown;
             continue;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -268,23 +269,28 @@ TEST_CASE("holders written under an earlier name are found and erased once a key
     map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
     map->delivered("logger", "fleet/van-1/telemetry", &payload);
     auto h = map->holdings("driver-1");
-    CHECK(h.publishers == std::vector<std::string>{"van-1", "van-1b"});  // van-1 under two names, listed once
+    CHECK(h.publishers == std::vector<std::string>{"van-1", "van-1b"});  // van-1 once
     CHECK(h.recipients == std::vector<std::string>{"dashboard", "logger"});
     map->forget_subject("driver-1");
     CHECK(map->holdings("driver-1").empty());
     CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-2", "van-2b"});
     map->wait_idle();
     map.reset();
-    // Gone on disk under every name; another subject untouched.
+    // Gone on disk under every name; another subject untouched, and moved to the name in use when
+    // it published again.
     gdpr::sqlite_db raw(db);
     gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref IN (?1, ?2, 'driver-1')");
     q.bind(1, audit.pseudonym("driver-1")).bind(2, by_pseudonym("driver-1"));
     REQUIRE(q.step());
     CHECK(q.integer(0) == 0);
-    gdpr::sqlite_statement other(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref = ?1");
-    other.bind(1, driver_2_name);
-    REQUIRE(other.step());
-    CHECK(other.integer(0) == 1);
+    auto rows_of = [&raw](const std::string& name) {
+        gdpr::sqlite_statement other(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref = ?1");
+        other.bind(1, name);
+        REQUIRE(other.step());
+        return other.integer(0);
+    };
+    CHECK(rows_of(driver_2_name) == 0);
+    CHECK(rows_of(driver_2_ref) == 2);
     CHECK(gdpr::is_keyed_subject_name(driver_2_ref));
     CHECK(gdpr::is_keyed_subject_name(driver_2_name));
     CHECK_FALSE(gdpr::is_keyed_subject_name("driver-2"));
@@ -400,6 +406,79 @@ TEST_CASE("retained topics sealed under the key that named subjects before are o
     map = reopen(true);
     map->also_named(by_pseudonym);
     CHECK(map->holdings("u-1").retained_topics == std::vector<std::string>{"health/u-1/vitals"});
+}
+
+TEST_CASE("a subject known under its pseudonym moves to the audit key's name when it publishes again",
+          "[erasure][datamap][crypto]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::string pseudonym_key(32, 'p'), audit_key(32, 'a');
+    const gdpr::pseudonymiser ps(pseudonym_key), audit(audit_key);
+    auto by_pseudonym = [&ps](std::string_view s) { return "p:" + ps.pseudonym(s); };
+    auto by_audit_key = [&audit](std::string_view s) { return audit.pseudonym(s); };
+    auto in_clear = [](std::string_view topic) { return topic.rfind("health/", 0) != 0; };
+    const std::string vitals = "health/u-1/vitals";
+    {
+        auto map = data_map::open(db, "NORMAL", by_pseudonym, in_clear, std::make_unique<topic_sealer>(pseudonym_key, "pseudonym_key_file"));
+        int payload = 0;
+        map->published({"u-1"}, "band-1", vitals, true, &payload);
+        map->delivered("doctor", vitals, &payload);
+        map->published({"u-2"}, "band-2", "health/u-2/vitals", false, &payload);
+        map->wait_idle();
+    }
+    {
+        // An audit key without the earlier name: u-2 is written under its new name alone.
+        auto map = data_map::open(db, "NORMAL", by_audit_key, in_clear, std::make_unique<topic_sealer>(audit_key, "audit_key_file"));
+        int payload = 0;
+        map->published({"u-2"}, "band-2b", "health/u-2/vitals", false, &payload);
+        map->wait_idle();
+    }
+    auto reopen = [&](bool with_earlier) {
+        auto map = data_map::open(db, "NORMAL", by_audit_key, in_clear, std::make_unique<topic_sealer>(audit_key, "audit_key_file"),
+                                  with_earlier ? std::make_unique<topic_sealer>(pseudonym_key, "pseudonym_key_file") : nullptr);
+        if (with_earlier) map->also_named(by_pseudonym);
+        return map;
+    };
+    auto names_on_disk = [&] {
+        std::multiset<std::string> out;
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT subject_ref FROM data_map");
+        while (q.step()) out.insert(q.text(0));
+        return out;
+    };
+    {
+        auto map = reopen(true);
+        CHECK(map->loaded_by_pseudonym() == 2);
+        CHECK(map->unknown_among({"u-1", "u-2", "u-3"}) == 1);  // only u-3 is new
+        map->forget_last_publish();
+        map->delivered("nurse", vitals, nullptr);  // the retained message, before u-1 publishes again
+        int payload = 0;
+        map->published({"u-1"}, "band-1b", "health/u-1/steps", false, &payload);
+        map->published({"u-2"}, "band-2c", "health/u-2/vitals", false, &payload);  // known under both names
+        const auto h1 = map->holdings("u-1");
+        CHECK(h1.publishers == std::vector<std::string>{"band-1", "band-1b"});
+        CHECK(h1.recipients == std::vector<std::string>{"doctor", "nurse"});
+        CHECK(h1.retained_topics == std::vector<std::string>{vitals});
+        CHECK(map->holdings("u-2").publishers == std::vector<std::string>{"band-2", "band-2b", "band-2c"});
+        CHECK(map->subjects() == 2);
+        // The retained message still counts once for its subject, under the one name.
+        map->forget_last_publish();
+        map->delivered("porter", vitals, nullptr);
+        CHECK(map->holdings("u-1").recipients == std::vector<std::string>{"doctor", "nurse", "porter"});
+        map->wait_idle();
+    }
+    const auto names = names_on_disk();
+    CHECK(names.count(by_pseudonym("u-1")) == 0);
+    CHECK(names.count(by_pseudonym("u-2")) == 0);
+    CHECK(names.count(by_audit_key("u-1")) == 6);  // band-1, band-1b, doctor, nurse, porter, the topic
+    CHECK(names.count(by_audit_key("u-2")) == 3);
+    // The topic is sealed anew under the audit key: the pseudonymisation key is no longer needed.
+    auto map = reopen(false);
+    CHECK(map->unreadable_topics() == 0);
+    CHECK(map->loaded_by_pseudonym() == 0);
+    CHECK(map->holdings("u-1").retained_topics == std::vector<std::string>{vitals});
+    map->retained_replaced(vitals);
+    CHECK(map->holdings("u-1").retained_topics.empty());
 }
 
 TEST_CASE("a topic sealer gives the same stored form for the same topic and opens only its own seals",

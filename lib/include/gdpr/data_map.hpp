@@ -87,8 +87,9 @@ public:
 
     // --- erasure (broker thread) ---
     // A name subjects were stored under before the one in use (a key file configured later: the
-    // holders written before it stay named the old way). holdings() and forget_subject() look
-    // under every such name too. GDPR Art. 17(2): an erasure must reach them.
+    // holders written before it stay named the old way until the subject publishes again, when
+    // they move to the name in use). holdings() and forget_subject() look under every such name
+    // too. GDPR Art. 17(2): an erasure must reach them.
     // (Subjects named by id then were renamed at open.)
     void also_named(subject_ref_fn earlier) { earlier_refs_.push_back(std::move(earlier)); }
     // Every name `subject` may be stored under: the one in use first.
@@ -144,6 +145,10 @@ private:
     // The entry of a subject id, created when new; the reference is computed once per subject.
     std::uint32_t entry_of(std::string_view subject);
     std::uint32_t entry_by_ref(std::string_view ref, bool create);
+    // A subject first seen under its current name `ref` that the map knows under an earlier name:
+    // the earlier entry becomes (or joins) the current one, in memory now and on disk in the
+    // background, so new holders are written under one name and the subject is not new.
+    void fold(const std::string& earlier_name, const std::string& ref);
     // Adds a holder in memory; true (and written at the next flush) when it is new.
     bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
