@@ -120,10 +120,10 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                             "another key); an erasure will not clear their retained messages");
         ctx.erasure = gdpr::erasure_manager::open(o.database, gdpr::erase_topics(o.erase_topic), eo, *ctx.map,
                                                   effects_for(ctx), o.db_synchronous);
-        if (const std::size_t renamed = ctx.erasure->renamed_from_id())
+        if (const std::size_t renamed = ctx.erasure->renamed())
             ctx.log.notice("erasure: " + std::to_string(renamed) +
-                           " data subject(s) in the erasure register, named by id before a key file was configured, "
-                           "are now named by their keyed name");
+                           " erasure request(s), made under no key file or an earlier one, now name their subject as "
+                           "the key files in use do");
     } catch (const gdpr::storage_error& e) {
         throw gdpr::config_error("database", e.what());
     }

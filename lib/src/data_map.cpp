@@ -42,12 +42,17 @@ bool named_by_pseudonym(std::string_view name) {
     return name.substr(0, 2) == "p:" && pseudonymiser::has_pseudonym_form(name.substr(2));
 }
 
+// A holder known under two names (or in two stored forms) keeps the earlier first sighting.
+constexpr const char* STORE_EARLIEST_SQL =
+    "INSERT INTO data_map (subject_ref, role, holder, first_seen_ms) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (subject_ref, role, holder) DO UPDATE SET first_seen_ms = min(first_seen_ms, excluded.first_seen_ms)";
+
 // Moves every row of subject name `from` to `to`, keeping when each holder was first seen;
 // `restore` may change how a retained topic is stored.
 void move_rows(sqlite_db& db, const std::string& from, const std::string& to,
                const std::function<void(std::string& topic)>& restore) {
     auto& rows = db.cached("SELECT role, holder, first_seen_ms FROM data_map WHERE subject_ref = ?1");
-    auto& insert = db.cached("INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) VALUES (?1, ?2, ?3, ?4)");
+    auto& insert = db.cached(STORE_EARLIEST_SQL);
     auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");
     struct moved {
         std::string role, holder;
@@ -96,6 +101,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
         static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
         if (found == 1) upgrade_from_version_1(*db);
         if (map->subject_ref_) map->renamed_from_id_ = map->rename_ids(*db);
+        if (map->sealer_ && map->in_clear_) map->seal_clear_topics(*db);
         tx.commit();
     }
     {
@@ -128,19 +134,44 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
 }
 
 // Rows written before a key file was configured name their subject by id. Once a key names
-// subjects, the file should hold no id (GDPR Art. 25(1), 32(1)(a)): each such subject's rows move
-// to the name in use, and its retained topics that name a subject in a level are sealed, as one
-// written now would be. Ids of a keyed name's form are left: they cannot be told from
-// names already keyed.
+// subjects, the data map should hold no id (GDPR Art. 25(1), 32(1)(a)): each such subject's rows
+// move to the name in use. Ids of a keyed name's form are left: they cannot be told from names
+// already keyed (and a naming of another form would be renamed again at every start).
 std::size_t data_map::rename_ids(sqlite_db& db) {
-    const std::vector<std::string> ids = subject_ids_among(db, "SELECT DISTINCT subject_ref FROM data_map");
-    // Without a sealer such a topic stays as it is: dropping the row would hide a retained message
-    // from erasures.
-    auto seal_if_named = [this](std::string& topic) {
-        if (!topic_sealer::is_sealed(topic) && storage_of(topic) == topic_storage::sealed) topic = sealer_->seal(topic);
+    std::size_t renamed = 0;
+    for (const auto& id : subject_ids_among(db, "SELECT DISTINCT subject_ref FROM data_map")) {
+        const std::string ref = subject_ref_(id);
+        if (!is_keyed_subject_name(ref)) continue;
+        move_rows(db, id, ref, [](std::string&) {});
+        ++renamed;
+    }
+    return renamed;
+}
+
+// A retained topic stored in clear that names a subject in a level by the rules in use (written
+// with no key file, or before a schema named it) is sealed, as one written now would be.
+void data_map::seal_clear_topics(sqlite_db& db) {
+    struct clear_topic {
+        std::string ref, topic;
+        std::int64_t at_ms;
     };
-    for (const auto& id : ids) move_rows(db, id, subject_ref_(id), seal_if_named);
-    return ids.size();
+    std::vector<clear_topic> found;
+    {
+        sqlite_statement rows(db.handle(), "SELECT subject_ref, holder, first_seen_ms FROM data_map WHERE role = 'retained'");
+        while (rows.step()) {
+            std::string topic = rows.text(1);
+            if (!topic_sealer::is_sealed(topic) && storage_of(topic) == topic_storage::sealed)
+                found.push_back(clear_topic{rows.text(0), std::move(topic), rows.integer(2)});
+        }
+    }
+    auto& insert = db.cached(STORE_EARLIEST_SQL);
+    auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1 AND role = 'retained' AND holder = ?2");
+    for (const auto& f : found) {
+        insert.bind(1, f.ref).bind(2, "retained").bind(3, sealer_->seal(f.topic)).bind(4, f.at_ms);
+        insert.run();
+        remove.bind(1, f.ref).bind(2, f.topic);
+        remove.run();
+    }
 }
 
 data_map::~data_map() {

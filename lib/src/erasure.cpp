@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -215,21 +216,33 @@ std::string receipt_text(const erasure_request& r, bool with_subject, bool with_
     return out;
 }
 
-// Requests made with no key file name their subject by id, and a finished one keeps that name
-// as its only record of whom it erased. Once a key names subjects, the register should hold no
-// erased subject's id (GDPR Art. 17, 25(1)): those requests take the subject's reference. Names of
-// a keyed name's form are left: they cannot be told from references.
-std::size_t name_requests_by_reference(sqlite_db& db, const std::function<std::string(std::string_view)>& subject_ref) {
-    const std::vector<std::string> ids = subject_ids_among(db, "SELECT DISTINCT subject_ref FROM erasure_requests");
-    if (ids.empty()) return 0;
+// A request names its subject as the key files named subjects when it was made: by id with none,
+// by pseudonym before an audit key. A finished one keeps only that name, as its record of whom it
+// erased. At start, each request takes the name the key files in use give (GDPR Art. 17, 25(1)):
+// one in progress still holds the id to compute it from; a finished one named by id is renamed
+// from that id. A finished one named by an earlier key stays so (its id is gone); request()
+// finds it under the subject's earlier names. Ids of a keyed name's form are left: they cannot
+// be told from names already keyed.
+std::size_t name_requests_as_now(sqlite_db& db, const std::function<std::string(std::string_view)>& subject_ref) {
     sqlite_transaction tx(db);
-    sqlite_statement rename(db.handle(), "UPDATE erasure_requests SET subject_ref = ?2 WHERE subject_ref = ?1");
-    for (const auto& id : ids) {
-        rename.bind(1, id).bind(2, subject_ref(id));
+    std::vector<std::pair<std::string, std::string>> renames;  // request id, name
+    {
+        sqlite_statement rows(db.handle(), "SELECT request_id, subject, subject_ref FROM erasure_requests");
+        while (rows.step()) {
+            const std::string subject = rows.text(1), name = rows.text(2);
+            std::string now;
+            if (!subject.empty()) now = subject_ref(subject);
+            else if (!is_keyed_subject_name(name)) now = subject_ref(name);
+            if (!now.empty() && now != name && is_keyed_subject_name(now)) renames.emplace_back(rows.text(0), std::move(now));
+        }
+    }
+    sqlite_statement rename(db.handle(), "UPDATE erasure_requests SET subject_ref = ?2 WHERE request_id = ?1");
+    for (const auto& [id, name] : renames) {
+        rename.bind(1, id).bind(2, name);
         rename.run();
     }
     tx.commit();
-    return ids.size();
+    return renames.size();
 }
 
 } // namespace
@@ -275,7 +288,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
     check_schema_version(*db, "erasure", SCHEMA_VERSION, "erasure schema");
-    if (m->effects_.subject_ref) m->renamed_from_id_ = name_requests_by_reference(*db, m->effects_.subject_ref);
+    if (m->effects_.subject_ref) m->renamed_ = name_requests_as_now(*db, m->effects_.subject_ref);
     {
         sqlite_statement rows(db->handle(), "SELECT request_id, subject, subject_ref, operator, requested_at_ms, "
                                             "deadline_ms, state, completed_at_ms, local_json FROM erasure_requests");
@@ -354,15 +367,21 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
         return done(nullptr, "the request id must be 1 to " + std::to_string(MAX_ID_BYTES) + " bytes");
     if (subject.empty()) return done(nullptr, "the subject must not be empty");
     const std::string ref = effects_.subject_ref ? effects_.subject_ref(subject) : subject;
+    // Requests finished under an earlier key file name the subject the earlier way.
+    std::vector<std::string> names = map_.names_of(subject);
+    if (std::find(names.begin(), names.end(), ref) == names.end()) names.push_back(ref);
     if (auto it = requests_.find(id); it != requests_.end()) {
-        if (it->second->subject_ref != ref) return done(nullptr, "request id \"" + id + "\" is already used for another subject");
+        if (std::find(names.begin(), names.end(), it->second->subject_ref) == names.end())
+            return done(nullptr, "request id \"" + id + "\" is already used for another subject");
         if (!it->second->durable) return done(nullptr, "request \"" + id + "\" is still being recorded: ask again shortly");
         return done(it->second.get(), "");
     }
-    if (auto last = last_request_ms_.find(ref);
-        options_.rate_limit_ms > 0 && last != last_request_ms_.end() && now_ms - last->second < options_.rate_limit_ms) {
-        return done(nullptr, "rate limit: this subject's last erasure request was at " + format_utc_ms(last->second) +
-                                 "; the next is accepted from " + format_utc_ms(last->second + options_.rate_limit_ms));
+    std::int64_t last_ms = INT64_MIN;
+    for (const auto& name : names)
+        if (auto last = last_request_ms_.find(name); last != last_request_ms_.end()) last_ms = std::max(last_ms, last->second);
+    if (options_.rate_limit_ms > 0 && last_ms != INT64_MIN && now_ms - last_ms < options_.rate_limit_ms) {
+        return done(nullptr, "rate limit: this subject's last erasure request was at " + format_utc_ms(last_ms) +
+                                 "; the next is accepted from " + format_utc_ms(last_ms + options_.rate_limit_ms));
     }
     auto owned = std::make_unique<erasure_request>();
     erasure_request& r = *owned;

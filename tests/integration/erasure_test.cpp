@@ -581,16 +581,35 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
         CHECK(van.publish("fleet/v61/telemetry", R"({"driver_id":"D-61","speed":40})") == 0);
         REQUIRE(watcher.next(3s));
         CHECK(band.publish(vitals, R"({"battery":80})", 1, true) == 0);
+        // An erasure of a subject nobody holds finishes at once; the register names it by id.
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+        op.connect();
+        REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "no-key"}}).contains("error"));
     }
+    auto register_naming = [&](const std::string& id) {
+        gdpr::sqlite_db raw(setup.db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM erasure_requests WHERE subject_ref = ?1 OR subject = ?1");
+        q.bind(1, id);
+        REQUIRE(q.step());
+        return q.integer(0);
+    };
+    REQUIRE(register_naming("D-62") == 1);
     REQUIRE(rows_naming("D-61") == 2);  // publisher and recipient, by id
     REQUIRE(rows_naming("u-61") == 2);  // publisher by id, and the topic in clear
     itest::broker b(options(true));
     CHECK(b.log().find("2 data subject(s) in the data map, stored by id before a key file was configured") !=
           std::string::npos);
+    CHECK(b.log().find("1 erasure request(s), made under no key file or an earlier one, now name their subject") !=
+          std::string::npos);
     CHECK(rows_naming("D-61") == 0);
     CHECK(rows_naming("u-61") == 0);
+    CHECK(register_naming("D-62") == 0);
     itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
     op.connect();
+    // The request is still itself, and still limits the subject's next one.
+    CHECK(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "no-key"}})["data"]["requestId"] == "no-key");
+    CHECK_THAT(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "again"}})["error"].get<std::string>(),
+               Catch::Contains("rate limit"));
     REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-61"}, {"requestId", "renamed"}}).contains("error"));
     const auto request = control(op, {{"command", "getErasure"}, {"requestId", "renamed"}, {"targets", true}})["data"];
     INFO(request.dump());

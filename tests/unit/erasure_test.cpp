@@ -373,6 +373,83 @@ TEST_CASE("subjects stored by id before a key file are renamed at open, their su
     CHECK(count_rows("<>") == 0);
 }
 
+TEST_CASE("a retained topic stored in clear that names a subject by the rules in use is sealed at open",
+          "[erasure][datamap][crypto]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::string vitals = "health/u-9/vitals";
+    auto sealer = [] { return std::make_unique<topic_sealer>(std::string(32, 's'), "audit_key_file"); };
+    auto retained = [&] {
+        std::vector<std::pair<std::string, std::int64_t>> out;
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT holder, first_seen_ms FROM data_map WHERE role = 'retained'");
+        while (q.step()) out.emplace_back(q.text(0), q.integer(1));
+        return out;
+    };
+    {
+        // No schema named a subject in this topic yet: stored in clear.
+        auto map = data_map::open(db, "NORMAL", test_support::keyed_ref, [](std::string_view) { return true; }, sealer());
+        int payload = 0;
+        map->published({"u-9"}, "band-9", vitals, true, &payload);
+        map->wait_idle();
+    }
+    const auto before = retained();
+    REQUIRE(before.size() == 1);
+    REQUIRE(before[0].first == vitals);
+    auto names_subject = [](std::string_view topic) { return topic.rfind("health/", 0) != 0; };
+    auto map = data_map::open(db, "NORMAL", test_support::keyed_ref, names_subject, sealer());
+    const auto after = retained();
+    REQUIRE(after.size() == 1);
+    CHECK(topic_sealer::is_sealed(after[0].first));
+    CHECK(after[0].second == before[0].second);
+    CHECK(map->holdings("u-9").retained_topics == std::vector<std::string>{vitals});
+    // Without a sealer it cannot be sealed: it stays, so that an erasure still clears it.
+    map.reset();
+    {
+        gdpr::sqlite_db raw(db);
+        raw.exec("DELETE FROM data_map");
+    }
+    {
+        auto clear = data_map::open(db, "NORMAL", test_support::keyed_ref, [](std::string_view) { return true; }, sealer());
+        int payload = 0;
+        clear->published({"u-9"}, "band-9", vitals, true, &payload);
+        clear->wait_idle();
+    }
+    CHECK(data_map::open(db, "NORMAL", test_support::keyed_ref, names_subject)->holdings("u-9").retained_topics ==
+          std::vector<std::string>{vitals});
+    CHECK(retained().at(0).first == vitals);
+}
+
+TEST_CASE("a holder known by id and by reference keeps its earliest first sighting when the id is renamed",
+          "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    {
+        auto map = data_map::open(db);
+        int payload = 0;
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        map->wait_idle();
+    }
+    std::int64_t by_id_ms = 0;
+    {
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT first_seen_ms FROM data_map WHERE subject_ref = 'driver-1'");
+        REQUIRE(q.step());
+        by_id_ms = q.integer(0);
+        // The same holder under the reference, seen later (a key file removed and added again).
+        gdpr::sqlite_statement later(raw.handle(), "INSERT INTO data_map VALUES (?1, 'publisher', 'van-1', ?2)");
+        later.bind(1, test_support::keyed_ref("driver-1")).bind(2, by_id_ms + 3'600'000);
+        later.run();
+    }
+    data_map::open(db, "NORMAL", test_support::keyed_ref)->wait_idle();
+    gdpr::sqlite_db raw(db);
+    gdpr::sqlite_statement q(raw.handle(), "SELECT subject_ref, first_seen_ms FROM data_map");
+    REQUIRE(q.step());
+    CHECK(q.text(0) == test_support::keyed_ref("driver-1"));
+    CHECK(q.integer(1) == by_id_ms);
+    CHECK_FALSE(q.step());
+}
+
 TEST_CASE("retained topics sealed under the key that named subjects before are opened, and deleted with their topic",
           "[erasure][datamap][crypto]") {
     test_support::temp_dir dir;
@@ -896,7 +973,7 @@ TEST_CASE("requests made before a key file named subjects take the subject's ref
     auto map = data_map::open(db, "NORMAL", test_support::keyed_ref);
     broker_side broker;
     auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
-    CHECK(m->renamed_from_id() == 1);
+    CHECK(m->renamed() == 1);
     const std::string ref = test_support::keyed_ref("driver-1");
     CHECK(names()["before-key"] == "|" + ref);
     CHECK(names()["keyed-form"] == "|" + keyed_form_id);  // cannot be told from a reference: left
@@ -907,6 +984,64 @@ TEST_CASE("requests made before a key file named subjects take the subject's ref
     std::string error;
     CHECK_FALSE(start_request(*m, *map, "again", "driver-1", t0 + 60'000, &error));
     CHECK(error.find("rate limit") != std::string::npos);
+}
+
+TEST_CASE("once an audit key names subjects, a request in progress under a pseudonym takes the new name and finishes",
+          "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::int64_t t0 = 1'700'000'000'000;
+    const gdpr::pseudonymiser ps(std::string(32, 'p')), audit(std::string(32, 'a'));
+    auto by_pseudonym = [&ps](std::string_view s) { return "p:" + ps.pseudonym(s); };
+    auto by_audit_key = [&audit](std::string_view s) { return audit.pseudonym(s); };
+    {
+        auto map = data_map::open(db, "NORMAL", by_pseudonym);
+        int p = 0;
+        map->published({"driver-1"}, "van-1", "t/1", false, &p);
+        map->published({"driver-1"}, "van-2", "t/2", false, &p);
+        broker_side broker;
+        auto fx = broker.effects();
+        fx.subject_ref = by_pseudonym;
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, std::move(fx));
+        REQUIRE(start_request(*m, *map, "in-progress", "driver-1", t0));
+        REQUIRE(start_request(*m, *map, "done-before", "driver-7", t0));  // no holders: finished at once
+        m->tick(t0);
+        CHECK(m->acknowledge("van-1", ack("in-progress", "erased"), t0 + 10).empty());
+        m->wait_idle();
+        map->wait_idle();
+    }
+    auto row = [&](const std::string& id) {
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement q(raw.handle(), "SELECT subject, subject_ref FROM erasure_requests WHERE request_id = ?1");
+        q.bind(1, id);
+        REQUIRE(q.step());
+        return std::make_pair(q.text(0), q.text(1));
+    };
+    REQUIRE(row("done-before") == std::make_pair(std::string(), by_pseudonym("driver-7")));
+    auto map = data_map::open(db, "NORMAL", by_audit_key);
+    map->also_named(by_pseudonym);
+    broker_side broker;
+    auto fx = broker.effects();
+    fx.subject_ref = by_audit_key;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, std::move(fx));
+    CHECK(m->renamed() == 1);
+    CHECK(row("in-progress") == std::make_pair(std::string("driver-1"), by_audit_key("driver-1")));
+    CHECK(row("done-before").second == by_pseudonym("driver-7"));  // its id is gone: it keeps the earlier name
+    // Both are still themselves, and the rate limit still holds, under either name.
+    CHECK(start_request(*m, *map, "in-progress", "driver-1", t0 + 20) == m->find("in-progress"));
+    CHECK(start_request(*m, *map, "done-before", "driver-7", t0 + 20) == m->find("done-before"));
+    std::string error;
+    CHECK_FALSE(start_request(*m, *map, "again", "driver-7", t0 + 60'000, &error));
+    CHECK(error.find("rate limit") != std::string::npos);
+    CHECK_FALSE(start_request(*m, *map, "done-before", "driver-8", t0 + 20, &error));
+    CHECK(error.find("already used for another subject") != std::string::npos);
+    m->tick(t0 + 30);
+    CHECK(broker.sent_to("van-1") == 0);
+    CHECK(broker.sent_to("van-2") == 1);
+    CHECK(m->acknowledge("van-2", ack("in-progress", "erased"), t0 + 40).empty());
+    CHECK(m->find("in-progress")->state == gdpr::request_state::completed);
+    m->wait_idle();
+    CHECK(row("in-progress") == std::make_pair(std::string(), by_audit_key("driver-1")));
 }
 
 TEST_CASE("a device that reports failure is failed at once and alerted", "[erasure]") {

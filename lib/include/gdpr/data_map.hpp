@@ -91,7 +91,9 @@ public:
     // they move to the name in use). holdings() and forget_subject() look under every such name
     // too. GDPR Art. 17(2): an erasure must reach them.
     // (Subjects named by id then were renamed at open.)
-    void also_named(subject_ref_fn earlier) { earlier_refs_.push_back(std::move(earlier)); }
+    void also_named(subject_ref_fn earlier) {
+        if (earlier) earlier_refs_.push_back(std::move(earlier));
+    }
     // Every name `subject` may be stored under: the one in use first.
     std::vector<std::string> names_of(std::string_view subject) const;
     // Of the subjects loaded at open: how many are named by pseudonym ("p:" and 32 hex digits).
@@ -153,6 +155,7 @@ private:
     bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
     std::size_t rename_ids(sqlite_db& db);
+    void seal_clear_topics(sqlite_db& db);
     // How a retained topic is kept on disk.
     enum class topic_storage : std::uint8_t { clear, sealed, none };
     topic_storage storage_of(std::string_view topic) const;

@@ -171,8 +171,8 @@ public:
     // Writes target changes still held back, then blocks until everything is written.
     void wait_idle();
     // Requests found at open that named their subject by id (made before a key file was
-    // configured): now named by the subject's reference, as later requests are.
-    std::size_t renamed_from_id() const { return renamed_from_id_; }
+    // configured), or in progress under an earlier key: now named as later requests are.
+    std::size_t renamed() const { return renamed_; }
 
 private:
     erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects);
@@ -213,7 +213,7 @@ private:
     std::int64_t next_due_ms_ = 0;
     double send_tokens_ = 0;            // commands that may go out now (erasure_options::send_rate_per_s)
     std::int64_t tokens_at_ms_ = 0;
-    std::size_t renamed_from_id_ = 0;
+    std::size_t renamed_ = 0;
     std::unique_ptr<storage_worker> worker_;
 };
 
