@@ -35,6 +35,10 @@ void name_earlier_holders(plugin_context& ctx, const key_file_bytes& keys) {
 gdpr::erasure_effects effects_for(plugin_context& ctx) {
     gdpr::erasure_effects fx;
     fx.subject_ref = subject_ref_for(ctx);
+    // Requests finished before the audit key named their subject by pseudonym, whether or not the
+    // data map still holds anything under that name.
+    if (ctx.audit_keys && !ctx.engine->pseudonym_of("probe").empty())
+        fx.earlier_subject_refs.push_back([&ctx](std::string_view subject) { return "p:" + ctx.engine->pseudonym_of(subject); });
     if (ctx.options.track_logins) {
         // Without observed logins the plugin cannot tell who is connected: every target is sent to.
         fx.is_connected = [&ctx](const std::string& client_id) { return ctx.live_by_client_id.count(client_id) > 0; };

@@ -71,6 +71,24 @@ void move_rows(sqlite_db& db, const std::string& from, const std::string& to,
     remove.run();
 }
 
+struct clear_topic {
+    std::string ref, topic;
+    std::int64_t at_ms;
+};
+
+// A retained topic stored in clear that names a subject in a level by the rules in use (written
+// with no key file, or before a schema named it) is sealed, as one written now would be.
+void seal_clear_topics(sqlite_db& db, const std::vector<clear_topic>& found, topic_sealer& sealer) {
+    auto& insert = db.cached(STORE_EARLIEST_SQL);
+    auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1 AND role = 'retained' AND holder = ?2");
+    for (const auto& f : found) {
+        insert.bind(1, f.ref).bind(2, "retained").bind(3, sealer.seal(f.topic)).bind(4, f.at_ms);
+        insert.run();
+        remove.bind(1, f.ref).bind(2, f.topic);
+        remove.run();
+    }
+}
+
 } // namespace
 
 bool is_keyed_subject_name(std::string_view name) { return pseudonymiser::has_pseudonym_form(name) || named_by_pseudonym(name); }
@@ -101,15 +119,18 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
         static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
         if (found == 1) upgrade_from_version_1(*db);
         if (map->subject_ref_) map->renamed_from_id_ = map->rename_ids(*db);
-        if (map->sealer_ && map->in_clear_) map->seal_clear_topics(*db);
         tx.commit();
     }
+    std::vector<clear_topic> to_seal;
     {
-        sqlite_statement rows(db->handle(), "SELECT subject_ref, role, holder FROM data_map");
+        sqlite_statement rows(db->handle(), "SELECT subject_ref, role, holder, first_seen_ms FROM data_map");
         std::string topic;
         while (rows.step()) {
             const std::string ref = rows.text(0), r = rows.text(1);
             std::string holder = rows.text(2);
+            if (r == "retained" && !topic_sealer::is_sealed(holder) && map->sealer_ &&
+                map->storage_of(holder) == topic_storage::sealed)
+                to_seal.push_back(clear_topic{ref, holder, rows.integer(3)});
             if (r == "retained" && topic_sealer::is_sealed(holder)) {
                 const bool opened = (map->sealer_ && map->sealer_->open(holder, topic)) ||
                                     (map->earlier_sealer_ && map->earlier_sealer_->open(holder, topic));
@@ -129,6 +150,11 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             if (r == "retained") map->retained_by_topic_[holder].push_back(e);
         }
     }
+    if (!to_seal.empty()) {
+        sqlite_transaction tx(*db);
+        seal_clear_topics(*db, to_seal, *map->sealer_);
+        tx.commit();
+    }
     map->worker_ = std::make_unique<storage_worker>(std::move(db));
     return map;
 }
@@ -146,32 +172,6 @@ std::size_t data_map::rename_ids(sqlite_db& db) {
         ++renamed;
     }
     return renamed;
-}
-
-// A retained topic stored in clear that names a subject in a level by the rules in use (written
-// with no key file, or before a schema named it) is sealed, as one written now would be.
-void data_map::seal_clear_topics(sqlite_db& db) {
-    struct clear_topic {
-        std::string ref, topic;
-        std::int64_t at_ms;
-    };
-    std::vector<clear_topic> found;
-    {
-        sqlite_statement rows(db.handle(), "SELECT subject_ref, holder, first_seen_ms FROM data_map WHERE role = 'retained'");
-        while (rows.step()) {
-            std::string topic = rows.text(1);
-            if (!topic_sealer::is_sealed(topic) && storage_of(topic) == topic_storage::sealed)
-                found.push_back(clear_topic{rows.text(0), std::move(topic), rows.integer(2)});
-        }
-    }
-    auto& insert = db.cached(STORE_EARLIEST_SQL);
-    auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1 AND role = 'retained' AND holder = ?2");
-    for (const auto& f : found) {
-        insert.bind(1, f.ref).bind(2, "retained").bind(3, sealer_->seal(f.topic)).bind(4, f.at_ms);
-        insert.run();
-        remove.bind(1, f.ref).bind(2, f.topic);
-        remove.run();
-    }
 }
 
 data_map::~data_map() {

@@ -221,7 +221,7 @@ std::string receipt_text(const erasure_request& r, bool with_subject, bool with_
 // erased. At start, each request takes the name the key files in use give (GDPR Art. 17, 25(1)):
 // one in progress still holds the id to compute it from; a finished one named by id is renamed
 // from that id. A finished one named by an earlier key stays so (its id is gone); request()
-// finds it under the subject's earlier names. Ids of a keyed name's form are left: they cannot
+// finds it under erasure_effects::earlier_subject_refs. Ids of a keyed name's form are left: they cannot
 // be told from names already keyed.
 std::size_t name_requests_as_now(sqlite_db& db, const std::function<std::string(std::string_view)>& subject_ref) {
     sqlite_transaction tx(db);
@@ -368,8 +368,8 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     if (subject.empty()) return done(nullptr, "the subject must not be empty");
     const std::string ref = effects_.subject_ref ? effects_.subject_ref(subject) : subject;
     // Requests finished under an earlier key file name the subject the earlier way.
-    std::vector<std::string> names = map_.names_of(subject);
-    if (std::find(names.begin(), names.end(), ref) == names.end()) names.push_back(ref);
+    std::vector<std::string> names{ref};
+    for (const auto& earlier : effects_.earlier_subject_refs) names.push_back(earlier(subject));
     if (auto it = requests_.find(id); it != requests_.end()) {
         if (std::find(names.begin(), names.end(), it->second->subject_ref) == names.end())
             return done(nullptr, "request id \"" + id + "\" is already used for another subject");

@@ -540,6 +540,38 @@ TEST_CASE("holders seen before the audit key was configured are still told of an
     CHECK(b.log().find("cannot open") == std::string::npos);  // no sealed topic left unreadable
 }
 
+TEST_CASE("an erasure finished before the audit key was configured still answers to its request id and rate-limits",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    const std::string pseudonym_key = setup.dir.write("pseudonym.key", itest::random_bytes(32), 0600);
+    {
+        // Pseudonymisation key only: the register names the subject by pseudonym. Nobody holds
+        // D-99's data, so the data map keeps nothing under that name.
+        itest::broker_options o = setup.options();
+        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
+                                           [](const auto& opt) { return opt.first == "audit_key_file"; }),
+                            o.plugin_opts.end());
+        o.plugin_opts.push_back({"pseudonym_key_file", pseudonym_key});
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+        op.connect();
+        const auto first = control(op, {{"command", "eraseSubject"}, {"subject", "D-99"}, {"requestId", "p-era"}});
+        REQUIRE_FALSE(first.contains("error"));
+    }
+    itest::broker_options o = setup.options();
+    o.plugin_opts.push_back({"pseudonym_key_file", pseudonym_key});
+    itest::broker b(o);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    const auto same = control(op, {{"command", "eraseSubject"}, {"subject", "D-99"}, {"requestId", "p-era"}});
+    INFO(same.dump());
+    CHECK(same["data"]["requestId"] == "p-era");
+    const auto again = control(op, {{"command", "eraseSubject"}, {"subject", "D-99"}, {"requestId", "audit-era"}});
+    INFO(again.dump());
+    REQUIRE(again.contains("error"));
+    CHECK_THAT(again["error"].get<std::string>(), Catch::Contains("rate limit"));
+}
+
 TEST_CASE("subjects stored by id before any key file are renamed once one is configured, and erasures still reach them",
           "[integration][erasure]") {
     erasure_setup setup;

@@ -155,7 +155,6 @@ private:
     bool add(std::uint32_t entry_index, role r, holder_id holder);
     void drop_retained_holder(const std::string& topic);
     std::size_t rename_ids(sqlite_db& db);
-    void seal_clear_topics(sqlite_db& db);
     // How a retained topic is kept on disk.
     enum class topic_storage : std::uint8_t { clear, sealed, none };
     topic_storage storage_of(std::string_view topic) const;

@@ -109,6 +109,9 @@ struct erasure_effects {
     // The name a subject is kept under once its request is finished (a keyed hash); empty: the
     // subject id itself.
     std::function<std::string(std::string_view subject)> subject_ref;
+    // Names requests finished under an earlier key file gave the subject (by pseudonym, before
+    // an audit key): the same request id and the rate limit still find them.
+    std::vector<std::function<std::string(std::string_view subject)>> earlier_subject_refs;
     // The pseudonym recipients hold in place of the subject id (sent with each command, so that a
     // downstream client can find what it received); empty or "": none.
     std::function<std::string(const std::string& subject)> pseudonym;
