@@ -65,6 +65,15 @@ void open_consent_store(plugin_context& ctx) {
     safeguards.record_deliveries = ctx.options.record_deliveries;
     safeguards.default_retention_days = ctx.options.retention_days;
     ctx.control->attach_safeguards(safeguards);
+    if (!ctx.options.processing_details_file.empty()) {
+        try {
+            ctx.control->attach_processing_details(gdpr::load_processing_details(ctx.options.processing_details_file));
+            ctx.log.notice("record of processing (describeProcessing): controller and processing details from " +
+                           ctx.options.processing_details_file);
+        } catch (const gdpr::schema_error& e) {
+            throw gdpr::config_error("processing_details", e.what());
+        }
+    }
     ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +
                    " subjects with consent, " + std::to_string(ctx.consent->binding_count()) + " device bindings" +
                    (ctx.consent->held_grants() ? ", " + std::to_string(ctx.consent->held_grants()) +

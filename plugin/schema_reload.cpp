@@ -1,5 +1,6 @@
 // Schema reload, from the control API's reloadSchemas or the broker's SIGHUP (MOSQ_EVT_RELOAD):
-// purposes.json and the schemas directory are read and checked again on a background thread (the
+// purposes.json, the schemas directory, the residency file and the processing details file are
+// read and checked again on a background thread (the
 // broker thread never waits on disk), and the new definitions go into use on the broker thread,
 // between two messages. Definitions that do not load, that would leave personal data
 // unclassified, or that would let consent fields pass without consent unasked, change nothing.
@@ -202,16 +203,19 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::re
     struct loaded {
         gdpr::classifier::definitions definitions;
         std::optional<gdpr::residency_rules> residency;
+        std::optional<gdpr::processing_details> details;
         bool ok = false;
     };
     auto next = std::make_shared<loaded>();
     // load_definitions reads of the classifier only what it fixed at start (the key's presence).
     ctx.schema_loader->submit(
         [engine = ctx.engine.get(), purposes = ctx.options.purposes_file, dir = ctx.options.schemas_dir,
-         residency_file = ctx.residency ? ctx.options.residency_file : std::string(), next](gdpr::sqlite_db&) {
+         residency_file = ctx.residency ? ctx.options.residency_file : std::string(),
+         details_file = ctx.options.processing_details_file, next](gdpr::sqlite_db&) {
             next->definitions = engine->load_definitions(purposes, dir);
             if (!residency_file.empty())
                 next->residency = gdpr::residency_rules::load(residency_file, next->definitions.schemas, true);
+            if (!details_file.empty()) next->details = gdpr::load_processing_details(details_file);
             next->ok = true;
         },
         [&ctx, next, requested_by = std::move(requested_by), allowed, done = std::move(done)](const std::string& error) {
@@ -220,6 +224,7 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::re
             try {
                 changes = commit_definitions(ctx, std::move(next->definitions), std::move(next->residency), requested_by,
                                              allowed);
+                if (next->details) ctx.control->attach_processing_details(std::move(next->details));
             } catch (const std::exception& e) {
                 return done(nullptr, e.what());
             }

@@ -395,7 +395,8 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
         } else if (name == "describeProcessing") {
             only_arguments(cmd, {});  // GDPR Art. 30(1): what this broker enforces now
             const residency_rules* rules = residency_ ? &residency_->rules() : nullptr;
-            response["data"] = processing_record(engine_.schemas(), engine_.purposes(), rules, &safeguards_);
+            response["data"] = processing_record(engine_.schemas(), engine_.purposes(), rules, &safeguards_,
+                                                 details_ ? &*details_ : nullptr);
             pending->responses[i] = response;
             return true;
         } else if (name == "getStats") {

@@ -275,6 +275,60 @@ bool named_by_stem(std::string_view category, const std::array<std::string_view,
     return false;
 }
 
+json party_json(const party& p) { return {{"name", p.name}, {"contact", p.contact.empty() ? json(nullptr) : json(p.contact)}}; }
+
+// Art. 30(1)(a) and (g): who is responsible and how to reach them; what the organisation does.
+void add_controller(json& record, const schema_set& schemas, const processing_details* details, json& notes) {
+    if (!details) {
+        record["controller"] = nullptr;
+        record["jointControllers"] = json::array();
+        record["representative"] = nullptr;
+        record["dataProtectionOfficer"] = nullptr;
+        record["organisationalMeasures"] = json::array();
+        record["processingDetailsFile"] = nullptr;
+        notes.push_back("no processing details file (processing_details): the record names no controller, data "
+                        "protection officer, categories of data subjects or recipients, or organisational measures "
+                        "(GDPR Art. 30(1)(a), (c), (d), (g))");
+        return;
+    }
+    record["controller"] = party_json(details->controller);
+    json joint = json::array();
+    for (const auto& p : details->joint_controllers) joint.push_back(party_json(p));
+    record["jointControllers"] = joint;
+    record["representative"] = details->representative ? party_json(*details->representative) : json(nullptr);
+    record["dataProtectionOfficer"] =
+        details->data_protection_officer ? party_json(*details->data_protection_officer) : json(nullptr);
+    record["organisationalMeasures"] = details->organisational_measures;
+    record["processingDetailsFile"] = details->file;
+    if (details->controller.contact.empty())
+        notes.push_back("the controller has no contact details in " + details->file + " (GDPR Art. 30(1)(a))");
+    // A schema renamed or removed leaves its entries describing nothing.
+    std::set<std::string> named;
+    for (const auto& [id, _] : details->data_subjects) named.insert(id);
+    for (const auto& [id, _] : details->recipients) named.insert(id);
+    for (const auto& id : named) {
+        if (id == processing_details::EVERY_SCHEMA) continue;
+        const bool loaded = std::any_of(schemas.schemas.begin(), schemas.schemas.end(),
+                                        [&id](const schema& s) { return s.id == id; });
+        if (!loaded) notes.push_back(details->file + " describes schema " + id + ", which is not loaded");
+    }
+}
+
+// Art. 30(1)(c), (d): who the data subjects are, and who receives their data.
+void describe_people(json& a, const schema& s, const processing_details* details, json& notes) {
+    const std::string subjects = details ? details->data_subjects_of(s.id) : std::string();
+    a["categoriesOfDataSubjects"] = subjects.empty() ? json(nullptr) : json(subjects);
+    a["categoriesOfRecipients"] = details ? details->recipients_of(s.id) : std::vector<std::string>{};
+    if (!details || !may_hold_personal_data(s)) return;
+    const std::string who = "schema " + s.tag() + ": ";
+    if (subjects.empty())
+        notes.push_back(who + "holds personal data, and " + details->file +
+                        " says nothing of whom it is about (dataSubjects; GDPR Art. 30(1)(c))");
+    if (a["categoriesOfRecipients"].empty() && may_deliver_personal_data(s))
+        notes.push_back(who + "may deliver personal data, and " + details->file +
+                        " names no categories of recipients (recipients; GDPR Art. 30(1)(d))");
+}
+
 } // namespace
 
 bool is_special_category(std::string_view category) { return named_by_stem(category, SPECIAL_STEMS); }
@@ -282,11 +336,15 @@ bool is_special_category(std::string_view category) { return named_by_stem(categ
 bool is_criminal_offence_category(std::string_view category) { return named_by_stem(category, CRIMINAL_STEMS); }
 
 json processing_record(const schema_set& schemas, const purpose_registry& purposes, const residency_rules* residency,
-                       const processing_safeguards* safeguards) {
+                       const processing_safeguards* safeguards, const processing_details* details) {
     json notes = json::array();
     std::map<std::string, purpose_use> uses;
     json activities = json::array();
-    for (const auto& s : schemas.schemas) activities.push_back(activity(s, purposes, residency, uses, notes));
+    for (const auto& s : schemas.schemas) {
+        json a = activity(s, purposes, residency, uses, notes);
+        describe_people(a, s, details, notes);
+        activities.push_back(std::move(a));
+    }
 
     json purpose_list = json::array();
     for (const auto& name : purposes.names()) {
@@ -302,7 +360,10 @@ json processing_record(const schema_set& schemas, const purpose_registry& purpos
         if (use.schemas.empty()) notes.push_back("purpose " + name + " is declared but no schema field serves it");
     }
 
-    json record{{"record", "processing activities (GDPR Art. 30(1))"}, {"purposes", purpose_list}, {"activities", activities}};
+    json record{{"record", "processing activities (GDPR Art. 30(1))"}};
+    add_controller(record, schemas, details, notes);
+    record["purposes"] = purpose_list;
+    record["activities"] = activities;
 
     if (residency) {
         json transfers = json::array();
@@ -365,7 +426,23 @@ std::string text_or(const json& v, const std::string& fallback) { return v.is_st
 
 std::string processing_record_text(const json& record) {
     std::ostringstream out;
-    out << "Record of processing activities (GDPR Art. 30(1))\n\nPurposes\n";
+    out << "Record of processing activities (GDPR Art. 30(1))\n\n";
+    const json& controller = record.at("controller");
+    if (!controller.is_null()) {
+        const auto party_line = [&out](const char* role, const json& p) {
+            out << "  " << role << ": " << p.at("name").get<std::string>();
+            if (p.at("contact").is_string()) out << " (" << p.at("contact").get<std::string>() << ")";
+            out << "\n";
+        };
+        out << "Controller (Art. 30(1)(a))\n";
+        party_line("controller", controller);
+        for (const auto& p : record.at("jointControllers")) party_line("joint controller", p);
+        if (!record.at("representative").is_null()) party_line("representative", record.at("representative"));
+        if (!record.at("dataProtectionOfficer").is_null())
+            party_line("data protection officer", record.at("dataProtectionOfficer"));
+        out << "\n";
+    }
+    out << "Purposes\n";
     for (const auto& p : record.at("purposes")) {
         out << "  " << p.at("name").get<std::string>() << " (" << p.at("lawfulBasis").get<std::string>()
             << (p.at("needsConsent").get<bool>() ? ", consent record needed" : "") << ")\n";
@@ -378,6 +455,8 @@ std::string processing_record_text(const json& record) {
     for (const auto& a : record.at("activities")) {
         out << "  " << a.at("schema").get<std::string>() << "  topics: " << joined(a.at("topics")) << "\n";
         if (!a.at("description").get<std::string>().empty()) out << "    " << a.at("description").get<std::string>() << "\n";
+        if (a.at("categoriesOfDataSubjects").is_string())
+            out << "    data subjects: " << a.at("categoriesOfDataSubjects").get<std::string>() << "\n";
         out << "    data subject: " << a.at("dataSubject").get<std::string>() << "\n";
         if (a.at("subjectIdentifier").is_string())
             out << "    subject's id: " << a.at("subjectIdentifier").get<std::string>() << "\n";
@@ -392,6 +471,8 @@ std::string processing_record_text(const json& record) {
             for (const auto& f : a.at("otherFields")) names += (names.empty() ? "" : ", ") + f.at("field").get<std::string>();
             out << "    not personal: " << names << "\n";
         }
+        if (!a.at("categoriesOfRecipients").empty())
+            out << "    recipients: " << joined(a.at("categoriesOfRecipients")) << "\n";
         out << "    members no rule names: " << a.at("unclassifiedMembers").get<std::string>() << "\n";
         out << "    retention: "
             << (a.at("retentionDays").is_number() ? std::to_string(a.at("retentionDays").get<std::int64_t>()) + " days"
@@ -434,6 +515,10 @@ std::string processing_record_text(const json& record) {
                 << "; records no schema's retention covers kept " << audit.at("defaultRetentionDays").get<std::int64_t>()
                 << " days\n";
         }
+    }
+    if (!record.at("organisationalMeasures").empty()) {
+        out << "\nOrganisational measures (Art. 30(1)(g), 32)\n";
+        for (const auto& m : record.at("organisationalMeasures")) out << "  - " << m.get<std::string>() << "\n";
     }
     out << "\nFor review\n";
     if (record.at("reviewNotes").empty()) out << "  nothing\n";

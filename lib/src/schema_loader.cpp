@@ -16,11 +16,13 @@
 #include "gdpr/errors.hpp"
 #include "gdpr/field_path.hpp"
 #include "gdpr/topic_filter.hpp"
+#include "json_file.hpp"
 
 namespace gdpr {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using namespace json_file;
 
 std::string_view to_string(field_action a) {
     switch (a) {
@@ -97,52 +99,6 @@ const std::regex& name_pattern() {
 const std::regex& region_pattern() {
     static const std::regex re("^[a-z][a-z0-9-]{0,31}$");
     return re;
-}
-
-std::string read_file(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw schema_error(path.string(), "cannot be opened for reading");
-    std::ostringstream buf;
-    buf << in.rdbuf();
-    if (in.bad()) throw schema_error(path.string(), "read error");
-    return buf.str();
-}
-
-json parse_json(std::string_view text, const std::string& file) {
-    try {
-        return json::parse(text.begin(), text.end());
-    } catch (const json::parse_error& e) {
-        // e.byte is 1-based; report line and column for humans.
-        std::size_t line = 1, col = 1;
-        for (std::size_t i = 0; i + 1 < e.byte && i < text.size(); ++i) {
-            if (text[i] == '\n') { ++line; col = 1; } else { ++col; }
-        }
-        throw schema_error(file, "not valid JSON at line " + std::to_string(line) + ", column " +
-                                     std::to_string(col));
-    } catch (const json::exception&) {  // a number beyond a double's range (1e999)
-        throw schema_error(file, "holds a number out of range");
-    }
-}
-
-// Checks an object's keys against the allowed set; the message names the JSON path.
-void only_keys(const json& obj, const std::string& where, std::initializer_list<const char*> allowed,
-               const std::string& file) {
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-        bool ok = false;
-        for (const char* a : allowed) ok = ok || it.key() == a;
-        if (!ok) throw schema_error(file, where + ": unknown key \"" + it.key() + "\"");
-    }
-}
-
-const json& require(const json& obj, const char* key, const std::string& where, const std::string& file) {
-    auto it = obj.find(key);
-    if (it == obj.end()) throw schema_error(file, where + ": missing required key \"" + key + "\"");
-    return *it;
-}
-
-std::string as_string(const json& v, const std::string& where, const std::string& file) {
-    if (!v.is_string()) throw schema_error(file, where + ": must be a string");
-    return v.get<std::string>();
 }
 
 std::int64_t as_int(const json& v, std::int64_t min, std::int64_t max, const std::string& where,

@@ -171,3 +171,47 @@ TEST_CASE("gdprctl processing-record builds the record from the files alone, and
     CHECK(status == 2);
     CHECK_THAT(out, Catch::Contains("--schemas needs a value"));
 }
+
+TEST_CASE("a processing details file names the controller in the record, is read again on reload, and is checked",
+          "[integration][processing][details]") {
+    itest::scratch_dir dir;
+    const std::string details = dir.write("details.json", R"({"controller": {"name": "Acme Fleet GmbH", "contact": "privacy@acme.example"},
+        "dataSubjects": {"*": "drivers"}, "recipients": {"*": ["dispatch"]}})");
+    itest::broker_options o;
+    o.plugin_opts = {{"processing_details", details}};
+    itest::broker b(o);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    auto r = control(op, {{"command", "describeProcessing"}});
+    INFO(r.dump());
+    REQUIRE_FALSE(r.contains("error"));
+    CHECK(r["data"]["controller"]["name"] == "Acme Fleet GmbH");
+    CHECK(activity(r["data"], "vehicle-telemetry@3")["categoriesOfDataSubjects"] == "drivers");
+    CHECK(activity(r["data"], "vehicle-telemetry@3")["categoriesOfRecipients"] == json::array({"dispatch"}));
+
+    // A reload reads it again; one that does not load changes nothing, and says which file.
+    dir.write("details.json", R"({"controller": {"name": "Acme Fleet SE"}})");
+    REQUIRE_FALSE(control(op, {{"command", "reloadSchemas"}}).contains("error"));
+    CHECK(control(op, {{"command", "describeProcessing"}})["data"]["controller"]["name"] == "Acme Fleet SE");
+    dir.write("details.json", R"({"controller": {"name": "Acme Fleet SE"}, "recipient": []})");
+    const auto refused = control(op, {{"command", "reloadSchemas"}});
+    INFO(refused.dump());
+    REQUIRE(refused.contains("error"));
+    CHECK_THAT(refused["error"].get<std::string>(), Catch::Contains(details) && Catch::Contains("unknown key \"recipient\""));
+    CHECK(control(op, {{"command", "describeProcessing"}})["data"]["controller"]["name"] == "Acme Fleet SE");
+
+    // The same file offline, beside the schemas.
+    const std::string source = itest::source_dir();
+    auto [status, out] = itest::run_command(std::string(GDPRCTL_PATH) + " processing-record --schemas " + source +
+                                                "/schemas --details " + source + "/examples/processing-details.json",
+                                            false);
+    INFO(out);
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("Controller (Art. 30(1)(a))\n  controller: Acme Fleet Services GmbH"));
+    CHECK_THAT(out, Catch::Contains("    data subjects: drivers of the fleet's vehicles (employees and contractors)\n"));
+    CHECK_THAT(out, !Catch::Contains("no processing details file"));
+    std::tie(status, out) = itest::run_command(std::string(GDPRCTL_PATH) + " processing-record --schemas " + source +
+                                               "/schemas --details " + details);
+    CHECK(status == 2);
+    CHECK_THAT(out, Catch::Contains(details));
+}

@@ -80,18 +80,34 @@ rejects("an unknown action", lambda d: field("/speed")(d).update(action="hash"))
 rejects("a purpose without lawful basis", lambda d: d["purposes"].update(x={}), vp, purposes)
 rejects("a lawful basis outside Art. 6(1)", lambda d: d["purposes"].update(x={"lawfulBasis": "interest"}), vp, purposes)
 
-residency_format = json.load(open("residency.schema.json"))
-Draft202012Validator.check_schema(residency_format)
-vr = Draft202012Validator(residency_format)
-residency = json.load(open(os.path.join("..", "examples", "residency.json")))
-errors = [e.message for e in vr.iter_errors(residency)]
-check(f"examples/residency.json matches residency.schema.json {errors if errors else ''}", not errors)
+def shipped_example(format_file, example_file):
+    """The validator of a file format, after checking the shipped example against it."""
+    document_format = json.load(open(format_file))
+    Draft202012Validator.check_schema(document_format)
+    validator = Draft202012Validator(document_format)
+    example = json.load(open(os.path.join("..", "examples", example_file)))
+    errors = [e.message for e in validator.iter_errors(example)]
+    check(f"examples/{example_file} matches {format_file} {errors if errors else ''}", not errors)
+    return validator, example
+
+
+vr, residency = shipped_example("residency.schema.json", "residency.json")
 rejects("residency: no defaultRegion", lambda d: d.pop("defaultRegion"), vr, residency)
 rejects("residency: a region in capitals", lambda d: d.update(regions=["EU"]), vr, residency)
 rejects("residency: a placement rule with only a region", lambda d: d["clients"].append({"region": "eu"}), vr, residency)
 rejects("residency: placement by listener", lambda d: d["clients"].append({"listener": 1884, "region": "eu"}), vr, residency)
 rejects("residency: a bridge without region", lambda d: d["bridges"][0].pop("region"), vr, residency)
 rejects("residency: a bridge topic with '#' inside", lambda d: d["bridges"][0].update(topics=["a/#/b"]), vr, residency)
+
+vd, details = shipped_example("processing-details.schema.json", "processing-details.json")
+shipped_ids = {json.load(open(f))["id"] for f in glob.glob("*.json") if f != "purposes.json" and not f.endswith(".schema.json")}
+named_ids = (set(details["dataSubjects"]) | set(details["recipients"])) - {"*"}
+check(f"examples/processing-details.json names only shipped schemas {sorted(named_ids - shipped_ids)}", named_ids <= shipped_ids)
+rejects("processing details: no controller", lambda d: d.pop("controller"), vd, details)
+rejects("processing details: a controller without a name", lambda d: d["controller"].pop("name"), vd, details)
+rejects("processing details: an unknown key", lambda d: d.update(recipient={}), vd, details)
+rejects("processing details: a blank category of data subjects", lambda d: d["dataSubjects"].update({"*": " "}), vd, details)
+rejects("processing details: recipients as a string", lambda d: d["recipients"].update({"*": "staff"}), vd, details)
 
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)

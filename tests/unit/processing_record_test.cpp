@@ -294,8 +294,14 @@ TEST_CASE("the processing record from the files alone reads as text without resi
     CHECK_THAT(text, Catch::Contains("    not personal: /speed\n"));
     CHECK_THAT(text, !Catch::Contains("Transfers between regions"));
     CHECK_THAT(text, !Catch::Contains("Safeguards"));
+    CHECK_THAT(text, !Catch::Contains("Controller"));
     const std::string empty = gdpr::processing_record_text(gdpr::processing_record({}, {}, nullptr, nullptr));
-    CHECK_THAT(empty, Catch::Contains("Purposes\n\nActivities\n\nFor review\n  nothing\n"));
+    CHECK_THAT(empty, Catch::Contains("Purposes\n\nActivities\n\nFor review\n  - no processing details file"));
+    gdpr::processing_details named;
+    named.controller = {"Acme Fleet GmbH", ""};
+    named.file = "details.json";
+    const std::string reviewed = gdpr::processing_record_text(gdpr::processing_record({}, {}, nullptr, nullptr, &named));
+    CHECK_THAT(reviewed, Catch::Contains("Activities\n\nFor review\n  - the controller has no contact details in details.json"));
 }
 
 TEST_CASE("what the record says of consent, enclosing rules and topic-level subjects matches the filter", "[processing]") {
@@ -362,4 +368,85 @@ TEST_CASE("a bridge without a region and a broker without a pseudonymisation key
     CHECK_THAT(text, Catch::Contains("  audit trail: off\n"));
     CHECK(has_note(record, "bridge somewhere ("));
     CHECK(has_note(record, ") has no region in the residency file"));
+}
+
+TEST_CASE("a processing details file names the controller, people and measures, and is checked strictly",
+          "[processing][details]") {
+    test_support::temp_dir dir;
+    const std::string good = dir.write("details.json", R"({
+        "controller": {"name": "Acme Fleet GmbH", "contact": "privacy@acme.example"},
+        "jointControllers": [{"name": "Acme Leasing AG"}],
+        "representative": {"name": "Acme EU Rep", "contact": "rep@acme.example"},
+        "dataProtectionOfficer": {"name": "DPO", "contact": "dpo@acme.example"},
+        "dataSubjects": {"*": "customers", "telemetry": "drivers"},
+        "recipients": {"*": ["operations staff"], "telemetry": ["dispatch", "operations staff"]},
+        "organisationalMeasures": ["keys rotated yearly"]})");
+    const gdpr::processing_details d = gdpr::load_processing_details(good);
+    CHECK(d.controller.name == "Acme Fleet GmbH");
+    CHECK(d.data_subjects_of("telemetry") == "drivers");
+    CHECK(d.data_subjects_of("vitals") == "customers");
+    CHECK(d.recipients_of("telemetry") == std::vector<std::string>{"operations staff", "dispatch"});
+    CHECK(d.recipients_of("status") == std::vector<std::string>{"operations staff"});
+
+    const auto bad = [&](const std::string& text, const std::string& why) {
+        INFO(text);
+        const std::string path = dir.write("bad.json", text);
+        CHECK_THROWS_WITH(gdpr::load_processing_details(path), Catch::Contains(path) && Catch::Contains(why));
+    };
+    bad(R"({"controller": {"name": "A"}, "recipient": {}})", "(top level): unknown key \"recipient\"");
+    bad(R"({"dataSubjects": {}})", "missing required key \"controller\"");
+    bad(R"({"controller": {"contact": "x"}})", "controller: missing required key \"name\"");
+    bad(R"({"controller": {"name": "  "}})", "controller.name: must not be empty");
+    bad(R"({"controller": {"name": "A"}, "recipients": {"*": "staff"}})", "recipients[\"*\"]: must be an array");
+    bad(R"({"controller": {"name": "A"}, "dataSubjects": {"x": 1}})", "dataSubjects[\"x\"]: must be a string");
+    bad(R"({"controller": {"name": "A"}, "jointControllers": {"name": "B"}})", "jointControllers: must be an array");
+    bad(R"({"controller": {"name": "A"},)", "not valid JSON at line 1");
+    bad("[]", "must be a JSON object");
+    CHECK_THROWS_WITH(gdpr::load_processing_details((dir.path() / "missing.json").string()),
+                      Catch::Contains("cannot be opened"));
+}
+
+TEST_CASE("with processing details the record names the controller and, per activity, data subjects and recipients",
+          "[processing][details]") {
+    gdpr::processing_details d;
+    d.controller = {"Acme Fleet GmbH", "privacy@acme.example"};
+    d.data_protection_officer = gdpr::party{"DPO", "dpo@acme.example"};
+    d.data_subjects = {{"telemetry", "drivers"}, {"retired", "nobody now"}};
+    d.recipients = {{"telemetry", {"dispatch"}}};
+    d.organisational_measures = {"keys rotated yearly"};
+    d.file = "details.json";
+    const auto set = schemas();
+    const auto record = gdpr::processing_record(set, purposes(), nullptr, nullptr, &d);
+    INFO(record.dump(2));
+    CHECK(record["controller"] == json{{"name", "Acme Fleet GmbH"}, {"contact", "privacy@acme.example"}});
+    CHECK(record["dataProtectionOfficer"]["name"] == "DPO");
+    CHECK(record["representative"].is_null());
+    CHECK(record["jointControllers"].empty());
+    CHECK(record["organisationalMeasures"] == json::array({"keys rotated yearly"}));
+    CHECK(record["processingDetailsFile"] == "details.json");
+    const auto& telemetry = by_key(record["activities"], "schema", "telemetry@2");
+    CHECK(telemetry["categoriesOfDataSubjects"] == "drivers");
+    CHECK(telemetry["categoriesOfRecipients"] == json::array({"dispatch"}));
+    const auto& vitals = by_key(record["activities"], "schema", "vitals@1");
+    CHECK(vitals["categoriesOfDataSubjects"].is_null());
+    CHECK(has_note(record, "schema vitals@1: holds personal data, and details.json says nothing of whom it is about"));
+    CHECK(has_note(record, "schema vitals@1: may deliver personal data, and details.json names no categories of recipients"));
+    CHECK_FALSE(has_note(record, "schema telemetry@2: holds personal data, and"));
+    CHECK_FALSE(has_note(record, "schema telemetry@2: may deliver"));
+    CHECK_FALSE(has_note(record, "schema status@1: holds"));  // no personal data: nothing to say
+    CHECK(has_note(record, "details.json describes schema retired, which is not loaded"));
+    CHECK_FALSE(has_note(record, "no processing details file"));
+    CHECK_FALSE(has_note(record, "has no contact details"));
+
+    const std::string text = gdpr::processing_record_text(record);
+    CHECK_THAT(text, Catch::Contains("Controller (Art. 30(1)(a))\n  controller: Acme Fleet GmbH (privacy@acme.example)\n"
+                                     "  data protection officer: DPO (dpo@acme.example)\n"));
+    CHECK_THAT(text, Catch::Contains("    data subjects: drivers\n"));
+    CHECK_THAT(text, Catch::Contains("    recipients: dispatch\n"));
+    CHECK_THAT(text, Catch::Contains("Organisational measures (Art. 30(1)(g), 32)\n  - keys rotated yearly\n"));
+
+    const auto without = gdpr::processing_record(set, purposes(), nullptr, nullptr);
+    CHECK(without["controller"].is_null());
+    CHECK(by_key(without["activities"], "schema", "telemetry@2")["categoriesOfRecipients"].empty());
+    CHECK(has_note(without, "no processing details file (processing_details)"));
 }

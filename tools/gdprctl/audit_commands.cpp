@@ -24,6 +24,7 @@
 #include "gdpr/audit_crypto.hpp"
 #include "gdpr/audit_reader.hpp"
 #include "gdpr/errors.hpp"
+#include "gdpr/processing_details.hpp"
 #include "gdpr/processing_record.hpp"
 #include "gdpr/residency.hpp"
 #include "gdpr/schema_loader.hpp"
@@ -171,7 +172,8 @@ int report(const std::string& path, const std::map<std::string, std::string>& fl
 int processing_record(const std::vector<std::string>& args) {
     std::map<std::string, std::string> flags;
     std::string problem;
-    if (!parse_flags(args, 1, {"--schemas", "--purposes", "--residency"}, {"--json"}, flags, problem)) return usage(problem);
+    if (!parse_flags(args, 1, {"--schemas", "--purposes", "--residency", "--details"}, {"--json"}, flags, problem))
+        return usage(problem);
     const std::string dir = flags["--schemas"];
     if (dir.empty()) return usage("processing-record needs --schemas DIR");
     gdpr::check_schema_directory(dir);
@@ -180,7 +182,10 @@ int processing_record(const std::vector<std::string>& args) {
     const gdpr::schema_set schemas = gdpr::load_schema_directory(dir, purposes);
     std::optional<gdpr::residency_rules> residency;
     if (flags.count("--residency")) residency = gdpr::residency_rules::load(flags["--residency"], schemas);
-    const nlohmann::json record = gdpr::processing_record(schemas, purposes, residency ? &*residency : nullptr, nullptr);
+    std::optional<gdpr::processing_details> details;
+    if (flags.count("--details")) details = gdpr::load_processing_details(flags["--details"]);
+    const nlohmann::json record =
+        gdpr::processing_record(schemas, purposes, residency ? &*residency : nullptr, nullptr, details ? &*details : nullptr);
     std::cout << (flags.count("--json") ? record.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" : gdpr::processing_record_text(record));
     return EXIT_OK;
 }

@@ -11,7 +11,7 @@
 //   gdprctl [connection options] schemas reload [--allow-removals] [--allow-basis-changes] [--allow-transfer-changes]
 //   gdprctl [connection options] processing-record
 //   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
-//   gdprctl processing-record --schemas DIR [--purposes F] [--residency F]      (offline, audit_commands.cpp)
+//   gdprctl processing-record --schemas DIR [--purposes F] [--residency F] [--details F]  (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
 // 4 no response in time, 5 internal error, 6 audit trail altered, 7 audit trail has declared gaps.
@@ -76,7 +76,7 @@ offline, on the plugin's database file (no broker needed):
   report <database> [--json]             record counts per day, kind, schema and refusal reason
 
 offline, on the definition files (no broker needed):
-  processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]
+  processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--details FILE] [--json]
                                          the same record from the files (default purposes
                                          file: DIR/purposes.json); exit 2 if they do not load
 
@@ -224,10 +224,10 @@ json build_command(std::vector<std::string> args) {
         return json{{"command", "getStats"}};
     }
     if (cmd == "processing-record") {
-        for (const char* offline_flag : {"--schemas", "--purposes", "--residency"})
+        for (const char* offline_flag : {"--schemas", "--purposes", "--residency", "--details"})
             if (std::find(args.begin(), args.end(), offline_flag) != args.end())
                 throw usage_error("processing-record from the files takes no option before the command: "
-                                  "gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]");
+                                  "gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--details FILE] [--json]");
         expect(1);
         return json{{"command", "describeProcessing"}};
     }

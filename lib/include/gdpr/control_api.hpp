@@ -7,6 +7,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,6 +72,8 @@ public:
     void attach_residency(const residency_guard* residency) { residency_ = residency; }
     // describeProcessing describes these beside the schemas (from the plugin's options).
     void attach_safeguards(const processing_safeguards& safeguards) { safeguards_ = safeguards; }
+    // The operator's processing details file as last read (start, schema reload); none: unset.
+    void attach_processing_details(std::optional<processing_details> details) { details_ = std::move(details); }
     // getStats reports publishes refused for bringing too many new data subjects.
     void attach_subject_quota(const subject_quota* quota, const subject_quota* gateway_quota = nullptr) {
         quota_ = quota;
@@ -125,6 +128,7 @@ private:
     erasure_manager* erasure_ = nullptr;
     const residency_guard* residency_ = nullptr;
     processing_safeguards safeguards_;
+    std::optional<processing_details> details_;
     const subject_quota* quota_ = nullptr;
     const subject_quota* gateway_quota_ = nullptr;
     storage_worker* export_reader_ = nullptr;

@@ -64,6 +64,10 @@ struct plugin_options {
     // Residency (GDPR Chapter V): regions, the transfer table, client placement and bridges. Without
     // it messages are still tagged with their schema's residency, but no transfer is refused.
     std::string residency_file;
+
+    // The record of processing activities' controller, data protection officer, categories of
+    // data subjects and recipients, organisational measures (GDPR Art. 30(1)); see processing_details.
+    std::string processing_details_file;
 };
 
 // The option keys this plugin understands, for documentation and error messages.

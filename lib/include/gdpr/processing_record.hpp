@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "gdpr/plugin_options.hpp"
+#include "gdpr/processing_details.hpp"
 #include "gdpr/purposes.hpp"
 #include "gdpr/schema_loader.hpp"
 
@@ -40,8 +41,10 @@ bool is_criminal_offence_category(std::string_view category);
 
 // The record as JSON (keys in camelCase, as the control API answers). `residency` may be null
 // (no residency file); it must be bound to `schemas`. `safeguards` null: built from files alone.
+// `details` null: no processing details file (the controller and the rest go unnamed).
 nlohmann::json processing_record(const schema_set& schemas, const purpose_registry& purposes,
-                                 const residency_rules* residency, const processing_safeguards* safeguards);
+                                 const residency_rules* residency, const processing_safeguards* safeguards,
+                                 const processing_details* details = nullptr);
 
 // The same record as plain text for people (gdprctl without --json).
 std::string processing_record_text(const nlohmann::json& record);
