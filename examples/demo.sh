@@ -106,7 +106,7 @@ plugin_opt_erase_deadline_seconds 10
 # Residency (GDPR Chapter V): regions, transfers, client placement, bridges.
 plugin_opt_residency_file $run/residency.json
 # The controller's part of the record of processing activities (GDPR Art. 30(1)).
-plugin_opt_processing_details $root/examples/processing-details.json
+plugin_opt_processing_details_file $root/examples/processing-details.json
 
 # A bridge to the US partner: Mosquitto shows bridge traffic to no plugin, so the plugin reads
 # these lines and refuses, at publish time, resident personal data they would carry abroad.
@@ -317,7 +317,7 @@ echo "=== The record of processing activities (GDPR Art. 30) the data protection
 echo "    broker enforces it now (gdprctl processing-record; here the vehicle telemetry and what to review):"
 echo "  \$ gdprctl processing-record"
 "$gdprctl" --port "$gdpr_port" --client-id demo-operator processing-record > "$run/processing-record.txt"
-sed -n '/^Controller/,/^$/p' "$run/processing-record.txt" | sed '$d' | sed 's/^/  /'
+sed -n '/^Controller/,/^$/p' "$run/processing-record.txt" | sed 's/^/  /'
 sed -E -n '/^  vehicle-telemetry@/,/^(  [a-z]|$)/p' "$run/processing-record.txt" | sed '$d' | sed 's/^/  /'
 sed -n '/^For review/,$p' "$run/processing-record.txt" | sed 's/^/    /'
 

@@ -71,7 +71,7 @@ void open_consent_store(plugin_context& ctx) {
             ctx.log.notice("record of processing (describeProcessing): controller and processing details from " +
                            ctx.options.processing_details_file);
         } catch (const gdpr::schema_error& e) {
-            throw gdpr::config_error("processing_details", e.what());
+            throw gdpr::config_error("processing_details_file", e.what());
         }
     }
     ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +

@@ -224,9 +224,17 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::re
             try {
                 changes = commit_definitions(ctx, std::move(next->definitions), std::move(next->residency), requested_by,
                                              allowed);
-                if (next->details) ctx.control->attach_processing_details(std::move(next->details));
             } catch (const std::exception& e) {
                 return done(nullptr, e.what());
+            }
+            // Put in use with the definitions it was read with, never without them.
+            if (next->details) {
+                ctx.control->attach_processing_details(std::move(next->details));
+                try {
+                    ctx.log.notice("read the processing details again from " + ctx.options.processing_details_file + " (" +
+                                   requested_by + ")");
+                } catch (const std::exception&) {  // only the line is lost
+                }
             }
             done(&changes, "");
         });

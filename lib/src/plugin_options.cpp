@@ -19,7 +19,7 @@ const std::vector<std::string>& known_option_keys() {
                                                   "erase_topic",       "erase_deadline_seconds",
                                                   "erase_retry_seconds", "erase_rate_limit_seconds",
                                                   "erase_send_rate",   "new_subjects_per_minute",
-                                                  "new_subjects_burst", "residency_file", "processing_details",
+                                                  "new_subjects_burst", "residency_file", "processing_details_file",
                                                   "gateway_new_subjects_per_minute", "gateway_new_subjects_burst"};
     return keys;
 }
@@ -158,7 +158,7 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
             o.gateway_new_subjects_burst = parse_int(key, value, 1, 10000000);
         } else if (key == "residency_file") {
             o.residency_file = value;
-        } else if (key == "processing_details") {
+        } else if (key == "processing_details_file") {
             o.processing_details_file = value;
         } else {
             throw config_error(key, "unknown option plugin_opt_" + key + " (known: " + joined_keys() + ")");

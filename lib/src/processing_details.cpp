@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "gdpr/errors.hpp"
+#include "gdpr/schema_loader.hpp"
 #include "json_file.hpp"
 
 namespace gdpr {
@@ -34,6 +35,13 @@ std::vector<std::string> texts_of(const json& v, const std::string& where, const
     return out;
 }
 
+// A key of dataSubjects or recipients: a schema id, or "*". Another form could never name a loaded
+// schema, so its entry would describe nothing, silently.
+void check_schema_key(const std::string& key, const std::string& where, const std::string& file) {
+    if (key != processing_details::EVERY_SCHEMA && !is_schema_id(key))
+        throw schema_error(file, where + ": \"" + key + "\" is not a schema id (^[a-z0-9][a-z0-9._-]{0,63}$) or \"*\"");
+}
+
 } // namespace
 
 std::string processing_details::data_subjects_of(const std::string& id) const {
@@ -58,6 +66,8 @@ processing_details load_processing_details(const std::string& path) {
               {"$schema", "description", "controller", "jointControllers", "representative", "dataProtectionOfficer",
                "dataSubjects", "recipients", "organisationalMeasures"},
               path);
+    for (const char* text : {"$schema", "description"})
+        if (auto it = doc.find(text); it != doc.end()) as_string(*it, text, path);
     processing_details d;
     d.file = path;
     d.controller = party_of(require(doc, "controller", "(top level)", path), "controller", path);
@@ -71,14 +81,20 @@ processing_details load_processing_details(const std::string& path) {
         d.data_protection_officer = party_of(*it, "dataProtectionOfficer", path);
     if (auto it = doc.find("dataSubjects"); it != doc.end()) {
         if (!it->is_object()) throw schema_error(path, "dataSubjects: must map schema ids (or \"*\") to who the data subjects are");
-        for (auto s = it->begin(); s != it->end(); ++s)
-            d.data_subjects[s.key()] = non_empty_text(*s, "dataSubjects[\"" + s.key() + "\"]", path);
+        for (auto s = it->begin(); s != it->end(); ++s) {
+            const std::string where = "dataSubjects[\"" + s.key() + "\"]";
+            check_schema_key(s.key(), where, path);
+            d.data_subjects[s.key()] = non_empty_text(*s, where, path);
+        }
     }
     if (auto it = doc.find("recipients"); it != doc.end()) {
         if (!it->is_object())
             throw schema_error(path, "recipients: must map schema ids (or \"*\") to categories of recipients");
-        for (auto r = it->begin(); r != it->end(); ++r)
-            d.recipients[r.key()] = texts_of(*r, "recipients[\"" + r.key() + "\"]", path);
+        for (auto r = it->begin(); r != it->end(); ++r) {
+            const std::string where = "recipients[\"" + r.key() + "\"]";
+            check_schema_key(r.key(), where, path);
+            d.recipients[r.key()] = texts_of(*r, where, path);
+        }
     }
     if (auto it = doc.find("organisationalMeasures"); it != doc.end())
         d.organisational_measures = texts_of(*it, "organisationalMeasures", path);

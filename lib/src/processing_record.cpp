@@ -286,7 +286,7 @@ void add_controller(json& record, const schema_set& schemas, const processing_de
         record["dataProtectionOfficer"] = nullptr;
         record["organisationalMeasures"] = json::array();
         record["processingDetailsFile"] = nullptr;
-        notes.push_back("no processing details file (processing_details): the record names no controller, data "
+        notes.push_back("no processing details file (processing_details_file): the record names no controller, data "
                         "protection officer, categories of data subjects or recipients, or organisational measures "
                         "(GDPR Art. 30(1)(a), (c), (d), (g))");
         return;
@@ -427,7 +427,8 @@ std::string text_or(const json& v, const std::string& fallback) { return v.is_st
 std::string processing_record_text(const json& record) {
     std::ostringstream out;
     out << "Record of processing activities (GDPR Art. 30(1))\n\n";
-    const json& controller = record.at("controller");
+    // A broker older than this gdprctl answers without the controller's part.
+    const json controller = record.value("controller", json(nullptr));
     if (!controller.is_null()) {
         const auto party_line = [&out](const char* role, const json& p) {
             out << "  " << role << ": " << p.at("name").get<std::string>();
@@ -455,8 +456,8 @@ std::string processing_record_text(const json& record) {
     for (const auto& a : record.at("activities")) {
         out << "  " << a.at("schema").get<std::string>() << "  topics: " << joined(a.at("topics")) << "\n";
         if (!a.at("description").get<std::string>().empty()) out << "    " << a.at("description").get<std::string>() << "\n";
-        if (a.at("categoriesOfDataSubjects").is_string())
-            out << "    data subjects: " << a.at("categoriesOfDataSubjects").get<std::string>() << "\n";
+        if (a.value("categoriesOfDataSubjects", json(nullptr)).is_string())
+            out << "    categories of data subjects: " << a.at("categoriesOfDataSubjects").get<std::string>() << "\n";
         out << "    data subject: " << a.at("dataSubject").get<std::string>() << "\n";
         if (a.at("subjectIdentifier").is_string())
             out << "    subject's id: " << a.at("subjectIdentifier").get<std::string>() << "\n";
@@ -471,7 +472,7 @@ std::string processing_record_text(const json& record) {
             for (const auto& f : a.at("otherFields")) names += (names.empty() ? "" : ", ") + f.at("field").get<std::string>();
             out << "    not personal: " << names << "\n";
         }
-        if (!a.at("categoriesOfRecipients").empty())
+        if (!a.value("categoriesOfRecipients", json::array()).empty())
             out << "    recipients: " << joined(a.at("categoriesOfRecipients")) << "\n";
         out << "    members no rule names: " << a.at("unclassifiedMembers").get<std::string>() << "\n";
         out << "    retention: "
@@ -516,7 +517,7 @@ std::string processing_record_text(const json& record) {
                 << " days\n";
         }
     }
-    if (!record.at("organisationalMeasures").empty()) {
+    if (!record.value("organisationalMeasures", json::array()).empty()) {
         out << "\nOrganisational measures (Art. 30(1)(g), 32)\n";
         for (const auto& m : record.at("organisationalMeasures")) out << "  - " << m.get<std::string>() << "\n";
     }

@@ -2,12 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include <unistd.h>
 
@@ -280,6 +278,8 @@ void build_tree(schema& s, const std::string& file) {
 }
 
 } // namespace
+
+bool is_schema_id(const std::string& name) { return std::regex_match(name, name_pattern()); }
 
 purpose_registry load_purposes(const std::string& path) {
     std::error_code ec;

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -177,11 +178,14 @@ TEST_CASE("a processing details file names the controller in the record, is read
     itest::scratch_dir dir;
     const std::string details = dir.write("details.json", R"({"controller": {"name": "Acme Fleet GmbH", "contact": "privacy@acme.example"},
         "dataSubjects": {"*": "drivers"}, "recipients": {"*": ["dispatch"]}})");
+    const fs::path schemas = dir.path() / "schemas";
+    fs::copy(fs::path(itest::source_dir()) / "schemas", schemas, fs::copy_options::recursive);
     itest::broker_options o;
-    o.plugin_opts = {{"processing_details", details}};
+    o.plugin_opts = {{"processing_details_file", details}, {"schemas", schemas.string()}};
     itest::broker b(o);
     itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
     op.connect();
+    auto controller_now = [&] { return control(op, {{"command", "describeProcessing"}})["data"]["controller"]["name"]; };
     auto r = control(op, {{"command", "describeProcessing"}});
     INFO(r.dump());
     REQUIRE_FALSE(r.contains("error"));
@@ -189,16 +193,36 @@ TEST_CASE("a processing details file names the controller in the record, is read
     CHECK(activity(r["data"], "vehicle-telemetry@3")["categoriesOfDataSubjects"] == "drivers");
     CHECK(activity(r["data"], "vehicle-telemetry@3")["categoriesOfRecipients"] == json::array({"dispatch"}));
 
-    // A reload reads it again; one that does not load changes nothing, and says which file.
+    // A reload reads it again.
     dir.write("details.json", R"({"controller": {"name": "Acme Fleet SE"}})");
     REQUIRE_FALSE(control(op, {{"command", "reloadSchemas"}}).contains("error"));
-    CHECK(control(op, {{"command", "describeProcessing"}})["data"]["controller"]["name"] == "Acme Fleet SE");
-    dir.write("details.json", R"({"controller": {"name": "Acme Fleet SE"}, "recipient": []})");
+    CHECK(controller_now() == "Acme Fleet SE");
+    CHECK(b.log().find("read the processing details again from " + details + " (") != std::string::npos);
+    // One that does not load changes nothing, the schemas included, and says which file.
+    const fs::path telemetry = schemas / "vehicle-telemetry.json";
+    const std::string telemetry_v3 = slurp(telemetry);
+    std::ofstream(telemetry) << std::regex_replace(telemetry_v3, std::regex("\"version\": [0-9]+"), "\"version\": 4");
+    dir.write("details.json", R"({"controller": {"name": "Acme Fleet AG"}, "recipient": []})");
     const auto refused = control(op, {{"command", "reloadSchemas"}});
     INFO(refused.dump());
     REQUIRE(refused.contains("error"));
     CHECK_THAT(refused["error"].get<std::string>(), Catch::Contains(details) && Catch::Contains("unknown key \"recipient\""));
-    CHECK(control(op, {{"command", "describeProcessing"}})["data"]["controller"]["name"] == "Acme Fleet SE");
+    CHECK(controller_now() == "Acme Fleet SE");
+    CHECK_NOTHROW(activity(control(op, {{"command", "describeProcessing"}})["data"], "vehicle-telemetry@3"));
+    // Good details with definitions the broker refuses (a schema removed without allowRemovals):
+    // the details stay as they were too.
+    std::ofstream(telemetry) << telemetry_v3;
+    dir.write("details.json", R"({"controller": {"name": "Acme Fleet KG"}})");
+    const fs::path wearable = schemas / "wearable-health.json";
+    const std::string wearable_text = slurp(wearable);
+    fs::remove(wearable);
+    REQUIRE(control(op, {{"command", "reloadSchemas"}}).contains("error"));
+    CHECK(controller_now() == "Acme Fleet SE");
+    // SIGHUP reads it too.
+    std::ofstream(wearable) << wearable_text;
+    b.signal(SIGHUP);
+    CHECK(b.wait_for_log("read the processing details again from " + details + " (SIGHUP)"));
+    CHECK(controller_now() == "Acme Fleet KG");
 
     // The same file offline, beside the schemas.
     const std::string source = itest::source_dir();
@@ -208,10 +232,15 @@ TEST_CASE("a processing details file names the controller in the record, is read
     INFO(out);
     CHECK(status == 0);
     CHECK_THAT(out, Catch::Contains("Controller (Art. 30(1)(a))\n  controller: Acme Fleet Services GmbH"));
-    CHECK_THAT(out, Catch::Contains("    data subjects: drivers of the fleet's vehicles (employees and contractors)\n"));
+    CHECK_THAT(out, Catch::Contains("    categories of data subjects: drivers of the fleet's vehicles (employees and contractors)\n"));
     CHECK_THAT(out, !Catch::Contains("no processing details file"));
+    dir.write("details.json", R"({"controller": {"name": "Acme Fleet KG"}, "recipients": {"Fleet": ["x"]}})");
     std::tie(status, out) = itest::run_command(std::string(GDPRCTL_PATH) + " processing-record --schemas " + source +
                                                "/schemas --details " + details);
     CHECK(status == 2);
-    CHECK_THAT(out, Catch::Contains(details));
+    CHECK_THAT(out, Catch::Contains(details) && Catch::Contains("is not a schema id"));
+    // The details alone, without the schemas, are a usage error of the offline form.
+    std::tie(status, out) = itest::run_command(std::string(GDPRCTL_PATH) + " processing-record --details " + details);
+    CHECK(status == 2);
+    CHECK_THAT(out, Catch::Contains("processing-record needs --schemas DIR"));
 }

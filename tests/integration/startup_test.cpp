@@ -141,12 +141,12 @@ TEST_CASE("a processing details file that does not load stops the broker, naming
           "[integration][startup][processing]") {
     itest::scratch_dir dir;
     const std::string details = dir.write("details.json", R"({"controller": {"contact": "privacy@acme.example"}})");
-    auto r = refuse({{"processing_details", details}});
+    auto r = refuse({{"processing_details_file", details}});
     CHECK(r.status != 0);
     CHECK(count_lines_with(r.log, "gdpr: Error:") == 1);
-    CHECK(r.log.find("processing_details") != std::string::npos);
+    CHECK(r.log.find("processing_details_file") != std::string::npos);
     CHECK(r.log.find(details + ": controller: missing required key \"name\"") != std::string::npos);
-    r = refuse({{"processing_details", (dir.path() / "missing.json").string()}});
+    r = refuse({{"processing_details_file", (dir.path() / "missing.json").string()}});
     CHECK(r.status != 0);
     CHECK(r.log.find("missing.json: cannot be opened for reading") != std::string::npos);
 }

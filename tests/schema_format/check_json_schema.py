@@ -108,6 +108,8 @@ rejects("processing details: a controller without a name", lambda d: d["controll
 rejects("processing details: an unknown key", lambda d: d.update(recipient={}), vd, details)
 rejects("processing details: a blank category of data subjects", lambda d: d["dataSubjects"].update({"*": " "}), vd, details)
 rejects("processing details: recipients as a string", lambda d: d["recipients"].update({"*": "staff"}), vd, details)
+rejects("processing details: a key that is no schema id", lambda d: d["recipients"].update({"Fleet@1": ["staff"]}), vd, details)
+rejects("processing details: a description that is no string", lambda d: d.update(description=5), vd, details)
 
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)

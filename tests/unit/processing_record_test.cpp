@@ -402,6 +402,10 @@ TEST_CASE("a processing details file names the controller, people and measures, 
     bad(R"({"controller": {"name": "A"}, "jointControllers": {"name": "B"}})", "jointControllers: must be an array");
     bad(R"({"controller": {"name": "A"},)", "not valid JSON at line 1");
     bad("[]", "must be a JSON object");
+    bad(R"({"controller": {"name": "A"}, "recipients": {"vehicle-telemetry@3": ["x"]}})",
+        "recipients[\"vehicle-telemetry@3\"]: \"vehicle-telemetry@3\" is not a schema id");
+    bad(R"({"controller": {"name": "A"}, "dataSubjects": {"Fleet": "drivers"}})", "\"Fleet\" is not a schema id");
+    bad(R"({"controller": {"name": "A"}, "description": 5})", "description: must be a string");
     CHECK_THROWS_WITH(gdpr::load_processing_details((dir.path() / "missing.json").string()),
                       Catch::Contains("cannot be opened"));
 }
@@ -441,12 +445,12 @@ TEST_CASE("with processing details the record names the controller and, per acti
     const std::string text = gdpr::processing_record_text(record);
     CHECK_THAT(text, Catch::Contains("Controller (Art. 30(1)(a))\n  controller: Acme Fleet GmbH (privacy@acme.example)\n"
                                      "  data protection officer: DPO (dpo@acme.example)\n"));
-    CHECK_THAT(text, Catch::Contains("    data subjects: drivers\n"));
+    CHECK_THAT(text, Catch::Contains("    categories of data subjects: drivers\n"));
     CHECK_THAT(text, Catch::Contains("    recipients: dispatch\n"));
     CHECK_THAT(text, Catch::Contains("Organisational measures (Art. 30(1)(g), 32)\n  - keys rotated yearly\n"));
 
     const auto without = gdpr::processing_record(set, purposes(), nullptr, nullptr);
     CHECK(without["controller"].is_null());
     CHECK(by_key(without["activities"], "schema", "telemetry@2")["categoriesOfRecipients"].empty());
-    CHECK(has_note(without, "no processing details file (processing_details)"));
+    CHECK(has_note(without, "no processing details file (processing_details_file)"));
 }

@@ -227,7 +227,10 @@ int run_offline(const std::vector<std::string>& args) {
 
 bool is_offline_command(const std::vector<std::string>& args) {
     const std::string& cmd = args.at(0);
-    if (cmd == "processing-record") return std::find(args.begin(), args.end(), "--schemas") != args.end();
+    if (cmd == "processing-record")
+        return std::any_of(args.begin(), args.end(), [](const std::string& a) {
+            return a == "--schemas" || a == "--purposes" || a == "--residency" || a == "--details";
+        });
     return cmd == "verify" || cmd == "export" || cmd == "report";
 }
 

@@ -2,7 +2,7 @@
 // What the record of processing activities (GDPR Art. 30(1)) must say that no schema or option
 // can know: who the controller is and how to reach them, the categories of data subjects and of
 // recipients, and the organisational measures. Given by the operator in one JSON file
-// (plugin_opt_processing_details), read at start and at every schema reload.
+// (plugin_opt_processing_details_file), read at start and at every schema reload.
 #include <map>
 #include <optional>
 #include <string>
@@ -36,7 +36,7 @@ struct processing_details {
 
 // Reads and checks the file. Throws schema_error naming the file and the JSON path: not an object,
 // unknown keys (a misspelt key would silently leave a duty unmet), a controller without a name,
-// empty strings.
+// blank texts, keys of dataSubjects and recipients that are neither a schema id nor "*".
 processing_details load_processing_details(const std::string& path);
 
 } // namespace gdpr

@@ -28,6 +28,9 @@ struct schema_set {
 // a missing purposes.json inside it.
 void check_schema_directory(const std::string& dir);
 
+// Whether `name` has the form of a schema id (and a purpose name): ^[a-z0-9][a-z0-9._-]{0,63}$.
+bool is_schema_id(const std::string& name);
+
 // Reads and validates purposes.json. Throws schema_error naming the file and the problem.
 purpose_registry load_purposes(const std::string& path);
 
