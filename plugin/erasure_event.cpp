@@ -32,12 +32,12 @@ void name_earlier_holders(plugin_context& ctx, const key_file_bytes& keys) {
     });
 }
 
-gdpr::erasure_effects effects_for(plugin_context& ctx) {
+gdpr::erasure_effects effects_for(plugin_context& ctx, const key_file_bytes& keys) {
     gdpr::erasure_effects fx;
     fx.subject_ref = subject_ref_for(ctx);
     // Requests finished before the audit key named their subject by pseudonym, whether or not the
     // data map still holds anything under that name.
-    if (ctx.audit_keys && !ctx.engine->pseudonym_of("probe").empty())
+    if (ctx.audit_keys && !keys.pseudonym.empty())
         fx.earlier_subject_refs.push_back([&ctx](std::string_view subject) { return "p:" + ctx.engine->pseudonym_of(subject); });
     if (ctx.options.track_logins) {
         // Without observed logins the plugin cannot tell who is connected: every target is sent to.
@@ -123,8 +123,8 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                             " sealed retained topic(s) that the configured key files cannot open (sealed under "
                             "another key); an erasure will not clear their retained messages");
         ctx.erasure = gdpr::erasure_manager::open(o.database, gdpr::erase_topics(o.erase_topic), eo, *ctx.map,
-                                                  effects_for(ctx), o.db_synchronous);
-        if (const std::size_t renamed = ctx.erasure->renamed())
+                                                  effects_for(ctx, keys), o.db_synchronous);
+        if (const std::size_t renamed = ctx.erasure->requests_renamed())
             ctx.log.notice("erasure: " + std::to_string(renamed) +
                            " erasure request(s), made under no key file or an earlier one, now name their subject as "
                            "the key files in use do");

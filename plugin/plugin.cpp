@@ -47,6 +47,18 @@ void unregister_all(plugin_context& ctx) {
     mosquitto_callback_unregister(ctx.id, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC_TEXT.c_str());
 }
 
+// GDPR Art. 30(1): what the record of processing needs that no schema can know.
+void attach_processing_details(plugin_context& ctx) {
+    if (ctx.options.processing_details_file.empty()) return;
+    try {
+        ctx.control->attach_processing_details(gdpr::load_processing_details(ctx.options.processing_details_file));
+    } catch (const gdpr::schema_error& e) {
+        throw gdpr::config_error("processing_details_file", e.what());
+    }
+    ctx.log.notice("record of processing (describeProcessing): controller and processing details from " +
+                   ctx.options.processing_details_file);
+}
+
 void open_consent_store(plugin_context& ctx) {
     try {
         ctx.consent = gdpr::consent_store::open(ctx.options.database, ctx.engine->purposes(), ctx.options.db_synchronous);
@@ -65,15 +77,7 @@ void open_consent_store(plugin_context& ctx) {
     safeguards.record_deliveries = ctx.options.record_deliveries;
     safeguards.default_retention_days = ctx.options.retention_days;
     ctx.control->attach_safeguards(safeguards);
-    if (!ctx.options.processing_details_file.empty()) {
-        try {
-            ctx.control->attach_processing_details(gdpr::load_processing_details(ctx.options.processing_details_file));
-            ctx.log.notice("record of processing (describeProcessing): controller and processing details from " +
-                           ctx.options.processing_details_file);
-        } catch (const gdpr::schema_error& e) {
-            throw gdpr::config_error("processing_details_file", e.what());
-        }
-    }
+    attach_processing_details(ctx);
     ctx.log.notice("consent store " + ctx.options.database + ": " + std::to_string(ctx.consent->subjects_with_consent()) +
                    " subjects with consent, " + std::to_string(ctx.consent->binding_count()) + " device bindings" +
                    (ctx.consent->held_grants() ? ", " + std::to_string(ctx.consent->held_grants()) +

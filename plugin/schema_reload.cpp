@@ -231,7 +231,7 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::re
             if (next->details) {
                 ctx.control->attach_processing_details(std::move(next->details));
                 try {
-                    ctx.log.notice("read the processing details again from " + ctx.options.processing_details_file + " (" +
+                    ctx.log.notice("reloaded processing details from " + ctx.options.processing_details_file + " (" +
                                    requested_by + ")");
                 } catch (const std::exception&) {  // only the line is lost
                 }

@@ -89,19 +89,20 @@ void seal_clear_topics(sqlite_db& db, const std::vector<clear_topic>& found, top
     }
 }
 
-} // namespace
-
-bool is_keyed_subject_name(std::string_view name) { return pseudonymiser::has_pseudonym_form(name) || named_by_pseudonym(name); }
-
-std::vector<std::string> subject_ids_among(sqlite_db& db, std::string_view select_names) {
+// The subject names in the data map that are subject ids: written before a key file named subjects.
+std::vector<std::string> subject_ids_in(sqlite_db& db) {
     std::vector<std::string> ids;
-    sqlite_statement names(db.handle(), select_names);
+    sqlite_statement names(db.handle(), "SELECT DISTINCT subject_ref FROM data_map");
     while (names.step()) {
         std::string name = names.text(0);
         if (!is_keyed_subject_name(name)) ids.push_back(std::move(name));
     }
     return ids;
 }
+
+} // namespace
+
+bool is_keyed_subject_name(std::string_view name) { return pseudonymiser::has_pseudonym_form(name) || named_by_pseudonym(name); }
 
 std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_view synchronous,
                                          subject_ref_fn subject_ref, topic_check_fn in_clear,
@@ -165,7 +166,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
 // already keyed (and a naming of another form would be renamed again at every start).
 std::size_t data_map::rename_ids(sqlite_db& db) {
     std::size_t renamed = 0;
-    for (const auto& id : subject_ids_among(db, "SELECT DISTINCT subject_ref FROM data_map")) {
+    for (const auto& id : subject_ids_in(db)) {
         const std::string ref = subject_ref_(id);
         if (!is_keyed_subject_name(ref)) continue;
         move_rows(db, id, ref, [](std::string&) {});

@@ -223,7 +223,7 @@ std::string receipt_text(const erasure_request& r, bool with_subject, bool with_
 // from that id. A finished one named by an earlier key stays so (its id is gone); request()
 // finds it under erasure_effects::earlier_subject_refs. Ids of a keyed name's form are left: they cannot
 // be told from names already keyed.
-std::size_t name_requests_as_now(sqlite_db& db, const std::function<std::string(std::string_view)>& subject_ref) {
+std::size_t rename_requests_to_current_names(sqlite_db& db, const std::function<std::string(std::string_view)>& subject_ref) {
     sqlite_transaction tx(db);
     std::vector<std::pair<std::string, std::string>> renames;  // request id, name
     {
@@ -288,7 +288,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
     auto db = std::make_unique<sqlite_db>(path, synchronous);
     db->exec(SCHEMA_SQL);
     check_schema_version(*db, "erasure", SCHEMA_VERSION, "erasure schema");
-    if (m->effects_.subject_ref) m->renamed_ = name_requests_as_now(*db, m->effects_.subject_ref);
+    if (m->effects_.subject_ref) m->requests_renamed_ = rename_requests_to_current_names(*db, m->effects_.subject_ref);
     {
         sqlite_statement rows(db->handle(), "SELECT request_id, subject, subject_ref, operator, requested_at_ms, "
                                             "deadline_ms, state, completed_at_ms, local_json FROM erasure_requests");

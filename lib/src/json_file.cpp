@@ -39,7 +39,10 @@ void only_keys(const json& obj, const std::string& where, std::initializer_list<
     for (auto it = obj.begin(); it != obj.end(); ++it) {
         bool ok = false;
         for (const char* a : allowed) ok = ok || it.key() == a;
-        if (!ok) throw schema_error(file, where + ": unknown key \"" + it.key() + "\"");
+        if (ok) continue;
+        std::string known;
+        for (const char* a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
+        throw schema_error(file, where + ": unknown key \"" + it.key() + "\" (known: " + known + ")");
     }
 }
 

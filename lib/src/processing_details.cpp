@@ -20,7 +20,7 @@ std::string non_empty_text(const json& v, const std::string& where, const std::s
 }
 
 party party_of(const json& v, const std::string& where, const std::string& file) {
-    if (!v.is_object()) throw schema_error(file, where + ": must be an object with \"name\" and \"contact\"");
+    if (!v.is_object()) throw schema_error(file, where + ": must be an object with \"name\" (and \"contact\")");
     only_keys(v, where, {"name", "contact"}, file);
     party p;
     p.name = non_empty_text(require(v, "name", where, file), where + ".name", file);

@@ -594,8 +594,9 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
         o.plugin_opts.push_back({"pseudonym_key_file", ""});
         return o;
     };
+    // A running broker's file is only read from outside, as gdprctl does.
     auto rows_naming = [&](const std::string& id) {
-        gdpr::sqlite_db raw(setup.db);
+        gdpr::sqlite_db raw(setup.db, gdpr::sqlite_db::read_only);
         gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE subject_ref = ?1 OR instr(holder, ?1) > 0");
         q.bind(1, id);
         REQUIRE(q.step());
@@ -619,7 +620,7 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
         REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "no-key"}}).contains("error"));
     }
     auto register_naming = [&](const std::string& id) {
-        gdpr::sqlite_db raw(setup.db);
+        gdpr::sqlite_db raw(setup.db, gdpr::sqlite_db::read_only);
         gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM erasure_requests WHERE subject_ref = ?1 OR subject = ?1");
         q.bind(1, id);
         REQUIRE(q.step());
@@ -638,6 +639,13 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
     CHECK(register_naming("D-62") == 0);
     itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
     op.connect();
+    // An export finds the renamed holders (GDPR Art. 15).
+    const auto exported = control(op, {{"command", "exportSubject"}, {"subject", "D-61"}});
+    INFO(exported.dump());
+    std::set<std::string> holders;
+    for (const char* role : {"publishers", "recipients"})
+        for (const auto& h : exported["data"]["holders"][role]) holders.insert(h["client_id"].get<std::string>());
+    CHECK(holders == std::set<std::string>{"v61", "watcher"});
     // The request is still itself, and still limits the subject's next one.
     CHECK(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "no-key"}})["data"]["requestId"] == "no-key");
     CHECK_THAT(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "again"}})["error"].get<std::string>(),

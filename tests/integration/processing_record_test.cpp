@@ -197,7 +197,7 @@ TEST_CASE("a processing details file names the controller in the record, is read
     dir.write("details.json", R"({"controller": {"name": "Acme Fleet SE"}})");
     REQUIRE_FALSE(control(op, {{"command", "reloadSchemas"}}).contains("error"));
     CHECK(controller_now() == "Acme Fleet SE");
-    CHECK(b.log().find("read the processing details again from " + details + " (") != std::string::npos);
+    CHECK(b.log().find("reloaded processing details from " + details + " (") != std::string::npos);
     // One that does not load changes nothing, the schemas included, and says which file.
     const fs::path telemetry = schemas / "vehicle-telemetry.json";
     const std::string telemetry_v3 = slurp(telemetry);
@@ -221,7 +221,7 @@ TEST_CASE("a processing details file names the controller in the record, is read
     // SIGHUP reads it too.
     std::ofstream(wearable) << wearable_text;
     b.signal(SIGHUP);
-    CHECK(b.wait_for_log("read the processing details again from " + details + " (SIGHUP)"));
+    CHECK(b.wait_for_log("reloaded processing details from " + details + " (SIGHUP)"));
     CHECK(controller_now() == "Acme Fleet KG");
 
     // The same file offline, beside the schemas.

@@ -393,7 +393,8 @@ TEST_CASE("a processing details file names the controller, people and measures, 
         const std::string path = dir.write("bad.json", text);
         CHECK_THROWS_WITH(gdpr::load_processing_details(path), Catch::Contains(path) && Catch::Contains(why));
     };
-    bad(R"({"controller": {"name": "A"}, "recipient": {}})", "(top level): unknown key \"recipient\"");
+    bad(R"({"controller": {"name": "A"}, "recipient": {}})",
+        "(top level): unknown key \"recipient\" (known: $schema, description, controller, jointControllers");
     bad(R"({"dataSubjects": {}})", "missing required key \"controller\"");
     bad(R"({"controller": {"contact": "x"}})", "controller: missing required key \"name\"");
     bad(R"({"controller": {"name": "  "}})", "controller.name: must not be empty");

@@ -117,9 +117,9 @@ int export_subject(const std::string& path, const std::map<std::string, std::str
     // derived under the plugin option's name.
     gdpr::topic_sealer topics(secret, "audit_key_file");
     options.topic_opener = &topics;
-    // Holders the data map wrote before the audit key was configured, with no pseudonymisation key
-    // either, are named by the subject id itself (those named by pseudonym need the broker's
-    // exportSubject, which has that key).
+    // Holders the data map wrote with no key file at all are named by the subject id itself until
+    // the broker next starts with a key file (it renames them then); those named by pseudonym need
+    // the broker's exportSubject, which has that key.
     options.data_map_by_id = true;
     std::string doc = gdpr::export_subject(db, keys, flags.at("--subject"), now_ms(), options);
     struct wipe_on_return {  // GDPR Art. 32: the decrypted document does not outlive its use

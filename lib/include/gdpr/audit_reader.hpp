@@ -62,11 +62,13 @@ struct export_options {
     // Opens the topics sealed under the pseudonymisation key before an audit key was configured.
     topic_sealer* earlier_topic_opener = nullptr;
     // Names the data map may also hold the subject's holders under, besides the audit key's
-    // reference (data_map::names_of: a key file configured later leaves earlier holders named the
-    // old way). The caller vouches that none can be another subject's (is_keyed_subject_name).
+    // reference (data_map::names_of: holders named by pseudonym before an audit key was added, until
+    // their subject publishes again). The caller vouches that none can be another subject's
+    // (is_keyed_subject_name).
     std::vector<std::string> data_map_names;
-    // Also the holders the data map named by the subject id itself (written with no key file),
-    // unless the id has a keyed name's form (is_keyed_subject_name).
+    // Also the holders the data map named by the subject id itself (written with no key file, in a
+    // file no broker has opened with a key file since), unless the id has a keyed name's form
+    // (is_keyed_subject_name).
     bool data_map_by_id = false;
 };
 class export_error : public std::runtime_error {

@@ -25,10 +25,6 @@ namespace gdpr {
 // digits: an audit key's reference; "p:" and those: a pseudonym). An id of that form is never
 // looked up as an id: it could be another subject's name.
 bool is_keyed_subject_name(std::string_view name);
-class sqlite_db;
-// Of the names `select_names` (one text column) reads, those that are subject ids: written before
-// a key file named subjects.
-std::vector<std::string> subject_ids_among(sqlite_db& db, std::string_view select_names);
 
 struct subject_holdings {
     std::vector<std::string> publishers;       // client ids, sorted
@@ -50,7 +46,8 @@ public:
     using subject_ref_fn = std::function<std::string(std::string_view subject)>;
     using topic_check_fn = std::function<bool(std::string_view topic)>;
     // With `subject_ref`, subjects stored under their id (before a key file was configured) are
-    // renamed on disk first, so the file keeps no subject id.
+    // renamed on disk first, so the file keeps no subject id; with `sealer` and `in_clear`, a
+    // retained topic stored in clear that may not be is sealed.
     // `earlier_sealer` opens retained topics sealed under the key that named subjects before the
     // one in use (a pseudonymisation key, before an audit key was configured), and its forms are
     // deleted with the topic's.
@@ -67,8 +64,9 @@ public:
     // what it held, unless `replaces` is false (the broker may still refuse it: keep both).
     void published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
                    bool retain, const void* identity, bool replaces = true);
-    // How many of `subjects` the map holds nothing about yet (each one published would make a new
-    // entry): what a client's allowance of new subjects is charged (subject_quota).
+    // How many of `subjects` the map holds nothing about yet, under any of their names (each one
+    // published would make a new entry): what a client's allowance of new subjects is charged
+    // (subject_quota).
     // Also starts loading the entries of the known ones, which published() will update.
     std::uint32_t unknown_among(const std::vector<std::string>& subjects) const;
     // Starts loading what looking `subject` up will read (see subject_table::prefetch).
@@ -90,7 +88,7 @@ public:
     // holders written before it stay named the old way until the subject publishes again, when
     // they move to the name in use). holdings() and forget_subject() look under every such name
     // too. GDPR Art. 17(2): an erasure must reach them.
-    // (Subjects named by id then were renamed at open.)
+    // (Subjects named by id then were renamed at open.) A null function is ignored.
     void also_named(subject_ref_fn earlier) {
         if (earlier) earlier_refs_.push_back(std::move(earlier));
     }

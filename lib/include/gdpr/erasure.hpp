@@ -81,7 +81,8 @@ struct local_erasure {
 struct erasure_request {
     std::string id;
     std::string subject;      // "" for a request finished before the last restart (only the ref is kept)
-    std::string subject_ref;  // erasure_effects::subject_ref of the subject
+    std::string subject_ref;  // erasure_effects::subject_ref of the subject (or, finished before an audit
+                              // key, an earlier_subject_refs name)
     std::string operator_id;
     std::int64_t requested_ms = 0, deadline_ms = 0, completed_ms = 0;
     request_state state = request_state::in_progress;
@@ -175,7 +176,7 @@ public:
     void wait_idle();
     // Requests found at open that named their subject by id (made before a key file was
     // configured), or in progress under an earlier key: now named as later requests are.
-    std::size_t renamed() const { return renamed_; }
+    std::size_t requests_renamed() const { return requests_renamed_; }
 
 private:
     erasure_manager(erase_topics topics, erasure_options options, data_map& map, erasure_effects effects);
@@ -216,7 +217,7 @@ private:
     std::int64_t next_due_ms_ = 0;
     double send_tokens_ = 0;            // commands that may go out now (erasure_options::send_rate_per_s)
     std::int64_t tokens_at_ms_ = 0;
-    std::size_t renamed_ = 0;
+    std::size_t requests_renamed_ = 0;
     std::unique_ptr<storage_worker> worker_;
 };
 
