@@ -104,12 +104,21 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
     // SQLite creates the file (and later its -wal and -shm files, with the same mode) using the
     // process umask; create it private first. An in-memory database has no file.
     if (path != ":memory:") {
-        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
         struct stat st {};
-        const int stat_rc = ::fstat(fd, &st);
-        ::close(fd);
-        if (stat_rc == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        int stat_rc = ::stat(path.c_str(), &st);
+        if (stat_rc != 0 && errno == ENOENT) {
+            // Only a file that did not exist is opened here: closing any descriptor of a file drops
+            // every POSIX lock this process holds on it, the locks of the SQLite connections already
+            // open on it included. Another process's connection would then take itself for the last
+            // one and check the write-ahead log in and delete it under this process's writers.
+            const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd < 0 && errno != EEXIST)
+                throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
+            if (fd >= 0) ::close(fd);
+            stat_rc = ::stat(path.c_str(), &st);
+        }
+        if (stat_rc != 0) throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
+        if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
             char mode[8];
             std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
             throw storage_error("database '" + path + "' is accessible by group or others (mode " + mode +

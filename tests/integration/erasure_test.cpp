@@ -16,6 +16,7 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <sqlite3.h>
 
 #include "broker_fixture.hpp"
 #include "gdpr/sqlite.hpp"
@@ -805,4 +806,40 @@ TEST_CASE("the broker's own part: retained data cleared, consent and bindings re
     std::stringstream bytes;
     bytes << in.rdbuf();
     CHECK(bytes.str().find("driver-12") == std::string::npos);
+}
+
+
+TEST_CASE("another process's read-write connection to the live database leaves the broker's log in place",
+          "[integration][storage]") {
+    // An operator's sqlite3 shell, say: on closing, a connection that can lock the file exclusively
+    // takes itself for the last one and checks the write-ahead log in and deletes it. The broker's
+    // connections must keep holding their locks for that to be refused.
+    erasure_setup setup;
+    itest::broker b(setup.options());
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van(b, "v80", 5);
+    op.connect();
+    van.connect();
+    const int rounds = 10;
+    for (int round = 0; round < rounds; ++round) {
+        const std::string driver = "D-8" + std::to_string(round);
+        CHECK(van.publish("fleet/acme/vehicle/v80/telemetry", R"({"driver_id":")" + driver + R"(","speed":40})") == 0);
+        std::this_thread::sleep_for(150ms);
+        sqlite3* outside = nullptr;
+        REQUIRE(sqlite3_open_v2(setup.db.c_str(), &outside, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+        sqlite3_busy_timeout(outside, 5000);
+        CHECK(sqlite3_exec(outside, "SELECT count(*) FROM data_map", nullptr, nullptr, nullptr) == SQLITE_OK);
+        sqlite3_close_v2(outside);
+        const auto exported = control(op, {{"command", "exportSubject"}, {"subject", driver}});
+        INFO(exported.dump());
+        CHECK_FALSE(exported.contains("error"));
+    }
+    b.stop();
+    // Nothing written after one of those closes was lost with a deleted log.
+    gdpr::sqlite_db raw(setup.db, gdpr::sqlite_db::read_only);
+    gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE role = 'publisher' AND holder = 'v80'");
+    REQUIRE(q.step());
+    CHECK(q.integer(0) == rounds);
+    const auto [status, out] = itest::run_command(std::string(GDPRCTL_PATH) + " verify " + setup.db);
+    INFO(out);
+    CHECK(status == 0);
 }
