@@ -118,6 +118,10 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
             stat_rc = ::stat(path.c_str(), &st);
         }
         if (stat_rc != 0) throw storage_error("cannot open or create database '" + path + "': " + std::strerror(errno));
+        if (!S_ISREG(st.st_mode)) throw storage_error("database '" + path + "' is not a regular file");
+        // Checked without a descriptor (see above); SQLite would open an unwritable file read-only.
+        if (::faccessat(AT_FDCWD, path.c_str(), R_OK | W_OK, AT_EACCESS) != 0)
+            throw storage_error("cannot open database '" + path + "' for reading and writing: " + std::strerror(errno));
         if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
             char mode[8];
             std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));

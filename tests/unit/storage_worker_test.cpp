@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <future>
@@ -97,6 +98,11 @@ TEST_CASE("databases are private: created 0600, refused when others can read the
     CHECK((st.st_mode & 0777) == 0600);
     ::chmod(path.c_str(), 0644);
     CHECK_THROWS_WITH(gdpr::sqlite_db(path), Catch::Contains("accessible by group or others (mode 0644)"));
+    CHECK_THROWS_WITH(gdpr::sqlite_db(dir.path().string()), Catch::Contains("is not a regular file"));
+    if (::geteuid() != 0) {  // root may write any file
+        ::chmod(path.c_str(), 0400);
+        CHECK_THROWS_WITH(gdpr::sqlite_db(path), Catch::Contains("for reading and writing: Permission denied"));
+    }
 }
 
 TEST_CASE("a worker on an in-memory database runs jobs off the calling thread and leaves no file", "[storage]") {
