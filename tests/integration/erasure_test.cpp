@@ -44,6 +44,15 @@ struct erasure_setup {
                          {"erase_deadline_seconds", "8"}};
         return o;
     }
+    // options() with no audit key (no recording): the data map names subjects by pseudonym, or by
+    // id without a pseudonymisation key either.
+    itest::broker_options options_without_audit_key() const {
+        itest::broker_options o = options();
+        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
+                                           [](const auto& opt) { return opt.first == "audit_key_file"; }),
+                            o.plugin_opts.end());
+        return o;
+    }
     // options() with a publisher's allowance of new data subjects.
     itest::broker_options options_with_allowance(const char* burst, const char* per_minute) const {
         itest::broker_options o = options();
@@ -491,10 +500,7 @@ TEST_CASE("holders seen before the audit key was configured are still told of an
     const std::string topic = "fleet/acme/vehicle/v51/telemetry";
     {
         // Without recording: the data map names subjects by pseudonym.
-        itest::broker_options o = setup.options();
-        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
-                                           [](const auto& opt) { return opt.first == "audit_key_file"; }),
-                            o.plugin_opts.end());
+        itest::broker_options o = setup.options_without_audit_key();
         o.plugin_opts.push_back({"pseudonym_key_file", pseudonym_key});
         itest::broker b(o);
         itest::client van(b, "v51", 5), watcher(b, "watcher", 5);
@@ -548,10 +554,7 @@ TEST_CASE("an erasure finished before the audit key was configured still answers
     {
         // Pseudonymisation key only: the register names the subject by pseudonym. Nobody holds
         // D-99's data, so the data map keeps nothing under that name.
-        itest::broker_options o = setup.options();
-        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
-                                           [](const auto& opt) { return opt.first == "audit_key_file"; }),
-                            o.plugin_opts.end());
+        itest::broker_options o = setup.options_without_audit_key();
         o.plugin_opts.push_back({"pseudonym_key_file", pseudonym_key});
         itest::broker b(o);
         itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
@@ -587,10 +590,7 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
         "fields":{"/battery":{"category":"device","personal":false}}})");
     const std::string vitals = "health/u-61/vitals";
     auto options = [&](bool audit_key) {
-        itest::broker_options o = setup.options();
-        o.plugin_opts.erase(std::remove_if(o.plugin_opts.begin(), o.plugin_opts.end(),
-                                           [audit_key](const auto& opt) { return !audit_key && opt.first == "audit_key_file"; }),
-                            o.plugin_opts.end());
+        itest::broker_options o = audit_key ? setup.options() : setup.options_without_audit_key();
         o.plugin_opts.push_back({"schemas", (setup.dir.path() / "schemas").string()});
         o.plugin_opts.push_back({"pseudonym_key_file", ""});
         return o;
