@@ -210,7 +210,9 @@ std::uint32_t data_map::entry_by_ref(std::string_view ref, bool create) {
 std::uint32_t data_map::entry_of(std::string_view subject) {
     if (!subject_ref_) return entry_by_ref(subject, true);  // the id is the reference
     if (const std::uint32_t* cached = by_id_.find(subject)) return *cached;
-    const std::string ref = ref_of(subject);
+    const auto named = std::find_if(named_for_publish_.begin(), named_for_publish_.end(),
+                                    [&](const auto& pair) { return pair.first == subject; });
+    const std::string ref = named != named_for_publish_.end() ? named->second : ref_of(subject);
     for (const auto& earlier : earlier_refs_) fold(earlier(subject), ref);
     const std::uint32_t index = entry_by_ref(ref, true);
     by_id_[subject] = index;
@@ -356,9 +358,13 @@ void data_map::published(const std::vector<std::string>& subjects, std::string_v
 
 std::uint32_t data_map::unknown_among(const std::vector<std::string>& subjects) const {
     std::uint32_t unknown = 0;
+    named_for_publish_.clear();
     for (const auto& subject : subjects) {
         const std::uint32_t* index = subject_ref_ ? by_id_.find(subject) : by_ref_.find(subject);
-        if (!index && subject_ref_) index = by_ref_.find(ref_of(subject));
+        if (!index && subject_ref_) {
+            named_for_publish_.emplace_back(subject, ref_of(subject));
+            index = by_ref_.find(named_for_publish_.back().second);
+        }
         for (std::size_t i = 0; !index && i < earlier_refs_.size(); ++i) index = by_ref_.find(earlier_refs_[i](subject));
         if (!index) {
             ++unknown;

@@ -68,6 +68,21 @@ json control(itest::client& c, const json& command) {
     return json::parse(answer)["responses"][0];
 }
 
+// The client ids an erasure request told (getErasure with targets).
+std::set<std::string> target_client_ids(const json& request) {
+    std::set<std::string> ids;
+    for (const auto& t : request["targets"]) ids.insert(t["clientId"].get<std::string>());
+    return ids;
+}
+
+// The client ids an export names as holders of the subject's data (publishers and recipients).
+std::set<std::string> holder_client_ids(const json& exported) {
+    std::set<std::string> ids;
+    for (const char* role : {"publishers", "recipients"})
+        for (const auto& h : exported["data"]["holders"][role]) ids.insert(h["client_id"].get<std::string>());
+    return ids;
+}
+
 std::string telemetry(const std::string& driver) {
     return json{{"driver_id", driver}, {"gps", {{"lat", 48.137154}, {"lon", 11.576124}}}, {"speed", 50}}.dump();
 }
@@ -522,17 +537,12 @@ TEST_CASE("holders seen before the audit key was configured are still told of an
     const auto exported = control(op, {{"command", "exportSubject"}, {"subject", "D-51"}});
     REQUIRE_FALSE(exported.contains("error"));
     INFO(exported.dump());
-    std::set<std::string> holders;
-    for (const char* role : {"publishers", "recipients"})
-        for (const auto& h : exported["data"]["holders"][role]) holders.insert(h["client_id"].get<std::string>());
-    CHECK(holders == std::set<std::string>{"v51", "watcher"});
+    CHECK(holder_client_ids(exported) == std::set<std::string>{"v51", "watcher"});
 
     REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-51"}, {"requestId", "earlier"}}).contains("error"));
     const auto request = control(op, {{"command", "getErasure"}, {"requestId", "earlier"}, {"targets", true}})["data"];
     INFO(request.dump());
-    std::set<std::string> targets;
-    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
-    CHECK(targets == std::set<std::string>{"v51", "watcher"});
+    CHECK(target_client_ids(request) == std::set<std::string>{"v51", "watcher"});
 
     // Its export opens the topic sealed under the pseudonymisation key (GDPR Art. 15).
     const auto band_export = control(op, {{"command", "exportSubject"}, {"subject", "u-51"}});
@@ -643,10 +653,7 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
     // An export finds the renamed holders (GDPR Art. 15).
     const auto exported = control(op, {{"command", "exportSubject"}, {"subject", "D-61"}});
     INFO(exported.dump());
-    std::set<std::string> holders;
-    for (const char* role : {"publishers", "recipients"})
-        for (const auto& h : exported["data"]["holders"][role]) holders.insert(h["client_id"].get<std::string>());
-    CHECK(holders == std::set<std::string>{"v61", "watcher"});
+    CHECK(holder_client_ids(exported) == std::set<std::string>{"v61", "watcher"});
     // The request is still itself, and still limits the subject's next one.
     CHECK(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "no-key"}})["data"]["requestId"] == "no-key");
     CHECK_THAT(control(op, {{"command", "eraseSubject"}, {"subject", "D-62"}, {"requestId", "again"}})["error"].get<std::string>(),
@@ -654,9 +661,7 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
     REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "D-61"}, {"requestId", "renamed"}}).contains("error"));
     const auto request = control(op, {{"command", "getErasure"}, {"requestId", "renamed"}, {"targets", true}})["data"];
     INFO(request.dump());
-    std::set<std::string> targets;
-    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
-    CHECK(targets == std::set<std::string>{"v61", "watcher"});
+    CHECK(target_client_ids(request) == std::set<std::string>{"v61", "watcher"});
     REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "u-61"}, {"requestId", "topic"}}).contains("error"));
     const auto topic = control(op, {{"command", "getErasure"}, {"requestId", "topic"}})["data"];
     INFO(topic.dump());
@@ -686,8 +691,7 @@ TEST_CASE("a retained will holding a subject's data is known to the data map: it
     INFO(request.dump());
     CHECK(request["plugin"]["retainedCleared"] == json::array({"health/wearable/<subject>/vitals"}));
     // Its publisher and both recipients (live, and from the retained copy) are holders the erasure tells.
-    std::set<std::string> targets;
-    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
+    const auto targets = target_client_ids(request);
     CHECK(targets.count("band-41"));
     CHECK(targets.count("watcher"));
     CHECK(targets.count("late"));
@@ -717,9 +721,7 @@ TEST_CASE("the recipients of a will that is not retained are holders its subject
     REQUIRE_FALSE(r.contains("error"));
     const auto request = control(op, {{"command", "getErasure"}, {"requestId", "will-live"}, {"targets", true}})["data"];
     INFO(request.dump());
-    std::set<std::string> targets;
-    for (const auto& t : request["targets"]) targets.insert(t["clientId"].get<std::string>());
-    CHECK(targets == std::set<std::string>{"away", "band-44", "watcher"});
+    CHECK(target_client_ids(request) == std::set<std::string>{"away", "band-44", "watcher"});
     CHECK(request["plugin"]["retainedCleared"].empty());
 }
 

@@ -781,6 +781,44 @@ TEST_CASE("the data map tells which of a publish's subjects it does not know yet
     plain->wait_idle();
 }
 
+TEST_CASE("a new subject's keyed name is computed once for the allowance check and the publish", "[erasure][datamap][quota]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    int namings = 0;
+    auto counted = [&namings](std::string_view s) {
+        ++namings;
+        return test_support::keyed_ref(s);
+    };
+    {
+        auto map = data_map::open(db, "NORMAL", counted);
+        int payload = 0;
+        CHECK(map->unknown_among({"driver-1", "driver-2"}) == 2);
+        CHECK(namings == 2);
+        map->published({"driver-1", "driver-2"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        CHECK(namings == 2);
+        CHECK(map->names_of("driver-2") == std::vector<std::string>{test_support::keyed_ref("driver-2")});
+        namings = 0;
+        // Once published, a subject is known by id: no keyed hash at all.
+        CHECK(map->unknown_among({"driver-1"}) == 0);
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        CHECK(namings == 0);
+        // Erased and seen again without an allowance check first: named anew, under the same name.
+        map->forget_subject("driver-1");
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+        CHECK(map->holdings("driver-1").publishers == std::vector<std::string>{"van-1"});
+        map->wait_idle();
+    }
+    // After a restart the file knows the subjects by name only: one keyed hash each, not two.
+    namings = 0;
+    auto map = data_map::open(db, "NORMAL", counted);
+    CHECK(map->unknown_among({"driver-2"}) == 0);
+    int payload = 0;
+    map->published({"driver-2"}, "van-1", "fleet/van-1/telemetry", false, &payload);
+    CHECK(namings == 1);
+    CHECK(map->holdings("driver-2").publishers == std::vector<std::string>{"van-1"});
+    map->wait_idle();
+}
+
 TEST_CASE("an erasure fans out to every holder, is acknowledged, and ends with a receipt", "[erasure]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();

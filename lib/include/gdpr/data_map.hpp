@@ -174,6 +174,9 @@ private:
     std::vector<std::uint32_t> free_entries_;
     subject_table<std::uint32_t> by_ref_;  // subject ref -> entry
     subject_table<std::uint32_t> by_id_;   // subject id -> entry (a cache: the ref is a keyed hash)
+    // Names unknown_among computed for subjects not in by_id_ yet, for the publish it was asked
+    // about: published() takes them from here rather than computing each keyed hash again.
+    mutable std::vector<std::pair<std::string, std::string>> named_for_publish_;  // id, ref
     subject_table<holder_id> holder_ids_;
     std::vector<std::string> holder_names_;
     std::unordered_map<std::string, std::vector<std::uint32_t>> retained_by_topic_;  // topic -> entries
