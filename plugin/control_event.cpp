@@ -27,9 +27,17 @@ int on_control(int, void* event_data, void* userdata) {
             // Answers that come later (once a change is durable) go only to the connection that
             // asked: if it is gone, or another connection has taken its client id, the answer is
             // dropped rather than handed to whoever holds that id now.
-            if (ctx.ending.count(connection)) return;
+            // A mark under another client id is an earlier connection's whose memory the asking
+            // one reuses (its login was not seen: no BASIC_AUTH on that listener).
+            const auto mark = ctx.ending.find(connection);
+            if (mark != ctx.ending.end() && mark->second.client_id == reply_to) return;
             auto live = ctx.live_by_client_id.find(reply_to);
-            if (live != ctx.live_by_client_id.end() && live->second != connection) return;
+            if (live != ctx.live_by_client_id.end()) {
+                if (live->second != connection) return;
+                // The same address may be a newer connection that reused the asker's memory and
+                // took its client id: it must be the same operator (an export holds personal data).
+                if (ctx.operators.identify(requester_of(live->second)) != operator_id) return;
+            }
             const std::string topic(gdpr::CONTROL_RESPONSE_TOPIC);
             if (mosquitto_broker_publish_copy(reply_to.c_str(), topic.c_str(), static_cast<int>(response.size()),
                                               response.data(), 1, false, nullptr) != MOSQ_ERR_SUCCESS)

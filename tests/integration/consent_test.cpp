@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker_fixture.hpp"
+#include "gdpr/sqlite.hpp"
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -286,6 +287,57 @@ TEST_CASE("operators can be named by username, and responses reach only the clie
     auto pretender = connect_as("laptop-18", "not-dpo");
     r = set_consent(*pretender, "D-1234", "route-analytics", false);
     CHECK(r["responses"][0]["error"].get<std::string>().find("not authorised") == 0);
+}
+
+TEST_CASE("an answer that comes later never reaches a non-operator who took the operator's client id",
+          "[integration][consent][authorisation]") {
+    itest::scratch_dir files;
+    const auto passwords = (files.path() / "passwd").string();
+    for (const char* user : {"dpo", "mallory"}) {
+        const std::string cmd = std::string(MOSQUITTO_PASSWD_BINARY) + (std::string(user) == "dpo" ? " -c" : "") + " -b " +
+                                passwords + " " + user + " pw-" + user;
+        REQUIRE(std::system(cmd.c_str()) == 0);
+    }
+    itest::broker_options o;
+    o.plugin_opts = {{"operator_usernames", "dpo"}, {"operator_client_ids", ""}};
+    o.extra_config = "password_file " + passwords + "\n";
+    itest::broker b(o);
+    auto connect_as = [&](const std::string& id, const std::string& username) {
+        auto c = std::make_unique<itest::client>(b, id, 5);
+        c->raw().start_consuming();
+        c->raw()
+            .connect(mqtt::connect_options_builder()
+                         .mqtt_version(MQTTVERSION_5)
+                         .clean_start(true)
+                         .user_name(username)
+                         .password("pw-" + username)
+                         .finalize())
+            ->wait();
+        return c;
+    };
+    const json grant = {{"commands", json::array({{{"command", "setConsent"}, {"subject", "D-77"},
+                                                   {"purpose", "route-analytics"}, {"granted", true}}})}};
+    std::vector<std::unique_ptr<itest::client>> mallory;
+    {
+        // The grant is answered once durable: while another connection holds the database, it waits.
+        gdpr::sqlite_db holder((b.dir().path() / "gdpr.db").string());
+        holder.exec("BEGIN EXCLUSIVE");
+        auto dpo = connect_as("ops-console", "dpo");
+        REQUIRE(dpo->publish("$CONTROL/gdpr/v1", grant.dump(), 1) == 0);
+        // Someone else takes the client id, then connects again and again: the broker may place a
+        // new connection in the memory of the operator's, and the answer is addressed by client id.
+        for (int i = 0; i < 3; ++i) {
+            if (!mallory.empty()) mallory.back()->disconnect();
+            mallory.push_back(connect_as("ops-console", "mallory"));
+        }
+        holder.exec("COMMIT");
+    }
+    CHECK(mallory.back()->drain(1500ms).empty());
+    // The grant itself was made: only its answer was withheld.
+    auto dpo = connect_as("ops-console-2", "dpo");
+    const auto r = control(*dpo, json::array({{{"command", "getConsent"}, {"subject", "D-77"}}}));
+    INFO(r.dump());
+    CHECK(r["responses"][0]["data"]["granted"] == json::array({"route-analytics"}));
 }
 
 TEST_CASE("a withdrawal survives a broker restart", "[integration][consent]") {
