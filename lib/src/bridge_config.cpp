@@ -42,7 +42,6 @@ void read_into(const std::string& path, std::vector<configured_bridge>& bridges,
 
 void parse_into(std::string_view text, const std::string& name, const std::string& dir,
                 std::vector<configured_bridge>& bridges, int depth) {
-    if (depth > 8) fail(name, "include_dir nests too deeply");
     std::istringstream in{std::string(text)};
     std::string line;
     int number = 0;
@@ -53,7 +52,7 @@ void parse_into(std::string_view text, const std::string& name, const std::strin
         if (!line.empty() && line.back() == '\r') line.pop_back();
         const auto first = line.find_first_not_of(" \t");
         if (first == std::string::npos || line[first] == '#') continue;
-        const auto w = words(line);
+        auto w = words(line);
         if (w.empty()) continue;
         const std::string where = name + ":" + std::to_string(number);
         if (w[0] == "connection") {
@@ -69,14 +68,32 @@ void parse_into(std::string_view text, const std::string& name, const std::strin
             if (direction != "out" && direction != "in" && direction != "both")
                 fail(where, "topic direction \"" + direction + "\" is not in, out or both");
             if (direction == "in") continue;  // carried towards this broker, not away from it
+            // Like Mosquitto, a word from the QoS on that starts with '#' begins a comment: in
+            // "topic home/# out # to the partner", "to" is no local prefix.
+            const auto comment = std::find_if(w.begin() + std::min<std::size_t>(w.size(), 3), w.end(),
+                                              [](const std::string& word) { return !word.empty() && word[0] == '#'; });
+            w.erase(comment, w.end());
             const std::string local_prefix = w.size() > 4 ? w[4] : "";
-            const std::string filter = local_prefix + w[1];
+            std::string filter = local_prefix + w[1];
+            // The bridge subscribes to its local topic as any client would: "$share/<group>/"
+            // makes it one member of a shared subscription to the rest.
+            if (filter.rfind("$share/", 0) == 0) {
+                const auto group_end = filter.find('/', 7);
+                if (group_end == std::string::npos || group_end == 7)
+                    fail(where, "topic \"" + filter + "\": a shared subscription needs a group and a filter");
+                filter.erase(0, group_end + 1);
+            }
             if (const auto problem = topic_filter_problem(filter); !problem.empty())
                 fail(where, "topic \"" + filter + "\": " + problem);
             bridges[current].outbound_topics.push_back(filter);
         } else if (w[0] == "include_dir") {
-            if (w.size() < 2) fail(where, "include_dir needs a directory");
-            fs::path included = w[1];
+            // Mosquitto follows include_dir in its main file only, and takes the rest of the line.
+            if (depth > 0) continue;
+            std::string rest = line.substr(first + std::string("include_dir").size());
+            rest.erase(0, rest.find_first_not_of(" \t"));
+            rest.erase(rest.find_last_not_of(" \t") + 1);
+            if (rest.empty()) fail(where, "include_dir needs a directory");
+            fs::path included = rest;
             if (included.is_relative()) included = fs::path(dir) / included;
             std::error_code ec;
             std::vector<std::string> files;

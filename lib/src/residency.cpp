@@ -378,6 +378,35 @@ bool same_criteria(const placement_rule& a, const placement_rule& b) {
            a.address == b.address;
 }
 
+// False only when no value can match both patterns: their literal beginnings differ, or one is a
+// plain value the other does not match.
+bool globs_may_overlap(const std::string& a, const std::string& b) {
+    if (a.empty() || b.empty()) return true;  // a criterion only one of them names
+    const auto literal_end = [](const std::string& p) { return std::min(p.find_first_of("*?["), p.size()); };
+    const std::size_t la = literal_end(a), lb = literal_end(b);
+    const std::size_t common = std::min(la, lb);
+    if (a.compare(0, common, b, 0, common) != 0) return false;
+    if (la == a.size()) return glob_matches(b, a);
+    if (lb == b.size()) return glob_matches(a, b);
+    return true;
+}
+
+bool blocks_may_overlap(const placement_rule& a, const placement_rule& b) {
+    if (!a.has_address || !b.has_address) return true;
+    const int bits = std::min(a.prefix_bits, b.prefix_bits);
+    const int full = bits / 8;
+    if (std::memcmp(a.network, b.network, static_cast<std::size_t>(full)) != 0) return false;
+    if (bits % 8 == 0) return true;
+    const auto mask = static_cast<unsigned char>(0xff << (8 - bits % 8));
+    return (a.network[full] & mask) == (b.network[full] & mask);
+}
+
+// Whether one client could match both rules (false only when it provably cannot).
+bool may_match_one_client(const placement_rule& a, const placement_rule& b) {
+    return globs_may_overlap(a.client_id, b.client_id) && globs_may_overlap(a.username, b.username) &&
+           globs_may_overlap(a.certificate_cn, b.certificate_cn) && blocks_may_overlap(a, b);
+}
+
 std::string criteria_text(const placement_rule& r) {
     std::string text;
     for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"clientId", &r.client_id},
@@ -416,18 +445,38 @@ void residency_rules::compare_placements(const residency_rules& running, residen
                                        [&](const placement_rule& a, const placement_rule& b) {
                                            return same_criteria(a, b) && region_name(a.region) == running.region_name(b.region);
                                        });
-    // A client rule, new or with another region, that places clients where they may receive data
-    // they could not before: compared with the old rule of the same criteria, else with the old
-    // default region (where clients no rule named were).
-    for (const auto& rule : placements_) {
-        const auto old = std::find_if(running.placements_.begin(), running.placements_.end(),
-                                      [&](const placement_rule& o) { return same_criteria(o, rule); });
-        const std::int32_t before = old != running.placements_.end() ? old->region : running.default_region_;
-        if (region_name(rule.region) == running.region_name(before)) continue;
-        if (wider(receivable(*this, rule.region, &running), receivable(running, before)))
-            c.widened.push_back("clients " + criteria_text(rule) + ": " + running.region_name(before) + " -> " +
-                                region_name(rule.region));
+    // A client is placed by the first rule it matches, else by the default region. Every pair of an
+    // old placement (rule or default) and a new one that one client could have is checked: the two
+    // must be able to match one client, and a rule kept (same criteria) still places its clients
+    // itself or by a rule before it. Removed rules, rules put before others and rules that now
+    // match clients of another are all such pairs.
+    const auto index_of = [](const std::vector<placement_rule>& rules, const placement_rule& r) {
+        const auto it = std::find_if(rules.begin(), rules.end(), [&](const placement_rule& o) { return same_criteria(o, r); });
+        return it == rules.end() ? std::optional<std::size_t>() : std::optional<std::size_t>(it - rules.begin());
+    };
+    std::set<std::string> moves;
+    const std::size_t old_count = running.placements_.size(), new_count = placements_.size();
+    for (std::size_t i = 0; i <= old_count; ++i) {
+        const placement_rule* before = i < old_count ? &running.placements_[i] : nullptr;  // null: the default
+        const auto kept_at = before ? index_of(placements_, *before) : std::nullopt;
+        const std::int32_t from = before ? before->region : running.default_region_;
+        for (std::size_t j = 0; j <= new_count; ++j) {
+            const placement_rule* after = j < new_count ? &placements_[j] : nullptr;
+            if (!before && !after) continue;  // default to default: compared above
+            if (kept_at && (!after || j > *kept_at)) continue;
+            if (after) {
+                const auto was_at = index_of(running.placements_, *after);
+                if (was_at && (!before || i > *was_at)) continue;
+            }
+            if (before && after && !may_match_one_client(*before, *after)) continue;
+            const std::int32_t to = after ? after->region : default_region_;
+            if (region_name(to) == running.region_name(from)) continue;
+            if (wider(receivable(*this, to, &running), receivable(running, from)))
+                moves.insert("clients " + criteria_text(after ? *after : *before) + ": " + running.region_name(from) +
+                             " -> " + region_name(to));
+        }
     }
+    c.widened.insert(c.widened.end(), moves.begin(), moves.end());
 }
 
 void residency_rules::compare_schema_residency(const residency_rules& running, const schema_set& running_schemas,

@@ -117,7 +117,8 @@ std::vector<residency_refusal_count> residency_guard::transfers() const {
     return out;
 }
 
-std::string residency_guard::note_shared_subscription(std::string_view filter, std::int32_t region) {
+std::string residency_guard::note_shared_subscription(std::string_view filter, std::int32_t region,
+                                                      std::string_view shown) {
     constexpr std::string_view SHARE = "$share/";
     if (filter.substr(0, SHARE.size()) != SHARE) return {};
     // Mosquitto keeps one group per name and filter: "$share/g/a" and "$share/g/b" are two groups.
@@ -129,7 +130,7 @@ std::string residency_guard::note_shared_subscription(std::string_view filter, s
     if (was_mixed || regions.size() < 2) return {};
     std::string names;
     for (const auto r : regions) names += (names.empty() ? "" : ", ") + rules_.region_name(r);
-    const auto rest = filter.substr(SHARE.size());
+    const auto rest = (shown.empty() ? filter : shown).substr(SHARE.size());
     const auto slash = rest.find('/');
     const auto group = rest.substr(0, slash);
     const auto shared = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);

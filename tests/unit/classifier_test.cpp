@@ -115,6 +115,9 @@ TEST_CASE("loggable topics hide a subject taken from a topic level", "[classifie
     CHECK(c.loggable_topic("health/u-4711/vitals") == "health/<subject>/vitals");
     CHECK(c.loggable_topic("health/u-4711/vitals/extra") == "health/<subject>/vitals/extra");
     CHECK(c.loggable_topic("other/u-4711") == "other/u-4711");
+    // A shared subscription's filter: the group stays, the filter after it is hidden as any other.
+    CHECK(c.loggable_topic("$share/team/health/u-4711/vitals") == "$share/team/health/<subject>/vitals");
+    CHECK(c.loggable_topic("$share/team") == "$share/team");
     gdpr::classifier plain(one_schema(SCHEMA), gdpr::unmatched_policy::pass, nullptr);
     CHECK(plain.loggable_topic("dev/7/data") == "dev/7/data");
 }

@@ -187,6 +187,23 @@ TEST_CASE("bridge sections of mosquitto.conf: outbound topics with their local p
     CHECK_THROWS_WITH(gdpr::parse_bridge_config("connection a\ninclude_dir orphan.d\n", "o.conf", dir.path().string()),
                       Catch::Contains("x.conf:1: topic line outside a bridge connection"));
 
+    // Comments after the direction end the line, as in Mosquitto: no local prefix is read from them.
+    const auto commented = gdpr::parse_bridge_config("connection c\n"
+                                                     "topic home/# out # presence for the partner\n"
+                                                     "topic a/# out 1 # note\n"
+                                                     "topic x/# both 0 \"\" remote/ # c\n"
+                                                     "topic $share/g/fleet/# out\n",
+                                                     "c.conf", dir.path().string());
+    REQUIRE(commented.size() == 1);
+    CHECK(commented[0].outbound_topics == std::vector<std::string>{"home/#", "a/#", "x/#", "fleet/#"});
+    // Mosquitto follows include_dir in its main file only, and takes the rest of the line as the path.
+    std::filesystem::create_directories(dir.path() / "with space.d" / "nested.d");
+    dir.write("with space.d/a.conf", "connection spaced\ntopic s/# out\ninclude_dir nested.d\n");
+    dir.write("with space.d/nested.d/n.conf", "connection nested\ntopic n/# out\n");
+    const auto spaced = gdpr::parse_bridge_config("include_dir  with space.d \n", "sp.conf", dir.path().string());
+    REQUIRE(spaced.size() == 1);
+    CHECK(spaced[0].name == "spaced");
+
     auto error = [](const std::string& text) {
         try {
             gdpr::parse_bridge_config(text, "bad.conf", ".");
@@ -198,6 +215,7 @@ TEST_CASE("bridge sections of mosquitto.conf: outbound topics with their local p
     CHECK_THAT(error("topic a out\n"), Catch::Contains("bad.conf:1: topic line outside a bridge connection"));
     CHECK_THAT(error("connection b\ntopic a sideways\n"), Catch::Contains("bad.conf:2: topic direction \"sideways\""));
     CHECK_THAT(error("connection b\ntopic a/#/c out\n"), Catch::Contains("bad.conf:2: topic \"a/#/c\""));
+    CHECK_THAT(error("connection b\ntopic $share/g out\n"), Catch::Contains("needs a group and a filter"));
 }
 
 TEST_CASE("bridges read from the broker's configuration take their regions from the residency file", "[residency]") {
@@ -298,6 +316,11 @@ TEST_CASE("the guard places each connection once and counts refusals per region 
     CHECK_THAT(g.note_shared_subscription("$share/dash/fleet/#", us),
                Catch::Contains("shared subscription group 'dash' on 'fleet/#' has members in regions eu, us"));
     CHECK(g.note_shared_subscription("$share/dash/fleet/#", us).empty());  // warned once
+    // The warning names the filter as given to show (a subject's topic level hidden).
+    CHECK(g.note_shared_subscription("$share/w/home/D-1/presence", eu, "$share/w/home/<subject>/presence").empty());
+    const auto warning = g.note_shared_subscription("$share/w/home/D-1/presence", us, "$share/w/home/<subject>/presence");
+    CHECK_THAT(warning, Catch::Contains("group 'w' on 'home/<subject>/presence'"));
+    CHECK(warning.find("D-1") == std::string::npos);
 }
 
 TEST_CASE("personal data in a delivered payload: kept, pseudonymised or generalised fields count", "[residency]") {
@@ -404,8 +427,13 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
     CHECK(changes.default_region.empty());
     CHECK(changes.placements_changed);
     CHECK(changes.bridge_regions == std::vector<std::string>{"to-us: us -> ch"});
-    // ch may receive eu and us data, which us could not: wider, like the new transfer.
-    CHECK(changes.widened == std::vector<std::string>{"bridge to-us: us -> ch", "transfer eu -> uk"});
+    // ch may receive eu and us data, which us could not: wider, like the new transfer. Clients of
+    // the rules removed fall to the default region (eu), or to the new london-* rule if their client
+    // id matches it: both receive eu data, which us could not.
+    CHECK(changes.widened == std::vector<std::string>{"bridge to-us: us -> ch", "clients address 10.20.0.0/16: us -> eu",
+                                                      "clients clientId london-*: us -> uk",
+                                                      "clients username ops certCn *.us.example.org: us -> eu",
+                                                      "transfer eu -> uk"});
     // The topic removed waits for a restart (the broker still carries it); the bridge added is
     // checked from now on.
     CHECK(changes.bridges_not_applied == std::vector<std::string>{"to-us"});
@@ -485,7 +513,33 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
     auto everyone_ch = gdpr::residency_rules::from_json_text(
         std::regex_replace(std::string(RULES), std::regex("\"clients\": \\["), "\"clients\": [ { \"clientId\": \"*\", \"region\": \"ch\" },"),
         set);
-    CHECK(everyone_ch.carry_over(running, set, set).widened == std::vector<std::string>{"clients clientId *: eu -> ch"});
+    CHECK(everyone_ch.carry_over(running, set, set).widened ==
+          std::vector<std::string>{"clients clientId *: eu -> ch", "clients clientId *: us -> ch"});
+    const auto with_clients = [&](const std::string& clients) {
+        return gdpr::residency_rules::from_json_text(
+            std::regex_replace(std::string(RULES), std::regex("\"clients\": \\[[^\\]]*\\]"), "\"clients\": [" + clients + "]"), set);
+    };
+    const auto us_rule = R"({ "clientId": "us-*", "region": "us" })";
+    const auto us_only = with_clients(us_rule);
+    // The rule removed: its clients fall to the default region, which receives eu data.
+    CHECK(with_clients("").carry_over(us_only, set, set).widened == std::vector<std::string>{"clients clientId us-*: us -> eu"});
+    // A rule put before it that takes some of its clients elsewhere.
+    CHECK(with_clients(std::string(R"({ "clientId": "us-dash*", "region": "eu" },)") + us_rule).carry_over(us_only, set, set).widened ==
+          std::vector<std::string>{"clients clientId us-dash*: us -> eu"});
+    // Rules that cannot take its clients, before or after it, widen nothing; nor does the same list.
+    CHECK(with_clients(std::string(R"({ "clientId": "eu-sensor-*", "region": "eu" },)") + us_rule).carry_over(us_only, set, set).widened.empty());
+    CHECK(with_clients(std::string(us_rule) + R"(, { "clientId": "eu-*", "region": "eu" })").carry_over(us_only, set, set).widened.empty());
+    CHECK(with_clients(us_rule).carry_over(us_only, set, set).widened.empty());
+    // Rules kept but in another order: us-* clients in 10.20/16 were placed in ch, now in us.
+    const auto ch_block = R"({ "address": "10.20.0.0/16", "region": "ch" })";
+    auto block_first = with_clients(std::string(ch_block) + "," + us_rule);
+    CHECK(with_clients(std::string(us_rule) + "," + ch_block).carry_over(block_first, set, set).widened.empty());  // ch -> us: narrower
+    CHECK(block_first.carry_over(with_clients(std::string(us_rule) + "," + ch_block), set, set).widened ==
+          std::vector<std::string>{"clients address 10.20.0.0/16: us -> ch"});
+    // Disjoint address blocks do not take each other's clients.
+    CHECK(with_clients(std::string(R"({ "address": "10.30.0.0/16", "region": "eu" },)") + R"({ "address": "10.20.0.0/16", "region": "us" })")
+              .carry_over(with_clients(R"({ "address": "10.20.0.0/16", "region": "us" })"), set, set)
+              .widened.empty());
 
     // A running bridge's region gone: refused, naming the bridge.
     gdpr::schema_set eu_only;

@@ -95,8 +95,8 @@ public:
 
     // A shared subscription loses a message for the whole group when one member is refused it
     // (Mosquitto 2.0): returns a warning the first time a group (name and filter) has members in
-    // two regions.
-    std::string note_shared_subscription(std::string_view filter, std::int32_t region);
+    // two regions. `shown`: the filter as the warning may name it (a subject's topic level hidden).
+    std::string note_shared_subscription(std::string_view filter, std::int32_t region, std::string_view shown = {});
 
 private:
     struct placed {
