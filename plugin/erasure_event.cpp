@@ -179,11 +179,11 @@ void erasure_tick(plugin_context& ctx) {
         publish_alert(ctx, "data_map", text);
     }
     if (!ctx.shreds_waiting.empty() && ctx.audit) {
-        const std::int64_t committed = ctx.audit->committed_through();
+        const std::int64_t wiped = ctx.audit->shredded_through();
         std::vector<std::function<void()>> ready;
         auto& waiting = ctx.shreds_waiting;
         for (auto it = waiting.begin(); it != waiting.end();) {
-            if (it->first > committed) {
+            if (it->first > wiped) {
                 ++it;
                 continue;
             }

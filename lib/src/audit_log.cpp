@@ -4,12 +4,14 @@
 #include "gdpr/background_thread.hpp"
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <optional>
 
 #include <sqlite3.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include <nlohmann/json.hpp>
 
@@ -37,6 +39,46 @@ chain_hash hash_of(const std::string& blob) {
     chain_hash h{};
     if (blob.size() == h.size()) std::copy(blob.begin(), blob.end(), h.begin());
     return h;
+}
+
+struct anchor_statement {
+    std::int64_t seq = 0;  // 0: no anchor stated
+    std::string hash;
+};
+
+// The anchor as the trail itself last stated it: in the newest record that states one, whose seq
+// the writer keeps in audit_meta with each commit. A trail written before that key existed is
+// searched from its end once (only when it has an anchor), and the key is written then.
+anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
+    auto& meta = db.cached("SELECT value FROM audit_meta WHERE key = 'anchor_statement_seq'");
+    const bool known = meta.step();
+    const std::int64_t statement_seq = known ? meta.integer(0) : 0;
+    meta.reset();
+    if (!known && !has_anchor) return {};
+    std::string detail;
+    std::int64_t found_seq = 0;
+    auto& q = known ? db.cached("SELECT seq, detail FROM audit_records WHERE seq = ? AND digest IS NULL")
+                    : db.cached("SELECT seq, detail FROM audit_records WHERE kind IN ('retention', 'writer_started')"
+                                " AND digest IS NULL AND detail LIKE '%\"anchor_seq\"%' ORDER BY seq DESC LIMIT 1");
+    if (known) q.bind(1, statement_seq);
+    if (q.step()) {
+        found_seq = q.integer(0);
+        detail = q.text(1);
+    }
+    q.reset();
+    if (!known && found_seq > 0)
+        db.cached("INSERT INTO audit_meta(key, value) VALUES ('anchor_statement_seq', ?)").bind(1, found_seq).run();
+    anchor_statement a;
+    const nlohmann::json d = nlohmann::json::parse(detail, nullptr, false);
+    if (!d.is_object()) return a;
+    const auto seq = d.find("anchor_seq");
+    const auto hash = d.find("anchor_hash");
+    if (seq == d.end() || !seq->is_number_integer() || hash == d.end() || !hash->is_string()) return a;
+    const auto bytes = from_hex(hash->get<std::string>());
+    if (!bytes) return a;
+    a.seq = seq->get<std::int64_t>();
+    a.hash = *bytes;
+    return a;
 }
 
 
@@ -117,6 +159,13 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             .bind(1, e)
             .run();
         log->nonce_epoch_ = static_cast<std::uint32_t>(e);
+        // The epoch repeats when a copy of the file (a restored backup) is started with the same
+        // key file: the counter starts at a random multiple of 2^32, so two starts under one
+        // epoch share a nonce only if they drew the same 32 bits.
+        std::array<unsigned char, 4> start{};
+        if (RAND_bytes(start.data(), static_cast<int>(start.size())) != 1) throw storage_error("OpenSSL RAND_bytes failed");
+        log->nonce_counter_ = std::uint64_t{start[0]} << 56 | std::uint64_t{start[1]} << 48 | std::uint64_t{start[2]} << 40 |
+                              std::uint64_t{start[3]} << 32;
 
         // The trail can only be read with the master key it was written with: a different key
         // file would seal new records under keys that no longer open the old ones.
@@ -141,6 +190,31 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             log->head_ = hash_of(log->anchor_hash_);
         }
         anchor.reset();
+        // The anchor lives outside the chain: rows deleted by hand before a forged anchor would be
+        // vouched for by the next writer_started record if it restated the anchor unchecked. Only
+        // the anchor the trail itself last stated is restated; another one is put back to it, so
+        // verify reports the rows missing between them.
+        if (const auto stated = stated_anchor(db, log->anchor_seq_ > 0); log->anchor_seq_ > 0 || stated.seq > 0) {
+            if (stated.seq != log->anchor_seq_ || stated.hash != log->anchor_hash_) {
+                log->problems_.push_back(
+                    "the audit trail's anchor (records up to seq " + std::to_string(log->anchor_seq_) +
+                    " removed) is not the one the trail last stated (seq " + std::to_string(stated.seq) +
+                    "): records may have been removed by hand; the stated anchor is kept (run gdprctl verify)");
+                if (stated.seq > 0)
+                    db.cached("INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, ?, ?, ?)"
+                              " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at_ms = excluded.at_ms")
+                        .bind(1, stated.seq)
+                        .bind_blob(2, stated.hash)
+                        .bind(3, wall_ms())
+                        .run();
+                else
+                    db.exec("DELETE FROM audit_anchor");
+                log->anchor_seq_ = stated.seq;
+                log->anchor_hash_ = stated.hash;
+                log->next_seq_ = log->anchor_seq_ + 1;
+                log->head_ = hash_of(log->anchor_hash_);
+            }
+        }
         auto& last = db.cached("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1");
         if (last.step()) {
             log->next_seq_ = last.integer(0) + 1;
@@ -178,7 +252,11 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     }
     started.detail = started_detail.dump();
     const std::int64_t started_seq = log->append(std::move(started));
-    if (log->anchor_seq_ > 0) log->anchor_statement_seq_ = started_seq;
+    if (log->anchor_seq_ > 0) {
+        log->anchor_statement_seq_ = started_seq;
+        std::lock_guard<std::mutex> lock(log->mutex_);  // the writer has not started: for form's sake
+        log->queue_.back().states_anchor = true;
+    }
     log->start();
     return log;
 }
@@ -422,6 +500,13 @@ void audit_log::run() {
             progress_.notify_all();
             space_.notify_all();
         }
+        if (!failing_) {
+            try {
+                wipe_shredded_keys();
+            } catch (const std::exception& e) {
+                problem(std::string("could not truncate the write-ahead log after a shred: ") + e.what());
+            }
+        }
         if (std::chrono::steady_clock::now() >= next_sweep_ && !failing_) {
             next_sweep_ = std::chrono::steady_clock::now() + options_.sweep_period;
             sweep(wall_ms());
@@ -489,6 +574,14 @@ void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
                             " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
                     .bind(1, pending_seq_)
                     .run();
+            std::int64_t statement = 0;  // the newest record of the chunk that states the anchor
+            for (std::size_t i = committed; i < committed + n; ++i)
+                if (batch[i].states_anchor) statement = batch[i].seq;
+            if (statement > 0)
+                db_->cached("INSERT INTO audit_meta(key, value) VALUES ('anchor_statement_seq', ?)"
+                            " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                    .bind(1, statement)
+                    .run();
             tx.commit();
         }
         head_ = pending_head_;
@@ -507,13 +600,10 @@ void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, 
         stats_.written += written;
         stats_.keys_shredded += shredded;
     }
-    if (shredded > 0) {
-        // The deleted key may still sit in WAL frames: copy back and truncate the log.
-        const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-        if (rc != SQLITE_OK)
-            problem(std::string("a shredded key may remain in the database's write-ahead log until the next "
-                                "checkpoint (a reader held it open): ") + sqlite3_errstr(rc));
-    }
+    if (shredded > 0)
+        for (std::size_t i = first; i < first + count; ++i)
+            if (batch[i].what == item::op::shred) unwiped_shred_seq_ = std::max(unwiped_shred_seq_, batch[i].seq);
+    wipe_shredded_keys();
     std::int64_t highest = committed_through_.load(std::memory_order_relaxed);
     for (std::size_t i = first; i < first + count; ++i) highest = std::max(highest, batch[i].seq);
     committed_through_.store(highest, std::memory_order_release);
@@ -530,6 +620,29 @@ void audit_log::after_commit(const std::vector<item>& batch, std::size_t first, 
             }
         }
     }
+}
+
+void audit_log::wipe_shredded_keys() {
+    if (unwiped_shred_seq_ <= shredded_through_.load(std::memory_order_relaxed)) return;
+    // A deleted key may still sit in WAL frames (secure_delete overwrites the database's pages):
+    // copy them back and truncate the log. It fails while a reader holds an older snapshot, or
+    // while the checkpoint thread runs; it is tried again after every commit and while idle, and
+    // the key counts as destroyed only once it succeeded (GDPR Art. 17: the receipt says so).
+    // Without waiting on a reader: records must not wait behind an export.
+    sqlite3_busy_timeout(db_->handle(), 0);
+    const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    sqlite3_busy_timeout(db_->handle(), sqlite_db::BUSY_TIMEOUT_MS);
+    if (rc == SQLITE_OK) {
+        shredded_through_.store(unwiped_shred_seq_, std::memory_order_release);
+        if (wipe_failing_) problem("the shredded data keys are gone from the write-ahead log too");
+        wipe_failing_ = false;
+        return;
+    }
+    if (!wipe_failing_)
+        problem(std::string("a shredded data key stays in the database's write-ahead log until a checkpoint can "
+                            "truncate it (a reader holds the log open); retrying, and the erasure waits: ") +
+                sqlite3_errstr(rc));
+    wipe_failing_ = true;
 }
 
 void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan) {
@@ -667,16 +780,28 @@ const audit_log::subject_entry& audit_log::subject_for(const std::string& subjec
         find_key_ = std::make_unique<sqlite_statement>(db_->handle(), "SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
     auto& find = *find_key_;
     find.bind(1, ref);
+    bool have_key = false;
     if (find.step()) {
         const std::string wrapped = find.blob(0);
         find.reset();
-        key = keys_->unwrap(wrapped, ref);
+        try {
+            key = keys_->unwrap(wrapped, ref);
+            have_key = true;
+        } catch (const std::exception&) {
+            // A key row edited or damaged must not stop the trail (the batch would be retried for
+            // ever, and under the block policy the broker would refuse every publish).
+            problem("the data key stored for subject reference " + ref +
+                    " cannot be opened (its row was edited or damaged): what was sealed under it stays unreadable, "
+                    "and new records are sealed under a new key (run gdprctl verify)");
+        }
     } else {
         find.reset();
+    }
+    if (!have_key) {
         key = keys_->new_data_key();
         if (!insert_key_)
             insert_key_ = std::make_unique<sqlite_statement>(
-                db_->handle(), "INSERT INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)");
+                db_->handle(), "INSERT OR REPLACE INTO audit_subject_keys(ref, wrapped, created_ms) VALUES (?, ?, ?)");
         insert_key_->bind(1, ref).bind_blob(2, keys_->wrap(key, ref)).bind(3, wall_ms()).run();
     }
     subject_entry& entry = subjects_[subject];
@@ -819,29 +944,21 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     // Rows before the first live record are all tombstones: they go (at most SWEEP_CHUNK per
     // step), and the anchor keeps the hash of the last one so the chain can be checked from there.
     // The move is a retention record of its own (op::anchor), written and applied in one
-    // transaction; its commit continues the sweep.
+    // transaction; its commit continues the sweep. The anchor never moves over missing rows: they
+    // were removed by hand (or lost), and moving past them would leave verify nothing to report.
     std::int64_t anchor_seq = 0;
     std::string anchor_hash;
     {
-        std::int64_t limit = std::numeric_limits<std::int64_t>::max();
-        auto& first_row = db_->cached("SELECT MIN(seq) FROM audit_records");
-        if (first_row.step() && !first_row.is_null(0)) limit = first_row.integer(0) + std::int64_t{SWEEP_CHUNK};
-        first_row.reset();
-        if (limit != std::numeric_limits<std::int64_t>::max()) {
-            // Reads at most SWEEP_CHUNK rows, by seq.
-            auto& first_live = db_->cached(
-                "SELECT seq FROM audit_records WHERE seq >= ? AND seq < ? AND digest IS NULL ORDER BY seq LIMIT 1");
-            first_live.bind(1, limit - std::int64_t{SWEEP_CHUNK}).bind(2, limit);
-            if (first_live.step()) limit = first_live.integer(0);
-            first_live.reset();
+        auto& next_rows = db_->cached(
+            "SELECT seq, hash, digest IS NULL FROM audit_records WHERE seq > ? ORDER BY seq LIMIT " +
+            std::to_string(SWEEP_CHUNK));
+        next_rows.bind(1, anchor_seq_);
+        for (std::int64_t expected = anchor_seq_ + 1; next_rows.step(); ++expected) {
+            if (next_rows.integer(0) != expected || next_rows.integer(2) != 0) break;  // a hole, or a live record
+            anchor_seq = expected;
+            anchor_hash = next_rows.blob(1);
         }
-        auto& last_dead = db_->cached("SELECT seq, hash FROM audit_records WHERE seq < ? ORDER BY seq DESC LIMIT 1");
-        last_dead.bind(1, limit);
-        if (last_dead.step()) {
-            anchor_seq = last_dead.integer(0);
-            anchor_hash = last_dead.blob(1);
-        }
-        last_dead.reset();
+        next_rows.reset();
     }
     const std::uint64_t tombstoned = sweep_tombstoned_;
     // anchor_seq_ is the anchor as of the last record queued: records queued from now on are

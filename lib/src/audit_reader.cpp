@@ -145,11 +145,18 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         if (r.hash.size() == prev.size()) std::copy(r.hash.begin(), r.hash.end(), prev.begin());
         expected = r.seq + 1;
         if (!r.digest && (r.kind == "gap" || r.kind == "retention" || r.kind == "writer_started")) {
+            // Read without trusting the types: an edited detail is a problem to report (its hash
+            // no longer matches), never a reason to stop verifying.
             const json d = json::parse(r.detail, nullptr, false);
-            if (r.kind == "gap" && d.is_object()) rep.gaps.emplace_back(r.seq, d.value("dropped", std::uint64_t{0}));
+            if (r.kind == "gap" && d.is_object()) {
+                const auto dropped = d.find("dropped");
+                rep.gaps.emplace_back(r.seq, dropped != d.end() && dropped->is_number_unsigned() ? dropped->get<std::uint64_t>() : 0);
+            }
             if (r.kind != "gap" && d.is_object() && d.contains("anchor_seq")) {
-                restated_seq = d.value("anchor_seq", std::int64_t{0});
-                restated_hash = d.value("anchor_hash", std::string());
+                const auto& seq = d["anchor_seq"];
+                const auto hash = d.find("anchor_hash");
+                restated_seq = seq.is_number_integer() ? seq.get<std::int64_t>() : 0;
+                restated_hash = hash != d.end() && hash->is_string() ? hash->get<std::string>() : std::string();
             }
         }
         if (progress && rep.records % 100000 == 0) progress(rep.records, total);

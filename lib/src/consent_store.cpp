@@ -235,6 +235,9 @@ std::uint64_t consent_store::granted_mask_by_pseudonym(std::string_view pseudony
 }
 
 std::uint64_t consent_store::begin_change(const std::string& key) {
+    // A withdrawal waiting to be retried must not override this newer change when it is written.
+    for (auto& w : pending_withdrawals_)
+        if (!w.superseded && consent_key(w.subject, w.purpose) == key) w.superseded = true;
     auto& state = changes_[key];
     state.generation = ++next_generation_;
     ++state.in_flight;
@@ -311,14 +314,26 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
 }
 
 void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
+    const auto write_event = [](sqlite_db& db, const withdrawal& w) {
+        auto& event = db.cached("INSERT INTO consent_events (subject, purpose, granted, at_ms, operator, evidence) "
+                                "VALUES (?1, ?2, 0, ?3, ?4, ?5)");
+        event.bind(1, w.subject).bind(2, w.purpose).bind(3, w.at_ms).bind(4, w.operator_id).bind(5, w.evidence);
+        event.run();
+    };
+    if (w.superseded) {
+        // GDPR Art. 7(1): it was in force until the newer change, so the history keeps it (at its
+        // own time); the current state is the newer change's.
+        worker_->submit([w, write_event](sqlite_db& db) { write_event(db, w); },
+                        [this, w](const std::string& error) {
+                            if (!error.empty()) pending_withdrawals_.push_back(w);
+                        });
+        return;
+    }
     const auto key = consent_key(w.subject, w.purpose);
     const std::uint64_t generation = begin_change(key);
     worker_->submit(
-        [w](sqlite_db& db) {
-            auto& event = db.cached("INSERT INTO consent_events (subject, purpose, granted, at_ms, operator, evidence) "
-                                    "VALUES (?1, ?2, 0, ?3, ?4, ?5)");
-            event.bind(1, w.subject).bind(2, w.purpose).bind(3, w.at_ms).bind(4, w.operator_id).bind(5, w.evidence);
-            event.run();
+        [w, write_event](sqlite_db& db) {
+            write_event(db, w);
             auto& current = db.cached("INSERT INTO consent_current (subject, purpose, granted, at_ms, event_seq) "
                                       "VALUES (?1, ?2, 0, ?3, last_insert_rowid()) "
                                       "ON CONFLICT (subject, purpose) DO UPDATE SET granted = excluded.granted, "
@@ -328,9 +343,13 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
         },
         [this, key, generation, w, done = std::move(done)](const std::string& error) {
             const bool newest = finish_change(key, generation);
-            // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry,
-            // unless a newer change to the same consent has been made since.
-            if (!error.empty() && newest) pending_withdrawals_.push_back(w);
+            // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry (only
+            // into the history when a newer change to the same consent has been made since).
+            if (!error.empty()) {
+                withdrawal again = w;
+                again.superseded = !newest;
+                pending_withdrawals_.push_back(std::move(again));
+            }
             if (done)
                 done(error.empty() ? error
                                    : "the withdrawal is in force but could not be recorded yet (it is retried): " + error);
@@ -379,7 +398,9 @@ void consent_store::change_binding(const std::string& client_id, const std::stri
     worker_->submit(
         [=](sqlite_db& db) {
             if (bound) {
-                auto& insert = db.cached("INSERT INTO device_bindings (client_id, subject, bound_at_ms, operator) "
+                // A second bind of the same pair still being written (an operator's retry) finds it
+                // there: it must succeed, as the newest change, so that memory follows the file.
+                auto& insert = db.cached("INSERT OR IGNORE INTO device_bindings (client_id, subject, bound_at_ms, operator) "
                                          "VALUES (?1, ?2, ?3, ?4)");
                 insert.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
                 insert.run();

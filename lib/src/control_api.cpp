@@ -146,6 +146,9 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
         only_arguments(cmd, {"subject", "requestId"});
         const auto subject = required_text(cmd, "subject");
         const auto request_id = required_text(cmd, "requestId", erasure_manager::MAX_ID_BYTES);
+        // The request id is logged, alerted and recorded in clear: it must not carry the subject.
+        if (!subject.empty() && request_id.find(subject) != std::string::npos)
+            throw command_error("requestId must not contain the subject: it appears in logs, alerts and the audit trail");
         log_.notice("erasure request '" + printable(request_id) + "' from " + pending->operator_id);
         erasure_->request(request_id, subject, pending->operator_id, now_ms_(),
                           [this, pending, i, response](const erasure_request* r, const std::string& error) mutable {

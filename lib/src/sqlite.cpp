@@ -136,7 +136,7 @@ sqlite_db::sqlite_db(const std::string& path, std::string_view synchronous) : pa
         db_ = nullptr;
         throw storage_error("cannot open database '" + path + "': " + message);
     }
-    sqlite3_busy_timeout(db_, 5000);
+    sqlite3_busy_timeout(db_, BUSY_TIMEOUT_MS);
     try {
         exec("PRAGMA page_size=32768");  // takes effect only in a new, empty database
         exec("PRAGMA journal_mode=WAL");
@@ -159,7 +159,7 @@ sqlite_db::sqlite_db(const std::string& path, read_only_t) : path_(path) {
         db_ = nullptr;
         throw storage_error("cannot open database '" + path + "' for reading: " + message);
     }
-    sqlite3_busy_timeout(db_, 5000);
+    sqlite3_busy_timeout(db_, BUSY_TIMEOUT_MS);
 }
 
 int sqlite_db::changes() const { return sqlite3_changes(db_); }

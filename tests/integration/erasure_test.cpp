@@ -429,6 +429,10 @@ TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits 
     CHECK_THAT(other["error"].get<std::string>(), Catch::Contains("already used for another subject"));
     const auto limited = control(op, {{"command", "eraseSubject"}, {"subject", "driver-9"}, {"requestId", "twice"}});
     CHECK_THAT(limited["error"].get<std::string>(), Catch::Contains("rate limit"));
+    // A request id is logged and alerted: one that carries the subject is refused, and nothing is logged.
+    const auto named = control(op, {{"command", "eraseSubject"}, {"subject", "driver-1"}, {"requestId", "erase-driver-1"}});
+    CHECK_THAT(named["error"].get<std::string>(), Catch::Contains("must not contain the subject"));
+    CHECK(b.log().find("erase-driver-1") == std::string::npos);
     const auto bad = control(op, {{"command", "eraseSubject"}, {"subject", 9}, {"requestId", "t"}});
     CHECK_THAT(bad["error"].get<std::string>(), Catch::Contains("\"subject\" must be a string"));
     const auto unknown = control(op, {{"command", "getErasure"}, {"requestId", "nope"}});

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <fstream>
 #include <iterator>
+#include <filesystem>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -244,6 +245,61 @@ TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable and
     close();
 }
 
+TEST_CASE_METHOD(trail_fixture, "a shredded key counts as destroyed only once the write-ahead log no longer holds it",
+                 "[audit][shred]") {
+    open();
+    publish({"alice"}, "61");
+    REQUIRE(log->flush());
+    std::int64_t shred_seq = 0;
+    {
+        // A reader on an older snapshot (an export, gdprctl verify) keeps the log from being truncated.
+        gdpr::sqlite_db reader(path, gdpr::sqlite_db::read_only);
+        reader.exec("BEGIN");
+        gdpr::sqlite_statement q(reader.handle(), "SELECT count(*) FROM audit_records");
+        REQUIRE(q.step());
+        shred_seq = log->shred_subject("alice");
+        publish({"bob"}, "62");
+        const auto started = std::chrono::steady_clock::now();
+        REQUIRE(log->flush());
+        CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));  // the writer does not wait on the reader
+        CHECK(log->committed_through() > shred_seq);
+        CHECK(log->shredded_through() < shred_seq);
+        const auto problems = log->take_problems();
+        REQUIRE(problems.size() == 1);
+        CHECK_THAT(problems[0], Catch::Contains("stays in the database's write-ahead log"));
+        q.reset();
+        reader.exec("COMMIT");
+    }
+    // Tried again while idle: the reader gone, the log is truncated and the key counts as destroyed.
+    for (int i = 0; i < 100 && log->shredded_through() < shred_seq; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(log->shredded_through() >= shred_seq);
+    CHECK_THAT(log->take_problems().at(0), Catch::Contains("gone from the write-ahead log too"));
+    close();
+}
+
+TEST_CASE_METHOD(trail_fixture, "a damaged data key row is reported and does not stop the trail", "[audit][failure]") {
+    open();
+    publish({"alice"}, "before");
+    publish({"bob"}, "b");
+    REQUIRE(log->flush());
+    close();
+    tamper("UPDATE audit_subject_keys SET wrapped = zeroblob(60) WHERE ref = '" + keys->subject_ref("alice") + "'");
+    open();
+    publish({"alice"}, "after");
+    publish({"bob"}, "b2");
+    REQUIRE(log->flush());  // written, not retried for ever
+    const auto problems = log->take_problems();
+    REQUIRE(problems.size() == 1);
+    CHECK_THAT(problems[0], Catch::Contains("cannot be opened"));
+    CHECK(problems[0].find("alice") == std::string::npos);
+    close();
+    CHECK(verify().intact());
+    const json alice = export_of("alice");
+    REQUIRE(alice["records"].size() == 1);  // what was sealed under the damaged key stays unreadable
+    CHECK(alice["records"][0]["data"]["payload"]["speed"] == "after");
+    CHECK(export_of("bob")["records"].size() == 2);
+}
+
 TEST_CASE_METHOD(trail_fixture, "records written after a shred in the same batch use the subject's new key", "[audit][shred]") {
     open();
     publish({"alice"}, "before");
@@ -337,29 +393,118 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
         CHECK(rep.problems[0].seq == r.seq);
         CHECK_THAT(rep.problems[0].what, Catch::Contains("before its retention period ended"));
     }
-    SECTION("rows removed from the start with a forged anchor are reported") {
+    SECTION("rows removed from the start with a forged anchor are reported, also after a restart") {
+        log->sweep(now_ms() + 400 * DAY_MS);
+        REQUIRE(log->flush());
+        close();
+        open();  // its writer_started record states the anchor again
+        publish({"bob"}, "new");
+        REQUIRE(log->flush());
+        close();
+        const auto honest = verify(now_ms() + 400 * DAY_MS);
+        REQUIRE(honest.anchor_seq);
+        const std::int64_t anchor = *honest.anchor_seq;
+        std::string hash;
+        {
+            gdpr::sqlite_db db(path);
+            gdpr::sqlite_statement q(db.handle(), "SELECT hash FROM audit_records WHERE seq = ?");
+            q.bind(1, anchor + 1);
+            REQUIRE(q.step());
+            hash = q.blob(0);
+            gdpr::sqlite_statement d(db.handle(), "DELETE FROM audit_records WHERE seq = ?");
+            d.bind(1, anchor + 1).run();
+            gdpr::sqlite_statement a(db.handle(), "UPDATE audit_anchor SET seq = ?, hash = ?");
+            a.bind(1, anchor + 1).bind_blob(2, hash).run();
+        }
+        rep = verify(now_ms() + 400 * DAY_MS);
+        REQUIRE_FALSE(rep.intact());
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("anchor"));
+        // A restart must not vouch for the forged anchor: the writer puts back the one the trail
+        // stated, says so, and verify names the row removed.
+        open();
+        const auto problems = log->take_problems();
+        REQUIRE(problems.size() == 1);
+        CHECK_THAT(problems[0], Catch::Contains("not the one the trail last stated"));
+        REQUIRE(log->flush());
+        close();
+        rep = verify(now_ms() + 400 * DAY_MS);
+        REQUIRE(rep.anchor_seq);
+        CHECK(*rep.anchor_seq == anchor);
+        CHECK(rep.anchor_confirmed);
+        REQUIRE(rep.problems.size() == 1);
+        CHECK(rep.problems[0].seq == anchor + 1);
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("missing (deleted)"));
+    }
+    SECTION("the record that states the anchor removed with the rows: no anchor is vouched for") {
         log->sweep(now_ms() + 400 * DAY_MS);
         REQUIRE(log->flush());
         publish({"bob"}, "new");
         REQUIRE(log->flush());
         close();
-        gdpr::sqlite_db db(path);
-        std::int64_t first = 0;
-        std::string hash;
-        {
-            gdpr::sqlite_statement q(db.handle(), "SELECT seq, hash FROM audit_records ORDER BY seq LIMIT 1");
-            REQUIRE(q.step());
-            first = q.integer(0);
-            hash = q.blob(1);
-        }
-        gdpr::sqlite_statement d(db.handle(), "DELETE FROM audit_records WHERE seq = ?");
-        d.bind(1, first).run();
-        gdpr::sqlite_statement a(db.handle(), "UPDATE audit_anchor SET seq = ?, hash = ?");
-        a.bind(1, first).bind_blob(2, hash).run();
+        const std::int64_t anchor = *verify(now_ms() + 400 * DAY_MS).anchor_seq;
+        // The retention record right after the anchor goes, and the anchor is forged from it.
+        const std::string removed = std::to_string(anchor + 1);
+        tamper("UPDATE audit_anchor SET seq = " + removed + ", hash = (SELECT hash FROM audit_records WHERE seq = " + removed + ")");
+        tamper("DELETE FROM audit_records WHERE seq = " + removed);
+        open();
+        CHECK_FALSE(log->take_problems().empty());
+        REQUIRE(log->flush());
+        close();
         rep = verify(now_ms() + 400 * DAY_MS);
-        REQUIRE_FALSE(rep.intact());
-        CHECK_THAT(rep.problems[0].what, Catch::Contains("anchor"));
+        CHECK_FALSE(rep.anchor_seq);
+        REQUIRE_FALSE(rep.problems.empty());
+        CHECK(rep.problems[0].seq == 1);
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("missing (deleted)"));
     }
+}
+
+TEST_CASE_METHOD(trail_fixture, "an anchor written by hand into a trail that never stated one is removed at the next start",
+                 "[audit][retention]") {
+    open();
+    for (int i = 0; i < 5; ++i) publish({"alice"}, std::to_string(i));
+    REQUIRE(log->flush());
+    close();
+    std::string hash;
+    {
+        gdpr::sqlite_db db(path);
+        gdpr::sqlite_statement q(db.handle(), "SELECT hash FROM audit_records WHERE seq = 3");
+        REQUIRE(q.step());
+        hash = q.blob(0);
+        db.exec("DELETE FROM audit_records WHERE seq <= 3");
+        gdpr::sqlite_statement a(db.handle(), "INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, 3, ?, 0)");
+        a.bind_blob(1, hash).run();
+    }
+    CHECK_FALSE(verify().intact());
+    open();
+    CHECK_THAT(log->take_problems().at(0), Catch::Contains("not the one the trail last stated (seq 0)"));
+    REQUIRE(log->flush());
+    close();
+    const auto rep = verify();
+    CHECK_FALSE(rep.anchor_seq);
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 1);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("records 1..3 are missing"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "the sweeper does not move the anchor over rows removed by hand", "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 20; ++i) publish({}, "x", old, 1);
+    REQUIRE(log->flush());
+    close();
+    tamper("DELETE FROM audit_records WHERE seq BETWEEN 8 AND 10");
+    open();
+    const std::int64_t later = now_ms() + 400 * DAY_MS;
+    log->sweep(later);
+    REQUIRE(log->flush());
+    close();
+    const auto rep = verify(later);
+    REQUIRE(rep.anchor_seq);
+    CHECK(*rep.anchor_seq == 7);  // up to the hole, not past it
+    CHECK(rep.anchor_confirmed);
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 8);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("records 8..10 are missing"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "a large sweep runs in steps, and each step that moves the anchor is a retention record",
@@ -399,6 +544,38 @@ TEST_CASE_METHOD(trail_fixture, "records cut off the end are reported, and numbe
     REQUIRE(rep.problems.size() == 1);
     CHECK(rep.problems[0].seq == 9);
     CHECK_THAT(rep.problems[0].what, Catch::Contains("missing"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "a copy of the trail started again seals under nonces of its own", "[audit]") {
+    open();
+    publish({"alice"}, "1");
+    REQUIRE(log->flush());
+    close();
+    namespace fs = std::filesystem;
+    const std::string backup = path + ".backup";
+    fs::copy_file(path, backup);
+    REQUIRE_FALSE(fs::exists(path + "-wal"));  // closed: everything is in the file itself
+    // The first envelope a start seals, for alice, whose data key the copy holds too.
+    const auto first_nonce = [&] {
+        open();
+        const std::int64_t seq = publish({"alice"}, "2");
+        REQUIRE(log->flush());
+        close();
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(db.handle(), "SELECT sealed FROM audit_records WHERE seq = ?");
+        q.bind(1, seq);
+        REQUIRE(q.step());
+        std::string nonce;
+        REQUIRE(gdpr::for_each_envelope(q.blob(0), [&](const gdpr::envelope_view& e) {
+            nonce = std::string(e.seal.substr(0, gdpr::gcm_sealer::NONCE_BYTES));
+        }));
+        return nonce;
+    };
+    const std::string later = first_nonce();
+    fs::copy_file(backup, path, fs::copy_options::overwrite_existing);  // the backup restored
+    const std::string restored = first_nonce();
+    CHECK(later.substr(0, 4) == restored.substr(0, 4));  // the same epoch: the copy never saw the later start
+    CHECK(later != restored);
 }
 
 TEST_CASE_METHOD(trail_fixture, "a different master key file is refused", "[audit][config]") {
@@ -461,6 +638,16 @@ TEST_CASE_METHOD(trail_fixture, "the drop policy counts what it drops and marks 
     std::uint64_t declared = 0;
     for (const auto& g : rep.gaps) declared += g.second;
     CHECK(declared == dropped);
+    // A gap record edited to say something else: reported by seq, verification goes on.
+    REQUIRE_FALSE(rep.gaps.empty());
+    const std::int64_t gap = rep.gaps.front().first;
+    tamper("UPDATE audit_records SET detail = '{\"dropped\":\"none\"}' WHERE seq = " + std::to_string(gap));
+    tamper("UPDATE audit_records SET detail = '{\"anchor_seq\":\"x\",\"anchor_hash\":1}' WHERE seq = 1");
+    gdpr::verify_report edited;
+    REQUIRE_NOTHROW(edited = verify());
+    REQUIRE(edited.problems.size() == 2);
+    CHECK(edited.problems[0].seq == 1);
+    CHECK(edited.problems[1].seq == gap);
 }
 
 TEST_CASE_METHOD(trail_fixture, "the block policy loses nothing when the queue is small", "[audit][overflow]") {

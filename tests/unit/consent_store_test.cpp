@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <sqlite3.h>
 
 #include <map>
@@ -225,6 +227,60 @@ TEST_CASE("a withdrawal that cannot be written stays in force and is retried", "
     }
     auto reopened = gdpr::consent_store::open(path, reg);
     CHECK(reopened->granted_mask("D-1") == 0);  // the withdrawal survived the restart
+}
+
+TEST_CASE("a withdrawal retried after a newer grant goes into the history only", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+        settle(*store);
+    }
+    add_failure(path, "fail_withdraw", "NEW.granted = 0");
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "analytics", false, "op", "", nullptr);
+        settle(*store);
+        REQUIRE(store->pending_withdrawals() == 1);
+        remove_failure(path, "fail_withdraw");
+        // The subject consents again before the withdrawal is retried: the grant is the newer change.
+        std::string answer = "unanswered";
+        store->set_consent("D-1", "analytics", true, "op", "form#3", [&](const std::string& e) { answer = e; });
+        store->retry_pending();
+        settle(*store);
+        CHECK(answer.empty());
+        CHECK(store->granted_mask("D-1") == 1);
+        CHECK(store->pending_withdrawals() == 0);
+        std::vector<gdpr::consent_event> events;
+        store->history("D-1", [&](std::vector<gdpr::consent_event> e, const std::string&) { events = std::move(e); });
+        settle(*store);
+        REQUIRE(events.size() == 3);  // granted, granted again, and the withdrawal between them
+        CHECK(std::count_if(events.begin(), events.end(), [](const gdpr::consent_event& e) { return !e.granted; }) == 1);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 1);  // the file says what memory said
+}
+
+TEST_CASE("binding a pair twice while the first is still being written binds it once, in memory and in the file",
+          "[consent][bindings]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        std::vector<std::string> answers;
+        CHECK(store->bind("van-1", "D-1", "op", [&](const std::string& e) { answers.push_back(e); }));
+        CHECK(store->bind("van-1", "D-1", "op", [&](const std::string& e) { answers.push_back(e); }));  // an operator's retry
+        settle(*store);
+        CHECK(answers == std::vector<std::string>{"", ""});
+        REQUIRE(store->subjects_bound_to("van-1"));
+        CHECK(*store->subjects_bound_to("van-1") == std::vector<std::string>{"D-1"});
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    REQUIRE(reopened->subjects_bound_to("van-1"));
+    CHECK(*reopened->subjects_bound_to("van-1") == std::vector<std::string>{"D-1"});
 }
 
 TEST_CASE("the pseudonym index follows consent: built over what is loaded, kept through changes and erasure",

@@ -81,11 +81,13 @@ public:
     // Destroys the data key of `subject` (crypto-shredding, GDPR Art. 17), in order with the
     // records appended before; the key is overwritten in the file (secure_delete + checkpoint).
     // Returns the sequence number of its key_shredded record: the key is gone from the file once
-    // committed_through() reaches it.
+    // shredded_through() reaches it.
     std::int64_t shred_subject(const std::string& subject);
-    // The highest sequence number committed to the file (with the work that follows its commit,
-    // such as overwriting a shredded key in the write-ahead log).
+    // The highest sequence number committed to the file.
     std::int64_t committed_through() const { return committed_through_.load(std::memory_order_acquire); }
+    // The highest key_shredded record whose key is gone from the database and its write-ahead log
+    // (the log truncated after its commit; that waits while a reader holds an older snapshot).
+    std::int64_t shredded_through() const { return shredded_through_.load(std::memory_order_acquire); }
     // Tombstones records whose retention ended before `now_ms` and anchors the chain (the writer
     // also does this every sweep_period).
     void sweep(std::int64_t now_ms);
@@ -140,6 +142,8 @@ private:
     void note_expiry(const record_view& v);
     void plan_shred(item& it);
     void move_anchor(const item& it);
+    // Truncates the write-ahead log once shredded keys were committed (see shredded_through).
+    void wipe_shredded_keys();
     // Counts what a committed chunk wrote, wipes shredded keys from the log, runs its sweeps.
     void after_commit(const std::vector<item>& batch, std::size_t first, std::size_t count, std::uint64_t written,
                       std::uint64_t shredded);
@@ -207,6 +211,9 @@ private:
     bool stopping_ = false;
     std::atomic<bool> failing_{false};
     std::atomic<std::int64_t> committed_through_{0};
+    std::atomic<std::int64_t> shredded_through_{0};
+    std::int64_t unwiped_shred_seq_ = 0;  // writer thread: the newest shred committed
+    bool wipe_failing_ = false;           // writer thread
     audit_stats stats_;
     std::vector<std::string> problems_;
     std::thread::id writer_id_{};

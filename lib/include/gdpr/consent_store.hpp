@@ -138,6 +138,9 @@ private:
     struct withdrawal {
         std::string subject, purpose, operator_id, evidence;
         std::int64_t at_ms;
+        // A newer change to the same consent was made while it waited to be retried: it is still
+        // written to the history, but no longer sets the current state.
+        bool superseded = false;
     };
     consent_store() = default;
     // The consent purposes of `purposes` in bit order; throws past MAX_CONSENT_PURPOSES.

@@ -51,6 +51,8 @@ private:
 
 class sqlite_db {
 public:
+    // How long a statement waits for another connection's lock before it fails.
+    static constexpr int BUSY_TIMEOUT_MS = 5000;
     // Opens (creating when missing) `path` in WAL mode with the given `synchronous` level.
     // The file is created mode 0600; an existing file readable or writable by group or others is
     // refused (it holds personal data).
