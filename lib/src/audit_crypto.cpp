@@ -160,7 +160,7 @@ data_key audit_keys::unwrap(std::string_view wrapped, std::string_view ref) cons
     lock.unlock();
     if (!opened || plain.size() != 32) {
         OPENSSL_cleanse(plain.data(), plain.size());
-        throw std::runtime_error("a data key does not belong to this master key");
+        throw key_not_opened("a data key does not belong to this master key");
     }
     data_key k{};
     std::copy(plain.begin(), plain.end(), k.begin());

@@ -42,32 +42,12 @@ chain_hash hash_of(const std::string& blob) {
 }
 
 struct anchor_statement {
+    bool found = false;    // a live record states the anchor (or states that there is none yet)
     std::int64_t seq = 0;  // 0: no anchor stated
     std::string hash;
 };
 
-// The anchor as the trail itself last stated it: in the newest record that states one, whose seq
-// the writer keeps in audit_meta with each commit. A trail written before that key existed is
-// searched from its end once (only when it has an anchor), and the key is written then.
-anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
-    auto& meta = db.cached("SELECT value FROM audit_meta WHERE key = 'anchor_statement_seq'");
-    const bool known = meta.step();
-    const std::int64_t statement_seq = known ? meta.integer(0) : 0;
-    meta.reset();
-    if (!known && !has_anchor) return {};
-    std::string detail;
-    std::int64_t found_seq = 0;
-    auto& q = known ? db.cached("SELECT seq, detail FROM audit_records WHERE seq = ? AND digest IS NULL")
-                    : db.cached("SELECT seq, detail FROM audit_records WHERE kind IN ('retention', 'writer_started')"
-                                " AND digest IS NULL AND detail LIKE '%\"anchor_seq\"%' ORDER BY seq DESC LIMIT 1");
-    if (known) q.bind(1, statement_seq);
-    if (q.step()) {
-        found_seq = q.integer(0);
-        detail = q.text(1);
-    }
-    q.reset();
-    if (!known && found_seq > 0)
-        db.cached("INSERT INTO audit_meta(key, value) VALUES ('anchor_statement_seq', ?)").bind(1, found_seq).run();
+anchor_statement parse_statement(const std::string& detail) {
     anchor_statement a;
     const nlohmann::json d = nlohmann::json::parse(detail, nullptr, false);
     if (!d.is_object()) return a;
@@ -76,8 +56,44 @@ anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
     if (seq == d.end() || !seq->is_number_integer() || hash == d.end() || !hash->is_string()) return a;
     const auto bytes = from_hex(hash->get<std::string>());
     if (!bytes) return a;
+    a.found = true;
     a.seq = seq->get<std::int64_t>();
     a.hash = *bytes;
+    return a;
+}
+
+// The anchor as the trail itself last stated it: in the newest record that states one, whose seq
+// the writer keeps in audit_meta with each commit. When that record cannot be read (a trail
+// written before the key existed, or an edited one), the newest live statement is searched from
+// the end (only when there is an anchor), and the key is written.
+anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
+    auto& meta = db.cached("SELECT value FROM audit_meta WHERE key = 'anchor_statement_seq'");
+    const bool known = meta.step();
+    const std::int64_t statement_seq = known ? meta.integer(0) : 0;
+    meta.reset();
+    if (known) {
+        auto& q = db.cached("SELECT detail FROM audit_records WHERE seq = ? AND digest IS NULL");
+        q.bind(1, statement_seq);
+        anchor_statement a;
+        if (q.step()) a = parse_statement(q.text(0));
+        q.reset();
+        if (a.found) return a;
+    }
+    if (!has_anchor) return {true, 0, {}};  // nothing to vouch for
+    auto& scan = db.cached("SELECT seq, detail FROM audit_records WHERE kind IN ('retention', 'writer_started')"
+                           " AND digest IS NULL AND detail LIKE '%\"anchor_seq\"%' ORDER BY seq DESC LIMIT 1");
+    anchor_statement a;
+    std::int64_t found_seq = 0;
+    if (scan.step()) {
+        found_seq = scan.integer(0);
+        a = parse_statement(scan.text(1));
+    }
+    scan.reset();
+    if (a.found)
+        db.cached("INSERT INTO audit_meta(key, value) VALUES ('anchor_statement_seq', ?)"
+                  " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(1, found_seq)
+            .run();
     return a;
 }
 
@@ -194,7 +210,15 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         // vouched for by the next writer_started record if it restated the anchor unchecked. Only
         // the anchor the trail itself last stated is restated; another one is put back to it, so
         // verify reports the rows missing between them.
-        if (const auto stated = stated_anchor(db, log->anchor_seq_ > 0); log->anchor_seq_ > 0 || stated.seq > 0) {
+        const auto stated = stated_anchor(db, log->anchor_seq_ > 0);
+        if (!stated.found) {
+            // No live record states any anchor: the anchor is kept (it may be an older trail's), but
+            // neither restated nor confirmed until the sweeper moves it.
+            log->problems_.push_back("no record of the audit trail states its anchor (records up to seq " +
+                                     std::to_string(log->anchor_seq_) +
+                                     " removed): they may have been removed by hand (run gdprctl verify)");
+            log->anchor_unstated_ = true;
+        } else if (log->anchor_seq_ > 0 || stated.seq > 0) {
             if (stated.seq != log->anchor_seq_ || stated.hash != log->anchor_hash_) {
                 log->problems_.push_back(
                     "the audit trail's anchor (records up to seq " + std::to_string(log->anchor_seq_) +
@@ -246,13 +270,14 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     nlohmann::json started_detail{{"nonce_epoch", log->nonce_epoch_},
                                   {"previous_seq", log->next_seq_ - 1},
                                   {"previous_hash", to_hex(log->head_)}};
-    if (log->anchor_seq_ > 0) {
+    const bool states_anchor = log->anchor_seq_ > 0 && !log->anchor_unstated_;
+    if (states_anchor) {
         started_detail["anchor_seq"] = log->anchor_seq_;
         started_detail["anchor_hash"] = to_hex(log->anchor_hash_);
     }
     started.detail = started_detail.dump();
     const std::int64_t started_seq = log->append(std::move(started));
-    if (log->anchor_seq_ > 0) {
+    if (states_anchor) {
         log->anchor_statement_seq_ = started_seq;
         std::lock_guard<std::mutex> lock(log->mutex_);  // the writer has not started: for form's sake
         log->queue_.back().states_anchor = true;
@@ -632,17 +657,22 @@ void audit_log::wipe_shredded_keys() {
     sqlite3_busy_timeout(db_->handle(), 0);
     const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
     sqlite3_busy_timeout(db_->handle(), sqlite_db::BUSY_TIMEOUT_MS);
+    const auto now = std::chrono::steady_clock::now();
     if (rc == SQLITE_OK) {
         shredded_through_.store(unwiped_shred_seq_, std::memory_order_release);
         if (wipe_failing_) problem("the shredded data keys are gone from the write-ahead log too");
         wipe_failing_ = false;
+        wipe_failing_since_ = {};
         return;
     }
-    if (!wipe_failing_)
+    if (wipe_failing_since_ == std::chrono::steady_clock::time_point{}) wipe_failing_since_ = now;
+    if (!wipe_failing_ && now - wipe_failing_since_ >= options_.wipe_alert_after) {
         problem(std::string("a shredded data key stays in the database's write-ahead log until a checkpoint can "
-                            "truncate it (a reader holds the log open); retrying, and the erasure waits: ") +
+                            "truncate it (a reader holds the log open: an export, gdprctl verify, a backup); retrying, "
+                            "and the erasure waits: ") +
                 sqlite3_errstr(rc));
-    wipe_failing_ = true;
+        wipe_failing_ = true;
+    }
 }
 
 void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::size_t count, chunk_plan& plan) {
@@ -787,7 +817,7 @@ const audit_log::subject_entry& audit_log::subject_for(const std::string& subjec
         try {
             key = keys_->unwrap(wrapped, ref);
             have_key = true;
-        } catch (const std::exception&) {
+        } catch (const audit_keys::key_not_opened&) {
             // A key row edited or damaged must not stop the trail (the batch would be retried for
             // ever, and under the block policy the broker would refuse every publish).
             problem("the data key stored for subject reference " + ref +
@@ -971,8 +1001,9 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     if (moves) {
         anchor_seq_ = anchor_seq;
         anchor_hash_ = anchor_hash;
+        anchor_unstated_ = false;  // a move over rows the trail holds: stated from now on
     }
-    if (anchor_seq_ > 0) {
+    if (anchor_seq_ > 0 && !anchor_unstated_) {
         detail["anchor_seq"] = anchor_seq_;
         detail["anchor_hash"] = to_hex(anchor_hash_);
     }

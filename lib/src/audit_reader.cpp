@@ -7,6 +7,8 @@
 #include <limits>
 #include <set>
 #include <tuple>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
@@ -109,9 +111,24 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     auto add_problem = [&](std::int64_t seq, std::string what) {
         if (rep.problems.size() < max_problems) rep.problems.push_back({seq, std::move(what)});
     };
+    // Data keys: every subject with sealed data has its key, or a key_shredded record says it went.
+    std::unordered_map<std::string, std::int64_t> sealed_refs;  // subject reference (hex) -> first seq
+    std::unordered_set<std::string> shredded_refs;
+    std::uint64_t shred_tombstones = 0;
     sqlite_statement rows(db.handle(), SELECT_ROWS);
     while (rows.step()) {
         const stored_record r = read_row(rows);
+        if (r.kind == "key_shredded") {
+            if (r.digest) {
+                ++shred_tombstones;
+            } else {
+                const json d = json::parse(r.detail, nullptr, false);
+                if (d.is_object() && d.contains("subject_ref") && d["subject_ref"].is_string())
+                    shredded_refs.insert(d["subject_ref"].get<std::string>());
+            }
+        }
+        if (r.sealed)
+            for_each_envelope(*r.sealed, [&](const envelope_view& e) { sealed_refs.emplace(to_hex(e.ref), r.seq); });
         if (rep.records == 0) rep.first_seq = r.seq;
         ++rep.records;
         rep.last_seq = r.seq;
@@ -170,6 +187,26 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         if (!rep.anchor_confirmed)
             add_problem(*rep.anchor_seq, "the chain's anchor (records up to here removed) is not stated by the trail "
                                          "itself: records may have been removed by hand");
+    }
+    if (!sealed_refs.empty() && has_table(db, "audit_subject_keys")) {
+        auto& key = db.cached("SELECT 1 FROM audit_subject_keys WHERE ref = ?");
+        std::vector<std::pair<std::int64_t, std::string>> unaccounted;  // first seq, ref
+        for (const auto& [ref, seq] : sealed_refs) {
+            if (shredded_refs.count(ref)) continue;
+            key.bind(1, ref);
+            const bool has_key = key.step();
+            key.reset();
+            if (!has_key) unaccounted.emplace_back(seq, ref);
+        }
+        std::sort(unaccounted.begin(), unaccounted.end());
+        if (shred_tombstones > 0) {
+            rep.keys_unaccounted = unaccounted.size();
+        } else if (!unaccounted.empty()) {
+            add_problem(unaccounted.front().first,
+                        "the data key of " + std::to_string(unaccounted.size()) +
+                            " subject(s) whose data is sealed from here on is missing, and no key_shredded record says "
+                            "it was shredded: removed by hand (their records cannot be read)");
+        }
     }
     if (has_table(db, "audit_meta")) {
         auto& last = db.cached("SELECT value FROM audit_meta WHERE key = 'last_seq'");
@@ -329,7 +366,7 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     // Consent and bindings are kept in clear by the consent store (they are needed per message).
     if (has_table(db, "consent_events")) {
         wiped_json consent = wiped_json::array();
-        auto& q = db.cached("SELECT purpose, granted, at_ms, operator, evidence FROM consent_events WHERE subject = ? ORDER BY seq");
+        auto& q = db.cached("SELECT purpose, granted, at_ms, operator, evidence FROM consent_events WHERE subject = ? ORDER BY at_ms, seq");
         q.bind(1, subject);
         while (q.step())
             consent.push_back({{"purpose", wiped(q.text(0))}, {"granted", q.integer(1) != 0}, {"at_ms", q.integer(2)},

@@ -234,10 +234,12 @@ std::uint64_t consent_store::granted_mask_by_pseudonym(std::string_view pseudony
     return subject ? granted_mask(*subject) : 0;
 }
 
-std::uint64_t consent_store::begin_change(const std::string& key) {
-    // A withdrawal waiting to be retried must not override this newer change when it is written.
+void consent_store::supersede_pending(const std::string& key) {
     for (auto& w : pending_withdrawals_)
         if (!w.superseded && consent_key(w.subject, w.purpose) == key) w.superseded = true;
+}
+
+std::uint64_t consent_store::begin_change(const std::string& key) {
     auto& state = changes_[key];
     state.generation = ++next_generation_;
     ++state.in_flight;
@@ -303,6 +305,8 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
         [this, key, generation, subject, purpose, operator_id, evidence, done = std::move(done)](const std::string& error) {
             const bool newest = finish_change(key, generation);
             if (error.empty() && newest) {
+                // A withdrawal still waiting to be retried is older: it must not undo this grant.
+                supersede_pending(key);
                 // By name: purposes.json may have been reloaded since (use_purposes).
                 const int now_bit = consent_bit(purpose);
                 if (now_bit >= 0) apply(subject, now_bit, true);
@@ -343,6 +347,7 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
         },
         [this, key, generation, w, done = std::move(done)](const std::string& error) {
             const bool newest = finish_change(key, generation);
+            if (error.empty() && newest) supersede_pending(key);
             // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry (only
             // into the history when a newer change to the same consent has been made since).
             if (!error.empty()) {
@@ -359,7 +364,15 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
 void consent_store::retry_pending() {
     std::vector<withdrawal> pending;
     pending.swap(pending_withdrawals_);
-    for (auto& w : pending) submit_withdrawal(std::move(w), nullptr);
+    for (auto& w : pending) {
+        // A newer change to the same consent is being written: its outcome decides whether this
+        // withdrawal still sets the current state (it failed) or goes into the history only.
+        if (!w.superseded && changes_.count(consent_key(w.subject, w.purpose))) {
+            pending_withdrawals_.push_back(std::move(w));
+            continue;
+        }
+        submit_withdrawal(std::move(w), nullptr);
+    }
 }
 
 void consent_store::apply_binding(const std::string& client_id, const std::string& subject, bool bound,
@@ -400,8 +413,9 @@ void consent_store::change_binding(const std::string& client_id, const std::stri
             if (bound) {
                 // A second bind of the same pair still being written (an operator's retry) finds it
                 // there: it must succeed, as the newest change, so that memory follows the file.
-                auto& insert = db.cached("INSERT OR IGNORE INTO device_bindings (client_id, subject, bound_at_ms, operator) "
-                                         "VALUES (?1, ?2, ?3, ?4)");
+                auto& insert = db.cached("INSERT INTO device_bindings (client_id, subject, bound_at_ms, operator) "
+                                         "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (client_id, subject) DO UPDATE SET "
+                                         "bound_at_ms = excluded.bound_at_ms, operator = excluded.operator");
                 insert.bind(1, client_id).bind(2, subject).bind(3, at).bind(4, operator_id);
                 insert.run();
             } else {
@@ -505,7 +519,7 @@ void consent_store::history(const std::string& subject,
     worker_->submit(
         [subject, rows](sqlite_db& db) {
             auto& q = db.cached("SELECT seq, subject, purpose, granted, at_ms, operator, evidence FROM consent_events "
-                                "WHERE subject = ?1 ORDER BY seq");
+                                "WHERE subject = ?1 ORDER BY at_ms, seq");
             q.bind(1, subject);
             while (q.step()) {
                 rows->push_back(consent_event{q.integer(0), q.text(1), q.text(2), q.integer(3) != 0, q.integer(4),

@@ -1,6 +1,7 @@
 #include "gdpr/control_api.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -72,6 +73,21 @@ const json& required(const json& cmd, const char* key, json::value_t type, const
     const bool ok = it->type() == type || (type == json::value_t::number_integer && it->is_number_integer());
     if (!ok) throw command_error(std::string("argument \"") + key + "\" must be " + type_name);
     return *it;
+}
+
+// Whether `text` holds `subject` as a whole word (not inside a longer run of letters and digits):
+// "erase-D-1234" names D-1234, "erase-7f3a" does not name "a". Subjects shorter than four
+// characters are too likely to occur by chance to be refused.
+bool names_subject(std::string_view text, std::string_view subject) {
+    if (subject.size() < 4) return false;
+    const auto word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+    for (auto at = text.find(subject); at != std::string_view::npos; at = text.find(subject, at + 1)) {
+        const bool starts = at == 0 || !word_char(text[at - 1]) || !word_char(subject.front());
+        const auto end = at + subject.size();
+        const bool ends = end == text.size() || !word_char(text[end]) || !word_char(subject.back());
+        if (starts && ends) return true;
+    }
+    return false;
 }
 
 std::string required_text(const json& cmd, const char* key, std::size_t max_len = 256) {
@@ -147,7 +163,7 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
         const auto subject = required_text(cmd, "subject");
         const auto request_id = required_text(cmd, "requestId", erasure_manager::MAX_ID_BYTES);
         // The request id is logged, alerted and recorded in clear: it must not carry the subject.
-        if (!subject.empty() && request_id.find(subject) != std::string::npos)
+        if (names_subject(request_id, subject))
             throw command_error("requestId must not contain the subject: it appears in logs, alerts and the audit trail");
         log_.notice("erasure request '" + printable(request_id) + "' from " + pending->operator_id);
         erasure_->request(request_id, subject, pending->operator_id, now_ms_(),

@@ -388,7 +388,11 @@ bool globs_may_overlap(const std::string& a, const std::string& b) {
     if (a.compare(0, common, b, 0, common) != 0) return false;
     if (la == a.size()) return glob_matches(b, a);
     if (lb == b.size()) return glob_matches(a, b);
-    return true;
+    // Their literal endings, after the last wildcard, must agree too: "*.plant-a" and "*.plant-b".
+    const auto literal_start = [](const std::string& p) { return p.find_last_of("*?]") + 1; };
+    const std::size_t ea = a.size() - literal_start(a), eb = b.size() - literal_start(b);
+    const std::size_t tail = std::min(ea, eb);
+    return a.compare(a.size() - tail, tail, b, b.size() - tail, tail) == 0;
 }
 
 bool blocks_may_overlap(const placement_rule& a, const placement_rule& b) {

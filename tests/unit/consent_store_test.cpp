@@ -162,6 +162,16 @@ void remove_failure(const std::string& path, const std::string& name) {
     gdpr::sqlite_db db(path);
     db.exec("DROP TRIGGER " + name);
 }
+// D-1 has consented to analytics; from now on, writes of consent events matching `when` fail.
+void consented_then_failing(const std::string& path, const gdpr::purpose_registry& reg, const std::string& name,
+                            const std::string& when) {
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "analytics", true, "op", "", nullptr);
+        settle(*store);
+    }
+    add_failure(path, name, when);
+}
 } // namespace
 
 TEST_CASE("a grant counts only once it is durable, and an older failure cannot undo a newer grant", "[consent][failure]") {
@@ -201,12 +211,7 @@ TEST_CASE("a withdrawal that cannot be written stays in force and is retried", "
     test_support::temp_dir dir;
     const auto path = (dir.path() / "gdpr.db").string();
     const auto reg = purposes();
-    {
-        auto store = gdpr::consent_store::open(path, reg);
-        store->set_consent("D-1", "analytics", true, "op", "", nullptr);
-        settle(*store);
-    }
-    add_failure(path, "fail_withdraw", "NEW.granted = 0");
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
     {
         auto store = gdpr::consent_store::open(path, reg);
         REQUIRE(store->granted_mask("D-1") == 1);
@@ -233,12 +238,7 @@ TEST_CASE("a withdrawal retried after a newer grant goes into the history only",
     test_support::temp_dir dir;
     const auto path = (dir.path() / "gdpr.db").string();
     const auto reg = purposes();
-    {
-        auto store = gdpr::consent_store::open(path, reg);
-        store->set_consent("D-1", "analytics", true, "op", "", nullptr);
-        settle(*store);
-    }
-    add_failure(path, "fail_withdraw", "NEW.granted = 0");
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
     {
         auto store = gdpr::consent_store::open(path, reg);
         store->set_consent("D-1", "analytics", false, "op", "", nullptr);
@@ -248,19 +248,49 @@ TEST_CASE("a withdrawal retried after a newer grant goes into the history only",
         // The subject consents again before the withdrawal is retried: the grant is the newer change.
         std::string answer = "unanswered";
         store->set_consent("D-1", "analytics", true, "op", "form#3", [&](const std::string& e) { answer = e; });
-        store->retry_pending();
+        store->retry_pending();  // while the grant is being written: it waits for the grant's outcome
         settle(*store);
         CHECK(answer.empty());
         CHECK(store->granted_mask("D-1") == 1);
+        store->retry_pending();
+        settle(*store);
         CHECK(store->pending_withdrawals() == 0);
+        CHECK(store->granted_mask("D-1") == 1);
         std::vector<gdpr::consent_event> events;
         store->history("D-1", [&](std::vector<gdpr::consent_event> e, const std::string&) { events = std::move(e); });
         settle(*store);
-        REQUIRE(events.size() == 3);  // granted, granted again, and the withdrawal between them
-        CHECK(std::count_if(events.begin(), events.end(), [](const gdpr::consent_event& e) { return !e.granted; }) == 1);
+        // In the order they happened: granted, withdrawn, granted again.
+        REQUIRE(events.size() == 3);
+        CHECK(events[0].granted);
+        CHECK_FALSE(events[1].granted);
+        CHECK(events[2].granted);
     }
     auto reopened = gdpr::consent_store::open(path, reg);
     CHECK(reopened->granted_mask("D-1") == 1);  // the file says what memory said
+}
+
+TEST_CASE("a withdrawal waiting to be retried still applies when the newer grant could not be written either",
+          "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    consented_then_failing(path, reg, "fail_all", "1");
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "analytics", false, "op", "", nullptr);
+        settle(*store);
+        std::string answer;
+        store->set_consent("D-1", "analytics", true, "op", "", [&](const std::string& e) { answer = e; });
+        settle(*store);
+        CHECK_THAT(answer, Catch::Contains("not recorded"));
+        CHECK(store->granted_mask("D-1") == 0);  // the withdrawal stays in force
+        remove_failure(path, "fail_all");
+        store->retry_pending();
+        settle(*store);
+        CHECK(store->pending_withdrawals() == 0);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 0);  // and it survived the restart (GDPR Art. 7(3))
 }
 
 TEST_CASE("binding a pair twice while the first is still being written binds it once, in memory and in the file",

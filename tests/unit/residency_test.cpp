@@ -530,6 +530,11 @@ TEST_CASE("a reloaded residency file keeps the running bridges and says what cha
     CHECK(with_clients(std::string(R"({ "clientId": "eu-sensor-*", "region": "eu" },)") + us_rule).carry_over(us_only, set, set).widened.empty());
     CHECK(with_clients(std::string(us_rule) + R"(, { "clientId": "eu-*", "region": "eu" })").carry_over(us_only, set, set).widened.empty());
     CHECK(with_clients(us_rule).carry_over(us_only, set, set).widened.empty());
+    // Nor do patterns whose literal endings differ.
+    const auto plant_a = R"({ "certCn": "*.plant-a.example", "region": "us" })";
+    CHECK(with_clients(std::string(R"({ "certCn": "*.plant-b.example", "region": "eu" },)") + plant_a)
+              .carry_over(with_clients(plant_a), set, set)
+              .widened.empty());
     // Rules kept but in another order: us-* clients in 10.20/16 were placed in ch, now in us.
     const auto ch_block = R"({ "address": "10.20.0.0/16", "region": "ch" })";
     auto block_first = with_clients(std::string(ch_block) + "," + us_rule);

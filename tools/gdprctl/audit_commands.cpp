@@ -94,6 +94,10 @@ int verify(const std::string& path) {
     for (const auto& p : report.problems) std::cout << "PROBLEM at seq " << p.seq << ": " << p.what << "\n";
     for (const auto& g : report.gaps)
         std::cout << "GAP at seq " << g.first << ": " << g.second << " records dropped by the overflow policy\n";
+    if (report.keys_unaccounted > 0)
+        std::cout << "NOTE: " << report.keys_unaccounted
+                  << " subject(s) with sealed data have no data key and no key_shredded record in the trail: shredded "
+                     "by a key_shredded record whose content retention has removed, or deleted by hand\n";
     if (!report.intact()) {
         std::cout << "FAILED: the audit trail was altered (first bad record: seq " << report.problems.front().seq << ")\n";
         return EXIT_BROKEN;

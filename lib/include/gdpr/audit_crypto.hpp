@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <mutex>
@@ -43,7 +44,11 @@ public:
     // A fresh random data key, and its wrapped form (nonce || ciphertext || tag) bound to `ref`.
     data_key new_data_key() const;
     std::string wrap(const data_key& key, std::string_view ref) const;
-    // Throws std::runtime_error when `wrapped` was not made by this master key for `ref`.
+    // Throws key_not_opened when `wrapped` was not made by this master key for `ref` (edited,
+    // damaged or another key's), other exceptions for failures of the library itself.
+    struct key_not_opened : std::runtime_error {
+        using std::runtime_error::runtime_error;
+    };
     data_key unwrap(std::string_view wrapped, std::string_view ref) const;
 
 private:

@@ -39,6 +39,9 @@ struct audit_options {
     overflow_policy overflow = overflow_policy::block;
     std::int32_t default_retention_days = 365;
     std::chrono::seconds sweep_period{3600};
+    // How long the write-ahead log may stay untruncated after a shred (a reader holds it open)
+    // before it is reported: brief locks of the database's other connections are normal.
+    std::chrono::milliseconds wipe_alert_after{10000};
     // Records per transaction: larger ones outgrow SQLite's page cache and spill.
     std::size_t transaction_records = 10000;
 };
@@ -174,6 +177,7 @@ private:
     std::int64_t pending_seq_ = 0;
     std::int64_t anchor_seq_ = 0;
     std::string anchor_hash_;
+    bool anchor_unstated_ = false;  // the anchor found at open is stated by no live record
     std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
     // Expired statements that a sweep had to pass over while each was the newest: their expiry
     // groups have moved past them, so later sweeps remove them by seq (kept in audit_meta).
@@ -213,7 +217,8 @@ private:
     std::atomic<std::int64_t> committed_through_{0};
     std::atomic<std::int64_t> shredded_through_{0};
     std::int64_t unwiped_shred_seq_ = 0;  // writer thread: the newest shred committed
-    bool wipe_failing_ = false;           // writer thread
+    bool wipe_failing_ = false;           // writer thread: reported as failing
+    std::chrono::steady_clock::time_point wipe_failing_since_{};  // writer thread; epoch: not failing
     audit_stats stats_;
     std::vector<std::string> problems_;
     std::thread::id writer_id_{};

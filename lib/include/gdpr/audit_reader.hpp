@@ -39,6 +39,11 @@ struct verify_report {
     bool anchor_confirmed = false;            // a live retention record names this anchor
     std::vector<verify_problem> problems;     // edits, deletions, broken links
     std::vector<std::pair<std::int64_t, std::uint64_t>> gaps;  // (seq of gap record, records dropped)
+    // Subjects whose sealed data has no data key and no key_shredded record that says why, while
+    // some key_shredded records have had their content removed by retention: their keys were
+    // shredded then, or deleted by hand; verify cannot tell which. (With no such record, each one
+    // is a problem.)
+    std::uint64_t keys_unaccounted = 0;
     bool intact() const { return problems.empty(); }
     bool complete() const { return gaps.empty(); }
 };

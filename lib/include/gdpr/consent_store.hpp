@@ -146,6 +146,8 @@ private:
     // The consent purposes of `purposes` in bit order; throws past MAX_CONSENT_PURPOSES.
     static std::vector<std::string> consent_purposes(const purpose_registry& purposes);
     void apply(const std::string& subject, int bit, bool granted);
+    // A change to `key` was written as the newest: withdrawals waiting to be retried are older.
+    void supersede_pending(const std::string& key);
     void hold(const std::string& subject, const std::string& purpose);
     void forget_mask(const std::string& subject);
     void apply_binding(const std::string& client_id, const std::string& subject, bool bound, std::int64_t at,
