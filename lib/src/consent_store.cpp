@@ -250,8 +250,16 @@ bool consent_store::finish_change(const std::string& key, std::uint64_t generati
     auto it = changes_.find(key);
     if (it == changes_.end()) return false;
     const bool newest = it->second.generation == generation;
-    if (--it->second.in_flight == 0) changes_.erase(it);
+    if (--it->second.in_flight == 0) {
+        changes_.erase(it);
+        erased_keys_.erase(key);
+    }
     return newest;
+}
+
+bool consent_store::erased_since(const std::string& key, std::uint64_t generation) const {
+    const auto it = erased_keys_.find(key);
+    return it != erased_keys_.end() && it->second > generation;
 }
 
 void consent_store::notify(std::string_view change, const std::string& subject, const std::string& purpose,
@@ -324,17 +332,19 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
         event.bind(1, w.subject).bind(2, w.purpose).bind(3, w.at_ms).bind(4, w.operator_id).bind(5, w.evidence);
         event.run();
     };
+    const auto key = consent_key(w.subject, w.purpose);
+    const std::uint64_t generation = begin_change(key);
     if (w.superseded) {
         // GDPR Art. 7(1): it was in force until the newer change, so the history keeps it (at its
         // own time); the current state is the newer change's.
         worker_->submit([w, write_event](sqlite_db& db) { write_event(db, w); },
-                        [this, w](const std::string& error) {
-                            if (!error.empty()) pending_withdrawals_.push_back(w);
+                        [this, key, generation, w](const std::string& error) {
+                            // An erasure since must not see the subject written back (GDPR Art. 17).
+                            if (!error.empty() && !erased_since(key, generation)) pending_withdrawals_.push_back(w);
+                            finish_change(key, generation);
                         });
         return;
     }
-    const auto key = consent_key(w.subject, w.purpose);
-    const std::uint64_t generation = begin_change(key);
     worker_->submit(
         [w, write_event](sqlite_db& db) {
             write_event(db, w);
@@ -346,15 +356,13 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
             current.run();
         },
         [this, key, generation, w, done = std::move(done)](const std::string& error) {
+            const bool erased = erased_since(key, generation);
             const bool newest = finish_change(key, generation);
             if (error.empty() && newest) supersede_pending(key);
-            // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry (only
-            // into the history when a newer change to the same consent has been made since).
-            if (!error.empty()) {
-                withdrawal again = w;
-                again.superseded = !newest;
-                pending_withdrawals_.push_back(std::move(again));
-            }
+            // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry. A
+            // newer change started meanwhile decides, once written, whether it still sets the
+            // current state (supersede_pending); an erasure since drops it (GDPR Art. 17).
+            if (!error.empty() && !erased) pending_withdrawals_.push_back(w);
             if (done)
                 done(error.empty() ? error
                                    : "the withdrawal is in force but could not be recorded yet (it is retried): " + error);
@@ -367,7 +375,7 @@ void consent_store::retry_pending() {
     for (auto& w : pending) {
         // A newer change to the same consent is being written: its outcome decides whether this
         // withdrawal still sets the current state (it failed) or goes into the history only.
-        if (!w.superseded && changes_.count(consent_key(w.subject, w.purpose))) {
+        if (changes_.count(consent_key(w.subject, w.purpose))) {
             pending_withdrawals_.push_back(std::move(w));
             continue;
         }
@@ -447,7 +455,10 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
             in_flight.push_back(key);
     }
     std::vector<std::pair<std::string, std::uint64_t>> superseded;
-    for (const auto& key : in_flight) superseded.emplace_back(key, begin_change(key));
+    for (const auto& key : in_flight) {
+        superseded.emplace_back(key, begin_change(key));
+        erased_keys_[key] = superseded.back().second;  // a withdrawal in flight that fails is dropped
+    }
     ++generation_;
     forget_mask(subject);
     held_.erase(subject);

@@ -293,6 +293,46 @@ TEST_CASE("a withdrawal waiting to be retried still applies when the newer grant
     CHECK(reopened->granted_mask("D-1") == 0);  // and it survived the restart (GDPR Art. 7(3))
 }
 
+TEST_CASE("a withdrawal and a newer grant that fail together leave the withdrawal to be retried in force",
+          "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    consented_then_failing(path, reg, "fail_all", "1");
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "analytics", false, "op", "", nullptr);
+        store->set_consent("D-1", "analytics", true, "op", "", nullptr);  // written with it, failing with it
+        settle(*store);
+        CHECK(store->granted_mask("D-1") == 0);
+        remove_failure(path, "fail_all");
+        store->retry_pending();
+        settle(*store);
+        CHECK(store->pending_withdrawals() == 0);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 0);  // GDPR Art. 7(3)
+}
+
+TEST_CASE("a withdrawal that fails while its subject is erased is not written back afterwards", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
+    auto store = gdpr::consent_store::open(path, reg);
+    store->set_consent("D-1", "analytics", false, "op", "by letter", nullptr);
+    store->erase_subject("D-1", "op", nullptr);  // GDPR Art. 17, while the withdrawal is being written
+    settle(*store);
+    remove_failure(path, "fail_withdraw");
+    store->retry_pending();
+    settle(*store);
+    CHECK(store->pending_withdrawals() == 0);
+    std::vector<gdpr::consent_event> events{gdpr::consent_event{}};
+    store->history("D-1", [&](std::vector<gdpr::consent_event> e, const std::string&) { events = std::move(e); });
+    settle(*store);
+    CHECK(events.empty());
+}
+
 TEST_CASE("binding a pair twice while the first is still being written binds it once, in memory and in the file",
           "[consent][bindings]") {
     test_support::temp_dir dir;

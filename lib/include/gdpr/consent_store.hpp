@@ -148,6 +148,8 @@ private:
     void apply(const std::string& subject, int bit, bool granted);
     // A change to `key` was written as the newest: withdrawals waiting to be retried are older.
     void supersede_pending(const std::string& key);
+    // Whether the subject of `key` was erased after the change of `generation` began.
+    bool erased_since(const std::string& key, std::uint64_t generation) const;
     void hold(const std::string& subject, const std::string& purpose);
     void forget_mask(const std::string& subject);
     void apply_binding(const std::string& client_id, const std::string& subject, bool bound, std::int64_t at,
@@ -164,6 +166,9 @@ private:
         std::uint32_t in_flight = 0;
     };
     std::unordered_map<std::string, change_state> changes_;
+    // Keys of an erased subject that had changes in flight -> the erasure's generation (until the
+    // last of them finishes).
+    std::unordered_map<std::string, std::uint64_t> erased_keys_;
     std::uint64_t next_generation_ = 0;
     std::vector<withdrawal> pending_withdrawals_;
 
