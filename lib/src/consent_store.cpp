@@ -239,9 +239,10 @@ void consent_store::supersede_pending(const std::string& key) {
         if (!w.superseded && consent_key(w.subject, w.purpose) == key) w.superseded = true;
 }
 
-std::uint64_t consent_store::begin_change(const std::string& key) {
+std::uint64_t consent_store::begin_change(const std::string& key, bool grant) {
     auto& state = changes_[key];
     state.generation = ++next_generation_;
+    state.newest_grants = grant;
     ++state.in_flight;
     return state.generation;
 }
@@ -295,7 +296,7 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
         return;
     }
     const auto key = consent_key(subject, purpose);
-    const std::uint64_t generation = begin_change(key);
+    const std::uint64_t generation = begin_change(key, true);
     const std::int64_t at = now_ms();
     worker_->submit(
         [=](sqlite_db& db) {
@@ -311,8 +312,12 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
             current.run();
         },
         [this, key, generation, subject, purpose, operator_id, evidence, done = std::move(done)](const std::string& error) {
+            // Written, and the newest change started since (if any) is a grant too: in force now,
+            // so that the file and memory agree even if that newer grant fails.
+            const auto state = changes_.find(key);
+            const bool newer_grant = state != changes_.end() && state->second.newest_grants;
             const bool newest = finish_change(key, generation);
-            if (error.empty() && newest) {
+            if (error.empty() && (newest || newer_grant)) {
                 // A withdrawal still waiting to be retried is older: it must not undo this grant.
                 supersede_pending(key);
                 // By name: purposes.json may have been reloaded since (use_purposes).
@@ -340,7 +345,7 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
         worker_->submit([w, write_event](sqlite_db& db) { write_event(db, w); },
                         [this, key, generation, w](const std::string& error) {
                             // An erasure since must not see the subject written back (GDPR Art. 17).
-                            if (!error.empty() && !erased_since(key, generation)) pending_withdrawals_.push_back(w);
+                            if (!error.empty()) keep_for_retry(w, erased_since(key, generation));
                             finish_change(key, generation);
                         });
         return;
@@ -362,11 +367,16 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
             // Unrecorded, a withdrawal would be undone by the next restart: keep it and retry. A
             // newer change started meanwhile decides, once written, whether it still sets the
             // current state (supersede_pending); an erasure since drops it (GDPR Art. 17).
-            if (!error.empty() && !erased) pending_withdrawals_.push_back(w);
+            if (!error.empty()) keep_for_retry(w, erased);
             if (done)
                 done(error.empty() ? error
                                    : "the withdrawal is in force but could not be recorded yet (it is retried): " + error);
         });
+}
+
+void consent_store::keep_for_retry(const withdrawal& w, bool erased) {
+    if (erased) parked_for_erasure_[w.subject].push_back(w);  // the erasure decides
+    else pending_withdrawals_.push_back(w);
 }
 
 void consent_store::retry_pending() {
@@ -462,10 +472,13 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
     ++generation_;
     forget_mask(subject);
     held_.erase(subject);
-    // A withdrawal waiting to be retried would write the subject back.
-    pending_withdrawals_.erase(std::remove_if(pending_withdrawals_.begin(), pending_withdrawals_.end(),
-                                              [&](const withdrawal& w) { return w.subject == subject; }),
-                               pending_withdrawals_.end());
+    // A withdrawal waiting to be retried would write the subject back; should the erasure fail,
+    // it waits again.
+    const auto erased_now = std::stable_partition(pending_withdrawals_.begin(), pending_withdrawals_.end(),
+                                                  [&](const withdrawal& w) { return w.subject != subject; });
+    auto& parked = parked_for_erasure_[subject];
+    parked.insert(parked.end(), erased_now, pending_withdrawals_.end());
+    pending_withdrawals_.erase(erased_now, pending_withdrawals_.end());
     std::vector<std::string> bound_clients;
     for (const auto& [key, b] : binding_details_)
         if (b.subject == subject) bound_clients.push_back(b.client_id);
@@ -494,6 +507,12 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
         },
         [this, superseded, subject, operator_id, counts, done = std::move(done)](const std::string& error) {
             for (const auto& [key, generation] : superseded) finish_change(key, generation);
+            if (auto parked = parked_for_erasure_.find(subject); parked != parked_for_erasure_.end()) {
+                // GDPR Art. 7(3): the consent records are still there, so are the withdrawals.
+                if (!error.empty())
+                    pending_withdrawals_.insert(pending_withdrawals_.end(), parked->second.begin(), parked->second.end());
+                parked_for_erasure_.erase(parked);
+            }
             if (error.empty()) notify("subject_erased", subject, "", "", operator_id, "");
             if (done) done(error, counts->first, counts->second);
         });

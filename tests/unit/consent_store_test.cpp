@@ -333,6 +333,64 @@ TEST_CASE("a withdrawal that fails while its subject is erased is not written ba
     CHECK(events.empty());
 }
 
+TEST_CASE("withdrawals waiting when an erasure fails wait again, and one in flight is kept too", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    auto reg = purposes();
+    reg.add({"ads", gdpr::lawful_basis::consent, ""});
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "ads", true, "op", "", nullptr);
+        settle(*store);
+    }
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
+    {
+        gdpr::sqlite_db db(path);
+        db.exec("CREATE TRIGGER fail_erase BEFORE DELETE ON consent_current BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    }
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        store->set_consent("D-1", "ads", false, "op", "", nullptr);
+        settle(*store);
+        REQUIRE(store->pending_withdrawals() == 1);                     // waiting when the erasure is asked for
+        store->set_consent("D-1", "analytics", false, "op", "", nullptr);  // in flight when it is
+        std::string erase_error;
+        store->erase_subject("D-1", "op", [&](const std::string& e, std::int64_t, std::int64_t) { erase_error = e; });
+        settle(*store);
+        CHECK_FALSE(erase_error.empty());
+        CHECK(store->pending_withdrawals() == 2);  // the erasure failed: both wait again
+        remove_failure(path, "fail_withdraw");
+        remove_failure(path, "fail_erase");
+        store->retry_pending();
+        settle(*store);
+        CHECK(store->pending_withdrawals() == 0);
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 0);  // GDPR Art. 7(3): neither consent came back
+}
+
+TEST_CASE("a grant written while a newer grant is pending is in force even when the newer one fails",
+          "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    gdpr::consent_store::open(path, reg);
+    add_failure(path, "fail_boom", "NEW.evidence = 'boom'");
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        std::vector<std::string> answers;
+        store->set_consent("D-1", "analytics", true, "op", "form#1", [&](const std::string& e) { answers.push_back(e); });
+        store->set_consent("D-1", "analytics", true, "op", "boom", [&](const std::string& e) { answers.push_back(e); });
+        settle(*store);
+        REQUIRE(answers.size() == 2);
+        CHECK(answers[0].empty());
+        CHECK_FALSE(answers[1].empty());
+        CHECK(store->granted_mask("D-1") == 1);  // as the file says
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 1);
+}
+
 TEST_CASE("binding a pair twice while the first is still being written binds it once, in memory and in the file",
           "[consent][bindings]") {
     test_support::temp_dir dir;

@@ -148,6 +148,9 @@ private:
     void apply(const std::string& subject, int bit, bool granted);
     // A change to `key` was written as the newest: withdrawals waiting to be retried are older.
     void supersede_pending(const std::string& key);
+    // A withdrawal whose write failed: retried, or (its subject's erasure being written) left to
+    // the erasure's outcome.
+    void keep_for_retry(const withdrawal& w, bool erased);
     // Whether the subject of `key` was erased after the change of `generation` began.
     bool erased_since(const std::string& key, std::uint64_t generation) const;
     void hold(const std::string& subject, const std::string& purpose);
@@ -158,17 +161,21 @@ private:
                         bool bound, done_fn done);
     // Versioning of in-flight changes per consent or binding key: a completion may change memory
     // only if it belongs to the newest change of its key.
-    std::uint64_t begin_change(const std::string& key);
+    std::uint64_t begin_change(const std::string& key, bool grant = false);
     bool finish_change(const std::string& key, std::uint64_t generation);  // true when still newest
     void submit_withdrawal(withdrawal w, done_fn done);
     struct change_state {
         std::uint64_t generation = 0;
         std::uint32_t in_flight = 0;
+        bool newest_grants = false;  // the newest change started is a grant
     };
     std::unordered_map<std::string, change_state> changes_;
     // Keys of an erased subject that had changes in flight -> the erasure's generation (until the
     // last of them finishes).
     std::unordered_map<std::string, std::uint64_t> erased_keys_;
+    // Withdrawals not yet written of subjects whose erasure is being written, by subject: dropped
+    // once it is, waiting again (pending_withdrawals_) if it fails.
+    std::unordered_map<std::string, std::vector<withdrawal>> parked_for_erasure_;
     std::uint64_t next_generation_ = 0;
     std::vector<withdrawal> pending_withdrawals_;
 
