@@ -242,7 +242,7 @@ void consent_store::supersede_pending(const std::string& key) {
 std::uint64_t consent_store::begin_change(const std::string& key, bool grant) {
     auto& state = changes_[key];
     state.generation = ++next_generation_;
-    state.newest_grants = grant;
+    if (!grant) state.last_not_grant = state.generation;
     ++state.in_flight;
     return state.generation;
 }
@@ -312,12 +312,13 @@ void consent_store::set_consent(const std::string& subject, const std::string& p
             current.run();
         },
         [this, key, generation, subject, purpose, operator_id, evidence, done = std::move(done)](const std::string& error) {
-            // Written, and the newest change started since (if any) is a grant too: in force now,
-            // so that the file and memory agree even if that newer grant fails.
+            // Written, and every change started since is a grant too: in force now, so that the
+            // file and memory agree even if those newer grants fail. A withdrawal or an erasure
+            // started since decides instead.
             const auto state = changes_.find(key);
-            const bool newer_grant = state != changes_.end() && state->second.newest_grants;
+            const bool only_grants_since = state != changes_.end() && state->second.last_not_grant < generation;
             const bool newest = finish_change(key, generation);
-            if (error.empty() && (newest || newer_grant)) {
+            if (error.empty() && (newest || only_grants_since)) {
                 // A withdrawal still waiting to be retried is older: it must not undo this grant.
                 supersede_pending(key);
                 // By name: purposes.json may have been reloaded since (use_purposes).

@@ -167,7 +167,7 @@ private:
     struct change_state {
         std::uint64_t generation = 0;
         std::uint32_t in_flight = 0;
-        bool newest_grants = false;  // the newest change started is a grant
+        std::uint64_t last_not_grant = 0;  // generation of the newest change that is no grant
     };
     std::unordered_map<std::string, change_state> changes_;
     // Keys of an erased subject that had changes in flight -> the erasure's generation (until the
