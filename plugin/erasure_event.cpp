@@ -6,6 +6,7 @@
 
 #include "context.hpp"
 #include "gdpr/errors.hpp"
+#include "gdpr/topic_filter.hpp"
 #include "gdpr/topic_router.hpp"
 
 namespace gdpr_plugin {
@@ -208,10 +209,7 @@ decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& a
         // A filter naming another client's erase topic is refused; wildcard filters are allowed,
         // and what they would match of other clients' erase topics is refused at delivery.
         std::string_view filter = topic;
-        if (filter.substr(0, 7) == "$share/") {  // $share/<group>/<filter>
-            const auto slash = filter.find('/', 7);
-            filter = slash == std::string_view::npos ? std::string_view{} : filter.substr(slash + 1);
-        }
+        if (const auto shared = gdpr::parse_shared_subscription(topic)) filter = shared->filter;
         if (filter.find_first_of("+#") != std::string_view::npos) return decision::no_objection;
         const auto a = topics.parse(filter);
         return a && a->client_id != own ? decision::deny : decision::no_objection;

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "context.hpp"
+#include "gdpr/topic_filter.hpp"
 
 namespace gdpr_plugin {
 
@@ -134,7 +135,7 @@ void forget_current_payloads(plugin_context& ctx) {
 }
 
 void note_subscription_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view filter) {
-    if (filter.substr(0, 7) != "$share/") return;
+    if (!gdpr::parse_shared_subscription(filter)) return;
     const std::string warning =
         ctx.residency->note_shared_subscription(filter, client_region(ctx, acl.client), ctx.engine->loggable_topic(filter));
     if (!warning.empty()) ctx.log.warning("residency: " + warning);

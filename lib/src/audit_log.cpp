@@ -41,6 +41,25 @@ chain_hash hash_of(const std::string& blob) {
     return h;
 }
 
+// Sets an integer of audit_meta, in the caller's transaction.
+void put_meta(sqlite_db& db, std::string_view key, std::int64_t value) {
+    db.cached("INSERT INTO audit_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(1, key)
+        .bind(2, value)
+        .run();
+}
+
+// Sets the chain's anchor (records up to `seq` removed; `hash` is the last one's), in the caller's
+// transaction.
+void put_anchor(sqlite_db& db, std::int64_t seq, std::string_view hash, std::int64_t at_ms) {
+    db.cached("INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, ?, ?, ?)"
+              " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at_ms = excluded.at_ms")
+        .bind(1, seq)
+        .bind_blob(2, hash)
+        .bind(3, at_ms)
+        .run();
+}
+
 struct anchor_statement {
     bool found = false;    // a live record states the anchor (or states that there is none yet)
     std::int64_t seq = 0;  // 0: no anchor stated
@@ -90,10 +109,7 @@ anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
     }
     scan.reset();
     if (a.found)
-        db.cached("INSERT INTO audit_meta(key, value) VALUES ('anchor_statement_seq', ?)"
-                  " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(1, found_seq)
-            .run();
+        put_meta(db, "anchor_statement_seq", found_seq);
     return a;
 }
 
@@ -170,10 +186,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         std::int64_t e = epoch.step() ? epoch.integer(0) + 1 : 1;
         epoch.reset();
         if (e > std::numeric_limits<std::uint32_t>::max()) throw storage_error("audit nonce epochs exhausted");
-        db.cached("INSERT INTO audit_meta(key, value) VALUES ('nonce_epoch', ?) "
-                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(1, e)
-            .run();
+        put_meta(db, "nonce_epoch", e);
         log->nonce_epoch_ = static_cast<std::uint32_t>(e);
         // The epoch repeats when a copy of the file (a restored backup) is started with the same
         // key file: the counter starts at a random multiple of 2^32, so two starts under one
@@ -224,13 +237,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
                     "the audit trail's anchor (records up to seq " + std::to_string(log->anchor_seq_) +
                     " removed) is not the one the trail last stated (seq " + std::to_string(stated.seq) +
                     "): records may have been removed by hand; the stated anchor is kept (run gdprctl verify)");
-                if (stated.seq > 0)
-                    db.cached("INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, ?, ?, ?)"
-                              " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at_ms = excluded.at_ms")
-                        .bind(1, stated.seq)
-                        .bind_blob(2, stated.hash)
-                        .bind(3, wall_ms())
-                        .run();
+                if (stated.seq > 0) put_anchor(db, stated.seq, stated.hash, wall_ms());
                 else
                     db.exec("DELETE FROM audit_anchor");
                 log->anchor_seq_ = stated.seq;
@@ -595,18 +602,11 @@ void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
             }
             insert_chunk(batch, committed, n, *current, written, shredded);
             if (written > 0)
-                db_->cached("INSERT INTO audit_meta(key, value) VALUES ('last_seq', ?)"
-                            " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-                    .bind(1, pending_seq_)
-                    .run();
+                put_meta(*db_, "last_seq", pending_seq_);
             std::int64_t statement = 0;  // the newest record of the chunk that states the anchor
             for (std::size_t i = committed; i < committed + n; ++i)
                 if (batch[i].states_anchor) statement = batch[i].seq;
-            if (statement > 0)
-                db_->cached("INSERT INTO audit_meta(key, value) VALUES ('anchor_statement_seq', ?)"
-                            " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-                    .bind(1, statement)
-                    .run();
+            if (statement > 0) put_meta(*db_, "anchor_statement_seq", statement);
             tx.commit();
         }
         head_ = pending_head_;
@@ -775,12 +775,7 @@ void audit_log::note_expiry(const record_view& v) {
 void audit_log::move_anchor(const item& it) {
     // In the transaction of the retention record that states the new anchor: a crash leaves
     // either both or neither.
-    db_->cached("INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at_ms = excluded.at_ms")
-        .bind(1, it.anchor_seq)
-        .bind_blob(2, it.anchor_hash)
-        .bind(3, it.now_ms)
-        .run();
+    put_anchor(*db_, it.anchor_seq, it.anchor_hash, it.now_ms);
     db_->cached("DELETE FROM audit_records WHERE seq <= ?").bind(1, it.anchor_seq).run();
 }
 

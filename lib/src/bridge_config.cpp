@@ -77,11 +77,10 @@ void parse_into(std::string_view text, const std::string& name, const std::strin
             std::string filter = local_prefix + w[1];
             // The bridge subscribes to its local topic as any client would: "$share/<group>/"
             // makes it one member of a shared subscription to the rest.
-            if (filter.rfind("$share/", 0) == 0) {
-                const auto group_end = filter.find('/', 7);
-                if (group_end == std::string::npos || group_end == 7)
+            if (const auto shared = parse_shared_subscription(filter)) {
+                if (shared->group.empty() || shared->filter.empty())
                     fail(where, "topic \"" + filter + "\": a shared subscription needs a group and a filter");
-                filter.erase(0, group_end + 1);
+                filter = std::string(shared->filter);
             }
             if (const auto problem = topic_filter_problem(filter); !problem.empty())
                 fail(where, "topic \"" + filter + "\": " + problem);

@@ -343,13 +343,9 @@ stored_check classifier::recheck_stored(std::string_view topic, std::string_view
 }
 
 std::string classifier::loggable_topic(std::string_view topic) const {
-    // A shared subscription's filter: "$share/<group>/", then the filter the broker matches.
-    constexpr std::string_view SHARE = "$share/";
-    if (topic.substr(0, SHARE.size()) == SHARE) {
-        const auto group_end = topic.find('/', SHARE.size());
-        if (group_end != std::string_view::npos)
-            return std::string(topic.substr(0, group_end + 1)) + loggable_topic(topic.substr(group_end + 1));
-    }
+    // A shared subscription's filter: the group stays, the filter the broker matches is hidden.
+    if (const auto shared = parse_shared_subscription(topic); shared && !shared->filter.empty())
+        return "$share/" + std::string(shared->group) + "/" + loggable_topic(shared->filter);
     const schema* s = schemas_.route(topic);
     // A reload may have left a topic that names its subject to another schema, or to none: the
     // level stays hidden while stored messages on it may still be refused and logged.

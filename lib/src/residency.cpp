@@ -97,15 +97,20 @@ void parse_cidr(placement_rule& rule, const std::string& where, const std::strin
     rule.has_address = true;
 }
 
+// Whether two addresses (IPv6 form) agree in their first `bits` bits.
+bool same_prefix(const unsigned char a[16], const unsigned char b[16], int bits) {
+    const int full = bits / 8;
+    if (std::memcmp(a, b, static_cast<std::size_t>(full)) != 0) return false;
+    const int rest = bits % 8;
+    if (rest == 0) return true;
+    const auto mask = static_cast<unsigned char>(0xff << (8 - rest));
+    return (a[full] & mask) == (b[full] & mask);
+}
+
 bool address_in(const placement_rule& rule, std::string_view address) {
     unsigned char a[16];
     if (!parse_address(std::string(address), a, nullptr)) return false;
-    const int full = rule.prefix_bits / 8;
-    if (std::memcmp(a, rule.network, static_cast<std::size_t>(full)) != 0) return false;
-    const int rest = rule.prefix_bits % 8;
-    if (rest == 0) return true;
-    const auto mask = static_cast<unsigned char>(0xff << (8 - rest));
-    return (a[full] & mask) == (rule.network[full] & mask);
+    return same_prefix(a, rule.network, rule.prefix_bits);
 }
 
 std::string read_text_file(const std::string& path) {
@@ -397,12 +402,7 @@ bool globs_may_overlap(const std::string& a, const std::string& b) {
 
 bool blocks_may_overlap(const placement_rule& a, const placement_rule& b) {
     if (!a.has_address || !b.has_address) return true;
-    const int bits = std::min(a.prefix_bits, b.prefix_bits);
-    const int full = bits / 8;
-    if (std::memcmp(a.network, b.network, static_cast<std::size_t>(full)) != 0) return false;
-    if (bits % 8 == 0) return true;
-    const auto mask = static_cast<unsigned char>(0xff << (8 - bits % 8));
-    return (a.network[full] & mask) == (b.network[full] & mask);
+    return same_prefix(a.network, b.network, std::min(a.prefix_bits, b.prefix_bits));  // one holds the other
 }
 
 // Whether one client could match both rules (false only when it provably cannot).
@@ -460,6 +460,8 @@ void residency_rules::compare_placements(const residency_rules& running, residen
     };
     std::set<std::string> moves;
     const std::size_t old_count = running.placements_.size(), new_count = placements_.size();
+    std::vector<std::optional<std::size_t>> was_at;  // each new rule's place among the old ones
+    for (const auto& rule : placements_) was_at.push_back(index_of(running.placements_, rule));
     for (std::size_t i = 0; i <= old_count; ++i) {
         const placement_rule* before = i < old_count ? &running.placements_[i] : nullptr;  // null: the default
         const auto kept_at = before ? index_of(placements_, *before) : std::nullopt;
@@ -468,10 +470,7 @@ void residency_rules::compare_placements(const residency_rules& running, residen
             const placement_rule* after = j < new_count ? &placements_[j] : nullptr;
             if (!before && !after) continue;  // default to default: compared above
             if (kept_at && (!after || j > *kept_at)) continue;
-            if (after) {
-                const auto was_at = index_of(running.placements_, *after);
-                if (was_at && (!before || i > *was_at)) continue;
-            }
+            if (after && was_at[j] && (!before || i > *was_at[j])) continue;
             if (before && after && !may_match_one_client(*before, *after)) continue;
             const std::int32_t to = after ? after->region : default_region_;
             if (region_name(to) == running.region_name(from)) continue;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <tuple>
 
+#include "gdpr/topic_filter.hpp"
+
 namespace gdpr {
 
 namespace {
@@ -119,8 +121,7 @@ std::vector<residency_refusal_count> residency_guard::transfers() const {
 
 std::string residency_guard::note_shared_subscription(std::string_view filter, std::int32_t region,
                                                       std::string_view shown) {
-    constexpr std::string_view SHARE = "$share/";
-    if (filter.substr(0, SHARE.size()) != SHARE) return {};
+    if (!parse_shared_subscription(filter)) return {};
     // Mosquitto keeps one group per name and filter: "$share/g/a" and "$share/g/b" are two groups.
     auto it = share_groups_.find(filter);
     if (it == share_groups_.end()) it = share_groups_.emplace(std::string(filter), std::set<std::int32_t>{}).first;
@@ -130,11 +131,8 @@ std::string residency_guard::note_shared_subscription(std::string_view filter, s
     if (was_mixed || regions.size() < 2) return {};
     std::string names;
     for (const auto r : regions) names += (names.empty() ? "" : ", ") + rules_.region_name(r);
-    const auto rest = (shown.empty() ? filter : shown).substr(SHARE.size());
-    const auto slash = rest.find('/');
-    const auto group = rest.substr(0, slash);
-    const auto shared = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
-    return "shared subscription group '" + std::string(group) + "' on '" + std::string(shared) +
+    const auto named = parse_shared_subscription(shown.empty() ? filter : shown).value_or(shared_subscription{});
+    return "shared subscription group '" + std::string(named.group) + "' on '" + std::string(named.filter) +
            "' has members in regions " + names +
            ": Mosquitto drops a message for the whole group when one member is refused it, so resident data may "
            "reach none of them; keep each region's members in a group of their own";

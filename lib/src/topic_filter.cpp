@@ -27,6 +27,15 @@ bool is_valid_topic_name(std::string_view topic) {
     return true;
 }
 
+std::optional<shared_subscription> parse_shared_subscription(std::string_view filter) {
+    constexpr std::string_view SHARE = "$share/";
+    if (filter.substr(0, SHARE.size()) != SHARE) return std::nullopt;
+    const auto rest = filter.substr(SHARE.size());
+    const auto slash = rest.find('/');
+    if (slash == std::string_view::npos) return shared_subscription{rest, {}};
+    return shared_subscription{rest.substr(0, slash), rest.substr(slash + 1)};
+}
+
 std::vector<std::string_view> split_topic_levels(std::string_view topic) {
     std::vector<std::string_view> levels;
     std::size_t start = 0;

@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
+#include <memory>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -37,6 +39,35 @@ std::string gps_of(itest::client& sub) {
     auto msg = sub.next();
     REQUIRE(msg);
     return json::parse(msg->to_string())["gps"].dump();
+}
+
+// A mosquitto password file in `dir` where each user's password is "pw-<user>".
+std::string password_file(const itest::scratch_dir& dir, std::initializer_list<const char*> users) {
+    const auto path = (dir.path() / "passwd").string();
+    bool first = true;
+    for (const char* user : users) {
+        const std::string cmd = std::string(MOSQUITTO_PASSWD_BINARY) + (first ? " -c" : "") + " -b " + path + " " + user +
+                                " pw-" + user;
+        REQUIRE(std::system(cmd.c_str()) == 0);
+        first = false;
+    }
+    return path;
+}
+
+// An MQTT v5 client connected as `username` with the password password_file gave it.
+std::unique_ptr<itest::client> connect_with_password(const itest::broker& b, const std::string& id,
+                                                     const std::string& username) {
+    auto c = std::make_unique<itest::client>(b, id, 5);
+    c->raw().start_consuming();
+    c->raw()
+        .connect(mqtt::connect_options_builder()
+                     .mqtt_version(MQTTVERSION_5)
+                     .clean_start(true)
+                     .user_name(username)
+                     .password("pw-" + username)
+                     .finalize())
+        ->wait();
+    return c;
 }
 
 struct command_result {
@@ -253,29 +284,12 @@ TEST_CASE("gdprctl times out when nobody answers", "[integration][gdprctl]") {
 
 TEST_CASE("operators can be named by username, and responses reach only the client that asked", "[integration][consent][authorisation]") {
     itest::scratch_dir files;
-    const auto passwords = (files.path() / "passwd").string();
-    for (const char* user : {"dpo", "someone", "not-dpo"}) {
-        const std::string cmd = std::string(MOSQUITTO_PASSWD_BINARY) + (std::string(user) == "dpo" ? " -c" : "") + " -b " +
-                                passwords + " " + user + " pw-" + user;
-        REQUIRE(std::system(cmd.c_str()) == 0);
-    }
+    const auto passwords = password_file(files, {"dpo", "someone", "not-dpo"});
     itest::broker_options o;
     o.plugin_opts = {{"operator_usernames", "dpo"}, {"operator_client_ids", "console-2"}};
     o.extra_config = "password_file " + passwords + "\n";
     itest::broker b(o);
-    auto connect_as = [&](const std::string& id, const std::string& username) {
-        auto c = std::make_unique<itest::client>(b, id, 5);
-        c->raw().start_consuming();
-        c->raw()
-            .connect(mqtt::connect_options_builder()
-                         .mqtt_version(MQTTVERSION_5)
-                         .clean_start(true)
-                         .user_name(username)
-                         .password("pw-" + username)
-                         .finalize())
-            ->wait();
-        return c;
-    };
+    auto connect_as = [&](const std::string& id, const std::string& username) { return connect_with_password(b, id, username); };
     auto dpo = connect_as("laptop-17", "dpo");
     auto other = connect_as("console-2", "someone");  // an operator too, by client id
     other->subscribe("$CONTROL/gdpr/v1/response", 1);
@@ -292,29 +306,12 @@ TEST_CASE("operators can be named by username, and responses reach only the clie
 TEST_CASE("an answer that comes later never reaches a non-operator who took the operator's client id",
           "[integration][consent][authorisation]") {
     itest::scratch_dir files;
-    const auto passwords = (files.path() / "passwd").string();
-    for (const char* user : {"dpo", "mallory"}) {
-        const std::string cmd = std::string(MOSQUITTO_PASSWD_BINARY) + (std::string(user) == "dpo" ? " -c" : "") + " -b " +
-                                passwords + " " + user + " pw-" + user;
-        REQUIRE(std::system(cmd.c_str()) == 0);
-    }
+    const auto passwords = password_file(files, {"dpo", "mallory"});
     itest::broker_options o;
     o.plugin_opts = {{"operator_usernames", "dpo"}, {"operator_client_ids", ""}};
     o.extra_config = "password_file " + passwords + "\n";
     itest::broker b(o);
-    auto connect_as = [&](const std::string& id, const std::string& username) {
-        auto c = std::make_unique<itest::client>(b, id, 5);
-        c->raw().start_consuming();
-        c->raw()
-            .connect(mqtt::connect_options_builder()
-                         .mqtt_version(MQTTVERSION_5)
-                         .clean_start(true)
-                         .user_name(username)
-                         .password("pw-" + username)
-                         .finalize())
-            ->wait();
-        return c;
-    };
+    auto connect_as = [&](const std::string& id, const std::string& username) { return connect_with_password(b, id, username); };
     const json grant = {{"commands", json::array({{{"command", "setConsent"}, {"subject", "D-77"},
                                                    {"purpose", "route-analytics"}, {"granted", true}}})}};
     std::vector<std::unique_ptr<itest::client>> mallory;

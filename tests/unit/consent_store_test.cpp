@@ -162,6 +162,19 @@ void remove_failure(const std::string& path, const std::string& name) {
     gdpr::sqlite_db db(path);
     db.exec("DROP TRIGGER " + name);
 }
+// The failure is gone: the withdrawals waiting are retried, and written.
+void recover(gdpr::consent_store& store, const std::string& path, const std::string& failure) {
+    remove_failure(path, failure);
+    store.retry_pending();
+    settle(store);
+}
+// Everything the file holds of the subject's consent, in order.
+std::vector<gdpr::consent_event> history_of(gdpr::consent_store& store, const std::string& subject) {
+    std::vector<gdpr::consent_event> events{gdpr::consent_event{}};  // replaced by the answer
+    store.history(subject, [&](std::vector<gdpr::consent_event> e, const std::string&) { events = std::move(e); });
+    settle(store);
+    return events;
+}
 // D-1 has consented to analytics; from now on, writes of consent events matching `when` fail.
 void consented_then_failing(const std::string& path, const gdpr::purpose_registry& reg, const std::string& name,
                             const std::string& when) {
@@ -225,9 +238,7 @@ TEST_CASE("a withdrawal that cannot be written stays in force and is retried", "
         store->retry_pending();
         settle(*store);
         CHECK(store->pending_withdrawals() == 1);  // still failing: still pending
-        remove_failure(path, "fail_withdraw");
-        store->retry_pending();
-        settle(*store);
+        recover(*store, path, "fail_withdraw");
         CHECK(store->pending_withdrawals() == 0);
     }
     auto reopened = gdpr::consent_store::open(path, reg);
@@ -256,9 +267,7 @@ TEST_CASE("a withdrawal retried after a newer grant goes into the history only",
         settle(*store);
         CHECK(store->pending_withdrawals() == 0);
         CHECK(store->granted_mask("D-1") == 1);
-        std::vector<gdpr::consent_event> events;
-        store->history("D-1", [&](std::vector<gdpr::consent_event> e, const std::string&) { events = std::move(e); });
-        settle(*store);
+        const auto events = history_of(*store, "D-1");
         // In the order they happened: granted, withdrawn, granted again.
         REQUIRE(events.size() == 3);
         CHECK(events[0].granted);
@@ -284,9 +293,7 @@ TEST_CASE("a withdrawal waiting to be retried still applies when the newer grant
         settle(*store);
         CHECK_THAT(answer, Catch::Contains("not recorded"));
         CHECK(store->granted_mask("D-1") == 0);  // the withdrawal stays in force
-        remove_failure(path, "fail_all");
-        store->retry_pending();
-        settle(*store);
+        recover(*store, path, "fail_all");
         CHECK(store->pending_withdrawals() == 0);
     }
     auto reopened = gdpr::consent_store::open(path, reg);
@@ -305,9 +312,7 @@ TEST_CASE("a withdrawal and a newer grant that fail together leave the withdrawa
         store->set_consent("D-1", "analytics", true, "op", "", nullptr);  // written with it, failing with it
         settle(*store);
         CHECK(store->granted_mask("D-1") == 0);
-        remove_failure(path, "fail_all");
-        store->retry_pending();
-        settle(*store);
+        recover(*store, path, "fail_all");
         CHECK(store->pending_withdrawals() == 0);
     }
     auto reopened = gdpr::consent_store::open(path, reg);
@@ -323,14 +328,9 @@ TEST_CASE("a withdrawal that fails while its subject is erased is not written ba
     store->set_consent("D-1", "analytics", false, "op", "by letter", nullptr);
     store->erase_subject("D-1", "op", nullptr);  // GDPR Art. 17, while the withdrawal is being written
     settle(*store);
-    remove_failure(path, "fail_withdraw");
-    store->retry_pending();
-    settle(*store);
+    recover(*store, path, "fail_withdraw");
     CHECK(store->pending_withdrawals() == 0);
-    std::vector<gdpr::consent_event> events{gdpr::consent_event{}};
-    store->history("D-1", [&](std::vector<gdpr::consent_event> e, const std::string&) { events = std::move(e); });
-    settle(*store);
-    CHECK(events.empty());
+    CHECK(history_of(*store, "D-1").empty());
 }
 
 TEST_CASE("withdrawals waiting when an erasure fails wait again, and one in flight is kept too", "[consent][failure]") {

@@ -10,6 +10,19 @@
 
 using gdpr::topic_router;
 
+TEST_CASE("a shared subscription's group and filter are told apart", "[routing]") {
+    const auto shared = gdpr::parse_shared_subscription("$share/dash/fleet/+/status");
+    REQUIRE(shared);
+    CHECK(shared->group == "dash");
+    CHECK(shared->filter == "fleet/+/status");
+    const auto bare = gdpr::parse_shared_subscription("$share/dash");
+    REQUIRE(bare);
+    CHECK(bare->group == "dash");
+    CHECK(bare->filter.empty());
+    CHECK_FALSE(gdpr::parse_shared_subscription("fleet/$share/x"));
+    CHECK_FALSE(gdpr::parse_shared_subscription("$sharex/g/f"));
+}
+
 TEST_CASE("topic filter syntax", "[routing]") {
     CHECK(gdpr::topic_filter_problem("a/b/c").empty());
     CHECK(gdpr::topic_filter_problem("+").empty());

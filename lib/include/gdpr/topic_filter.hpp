@@ -1,5 +1,6 @@
 #pragma once
 // MQTT topic name / topic filter syntax (MQTT 3.1.1 §4.7, MQTT 5 §4.7).
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,14 @@ std::string topic_filter_problem(std::string_view filter);
 
 // True when `topic` is a valid topic name for a PUBLISH: non-empty, no NUL, no wildcards.
 bool is_valid_topic_name(std::string_view topic);
+
+// A shared subscription "$share/<group>/<filter>" (MQTT 5 §4.8.2): its group, and the filter the
+// broker matches (empty when nothing follows the group). Nothing for any other filter.
+struct shared_subscription {
+    std::string_view group;
+    std::string_view filter;
+};
+std::optional<shared_subscription> parse_shared_subscription(std::string_view filter);
 
 // Splits on '/', keeping empty levels ("a//b" has three levels, "/a" has two).
 std::vector<std::string_view> split_topic_levels(std::string_view topic);
