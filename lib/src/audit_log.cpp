@@ -321,9 +321,12 @@ void audit_log::run_checkpoints() {
     }
 }
 
-audit_log::~audit_log() {
+audit_log::~audit_log() { stop(std::chrono::milliseconds(0)); }
+
+std::size_t audit_log::stop(std::chrono::milliseconds grace) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
+        if (!stopping_) stop_deadline_ = std::chrono::steady_clock::now() + grace;
         stopping_ = true;
     }
     wake_writer_.notify_all();
@@ -332,6 +335,8 @@ audit_log::~audit_log() {
     if (thread_.joinable()) thread_.join();
     if (checkpointer_.joinable()) checkpointer_.join();
     checkpoint_db_.reset();
+    std::lock_guard<std::mutex> lock(mutex_);
+    return unwritten_at_stop_;
 }
 
 void audit_log::push_locked(item&& it) {
@@ -491,15 +496,19 @@ void audit_log::run() {
     std::vector<item> batch;
     auto backoff = std::chrono::milliseconds(250);
     for (;;) {
-        bool stopping = false;
         {
             std::unique_lock<std::mutex> lock(mutex_);
-            const auto wait_for = failing_ ? backoff : options_.flush_period;
-            wake_writer_.wait_for(lock, wait_for, [&] {
-                return stopping_ || flush_requested_ || queue_.size() >= wake_threshold();
-            });
+            if (stopping_ && failing_) {
+                // Stopping, and the last attempt failed: retried after the backoff, within the
+                // grace period stop() gave.
+                wake_writer_.wait_until(lock, std::min(std::chrono::steady_clock::now() + backoff, stop_deadline_));
+            } else {
+                const auto wait_for = failing_ ? backoff : options_.flush_period;
+                wake_writer_.wait_for(lock, wait_for, [&] {
+                    return stopping_ || flush_requested_ || queue_.size() >= wake_threshold();
+                });
+            }
             flush_requested_ = false;
-            stopping = stopping_;
             mark_gap_locked();  // the hole is declared in the chain right where it happened
             // A failed batch is retried alone: while the trail cannot be written the queue fills
             // up, and the broker refuses publishes instead of holding ever more in memory.
@@ -543,11 +552,18 @@ void audit_log::run() {
             next_sweep_ = std::chrono::steady_clock::now() + options_.sweep_period;
             sweep(wall_ms());
         }
-        if (stopping) {
+        {
+            // stopping_ as it is now: a stop() asked for during a failed attempt need not wait
+            // for another one.
             std::lock_guard<std::mutex> lock(mutex_);
-            if (queue_.empty() && (batch.empty() || stats_.failed_batches > 0)) {
-                if (!batch.empty())
-                    problems_.push_back("stopped with " + std::to_string(batch.size()) + " audit records unwritten: " + stats_.last_error);
+            if (!stopping_) continue;
+            if (queue_.empty() && batch.empty()) break;
+            if (failing_ && std::chrono::steady_clock::now() >= stop_deadline_) {
+                const auto is_record = [](const item& it) { return it.what != item::op::sweep; };  // each writes one
+                unwritten_at_stop_ = static_cast<std::size_t>(std::count_if(batch.begin(), batch.end(), is_record) +
+                                                              std::count_if(queue_.begin(), queue_.end(), is_record));
+                problems_.push_back("stopped with " + std::to_string(unwritten_at_stop_) +
+                                    " audit records unwritten, which are lost: " + stats_.last_error);
                 break;
             }
         }

@@ -3,6 +3,7 @@
 #include "gdpr/data_map.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <limits>
 #include <set>
@@ -115,6 +116,11 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     std::unordered_map<std::string, std::int64_t> sealed_refs;  // subject reference (hex) -> first seq
     std::unordered_set<std::string> shredded_refs;
     std::uint64_t shred_tombstones = 0;
+    // Live records past their retention: counted, with the first two, since the newest record
+    // that states the anchor (known only at the end) is not to be counted.
+    std::array<std::int64_t, 2> first_overdue{};
+    std::int64_t statement_seq = 0;
+    bool statement_overdue = false;
     sqlite_statement rows(db.handle(), SELECT_ROWS);
     while (rows.step()) {
         const stored_record r = read_row(rows);
@@ -153,9 +159,11 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
             if (!r.client_id.empty() || !r.detail.empty() || r.payload || r.sealed)
                 add_problem(r.seq, "tombstone still holds content");
             if (r.expires_ms > now_ms) add_problem(r.seq, "content was removed before its retention period ended");
-        } else {
-            digest = content_digest(r);
         }
+        const bool overdue = !r.digest && r.expires_ms > 0 && r.expires_ms < now_ms - verify_report::OVERDUE_AFTER_MS;
+        if (overdue && rep.overdue < first_overdue.size()) first_overdue[rep.overdue] = r.seq;
+        if (overdue) ++rep.overdue;
+        if (!r.digest) digest = content_digest(r);
         const chain_hash h = link_hash(prev, r, digest);
         if (link_known && as_bytes(h) != r.hash)
             add_problem(r.seq, "record does not match its hash: it was modified, or the chain was rewritten here");
@@ -173,6 +181,8 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
                 const auto& seq = d["anchor_seq"];
                 const auto hash = d.find("anchor_hash");
                 restated_seq = seq.is_number_integer() ? seq.get<std::int64_t>() : 0;
+                statement_seq = r.seq;
+                statement_overdue = overdue;
                 restated_hash = hash != d.end() && hash->is_string() ? hash->get<std::string>() : std::string();
             }
         }
@@ -180,6 +190,8 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     }
     if (progress) progress(rep.records, total);
     rep.head_hash = to_hex(prev);
+    if (statement_overdue) --rep.overdue;
+    rep.first_overdue_seq = rep.overdue == 0 ? 0 : first_overdue[first_overdue[0] == statement_seq && statement_overdue ? 1 : 0];
     // The anchor lives outside the chain; the chain itself must vouch for it, or rows before it
     // may have been deleted by hand and the anchor forged from the next row's hash.
     if (rep.anchor_seq) {

@@ -171,7 +171,11 @@ bool consent_store::holds(const std::string& subject, const std::string& purpose
 }
 
 bool consent_store::withdrawable(const std::string& subject, const std::string& purpose) const {
-    return holds(subject, purpose) || changes_.count(consent_key(subject, purpose)) > 0;
+    if (holds(subject, purpose)) return true;
+    // Only a grant as the newest change in flight would be held once written; a withdrawal or an
+    // erasure in flight already settles it.
+    const auto it = changes_.find(consent_key(subject, purpose));
+    return it != changes_.end() && it->second.last_not_grant != it->second.generation;
 }
 
 std::vector<std::string> consent_store::held_purposes(std::string_view subject) const {
@@ -376,20 +380,42 @@ void consent_store::submit_withdrawal(withdrawal w, done_fn done) {
 }
 
 void consent_store::keep_for_retry(const withdrawal& w, bool erased) {
-    if (erased) parked_for_erasure_[w.subject].push_back(w);  // the erasure decides
+    if (erased) {
+        // The erasure decides; one already written has dropped the subject's records for good.
+        if (auto parked = parked_for_erasure_.find(w.subject); parked != parked_for_erasure_.end())
+            parked->second.withdrawals.push_back(w);
+    }
     else pending_withdrawals_.push_back(w);
 }
 
 void consent_store::retry_pending() {
     std::vector<withdrawal> pending;
     pending.swap(pending_withdrawals_);
-    for (auto& w : pending) {
-        // A newer change to the same consent is being written: its outcome decides whether this
-        // withdrawal still sets the current state (it failed) or goes into the history only.
-        if (changes_.count(consent_key(w.subject, w.purpose))) {
+    // Oldest first, so that of several withdrawals of one consent the newest is written last and
+    // is the one the current state points to; the older ones go into the history only.
+    std::stable_sort(pending.begin(), pending.end(),
+                     [](const withdrawal& a, const withdrawal& b) { return a.at_ms < b.at_ms; });
+    struct newest_of_key {
+        std::size_t index;
+        bool in_flight;  // a change to the consent is being written
+    };
+    std::unordered_map<std::string, newest_of_key> newest;
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+        auto key = consent_key(pending[i].subject, pending[i].purpose);
+        const bool in_flight = changes_.count(key) > 0;
+        newest.insert_or_assign(std::move(key), newest_of_key{i, in_flight});
+    }
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+        auto& w = pending[i];
+        const auto& of_key = newest.at(consent_key(w.subject, w.purpose));
+        // A newer change to the same consent is being written: its outcome decides whether these
+        // withdrawals still set the current state (it failed) or go into the history only. None
+        // may start a change meanwhile, or that change would no longer count as the newest.
+        if (of_key.in_flight) {
             pending_withdrawals_.push_back(std::move(w));
             continue;
         }
+        if (of_key.index != i) w.superseded = true;
         submit_withdrawal(std::move(w), nullptr);
     }
 }
@@ -478,7 +504,8 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
     const auto erased_now = std::stable_partition(pending_withdrawals_.begin(), pending_withdrawals_.end(),
                                                   [&](const withdrawal& w) { return w.subject != subject; });
     auto& parked = parked_for_erasure_[subject];
-    parked.insert(parked.end(), erased_now, pending_withdrawals_.end());
+    ++parked.erasures_in_flight;
+    parked.withdrawals.insert(parked.withdrawals.end(), erased_now, pending_withdrawals_.end());
     pending_withdrawals_.erase(erased_now, pending_withdrawals_.end());
     std::vector<std::string> bound_clients;
     for (const auto& [key, b] : binding_details_)
@@ -509,10 +536,16 @@ void consent_store::erase_subject(const std::string& subject, const std::string&
         [this, superseded, subject, operator_id, counts, done = std::move(done)](const std::string& error) {
             for (const auto& [key, generation] : superseded) finish_change(key, generation);
             if (auto parked = parked_for_erasure_.find(subject); parked != parked_for_erasure_.end()) {
-                // GDPR Art. 7(3): the consent records are still there, so are the withdrawals.
-                if (!error.empty())
-                    pending_withdrawals_.insert(pending_withdrawals_.end(), parked->second.begin(), parked->second.end());
-                parked_for_erasure_.erase(parked);
+                auto& [withdrawals, erasures_in_flight] = parked->second;
+                // Written: the subject's consent records are gone, and so is any need to write
+                // the withdrawals (GDPR Art. 17). Failed: another erasure of the subject still in
+                // flight decides; if none is, the consent records are still there, so are the
+                // withdrawals (Art. 7(3)).
+                if (error.empty()) withdrawals.clear();
+                if (--erasures_in_flight == 0) {
+                    pending_withdrawals_.insert(pending_withdrawals_.end(), withdrawals.begin(), withdrawals.end());
+                    parked_for_erasure_.erase(parked);
+                }
             }
             if (error.empty()) notify("subject_erased", subject, "", "", operator_id, "");
             if (done) done(error, counts->first, counts->second);

@@ -313,7 +313,8 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
     bool bad_correlation = false;
     if (cmd.is_object() && cmd.contains("correlationData")) {
         const json& c = cmd["correlationData"];
-        if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number()) {
+        // A number with a fraction or beyond 64 bits would not come back as it was sent.
+        if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number_integer()) {
             response["correlationData"] = c;
         } else {
             bad_correlation = true;
@@ -325,7 +326,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
         return true;
     };
     if (bad_correlation) {
-        return fail("\"correlationData\" must be a string of at most 256 bytes or a number");
+        return fail("\"correlationData\" must be a string of at most 256 bytes or an integer");
     }
     if (!cmd.is_object()) {
         return fail("a command must be a JSON object");

@@ -4,6 +4,21 @@
 
 namespace gdpr {
 
+namespace {
+const char* const internal_error = "internal error while writing";
+
+// Inside a catch block: the text of the exception being handled.
+std::string describe_current_exception() {
+    try {
+        throw;
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return internal_error;
+    }
+}
+} // namespace
+
 storage_worker::storage_worker(std::unique_ptr<sqlite_db> db, std::string thread_name, batching mode)
     : db_(std::move(db)), mode_(mode), thread_([this, name = std::move(thread_name)] {
           become_background_thread(name);
@@ -74,11 +89,19 @@ void storage_worker::run() {
         }
         std::vector<completion> done;
         try {
-            done = run_batch(batch);
+            run_batch(batch, done);
         } catch (...) {
-            // Out of memory while reporting: nothing in the batch can be trusted to be durable.
-            done.clear();
-            for (auto& j : batch) done.push_back(completion{std::move(j.done), "internal error while writing"});
+            // Out of memory while reporting. In a transaction nothing of the batch was committed;
+            // run on their own, the jobs already answered keep their outcome. Every job is
+            // answered: its done() may hold a reply an operator waits for.
+            const bool committed_one_by_one = mode_ == batching::none;
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+                if (i < done.size()) {
+                    if (!committed_one_by_one) done[i].error = internal_error;
+                } else {
+                    done.push_back(completion{std::move(batch[i].done), internal_error});
+                }
+            }
         }
         ++batches_;
         {
@@ -94,8 +117,7 @@ void storage_worker::run() {
     }
 }
 
-std::vector<storage_worker::completion> storage_worker::run_batch(std::vector<job>& batch) {
-    std::vector<completion> done;
+void storage_worker::run_batch(std::vector<job>& batch, std::vector<completion>& done) {
     done.reserve(batch.size());
     if (mode_ == batching::none) {
         for (auto& j : batch) {
@@ -104,10 +126,12 @@ std::vector<storage_worker::completion> storage_worker::run_batch(std::vector<jo
                 j.work(*db_);
             } catch (const std::exception& e) {
                 error = e.what();
+            } catch (...) {
+                error = internal_error;
             }
             done.push_back(completion{std::move(j.done), std::move(error)});
         }
-        return done;
+        return;
     }
     std::string batch_error;  // set when the transaction as a whole is lost
     try {
@@ -122,8 +146,8 @@ std::vector<storage_worker::completion> storage_worker::run_batch(std::vector<jo
                 db_->exec("SAVEPOINT job");
                 j.work(*db_);
                 db_->exec("RELEASE job");
-            } catch (const std::exception& e) {
-                error = e.what();
+            } catch (...) {
+                error = describe_current_exception();
                 if (db_->in_transaction()) {
                     try {
                         db_->exec("ROLLBACK TO job");
@@ -143,12 +167,11 @@ std::vector<storage_worker::completion> storage_worker::run_batch(std::vector<jo
             done.push_back(completion{std::move(j.done), std::move(error)});
         }
         if (batch_error.empty()) tx.commit();
-    } catch (const std::exception& e) {
-        const std::string error = std::string("could not commit: ") + e.what();
+    } catch (...) {
+        const std::string error = "could not commit: " + describe_current_exception();
         for (auto& c : done) c.error = error;
         for (std::size_t i = done.size(); i < batch.size(); ++i) done.push_back(completion{std::move(batch[i].done), error});
     }
-    return done;
 }
 
 } // namespace gdpr

@@ -182,20 +182,22 @@ bool broker::wait_for_log(const std::string& needle, std::chrono::milliseconds t
     return true;
 }
 
-void broker::stop() {
-    if (pid_ <= 0) return;
+bool broker::stop(std::chrono::milliseconds patience) {
+    if (pid_ <= 0) return true;
     ::kill(pid_, SIGTERM);
     int status = 0;
-    for (int i = 0; i < 500; ++i) {
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    while (std::chrono::steady_clock::now() < deadline) {
         if (::waitpid(pid_, &status, WNOHANG) == pid_) {
             pid_ = -1;
-            return;
+            return true;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
+    return false;
 }
 
 void broker::kill_hard() {

@@ -65,7 +65,8 @@ public:
     // Waits up to `timeout` for `needle` to appear in the log.
     bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(3)) const;
     const scratch_dir& dir() const { return *dir_; }
-    void stop();
+    // SIGTERM, then SIGKILL if it has not exited within `patience`; true when it exited by itself.
+    bool stop(std::chrono::milliseconds patience = std::chrono::seconds(5));
     // SIGKILL: the broker gets no chance to flush or clean up.
     void kill_hard();
     // Sends a signal (e.g. SIGHUP to reload).

@@ -420,6 +420,21 @@ TEST_CASE("the drop overflow policy alerts operators and leaves a declared gap",
     CHECK_THAT(out, Catch::Contains("GAP at seq"));
 }
 
+namespace {
+// Publishes at QoS 1 until the broker refuses one with 135 (the audit trail cannot take it),
+// counting the accepted ones; false when none was refused within a minute.
+bool publish_until_refused(itest::client& car, int& accepted) {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        const int rc = car.publish(TOPIC, PAYLOAD, 1);
+        if (rc == 135) return true;
+        if (rc != 0) FAIL("unexpected reason code " << rc);
+        ++accepted;
+    }
+    return false;
+}
+} // namespace
+
 TEST_CASE("a full disk stops publishes with an alert, and once space returns every accepted publish is recorded",
           "[integration][recording][overflow]") {
     recording_setup setup;
@@ -433,16 +448,9 @@ TEST_CASE("a full disk stops publishes with an alert, and once space returns eve
         op.subscribe("$CONTROL/gdpr/v1/alerts", 1);
         itest::client car(b, "car-full-disk");
         car.connect();
-        int refused = 0;
-        const auto deadline = std::chrono::steady_clock::now() + 60s;
-        while (refused == 0 && std::chrono::steady_clock::now() < deadline) {
-            const int rc = car.publish(TOPIC, PAYLOAD, 1);
-            if (rc == 0) ++accepted;
-            else if (rc == 135) ++refused;
-            else FAIL("unexpected reason code " << rc);
-        }
+        const bool refused = publish_until_refused(car, accepted);
         INFO(b.log());
-        REQUIRE(refused == 1);  // block policy: nothing flows unrecorded
+        REQUIRE(refused);  // block policy: nothing flows unrecorded
         REQUIRE(accepted > 100);
         CHECK(b.wait_for_log("gdpr: audit trail: cannot write the audit trail"));
         bool alerted = false;
@@ -484,6 +492,29 @@ TEST_CASE("a full disk stops publishes with an alert, and once space returns eve
     INFO(out);
     CHECK(status == 0);
     CHECK(count_records(setup.db, "kind = 'publish' AND client_id = 'car-full-disk'") == accepted);
+}
+
+TEST_CASE("a broker stopped while its disk is full gives up on the audit trail after a grace period and says how much is lost",
+          "[integration][recording][overflow]") {
+    recording_setup setup;
+    auto o = setup.options({{"record_queue", "100"}});
+    o.file_size_limit = 2 * 1024 * 1024;
+    itest::broker b(o);
+    itest::client car(b, "car-stopped-full");
+    car.connect();
+    int accepted = 0;
+    REQUIRE(publish_until_refused(car, accepted));
+    REQUIRE(b.wait_for_log("gdpr: audit trail: cannot write the audit trail"));
+    car.disconnect();
+    // 5 s of retries, and the attempt under way: it stops by itself, well before a supervisor's
+    // patience runs out, and the log counts what the trail could not take.
+    CHECK(b.stop(40s));
+    const std::string log = b.log();
+    INFO(log);
+    CHECK(log.find("gdpr: audit trail: stopped with ") != std::string::npos);
+    CHECK(log.find("audit records unwritten, which are lost") != std::string::npos);
+    CHECK(log.find(" left unwritten at stop") != std::string::npos);
+    CHECK(log.find(" 0 left unwritten at stop") == std::string::npos);
 }
 
 TEST_CASE("each publish records what was done to its own fields, however its neighbours came out",

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <future>
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -93,6 +95,13 @@ struct trail_fixture {
         q.bind(1, kind);
         q.step();
         return q.integer(0);
+    }
+    // Until the writer reports that it cannot write (another connection holds the write lock).
+    void wait_until_failing() {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (!log->stats().failing && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        REQUIRE(log->stats().failing);
     }
     void tamper(const std::string& sql) {
         gdpr::sqlite_db db(path);
@@ -368,6 +377,11 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
     publish({"bob"}, "kept", old, 30);                                  // not yet
     for (int i = 0; i < 5; ++i) publish({"alice"}, "old2", old, 7);     // expired, after a live one
     REQUIRE(log->flush());
+    // GDPR Art. 5(1)(e): content kept three days past its retention is noted until swept.
+    const auto unswept = verify();
+    CHECK(unswept.intact());
+    CHECK(unswept.overdue == 10);
+    CHECK(unswept.first_overdue_seq == 2);
     // writer_started (seq 1) has the default retention of 365 days: sweep as if two years passed
     // for the first part, then now.
     log->sweep(now_ms());
@@ -375,6 +389,7 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
     auto rep = verify();
     CHECK(rep.intact());
     CHECK(rep.tombstones == 10);
+    CHECK(rep.overdue == 0);
     CHECK(export_of("alice")["records"].empty());
     CHECK(export_of("bob")["records"].size() == 1);
 
@@ -387,6 +402,17 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
         REQUIRE(rep.anchor_seq);
         CHECK(rep.anchor_confirmed);
         CHECK(rep.first_seq == *rep.anchor_seq + 1);
+        CHECK(rep.overdue == 0);
+        open();  // its writer_started record states the anchor now
+        publish({"carol"}, "new", now_ms() + 400 * DAY_MS, 7);
+        REQUIRE(log->flush());
+        close();
+        // Long after, with no sweep since: every live record is overdue but the one that states
+        // the anchor, which keeps its content until a newer one states it.
+        const auto later = verify(now_ms() + 2000 * DAY_MS);
+        CHECK(later.intact());
+        CHECK(later.records - later.tombstones > 1);
+        CHECK(later.overdue == later.records - later.tombstones - 1);
     }
     SECTION("content removed by hand before its retention ended is reported") {
         close();
@@ -633,6 +659,48 @@ TEST_CASE_METHOD(trail_fixture, "a writer that cannot write keeps its records an
     const auto rep = verify();
     CHECK(rep.intact());
     CHECK(rep.records == 41);
+}
+
+TEST_CASE_METHOD(trail_fixture, "stopping a writer that cannot write gives up after the grace period and counts what is lost",
+                 "[audit][overflow]") {
+    options.queue_limit = 16;
+    open();
+    REQUIRE(log->flush());
+    gdpr::sqlite_db blocker(path);
+    blocker.exec("BEGIN IMMEDIATE");
+    for (int i = 0; i < 40; ++i) publish({"alice"}, std::to_string(i));
+    wait_until_failing();
+    for (int i = 0; i < 5; ++i) publish({"alice"}, "late");  // queued behind the failing batch
+    auto stopped = std::async(std::launch::async, [&] { return log->stop(std::chrono::milliseconds(300)); });
+    const bool returned = stopped.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+    blocker.exec("ROLLBACK");  // lets a writer that would never give up finish, so the test ends
+    REQUIRE(returned);
+    CHECK(stopped.get() == 45);
+    const auto problems = log->take_problems();
+    CHECK(std::any_of(problems.begin(), problems.end(), [](const std::string& p) {
+        return p.find("stopped with 45 audit records unwritten, which are lost") != std::string::npos;
+    }));
+    close();
+    CHECK(verify().intact());
+}
+
+TEST_CASE_METHOD(trail_fixture, "stopping a writer that can write again within the grace period loses nothing",
+                 "[audit][overflow]") {
+    open();
+    REQUIRE(log->flush());
+    auto blocker = std::make_unique<gdpr::sqlite_db>(path);
+    blocker->exec("BEGIN IMMEDIATE");
+    for (int i = 0; i < 10; ++i) publish({"alice"}, std::to_string(i));
+    wait_until_failing();
+    auto stopped = std::async(std::launch::async, [&] { return log->stop(std::chrono::seconds(30)); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    blocker->exec("ROLLBACK");
+    blocker.reset();
+    CHECK(stopped.get() == 0);
+    close();
+    const auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.records == 11);
 }
 
 TEST_CASE_METHOD(trail_fixture, "the drop policy counts what it drops and marks a gap", "[audit][overflow]") {

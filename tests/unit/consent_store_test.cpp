@@ -6,6 +6,8 @@
 
 #include <map>
 #include <random>
+#include <thread>
+#include <chrono>
 
 #include "gdpr/consent_store.hpp"
 #include "gdpr/sqlite.hpp"
@@ -185,6 +187,20 @@ void consented_then_failing(const std::string& path, const gdpr::purpose_registr
     }
     add_failure(path, name, when);
 }
+// Erasures fail (trigger "fail_erase") until remove_failure.
+void fail_erasures(const std::string& path) {
+    gdpr::sqlite_db db(path);
+    db.exec("CREATE TRIGGER fail_erase BEFORE DELETE ON consent_current BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+}
+// D-1 withdraws consent to analytics by phone, then confirms it by letter; neither can be written.
+void two_withdrawals_waiting(gdpr::consent_store& store) {
+    store.set_consent("D-1", "analytics", false, "op", "phone call", nullptr);
+    settle(store);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a later time stamp
+    store.set_consent("D-1", "analytics", false, "op", "letter", nullptr);
+    settle(store);
+    REQUIRE(store.pending_withdrawals() == 2);
+}
 } // namespace
 
 TEST_CASE("a grant counts only once it is durable, and an older failure cannot undo a newer grant", "[consent][failure]") {
@@ -278,6 +294,63 @@ TEST_CASE("a withdrawal retried after a newer grant goes into the history only",
     CHECK(reopened->granted_mask("D-1") == 1);  // the file says what memory said
 }
 
+TEST_CASE("of two withdrawals waiting to be retried, the newer is the current state and the older goes into the history",
+          "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
+    auto store = gdpr::consent_store::open(path, reg);
+    two_withdrawals_waiting(*store);
+    recover(*store, path, "fail_withdraw");
+    CHECK(store->pending_withdrawals() == 0);
+    const auto events = history_of(*store, "D-1");
+    REQUIRE(events.size() == 3);
+    CHECK(events[1].evidence == "phone call");
+    CHECK(events[2].evidence == "letter");
+    gdpr::sqlite_db db(path);
+    gdpr::sqlite_statement current(db.handle(), "SELECT granted, event_seq, at_ms FROM consent_current WHERE subject = 'D-1'");
+    REQUIRE(current.step());
+    CHECK(current.integer(0) == 0);
+    CHECK(current.integer(1) == events[2].seq);
+    CHECK(current.integer(2) == events[2].at_ms);
+}
+
+TEST_CASE("withdrawals waiting while a newer grant is written all wait for it, and the grant stands", "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
+    {
+        auto store = gdpr::consent_store::open(path, reg);
+        two_withdrawals_waiting(*store);
+        remove_failure(path, "fail_withdraw");
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        std::vector<std::string> observed;
+        store->observe([&](std::string_view change, const std::string&, const std::string&, const std::string&) {
+            observed.emplace_back(change);
+        });
+        std::string answer = "unanswered";
+        store->set_consent("D-1", "analytics", true, "op", "form#4", [&](const std::string& e) { answer = e; });
+        store->retry_pending();  // while the grant is being written: neither withdrawal may start
+        settle(*store);
+        CHECK(answer.empty());
+        CHECK(store->granted_mask("D-1") == 1);
+        CHECK(observed == std::vector<std::string>{"consent_granted"});  // recorded in the audit trail
+        store->retry_pending();
+        settle(*store);
+        CHECK(store->pending_withdrawals() == 0);
+        CHECK(store->granted_mask("D-1") == 1);
+        const auto events = history_of(*store, "D-1");
+        REQUIRE(events.size() == 4);
+        CHECK(events[1].evidence == "phone call");
+        CHECK(events[2].evidence == "letter");
+        CHECK(events[3].evidence == "form#4");
+    }
+    auto reopened = gdpr::consent_store::open(path, reg);
+    CHECK(reopened->granted_mask("D-1") == 1);  // the file says what memory said
+}
+
 TEST_CASE("a withdrawal waiting to be retried still applies when the newer grant could not be written either",
           "[consent][failure]") {
     test_support::temp_dir dir;
@@ -344,10 +417,7 @@ TEST_CASE("withdrawals waiting when an erasure fails wait again, and one in flig
         settle(*store);
     }
     consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
-    {
-        gdpr::sqlite_db db(path);
-        db.exec("CREATE TRIGGER fail_erase BEFORE DELETE ON consent_current BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
-    }
+    fail_erasures(path);
     {
         auto store = gdpr::consent_store::open(path, reg);
         store->set_consent("D-1", "ads", false, "op", "", nullptr);
@@ -367,6 +437,32 @@ TEST_CASE("withdrawals waiting when an erasure fails wait again, and one in flig
     }
     auto reopened = gdpr::consent_store::open(path, reg);
     CHECK(reopened->granted_mask("D-1") == 0);  // GDPR Art. 7(3): neither consent came back
+}
+
+TEST_CASE("a failed erasure leaves the waiting withdrawals to a second erasure of the subject still in flight",
+          "[consent][failure]") {
+    test_support::temp_dir dir;
+    const auto path = (dir.path() / "gdpr.db").string();
+    const auto reg = purposes();
+    consented_then_failing(path, reg, "fail_withdraw", "NEW.granted = 0");
+    fail_erasures(path);
+    auto store = gdpr::consent_store::open(path, reg);
+    store->set_consent("D-1", "analytics", false, "op", "", nullptr);
+    settle(*store);
+    REQUIRE(store->pending_withdrawals() == 1);
+    std::vector<std::string> erase_errors;
+    const auto erased = [&](const std::string& e, std::int64_t, std::int64_t) { erase_errors.push_back(e); };
+    store->erase_subject("D-1", "op", erased);
+    store->wait_idle();  // the first erasure has failed, its answer not yet taken
+    remove_failure(path, "fail_erase");
+    store->erase_subject("D-1", "op", erased);  // GDPR Art. 17: asked again, and written
+    settle(*store);
+    REQUIRE(erase_errors.size() == 2);
+    CHECK_FALSE(erase_errors[0].empty());
+    CHECK(erase_errors[1].empty());
+    CHECK(store->pending_withdrawals() == 0);  // nothing left to write the subject back
+    recover(*store, path, "fail_withdraw");
+    CHECK(history_of(*store, "D-1").empty());
 }
 
 TEST_CASE("a grant written while only newer grants are pending is in force even when they fail",
@@ -633,6 +729,9 @@ TEST_CASE("a held grant can be withdrawn, and an erasure reaches grants in fligh
     store->use_purposes(without_analytics);
     CHECK(store->withdrawable("D-4", "analytics"));
     store->set_consent("D-4", "analytics", false, "op", "", nullptr);
+    // Once withdrawn, even before it is written, there is nothing left to withdraw.
+    CHECK_FALSE(store->withdrawable("D-4", "analytics"));
+    CHECK_THROWS_AS(store->set_consent("D-4", "analytics", false, "op", "", nullptr), std::invalid_argument);
     settle(*store);
     CHECK_FALSE(store->holds("D-4", "analytics"));
     store->use_purposes(with_ads);

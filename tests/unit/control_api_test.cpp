@@ -140,9 +140,18 @@ TEST_CASE_METHOD(api_fixture, "hostile control messages are refused before they 
     CHECK(r["responses"][0]["error"] == "control message is nested deeper than 16 levels");
     r = call_as_operator(R"({"commands":[{"command":"getStats","correlationData":{"a":[1]}},
                                           {"command":"getStats","correlationData":")" + std::string(300, 'x') + R"("}]})");
-    CHECK(r["responses"][0]["error"] == "\"correlationData\" must be a string of at most 256 bytes or a number");
+    CHECK(r["responses"][0]["error"] == "\"correlationData\" must be a string of at most 256 bytes or an integer");
     CHECK_FALSE(r["responses"][0].contains("correlationData"));
-    CHECK(r["responses"][1]["error"] == "\"correlationData\" must be a string of at most 256 bytes or a number");
+    CHECK(r["responses"][1]["error"] == "\"correlationData\" must be a string of at most 256 bytes or an integer");
+    // Echoed as sent, or refused: a fraction or an integer beyond 64 bits would come back changed.
+    r = call_as_operator(R"({"commands":[{"command":"getStats","correlationData":18446744073709551615},
+                                          {"command":"getStats","correlationData":-9223372036854775808},
+                                          {"command":"getStats","correlationData":123456789012345678901234},
+                                          {"command":"getStats","correlationData":0.1}]})");
+    CHECK(r["responses"][0]["correlationData"].dump() == "18446744073709551615");
+    CHECK(r["responses"][1]["correlationData"].dump() == "-9223372036854775808");
+    CHECK(r["responses"][2]["error"] == "\"correlationData\" must be a string of at most 256 bytes or an integer");
+    CHECK(r["responses"][3]["error"] == "\"correlationData\" must be a string of at most 256 bytes or an integer");
     // A client id with control characters cannot forge log lines.
     call(gdpr::requester{"evil\ngdpr: consent granted", "", ""}, R"({"commands":[{"command":"getStats"}]})");
     CHECK(log_lines.back().find("'evil?gdpr: consent granted'") != std::string::npos);

@@ -250,6 +250,28 @@ TEST_CASE("bridges read from the broker's configuration take their regions from 
     CHECK(std::any_of(typo_lint.begin(), typo_lint.end(), [](const std::string& l) {
         return l.find("bridge to-usa is declared in residency.json but has no connection section") != std::string::npos;
     }));
+    const auto misspelt = [](const std::vector<std::string>& lines) {
+        return std::count_if(lines.begin(), lines.end(),
+                             [](const std::string& l) { return l.find("no connection section") != std::string::npos; });
+    };
+    // The residency file reloaded over `running`, declaring one bridge to us.
+    const auto reload = [&](const gdpr::residency_rules& running, const std::string& bridge, const std::string& config) {
+        auto next = gdpr::residency_rules::from_json_text(
+            R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":")" + config +
+                R"(","bridges":[{"name":")" + bridge + R"(","region":"us"}]})",
+            set, "residency.json", dir.path().string(), true);
+        next.carry_over(running, set, set);
+        return next;
+    };
+    // A reload reports the files as they are now: the name put right, the note goes ...
+    const auto fixed = reload(typo, "to-us", "mosquitto.conf");
+    CHECK(misspelt(fixed.lint(set)) == 0);
+    // ... and a name misspelt by the reload is noted.
+    REQUIRE(misspelt(r.lint(set)) == 0);
+    const auto typo_again = reload(r, "to-usa", "mosquitto.conf");
+    CHECK(misspelt(typo_again.lint(set)) == 1);
+    // The broker's configuration unreadable at the reload: what was known of it stays.
+    CHECK(misspelt(reload(typo_again, "to-usa", "gone.conf").lint(set)) == 1);
 }
 
 TEST_CASE("the guard places each connection once and counts refusals per region pair", "[residency]") {

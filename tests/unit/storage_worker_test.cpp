@@ -14,6 +14,35 @@
 
 namespace {
 
+// Keeps the worker busy in a job of its own until release(), so that the jobs submitted
+// meanwhile are taken as one batch.
+class held_worker {
+public:
+    explicit held_worker(gdpr::storage_worker& worker) {
+        std::shared_future<void> released = release_.get_future().share();
+        std::promise<void> holding;
+        auto held = holding.get_future();
+        worker.submit(
+            [released, holding = std::make_shared<std::promise<void>>(std::move(holding))](gdpr::sqlite_db&) {
+                holding->set_value();
+                released.wait();
+            },
+            [](const std::string&) {});
+        held.wait();
+    }
+    ~held_worker() {
+        if (!released_) release_.set_value();
+    }
+    void release() {
+        released_ = true;
+        release_.set_value();
+    }
+
+private:
+    std::promise<void> release_;
+    bool released_ = false;
+};
+
 struct worker_fixture {
     test_support::temp_dir dir;
     std::string path = (dir.path() / "w.db").string();
@@ -60,24 +89,47 @@ TEST_CASE_METHOD(worker_fixture, "a batch whose transaction is lost reports ever
     // The worker is held in a job of its own until the next three are queued, so that they form
     // one batch; the middle one takes the whole batch's transaction away, as SQLite does after an
     // I/O error.
-    std::promise<void> release, holding;
-    std::shared_future<void> released = release.get_future().share();
-    worker->submit(
-        [released, &holding](gdpr::sqlite_db&) {
-            holding.set_value();
-            released.wait();
-        },
-        [](const std::string&) {});
-    holding.get_future().wait();
+    held_worker held(*worker);
     insert(10);
     worker->submit([](gdpr::sqlite_db& db) { db.exec("ROLLBACK"); },
                    [this](const std::string& e) { results.push_back(e.empty() ? "ok" : e); });
     insert(11);
-    release.set_value();
+    held.release();
     CHECK(rows() == 0);
     worker->drain();
     REQUIRE(results.size() == 3);
     for (const auto& r : results) CHECK(r.find("rolled back") != std::string::npos);
+}
+
+TEST_CASE_METHOD(worker_fixture, "a job that throws something other than an exception fails alone, and every job is answered",
+                 "[storage]") {
+    // Held so that the three jobs form one batch, as in the test above.
+    held_worker held(*worker);
+    insert(20);
+    worker->submit([](gdpr::sqlite_db&) { throw 42; },
+                   [this](const std::string& e) { results.push_back(e.empty() ? "ok" : e); });
+    insert(21);
+    held.release();
+    CHECK(rows() == 2);
+    worker->drain();
+    REQUIRE(results.size() == 3);
+    CHECK(results[0] == "ok");
+    CHECK(results[1] == "internal error while writing");
+    CHECK(results[2] == "ok");
+}
+
+TEST_CASE("a reader job that throws something other than an exception is answered, and so are the others", "[storage]") {
+    gdpr::storage_worker reader(std::make_unique<gdpr::sqlite_db>(":memory:"), "gdpr-test", gdpr::storage_worker::batching::none);
+    std::vector<std::string> results;
+    const auto record = [&](const std::string& e) { results.push_back(e.empty() ? "ok" : e); };
+    held_worker held(reader);  // so that the next three jobs are taken together
+    reader.submit([](gdpr::sqlite_db&) {}, record);
+    reader.submit([](gdpr::sqlite_db&) { throw 42; }, record);
+    reader.submit([](gdpr::sqlite_db&) {}, record);
+    held.release();
+    reader.wait_idle();
+    reader.drain();
+    CHECK(results == std::vector<std::string>{"ok", "internal error while writing", "ok"});
 }
 
 TEST_CASE_METHOD(worker_fixture, "a completion that throws does not cost the others their turn", "[storage]") {

@@ -98,6 +98,11 @@ int verify(const std::string& path) {
         std::cout << "NOTE: " << report.keys_unaccounted
                   << " subject(s) with sealed data have no data key and no key_shredded record in the trail: shredded "
                      "by a key_shredded record whose content retention has removed, or deleted by hand\n";
+    if (report.overdue > 0)
+        std::cout << "NOTE: " << report.overdue << " record(s) from seq " << report.first_overdue_seq
+                  << " on still hold their content more than a day after their retention period ended; the "
+                     "broker's sweeper removes expired content every retention_sweep_seconds while it runs "
+                     "(stopped, or failing: see its log)\n";
     if (!report.intact()) {
         std::cout << "FAILED: the audit trail was altered (first bad record: seq " << report.problems.front().seq << ")\n";
         return EXIT_BROKEN;

@@ -66,8 +66,12 @@ public:
     // Opens (creating when missing) the trail in the database at options.path, reserves a nonce
     // epoch, records `writer_started` and starts the writer. Throws storage_error.
     static std::unique_ptr<audit_log> open(const audit_options& options, std::shared_ptr<const audit_keys> keys);
-    // Writes everything appended so far, then stops the writer.
+    // stop(0) unless stopped before.
     ~audit_log();
+    // Writes everything appended so far, then stops the writer. A writer that cannot write (disk
+    // full, a lock held) is retried for at most `grace`; returns how many records it could not
+    // write, which are lost (take_problems() says so too). Nothing may be appended after it.
+    std::size_t stop(std::chrono::milliseconds grace);
     audit_log(const audit_log&) = delete;
     audit_log& operator=(const audit_log&) = delete;
 
@@ -213,6 +217,8 @@ private:
     std::uint64_t dropped_unmarked_ = 0;
     bool flush_requested_ = false;
     bool stopping_ = false;
+    std::chrono::steady_clock::time_point stop_deadline_{};  // with stopping_: retry until then
+    std::size_t unwritten_at_stop_ = 0;
     std::atomic<bool> failing_{false};
     std::atomic<std::int64_t> committed_through_{0};
     std::atomic<std::int64_t> shredded_through_{0};

@@ -44,6 +44,13 @@ struct verify_report {
     // shredded then, or deleted by hand; verify cannot tell which. (With no such record, each one
     // is a problem.)
     std::uint64_t keys_unaccounted = 0;
+    // Records still holding their content more than OVERDUE_AFTER_MS after their retention period
+    // ended (GDPR Art. 5(1)(e)): the sweeper removes them while the broker runs, so these say it
+    // has not run (the broker stopped) or cannot. The newest record stating the anchor is not
+    // counted: it keeps its content until a newer one states it.
+    static constexpr std::int64_t OVERDUE_AFTER_MS = 86'400'000;
+    std::uint64_t overdue = 0;
+    std::int64_t first_overdue_seq = 0;
     bool intact() const { return problems.empty(); }
     bool complete() const { return gaps.empty(); }
 };

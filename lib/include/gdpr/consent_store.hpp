@@ -174,8 +174,12 @@ private:
     // last of them finishes).
     std::unordered_map<std::string, std::uint64_t> erased_keys_;
     // Withdrawals not yet written of subjects whose erasure is being written, by subject: dropped
-    // once it is, waiting again (pending_withdrawals_) if it fails.
-    std::unordered_map<std::string, std::vector<withdrawal>> parked_for_erasure_;
+    // once one erasure is written, waiting again (pending_withdrawals_) if the last one fails.
+    struct parked_withdrawals {
+        std::vector<withdrawal> withdrawals;
+        std::uint32_t erasures_in_flight = 0;
+    };
+    std::unordered_map<std::string, parked_withdrawals> parked_for_erasure_;
     std::uint64_t next_generation_ = 0;
     std::vector<withdrawal> pending_withdrawals_;
 

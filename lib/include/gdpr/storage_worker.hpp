@@ -55,7 +55,8 @@ private:
         std::string error;
     };
     void run();
-    std::vector<completion> run_batch(std::vector<job>& batch);
+    // Appends one completion per job, in order, to `done` (which the caller keeps if it throws).
+    void run_batch(std::vector<job>& batch, std::vector<completion>& done);
 
     std::unique_ptr<sqlite_db> db_;
     batching mode_;
