@@ -175,8 +175,8 @@ int on_acl_check(int, void* event_data, void* userdata) {
         if (ctx.stored_copy_due) send_stored_copy(ctx, acl, identity);
         if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {
             ctx.map->delivered(client_id_of(acl.client), topic, identity);
-        } else if (acl.access == MOSQ_ACL_SUBSCRIBE && !ctx.options.track_logins) {
-            erasure_client_seen(ctx, client_id_of(acl.client));
+        } else if (acl.access == MOSQ_ACL_SUBSCRIBE) {
+            connection_acted(ctx, acl.client);
         }
         return to_mosq_err(d, ctx.options.acl);
     } catch (const std::exception& e) {

@@ -43,8 +43,18 @@ struct plugin_context {
     gdpr::named_clients operators;
 
     std::unordered_map<const mosquitto*, ending_connection> ending;
+    // The connection holding each client id, as logins show it, and the reverse (a DISCONNECT
+    // after a failed login carries no client id).
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
+    std::unordered_map<const mosquitto*, std::string> live_client_ids;
     std::size_t provisional_marks = 0;
+    // From a SIGHUP's reload event to the end of that pass of the broker's loop, the password
+    // checks are the broker's re-checks of the clients it holds, offline persistent sessions
+    // included (no new connection is read meanwhile).
+    bool rechecking_logins = false;
+    // Steady time of the last erasure step run from a publish or control message, for brokers
+    // that fire no tick (per_listener_settings true).
+    std::chrono::steady_clock::time_point last_untimed_erasure_step{};
     std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop
     std::chrono::steady_clock::time_point last_retry{};
 
@@ -146,6 +156,10 @@ void warn_weak_names(plugin_context& ctx, const gdpr::named_clients& named, std:
 // connection, since reading a certificate's CN is not free.
 bool is_gateway(plugin_context& ctx, const mosquitto* client);
 
+// Erasure fan-out, retries and deadlines (erasure_tick) where the broker fires no tick: run from
+// publishes and control messages instead, at most every 100 ms.
+void erasure_step_without_ticks(plugin_context& ctx);
+
 // Runs finished background work (durable consent changes) on the broker thread: responses go out.
 inline void drain_completions(plugin_context& ctx) {
     if (ctx.consent && ctx.consent->has_completions()) ctx.consent->drain();
@@ -192,6 +206,13 @@ void note_holders(plugin_context& ctx, const mosquitto* client, std::string_view
                   std::uint32_t payloadlen, bool final = true);
 // A client was seen connecting or acting: its pending erase commands go out at the next tick.
 void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
+// A connection acted (published, subscribed). With track_logins, one whose login the broker did
+// not show — listeners with use_identity_as_username, use_subject_as_username or MQTT v5 extended
+// authentication skip the password check — becomes known as connected here, so that erase
+// commands reach it; without, every such act counts as the client being seen.
+void connection_acted(plugin_context& ctx, const mosquitto* client);
+// `client` holds `client_id` now (live_by_client_id and its reverse).
+void set_live(plugin_context& ctx, const std::string& client_id, const mosquitto* client);
 // The plugin's own rules for erase topics: only the addressed client may subscribe to, receive
 // or acknowledge on its erase topic; nobody may publish erase commands.
 decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);

@@ -11,6 +11,8 @@ int on_control(int, void* event_data, void* userdata) {
     try {
         forget_sent_will(ctx);
         drain_completions(ctx);
+        erasure_step_without_ticks(ctx);
+        ctx.rechecking_logins = false;  // a message is read: the SIGHUP's re-checks are over
         const auto& ev = *static_cast<mosquitto_evt_control*>(event_data);
         const gdpr::requester who = requester_of(ev.client);
         const std::string_view payload(static_cast<const char*>(ev.payload), ev.payload ? ev.payloadlen : 0);

@@ -164,6 +164,14 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                    "); " + std::to_string(ctx.erasure->in_progress()) + " request(s) resume");
 }
 
+void erasure_step_without_ticks(plugin_context& ctx) {
+    if (!ctx.erasure || ctx.ticks > 0) return;  // the broker ticks: erasure_tick runs there
+    const auto now = std::chrono::steady_clock::now();
+    if (now - ctx.last_untimed_erasure_step < std::chrono::milliseconds(100)) return;
+    ctx.last_untimed_erasure_step = now;
+    erasure_tick(ctx);
+}
+
 void erasure_tick(plugin_context& ctx) {
     if (!ctx.erasure) return;
     const auto now = std::chrono::steady_clock::now();

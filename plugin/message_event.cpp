@@ -22,7 +22,7 @@ void record_publish(plugin_context& ctx, const mosquitto_evt_message& msg, std::
 // The publish goes through: the data map learns of it, and its client was seen acting.
 void note_publish_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic) {
     note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
-    if (!ctx.options.track_logins) erasure_client_seen(ctx, client_id_of(msg.client));  // else seen at login
+    connection_acted(ctx, msg.client);
 }
 
 decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
@@ -162,6 +162,8 @@ int on_message(int, void* event_data, void* userdata) {
     try {
         drain_completions(ctx);  // never fails: each completion is guarded
         residency_tick(ctx);     // held-back alerts, also where the broker fires no tick
+        erasure_step_without_ticks(ctx);
+        ctx.rechecking_logins = false;  // a publish is read: the SIGHUP's re-checks are over
         if (ctx.quota_refusals_unreported > 0) report_quota_refusals(ctx, std::chrono::steady_clock::now());
         if (ctx.stored_consent.unreported > 0) report_stored_consent(ctx, std::chrono::steady_clock::now());
     } catch (...) {

@@ -29,10 +29,67 @@ void unmark(plugin_context& ctx, const mosquitto* client) {
 
 } // namespace
 
+void set_live(plugin_context& ctx, const std::string& client_id, const mosquitto* client) {
+    if (auto held = ctx.live_client_ids.find(client); held != ctx.live_client_ids.end() && held->second != client_id) {
+        auto other = ctx.live_by_client_id.find(held->second);
+        if (other != ctx.live_by_client_id.end() && other->second == client) ctx.live_by_client_id.erase(other);
+    }
+    auto [it, inserted] = ctx.live_by_client_id.try_emplace(client_id, client);
+    if (!inserted && it->second != client) {
+        ctx.live_client_ids.erase(it->second);
+        it->second = client;
+    }
+    ctx.live_client_ids[client] = client_id;
+}
+
+void connection_acted(plugin_context& ctx, const mosquitto* client) {
+    if (!ctx.options.track_logins) {
+        erasure_client_seen(ctx, client_id_of(client));
+        return;
+    }
+    // Its login was seen, or it has ended (a will): nothing to learn.
+    if (ctx.live_client_ids.count(client) || ctx.ending.count(client)) return;
+    const std::string_view id = client_id_of(client);
+    if (id.empty()) return;
+    set_live(ctx, std::string(id), client);
+    erasure_client_seen(ctx, id);
+}
+
+namespace {
+
+// A connection whose login looked like a takeover has failed: the connection it would have taken
+// over (marked as ending, provisionally) still holds the client id.
+void undo_takeover(plugin_context& ctx, const std::string& client_id) {
+    if (ctx.provisional_marks == 0) return;
+    const mosquitto* older = nullptr;
+    for (const auto& [client, mark] : ctx.ending)
+        if (mark.provisional && mark.client_id == client_id) older = client;
+    if (!older) return;
+    unmark(ctx, older);
+    set_live(ctx, client_id, older);
+}
+
+void forget_live(plugin_context& ctx, const mosquitto* client, bool login_failed) {
+    const auto held = ctx.live_client_ids.find(client);
+    if (held == ctx.live_client_ids.end()) return;
+    const std::string client_id = std::move(held->second);
+    ctx.live_client_ids.erase(held);
+    const auto live = ctx.live_by_client_id.find(client_id);
+    if (live == ctx.live_by_client_id.end() || live->second != client) return;
+    ctx.live_by_client_id.erase(live);
+    if (login_failed) undo_takeover(ctx, client_id);
+}
+
+} // namespace
+
 int on_basic_auth(int, void* event_data, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     try {
         const auto& auth = *static_cast<mosquitto_evt_basic_auth*>(event_data);
+        // SIGHUP: the broker checks every client it holds again, offline persistent sessions
+        // too. One not connected stays ended: no session is opened for it, and the mark that
+        // its delayed will is a will stays.
+        if (ctx.rechecking_logins && !ctx.live_client_ids.count(auth.client)) return MOSQ_ERR_PLUGIN_DEFER;
         forget_sent_will(ctx);
         ctx.gateway_checked.erase(auth.client);  // recognised afresh, certificate included
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
@@ -41,13 +98,11 @@ int on_basic_auth(int, void* event_data, void* userdata) {
         session_for(ctx, auth.client, "connect");  // again on SIGHUP: the same session goes on
         erasure_client_seen(ctx, id);
         if (!id.empty()) {
-            auto [it, inserted] = ctx.live_by_client_id.try_emplace(std::string(id), auth.client);
-            if (!inserted && it->second != auth.client) {
-                // Session takeover: the broker sends the older connection's will right after this
-                // authentication, before that connection's DISCONNECT event.
-                mark_ending(ctx, it->second, id, true);
-                it->second = auth.client;
-            }
+            const auto it = ctx.live_by_client_id.find(std::string(id));
+            // Session takeover: the broker sends the older connection's will right after this
+            // authentication, before that connection's DISCONNECT event.
+            if (it != ctx.live_by_client_id.end() && it->second != auth.client) mark_ending(ctx, it->second, id, true);
+            set_live(ctx, std::string(id), auth.client);
         }
     } catch (const std::exception& e) {
         log_internal_error(ctx, "while tracking a connection", e.what());
@@ -68,8 +123,8 @@ int on_disconnect(int, void* event_data, void* userdata) {
             if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");
             if (ctx.residency) ctx.residency->forget_connection(ev.client);
             forget_current_payloads(ctx);
-            auto live = ctx.live_by_client_id.find(std::string(id));
-            if (live != ctx.live_by_client_id.end() && live->second == ev.client) ctx.live_by_client_id.erase(live);
+            // No client id: the broker refused the login (the id is freed before this event).
+            forget_live(ctx, ev.client, id.empty());
         }
     } catch (const std::exception& e) {
         log_internal_error(ctx, "while recording a disconnect", e.what());
@@ -84,6 +139,7 @@ int on_disconnect(int, void* event_data, void* userdata) {
 int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
     ++ctx.ticks;
+    ctx.rechecking_logins = false;
     try {
         drain_completions(ctx);
         if (ctx.recorder) ctx.recorder->forget_last_publish();

@@ -2,6 +2,8 @@
 
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
+#include <vector>
 
 #include "gdpr/errors.hpp"
 
@@ -18,9 +20,26 @@ std::string read_file(const std::filesystem::path& path) {
     return buf.str();
 }
 
+json parse_unique_keys(std::string_view text) {
+    std::vector<std::unordered_set<std::string>> names;  // per object being read
+    return json::parse(text.begin(), text.end(), [&names](int, json::parse_event_t event, json& parsed) {
+        if (event == json::parse_event_t::object_start) {
+            names.emplace_back();
+        } else if (event == json::parse_event_t::object_end) {
+            names.pop_back();
+        } else if (event == json::parse_event_t::key && !names.empty()) {
+            const auto& key = parsed.get_ref<const std::string&>();
+            if (!names.back().insert(key).second) throw duplicate_key(key);
+        }
+        return true;
+    });
+}
+
 json parse_json(std::string_view text, const std::string& file) {
     try {
-        return json::parse(text.begin(), text.end());
+        return parse_unique_keys(text);
+    } catch (const duplicate_key& e) {
+        throw schema_error(file, e.what());
     } catch (const json::parse_error& e) {
         // e.byte is 1-based; report line and column for humans.
         std::size_t line = 1, col = 1;

@@ -1,5 +1,7 @@
 #include "gdpr/residency.hpp"
 
+#include "json_file.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -143,7 +145,9 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
                                                 bool reloading) {
     json doc;
     try {
-        doc = json::parse(text.begin(), text.end());
+        doc = json_file::parse_unique_keys(text);
+    } catch (const json_file::duplicate_key& e) {
+        fail(source, e.what());
     } catch (const json::parse_error& e) {
         fail(source, std::string("not valid JSON: ") + e.what());
     } catch (const json::exception&) {  // a number beyond a double's range (1e999)

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -339,6 +340,32 @@ std::optional<std::string> user_property(const mqtt::const_message_ptr& msg, con
         if (k == name) return v;
     }
     return std::nullopt;
+}
+
+test_pki::test_pki() {
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=itest-ca");
+    issue("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+}
+
+void test_pki::issue_client(const std::string& name, const std::string& cn) const {
+    issue(name, cn, "extendedKeyUsage=clientAuth\n");
+}
+
+void test_pki::issue(const std::string& name, const std::string& cn, const std::string& extensions) const {
+    sh("openssl req -newkey rsa:2048 -nodes -keyout " + name + ".key -out " + name + ".csr -subj /CN=" + cn);
+    dir_.write(name + ".ext", extensions);
+    sh("openssl x509 -req -in " + name + ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -out " + name +
+       ".crt -days 2 -extfile " + name + ".ext");
+}
+
+void test_pki::sh(const std::string& command) const {
+    const std::string line = "cd " + dir_.path().string() + " && " + command + " >/dev/null 2>&1";
+    if (std::system(line.c_str()) != 0) throw std::runtime_error("failed: " + command);
+}
+
+std::string test_pki::listener_config() const {
+    return "cafile " + file("ca.crt") + "\ncertfile " + file("server.crt") + "\nkeyfile " + file("server.key") +
+           "\nrequire_certificate true\n";
 }
 
 std::string control_exchange(client& c, const std::string& message) {

@@ -36,6 +36,23 @@ private:
     std::filesystem::path path_;
 };
 
+// A certificate authority and a server certificate for 127.0.0.1, made with the openssl tool,
+// for tests over TLS; client certificates on demand.
+class test_pki {
+public:
+    test_pki();
+    // Writes <name>.crt and <name>.key, a client certificate with common name `cn`.
+    void issue_client(const std::string& name, const std::string& cn) const;
+    std::string file(const std::string& name) const { return (dir_.path() / name).string(); }
+    // cafile, certfile and keyfile lines for a listener that requires a client certificate.
+    std::string listener_config() const;
+
+private:
+    void issue(const std::string& name, const std::string& cn, const std::string& extensions) const;
+    void sh(const std::string& command) const;
+    scratch_dir dir_;
+};
+
 struct broker_options {
     bool load_plugin = true;
     // plugin_opt_ lines. Unless given here (an empty value omits the option): "schemas" is the

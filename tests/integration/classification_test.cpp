@@ -2,6 +2,8 @@
 // QoS 0/1/2, retained messages, refusals and wills.
 #include <catch2/catch.hpp>
 
+#include <csignal>
+
 #include "broker_fixture.hpp"
 #include "gdpr/pseudonymiser.hpp"
 
@@ -226,6 +228,24 @@ TEST_CASE("a delayed will is checked when the broker sends it, with or without o
         CHECK_FALSE(sub.next(2s));
         CHECK(b.wait_for_log("gdpr: refused will message on '" + TOPIC + "'"));
     }
+}
+
+TEST_CASE("a delayed will is still checked when a SIGHUP comes while the broker holds it",
+          "[integration][classification][will]") {
+    plugin_broker pb;
+    itest::broker& b = pb.b;
+    itest::client sub(b, "watcher", 5);
+    sub.connect();
+    sub.subscribe("fleet/#", 1);
+    itest::connect_and_vanish(b, "vehicle-hup-dirty", TOPIC, R"({"driver_id":"D-1234","speed":0})", 1, false, 3);
+    itest::connect_and_vanish(b, "vehicle-hup-clean", TOPIC, R"({"speed":1})", 1, false, 3);
+    // SIGHUP: the broker checks every client it holds again, the two offline sessions included.
+    b.signal(SIGHUP);
+    auto msg = sub.next(8s);
+    REQUIRE(msg);
+    CHECK(msg->to_string() == R"({"speed":1})");
+    CHECK_FALSE(sub.next(2s));
+    CHECK(b.wait_for_log("gdpr: refused will message on '" + TOPIC + "'"));
 }
 
 TEST_CASE("without observed logins, MQTT v3.1.1 clients that reconnect under one id publish as usual",

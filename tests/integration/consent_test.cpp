@@ -337,6 +337,42 @@ TEST_CASE("an answer that comes later never reaches a non-operator who took the 
     CHECK(r["responses"][0]["data"]["granted"] == json::array({"route-analytics"}));
 }
 
+TEST_CASE("a refused login under the operator's client id does not cost the operator its later answers",
+          "[integration][consent][authorisation]") {
+    itest::scratch_dir files;
+    const auto passwords = password_file(files, {"dpo"});
+    itest::broker_options o;
+    o.plugin_opts = {{"operator_usernames", "dpo"}, {"operator_client_ids", ""}};
+    o.extra_config = "password_file " + passwords + "\n";
+    itest::broker b(o);
+    const json grant = {{"commands", json::array({{{"command", "setConsent"}, {"subject", "D-78"},
+                                                   {"purpose", "route-analytics"}, {"granted", true}}})}};
+    std::unique_ptr<itest::client> dpo;
+    {
+        // The grant is answered once durable: while another connection holds the database, it waits.
+        gdpr::sqlite_db holder((b.dir().path() / "gdpr.db").string());
+        holder.exec("BEGIN EXCLUSIVE");
+        dpo = connect_with_password(b, "ops-console", "dpo");
+        REQUIRE(dpo->publish("$CONTROL/gdpr/v1", grant.dump(), 1) == 0);
+        // Someone tries the operator's client id with a wrong password: the broker refuses the
+        // login, and the operator's connection stays.
+        itest::client guess(b, "ops-console", 5);
+        CHECK_THROWS(guess.raw()
+                         .connect(mqtt::connect_options_builder()
+                                      .mqtt_version(MQTTVERSION_5)
+                                      .clean_start(true)
+                                      .user_name("dpo")
+                                      .password("guess")
+                                      .finalize())
+                         ->wait());
+        holder.exec("COMMIT");
+    }
+    const auto answer = dpo->next(5s);
+    REQUIRE(answer);
+    CHECK(answer->get_topic() == "$CONTROL/gdpr/v1/response");
+    CHECK_FALSE(json::parse(answer->to_string())["responses"][0].contains("error"));
+}
+
 TEST_CASE("a withdrawal survives a broker restart", "[integration][consent]") {
     itest::scratch_dir state;
     itest::broker_options o;
@@ -379,24 +415,14 @@ TEST_CASE("logins are only observed: with track_logins false a broker without pa
 }
 
 TEST_CASE("operators named by TLS certificate CN, through gdprctl over TLS", "[integration][consent][authorisation][tls]") {
-    itest::scratch_dir pki;
-    const std::string dir = pki.path().string();
-    auto sh = [&](const std::string& cmd) { REQUIRE(std::system(("cd " + dir + " && " + cmd + " >/dev/null 2>&1").c_str()) == 0); };
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=itest-ca");
-    auto issue = [&](const std::string& name, const std::string& cn, const std::string& ext) {
-        sh("openssl req -newkey rsa:2048 -nodes -keyout " + name + ".key -out " + name + ".csr -subj /CN=" + cn);
-        pki.write(name + ".ext", ext);
-        sh("openssl x509 -req -in " + name + ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -out " + name +
-           ".crt -days 2 -extfile " + name + ".ext");
-    };
-    issue("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-    issue("ops", "ops-console.example.org", "extendedKeyUsage=clientAuth\n");
-    issue("device", "vehicle-42", "extendedKeyUsage=clientAuth\n");
+    itest::test_pki pki;
+    const std::string dir = (std::filesystem::path(pki.file("ca.crt")).parent_path()).string();
+    pki.issue_client("ops", "ops-console.example.org");
+    pki.issue_client("device", "vehicle-42");
 
     itest::broker_options o;
     o.plugin_opts = {{"operator_cert_cns", "ops-console.example.org"}, {"operator_client_ids", ""}};
-    o.listener_config = "cafile " + dir + "/ca.crt\ncertfile " + dir + "/server.crt\nkeyfile " + dir +
-                        "/server.key\nrequire_certificate true\n";
+    o.listener_config = pki.listener_config();
     itest::broker b(o);
     CHECK(b.log().find("operators are named by") == std::string::npos);  // certificates only: no warning
     itest::scratch_dir tmp;

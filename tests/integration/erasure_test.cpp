@@ -261,6 +261,85 @@ TEST_CASE("a broker killed in the middle of an erasure resumes it after restart 
     (void)topic;
 }
 
+TEST_CASE("a device on a listener that skips the password check (use_identity_as_username) gets its erase command",
+          "[integration][erasure][tls]") {
+    itest::test_pki pki;
+    pki.issue_client("ops", "ops-console.example.org");
+    pki.issue_client("van", "van-tls");
+    erasure_setup setup;
+    auto o = setup.options();
+    o.plugin_opts.emplace_back("operator_cert_cns", "ops-console.example.org");
+    o.listener_config = pki.listener_config() + "use_identity_as_username true\n";
+    itest::broker b(o);
+    const std::string tls = " -h 127.0.0.1 -p " + std::to_string(b.port()) + " --cafile " + pki.file("ca.crt");
+    const std::string as_van = tls + " --cert " + pki.file("van.crt") + " --key " + pki.file("van.key");
+    itest::scratch_dir out;
+    // Connected all along: it reads its fleet's telemetry (a holder of the driver's data) and its
+    // own erase topic. The broker shows no login of it to the plugin.
+    process van("mosquitto_sub" + as_van + " -V 5 -q 1 -i van-tls -t fleet/acme/vehicle/+/telemetry -t gdpr/erase/van-tls -v",
+                (out.path() / "van.txt").string());
+    bool holds = false;
+    for (int i = 0; i < 50 && !holds; ++i) {
+        const auto [status, text] = run("mosquitto_pub" + as_van + " -V 5 -q 1 -i van-tls-pub -t fleet/acme/vehicle/van-tls/telemetry -m '" +
+                                        telemetry("driver-9") + "'");
+        REQUIRE(status == 0);
+        holds = van.wait_for_output("fleet/acme/vehicle/van-tls/telemetry", 1, 200ms);
+    }
+    REQUIRE(holds);
+    const auto [status, receipt] = run(std::string(GDPRCTL_PATH) + " --port " + std::to_string(b.port()) + " --cafile " +
+                                       pki.file("ca.crt") + " --cert " + pki.file("ops.crt") + " --key " + pki.file("ops.key") +
+                                       " --json erase --subject driver-9 --id tls-erasure-1 --no-wait");
+    INFO(receipt);
+    REQUIRE(status == 0);
+    CHECK(van.wait_for_output("gdpr/erase/van-tls ", 1, 5s));
+}
+
+TEST_CASE("where the broker fires no tick (per_listener_settings), an erasure goes on with publishes and control messages",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    auto o = setup.options();
+    o.listener_config = "per_listener_settings true";
+    itest::broker b(o);
+    itest::client van1(b, "van-1", 5), op(b, itest::OPERATOR_CLIENT_ID, 5);
+    van1.connect();
+    op.connect();
+    CHECK(van1.publish("fleet/acme/vehicle/van-1/telemetry", telemetry("driver-6")) == 0);
+    // Answers and steps go out with the next message the broker shows the plugin: the operator
+    // following the request is what moves it on here.
+    const auto send = [&](const json& command) {
+        REQUIRE(op.publish("$CONTROL/gdpr/v1", json{{"commands", json::array({command})}}.dump(), 1) == 0);
+    };
+    send({{"command", "eraseSubject"}, {"subject", "driver-6"}, {"requestId", "no-tick-1"}});
+    json answer;
+    mqtt::const_message_ptr cmd;
+    for (int i = 0; i < 50 && (!cmd || answer.is_null()); ++i) {
+        send({{"command", "getStats"}});
+        for (auto m = op.next(50ms); m; m = op.next(10ms)) {
+            const json response = json::parse(m->to_string())["responses"][0];
+            if (response["command"] == "eraseSubject") answer = response;
+        }
+        if (!cmd) cmd = van1.next(50ms);
+    }
+    INFO(answer.dump());
+    CHECK_FALSE(answer.contains("error"));
+    CHECK(answer["data"]["totals"]["targets"] == 1);
+    REQUIRE(cmd);
+    CHECK(cmd->get_topic() == "gdpr/erase/van-1");
+    CHECK(van1.publish("gdpr/erase/van-1/ack", json{{"requestId", "no-tick-1"}, {"status", "erased"}}.dump()) == 0);
+    json receipt;
+    for (int i = 0; i < 60; ++i) {
+        send({{"command", "getErasure"}, {"requestId", "no-tick-1"}});
+        for (auto m = op.next(100ms); m; m = op.next(10ms)) {
+            const json response = json::parse(m->to_string())["responses"][0];
+            if (response["command"] == "getErasure") receipt = response["data"];
+        }
+        if (receipt.is_object() && receipt["state"] != "in_progress") break;
+    }
+    INFO(receipt.dump(2));
+    CHECK(receipt["state"] == "completed");
+    CHECK(receipt["totals"]["acknowledged"] == 1);
+}
+
 TEST_CASE("a publisher's allowance of new data subjects bounds the data map: past it, publishes are refused and reported",
           "[integration][erasure][quota]") {
     erasure_setup setup;

@@ -122,6 +122,8 @@ TEST_CASE("bad residency files are refused naming the problem", "[residency]") {
     const auto set = schemas();
     CHECK_THAT(load_error("{", set), Catch::Contains("not valid JSON"));
     CHECK_THAT(load_error("[]", set), Catch::Contains("must be an object"));
+    CHECK_THAT(load_error(R"({"regions":["eu"],"defaultRegion":"eu","clients":[{"clientId":"us-*","region":"eu","region":"us"}]})", set),
+               Catch::Contains("the key \"region\" appears twice"));
     CHECK_THAT(load_error(R"({"regions":["eu"],"defaultRegion":"eu","x":1e999})", set), Catch::Contains("number out of range"));
     CHECK_THAT(load_error(R"({"regions":[],"defaultRegion":"eu"})", set), Catch::Contains("\"regions\" must be a non-empty"));
     CHECK_THAT(load_error(R"({"regions":["eu","us"]})", set), Catch::Contains("\"defaultRegion\" is required"));

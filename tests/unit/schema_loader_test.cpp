@@ -71,6 +71,16 @@ TEST_CASE("schema format errors name the location", "[schema]") {
     CHECK_THAT(schema_problem(R"({"id":"a","version":1e999,"topics":["a"],"fields":{}})"),
                Catch::Contains("holds a number out of range"));
     CHECK_THAT(schema_problem("[]"), Catch::Contains("must be a JSON object"));
+    // A rule given twice (a merge, a copy-paste) must not quietly replace the first, escaped or not.
+    CHECK_THAT(schema_problem(R"({"id":"a","version":1,"topics":["a"],"fields":{
+        "/driver_name": {"category":"name","personal":true,"purpose":"ops","action":"drop"},
+        "/driver\u005fname": {"category":"name","personal":false}}})"),
+               Catch::Contains("the key \"/driver_name\" appears twice in one object"));
+    CHECK_THAT(schema_problem(R"({"id":"a","version":1,"topics":["a"],"fields":{},"unclassified":"drop","unclassified":"keep"})"),
+               Catch::Contains("the key \"unclassified\" appears twice"));
+    // The same name in different objects is no duplicate.
+    CHECK(schema_problem(R"({"id":"a","version":1,"topics":["a"],"fields":{
+        "/a": {"category":"c","personal":false}, "/b": {"category":"c","personal":false}}})") == "<none>");
     CHECK_THAT(schema_problem(R"({"version":1,"topics":["a"],"fields":{}})"), Catch::Contains("missing required key \"id\""));
     CHECK_THAT(schema_problem(R"({"id":"Bad Id","version":1,"topics":["a"],"fields":{}})"), Catch::Contains("id:"));
     CHECK_THAT(schema_problem(R"({"id":"m","version":0,"topics":["a"],"fields":{}})"), Catch::Contains("version: must be between"));
@@ -131,6 +141,8 @@ TEST_CASE("purposes.json declares a lawful basis per purpose", "[schema]") {
     CHECK_FALSE(reg.needs_consent("b"));
     const auto bad = dir.write("bad.json", R"({"purposes":{"a":{"lawfulBasis":"because"}}})");
     CHECK_THROWS_WITH(gdpr::load_purposes(bad), Catch::Contains("not a GDPR Art. 6(1) basis"));
+    const auto twice = dir.write("twice.json", R"({"purposes":{"a":{"lawfulBasis":"consent"},"a":{"lawfulBasis":"contract"}}})");
+    CHECK_THROWS_WITH(gdpr::load_purposes(twice), Catch::Contains("twice.json") && Catch::Contains("the key \"a\" appears twice"));
     CHECK_THROWS_WITH(gdpr::load_purposes((dir.path() / "none.json").string()), Catch::Contains("does not exist"));
 }
 
