@@ -47,6 +47,12 @@ struct plugin_context {
     // after a failed login carries no client id).
     std::unordered_map<std::string, const mosquitto*> live_by_client_id;
     std::unordered_map<const mosquitto*, std::string> live_client_ids;
+    // Connections that ended (DISCONNECT seen) -> their client id, until a login at that address:
+    // a SIGHUP's re-check there is of an offline persistent session.
+    std::unordered_map<const mosquitto*, std::string> ended_connections;
+    // A newer connection -> the live one its login seemed to take over, until the next tick: if
+    // the newer one's login fails, the older one still holds the client id.
+    std::unordered_map<const mosquitto*, const mosquitto*> takeovers;
     std::size_t provisional_marks = 0;
     // From a SIGHUP's reload event to the end of that pass of the broker's loop, the password
     // checks are the broker's re-checks of the clients it holds, offline persistent sessions

@@ -47,29 +47,38 @@ void connection_acted(plugin_context& ctx, const mosquitto* client) {
         erasure_client_seen(ctx, client_id_of(client));
         return;
     }
-    // Its login was seen, or it has ended (a will): nothing to learn.
-    if (ctx.live_client_ids.count(client) || ctx.ending.count(client)) return;
+    if (ctx.live_client_ids.count(client)) return;  // its login was seen
     const std::string_view id = client_id_of(client);
     if (id.empty()) return;
+    if (const auto mark = ctx.ending.find(client); mark != ctx.ending.end()) {
+        // Taken over in this very pass, still acting: the newer connection holds the id.
+        if (mark->second.provisional) return;
+        // An ended connection does not act: this one was placed in its memory (a listener whose
+        // logins the broker does not show), and the mark is stale.
+        unmark(ctx, client);
+    }
+    ctx.ended_connections.erase(client);
     set_live(ctx, std::string(id), client);
     erasure_client_seen(ctx, id);
 }
 
 namespace {
 
-// A connection whose login looked like a takeover has failed: the connection it would have taken
-// over (marked as ending, provisionally) still holds the client id.
-void undo_takeover(plugin_context& ctx, const std::string& client_id) {
-    if (ctx.provisional_marks == 0) return;
-    const mosquitto* older = nullptr;
-    for (const auto& [client, mark] : ctx.ending)
-        if (mark.provisional && mark.client_id == client_id) older = client;
-    if (!older) return;
+// `newer` ended in the pass of the broker's loop whose login made it seem to take over an older
+// connection: its login failed, and the older one (still marked as ending provisionally, its
+// DISCONNECT not seen) holds the client id again.
+void undo_takeover(plugin_context& ctx, const mosquitto* newer, const std::string& client_id) {
+    const auto takeover = ctx.takeovers.find(newer);
+    if (takeover == ctx.takeovers.end()) return;
+    const mosquitto* older = takeover->second;
+    ctx.takeovers.erase(takeover);
+    const auto mark = ctx.ending.find(older);
+    if (mark == ctx.ending.end() || !mark->second.provisional) return;
     unmark(ctx, older);
     set_live(ctx, client_id, older);
 }
 
-void forget_live(plugin_context& ctx, const mosquitto* client, bool login_failed) {
+void forget_live(plugin_context& ctx, const mosquitto* client) {
     const auto held = ctx.live_client_ids.find(client);
     if (held == ctx.live_client_ids.end()) return;
     const std::string client_id = std::move(held->second);
@@ -77,7 +86,7 @@ void forget_live(plugin_context& ctx, const mosquitto* client, bool login_failed
     const auto live = ctx.live_by_client_id.find(client_id);
     if (live == ctx.live_by_client_id.end() || live->second != client) return;
     ctx.live_by_client_id.erase(live);
-    if (login_failed) undo_takeover(ctx, client_id);
+    undo_takeover(ctx, client, client_id);
 }
 
 } // namespace
@@ -89,7 +98,12 @@ int on_basic_auth(int, void* event_data, void* userdata) {
         // SIGHUP: the broker checks every client it holds again, offline persistent sessions
         // too. One not connected stays ended: no session is opened for it, and the mark that
         // its delayed will is a will stays.
-        if (ctx.rechecking_logins && !ctx.live_client_ids.count(auth.client)) return MOSQ_ERR_PLUGIN_DEFER;
+        if (ctx.rechecking_logins && !ctx.live_client_ids.count(auth.client)) {
+            const auto ended = ctx.ended_connections.find(auth.client);
+            if (ended != ctx.ended_connections.end() && ended->second == client_id_of(auth.client))
+                return MOSQ_ERR_PLUGIN_DEFER;
+        }
+        ctx.ended_connections.erase(auth.client);
         forget_sent_will(ctx);
         ctx.gateway_checked.erase(auth.client);  // recognised afresh, certificate included
         unmark(ctx, auth.client);  // a new connection may reuse an old one's memory
@@ -101,7 +115,10 @@ int on_basic_auth(int, void* event_data, void* userdata) {
             const auto it = ctx.live_by_client_id.find(std::string(id));
             // Session takeover: the broker sends the older connection's will right after this
             // authentication, before that connection's DISCONNECT event.
-            if (it != ctx.live_by_client_id.end() && it->second != auth.client) mark_ending(ctx, it->second, id, true);
+            if (it != ctx.live_by_client_id.end() && it->second != auth.client) {
+                mark_ending(ctx, it->second, id, true);
+                ctx.takeovers[auth.client] = it->second;
+            }
             set_live(ctx, std::string(id), auth.client);
         }
     } catch (const std::exception& e) {
@@ -123,8 +140,10 @@ int on_disconnect(int, void* event_data, void* userdata) {
             if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");
             if (ctx.residency) ctx.residency->forget_connection(ev.client);
             forget_current_payloads(ctx);
-            // No client id: the broker refused the login (the id is freed before this event).
-            forget_live(ctx, ev.client, id.empty());
+            // By connection: after a refused login the id is freed before this event.
+            forget_live(ctx, ev.client);
+            ctx.takeovers.erase(ev.client);
+            if (!id.empty()) ctx.ended_connections[ev.client] = std::string(id);
         }
     } catch (const std::exception& e) {
         log_internal_error(ctx, "while recording a disconnect", e.what());
@@ -178,6 +197,7 @@ int on_tick(int, void*, void* userdata) {
     } catch (...) {
         log_internal_error(ctx, "while finishing background work", nullptr);
     }
+    ctx.takeovers.clear();
     if (ctx.provisional_marks == 0) return MOSQ_ERR_SUCCESS;
     for (auto it = ctx.ending.begin(); it != ctx.ending.end();) {
         it = it->second.provisional ? ctx.ending.erase(it) : std::next(it);

@@ -549,9 +549,18 @@ std::function<void(const std::string&)> erasure_manager::on_saved(const erasure_
         if (error.empty()) return;
         if (std::find(resave_.begin(), resave_.end(), id) == resave_.end()) resave_.push_back(id);
         if (next_due_ms_ == 0) next_due_ms_ = 1;
-        if (effects_.alert)
-            effects_.alert("erasure_register", "the erasure register could not be written for request " + id +
-                                                   " (retrying): " + error);
+        // At most one alert a minute: while the disk stays full, every save fails again.
+        ++register_failures_;
+        const auto now = std::chrono::steady_clock::now();
+        if (!effects_.alert || (register_alerted_ != std::chrono::steady_clock::time_point{} &&
+                                now - register_alerted_ < std::chrono::minutes(1)))
+            return;
+        effects_.alert("erasure_register", "the erasure register could not be written for request " + id +
+                                               " (saved again every " + std::to_string(RESAVE_DELAY_MS / 1000) + " s; " +
+                                               std::to_string(register_failures_) +
+                                               " failed write(s) since the last such alert): " + error);
+        register_alerted_ = now;
+        register_failures_ = 0;
     };
 }
 
@@ -687,7 +696,9 @@ void erasure_manager::tick(std::int64_t now_ms) {
             if (!it->second->local.done()) start(*it->second, now_ms);
         }
     }
-    if (!resave_.empty()) {
+    if (!resave_.empty() && resave_due_ms_ == 0) resave_due_ms_ = now_ms + RESAVE_DELAY_MS;
+    if (!resave_.empty() && now_ms >= resave_due_ms_) {
+        resave_due_ms_ = 0;
         std::vector<std::string> ids;
         ids.swap(resave_);
         for (const auto& id : ids) {
@@ -772,15 +783,22 @@ void erasure_manager::flush_targets() {
     };
     worker_->submit(
         [rows = std::move(rows)](sqlite_db& db) {
-            auto& update = db.cached("UPDATE erasure_targets SET state = ?3, attempts = ?4, first_sent_ms = ?5, "
-                                     "last_sent_ms = ?6, answered_ms = ?7, seen_online = ?8, detail = ?9 "
-                                     "WHERE request_id = ?1 AND client_id = ?2");
+            // An upsert: a holder added after the request (take_new_holders) whose first write
+            // failed is written here when the request is saved again, not lost.
+            auto& upsert = db.cached("INSERT INTO erasure_targets (request_id, client_id, state, attempts, first_sent_ms, "
+                                     "last_sent_ms, answered_ms, seen_online, detail, roles) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                                     "ON CONFLICT (request_id, client_id) DO UPDATE SET state = excluded.state, "
+                                     "attempts = excluded.attempts, first_sent_ms = excluded.first_sent_ms, "
+                                     "last_sent_ms = excluded.last_sent_ms, answered_ms = excluded.answered_ms, "
+                                     "seen_online = excluded.seen_online, detail = excluded.detail");
             for (const auto& row : rows) {
                 const auto& t = row.target;
-                update.bind(1, row.request_id).bind(2, t.client_id).bind(3, to_string(t.state));
-                update.bind(4, std::int64_t{t.attempts}).bind(5, t.first_sent_ms).bind(6, t.last_sent_ms);
-                update.bind(7, t.answered_ms).bind(8, std::int64_t{t.seen_online}).bind(9, t.detail);
-                update.run();
+                upsert.bind(1, row.request_id).bind(2, t.client_id).bind(3, to_string(t.state));
+                upsert.bind(4, std::int64_t{t.attempts}).bind(5, t.first_sent_ms).bind(6, t.last_sent_ms);
+                upsert.bind(7, t.answered_ms).bind(8, std::int64_t{t.seen_online}).bind(9, t.detail);
+                upsert.bind(10, std::int64_t{t.roles});
+                upsert.run();
             }
         },
         failed);

@@ -1087,6 +1087,46 @@ TEST_CASE("once an audit key names subjects, a request in progress under a pseud
     CHECK(row("in-progress") == std::make_pair(std::string(), by_audit_key("driver-1")));
 }
 
+TEST_CASE("a holder added to a request whose first write failed is written when the request is saved again",
+          "[erasure][failure]") {
+    erasure_world w({"van-1"});
+    auto& m = w.m;
+    {
+        gdpr::sqlite_db db(w.db);
+        db.exec("CREATE TRIGGER fail_late BEFORE INSERT ON erasure_targets WHEN NEW.client_id = 'late-van' "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    }
+    bool answered = false;
+    m->request("req-1", "driver-1", "username:ops", T0, [&](const erasure_request*, const std::string&) { answered = true; });
+    // Publishes the subject's data while the request is being written: a holder the request takes on afterwards.
+    w.map->published({"driver-1"}, "late-van", "t/2", false, &w.payload);
+    settle(*m, *w.map, [&] { return answered; });
+    REQUIRE(answered);
+    REQUIRE(m->find("req-1")->targets.size() == 2);
+    m->wait_idle();  // the late holder's write fails
+    m->drain();
+    REQUIRE_FALSE(w.broker.alerts.empty());
+    CHECK(w.broker.alerts.back().first == "erasure_register");
+    // Still failing: saved again every RESAVE_DELAY_MS, alerted at most once a minute.
+    const auto alerts = w.broker.alerts.size();
+    for (int i = 1; i <= 3; ++i) {
+        m->tick(T0 + i * gdpr::erasure_manager::RESAVE_DELAY_MS);
+        m->wait_idle();
+        m->drain();
+    }
+    CHECK(w.broker.alerts.size() == alerts);
+    {
+        gdpr::sqlite_db db(w.db);
+        db.exec("DROP TRIGGER fail_late");
+    }
+    m->tick(T0 + 4 * gdpr::erasure_manager::RESAVE_DELAY_MS);
+    m->wait_idle();
+    gdpr::sqlite_db db(w.db);
+    gdpr::sqlite_statement q(db.handle(), "SELECT roles FROM erasure_targets WHERE request_id = 'req-1' AND client_id = 'late-van'");
+    REQUIRE(q.step());  // on disk: a restart would still tell it
+    CHECK(q.integer(0) != 0);
+}
+
 TEST_CASE("a device that reports failure is failed at once and alerted", "[erasure]") {
     erasure_world w({"van-1"});
     auto& m = w.m;

@@ -4,6 +4,7 @@
 // The plugin's own part (retained messages, consent, bindings, the subject's data key) runs
 // through erasure_effects. Requests and targets live in SQLite and resume after a restart.
 // Broker thread only; SQLite work runs on the manager's own storage worker.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -138,6 +139,9 @@ struct erasure_effects {
 
 class erasure_manager {
 public:
+    // A failed write of the register is tried again after this long, not at every tick (a full
+    // disk would make each attempt fail again at once).
+    static constexpr std::int64_t RESAVE_DELAY_MS = 5000;
     static constexpr int SCHEMA_VERSION = 1;
     static constexpr std::size_t MAX_ID_BYTES = 128;
 
@@ -209,6 +213,9 @@ private:
     std::unordered_map<std::string, std::vector<std::string>> pending_by_client_;  // client -> request ids
     std::vector<std::string> resume_local_;  // restarted requests whose own part is unfinished
     std::vector<std::string> resave_;        // requests whose last write failed
+    std::int64_t resave_due_ms_ = 0;  // 0: not scheduled
+    std::chrono::steady_clock::time_point register_alerted_{};  // the last erasure_register alert
+    std::uint64_t register_failures_ = 0;                       // failed writes since then
     struct target_row {
         std::string request_id;
         erasure_target target;
