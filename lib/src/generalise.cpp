@@ -219,6 +219,11 @@ bool truncate_epoch_number(std::string_view text, time_unit unit, bool millis, s
         if (!is_digit(c)) return false;
         v = v * 10 + (c - '0');
     }
+    // Beyond about the year 5000, in the schema's unit: most likely a timestamp in another unit
+    // (milliseconds where the schema says seconds), which floored in the wrong unit would keep a
+    // thousand times the precision the schema allows. Refused, so the field is dropped.
+    const std::int64_t plausible = millis ? 100'000'000'000'000 : 100'000'000'000;
+    if (v >= plausible) return false;
     if (negative) v = -v - (has_fraction ? 1 : 0);  // floor
     const std::int64_t per_second = millis ? 1000 : 1;
     std::int64_t result;

@@ -84,4 +84,9 @@ TEST_CASE("epoch numbers are floored in UTC", "[generalise]") {
     CHECK(epoch("-1", time_unit::day) == "-86400");
     CHECK(epoch("1e9", time_unit::day) == "<fail>");
     CHECK(epoch("12345678901234567", time_unit::day) == "<fail>");
+    // Milliseconds sent where the schema says seconds would keep 3.6 s, not an hour: refused.
+    CHECK(epoch("1795452459123", time_unit::hour) == "<fail>");
+    CHECK(epoch("-1795452459123", time_unit::hour) == "<fail>");
+    CHECK(epoch("99999999999", time_unit::hour) == "99999997200");  // the last plausible second (year 5138)
+    CHECK(epoch("1795452459123000", time_unit::hour, true) == "<fail>");  // microseconds as milliseconds
 }
