@@ -58,6 +58,7 @@ struct plugin_context {
     // checks are the broker's re-checks of the clients it holds, offline persistent sessions
     // included (no new connection is read meanwhile).
     bool rechecking_logins = false;
+    std::chrono::steady_clock::time_point rechecking_since{};
     // Steady time of the last erasure step run from a publish or control message, for brokers
     // that fire no tick (per_listener_settings true).
     std::chrono::steady_clock::time_point last_untimed_erasure_step{};

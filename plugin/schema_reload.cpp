@@ -242,10 +242,12 @@ void start_schema_reload(plugin_context& ctx, std::string requested_by, gdpr::re
 
 int on_reload(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
-    // The broker's re-checks of its clients follow in this pass of its loop, then its tick. A
-    // broker that fires no tick (per_listener_settings) would leave the flag set until the next
-    // publish, and new logins meanwhile would be taken for re-checks: there it is not set.
-    if (ctx.options.track_logins && ctx.ticks > 0) ctx.rechecking_logins = true;
+    // The broker's re-checks of its clients follow in this pass of its loop, then its tick (or,
+    // where it fires none, a publish, a control message, or 2 s: session_event.cpp).
+    if (ctx.options.track_logins) {
+        ctx.rechecking_logins = true;
+        ctx.rechecking_since = std::chrono::steady_clock::now();
+    }
     try {
         start_schema_reload(ctx, "SIGHUP", {}, [&ctx](const gdpr::schema_changes* changes, const std::string& error) {
             if (ctx.recorder) ctx.recorder->control("", "broker:SIGHUP", {{"reloadSchemas", changes != nullptr}});

@@ -73,7 +73,7 @@ void undo_takeover(plugin_context& ctx, const mosquitto* newer, const std::strin
     const mosquitto* older = takeover->second;
     ctx.takeovers.erase(takeover);
     const auto mark = ctx.ending.find(older);
-    if (mark == ctx.ending.end() || !mark->second.provisional) return;
+    if (mark == ctx.ending.end() || !mark->second.provisional || mark->second.client_id != client_id) return;
     unmark(ctx, older);
     set_live(ctx, client_id, older);
 }
@@ -89,6 +89,9 @@ void forget_live(plugin_context& ctx, const mosquitto* client) {
     undo_takeover(ctx, client, client_id);
 }
 
+// The broker's re-checks after a SIGHUP run in one go, right after its reload event.
+constexpr std::chrono::seconds RECHECK_PASS_AT_MOST{2};
+
 } // namespace
 
 int on_basic_auth(int, void* event_data, void* userdata) {
@@ -98,9 +101,16 @@ int on_basic_auth(int, void* event_data, void* userdata) {
         // SIGHUP: the broker checks every client it holds again, offline persistent sessions
         // too. One not connected stays ended: no session is opened for it, and the mark that
         // its delayed will is a will stays.
+        // Where the broker fires no tick (per_listener_settings), nothing else would end the pass.
+        if (ctx.rechecking_logins && std::chrono::steady_clock::now() - ctx.rechecking_since > RECHECK_PASS_AT_MOST)
+            ctx.rechecking_logins = false;
         if (ctx.rechecking_logins && !ctx.live_client_ids.count(auth.client)) {
+            // Ended in this process under the same id, or restored from the broker's persistence
+            // file at start (such a session has no network address): an offline session. A
+            // websocket login read in the same pass has an address, and is a login.
             const auto ended = ctx.ended_connections.find(auth.client);
-            if (ended != ctx.ended_connections.end() && ended->second == client_id_of(auth.client))
+            if ((ended != ctx.ended_connections.end() && ended->second == client_id_of(auth.client)) ||
+                mosquitto_client_address(auth.client) == nullptr)
                 return MOSQ_ERR_PLUGIN_DEFER;
         }
         ctx.ended_connections.erase(auth.client);

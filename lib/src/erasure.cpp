@@ -649,7 +649,8 @@ std::string erasure_manager::acknowledge(const std::string& client_id, std::stri
     else if (s == "failed") state = target_state::failed;
     else return "the acknowledgement's status must be erased, not_found or failed";
     auto it = requests_.find(id->get<std::string>());
-    if (it == requests_.end()) return "the acknowledgement names an unknown request";
+    // A request still being recorded has sent no command yet: an answer to it is not one.
+    if (it == requests_.end() || !it->second->durable) return "the acknowledgement names an unknown request";
     erasure_request& r = *it->second;
     auto t = std::lower_bound(r.targets.begin(), r.targets.end(), client_id,
                               [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
@@ -696,7 +697,9 @@ void erasure_manager::tick(std::int64_t now_ms) {
             if (!it->second->local.done()) start(*it->second, now_ms);
         }
     }
-    if (!resave_.empty() && resave_due_ms_ == 0) resave_due_ms_ = now_ms + RESAVE_DELAY_MS;
+    // Capped as well as set: a clock set back must not put the next attempt off for as long.
+    if (!resave_.empty() && (resave_due_ms_ == 0 || resave_due_ms_ > now_ms + RESAVE_DELAY_MS))
+        resave_due_ms_ = now_ms + RESAVE_DELAY_MS;
     if (!resave_.empty() && now_ms >= resave_due_ms_) {
         resave_due_ms_ = 0;
         std::vector<std::string> ids;

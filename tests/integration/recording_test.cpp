@@ -371,6 +371,37 @@ TEST_CASE("a session survives SIGHUP re-authentication, a takeover starts a new 
                                   " kind = 'session_start' AND client_id = 'car-7')") == 2);
 }
 
+TEST_CASE("a SIGHUP does not take offline sessions for logins, ended here or restored from the broker's file",
+          "[integration][recording]") {
+    recording_setup setup;
+    auto o = setup.options();
+    o.extra_config = "persistence true\npersistence_location " + setup.dir.path().string() + "/\n";
+    {
+        itest::broker b(o);
+        itest::client x(b, "persistent-x", 4);
+        x.connect(std::nullopt, false);  // a session that outlives the connection
+        x.subscribe("fleet/#", 1);
+        x.disconnect();
+        itest::client y(b, "persistent-y", 4);
+        y.connect(std::nullopt, false);
+        y.disconnect();
+        std::this_thread::sleep_for(200ms);
+        b.signal(SIGHUP);  // x and y are offline sessions the broker checks again
+        REQUIRE(b.wait_for_log("Reloading config"));
+        std::this_thread::sleep_for(300ms);
+        b.stop();
+    }
+    {
+        itest::broker b(o);  // x and y come back from the broker's persistence file, offline
+        b.signal(SIGHUP);
+        REQUIRE(b.wait_for_log("Reloading config"));
+        std::this_thread::sleep_for(300ms);
+        b.stop();
+    }
+    CHECK(count_records(setup.db, "kind = 'session_start' AND client_id = 'persistent-x'") == 1);
+    CHECK(count_records(setup.db, "kind = 'session_start' AND client_id = 'persistent-y'") == 1);
+}
+
 TEST_CASE("a missing or exposed audit key file refuses start-up naming the option", "[integration][recording][startup]") {
     recording_setup setup;
     SECTION("readable by others") {
