@@ -399,15 +399,16 @@ void consent_store::retry_pending() {
         std::size_t index;
         bool in_flight;  // a change to the consent is being written
     };
+    std::vector<std::string> keys;
+    keys.reserve(pending.size());
     std::unordered_map<std::string, newest_of_key> newest;
     for (std::size_t i = 0; i < pending.size(); ++i) {
-        auto key = consent_key(pending[i].subject, pending[i].purpose);
-        const bool in_flight = changes_.count(key) > 0;
-        newest.insert_or_assign(std::move(key), newest_of_key{i, in_flight});
+        keys.push_back(consent_key(pending[i].subject, pending[i].purpose));
+        newest.insert_or_assign(keys.back(), newest_of_key{i, changes_.count(keys.back()) > 0});
     }
     for (std::size_t i = 0; i < pending.size(); ++i) {
         auto& w = pending[i];
-        const auto& of_key = newest.at(consent_key(w.subject, w.purpose));
+        const auto& of_key = newest.at(keys[i]);
         // A newer change to the same consent is being written: its outcome decides whether these
         // withdrawals still set the current state (it failed) or go into the history only. None
         // may start a change meanwhile, or that change would no longer count as the newest.

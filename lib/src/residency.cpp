@@ -589,9 +589,6 @@ residency_changes residency_rules::carry_over(const residency_rules& running, co
     for (auto* list : {&c.widened, &c.bridge_regions, &c.bridge_topics_added, &c.bridges_added})
         std::sort(list->begin(), list->end());
 
-    // The notes of the files as they are now; when the broker's configuration could not be read
-    // again, nothing new is known about it, so the running notes stay.
-    auto notes = broker_config_problem_.empty() ? load_notes_ : running.load_notes_;
     std::swap(bridges_, bridges);
     schema_bindings bindings;
     try {
@@ -601,7 +598,9 @@ residency_changes residency_rules::carry_over(const residency_rules& running, co
         throw;
     }
     use(std::move(bindings));
-    load_notes_ = std::move(notes);
+    // The notes are of the files as they are now; when the broker's configuration could not be
+    // read again, nothing new is known about it, so the running notes stay.
+    if (!broker_config_problem_.empty()) load_notes_ = running.load_notes_;
     return c;
 }
 

@@ -124,10 +124,8 @@ void storage_worker::run_batch(std::vector<job>& batch, std::vector<completion>&
             std::string error;
             try {
                 j.work(*db_);
-            } catch (const std::exception& e) {
-                error = e.what();
             } catch (...) {
-                error = internal_error;
+                error = describe_current_exception();
             }
             done.push_back(completion{std::move(j.done), std::move(error)});
         }

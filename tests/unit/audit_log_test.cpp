@@ -96,6 +96,12 @@ struct trail_fixture {
         q.step();
         return q.integer(0);
     }
+    // Another connection holding the write lock longer than the writer's busy timeout allows.
+    std::unique_ptr<gdpr::sqlite_db> hold_write_lock() {
+        auto holder = std::make_unique<gdpr::sqlite_db>(path);
+        holder->exec("BEGIN IMMEDIATE");
+        return holder;
+    }
     // Until the writer reports that it cannot write (another connection holds the write lock).
     void wait_until_failing() {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -634,9 +640,7 @@ TEST_CASE_METHOD(trail_fixture, "a writer that cannot write keeps its records an
     open();
     REQUIRE(log->flush());
     {
-        // Another connection holds the write lock longer than the writer's busy timeout allows.
-        gdpr::sqlite_db blocker(path);
-        blocker.exec("BEGIN IMMEDIATE");
+        const auto blocker = hold_write_lock();
         for (int i = 0; i < 40; ++i) publish({"alice"}, std::to_string(i));
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         while (log->can_record_publish() && std::chrono::steady_clock::now() < deadline)
@@ -646,7 +650,7 @@ TEST_CASE_METHOD(trail_fixture, "a writer that cannot write keeps its records an
         const auto problems = log->take_problems();
         REQUIRE_FALSE(problems.empty());
         CHECK_THAT(problems[0], Catch::Contains("cannot write the audit trail"));
-        blocker.exec("ROLLBACK");
+        blocker->exec("ROLLBACK");
     }
     // The writer retries with backoff; once it gets through, nothing is missing.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -666,14 +670,13 @@ TEST_CASE_METHOD(trail_fixture, "stopping a writer that cannot write gives up af
     options.queue_limit = 16;
     open();
     REQUIRE(log->flush());
-    gdpr::sqlite_db blocker(path);
-    blocker.exec("BEGIN IMMEDIATE");
+    const auto blocker = hold_write_lock();
     for (int i = 0; i < 40; ++i) publish({"alice"}, std::to_string(i));
     wait_until_failing();
     for (int i = 0; i < 5; ++i) publish({"alice"}, "late");  // queued behind the failing batch
     auto stopped = std::async(std::launch::async, [&] { return log->stop(std::chrono::milliseconds(300)); });
     const bool returned = stopped.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
-    blocker.exec("ROLLBACK");  // lets a writer that would never give up finish, so the test ends
+    blocker->exec("ROLLBACK");  // lets a writer that would never give up finish, so the test ends
     REQUIRE(returned);
     CHECK(stopped.get() == 45);
     const auto problems = log->take_problems();
@@ -688,8 +691,7 @@ TEST_CASE_METHOD(trail_fixture, "stopping a writer that can write again within t
                  "[audit][overflow]") {
     open();
     REQUIRE(log->flush());
-    auto blocker = std::make_unique<gdpr::sqlite_db>(path);
-    blocker->exec("BEGIN IMMEDIATE");
+    auto blocker = hold_write_lock();
     for (int i = 0; i < 10; ++i) publish({"alice"}, std::to_string(i));
     wait_until_failing();
     auto stopped = std::async(std::launch::async, [&] { return log->stop(std::chrono::seconds(30)); });
