@@ -6,10 +6,12 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "broker_api.hpp"
 #include "gdpr/audit_log.hpp"
 #include "gdpr/classifier.hpp"
+#include "gdpr/clock_watch.hpp"
 #include "gdpr/consent_store.hpp"
 #include "gdpr/control_api.hpp"
 #include "gdpr/data_map.hpp"
@@ -53,6 +55,9 @@ struct plugin_context {
     // A newer connection -> the live one its login seemed to take over, until the next tick: if
     // the newer one's login fails, the older one still holds the client id.
     std::unordered_map<const mosquitto*, const mosquitto*> takeovers;
+    // With track_logins false: connections that have acted (published, subscribed) since they
+    // connected; removed at their DISCONNECT.
+    std::unordered_set<const mosquitto*> acted_without_login;
     std::size_t provisional_marks = 0;
     // From a SIGHUP's reload event to the end of that pass of the broker's loop, the password
     // checks are the broker's re-checks of the clients it holds, offline persistent sessions
@@ -62,6 +67,8 @@ struct plugin_context {
     // Steady time of the last erasure step run from a publish or control message, for brokers
     // that fire no tick (per_listener_settings true).
     std::chrono::steady_clock::time_point last_untimed_erasure_step{};
+    // The wall clock as the erasure register and the control API read it (erasure_now).
+    gdpr::clock_watch wall_clock;
     std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop
     std::chrono::steady_clock::time_point last_retry{};
 
@@ -197,6 +204,9 @@ struct key_file_bytes {
 void open_erasure(plugin_context& ctx, const key_file_bytes& keys);
 // Sends due erase commands, applies deadlines (own clock; cheap when nothing is due).
 void erasure_tick(plugin_context& ctx);
+// The wall time in milliseconds. Where the wall clock was set since the last reading, what the
+// erasure register has scheduled moves with it first (retries and deadlines run on elapsed time).
+std::int64_t erasure_now(plugin_context& ctx);
 // Logs and alerts publishes refused by the new-subject allowance, at most every 10 s.
 void report_quota_refusals(plugin_context& ctx, std::chrono::steady_clock::time_point now);
 // For the publish or will just classified (message_event.cpp): charges `client`'s allowance of new
@@ -216,7 +226,7 @@ void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
 // A connection acted (published, subscribed). With track_logins, one whose login the broker did
 // not show — listeners with use_identity_as_username, use_subject_as_username or MQTT v5 extended
 // authentication skip the password check — becomes known as connected here, so that erase
-// commands reach it; without, every such act counts as the client being seen.
+// commands reach it; without, a connection's first act counts as its login.
 void connection_acted(plugin_context& ctx, const mosquitto* client);
 // `client` holds `client_id` now (live_by_client_id and its reverse).
 void set_live(plugin_context& ctx, const std::string& client_id, const mosquitto* client);

@@ -75,8 +75,6 @@ gdpr::erasure_effects effects_for(plugin_context& ctx, const key_file_bytes& key
     return fx;
 }
 
-std::int64_t wall_ms() { return gdpr::consent_store::now_ms(); }
-
 // Retained topics that name a subject in a level are stored sealed under the key the subject's
 // reference comes from, so that an erasure after a restart still clears them (GDPR Art. 17).
 std::unique_ptr<gdpr::topic_sealer> topic_sealer_for(const key_file_bytes& keys) {
@@ -172,6 +170,19 @@ void erasure_step_without_ticks(plugin_context& ctx) {
     erasure_tick(ctx);
 }
 
+std::int64_t erasure_now(plugin_context& ctx) {
+    const auto now = ctx.wall_clock.read();
+    if (now.step_ms != 0 && ctx.erasure) {
+        ctx.erasure->clock_set(now.step_ms);
+        if (ctx.erasure->in_progress() > 0)
+            ctx.log.warning("erasure: the wall clock was set " + std::string(now.step_ms > 0 ? "forward" : "back") + " by " +
+                            std::to_string((now.step_ms > 0 ? now.step_ms : -now.step_ms) / 1000) + " s; the " +
+                            std::to_string(ctx.erasure->in_progress()) +
+                            " request(s) in progress keep the time their retries and deadlines had left");
+    }
+    return now.wall_ms;
+}
+
 void erasure_tick(plugin_context& ctx) {
     if (!ctx.erasure) return;
     const auto now = std::chrono::steady_clock::now();
@@ -201,12 +212,12 @@ void erasure_tick(plugin_context& ctx) {
         }
         for (auto& done : ready) done();
     }
-    ctx.erasure->tick(wall_ms());
+    ctx.erasure->tick(erasure_now(ctx));
 }
 
 void erasure_client_seen(plugin_context& ctx, std::string_view client_id) {
     if (ctx.erasure && ctx.erasure->in_progress() > 0 && !client_id.empty())
-        ctx.erasure->client_connected(std::string(client_id), wall_ms());
+        ctx.erasure->client_connected(std::string(client_id), erasure_now(ctx));
 }
 
 decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
@@ -236,7 +247,7 @@ bool handle_erase_ack(plugin_context& ctx, const mosquitto_evt_message& msg, std
     const auto a = ctx.erasure->topics().parse(topic);
     if (!a || !a->ack || a->client_id != client_id_of(msg.client)) return false;
     const std::string_view payload(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0);
-    const std::string error = ctx.erasure->acknowledge(a->client_id, payload, wall_ms());
+    const std::string error = ctx.erasure->acknowledge(a->client_id, payload, erasure_now(ctx));
     if (!error.empty()) ctx.log.warning("ignored an erase acknowledgement on " + std::string(topic) + ": " + error);
     return true;
 }

@@ -70,6 +70,8 @@ void open_consent_store(plugin_context& ctx) {
     ctx.operators = gdpr::named_clients{ctx.options.operator_usernames, ctx.options.operator_client_ids,
                                         ctx.options.operator_cert_cns};
     ctx.control = std::make_unique<gdpr::control_api>(*ctx.engine, *ctx.consent, ctx.engine->purposes(), ctx.operators, ctx.log);
+    // A request stamped after a step of the wall clock finds the register already moved with it.
+    ctx.control->set_clock([c = &ctx] { return erasure_now(*c); });
     gdpr::processing_safeguards safeguards;
     safeguards.unmatched = ctx.options.unmatched;
     safeguards.pseudonym_key = !ctx.options.pseudonym_key_file.empty();

@@ -44,7 +44,10 @@ void set_live(plugin_context& ctx, const std::string& client_id, const mosquitto
 
 void connection_acted(plugin_context& ctx, const mosquitto* client) {
     if (!ctx.options.track_logins) {
-        erasure_client_seen(ctx, client_id_of(client));
+        // Without observed logins a connection's first act is the nearest thing to its login;
+        // later ones are no sign that it came back, and must not send an unanswered erase command
+        // again at once (the retry schedule decides).
+        if (ctx.acted_without_login.insert(client).second) erasure_client_seen(ctx, client_id_of(client));
         return;
     }
     if (ctx.live_client_ids.count(client)) return;  // its login was seen
@@ -145,6 +148,7 @@ int on_disconnect(int, void* event_data, void* userdata) {
         const auto& ev = *static_cast<mosquitto_evt_disconnect*>(event_data);
         if (ev.client) {
             ctx.gateway_checked.erase(ev.client);
+            ctx.acted_without_login.erase(ev.client);
             const std::string_view id = client_id_of(ev.client);
             mark_ending(ctx, ev.client, id, false);
             if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS erasure_targets (
 )sql";
 
 constexpr std::int64_t IN_FLIGHT_MS = 1000;
+// A send time that is due whatever the clock says (0 means "not scheduled").
+constexpr std::int64_t DUE_NOW = 1;
 
 constexpr std::array<std::string_view, 6> TARGET_STATES = {"pending", "sent", "erased", "not_found", "failed",
                                                            "unreachable"};
@@ -304,7 +306,7 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
             r->completed_ms = rows.integer(7);
             r->local = local_from_json(rows.text(8));
             r->durable = true;
-            auto& last = m->last_request_ms_[r->subject_ref];
+            auto& last = m->last_request_ms_[r->subject_ref].at_ms;
             last = std::max(last, r->requested_ms);
             m->requests_.emplace(r->id, std::move(r));
         }
@@ -337,12 +339,12 @@ std::unique_ptr<erasure_manager> erasure_manager::open(const std::string& path, 
         for (auto& t : r->targets) {
             if (is_final(t.state)) continue;
             ++r->open_targets;
-            t.next_send_ms = 1;
+            t.next_send_ms = DUE_NOW;
             m->pending_by_client_[t.client_id].push_back(id);
         }
         m->resume_local_.push_back(id);  // at the first tick: the broker is running then
     }
-    m->next_due_ms_ = m->active_.empty() ? 0 : 1;
+    m->next_due_ms_ = m->active_.empty() ? 0 : DUE_NOW;
     return m;
 }
 
@@ -378,7 +380,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     }
     std::int64_t last_ms = INT64_MIN;
     for (const auto& name : names)
-        if (auto last = last_request_ms_.find(name); last != last_request_ms_.end()) last_ms = std::max(last_ms, last->second);
+        if (auto last = last_request_ms_.find(name); last != last_request_ms_.end()) last_ms = std::max(last_ms, last->second.at_ms);
     if (options_.rate_limit_ms > 0 && last_ms != INT64_MIN && now_ms - last_ms < options_.rate_limit_ms) {
         return done(nullptr, "rate limit: this subject's last erasure request was at " + format_utc_ms(last_ms) +
                                  "; the next is accepted from " + format_utc_ms(last_ms + options_.rate_limit_ms));
@@ -391,6 +393,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     r.operator_id = operator_id;
     r.requested_ms = now_ms;
     r.deadline_ms = now_ms + options_.deadline_ms;
+    r.timed_here = true;
     const subject_holdings h = map_.holdings(subject);
     std::map<std::string, std::uint8_t> roles;
     for (const auto& c : h.publishers) roles[c] |= role_publisher;
@@ -407,9 +410,9 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     r.open_targets = r.targets.size();
     requests_.emplace(id, std::move(owned));
     const auto previous = last_request_ms_.find(ref);
-    const std::optional<std::int64_t> previous_ms =
-        previous == last_request_ms_.end() ? std::nullopt : std::optional<std::int64_t>(previous->second);
-    last_request_ms_[ref] = now_ms;
+    const std::optional<last_request> previous_ms =
+        previous == last_request_ms_.end() ? std::nullopt : std::optional<last_request>(previous->second);
+    last_request_ms_[ref] = last_request{now_ms, true};
 
     struct row {
         std::string client_id;
@@ -448,7 +451,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
             req.durable = true;
             active_.emplace(id, &req);
             for (auto& t : req.targets) {
-                t.next_send_ms = req.requested_ms;
+                t.next_send_ms = DUE_NOW;  // not requested_ms: the clock may have been set since
                 pending_by_client_[t.client_id].push_back(id);
             }
             take_new_holders(req);
@@ -457,7 +460,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
                         {"retained_topics", req.local.retained_cleared.size()}, {"deadline", format_utc_ms(req.deadline_ms)}}
                        .dump(-1, ' ', false, json::error_handler_t::replace));
             start(req, req.requested_ms);
-            next_due_ms_ = next_due_ms_ == 0 ? req.requested_ms : std::min(next_due_ms_, req.requested_ms);
+            next_due_ms_ = DUE_NOW;
             done(&req, "");
         });
 }
@@ -482,9 +485,13 @@ void erasure_manager::start(erasure_request& r, std::int64_t now_ms) {
 
 void erasure_manager::finish_local(erasure_request& r, const std::string& consent_error, std::int64_t consent_events,
                                    std::int64_t bindings) {
-    if (!consent_error.empty()) r.local.error = "consent and bindings: " + consent_error;
-    r.local.consent_events_removed = consent_error.empty() ? consent_events : 0;
-    r.local.bindings_removed = consent_error.empty() ? bindings : 0;
+    r.local.error = consent_error.empty() ? std::string() : "consent and bindings: " + consent_error;
+    // After a restart between the removal and the shred, the removal is done again and finds
+    // nothing: the counts the first run saved stay, and what is found now is added.
+    const auto so_far = [](std::int64_t count) { return std::max<std::int64_t>(count, 0); };
+    r.local.consent_events_removed = so_far(r.local.consent_events_removed) + (consent_error.empty() ? consent_events : 0);
+    r.local.bindings_removed = so_far(r.local.bindings_removed) + (consent_error.empty() ? bindings : 0);
+    if (consent_error.empty()) save_request(r);  // the counts, before the shred: for the receipt after a restart
     const std::string id = r.id;
     auto complete = [this, id](bool shredded) {
         auto it = requests_.find(id);
@@ -514,7 +521,7 @@ void erasure_manager::take_new_holders(erasure_request& r) {
         erasure_target nt;
         nt.client_id = client;
         nt.roles = role;
-        nt.next_send_ms = r.requested_ms;
+        nt.next_send_ms = DUE_NOW;
         r.targets.insert(t, std::move(nt));
         ++r.open_targets;
         added.emplace_back(client, role);
@@ -677,11 +684,13 @@ void erasure_manager::client_connected(const std::string& client_id, std::int64_
         auto& targets = r->second->targets;
         auto t = std::lower_bound(targets.begin(), targets.end(), client_id,
                                   [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
-        // A command sent moments ago is still on its way (a reconnecting device's first
-        // publishes often follow its login at once): that one is not sent again.
-        if (t != targets.end() && t->client_id == client_id && !is_final(t->state) &&
-            now_ms - t->last_sent_ms >= IN_FLIGHT_MS)
-            t->next_send_ms = now_ms;
+        if (t == targets.end() || t->client_id != client_id || is_final(t->state)) continue;
+        // A command sent moments ago may still be on its way (a reconnecting device's first
+        // publishes often follow its login at once), or may have gone to the connection that just
+        // ended: it is sent again once that moment has passed, not at once.
+        const std::int64_t again_at = t->last_sent_ms + IN_FLIGHT_MS;
+        if (now_ms >= again_at || now_ms < t->last_sent_ms) t->next_send_ms = now_ms;
+        else if (t->next_send_ms == 0 || t->next_send_ms > again_at) t->next_send_ms = again_at;
     }
     next_due_ms_ = next_due_ms_ == 0 ? now_ms : std::min(next_due_ms_, now_ms);
 }
@@ -713,6 +722,29 @@ void erasure_manager::tick(std::int64_t now_ms) {
     }
     if (next_due_ms_ != 0 && now_ms >= next_due_ms_) run_due(now_ms);
     flush_targets();
+}
+
+void erasure_manager::clock_set(std::int64_t step_ms) {
+    if (step_ms == 0) return;
+    // Scheduled times stay scheduled (a step back must not turn one into 0, "not scheduled"), and
+    // what is due at once stays so.
+    const auto shift = [step_ms](std::int64_t& at) {
+        if (at > DUE_NOW) at = std::max(DUE_NOW, at + step_ms);
+    };
+    for (auto& [id, r] : requests_) {
+        if (r->state != request_state::in_progress) continue;
+        for (auto& t : r->targets) shift(t.next_send_ms);
+        // A deadline set by an earlier run was set by the clock of that run: a step now (an NTP
+        // correction at boot, most likely) says nothing about it.
+        if (!r->timed_here) continue;
+        r->deadline_ms += step_ms;
+        save_request(*r);
+    }
+    for (auto& [ref, last] : last_request_ms_)
+        if (last.timed_here) last.at_ms += step_ms;
+    shift(next_due_ms_);
+    shift(resave_due_ms_);
+    tokens_at_ms_ += step_ms;
 }
 
 void erasure_manager::run_due(std::int64_t now_ms) {
@@ -814,13 +846,13 @@ void erasure_manager::wait_idle() {
 
 void erasure_manager::save_request(const erasure_request& r) {
     worker_->submit(
-        [id = r.id, state = std::string(to_string(r.state)), completed = r.completed_ms,
+        [id = r.id, state = std::string(to_string(r.state)), completed = r.completed_ms, deadline = r.deadline_ms,
          local = dump_safely(local_to_json(r.local)), finished = r.state != request_state::in_progress](sqlite_db& db) {
             // Once every holder has answered, the register keeps only the subject's reference
             // (for the rate limit and the receipt): the erased subject's id is not kept.
             auto& update = db.cached("UPDATE erasure_requests SET state = ?2, completed_at_ms = ?3, local_json = ?4, "
-                                     "subject = CASE WHEN ?5 THEN '' ELSE subject END WHERE request_id = ?1");
-            update.bind(1, id).bind(2, state).bind(3, completed).bind(4, local).bind(5, std::int64_t{finished});
+                                     "subject = CASE WHEN ?5 THEN '' ELSE subject END, deadline_ms = ?6 WHERE request_id = ?1");
+            update.bind(1, id).bind(2, state).bind(3, completed).bind(4, local).bind(5, std::int64_t{finished}).bind(6, deadline);
             update.run();
         },
         on_saved(r));

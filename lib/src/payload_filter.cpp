@@ -208,7 +208,10 @@ private:
         return true;
     }
     bool find_element(const std::string& token) {
-        if (token.empty() || token.size() > 9 || token.find_first_not_of("0123456789") != std::string::npos) return false;
+        // RFC 6901: "0", or digits without a leading zero ("01" can only name an object member).
+        if (token.empty() || token.size() > 9 || token.find_first_not_of("0123456789") != std::string::npos ||
+            (token.size() > 1 && token[0] == '0'))
+            return false;
         const long wanted = std::stol(token);
         ++p_;
         for (long i = 0;; ++i) {

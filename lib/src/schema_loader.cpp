@@ -185,8 +185,10 @@ field_rule parse_field(const std::string& pointer, const json& spec, const std::
     return r;
 }
 
+// RFC 6901: "0", or digits without a leading zero; "01" can only name an object member.
 bool is_index_token(const std::string& token) {
-    return !token.empty() && std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return !token.empty() && (token.size() == 1 || token[0] != '0') &&
+           std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // Makes the rules under `src` (a "*" node) apply at `dst` (a literal sibling) too. A rule the

@@ -241,6 +241,13 @@ void session_recorder::record_publish(std::int64_t session, std::string_view cli
     }
 }
 
+void session_recorder::forget_schemas() {
+    rendered_.clear();
+    last_forwarded_ = nullptr;
+    last_topic_.clear();
+    last_topic_masked_ = false;
+}
+
 void session_recorder::delivery(std::int64_t session, std::string_view client_id, std::string_view topic,
                                 const void* payload, int qos, bool refused, std::string_view reason) {
     audit_record r = log_.blank_record();

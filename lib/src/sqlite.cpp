@@ -176,6 +176,10 @@ sqlite_statement& sqlite_db::cached(const std::string& sql) {
 sqlite_db::~sqlite_db() {
     if (!db_) return;
     statements_.clear();  // finalize before closing
+    // Folding the log back is worth a moment, not the full busy timeout: behind another process's
+    // transaction or reader, each connection of a stopping broker would wait 5 s in turn. What
+    // stays in the log is folded back by a later checkpoint, or by the last connection to close.
+    sqlite3_busy_timeout(db_, CLOSE_CHECKPOINT_WAIT_MS);
     sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
     sqlite3_close_v2(db_);
 }

@@ -55,6 +55,12 @@ std::string password_file(const itest::scratch_dir& dir, std::initializer_list<c
 }
 
 // An MQTT v5 client connected as `username` with the password password_file gave it.
+// A test holding the database from another connection stays well below the busy timeout, or
+// the change it holds up may fail instead of waiting.
+std::chrono::milliseconds held_long_enough_to_time_out() {
+    return std::chrono::milliseconds(gdpr::sqlite_db::BUSY_TIMEOUT_MS - 1000);
+}
+
 std::unique_ptr<itest::client> connect_with_password(const itest::broker& b, const std::string& id,
                                                      const std::string& username) {
     auto c = std::make_unique<itest::client>(b, id, 5);
@@ -315,11 +321,13 @@ TEST_CASE("an answer that comes later never reaches a non-operator who took the 
     const json grant = {{"commands", json::array({{{"command", "setConsent"}, {"subject", "D-77"},
                                                    {"purpose", "route-analytics"}, {"granted", true}}})}};
     std::vector<std::unique_ptr<itest::client>> mallory;
+    std::chrono::steady_clock::duration held{};
     {
         // The grant is answered once durable: while another connection holds the database, it waits.
         gdpr::sqlite_db holder((b.dir().path() / "gdpr.db").string());
-        holder.exec("BEGIN EXCLUSIVE");
         auto dpo = connect_as("ops-console", "dpo");
+        holder.exec("BEGIN EXCLUSIVE");
+        const auto held_since = std::chrono::steady_clock::now();
         REQUIRE(dpo->publish("$CONTROL/gdpr/v1", grant.dump(), 1) == 0);
         // Someone else takes the client id, then connects again and again: the broker may place a
         // new connection in the memory of the operator's, and the answer is addressed by client id.
@@ -328,9 +336,17 @@ TEST_CASE("an answer that comes later never reaches a non-operator who took the 
             mallory.push_back(connect_as("ops-console", "mallory"));
         }
         holder.exec("COMMIT");
+        held = std::chrono::steady_clock::now() - held_since;
     }
     CHECK(mallory.back()->drain(1500ms).empty());
-    // The grant itself was made: only its answer was withheld.
+    // The grant itself was made: only its answer was withheld. On a machine so slow that the
+    // database stayed locked past the writer's busy timeout, the grant failed instead, and its
+    // error answer was withheld the same way.
+    if (held >= held_long_enough_to_time_out()) {
+        WARN("the database was held for " << std::chrono::duration_cast<std::chrono::milliseconds>(held).count()
+                                           << " ms: the grant may have timed out, so it is not checked");
+        return;
+    }
     auto dpo = connect_as("ops-console-2", "dpo");
     const auto r = control(*dpo, json::array({{{"command", "getConsent"}, {"subject", "D-77"}}}));
     INFO(r.dump());
@@ -347,12 +363,13 @@ TEST_CASE("a refused login under the operator's client id does not cost the oper
     itest::broker b(o);
     const json grant = {{"commands", json::array({{{"command", "setConsent"}, {"subject", "D-78"},
                                                    {"purpose", "route-analytics"}, {"granted", true}}})}};
-    std::unique_ptr<itest::client> dpo;
+    auto dpo = connect_with_password(b, "ops-console", "dpo");
+    std::chrono::steady_clock::duration held{};
     {
         // The grant is answered once durable: while another connection holds the database, it waits.
         gdpr::sqlite_db holder((b.dir().path() / "gdpr.db").string());
         holder.exec("BEGIN EXCLUSIVE");
-        dpo = connect_with_password(b, "ops-console", "dpo");
+        const auto held_since = std::chrono::steady_clock::now();
         REQUIRE(dpo->publish("$CONTROL/gdpr/v1", grant.dump(), 1) == 0);
         // Someone tries the operator's client id with a wrong password: the broker refuses the
         // login, and the operator's connection stays.
@@ -366,11 +383,14 @@ TEST_CASE("a refused login under the operator's client id does not cost the oper
                                       .finalize())
                          ->wait());
         holder.exec("COMMIT");
+        held = std::chrono::steady_clock::now() - held_since;
     }
     const auto answer = dpo->next(5s);
     REQUIRE(answer);
     CHECK(answer->get_topic() == "$CONTROL/gdpr/v1/response");
-    CHECK_FALSE(json::parse(answer->to_string())["responses"][0].contains("error"));
+    // Held past the writer's busy timeout (a very slow machine), the grant fails instead, and the
+    // operator still gets its answer: an error.
+    if (held < held_long_enough_to_time_out()) CHECK_FALSE(json::parse(answer->to_string())["responses"][0].contains("error"));
 }
 
 TEST_CASE("a withdrawal survives a broker restart", "[integration][consent]") {

@@ -340,6 +340,42 @@ TEST_CASE("where the broker fires no tick (per_listener_settings), an erasure go
     CHECK(receipt["totals"]["acknowledged"] == 1);
 }
 
+TEST_CASE("without observed logins, a device that keeps publishing is sent its unanswered command by the retry schedule",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    auto o = setup.options();
+    for (auto& [key, value] : o.plugin_opts)
+        if (key == "erase_retry_seconds") value = "30";
+    o.plugin_opts.push_back({"track_logins", "false"});
+    itest::broker b(o);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), van(b, "van-chatty", 5);
+    op.connect();
+    van.connect();
+    van.subscribe("gdpr/erase/van-chatty", 1);
+    const std::string topic = "fleet/acme/vehicle/van-chatty/telemetry";
+    REQUIRE(van.publish(topic, telemetry("driver-31")) == 0);
+    REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "driver-31"}, {"requestId", "chatty-1"}}).contains("error"));
+    // Its first publish after the command is no sign that it came back: it never left. The
+    // command it does not answer goes out again after 30 s, not at every publish.
+    int commands = 0;
+    const auto until = std::chrono::steady_clock::now() + 4s;
+    while (std::chrono::steady_clock::now() < until) {
+        REQUIRE(van.publish(topic, telemetry("driver-32")) == 0);
+        while (auto m = van.next(100ms))
+            if (m->get_topic() == "gdpr/erase/van-chatty") ++commands;
+    }
+    CHECK(commands == 1);
+    // Connected again, its first act counts as its login: the command comes at once.
+    van.disconnect();
+    van.connect();
+    van.subscribe("gdpr/erase/van-chatty", 1);
+    REQUIRE(van.publish(topic, telemetry("driver-32")) == 0);
+    bool again = false;
+    for (int i = 0; i < 30 && !again; ++i)
+        if (auto m = van.next(100ms)) again = m->get_topic() == "gdpr/erase/van-chatty";
+    CHECK(again);
+}
+
 TEST_CASE("a publisher's allowance of new data subjects bounds the data map: past it, publishes are refused and reported",
           "[integration][erasure][quota]") {
     erasure_setup setup;

@@ -605,3 +605,40 @@ TEST_CASE("a reload reads the residency file again: placements and transfers cha
     CHECK(changes[1]["residency"]["placementsChanged"] == true);
     CHECK(changes[1]["reload"] == "reloadSchemas by client:" + std::string(itest::OPERATOR_CLIENT_ID));
 }
+
+TEST_CASE("a delivery after a reload that makes a topic name its subject records the topic masked",
+          "[integration][schema][recording]") {
+    reload_setup setup;
+    const std::string v1 = LAB_SCHEMA;
+    setup.write("lab-sensor.json", v1);
+    auto o = setup.options();
+    o.plugin_opts.emplace_back("record_deliveries", "all");
+    {
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), pub(b, "lab-l1", 5);
+        op.connect();
+        pub.connect();
+        REQUIRE(pub.publish(LAB, R"({"operator_name":"Ada","temp":21})", 1, true) == 0);  // retained
+        // From now on the second level names the data subject: topics on it are personal data.
+        std::string v2 = std::regex_replace(v1, std::regex("\"version\": 1"), "\"version\": 2");
+        v2 = std::regex_replace(v2, std::regex("\"topics\""), "\"subject\": {\"topicLevel\": 1}, \"topics\"");
+        setup.write("lab-sensor.json", v2);
+        REQUIRE_FALSE(control(op, {{"command", "reloadSchemas"}}).contains("error"));
+        // The stored message, on the very topic the last publish had, goes out (or is withheld)
+        // under the schema in use.
+        itest::client viewer(b, "lab-viewer", 5);
+        viewer.connect();
+        viewer.subscribe("lab/#", 1);
+        viewer.next(2s);
+        viewer.disconnect();
+        pub.disconnect();
+        op.disconnect();
+        b.stop();
+    }
+    gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string(), gdpr::sqlite_db::read_only);
+    gdpr::sqlite_statement q(raw.handle(), "SELECT json_extract(detail, '$.topic') FROM audit_records "
+                                           "WHERE kind LIKE 'delivery%' AND client_id = 'lab-viewer'");
+    std::vector<std::string> topics;
+    while (q.step()) topics.push_back(q.text(0));
+    CHECK(topics == std::vector<std::string>{"lab/<subject>/reading"});
+}

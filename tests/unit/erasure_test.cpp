@@ -2,6 +2,7 @@
 // broker's side (sending, retained messages, consent) recorded by the test.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -54,8 +55,10 @@ struct broker_side {
         fx.clear_retained = [this](const std::string& t) { cleared.push_back(t); };
         fx.remove_consent = [this](const std::string& s, const std::string&,
                                    std::function<void(const std::string&, std::int64_t, std::int64_t)> done) {
+            // Removed once: a second removal (after a restart) finds nothing left.
+            const bool again = std::find(consent_removed.begin(), consent_removed.end(), s) != consent_removed.end();
             consent_removed.push_back(s);
-            done("", 3, 1);
+            done("", again ? 0 : 3, again ? 0 : 1);
         };
         fx.shred_key = [this](const std::string& s, std::function<void()> durable) {
             shredded.push_back(s);
@@ -1221,4 +1224,149 @@ TEST_CASE("a fan-out to a large fleet is paced to the configured commands per se
     for (std::int64_t ms = 10; ms <= 2000; ms += 10) m->tick(t0 + ms);
     CHECK(broker.sent.size() >= 190);
     CHECK(broker.sent.size() <= 212);  // two seconds at 100 per second
+}
+
+TEST_CASE("a wall clock set back or forward moves retries and deadlines with it, and a restart keeps the deadline",
+          "[erasure][clock]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::int64_t hour = 3'600'000;
+    {
+        auto map = data_map::open(db);
+        int p = 0;
+        map->published({"driver-1"}, "silent", "t/1", false, &p);
+        broker_side broker;
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+        REQUIRE(start_request(*m, *map, "req-1", "driver-1", T0));
+        m->tick(T0);
+        REQUIRE(broker.sent_to("silent") == 1);
+
+        // Set back an hour: the retry due 1 s after the first command is not an hour away.
+        const std::int64_t back = T0 - hour;
+        m->clock_set(-hour);
+        m->tick(back + 1000);
+        CHECK(broker.sent_to("silent") == 2);
+        // Set forward two hours: the deadline (60 s after the request, 59 s of it left) is not passed.
+        const std::int64_t ahead = back + 1000 + 2 * hour;
+        m->clock_set(2 * hour);
+        m->tick(ahead + 1);
+        const auto* r = m->find("req-1");
+        REQUIRE(r);
+        CHECK(r->state == gdpr::request_state::in_progress);
+        CHECK(r->deadline_ms == T0 + hour + 60'000);
+        // The rate limit counts elapsed time too: an hour's limit, one second of it gone.
+        std::string error;
+        CHECK_FALSE(start_request(*m, *map, "req-2", "driver-1", ahead + 1000, &error));
+        CHECK(error.find("rate limit") != std::string::npos);
+        m->wait_idle();
+        map->wait_idle();
+    }
+    // The new deadline was written: a restart under the clock as it is now keeps the time left.
+    auto map = data_map::open(db);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    CHECK(r->deadline_ms == T0 + hour + 60'000);
+    m->tick(T0 + hour + 59'000);
+    CHECK(r->state == gdpr::request_state::in_progress);
+    m->tick(T0 + hour + 60'000);
+    CHECK(r->state == gdpr::request_state::completed_with_failures);
+}
+
+TEST_CASE("a clock step leaves deadlines and rate limits set by an earlier run, and what is due stays due",
+          "[erasure][clock]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::int64_t hour = 3'600'000;
+    {
+        auto map = data_map::open(db);
+        int p = 0;
+        map->published({"driver-1"}, "van-1", "t/1", false, &p);
+        broker_side broker;
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+        REQUIRE(start_request(*m, *map, "req-1", "driver-1", T0));
+        m->wait_idle();
+        map->wait_idle();
+    }
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-2"}, "van-2", "t/2", false, &p);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    // The restarted broker read a clock an hour behind, and NTP sets it right (or the other way).
+    m->clock_set(hour);
+    m->clock_set(-2 * hour);
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    CHECK(r->deadline_ms == T0 + 60'000);
+    std::string error;
+    CHECK_FALSE(start_request(*m, *map, "req-2", "driver-1", T0 + 1000, &error));
+    CHECK(error.find("next is accepted from") != std::string::npos);
+    // The resumed command is due at once, whatever the clock did meanwhile.
+    m->tick(T0 - 2 * hour);
+    CHECK(broker.sent_to("van-1") == 1);
+
+    // A request still being written when the clock is set back sends its commands at once too.
+    bool answered = false;
+    m->request("req-3", "driver-2", "username:ops", T0, [&](const erasure_request*, const std::string&) { answered = true; });
+    m->clock_set(-hour);
+    settle(*m, *map, [&] { return answered; });
+    REQUIRE(answered);
+    m->tick(T0 - hour + 5);
+    CHECK(broker.sent_to("van-2") == 1);
+    const auto* r3 = m->find("req-3");
+    REQUIRE(r3);
+    CHECK(r3->deadline_ms == T0 - hour + 60'000);
+}
+
+TEST_CASE("a restart between the removal of consent and the shred keeps the receipt's counts", "[erasure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    broker_side broker;  // the consent store outlives the restart: the second removal finds nothing
+    broker.hold_shreds = true;
+    {
+        auto map = data_map::open(db);
+        int p = 0;
+        map->published({"driver-1"}, "van-1", "t/1", false, &p);
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+        const auto* r = start_request(*m, *map, "req-1", "driver-1", T0);
+        REQUIRE(r);
+        CHECK(r->local.consent_events_removed == 3);
+        REQUIRE(broker.held_shreds.size() == 1);  // the broker stops before the shred is written
+        broker.held_shreds.clear();
+        m->wait_idle();
+        map->wait_idle();
+    }
+    broker.hold_shreds = false;
+    auto map = data_map::open(db);
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    m->tick(T0 + 10);  // resumes the plugin's own part
+    settle(*m, *map, [&] { return m->find("req-1") && m->find("req-1")->local.done(); });
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    REQUIRE(r->local.done());
+    CHECK(broker.consent_removed.size() == 2);
+    CHECK(r->local.consent_events_removed == 3);
+    CHECK(r->local.bindings_removed == 1);
+    CHECK(r->local.key_shredded);
+}
+
+TEST_CASE("a device that reconnects just after its command went out gets it again a moment later, not at the next retry",
+          "[erasure]") {
+    auto options = fast_options();
+    options.first_retry_ms = 10'000;
+    erasure_world w({"van-1"}, options);
+    REQUIRE(start_request(*w.m, *w.map, "req-1", "driver-1", T0));
+    w.m->tick(T0);
+    REQUIRE(w.broker.sent_to("van-1") == 1);
+    // The command may have gone to the connection that just ended.
+    w.m->client_connected("van-1", T0 + 200);
+    w.m->tick(T0 + 200);
+    w.m->tick(T0 + 999);
+    CHECK(w.broker.sent_to("van-1") == 1);  // still on its way, perhaps
+    w.m->tick(T0 + 1000);
+    CHECK(w.broker.sent_to("van-1") == 2);
+    w.m->tick(T0 + 5000);
+    CHECK(w.broker.sent_to("van-1") == 2);  // then the retry schedule again
 }

@@ -291,6 +291,12 @@ TEST_CASE("find_scalar reads one value without filtering", "[filter][consent]") 
     CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"id":"A","\u0069d":"B"})", {"id"}, v));
     CHECK(gdpr::payload_filter::find_scalar(R"({"a":{"id":"A"},"id":"B"})", {"id"}, v));
     CHECK(v == "B");
+    // RFC 6901: an array index has no leading zero; "01" names an object member only.
+    CHECK_FALSE(gdpr::payload_filter::find_scalar(R"({"r":["a","b"]})", {"r", "01"}, v));
+    CHECK(gdpr::payload_filter::find_scalar(R"({"r":{"01":"c"}})", {"r", "01"}, v));
+    CHECK(v == "c");
+    CHECK(gdpr::payload_filter::find_scalar(R"({"r":["a","b"]})", {"r", "0"}, v));
+    CHECK(v == "a");
 }
 
 TEST_CASE_METHOD(fixture, "a stored payload loses only what withdrawn consent covered, byte for byte otherwise",

@@ -93,6 +93,7 @@ struct erasure_request {
     std::vector<std::string> retained_topics;  // memory only: the topics to clear, as they are
     std::size_t open_targets = 0;              // memory only: targets without a final state
     std::string pseudonym;                     // memory only: erasure_effects::pseudonym, once
+    bool timed_here = false;  // memory only: requested (deadline set) by this process's clock
 };
 
 struct erasure_options {
@@ -171,6 +172,11 @@ public:
     void client_connected(const std::string& client_id, std::int64_t now_ms);
     // Sends what is due, applies deadlines, completes requests. Cheap when nothing is due.
     void tick(std::int64_t now_ms);
+    // The wall clock was set by `step_ms` (clock_watch): retries, pacing, and the rate limits and
+    // deadlines this process set move with it, keeping the time they had left; the new deadlines
+    // are written. Those loaded at open, and times already recorded (sent, answered, requested),
+    // stay as they were.
+    void clock_set(std::int64_t step_ms);
 
     const erase_topics& topics() const { return topics_; }
     std::size_t in_progress() const { return active_.size(); }
@@ -208,7 +214,11 @@ private:
     data_map& map_;
     erasure_effects effects_;
     std::map<std::string, std::unique_ptr<erasure_request>> requests_;          // by id
-    std::unordered_map<std::string, std::int64_t> last_request_ms_;             // by subject
+    struct last_request {
+        std::int64_t at_ms = INT64_MIN;
+        bool timed_here = false;  // by this process's clock (see clock_set)
+    };
+    std::unordered_map<std::string, last_request> last_request_ms_;             // by subject
     std::map<std::string, erasure_request*> active_;                            // in progress and durable
     std::unordered_map<std::string, std::vector<std::string>> pending_by_client_;  // client -> request ids
     std::vector<std::string> resume_local_;  // restarted requests whose own part is unfinished

@@ -73,8 +73,9 @@ public:
     void erasure(std::string_view step, const std::string& detail_json);
     void consent_change(std::string_view change, const std::string& subject, const std::string& detail_json,
                         const std::string& personal_json);
-    // The classifier's schemas were replaced: what was rendered for the previous ones goes.
-    void forget_schemas() { rendered_.clear(); }
+    // The classifier's schemas were replaced: what was rendered for the previous ones goes, and so
+    // does how the last publish's topic was shown (the new schemas may say it names its subject).
+    void forget_schemas();
 
 private:
     struct session {

@@ -53,6 +53,8 @@ class sqlite_db {
 public:
     // How long a statement waits for another connection's lock before it fails.
     static constexpr int BUSY_TIMEOUT_MS = 5000;
+    // How long closing waits to fold the write-ahead log back into the database.
+    static constexpr int CLOSE_CHECKPOINT_WAIT_MS = 200;
     // Opens (creating when missing) `path` in WAL mode with the given `synchronous` level.
     // The file is created mode 0600; an existing file readable or writable by group or others is
     // refused (it holds personal data).
