@@ -284,6 +284,21 @@ std::vector<mqtt::const_message_ptr> client::drain(std::chrono::milliseconds qui
     return all;
 }
 
+std::vector<mqtt::const_message_ptr> client::collect(std::size_t count, std::chrono::milliseconds timeout,
+                                                     std::chrono::milliseconds quiet) {
+    std::vector<mqtt::const_message_ptr> all;
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (all.size() < count) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        auto m = next(left);
+        if (!m) break;
+        all.push_back(m);
+    }
+    for (auto& m : drain(quiet)) all.push_back(m);
+    return all;
+}
+
 void client::disconnect() { cli_.disconnect()->wait_for(std::chrono::seconds(5)); }
 
 void connect_and_vanish(const broker& b, const std::string& client_id, const std::string& will_topic,
@@ -370,7 +385,7 @@ std::string test_pki::listener_config() const {
 
 std::string control_exchange(client& c, const std::string& message) {
     if (c.publish("$CONTROL/gdpr/v1", message, 1) != 0) return "";
-    for (int i = 0; i < 20; ++i) {
+    for (int i = 0; i < 60; ++i) {
         auto msg = c.next(std::chrono::milliseconds(250));
         if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return msg->to_string();
     }

@@ -79,11 +79,12 @@ public:
     int port() const { return port_; }
     std::string uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
     std::string log() const;
-    // Waits up to `timeout` for `needle` to appear in the log.
-    bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(3)) const;
+    // Waits up to `timeout` for `needle` to appear in the log. The defaults of waits for what
+    // must come are generous: a sanitizer build on a busy machine is several times slower.
+    bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
     const scratch_dir& dir() const { return *dir_; }
     // SIGTERM, then SIGKILL if it has not exited within `patience`; true when it exited by itself.
-    bool stop(std::chrono::milliseconds patience = std::chrono::seconds(5));
+    bool stop(std::chrono::milliseconds patience = std::chrono::seconds(30));
     // SIGKILL: the broker gets no chance to flush or clean up.
     void kill_hard();
     // Sends a signal (e.g. SIGHUP to reload).
@@ -119,7 +120,10 @@ public:
     int publish(const std::string& topic, const std::string& payload, int qos = 1, bool retain = false,
                 const mqtt::properties& props = {});
     // Next delivered message within `timeout`, or null.
-    mqtt::const_message_ptr next(std::chrono::milliseconds timeout = std::chrono::seconds(3));
+    mqtt::const_message_ptr next(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+    // Waits up to `timeout` for `count` messages, then takes what else comes within `quiet`.
+    std::vector<mqtt::const_message_ptr> collect(std::size_t count, std::chrono::milliseconds timeout,
+                                                 std::chrono::milliseconds quiet = std::chrono::milliseconds(300));
     // Drains messages for `quiet` and returns them.
     std::vector<mqtt::const_message_ptr> drain(std::chrono::milliseconds quiet = std::chrono::milliseconds(300));
     void disconnect();

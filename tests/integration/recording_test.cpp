@@ -309,17 +309,19 @@ TEST_CASE("a broker killed with SIGKILL under load keeps every flushed record an
                 // the broker went away mid-publish
             }
         });
-        std::this_thread::sleep_for(1500ms);
+        std::this_thread::sleep_for(2500ms);
         killed_at = std::chrono::steady_clock::now();
         b.kill_hard();
         stop = true;
         publisher.join();
     }
     REQUIRE(acked.size() > 100);
-    // Acknowledged at least a few flush periods (50 ms) before the kill: must be on disk.
+    // Acknowledged well before the kill (20 flush periods of 50 ms: a sanitizer build sharing a
+    // busy machine writes late, but it writes): must be on disk.
     std::set<std::string> expected;
     for (const auto& [i, at] : acked)
-        if (at < killed_at - 300ms) expected.insert("load/" + std::to_string(i));
+        if (at < killed_at - 1000ms) expected.insert("load/" + std::to_string(i));
+    REQUIRE_FALSE(expected.empty());
     {
         gdpr::sqlite_db d(setup.db, gdpr::sqlite_db::read_only);
         gdpr::sqlite_statement q(d.handle(), "SELECT json_extract(detail, '$.topic') FROM audit_records WHERE kind = 'publish'");
