@@ -385,9 +385,11 @@ std::string test_pki::listener_config() const {
 
 std::string control_exchange(client& c, const std::string& message) {
     if (c.publish("$CONTROL/gdpr/v1", message, 1) != 0) return "";
-    for (int i = 0; i < 60; ++i) {
-        auto msg = c.next(std::chrono::milliseconds(250));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
+        auto msg = c.next(std::chrono::duration_cast<std::chrono::milliseconds>(until - now));
         if (msg && msg->get_topic() == "$CONTROL/gdpr/v1/response") return msg->to_string();
+        if (!msg) break;
     }
     return "";
 }

@@ -147,7 +147,7 @@ void connect_and_vanish(const broker& b, const std::string& client_id, const std
 std::pair<int, std::string> run_command(const std::string& command, bool with_stderr = true);
 
 // Publishes `message` on the control topic ($CONTROL/gdpr/v1) as `c` and returns the text of the
-// answer on the response topic, passing over other messages; "" when none came within 5 s.
+// answer on the response topic, passing over other messages; "" when none came within 15 s.
 std::string control_exchange(client& c, const std::string& message);
 
 // Value of user property `name` on a message, if present.

@@ -162,8 +162,9 @@ int suback_reason(itest::client& c, const std::string& filter) {
 TEST_CASE("a fleet of 50: the receipt names the device that came back, the one that never answered, the subscriber",
           "[integration][erasure]") {
     erasure_setup setup;
-    // van-7 is asked at 0, 3 and 9 s, and fails at the deadline; the others answer well before.
-    itest::broker b(setup.options_with_timing("3", "12"));
+    // van-7 is asked at 0, 3 and 9 s (the next would be at 21 s), and fails at the deadline; the
+    // others answer well before.
+    itest::broker b(setup.options_with_timing("3", "16"));
     itest::client alerts(b, itest::OPERATOR_CLIENT_ID, 5);
     alerts.connect();
     alerts.subscribe("$CONTROL/gdpr/v1/alerts", 1);
@@ -172,7 +173,7 @@ TEST_CASE("a fleet of 50: the receipt names the device that came back, the one t
     // and comes back 2.5 s later; "dashboard" is a downstream subscriber of the fleet's telemetry.
     const std::string sim = std::string(DEVICE_SIM_PATH) + " --port " + std::to_string(b.port()) +
                             " --devices 50 --fleet acme --messages 1 --shared-subject driver-77 --subscriber dashboard"
-                            " --never-ack van-7 --offline van-3 --offline-ms 2500 --duration-s 30";
+                            " --never-ack van-7 --offline van-3 --offline-ms 2500 --duration-s 120";
     process fleet(sim, (setup.dir.path() / "fleet.out").string());
     REQUIRE(fleet.wait_for_output("published van-", 50, 30s));
     REQUIRE(fleet.wait_for_output("offline van-3", 1, 5s));
@@ -240,7 +241,7 @@ TEST_CASE("a broker killed in the middle of an erasure resumes it after restart 
         const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "driver-5"}, {"requestId", "resume-1"}});
         REQUIRE_FALSE(r.contains("error"));
         CHECK(r["data"]["totals"]["targets"] == 2);
-        auto cmd = van1.next(3s);
+        auto cmd = van1.next(10s);
         REQUIRE(cmd);
         CHECK(cmd->get_topic() == "gdpr/erase/van-1");
         const auto command = json::parse(cmd->to_string());
@@ -267,7 +268,7 @@ TEST_CASE("a broker killed in the middle of an erasure resumes it after restart 
     itest::client van2(b, "van-2", 5), op(b, itest::OPERATOR_CLIENT_ID, 5);
     op.connect();
     van2.connect();  // comes back: its pending command goes out at once
-    auto cmd = van2.next(3s);
+    auto cmd = van2.next(10s);
     REQUIRE(cmd);
     CHECK(cmd->get_topic() == "gdpr/erase/van-2");
     CHECK(van2.publish("gdpr/erase/van-2/ack", json{{"requestId", "resume-1"}, {"status", "not_found"}}.dump()) == 0);
@@ -352,7 +353,7 @@ TEST_CASE("where the broker fires no tick (per_listener_settings), an erasure go
     CHECK(cmd->get_topic() == "gdpr/erase/van-1");
     CHECK(van1.publish("gdpr/erase/van-1/ack", json{{"requestId", "no-tick-1"}, {"status", "erased"}}.dump()) == 0);
     json receipt;
-    for (int i = 0; i < 60; ++i) {
+    for (const auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
         send({{"command", "getErasure"}, {"requestId", "no-tick-1"}});
         for (auto m = op.next(100ms); m; m = op.next(10ms)) {
             const json response = json::parse(m->to_string())["responses"][0];
@@ -378,16 +379,19 @@ TEST_CASE("without observed logins, a device that keeps publishing is sent its u
     const std::string topic = "fleet/acme/vehicle/van-chatty/telemetry";
     REQUIRE(van.publish(topic, telemetry("driver-31")) == 0);
     REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "driver-31"}, {"requestId", "chatty-1"}}).contains("error"));
-    // Its first publish after the command is no sign that it came back: it never left. The
-    // command it does not answer goes out again after 30 s, not at every publish.
-    int commands = 0;
+    const auto first = van.next(10s);
+    REQUIRE(first);
+    CHECK(first->get_topic() == "gdpr/erase/van-chatty");
+    // Its publishes after the command are no sign that it came back: it never left. The command
+    // it does not answer goes out again after 30 s, not at every publish.
+    int repeats = 0;
     const auto until = std::chrono::steady_clock::now() + 4s;
     while (std::chrono::steady_clock::now() < until) {
         REQUIRE(van.publish(topic, telemetry("driver-32")) == 0);
         while (auto m = van.next(100ms))
-            if (m->get_topic() == "gdpr/erase/van-chatty") ++commands;
+            if (m->get_topic() == "gdpr/erase/van-chatty") ++repeats;
     }
-    CHECK(commands == 1);
+    CHECK(repeats == 0);
     // Connected again, its first act counts as its login: the command comes at once.
     van.disconnect();
     van.connect();
@@ -433,7 +437,7 @@ TEST_CASE("a publisher's allowance of new data subjects bounds the data map: pas
     CHECK(delivered[topic2] == 2);
     CHECK(delivered[topic3] == 3);
 
-    auto alert = op.next(3s);
+    auto alert = op.next(10s);
     REQUIRE(alert);
     CHECK(alert->get_topic() == "$CONTROL/gdpr/v1/alerts");
     const auto a = json::parse(alert->to_string());
@@ -486,7 +490,7 @@ TEST_CASE("a gateway named in the options draws on its own, larger allowance, an
     CHECK(van.publish(van_topic, telemetry("driver-a")) == 0);
     CHECK(van.publish(van_topic, telemetry("driver-b")) == 0);
     CHECK(van.publish(van_topic, telemetry("driver-c")) == 135);
-    auto alert = op.next(3s);
+    auto alert = op.next(10s);
     REQUIRE(alert);
     CHECK_THAT(alert->to_string(), Catch::Contains("client 'building-gw'") && Catch::Contains("gateway_new_subjects_burst 5"));
 
@@ -529,7 +533,7 @@ TEST_CASE("refusals past the new-subject allowance are reported at most every 10
     CHECK(van.publish(topic, telemetry("driver-1")) == 0);
     CHECK(van.publish(topic, telemetry("driver-2")) == 135);
     const auto first_at = std::chrono::steady_clock::now();
-    auto first = op.next(3s);
+    auto first = op.next(10s);
     REQUIRE(first);
     CHECK_THAT(json::parse(first->to_string())["detail"].get<std::string>(), Catch::Contains("refused 1 publish"));
     CHECK(van.publish(topic, telemetry("driver-3")) == 135);
@@ -582,7 +586,7 @@ TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits 
     CHECK(suback_reason(spy, "gdpr/erase/van-1") == 135);
     CHECK(suback_reason(spy, "gdpr/#") == 1);  // allowed, but other devices' erase traffic is withheld
     CHECK(suback_reason(device, "gdpr/erase/van-1") == 1);
-    auto cmd = device.next(3s);
+    auto cmd = device.next(10s);
     REQUIRE(cmd);
     CHECK(cmd->get_topic() == "gdpr/erase/van-1");
     CHECK(device.publish("gdpr/erase/van-1/ack", R"({"requestId":"once","status":"erased"})") == 0);
@@ -618,7 +622,7 @@ TEST_CASE("after a restart, an erasure still clears a retained message on a topi
                           .contains("error"));
         watcher.subscribe("health/#", 1);
         CHECK(band.publish(topic, R"({"hr":71,"spo2":98,"battery":80})", 1, true) == 0);
-        REQUIRE(watcher.next(3s));
+        REQUIRE(watcher.next(10s));
     }
     {
         // The file holds the topic sealed: not the subject id.
@@ -633,7 +637,7 @@ TEST_CASE("after a restart, an erasure still clears a retained message on a topi
     op.connect();
     before.connect();
     before.subscribe(topic, 1);
-    REQUIRE(before.next(3s));  // the broker kept the retained message across the restart
+    REQUIRE(before.next(10s));  // the broker kept the retained message across the restart
 
     const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "u-31"}, {"requestId", "after-restart"}});
     REQUIRE_FALSE(r.contains("error"));
@@ -665,7 +669,7 @@ TEST_CASE("holders seen before the audit key was configured are still told of an
         watcher.connect();
         watcher.subscribe("fleet/#", 1);
         CHECK(van.publish(topic, R"({"driver_id":"D-51","speed":40})") == 0);
-        REQUIRE(watcher.next(3s));
+        REQUIRE(watcher.next(10s));
         // A retained message on a topic that names its subject: stored sealed under the pseudonymisation key.
         itest::client band(b, "band-51", 5);
         band.connect();
@@ -765,7 +769,7 @@ TEST_CASE("subjects stored by id before any key file are renamed once one is con
         band.connect();
         watcher.subscribe("fleet/#", 1);
         CHECK(van.publish("fleet/v61/telemetry", R"({"driver_id":"D-61","speed":40})") == 0);
-        REQUIRE(watcher.next(3s));
+        REQUIRE(watcher.next(10s));
         CHECK(band.publish(vitals, R"({"battery":80})", 1, true) == 0);
         // An erasure of a subject nobody holds finishes at once; the register names it by id.
         itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
@@ -821,11 +825,11 @@ TEST_CASE("a retained will holding a subject's data is known to the data map: it
     // A wearable that drops off leaves a retained will on a topic that names its wearer.
     const std::string topic = "health/wearable/u-41/vitals";
     itest::connect_and_vanish(b, "band-41", topic, "{}", 1, true);
-    REQUIRE(watcher.next(3s));
+    REQUIRE(watcher.next(10s));
     itest::client late(b, "late", 5);
     late.connect();
     late.subscribe(topic, 1);
-    REQUIRE(late.next(3s));  // the retained will
+    REQUIRE(late.next(10s));  // the retained will
 
     const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "u-41"}, {"requestId", "will"}});
     REQUIRE_FALSE(r.contains("error"));
@@ -857,7 +861,7 @@ TEST_CASE("the recipients of a will that is not retained are holders its subject
     away.disconnect();
     const std::string topic = "health/wearable/u-44/vitals";
     itest::connect_and_vanish(b, "band-44", topic, "{}", 1);
-    REQUIRE(watcher.next(3s));
+    REQUIRE(watcher.next(10s));
 
     const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "u-44"}, {"requestId", "will-live"}});
     REQUIRE_FALSE(r.contains("error"));
@@ -874,7 +878,7 @@ TEST_CASE("a will that would bring new data subjects past its client's allowance
     watcher.connect();
     watcher.subscribe("health/#", 1);
     itest::connect_and_vanish(b, "band-43", "health/wearable/u-43a/vitals", "{}", 1);
-    REQUIRE(watcher.next(3s));  // its one new subject fits the allowance
+    REQUIRE(watcher.next(10s));  // its one new subject fits the allowance
     // The same device again, its will naming another wearer: the allowance refills one a minute.
     itest::connect_and_vanish(b, "band-43", "health/wearable/u-43b/vitals", "{}", 1);
     CHECK_FALSE(watcher.next(1s));
@@ -897,7 +901,7 @@ TEST_CASE("the broker's own part: retained data cleared, consent and bindings re
         REQUIRE_FALSE(control(op, {{"command", "bindDevice"}, {"clientId", "van-1"}, {"subject", "driver-12"}}).contains("error"));
         CHECK(van.publish(topic, telemetry("driver-12"), 1, true) == 0);
         late.subscribe(topic, 1);  // receives the retained message: a recipient too
-        REQUIRE(late.next(3s));
+        REQUIRE(late.next(10s));
 
         const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "driver-12"}, {"requestId", "own-part"}});
         REQUIRE_FALSE(r.contains("error"));
