@@ -12,7 +12,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure --timeout 300
+ctest --test-dir build --output-on-failure --timeout 300 -j"$jobs"
 
 # 3. (run here so that the suite's last lines are ctest's summary) libFuzzer targets: payload
 #    filter, control API, schema loader, about a minute each.
@@ -20,4 +20,4 @@ bash tools/fuzz.sh
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGDPR_SANITIZE=ON -DGDPR_BUILD_BENCH=OFF
 cmake --build build-asan -j"$jobs"
-ctest --test-dir build-asan --output-on-failure --timeout 300
+ctest --test-dir build-asan --output-on-failure --timeout 300 -j"$jobs"
