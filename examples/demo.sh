@@ -373,8 +373,8 @@ PY
 # Stop the plugin's broker: the audit writer commits what is queued, then the files are audited.
 kill "$gdpr_pid"; wait "$gdpr_pid" 2>/dev/null || true
 echo
-echo "=== Audit trail: gdprctl verify (hash chain and sequence, offline):"
-"$gdprctl" verify "$run/gdpr.db" | sed 's/^/  /'
+echo "=== Audit trail: gdprctl verify (hash chain and sequence, offline; with the key file, also the anchor's statement):"
+"$gdprctl" verify "$run/gdpr.db" --key-file "$run/audit.key" | sed 's/^/  /'
 echo
 echo "=== Audit trail: gdprctl report (records per day, kind, schema, refusal reason, data category):"
 "$gdprctl" report "$run/gdpr.db" | sed 's/^/  /'

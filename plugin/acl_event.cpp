@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 
 #include "context.hpp"
+#include "gdpr/topic_filter.hpp"
 #include "gdpr/topic_router.hpp"
 
 namespace gdpr_plugin {
@@ -12,7 +13,8 @@ namespace {
 
 bool is_will(plugin_context& ctx, const mosquitto* client) {
     auto it = ctx.ending.find(client);
-    if (it == ctx.ending.end()) return false;
+    // Once the broker's loop has ended, it sends the wills of the clients still connected.
+    if (it == ctx.ending.end()) return ctx.loop_ended;
     // Consumed either way: a connection has one will, and a stale mark must not outlive the check.
     const ending_connection& mark = it->second;
     // Before MQTT v5 a will goes out in the same pass of the broker's loop as its connection's end
@@ -22,7 +24,7 @@ bool is_will(plugin_context& ctx, const mosquitto* client) {
     const bool same_connection = !reused && mark.client_id == client_id_of(client);
     if (mark.provisional) --ctx.provisional_marks;
     ctx.ending.erase(it);
-    return same_connection;
+    return same_connection || ctx.loop_ended;
 }
 
 constexpr std::string_view CONTROL_PREFIX = "$CONTROL/gdpr/";
@@ -34,6 +36,9 @@ bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(
 // operators may subscribe to or receive anything under $CONTROL/gdpr/.
 decision check_control_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
     if (acl.access == MOSQ_ACL_WRITE) return topic == gdpr::CONTROL_TOPIC ? decision::allow : decision::deny;
+    // Commands go to the plugin, never to subscribers: what would be delivered on the command topic
+    // is a will (retained, if so flagged), which the broker does not hand to the plugin.
+    if (acl.access == MOSQ_ACL_READ && topic == gdpr::CONTROL_TOPIC) return decision::deny;
     return ctx.operators.identify(requester_of(acl.client)).empty() ? decision::deny : decision::allow;
 }
 
@@ -101,11 +106,17 @@ const void* delivery_identity(plugin_context& ctx, const mosquitto_evt_acl_check
 
 decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
     const std::string_view topic = acl.topic ? std::string_view(acl.topic) : std::string_view{};
-    if (!topic.empty() && topic.front() == '$') {
-        if (starts_with(topic, CONTROL_PREFIX)) return check_control_topic(ctx, acl, topic);
+    // A shared subscription is checked by the filter it names: "$share/ops/$CONTROL/gdpr/v1/alerts"
+    // would put a non-operator in the operators' group, where the broker drops the group's message
+    // when the member it picks may not receive it.
+    std::string_view named = topic;
+    if (acl.access == MOSQ_ACL_SUBSCRIBE || acl.access == MOSQ_ACL_UNSUBSCRIBE)
+        if (const auto shared = gdpr::parse_shared_subscription(topic)) named = shared->filter;
+    if (!named.empty() && named.front() == '$') {
+        if (starts_with(named, CONTROL_PREFIX)) return check_control_topic(ctx, acl, named);
         // A subscription such as "$CONTROL/#" would reach the responses too.
-        if (acl.access == MOSQ_ACL_SUBSCRIBE && gdpr::filters_overlap(topic, "$CONTROL/gdpr/#"))
-            return check_control_topic(ctx, acl, topic);
+        if (acl.access == MOSQ_ACL_SUBSCRIBE && gdpr::filters_overlap(named, "$CONTROL/gdpr/#"))
+            return check_control_topic(ctx, acl, named);
     }
     if (ctx.erasure) {
         const decision erase = check_erase_topic(ctx, acl, topic);

@@ -59,6 +59,22 @@ struct plugin_context {
     // connected; removed at their DISCONNECT.
     std::unordered_set<const mosquitto*> acted_without_login;
     std::size_t provisional_marks = 0;
+    // Each connection that sent a control command -> a number no other connection gets, until its
+    // DISCONNECT: an answer goes only to the connection that asked, even after the broker has
+    // placed a newer connection in its memory.
+    std::unordered_map<const mosquitto*, std::uint64_t> askers;
+    std::uint64_t last_asker = 0;
+    // Answers that came during this pass of the broker's loop, sent at its end (the tick): the
+    // broker looks their client id up at the start of the next pass, so no connection can take
+    // that id in between.
+    struct control_answer {
+        std::string client_id;
+        const mosquitto* connection = nullptr;
+        std::uint64_t asker = 0;
+        std::string operator_id;
+        gdpr::wiped_string response;  // an export holds decrypted personal data
+    };
+    std::vector<control_answer> answers_due;
     // From a SIGHUP's reload event to the end of that pass of the broker's loop, the password
     // checks are the broker's re-checks of the clients it holds, offline persistent sessions
     // included (no new connection is read meanwhile).
@@ -70,6 +86,9 @@ struct plugin_context {
     // The wall clock as the erasure register and the control API read it (erasure_now).
     gdpr::clock_watch wall_clock;
     std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop
+    // The broker's main loop has ended (a stop signal came before the last tick): every WRITE check
+    // from here on is a will the broker sends as it stops.
+    bool loop_ended = false;
     std::chrono::steady_clock::time_point last_retry{};
 
     // Session recording; both null when recording is off.
@@ -169,6 +188,19 @@ void warn_weak_names(plugin_context& ctx, const gdpr::named_clients& named, std:
 // The connection belongs to a gateway named in the options (plugin_opt_gateway_*); remembered per
 // connection, since reading a certificate's CN is not free.
 bool is_gateway(plugin_context& ctx, const mosquitto* client);
+
+// SIGINT and SIGTERM end the broker's loop (stop_signal.cpp): watched from the first tick, handed
+// on to the broker's handlers; unwatched at cleanup.
+void watch_stop_signals(plugin_context& ctx);
+void unwatch_stop_signals();
+bool stop_signalled();
+
+// Why `client` may not receive a subject's export under the residency rules; empty when it may
+// (residency_event.cpp).
+std::string export_refusal(plugin_context& ctx, const mosquitto* client);
+
+// Sends the control answers that came during this pass of the broker's loop (control_event.cpp).
+void send_due_answers(plugin_context& ctx);
 
 // Erasure fan-out, retries and deadlines (erasure_tick) where the broker fires no tick: run from
 // publishes and control messages instead, at most every 100 ms.

@@ -34,6 +34,9 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     forget_stored_checks(ctx);
     forget_sent_will(ctx);
     if (audit_trail_refuses(ctx, "publish", topic)) return decision::deny;
+    // Subscribers must be able to trust the gdpr-* properties: a publisher may not set them, on
+    // any topic (erase acknowledgements reach subscribers and bridges too).
+    if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
     if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
@@ -46,8 +49,6 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
         ctx.log.warning(line);
         return decision::deny;
     }
-    // Subscribers must be able to trust the gdpr-* properties: a publisher may not set them.
-    if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
     if (!v.matched) {
         record_publish(ctx, msg, topic, payload.size(), v);
         note_publish_holders(ctx, msg, topic);

@@ -185,6 +185,13 @@ GDPR_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** 
                                                            gdpr::control_api::schema_reload_done done) {
             start_schema_reload(*c, requested_by, allowed, std::move(done));
         });
+        if (ctx->options.alert_topic.rfind("$CONTROL/gdpr/", 0) != 0)
+            ctx->log.warning("alert_topic '" + ctx->options.alert_topic +
+                             "' lies outside $CONTROL/gdpr/: alerts name client ids, request ids and topics, and "
+                             "there the broker's own ACLs alone decide who may read them");
+        if (!ctx->options.track_logins && !ctx->options.operator_usernames.empty())
+            ctx->log.warning("operator_usernames with track_logins false: that setting is for brokers that check no "
+                             "password, where any client may send any username and so act as an operator");
         if (ctx->options.acl == gdpr::acl_fallback::defer) {
             ctx->log.notice("acl_default defer: ACL checks the plugin has no objection to are left to the broker's "
                             "other ACL sources; with no acl_file or other ACL plugin the broker then denies them");
@@ -238,6 +245,7 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
         ctx->log.notice("stopping: " + std::to_string(s.messages) + " publishes seen, " + std::to_string(s.classified) +
                         " classified, " + std::to_string(s.refused_invalid + s.refused_unmatched) + " refused");
         unregister_all(*ctx);
+        unwatch_stop_signals();
         forget_sent_will(*ctx);
         if (ctx->schema_loader) {
             // A reload asked for from here on is answered "the broker is stopping"; one in flight

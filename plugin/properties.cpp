@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <strings.h>
+
 namespace gdpr_plugin {
 
 namespace {
@@ -12,7 +14,8 @@ bool is_reserved_user_property(const mosquitto_property* p) {
     char* name = nullptr;
     char* value = nullptr;
     if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) == nullptr) return false;
-    const bool reserved = name && std::strncmp(name, RESERVED_PREFIX, sizeof RESERVED_PREFIX - 1) == 0;
+    // In any case: "GDPR-Residency" would read as the plugin's to a reader that ignores case.
+    const bool reserved = name && strncasecmp(name, RESERVED_PREFIX, sizeof RESERVED_PREFIX - 1) == 0;
     mosquitto_free(name);
     mosquitto_free(value);
     return reserved;

@@ -83,6 +83,25 @@ std::int32_t client_region(plugin_context& ctx, const mosquitto* client) {
     });
 }
 
+std::string export_refusal(plugin_context& ctx, const mosquitto* client) {
+    if (!ctx.residency) return {};
+    const auto& rules = ctx.residency->rules();
+    const std::int32_t receiver = client_region(ctx, client);
+    // An export may hold the records of any schema: every region data is resident in must be one
+    // the operator's connection may receive (GDPR Art. 44).
+    for (const auto& s : ctx.engine->schemas().schemas) {
+        // A topic level that names the subject makes the data personal as well.
+        if (!s.has_personal && s.subject.kind != gdpr::subject_kind::topic_level) continue;
+        const std::int32_t region = rules.residency_of(s);
+        if (region == gdpr::residency_rules::NO_REGION || rules.may_receive(region, receiver)) continue;
+        return "exportSubject is refused to this connection: an export may hold personal data resident in " +
+               rules.region_name(region) + " (schema " + s.tag() + "), which may not go to region " +
+               (receiver == gdpr::residency_rules::NO_REGION ? std::string("(none)") : rules.region_name(receiver)) +
+               ", where this connection is placed (GDPR Art. 44)";
+    }
+    return {};
+}
+
 decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
     std::int32_t region = gdpr::residency_rules::NO_REGION;
     const std::size_t size = acl.payload ? acl.payloadlen : 0;

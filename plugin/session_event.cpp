@@ -149,6 +149,7 @@ int on_disconnect(int, void* event_data, void* userdata) {
         if (ev.client) {
             ctx.gateway_checked.erase(ev.client);
             ctx.acted_without_login.erase(ev.client);
+            ctx.askers.erase(ev.client);
             const std::string_view id = client_id_of(ev.client);
             mark_ending(ctx, ev.client, id, false);
             if (ctx.recorder) ctx.recorder->end_session(ev.client, "disconnected");
@@ -171,6 +172,7 @@ int on_disconnect(int, void* event_data, void* userdata) {
 // belonged to a takeover that did not happen (the newer connection failed to authenticate).
 int on_tick(int, void*, void* userdata) {
     auto& ctx = *static_cast<plugin_context*>(userdata);
+    if (ctx.ticks == 0) watch_stop_signals(ctx);
     ++ctx.ticks;
     ctx.rechecking_logins = false;
     try {
@@ -212,11 +214,24 @@ int on_tick(int, void*, void* userdata) {
         log_internal_error(ctx, "while finishing background work", nullptr);
     }
     ctx.takeovers.clear();
-    if (ctx.provisional_marks == 0) return MOSQ_ERR_SUCCESS;
-    for (auto it = ctx.ending.begin(); it != ctx.ending.end();) {
-        it = it->second.provisional ? ctx.ending.erase(it) : std::next(it);
+    if (ctx.provisional_marks > 0) {
+        for (auto it = ctx.ending.begin(); it != ctx.ending.end();) {
+            it = it->second.provisional ? ctx.ending.erase(it) : std::next(it);
+        }
+        ctx.provisional_marks = 0;
     }
-    ctx.provisional_marks = 0;
+    // After everything that may answer (and after the marks of takeovers that did not happen
+    // are gone): the broker looks the answers' client ids up right after this pass.
+    try {
+        send_due_answers(ctx);
+    } catch (const std::exception& e) {
+        log_internal_error(ctx, "while sending control answers", e.what());
+    } catch (...) {
+        log_internal_error(ctx, "while sending control answers", nullptr);
+    }
+    // Last: the broker decides whether to go on right after this returns. A signal that lands
+    // in between ends the loop unseen; its wills are then taken for publishes, as before.
+    ctx.loop_ended = stop_signalled();
     return MOSQ_ERR_SUCCESS;
 }
 

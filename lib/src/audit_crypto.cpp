@@ -117,6 +117,7 @@ bool gcm_sealer::open(std::string_view sealed, std::string_view aad, std::string
 
 audit_keys::audit_keys(std::string_view master)
     : wrapping_key_(derive(master, "mosquitto-gdpr audit data-key wrapping v1")),
+      anchor_key_(derive(master, "mosquitto-gdpr audit anchor statement v1")),
       refs_(derive_string(master, "mosquitto-gdpr audit subject reference v1")) {
     data_key check = derive(master, "mosquitto-gdpr audit key check v1");
     static const char* digits = "0123456789abcdef";
@@ -130,7 +131,25 @@ audit_keys::audit_keys(std::string_view master)
 
 std::string audit_keys::key_check() const { return check_; }
 
-audit_keys::~audit_keys() { OPENSSL_cleanse(wrapping_key_.data(), wrapping_key_.size()); }
+std::string audit_keys::anchor_mac(std::int64_t seq, std::string_view hash) const {
+    std::string message = std::to_string(seq);
+    message.push_back(':');
+    message.append(hash);
+    const data_key mac = hmac_sha256(std::string_view(reinterpret_cast<const char*>(anchor_key_.data()), anchor_key_.size()),
+                                     message);
+    static const char* digits = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char b : mac) {
+        hex.push_back(digits[b >> 4]);
+        hex.push_back(digits[b & 15]);
+    }
+    return hex;
+}
+
+audit_keys::~audit_keys() {
+    OPENSSL_cleanse(wrapping_key_.data(), wrapping_key_.size());
+    OPENSSL_cleanse(anchor_key_.data(), anchor_key_.size());
+}
 
 std::unique_ptr<audit_keys> audit_keys::from_file(const std::string& option, const std::string& path) {
     return std::make_unique<audit_keys>(read_secret_file(option, path, 32));

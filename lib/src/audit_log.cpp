@@ -20,6 +20,15 @@ namespace gdpr {
 namespace {
 
 constexpr std::int64_t DAY_MS = 86'400'000;
+
+// The record number after `seq`, which the file gives: one outside what a writer can reach was
+// put there by hand, and the trail is not continued from it.
+std::int64_t seq_after(std::int64_t seq, const char* what) {
+    if (seq < 0 || seq >= std::numeric_limits<std::int64_t>::max() - 1)
+        throw storage_error(std::string("the audit trail's ") + what + " has record number " + std::to_string(seq) +
+                            ", which no writer gives: the file was edited by hand (run gdprctl verify)");
+    return seq + 1;
+}
 constexpr std::size_t KEY_CACHE_LIMIT = 262144;  // about 50 MiB of table (keys inline with their subject ids)
 constexpr std::chrono::milliseconds CHECKPOINT_PERIOD{500};
 constexpr std::size_t SWEEP_CHUNK = 5000;  // rows per sweep step
@@ -64,6 +73,7 @@ struct anchor_statement {
     bool found = false;    // a live record states the anchor (or states that there is none yet)
     std::int64_t seq = 0;  // 0: no anchor stated
     std::string hash;
+    std::string mac;  // audit_keys::anchor_mac, in statements written since they are authenticated
 };
 
 anchor_statement parse_statement(const std::string& detail) {
@@ -78,6 +88,7 @@ anchor_statement parse_statement(const std::string& detail) {
     a.found = true;
     a.seq = seq->get<std::int64_t>();
     a.hash = *bytes;
+    if (const auto mac = d.find("anchor_mac"); mac != d.end() && mac->is_string()) a.mac = mac->get<std::string>();
     return a;
 }
 
@@ -98,7 +109,7 @@ anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
         q.reset();
         if (a.found) return a;
     }
-    if (!has_anchor) return {true, 0, {}};  // nothing to vouch for
+    if (!has_anchor) return {true, 0, {}, {}};  // nothing to vouch for
     auto& scan = db.cached("SELECT seq, detail FROM audit_records WHERE kind IN ('retention', 'writer_started')"
                            " AND digest IS NULL AND detail LIKE '%\"anchor_seq\"%' ORDER BY seq DESC LIMIT 1");
     anchor_statement a;
@@ -130,7 +141,7 @@ void upgrade_from_version_1(sqlite_db& db) {
             " SELECT (expires_ms - at_ms) / " + std::to_string(DAY_MS) + ", expires_ms / " + std::to_string(EXPIRY_BUCKET_MS) +
             ", MIN(seq), MAX(seq) FROM audit_records WHERE digest IS NULL GROUP BY 1, 2;"
             "DROP INDEX IF EXISTS audit_records_expiry;"
-            "UPDATE audit_meta SET value = 2 WHERE key = 'schema_version';");
+            "UPDATE audit_meta SET value = 2 WHERE key = 'schema_version';");  // then to 3 by the caller
 }
 
 } // namespace
@@ -171,11 +182,14 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         if (version.step()) {
             const auto v = version.integer(0);
             version.reset();
-            static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
-            if (v == 1) upgrade_from_version_1(db);
-            else if (v != SCHEMA_VERSION)
+            static_assert(SCHEMA_VERSION == 3, "add the upgrade from the previous version");
+            if (v < 1 || v > SCHEMA_VERSION)
                 throw storage_error("database '" + options.path + "' has audit trail version " + std::to_string(v) +
                                     "; this plugin reads version " + std::to_string(SCHEMA_VERSION));
+            if (v == 1) upgrade_from_version_1(db);
+            // Version 3 authenticates statements of the anchor (anchor_mac): the tables are those
+            // of version 2, and a plugin that would write statements without it refuses the file.
+            if (v < 3) put_meta(db, "schema_version", SCHEMA_VERSION);
         } else {
             version.reset();
             db.cached("INSERT INTO audit_meta(key, value) VALUES ('schema_version', ?)").bind(1, std::int64_t{SCHEMA_VERSION}).run();
@@ -183,9 +197,11 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         // A fresh nonce epoch per start: nonces are epoch || counter, so no nonce repeats under a
         // data key across restarts, without drawing random nonces per record.
         auto& epoch = db.cached("SELECT value FROM audit_meta WHERE key = 'nonce_epoch'");
-        std::int64_t e = epoch.step() ? epoch.integer(0) + 1 : 1;
+        const std::int64_t last_epoch = epoch.step() ? epoch.integer(0) : 0;
         epoch.reset();
-        if (e > std::numeric_limits<std::uint32_t>::max()) throw storage_error("audit nonce epochs exhausted");
+        if (last_epoch < 0) throw storage_error("the audit trail's nonce epoch is negative: the file was edited by hand");
+        if (last_epoch >= std::int64_t{std::numeric_limits<std::uint32_t>::max()}) throw storage_error("audit nonce epochs exhausted");
+        const std::int64_t e = last_epoch + 1;
         put_meta(db, "nonce_epoch", e);
         log->nonce_epoch_ = static_cast<std::uint32_t>(e);
         // The epoch repeats when a copy of the file (a restored backup) is started with the same
@@ -215,7 +231,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         if (anchor.step()) {
             log->anchor_seq_ = anchor.integer(0);
             log->anchor_hash_ = anchor.blob(1);
-            log->next_seq_ = log->anchor_seq_ + 1;
+            log->next_seq_ = seq_after(log->anchor_seq_, "anchor");
             log->head_ = hash_of(log->anchor_hash_);
         }
         anchor.reset();
@@ -224,7 +240,27 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         // the anchor the trail itself last stated is restated; another one is put back to it, so
         // verify reports the rows missing between them.
         const auto stated = stated_anchor(db, log->anchor_seq_ > 0);
-        if (!stated.found) {
+        // Statements are authenticated once a writer of this version has committed one (the marker
+        // is written with it); the statement an older writer left is taken as it is, once, and
+        // restated authenticated. A statement that carries a MAC is checked whatever the marker.
+        auto& authenticated = db.cached("SELECT 1 FROM audit_meta WHERE key = 'anchor_statements_authenticated'");
+        const bool statements_authenticated = authenticated.step() || !stated.mac.empty();
+        authenticated.reset();
+        // With no anchor there is nothing an older writer stated: any statement from here on is this version's.
+        if (!statements_authenticated && log->anchor_seq_ == 0 && stated.seq == 0)
+            put_meta(db, "anchor_statements_authenticated", 1);
+        const bool forged = statements_authenticated && stated.found && stated.seq > 0 &&
+                            stated.mac != log->keys_->anchor_mac(stated.seq, stated.hash);
+        if (forged) {
+            // Restating it would vouch for it with the key; the writer disputes it instead, and
+            // verify reports that the anchor is not stated by the trail itself.
+            log->problems_.push_back("the record that states the audit trail's anchor (records up to seq " +
+                                     std::to_string(stated.seq) +
+                                     " removed) is not authenticated by the audit key file: it may have been written "
+                                     "by hand to hide records removed before it (run gdprctl verify --key-file)");
+            log->anchor_unstated_ = true;
+            log->anchor_disputed_ = true;
+        } else if (!stated.found) {
             // No live record states any anchor: the anchor is kept (it may be an older trail's), but
             // neither restated nor confirmed until the sweeper moves it.
             log->problems_.push_back("no record of the audit trail states its anchor (records up to seq " +
@@ -242,13 +278,13 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
                     db.exec("DELETE FROM audit_anchor");
                 log->anchor_seq_ = stated.seq;
                 log->anchor_hash_ = stated.hash;
-                log->next_seq_ = log->anchor_seq_ + 1;
+                log->next_seq_ = seq_after(log->anchor_seq_, "stated anchor");
                 log->head_ = hash_of(log->anchor_hash_);
             }
         }
         auto& last = db.cached("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1");
         if (last.step()) {
-            log->next_seq_ = last.integer(0) + 1;
+            log->next_seq_ = seq_after(last.integer(0), "last record");
             log->head_ = hash_of(last.blob(1));
         }
         last.reset();
@@ -262,7 +298,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
                                      std::to_string(lost_to) + " was committed: records " +
                                      std::to_string(log->next_seq_) + ".." + std::to_string(lost_to) +
                                      " were removed from its end (run gdprctl verify)");
-            log->next_seq_ = lost_to + 1;
+            log->next_seq_ = seq_after(lost_to, "committed last_seq");
         }
         committed.reset();
         auto& held = db.cached("SELECT value FROM audit_meta WHERE key >= 'held:' AND key < 'held;'");
@@ -281,6 +317,9 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     if (states_anchor) {
         started_detail["anchor_seq"] = log->anchor_seq_;
         started_detail["anchor_hash"] = to_hex(log->anchor_hash_);
+        started_detail["anchor_mac"] = log->keys_->anchor_mac(log->anchor_seq_, log->anchor_hash_);
+    } else if (log->anchor_disputed_) {
+        started_detail["anchor_disputed"] = "the statement of the anchor is not authenticated by the audit key file";
     }
     started.detail = started_detail.dump();
     const std::int64_t started_seq = log->append(std::move(started));
@@ -622,7 +661,11 @@ void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
             std::int64_t statement = 0;  // the newest record of the chunk that states the anchor
             for (std::size_t i = committed; i < committed + n; ++i)
                 if (batch[i].states_anchor) statement = batch[i].seq;
-            if (statement > 0) put_meta(*db_, "anchor_statement_seq", statement);
+            if (statement > 0) {
+                put_meta(*db_, "anchor_statement_seq", statement);
+                // From now on every statement must carry anchor_mac (a disputed one carries none).
+                if (!anchor_disputed_) put_meta(*db_, "anchor_statements_authenticated", 1);
+            }
             tx.commit();
         }
         head_ = pending_head_;
@@ -1017,6 +1060,10 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
     if (anchor_seq_ > 0 && !anchor_unstated_) {
         detail["anchor_seq"] = anchor_seq_;
         detail["anchor_hash"] = to_hex(anchor_hash_);
+        // An anchor moved on from a disputed one is not vouched for either: the records removed
+        // before the disputed anchor stay in question (verify reports each such statement).
+        if (anchor_disputed_) detail["anchor_disputed"] = "moved on from an anchor the audit key file does not authenticate";
+        else detail["anchor_mac"] = keys_->anchor_mac(anchor_seq_, anchor_hash_);
     }
     item it;
     it.what = moves ? item::op::anchor : item::op::record;

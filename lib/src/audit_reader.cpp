@@ -73,10 +73,16 @@ stored_record read_record_columns(sqlite_statement& q) {
 }
 
 verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress,
-                                 std::size_t max_problems, std::int64_t now_ms) {
+                                 std::size_t max_problems, std::int64_t now_ms, const audit_keys* keys) {
     if (now_ms == 0) now_ms = wall_ms();
     verify_report rep;
     if (!has_table(db, "audit_records")) throw storage_error("'" + db.path() + "' holds no audit trail");
+    if (keys && has_table(db, "audit_meta")) {
+        auto& check = db.cached("SELECT value FROM audit_meta WHERE key = 'key_check'");
+        const bool other_key = check.step() && check.text(0) != keys->key_check();
+        check.reset();
+        if (other_key) throw storage_error("the key file is not the one this audit trail was written with");
+    }
     // One snapshot: a sweep or batch committed meanwhile must not look like missing records.
     db.exec("BEGIN");
     struct end_read {
@@ -98,20 +104,26 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     std::int64_t expected = 1;
     std::int64_t restated_seq = 0;  // the anchor as the newest record that names one states it
     std::string restated_hash;
+    std::string restated_mac;
     std::string anchor_hash;
+    auto add_problem = [&](std::int64_t seq, std::string what) {
+        if (rep.problems.size() < max_problems) rep.problems.push_back({seq, std::move(what)});
+    };
+    // Record numbers the writer can give: 1 up to one below the largest integer (seq + 1 must exist).
+    constexpr std::int64_t LAST_SEQ = std::numeric_limits<std::int64_t>::max() - 1;
     {
         auto& anchor = db.cached("SELECT seq, hash FROM audit_anchor WHERE id = 1");
         if (anchor.step()) {
             rep.anchor_seq = anchor.integer(0);
             anchor_hash = anchor.blob(1);
             if (anchor_hash.size() == prev.size()) std::copy(anchor_hash.begin(), anchor_hash.end(), prev.begin());
-            expected = *rep.anchor_seq + 1;
+            if (*rep.anchor_seq < 0 || *rep.anchor_seq >= LAST_SEQ)
+                add_problem(*rep.anchor_seq, "the chain's anchor names a record number no trail can reach");
+            else
+                expected = *rep.anchor_seq + 1;
         }
         anchor.reset();
     }
-    auto add_problem = [&](std::int64_t seq, std::string what) {
-        if (rep.problems.size() < max_problems) rep.problems.push_back({seq, std::move(what)});
-    };
     // Data keys: every subject with sealed data has its key, or a key_shredded record says it went.
     std::unordered_map<std::string, std::int64_t> sealed_refs;  // subject reference (hex) -> first seq
     std::unordered_set<std::string> shredded_refs;
@@ -139,7 +151,10 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         ++rep.records;
         rep.last_seq = r.seq;
         bool link_known = true;
-        if (r.seq != expected) {
+        if (r.seq < 1 || r.seq > LAST_SEQ) {
+            add_problem(r.seq, "record number out of range");
+            link_known = false;
+        } else if (r.seq != expected) {
             if (r.seq > expected)
                 add_problem(expected, "records " + std::to_string(expected) +
                                           (r.seq - 1 > expected ? ".." + std::to_string(r.seq - 1) : std::string()) +
@@ -156,7 +171,7 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
             } else {
                 std::copy(r.digest->begin(), r.digest->end(), digest.begin());
             }
-            if (!r.client_id.empty() || !r.detail.empty() || r.payload || r.sealed)
+            if (!r.client_id.empty() || !r.schema.empty() || r.session != 0 || !r.detail.empty() || r.payload || r.sealed)
                 add_problem(r.seq, "tombstone still holds content");
             if (r.expires_ms > now_ms) add_problem(r.seq, "content was removed before its retention period ended");
         }
@@ -168,7 +183,7 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         if (link_known && as_bytes(h) != r.hash)
             add_problem(r.seq, "record does not match its hash: it was modified, or the chain was rewritten here");
         if (r.hash.size() == prev.size()) std::copy(r.hash.begin(), r.hash.end(), prev.begin());
-        expected = r.seq + 1;
+        if (r.seq >= 1 && r.seq <= LAST_SEQ) expected = r.seq + 1;
         if (!r.digest && (r.kind == "gap" || r.kind == "retention" || r.kind == "writer_started")) {
             // Read without trusting the types: an edited detail is a problem to report (its hash
             // no longer matches), never a reason to stop verifying.
@@ -180,11 +195,16 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
             if (r.kind != "gap" && d.is_object() && d.contains("anchor_seq")) {
                 const auto& seq = d["anchor_seq"];
                 const auto hash = d.find("anchor_hash");
+                const auto mac = d.find("anchor_mac");
                 restated_seq = seq.is_number_integer() ? seq.get<std::int64_t>() : 0;
                 statement_seq = r.seq;
                 statement_overdue = overdue;
                 restated_hash = hash != d.end() && hash->is_string() ? hash->get<std::string>() : std::string();
+                restated_mac = mac != d.end() && mac->is_string() ? mac->get<std::string>() : std::string();
             }
+            if (r.kind != "gap" && d.is_object() && d.contains("anchor_disputed"))
+                add_problem(r.seq, "the broker found the statement of the chain's anchor not authenticated by the audit "
+                                   "key file: records before the anchor may have been removed by hand");
         }
         if (progress && rep.records % 100000 == 0) progress(rep.records, total);
     }
@@ -199,6 +219,16 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         if (!rep.anchor_confirmed)
             add_problem(*rep.anchor_seq, "the chain's anchor (records up to here removed) is not stated by the trail "
                                          "itself: records may have been removed by hand");
+        if (keys && rep.anchor_confirmed) {
+            rep.anchor_authenticated = !restated_mac.empty() && restated_mac == keys->anchor_mac(*rep.anchor_seq, anchor_hash);
+            if (!*rep.anchor_authenticated)
+                add_problem(statement_seq, restated_mac.empty()
+                                               ? "the record that states the chain's anchor carries no authentication: "
+                                                 "written by hand to hide records removed before the anchor, or by a "
+                                                 "version of the plugin before statements were authenticated"
+                                               : "the record that states the chain's anchor is not authenticated by this "
+                                                 "key file: written by hand to hide records removed before the anchor");
+        }
     }
     if (!sealed_refs.empty() && has_table(db, "audit_subject_keys")) {
         auto& key = db.cached("SELECT 1 FROM audit_subject_keys WHERE ref = ?");
@@ -222,7 +252,7 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     }
     if (has_table(db, "audit_meta")) {
         auto& last = db.cached("SELECT value FROM audit_meta WHERE key = 'last_seq'");
-        if (last.step() && last.integer(0) > (rep.records ? rep.last_seq : expected - 1)) {
+        if (last.step() && last.integer(0) <= LAST_SEQ && last.integer(0) > (rep.records ? rep.last_seq : expected - 1)) {
             const std::int64_t from = (rep.records ? rep.last_seq : expected - 1) + 1;
             add_problem(from, "records " + std::to_string(from) + ".." + std::to_string(last.integer(0)) +
                                   " are missing from the end of the trail");
@@ -241,6 +271,16 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
         if (options.max_bytes > 0 && size > options.max_bytes)
             throw export_error("the export is larger than " + std::to_string(options.max_bytes) + " bytes");
     };
+    // Another key file names every subject differently: the export would find nothing and read as
+    // "no data held" (GDPR Art. 15).
+    if (has_table(db, "audit_meta")) {
+        auto& check = db.cached("SELECT value FROM audit_meta WHERE key = 'key_check'");
+        const bool other_key = check.step() && check.text(0) != keys.key_check();
+        check.reset();
+        if (other_key)
+            throw export_error("the key file is not the one this audit trail was written with: nothing in it can be "
+                               "found or read with it");
+    }
     const std::string ref = keys.subject_ref(subject);
     const std::string raw_ref = ref_bytes(ref);
     wiped_json doc;
@@ -251,14 +291,23 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     if (has_table(db, "audit_subject_keys")) {
         auto& q = db.cached("SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
         q.bind(1, ref);
+        bool damaged = false;
         if (q.step()) {
-            data_key k = keys.unwrap(q.blob(0), ref);
-            sealer = std::make_unique<gcm_sealer>(k);
-            OPENSSL_cleanse(k.data(), k.size());
+            try {
+                data_key k = keys.unwrap(q.blob(0), ref);
+                sealer = std::make_unique<gcm_sealer>(k);
+                OPENSSL_cleanse(k.data(), k.size());
+            } catch (const audit_keys::key_not_opened&) {
+                damaged = true;  // the records are counted unreadable; the rest of the export stands
+            }
         }
         q.reset();
+        doc["data_key"] = sealer    ? "present"
+                          : damaged ? "present but damaged: it does not open (records sealed under it are unreadable)"
+                                    : "absent (never recorded, or shredded)";
+    } else {
+        doc["data_key"] = "absent (never recorded, or shredded)";
     }
-    doc["data_key"] = sealer ? "present" : "absent (never recorded, or shredded)";
     wiped_json records = wiped_json::array();
     wiped_json recipients = wiped_json::object();
     std::set<std::int64_t> seqs;
@@ -266,7 +315,7 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     if (has_table(db, "audit_records")) {
         sqlite_statement rows(db.handle(),
                               "SELECT seq, at_ms, kind, client_id, schema, detail, sealed,"
-                              " json_extract(detail, '$.publish_seq') FROM audit_records"
+                              " CASE WHEN json_valid(detail) THEN json_extract(detail, '$.publish_seq') END FROM audit_records"
                               " WHERE seq > ? AND (sealed IS NOT NULL OR kind IN ('delivery', 'delivery_refused'))"
                               " ORDER BY seq LIMIT " + std::to_string(CHUNK_ROWS));
         std::int64_t after = std::numeric_limits<std::int64_t>::min();
@@ -294,6 +343,10 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                 for_each_envelope(sealed, [&](const envelope_view& e) {
                     if (e.ref != raw_ref) return;
                     std::string plain;
+                    struct wipe_on_exit {  // GDPR Art. 32: no clear copy lingers, also when the export stops here
+                        std::string& text;
+                        ~wipe_on_exit() { OPENSSL_cleanse(text.data(), text.size()); }
+                    } wipe{plain};
                     if (!sealer || !sealer->open(e.seal, envelope_aad(seq, raw_ref), plain)) {
                         ++unreadable;
                         return;
@@ -303,7 +356,6 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                     grow(160 + detail_text.size() + plain.size() + rows.text(3).size());
                     wiped_json detail = parse_or_text(detail_text);
                     wiped_json data = parse_or_text(plain);
-                    OPENSSL_cleanse(plain.data(), plain.size());  // GDPR Art. 32: no clear copy lingers
                     // The topic is sealed only when it names the subject; otherwise it is in the detail.
                     if (data.is_object() && !data.contains("topic") && detail.is_object() && detail.contains("topic") &&
                         kind == "publish")
@@ -411,13 +463,14 @@ std::vector<report_row> audit_report(sqlite_db& db) {
     if (!has_table(db, "audit_records")) throw storage_error("'" + db.path() + "' holds no audit trail");
     sqlite_statement q(db.handle(),
                        "SELECT date(at_ms / 1000, 'unixepoch') AS day, kind, coalesce(schema, ''),"
-                       " coalesce(json_extract(detail, '$.reason'), ''), count(*) FROM audit_records"
+                       " coalesce(CASE WHEN json_valid(detail) THEN json_extract(detail, '$.reason') END, ''), count(*) FROM audit_records"
                        " WHERE digest IS NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
     while (q.step()) out.push_back({q.text(0), q.text(1), q.text(2), q.text(3), static_cast<std::uint64_t>(q.integer(4)), ""});
     // Fields removed or changed, per data category (location, health, identifier ...).
     sqlite_statement c(db.handle(),
                        "SELECT date(r.at_ms / 1000, 'unixepoch'), coalesce(r.schema, ''), c.key, sum(c.value)"
-                       " FROM audit_records AS r, json_each(r.detail, '$.categories') AS c"
+                       " FROM audit_records AS r,"
+                       " json_each(CASE WHEN json_valid(r.detail) THEN r.detail ELSE '{}' END, '$.categories') AS c"
                        " WHERE r.digest IS NULL AND r.kind = 'publish' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
     while (c.step())
         out.push_back({c.text(0), "fields", c.text(1), "", static_cast<std::uint64_t>(c.integer(3)), c.text(2)});

@@ -32,10 +32,14 @@ void parse_into(std::string_view text, const std::string& name, const std::strin
                 std::vector<configured_bridge>& bridges, int depth);
 
 void read_into(const std::string& path, std::vector<configured_bridge>& bridges, int depth) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) fail(path, "does not exist");
+    if (!fs::is_regular_file(path, ec)) fail(path, "is not a regular file");
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(path, "cannot be opened for reading");
     std::ostringstream text;
     text << in.rdbuf();
+    if (in.bad()) fail(path, "could not be read");
     const std::string dir = fs::path(path).parent_path().string();
     parse_into(text.str(), path, dir.empty() ? "." : dir, bridges, depth);
 }

@@ -57,6 +57,7 @@ struct control_api::pending_reply {
     // the reply in place of responses[export_index]["data"].
     std::string export_data;
     std::size_t export_index = SIZE_MAX;
+    std::string export_refusal;  // requester::export_refusal
     control_api::reply_fn reply;
 };
 
@@ -78,10 +79,17 @@ const json& required(const json& cmd, const char* key, json::value_t type, const
 // Whether `text` holds `subject` as a whole word (not inside a longer run of letters and digits):
 // "erase-D-1234" names D-1234, "erase-7f3a" does not name "a". Subjects shorter than four
 // characters are too likely to occur by chance to be refused.
-bool names_subject(std::string_view text, std::string_view subject) {
-    if (subject.size() < 4) return false;
+// ASCII letters in any case: "erase-d-1234" names D-1234 as well.
+bool names_subject(std::string_view text_as_given, std::string_view subject_as_given) {
+    if (subject_as_given.size() < 4) return false;
+    const auto lower = [](std::string_view s) {
+        std::string out(s);
+        for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return out;
+    };
+    const std::string text = lower(text_as_given), subject = lower(subject_as_given);
     const auto word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
-    for (auto at = text.find(subject); at != std::string_view::npos; at = text.find(subject, at + 1)) {
+    for (auto at = text.find(subject); at != std::string::npos; at = text.find(subject, at + 1)) {
         const bool starts = at == 0 || !word_char(text[at - 1]) || !word_char(subject.front());
         const auto end = at + subject.size();
         const bool ends = end == text.size() || !word_char(text[end]) || !word_char(subject.back());
@@ -209,7 +217,7 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
     return true;
 }
 
-void control_api::handle(const requester& who, std::string_view payload, reply_fn reply) {
+void control_api::handle(const requester& who, std::string_view payload, reply_fn reply, std::string export_refusal) {
     auto pending = std::make_shared<pending_reply>();
     pending->reply = std::move(reply);
     auto single_error = [&](const std::string& message) {
@@ -246,6 +254,7 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     }
 
     pending->operator_id = operators_.identify(who);
+    pending->export_refusal = std::move(export_refusal);
     pending->commands = std::move(doc["commands"]);
     pending->responses.resize(pending->commands.size());
     if (pending->operator_id.empty()) {
@@ -513,6 +522,7 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             if (!export_reader_)
                 throw command_error("exportSubject needs session recording (plugin_opt_audit_key_file): "
                                     "without an audit trail there is nothing recorded to export");
+            if (!pending->export_refusal.empty()) throw command_error(pending->export_refusal);
             // One answer holds at most one export: each can be megabytes.
             if (pending->exports++ > 0) throw command_error("one exportSubject per control message: send the others separately");
             auto document = std::make_shared<std::string>();

@@ -21,6 +21,14 @@ erase_topics::erase_topics(std::string pattern) : pattern_(std::move(pattern)) {
         throw std::invalid_argument("the erase topic must hold \"%c\" (the client id) exactly once, as a whole level");
     prefix_ = pattern_.substr(0, found);
     suffix_ = pattern_.substr(found + 2);
+    if (prefix_.empty() && suffix_.empty())
+        throw std::invalid_argument("the erase topic needs a level besides \"%c\": alone, every one-level topic would "
+                                    "be an erase topic that only the client of that name may use");
+    // Mosquitto hands every publish under $CONTROL/ to its control handlers, never to subscribers
+    // or to the plugin's message check: no acknowledgement would arrive.
+    if (pattern_.rfind("$CONTROL/", 0) == 0)
+        throw std::invalid_argument("the erase topic may not lie under $CONTROL/, where the broker takes every publish "
+                                    "for a control command");
     space_ = {prefix_ + "+" + suffix_, prefix_ + "+" + suffix_ + "/ack"};
 }
 

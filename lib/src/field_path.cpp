@@ -26,4 +26,9 @@ std::string parse_field_path(std::string_view pointer, field_path& out) {
     return {};
 }
 
+bool is_array_index_token(std::string_view token) {
+    return !token.empty() && (token.size() == 1 || token[0] != '0') &&
+           token.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 } // namespace gdpr

@@ -6,6 +6,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "gdpr/field_path.hpp"
 #include "gdpr/generalise.hpp"
 #include "gdpr/pseudonymiser.hpp"
 
@@ -208,10 +209,8 @@ private:
         return true;
     }
     bool find_element(const std::string& token) {
-        // RFC 6901: "0", or digits without a leading zero ("01" can only name an object member).
-        if (token.empty() || token.size() > 9 || token.find_first_not_of("0123456789") != std::string::npos ||
-            (token.size() > 1 && token[0] == '0'))
-            return false;
+        // Nine digits at most: a larger index names no element of a message this size, and stol stays in range.
+        if (!is_array_index_token(token) || token.size() > 9) return false;
         const long wanted = std::stol(token);
         ++p_;
         for (long i = 0;; ++i) {

@@ -253,6 +253,10 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
                     const std::string filter = text_of(f, where + ".topics[]", source);
                     if (const auto problem = topic_filter_problem(filter); !problem.empty())
                         fail(source, where + ".topics: \"" + filter + "\": " + problem);
+                    // Matched against the topics schemas cover: a group prefix would match none of them.
+                    if (parse_shared_subscription(filter))
+                        fail(source, where + ".topics: \"" + filter +
+                                         "\": name the topic filter the bridge carries, without \"$share/<group>/\"");
                     d.topics.push_back(filter);
                 }
             }
@@ -269,6 +273,10 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
             if (!reloading) throw;
             r.broker_config_problem_ = e.what();
         }
+        if (r.broker_config_problem_.empty() && configured.empty())
+            r.load_notes_.push_back("brokerConfig " + path.string() +
+                                    " configures no bridge (no \"connection\" line): a wrong file would leave its "
+                                    "bridges unchecked");
         for (auto& cb : configured) {
             bridge_route route;
             route.name = cb.name;

@@ -185,12 +185,6 @@ field_rule parse_field(const std::string& pointer, const json& spec, const std::
     return r;
 }
 
-// RFC 6901: "0", or digits without a leading zero; "01" can only name an object member.
-bool is_index_token(const std::string& token) {
-    return !token.empty() && (token.size() == 1 || token[0] != '0') &&
-           std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
 // Makes the rules under `src` (a "*" node) apply at `dst` (a literal sibling) too. A rule the
 // literal path states itself wins ("exact beats *"); a rule that would end up nested under another
 // rule is a conflict.
@@ -275,7 +269,7 @@ void build_tree(schema& s, const std::string& file) {
     for (auto& node : s.tree.nodes) {
         node.object_only = node.rule == field_tree::NONE && node.wildcard == field_tree::NONE && !node.members.empty() &&
                            std::none_of(node.members.begin(), node.members.end(),
-                                        [](const auto& m) { return is_index_token(m.first); });
+                                        [](const auto& m) { return is_array_index_token(m.first); });
     }
 }
 

@@ -230,6 +230,33 @@ TEST_CASE("a delayed will is checked when the broker sends it, with or without o
     }
 }
 
+TEST_CASE("wills the broker sends as it stops are checked: none reaches its persistence file unfiltered",
+          "[integration][classification][will]") {
+    itest::scratch_dir state;
+    itest::broker_options o = plugin_broker::make_options(state, {{"database", (state.path() / "gdpr.db").string()}});
+    // A production broker keeps retained messages across a restart.
+    o.extra_config = "persistence true\npersistence_location " + state.path().string() + "/\n";
+    const std::string dirty_topic = "fleet/acme/vehicle/v51/telemetry", clean_topic = "fleet/acme/vehicle/v52/telemetry";
+    {
+        itest::broker b(o);
+        itest::client dirty(b, "vehicle-stop-dirty", 5), clean(b, "vehicle-stop-clean", 5);
+        // Both connected when the broker stops: it sends their wills after its loop, with no
+        // DISCONNECT before them.
+        dirty.connect(mqtt::message(dirty_topic, R"({"driver_id":"D-1234","speed":0})", 1, true));
+        clean.connect(mqtt::message(clean_topic, R"({"speed":1})", 1, true));
+        REQUIRE(b.stop());
+        CHECK(b.log().find("gdpr: refused will message on '" + dirty_topic + "'") != std::string::npos);
+    }
+    itest::broker b(o);
+    itest::client sub(b, "watcher", 5);
+    sub.connect();
+    sub.subscribe("fleet/#", 1);
+    const auto kept = sub.drain(1500ms);
+    REQUIRE(kept.size() == 1);
+    CHECK(kept[0]->get_topic() == clean_topic);
+    CHECK(kept[0]->to_string() == R"({"speed":1})");
+}
+
 TEST_CASE("a delayed will is still checked when a SIGHUP comes while the broker holds it",
           "[integration][classification][will]") {
     plugin_broker pb;

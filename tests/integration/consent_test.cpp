@@ -135,6 +135,10 @@ TEST_CASE("a non-operator's setConsent gets an error response and changes nothin
     CHECK(r["responses"][0]["error"].get<std::string>().find("not authorised") == 0);
     CHECK_THROWS(intruder.subscribe("$CONTROL/gdpr/v1/response", 1));
     CHECK_THROWS(intruder.subscribe("$CONTROL/#", 1));
+    // A shared subscription names the filter after its group: joining the operators' group would
+    // let the broker pick the intruder for an alert and drop it for the whole group.
+    CHECK_THROWS(intruder.subscribe("$share/ops/$CONTROL/gdpr/v1/alerts", 1));
+    CHECK_THROWS(intruder.subscribe("$share/ops/$CONTROL/#", 1));
 
     itest::client sub(b, "sub", 5);
     sub.connect();
@@ -146,8 +150,21 @@ TEST_CASE("a non-operator's setConsent gets an error response and changes nothin
     itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
     op.connect();
     op.subscribe("$CONTROL/gdpr/v1/response", 1);  // operators may
+    op.subscribe("$share/ops/$CONTROL/gdpr/v1/alerts", 1);
     r = control(op, json::array({{{"command", "getConsent"}, {"subject", "D-1234"}}}));
     CHECK(r["responses"][0]["data"]["history"].empty());
+}
+
+TEST_CASE("a will on the control topic is refused: it would reach the operators instead of the plugin",
+          "[integration][consent][authorisation]") {
+    itest::broker b;
+    const std::string forged = R"({"commands":[{"command":"getStats"}],"note":"from a will"})";
+    itest::connect_and_vanish(b, "vehicle-43", "$CONTROL/gdpr/v1", forged, 1, true);
+    itest::client op(b, itest::OPERATOR_CLIENT_ID, 5);
+    op.connect();
+    op.subscribe("$CONTROL/gdpr/#", 1);
+    // Neither sent live (the will came before this subscription) nor kept retained for it.
+    CHECK(op.drain(1500ms).empty());
 }
 
 TEST_CASE("consent survives a broker restart", "[integration][consent]") {
@@ -351,6 +368,33 @@ TEST_CASE("an answer that comes later never reaches a non-operator who took the 
     const auto r = control(*dpo, json::array({{{"command", "getConsent"}, {"subject", "D-77"}}}));
     INFO(r.dump());
     CHECK(r["responses"][0]["data"]["granted"] == json::array({"route-analytics"}));
+}
+
+TEST_CASE("an answer that comes later is dropped once its connection has gone, also where logins are not observed",
+          "[integration][consent][authorisation]") {
+    itest::scratch_dir files;
+    const auto passwords = password_file(files, {"dpo", "mallory"});
+    itest::broker_options o;
+    o.plugin_opts = {{"operator_usernames", "dpo"}, {"operator_client_ids", ""}, {"track_logins", "false"}};
+    o.extra_config = "password_file " + passwords + "\n";
+    itest::broker b(o);
+    const json grant = {{"commands", json::array({{{"command", "setConsent"}, {"subject", "D-79"},
+                                                   {"purpose", "route-analytics"}, {"granted", true}}})}};
+    std::unique_ptr<itest::client> mallory, accomplice;
+    {
+        // The grant is answered once durable: while another connection holds the database, it waits.
+        gdpr::sqlite_db holder((b.dir().path() / "gdpr.db").string());
+        auto dpo = connect_with_password(b, "ops-console", "dpo");
+        holder.exec("BEGIN EXCLUSIVE");
+        REQUIRE(dpo->publish("$CONTROL/gdpr/v1", grant.dump(), 1) == 0);
+        // Someone takes the operator's client id; the operator's connection ends. The next new
+        // connection is likely placed in its memory by the broker, and acts under another id.
+        mallory = connect_with_password(b, "ops-console", "mallory");
+        accomplice = connect_with_password(b, "bystander", "mallory");
+        REQUIRE(accomplice->publish("misc/hello", "hi", 1) == 0);
+        holder.exec("COMMIT");
+    }
+    CHECK(mallory->drain(1500ms).empty());
 }
 
 TEST_CASE("a refused login under the operator's client id does not cost the operator its later answers",

@@ -575,6 +575,8 @@ TEST_CASE("erasure refuses non-operators, keeps one request per id, rate-limits 
     const auto named = control(op, {{"command", "eraseSubject"}, {"subject", "driver-1"}, {"requestId", "erase-driver-1"}});
     CHECK_THAT(named["error"].get<std::string>(), Catch::Contains("must not contain the subject"));
     CHECK(b.log().find("erase-driver-1") == std::string::npos);
+    const auto shouted = control(op, {{"command", "eraseSubject"}, {"subject", "driver-1"}, {"requestId", "erase-DRIVER-1"}});
+    CHECK_THAT(shouted["error"].get<std::string>(), Catch::Contains("must not contain the subject"));
     const auto bad = control(op, {{"command", "eraseSubject"}, {"subject", 9}, {"requestId", "t"}});
     CHECK_THAT(bad["error"].get<std::string>(), Catch::Contains("\"subject\" must be a string"));
     const auto unknown = control(op, {{"command", "getErasure"}, {"requestId", "nope"}});

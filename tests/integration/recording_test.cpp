@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -139,10 +141,12 @@ TEST_CASE("a retained topic that names the subject is stored sealed and opened i
     REQUIRE(j["holders"]["retained_topics"].size() == 1);
     CHECK(j["holders"]["retained_topics"][0]["topic"] == topic);
     CHECK(j["holders"]["publishers"][0]["client_id"] == "watch-1");
-    // Another key file opens nothing, and says so.
+    // Another key file finds nothing: it is refused rather than answering that nothing is held.
     const std::string other = setup.dir.write("other.key", itest::random_bytes(32), 0600);
     const auto [status2, doc2] = run(gdprctl() + " export " + setup.db + " --subject u-77 --key-file " + other);
-    CHECK(json::parse(doc2)["holders"]["retained_topics"].empty());
+    CHECK(status2 == 5);
+    CHECK_THAT(doc2, Catch::Contains("not the one this audit trail was written with"));
+    CHECK(doc2.find("retained_topics") == std::string::npos);
 }
 
 TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, personal data only sealed",
@@ -201,10 +205,28 @@ TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, perso
         CHECK_FALSE(rec["data"]["payload"].contains("driver_name"));
         CHECK(rec["detail"]["fields"].dump().find("no consent") != std::string::npos);
         CHECK(j["recipients"]["dashboard"]["delivered"] == 1);
-        // Another key file cannot read it.
+        // Another key file cannot read it, and is told so.
         const std::string other = setup.dir.write("other.key", itest::random_bytes(32), 0600);
         const auto [st2, doc2] = run(gdprctl() + " export " + setup.db + " --subject D-7781 --key-file " + other);
-        CHECK(json::parse(doc2)["records"].empty());
+        CHECK(st2 == 5);
+        CHECK(doc2.find("\"records\"") == std::string::npos);
+        // --output: a new private file replaces what was there, a readable file or a link elsewhere.
+        const std::string readable = setup.dir.write("export.json", "old", 0644);
+        const std::string elsewhere = setup.dir.write("elsewhere.json", "", 0666);
+        const std::string link = (setup.dir.path() / "link.json").string();
+        REQUIRE(::symlink(elsewhere.c_str(), link.c_str()) == 0);
+        for (const std::string& target : {readable, link}) {
+            INFO(target);
+            const auto [st3, out3] =
+                run(gdprctl() + " export " + setup.db + " --subject D-7781 --key-file " + setup.key + " --output " + target);
+            CHECK(st3 == 0);
+            struct stat st {};
+            REQUIRE(::lstat(target.c_str(), &st) == 0);
+            CHECK(S_ISREG(st.st_mode));
+            CHECK((st.st_mode & 0777) == 0600);
+            CHECK(json::parse(file_bytes(target))["records"].size() == 1);
+        }
+        CHECK(file_bytes(elsewhere).empty());
     }
     SECTION("report counts records per day, kind, schema and refusal reason") {
         const auto [st, doc] = run(gdprctl() + " report " + setup.db + " --json");

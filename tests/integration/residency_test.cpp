@@ -310,3 +310,31 @@ TEST_CASE("wills: refused when a bridge would carry them abroad, and refused to 
                        "hub-h9 publish_refused: residency: bridge to-us would carry resident personal data to us",
                        "hub-h1 publish"});
 }
+
+TEST_CASE("a subject's export goes only to an operator whose connection may receive every region's data",
+          "[integration][residency][export]") {
+    itest::scratch_dir files;
+    itest::broker_options o;
+    o.plugin_opts = {{"residency_file", files.write("residency.json", R"({
+                        "regions": ["eu", "us"], "transfers": { "us": ["eu"] }, "defaultRegion": "eu",
+                        "clients": [ { "clientId": "us-*", "region": "us" } ] })")},
+                     {"audit_key_file", files.write("audit.key", itest::random_bytes(32), 0600)},
+                     {"operator_client_ids", std::string(itest::OPERATOR_CLIENT_ID) + ",us-ops"}};
+    itest::broker b(o);
+    auto export_as = [&](const std::string& operator_id) {
+        const auto [status, out] = itest::run_command(std::string(GDPRCTL_PATH) + " --port " + std::to_string(b.port()) +
+                                                          " --client-id " + operator_id + " --json subject export D-1",
+                                                      false);
+        INFO(out);
+        return nlohmann::json::parse(out);
+    };
+    // Placed in the EU, with the EU's data: the export is answered.
+    const auto eu = export_as(itest::OPERATOR_CLIENT_ID);
+    CHECK_FALSE(eu.contains("error"));
+    CHECK(eu["data"]["subject"] == "D-1");
+    // Placed in the US, which may not receive EU-resident data (GDPR Art. 44): refused, with the reason.
+    const auto us = export_as("us-ops");
+    REQUIRE(us.contains("error"));
+    CHECK_THAT(us["error"].get<std::string>(), Catch::Contains("may not go to region us"));
+    CHECK_FALSE(us.contains("data"));
+}

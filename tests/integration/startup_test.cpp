@@ -117,6 +117,22 @@ TEST_CASE("unknown options and bad values stop the broker naming the option", "[
     r = refuse({{"acl_default", "deny"}});
     CHECK(r.log.find("gdpr: Error: invalid 'acl_default' value") != std::string::npos);
     CHECK(count_lines_with(r.log, "gdpr: Error:") == 1);
+    // Erase topics that would take over every one-level topic, or fall under the control API's rules.
+    r = refuse({{"erase_topic", "%c"}});
+    CHECK(r.log.find("gdpr: Error: invalid 'erase_topic' value: '%c': the erase topic needs a level besides") !=
+          std::string::npos);
+    r = refuse({{"erase_topic", "$CONTROL/gdpr/erase/%c"}});
+    CHECK(r.log.find("gdpr: Error: invalid 'erase_topic' value") != std::string::npos);
+}
+
+TEST_CASE("settings that weaken who may read alerts or act as an operator are warned about at start", "[integration][startup]") {
+    itest::broker_options o;
+    o.plugin_opts = {{"alert_topic", "ops/alerts"}, {"operator_usernames", "dpo"}, {"track_logins", "false"}};
+    itest::broker b(o);
+    CHECK(b.log().find("alert_topic 'ops/alerts' lies outside $CONTROL/gdpr/") != std::string::npos);
+    CHECK(b.log().find("operator_usernames with track_logins false") != std::string::npos);
+    itest::broker plain;
+    CHECK(plain.log().find("lies outside $CONTROL/gdpr/") == std::string::npos);
 }
 
 TEST_CASE("pseudonymisation key problems stop the broker", "[integration][startup]") {

@@ -55,6 +55,7 @@ TEST_CASE("publishers cannot forge gdpr-* user properties", "[integration][prope
     props.add(mqtt::property(mqtt::property::USER_PROPERTY, "gdpr-schema", "nothing@0"));
     props.add(mqtt::property(mqtt::property::USER_PROPERTY, "x-trace", "t-1"));
     props.add(mqtt::property(mqtt::property::USER_PROPERTY, "gdpr-residency", "us"));
+    props.add(mqtt::property(mqtt::property::USER_PROPERTY, "GDPR-Residency", "us"));
     props.add(mqtt::property(mqtt::property::CONTENT_TYPE, "application/json"));
     props.add(mqtt::property(mqtt::property::CORRELATION_DATA, "corr-9"));
 
@@ -73,12 +74,24 @@ TEST_CASE("publishers cannot forge gdpr-* user properties", "[integration][prope
     REQUIRE(msg);
     CHECK(all_values(msg, "gdpr-schema") == std::vector<std::string>{"vehicle-telemetry@3"});
     CHECK(all_values(msg, "gdpr-residency") == std::vector<std::string>{"eu"});
+    CHECK(all_values(msg, "GDPR-Residency").empty());
     CHECK(all_values(msg, "x-trace") == std::vector<std::string>{"t-1"});
     CHECK(mqtt::get<std::string>(msg->get_properties(), mqtt::property::CONTENT_TYPE) == "application/json");
     CHECK(mqtt::get<std::string>(msg->get_properties(), mqtt::property::CORRELATION_DATA) == "corr-9");
 
     CHECK(pub.publish("misc/unclassified", "hello", 1, false, props) == 0);
     msg = sub.next();
+    REQUIRE(msg);
+    CHECK(all_values(msg, "gdpr-schema").empty());
+    CHECK(all_values(msg, "gdpr-residency").empty());
+    CHECK(all_values(msg, "GDPR-Residency").empty());
+    CHECK(all_values(msg, "x-trace") == std::vector<std::string>{"t-1"});
+
+    // The plugin's own erase acknowledgements reach subscribers (and bridges) too.
+    sub.raw().unsubscribe("#")->wait();
+    pub.subscribe("gdpr/erase/forger/ack", 1);
+    CHECK(pub.publish("gdpr/erase/forger/ack", R"({"requestId":"none","status":"erased"})", 1, false, props) == 0);
+    msg = pub.next();
     REQUIRE(msg);
     CHECK(all_values(msg, "gdpr-schema").empty());
     CHECK(all_values(msg, "gdpr-residency").empty());

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <iterator>
 #include <filesystem>
 #include <thread>
@@ -224,6 +225,10 @@ TEST_CASE_METHOD(trail_fixture, "personal data is sealed per subject and exporte
     CHECK(consented["records"] == alice["records"]);
     with_consent.granted_now->clear();
     CHECK(json::parse(gdpr::export_subject(db, *keys, "alice", now_ms(), with_consent))["consent"]["granted"] == json::array());
+    // Another key file would find nothing and say so as if nothing were held (GDPR Art. 15).
+    const gdpr::audit_keys other_keys(std::string(32, 'o'));
+    CHECK_THROWS_WITH(gdpr::export_subject(db, other_keys, "alice", now_ms(), compact_options),
+                      Catch::Contains("not the one this audit trail was written with"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "a shredded subject exports nothing readable and the chain still verifies", "[audit][shred]") {
@@ -314,6 +319,27 @@ TEST_CASE_METHOD(trail_fixture, "a damaged data key row is reported and does not
     REQUIRE(alice["records"].size() == 1);  // what was sealed under the damaged key stays unreadable
     CHECK(alice["records"][0]["data"]["payload"]["speed"] == "after");
     CHECK(export_of("bob")["records"].size() == 2);
+}
+
+TEST_CASE_METHOD(trail_fixture, "a damaged row spoils only itself: exports and the report go on around it", "[audit][export]") {
+    open();
+    const auto p1 = publish({"alice"}, "1");
+    publish({"bob"}, "2");
+    delivery(p1, "dashboard");
+    REQUIRE(log->flush());
+    close();
+    tamper("UPDATE audit_records SET detail = '{not json' WHERE kind = 'delivery'");
+    tamper("UPDATE audit_subject_keys SET wrapped = zeroblob(60) WHERE ref = '" + keys->subject_ref("alice") + "'");
+    CHECK_FALSE(verify().intact());  // the edited delivery
+    const json alice = export_of("alice");
+    CHECK_THAT(alice["data_key"].get<std::string>(), Catch::Contains("damaged"));
+    CHECK(alice["records"].empty());
+    CHECK(alice["unreadable_records"] == 1);
+    const json bob = export_of("bob");
+    REQUIRE(bob["records"].size() == 1);
+    CHECK(bob["records"][0]["data"]["payload"]["speed"] == "2");
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    CHECK_FALSE(gdpr::audit_report(db).empty());
 }
 
 TEST_CASE_METHOD(trail_fixture, "a data key deleted by hand, without a key_shredded record, is reported", "[audit][shred]") {
@@ -536,6 +562,127 @@ TEST_CASE_METHOD(trail_fixture, "an anchor written by hand into a trail that nev
     CHECK_THAT(rep.problems[0].what, Catch::Contains("not stated by the trail"));
 }
 
+TEST_CASE_METHOD(trail_fixture, "records removed from the start behind a forged statement of the anchor are caught with the key file",
+                 "[audit][retention]") {
+    open();
+    for (int i = 0; i < 5; ++i) publish({"alice"}, std::to_string(i));  // seq 2..6, none expired
+    REQUIRE(log->flush());
+    close();
+    {
+        // Remove seq 1..3, anchor the chain at 3 and append a retention record that states that
+        // anchor, correctly chained: without a key, nothing in the file tells it from a sweep.
+        gdpr::sqlite_db db(path);
+        std::string hash3, last_hash;
+        {
+            gdpr::sqlite_statement q(db.handle(), "SELECT hash FROM audit_records WHERE seq = 3");
+            REQUIRE(q.step());
+            hash3 = q.blob(0);
+            gdpr::sqlite_statement last(db.handle(), "SELECT hash FROM audit_records WHERE seq = 6");
+            REQUIRE(last.step());
+            last_hash = last.blob(0);
+        }
+        db.exec("DELETE FROM audit_records WHERE seq <= 3");
+        gdpr::sqlite_statement a(db.handle(), "INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, 3, ?, 0)");
+        a.bind_blob(1, hash3).run();
+        gdpr::stored_record forged;
+        forged.seq = 7;
+        forged.at_ms = now_ms();
+        forged.kind = "retention";
+        forged.expires_ms = now_ms() + 365 * DAY_MS;
+        forged.detail = json{{"tombstoned", 0}, {"swept_at_ms", now_ms()}, {"anchor_seq", 3}, {"anchor_hash", gdpr::to_hex(hash3)}}.dump();
+        gdpr::chain_hash previous{};
+        std::copy(last_hash.begin(), last_hash.end(), previous.begin());
+        const auto link = gdpr::link_hash(previous, forged, gdpr::content_digest(forged));
+        gdpr::sqlite_statement insert(db.handle(), "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, detail, hash)"
+                                                   " VALUES (?, ?, ?, ?, ?, ?)");
+        insert.bind(1, forged.seq).bind(2, forged.at_ms).bind(3, forged.kind).bind(4, forged.expires_ms).bind(5, forged.detail);
+        insert.bind_blob(6, gdpr::as_bytes(link)).run();
+        db.exec("UPDATE audit_meta SET value = 7 WHERE key IN ('last_seq', 'anchor_statement_seq')");
+    }
+    const auto unkeyed = verify();
+    CHECK(unkeyed.intact());  // what a chain without a key can tell
+    CHECK(unkeyed.anchor_confirmed);
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    const auto keyed = gdpr::verify_audit_trail(db, {}, 20, 0, keys.get());
+    REQUIRE_FALSE(keyed.intact());
+    CHECK(keyed.problems[0].seq == 7);
+    CHECK_THAT(keyed.problems[0].what, Catch::Contains("carries no authentication"));
+    REQUIRE(keyed.anchor_authenticated);
+    CHECK_FALSE(*keyed.anchor_authenticated);
+    SECTION("the broker does not vouch for it at its next start: it says so, and verify reports it without the key too") {
+        open();
+        CHECK_THAT(log->take_problems().at(0), Catch::Contains("not authenticated by the audit key file"));
+        REQUIRE(log->flush());
+        close();
+        const auto after = verify();
+        REQUIRE_FALSE(after.intact());
+        CHECK_THAT(after.problems[0].what, Catch::Contains("not authenticated by the audit key file"));
+        // Nor does a sweep that moves the anchor on from it vouch for the new one, now or after a restart.
+        const std::int64_t later = now_ms() + 400 * DAY_MS;
+        open();
+        log->sweep(later);
+        REQUIRE(log->flush());
+        close();
+        gdpr::sqlite_db moved(path, gdpr::sqlite_db::read_only);
+        const auto swept = gdpr::verify_audit_trail(moved, {}, 20, later, keys.get());
+        REQUIRE(swept.anchor_seq);
+        CHECK(*swept.anchor_seq > 3);
+        REQUIRE(swept.anchor_authenticated);
+        CHECK_FALSE(*swept.anchor_authenticated);
+        open();
+        CHECK_THAT(log->take_problems().at(0), Catch::Contains("not authenticated by the audit key file"));
+        close();
+    }
+    SECTION("in a trail an earlier version wrote, statements carry no authentication: taken once, then restated") {
+        tamper("DELETE FROM audit_meta WHERE key = 'anchor_statements_authenticated'");
+        open();
+        CHECK(log->take_problems().empty());
+        REQUIRE(log->flush());
+        close();
+        gdpr::sqlite_db again(path, gdpr::sqlite_db::read_only);
+        const auto restated = gdpr::verify_audit_trail(again, {}, 20, 0, keys.get());
+        CHECK(restated.intact());
+        REQUIRE(restated.anchor_authenticated);
+        CHECK(*restated.anchor_authenticated);
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "anchors the broker states are authenticated, also one an earlier version stated",
+                 "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 3; ++i) publish({"alice"}, "old", old, 7);
+    publish({"bob"}, "kept");
+    REQUIRE(log->flush());
+    log->sweep(now_ms() + 400 * DAY_MS);
+    REQUIRE(log->flush());
+    close();
+    auto keyed = [&] {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        return gdpr::verify_audit_trail(db, {}, 20, now_ms() + 400 * DAY_MS, keys.get());
+    };
+    auto rep = keyed();
+    REQUIRE(rep.anchor_seq);
+    CHECK(rep.intact());
+    REQUIRE(rep.anchor_authenticated);
+    CHECK(*rep.anchor_authenticated);
+    // Another key file is refused rather than reported as a forgery.
+    {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        const gdpr::audit_keys other(std::string(32, 'o'));
+        CHECK_THROWS_WITH(gdpr::verify_audit_trail(db, {}, 20, 0, &other), Catch::Contains("not the one"));
+    }
+    // The next start restates it, authenticated too.
+    open();
+    CHECK(log->take_problems().empty());
+    REQUIRE(log->flush());
+    close();
+    rep = keyed();
+    CHECK(rep.intact());
+    REQUIRE(rep.anchor_authenticated);
+    CHECK(*rep.anchor_authenticated);
+}
+
 TEST_CASE_METHOD(trail_fixture, "the sweeper does not move the anchor over rows removed by hand", "[audit][retention]") {
     open();
     const std::int64_t old = now_ms() - 10 * DAY_MS;
@@ -574,6 +721,56 @@ TEST_CASE_METHOD(trail_fixture, "a large sweep runs in steps, and each step that
     CHECK(*rep.anchor_seq == 12001);
     CHECK(rep.tombstones == 0);
     CHECK(count_kind("retention") == 3);  // anchors 5000, 10000, 12001: at most 5000 rows go per step
+}
+
+TEST_CASE_METHOD(trail_fixture, "a tombstone given content again by hand is reported, whichever column holds it",
+                 "[audit][retention]") {
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    publish({"alice"}, "old", old, 7);
+    publish({"alice"}, "new");
+    REQUIRE(log->flush());
+    log->sweep(now_ms());
+    REQUIRE(log->flush());
+    close();
+    REQUIRE(verify().intact());
+    REQUIRE(verify().tombstones == 1);
+    for (const char* column : {"schema = 'Erika Mustermann +49 170 1234567'", "session = 42", "client_id = 'car-1'"}) {
+        INFO(column);
+        tamper(std::string("UPDATE audit_records SET ") + column + " WHERE digest IS NOT NULL");
+        const auto rep = verify();
+        REQUIRE_FALSE(rep.intact());
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("tombstone still holds content"));
+        tamper("UPDATE audit_records SET schema = NULL, session = NULL, client_id = NULL WHERE digest IS NOT NULL");
+        REQUIRE(verify().intact());
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "record numbers no writer gives are reported by verify and refused by the writer", "[audit]") {
+    open();
+    for (int i = 0; i < 3; ++i) publish({"alice"}, std::to_string(i));
+    REQUIRE(log->flush());
+    close();
+    const std::string largest = std::to_string(std::numeric_limits<std::int64_t>::max());
+    SECTION("the last record") {
+        tamper("UPDATE audit_records SET seq = " + largest + " WHERE seq = (SELECT MAX(seq) FROM audit_records)");
+        const auto rep = verify();
+        REQUIRE_FALSE(rep.intact());
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("out of range"));
+        CHECK_THROWS_WITH(open(), Catch::Contains("edited by hand"));
+    }
+    SECTION("the anchor") {
+        tamper("INSERT OR REPLACE INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, " + largest + ", zeroblob(32), 0)");
+        const auto rep = verify();
+        REQUIRE_FALSE(rep.intact());
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("no trail can reach"));
+        // The rows after an impossible anchor are still checked from the start.
+        CHECK(rep.records == 4);
+    }
+    SECTION("the nonce epoch") {
+        tamper("UPDATE audit_meta SET value = -5 WHERE key = 'nonce_epoch'");
+        CHECK_THROWS_WITH(open(), Catch::Contains("nonce epoch is negative"));
+    }
 }
 
 TEST_CASE_METHOD(trail_fixture, "records cut off the end are reported, and numbering goes on after them", "[audit]") {
@@ -1048,7 +1245,7 @@ TEST_CASE_METHOD(trail_fixture, "a version 1 trail is upgraded on open and sweep
            "UPDATE audit_meta SET value = 1 WHERE key = 'schema_version';");
 
     open();
-    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'schema_version'") == 2);
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'schema_version'") == 3);
     CHECK(scalar("SELECT count(*) FROM sqlite_master WHERE name = 'audit_records_expiry'") == 0);
     log->sweep(now_ms());
     REQUIRE(log->flush());
@@ -1063,8 +1260,8 @@ TEST_CASE_METHOD(trail_fixture, "a version 1 trail is upgraded on open and sweep
 TEST_CASE_METHOD(trail_fixture, "a trail of a newer version is refused with its version named", "[audit]") {
     open();
     close();
-    tamper("UPDATE audit_meta SET value = 3 WHERE key = 'schema_version'");
-    CHECK_THROWS_WITH(open(), Catch::Contains("version 3") && Catch::Contains("reads version 2"));
+    tamper("UPDATE audit_meta SET value = 4 WHERE key = 'schema_version'");
+    CHECK_THROWS_WITH(open(), Catch::Contains("version 4") && Catch::Contains("reads version 3"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle of its hour is removed once a newer record states the anchor",

@@ -150,7 +150,22 @@ TEST_CASE("bad residency files are refused naming the problem", "[residency]") {
     CHECK_THAT(load_error(R"({"regions":["eu"],"defaultRegion":"eu"})", set),
                Catch::Contains("schema us-orders@1 (inline.json) declares residency \"us\", which is not one of \"regions\""));
     CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":"/nonexistent/m.conf"})", set),
-               Catch::Contains("/nonexistent/m.conf: cannot be opened"));
+               Catch::Contains("/nonexistent/m.conf: does not exist"));
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":"/tmp"})", set),
+               Catch::Contains("/tmp: is not a regular file"));
+    // A shared subscription's group prefix would match no topic a schema covers: it would guard nothing.
+    CHECK_THAT(load_error(R"({"regions":["eu","us"],"defaultRegion":"eu","bridges":[{"name":"b","region":"us","topics":["$share/g/fleet/#"]}]})", set),
+               Catch::Contains("without \"$share/<group>/\""));
+}
+
+TEST_CASE("a brokerConfig that configures no bridge is noted: it may be the wrong file", "[residency]") {
+    const auto set = schemas();
+    test_support::temp_dir dir;
+    dir.write("mosquitto.conf", "listener 1883\n");
+    const auto r = gdpr::residency_rules::from_json_text(R"({"regions":["eu","us"],"defaultRegion":"eu","brokerConfig":"mosquitto.conf"})",
+                                                         set, "residency.json", dir.path().string());
+    const auto lint = r.lint(set);
+    CHECK(std::any_of(lint.begin(), lint.end(), [](const std::string& l) { return l.find("configures no bridge") != std::string::npos; }));
 }
 
 TEST_CASE("bridge sections of mosquitto.conf: outbound topics with their local prefixes", "[residency]") {

@@ -34,6 +34,11 @@ TEST_CASE("field paths are JSON pointers with * wildcards", "[schema]") {
     CHECK_FALSE(gdpr::parse_field_path("/a~", p).empty());
 }
 
+TEST_CASE("a pointer token names an array element only as RFC 6901 writes an index", "[schema]") {
+    for (const char* index : {"0", "7", "10", "123456789"}) CHECK(gdpr::is_array_index_token(index));
+    for (const char* member : {"", "01", "00", "-1", "1a", " 1", "*", "-"}) CHECK_FALSE(gdpr::is_array_index_token(member));
+}
+
 TEST_CASE("a full schema loads into the model", "[schema]") {
     const auto s = make_schema(R"({
       "id": "veh", "version": 3, "description": "d", "topics": ["fleet/+/vehicle/+/telemetry", "fleet/+/legacy"],

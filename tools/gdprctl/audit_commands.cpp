@@ -1,21 +1,27 @@
 // Offline commands: they read the plugin's database directly (read-only), with or without the
 // broker running, or the definition files.
 //
-//   gdprctl verify <db>                                  exit 0 intact, 6 broken, 7 intact with declared gaps
+//   gdprctl verify <db> [--key-file K]                   exit 0 intact, 6 broken, 7 intact with declared gaps
 //   gdprctl export <db> --subject S --key-file K [--output FILE]    GDPR Art. 15, 20
 //   gdprctl report <db> [--json]
 //   gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]   GDPR Art. 30
 #include "audit_commands.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <initializer_list>
+#include <string_view>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -75,13 +81,22 @@ bool parse_flags(const std::vector<std::string>& args, std::size_t from, const s
     return true;
 }
 
-int verify(const std::string& path) {
+int verify(const std::string& path, const std::map<std::string, std::string>& flags) {
+    std::unique_ptr<gdpr::audit_keys> keys;
+    if (auto it = flags.find("--key-file"); it != flags.end()) {
+        const gdpr::wiped_string secret = gdpr::read_secret_file("--key-file", it->second, 32);
+        keys = std::make_unique<gdpr::audit_keys>(secret);
+    }
     gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
     const bool tty = ::isatty(STDERR_FILENO);
-    const auto report = gdpr::verify_audit_trail(db, [&](std::uint64_t done, std::uint64_t total) {
-        if (tty && total > 0) std::fprintf(stderr, "\rverifying: %llu / %llu records", static_cast<unsigned long long>(done),
-                                           static_cast<unsigned long long>(total));
-    });
+    const auto report = gdpr::verify_audit_trail(
+        db,
+        [&](std::uint64_t done, std::uint64_t total) {
+            if (tty && total > 0)
+                std::fprintf(stderr, "\rverifying: %llu / %llu records", static_cast<unsigned long long>(done),
+                             static_cast<unsigned long long>(total));
+        },
+        20, 0, keys.get());
     if (tty) std::fprintf(stderr, "\n");
     std::cout << "records: " << report.records;
     if (report.records) std::cout << " (seq " << report.first_seq << ".." << report.last_seq << ")";
@@ -89,7 +104,13 @@ int verify(const std::string& path) {
     if (report.anchor_seq)
         std::cout << "chain anchored at seq " << *report.anchor_seq << " (earlier records removed by retention; "
                   << (report.anchor_confirmed ? "confirmed by a retention record" : "no live retention record names it")
+                  << (!report.anchor_authenticated ? ""
+                      : *report.anchor_authenticated ? ", authenticated by the key file"
+                                                     : ", NOT authenticated by the key file")
                   << ")\n";
+    if (report.anchor_seq && !keys)
+        std::cout << "NOTE: give --key-file to check that the broker wrote the record stating the anchor (anyone able "
+                     "to write the file could append one)\n";
     std::cout << "head hash: " << report.head_hash << "\n";
     for (const auto& p : report.problems) std::cout << "PROBLEM at seq " << p.seq << ": " << p.what << "\n";
     for (const auto& g : report.gaps)
@@ -115,6 +136,29 @@ int verify(const std::string& path) {
     return EXIT_OK;
 }
 
+// The export holds personal data: it goes to a new file, mode 0600 from the first byte, that
+// replaces `path` whole once written. A file already there keeps neither its mode nor its
+// contents, a symbolic link there is replaced rather than followed, and a failed write leaves
+// nothing behind.
+std::string write_private_file(const std::string& path, std::initializer_list<std::string_view> parts) {
+    std::string temporary = path + ".XXXXXX";
+    const int fd = ::mkstemp(temporary.data());  // O_EXCL, mode 0600
+    if (fd < 0) return std::strerror(errno);
+    std::string problem;
+    for (const std::string_view text : parts) {
+        for (std::size_t done = 0; done < text.size() && problem.empty();) {
+            const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+            if (n < 0 && errno != EINTR) problem = std::strerror(errno);
+            if (n > 0) done += static_cast<std::size_t>(n);
+        }
+    }
+    if (problem.empty() && ::fsync(fd) != 0) problem = std::strerror(errno);
+    if (::close(fd) != 0 && problem.empty()) problem = std::strerror(errno);
+    if (problem.empty() && ::rename(temporary.c_str(), path.c_str()) != 0) problem = std::strerror(errno);
+    if (!problem.empty()) ::unlink(temporary.c_str());
+    return problem;
+}
+
 int export_subject(const std::string& path, const std::map<std::string, std::string>& flags) {
     if (!flags.count("--subject")) return usage("export needs --subject");
     if (!flags.count("--key-file")) return usage("export needs --key-file (the plugin's audit_key_file)");
@@ -136,13 +180,9 @@ int export_subject(const std::string& path, const std::map<std::string, std::str
         ~wipe_on_return() { OPENSSL_cleanse(text.data(), text.size()); }
     } wipe{doc};
     if (auto it = flags.find("--output"); it != flags.end()) {
-        // The export holds personal data: private from the first byte.
-        const mode_t old = ::umask(077);
-        std::ofstream out(it->second, std::ios::binary | std::ios::trunc);
-        ::umask(old);
-        out << doc << "\n";
-        if (!out) {
-            std::cerr << "gdprctl: cannot write " << it->second << "\n";
+        // The newline is written on its own: appending it would move the document, leaving a copy unwiped.
+        if (const std::string problem = write_private_file(it->second, {doc, "\n"}); !problem.empty()) {
+            std::cerr << "gdprctl: cannot write " << it->second << ": " << problem << "\n";
             return EXIT_INTERNAL;
         }
     } else {
@@ -213,8 +253,8 @@ int run_offline(const std::vector<std::string>& args) {
             return EXIT_INTERNAL;
         }
         if (cmd == "verify") {
-            if (args.size() != 2) return usage("verify takes only the database path");
-            return verify(path);
+            if (!parse_flags(args, 2, {"--key-file"}, {}, flags, problem)) return usage(problem);
+            return verify(path, flags);
         }
         if (cmd == "export") {
             if (!parse_flags(args, 2, {"--subject", "--key-file", "--output"}, {}, flags, problem)) return usage(problem);

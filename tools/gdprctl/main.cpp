@@ -10,7 +10,7 @@
 //   gdprctl [connection options] erasure status <id> | erasure list
 //   gdprctl [connection options] schemas reload [--allow-removals] [--allow-basis-changes] [--allow-transfer-changes]
 //   gdprctl [connection options] processing-record
-//   gdprctl verify <db> | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
+//   gdprctl verify <db> [--key-file K] | export <db> --subject S --key-file K | report <db>   (offline, audit_commands.cpp)
 //   gdprctl processing-record --schemas DIR [--purposes F] [--residency F] [--details F]  (offline, audit_commands.cpp)
 //
 // Exit status: 0 success, 1 the broker refused the command, 2 usage error, 3 cannot connect,
@@ -70,7 +70,8 @@ commands:
                       recording; prints JSON)
 
 offline, on the plugin's database file (no broker needed):
-  verify <database>                      check the audit trail's hash chain and sequence
+  verify <database> [--key-file FILE]    check the audit trail's hash chain and sequence (with the key
+                                         file: also that the broker wrote the anchor's statement)
   export <database> --subject S --key-file FILE [--output FILE]
                                          everything recorded about a subject, decrypted
   report <database> [--json]             record counts per day, kind, schema and refusal reason

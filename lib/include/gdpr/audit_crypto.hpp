@@ -41,6 +41,11 @@ public:
     // that a different key file is refused at start-up).
     std::string key_check() const;
 
+    // Authenticates a record's statement of the chain's anchor (records up to `seq` removed, the
+    // last one's hash `hash`): 64 hex digits. The chain's SHA-256 links need no key, so anyone
+    // could append a statement that vouches for an anchor moved over records deleted by hand.
+    std::string anchor_mac(std::int64_t seq, std::string_view hash) const;
+
     // A fresh random data key, and its wrapped form (nonce || ciphertext || tag) bound to `ref`.
     data_key new_data_key() const;
     std::string wrap(const data_key& key, std::string_view ref) const;
@@ -53,6 +58,7 @@ public:
 
 private:
     data_key wrapping_key_{};
+    data_key anchor_key_{};
     std::string check_;
     // One keyed context for wrapping and unwrapping, shared under a lock (keys are wrapped once
     // per new subject: often enough that a context per call shows).

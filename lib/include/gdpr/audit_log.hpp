@@ -61,7 +61,7 @@ struct audit_stats {
 
 class audit_log {
 public:
-    static constexpr int SCHEMA_VERSION = 2;  // opens version 1 and upgrades it
+    static constexpr int SCHEMA_VERSION = 3;  // opens versions 1 and 2 and upgrades them
 
     // Opens (creating when missing) the trail in the database at options.path, reserves a nonce
     // epoch, records `writer_started` and starts the writer. Throws storage_error.
@@ -182,6 +182,7 @@ private:
     std::int64_t anchor_seq_ = 0;
     std::string anchor_hash_;
     bool anchor_unstated_ = false;  // the anchor found at open is stated by no live record
+    bool anchor_disputed_ = false;  // ... or by a statement the key file does not authenticate
     std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
     // Expired statements that a sweep had to pass over while each was the newest: their expiry
     // groups have moved past them, so later sweeps remove them by seq (kept in audit_meta).

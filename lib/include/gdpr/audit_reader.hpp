@@ -37,6 +37,9 @@ struct verify_report {
     std::string head_hash;                    // hex; note it down to detect a rewritten chain later
     std::optional<std::int64_t> anchor_seq;   // records up to here were removed by retention
     bool anchor_confirmed = false;            // a live retention record names this anchor
+    // With the key file: whether that statement is the broker's (audit_keys::anchor_mac). Without
+    // it, anyone able to write the file could have appended it.
+    std::optional<bool> anchor_authenticated;
     std::vector<verify_problem> problems;     // edits, deletions, broken links
     std::vector<std::pair<std::int64_t, std::uint64_t>> gaps;  // (seq of gap record, records dropped)
     // Subjects whose sealed data has no data key and no key_shredded record that says why, while
@@ -56,8 +59,9 @@ struct verify_report {
 };
 
 // `progress(done, total)` is called now and then. Stops collecting after `max_problems`.
+// With `keys` (the audit key file's), the statement of the anchor is authenticated too.
 verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress = {},
-                                 std::size_t max_problems = 20, std::int64_t now_ms = 0);
+                                 std::size_t max_problems = 20, std::int64_t now_ms = 0, const audit_keys* keys = nullptr);
 
 struct export_options {
     std::size_t max_bytes = 0;                   // 0: no limit; else export_error past about this size

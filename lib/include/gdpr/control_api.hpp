@@ -62,8 +62,9 @@ public:
 
     // Handles one control message. Its commands run in order, each after the previous one's change
     // is durable. `reply` is called exactly once, on the broker thread, possibly later (from
-    // consent_store::drain).
-    void handle(const requester& who, std::string_view payload, reply_fn reply);
+    // consent_store::drain). `export_refusal`: why this connection may not receive a subject's
+    // export (its region may not receive data resident in another, GDPR Art. 44); empty when it may.
+    void handle(const requester& who, std::string_view payload, reply_fn reply, std::string export_refusal = {});
 
     std::uint64_t refused_requests() const { return refused_requests_; }
     // eraseSubject, getErasure and listErasures answer only with a manager attached.

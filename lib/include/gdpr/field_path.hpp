@@ -16,4 +16,8 @@ struct field_path {
 // unspecified). The whole-document pointer "" is rejected: a rule must name a member.
 std::string parse_field_path(std::string_view pointer, field_path& out);
 
+// RFC 6901: a token names an array element only as "0" or as digits without a leading zero
+// ("01" can only name an object member).
+bool is_array_index_token(std::string_view token);
+
 } // namespace gdpr
