@@ -35,7 +35,9 @@ bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(
 // $CONTROL/gdpr/v1 (the plugin answers non-operators with an error and records the attempt), only
 // operators may subscribe to or receive anything under $CONTROL/gdpr/.
 decision check_control_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {
-    if (acl.access == MOSQ_ACL_WRITE) return topic == gdpr::CONTROL_TOPIC ? decision::allow : decision::deny;
+    // A retained publish there would be a will (the broker keeps no command): refused, so that it
+    // does not sit in the retained store and the persistence file, unfiltered.
+    if (acl.access == MOSQ_ACL_WRITE) return topic == gdpr::CONTROL_TOPIC && !acl.retain ? decision::allow : decision::deny;
     // Commands go to the plugin, never to subscribers: what would be delivered on the command topic
     // is a will (retained, if so flagged), which the broker does not hand to the plugin.
     if (acl.access == MOSQ_ACL_READ && topic == gdpr::CONTROL_TOPIC) return decision::deny;

@@ -38,7 +38,13 @@ void send_due_answers(plugin_context& ctx) {
     if (ctx.answers_due.empty()) return;
     auto due = std::move(ctx.answers_due);
     ctx.answers_due.clear();
-    for (const auto& a : due) send_answer(ctx, a);
+    for (const auto& a : due) {
+        try {
+            send_answer(ctx, a);
+        } catch (const std::exception& e) {  // the others still go out
+            log_internal_error(ctx, "while sending a control answer", e.what());
+        }
+    }
 }
 
 int on_control(int, void* event_data, void* userdata) {

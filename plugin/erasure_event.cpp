@@ -45,7 +45,6 @@ gdpr::erasure_effects effects_for(plugin_context& ctx, const key_file_bytes& key
         fx.is_connected = [&ctx](const std::string& client_id) { return ctx.live_by_client_id.count(client_id) > 0; };
     }
     fx.pseudonym = [&ctx](const std::string& subject) { return ctx.engine->pseudonym_of(subject); };
-    fx.recipients_see_ids = [&ctx] { return ctx.engine->shows_subject_ids(); };
     fx.send = [&ctx](const std::string& client_id, const std::string& topic, const std::string& payload) {
         // Addressed to the client itself: no subscription is needed and nobody else receives it.
         if (mosquitto_broker_publish_copy(client_id.c_str(), topic.c_str(), static_cast<int>(payload.size()),

@@ -52,7 +52,11 @@ void open_residency(plugin_context& ctx) {
     for (const auto& b : rules.bridges())
         bridges += (bridges.empty() ? "" : ", ") + b.name + " -> " + rules.region_name(b.region);
     ctx.log.notice("residency from " + ctx.options.residency_file + ": " + std::to_string(rules.region_count()) +
-                   " regions, unplaced clients in " + rules.region_name(rules.default_region()) + ", " +
+                   " regions, unplaced clients " +
+                   (rules.default_region() == gdpr::residency_rules::NO_REGION
+                        ? std::string("in no region (they receive no resident personal data)")
+                        : "in " + rules.region_name(rules.default_region())) +
+                   ", " +
                    std::to_string(rules.bridges().size()) + " bridges" + (bridges.empty() ? "" : " (" + bridges + ")"));
     ctx.residency = std::make_unique<gdpr::residency_guard>(std::move(rules));
     ctx.control->attach_residency(ctx.residency.get());

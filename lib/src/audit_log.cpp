@@ -74,6 +74,7 @@ struct anchor_statement {
     std::int64_t seq = 0;  // 0: no anchor stated
     std::string hash;
     std::string mac;  // audit_keys::anchor_mac, in statements written since they are authenticated
+    bool disputed = false;  // a writer found the anchor it states not authenticated
 };
 
 anchor_statement parse_statement(const std::string& detail) {
@@ -89,6 +90,7 @@ anchor_statement parse_statement(const std::string& detail) {
     a.seq = seq->get<std::int64_t>();
     a.hash = *bytes;
     if (const auto mac = d.find("anchor_mac"); mac != d.end() && mac->is_string()) a.mac = mac->get<std::string>();
+    a.disputed = d.contains("anchor_disputed");
     return a;
 }
 
@@ -109,7 +111,7 @@ anchor_statement stated_anchor(sqlite_db& db, bool has_anchor) {
         q.reset();
         if (a.found) return a;
     }
-    if (!has_anchor) return {true, 0, {}, {}};  // nothing to vouch for
+    if (!has_anchor) return {true, 0, {}, {}, false};  // nothing to vouch for
     auto& scan = db.cached("SELECT seq, detail FROM audit_records WHERE kind IN ('retention', 'writer_started')"
                            " AND digest IS NULL AND detail LIKE '%\"anchor_seq\"%' ORDER BY seq DESC LIMIT 1");
     anchor_statement a;
@@ -249,17 +251,31 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         // With no anchor there is nothing an older writer stated: any statement from here on is this version's.
         if (!statements_authenticated && log->anchor_seq_ == 0 && stated.seq == 0)
             put_meta(db, "anchor_statements_authenticated", 1);
-        const bool forged = statements_authenticated && stated.found && stated.seq > 0 &&
-                            stated.mac != log->keys_->anchor_mac(stated.seq, stated.hash);
+        // Taken without authentication: said so in the trail (verify notes it), since the marker
+        // that would have refused it lives beside the chain, where anyone can remove it.
+        log->anchor_inherited_ = !statements_authenticated && stated.found && stated.seq > 0;
+        // Once statements are authenticated, an anchor that no live record states is in question too:
+        // the statement may have been removed (or left to expire) so as not to be checked.
+        const bool forged = (stated.found && stated.seq > 0 &&
+                             (stated.disputed || (statements_authenticated &&
+                                                  stated.mac != log->keys_->anchor_mac(stated.seq, stated.hash)))) ||
+                            (!stated.found && statements_authenticated);
         if (forged) {
-            // Restating it would vouch for it with the key; the writer disputes it instead, and
-            // verify reports that the anchor is not stated by the trail itself.
-            log->problems_.push_back("the record that states the audit trail's anchor (records up to seq " +
-                                     std::to_string(stated.seq) +
-                                     " removed) is not authenticated by the audit key file: it may have been written "
-                                     "by hand to hide records removed before it (run gdprctl verify --key-file)");
-            log->anchor_unstated_ = true;
+            // Restating it would vouch for it with the key; the writer states it disputed instead
+            // (and so does every later statement of an anchor moved on from it), and verify reports it.
+            log->problems_.push_back("the audit trail's anchor (records up to seq " + std::to_string(log->anchor_seq_) +
+                                     " removed) is " + (stated.found ? "stated by a record that is" : "stated by no record, and") +
+                                     " not authenticated by the audit key file: records before it may have been "
+                                     "removed by hand (run gdprctl verify --key-file)");
             log->anchor_disputed_ = true;
+            if (stated.found && (stated.seq != log->anchor_seq_ || stated.hash != log->anchor_hash_)) {
+                // The anchor the trail states, disputed or not, is the one kept (as below).
+                put_anchor(db, stated.seq, stated.hash, wall_ms());
+                log->anchor_seq_ = stated.seq;
+                log->anchor_hash_ = stated.hash;
+                log->next_seq_ = seq_after(log->anchor_seq_, "stated anchor");
+                log->head_ = hash_of(log->anchor_hash_);
+            }
         } else if (!stated.found) {
             // No live record states any anchor: the anchor is kept (it may be an older trail's), but
             // neither restated nor confirmed until the sweeper moves it.
@@ -313,13 +329,18 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     nlohmann::json started_detail{{"nonce_epoch", log->nonce_epoch_},
                                   {"previous_seq", log->next_seq_ - 1},
                                   {"previous_hash", to_hex(log->head_)}};
-    const bool states_anchor = log->anchor_seq_ > 0 && !log->anchor_unstated_;
+    const bool states_anchor = log->anchor_seq_ > 0 && (!log->anchor_unstated_ || log->anchor_disputed_);
     if (states_anchor) {
         started_detail["anchor_seq"] = log->anchor_seq_;
         started_detail["anchor_hash"] = to_hex(log->anchor_hash_);
-        started_detail["anchor_mac"] = log->keys_->anchor_mac(log->anchor_seq_, log->anchor_hash_);
-    } else if (log->anchor_disputed_) {
-        started_detail["anchor_disputed"] = "the statement of the anchor is not authenticated by the audit key file";
+        if (log->anchor_disputed_) {
+            started_detail["anchor_disputed"] = "the statement of the anchor is not authenticated by the audit key file";
+        } else {
+            started_detail["anchor_mac"] = log->keys_->anchor_mac(log->anchor_seq_, log->anchor_hash_);
+            if (log->anchor_inherited_)
+                started_detail["anchor_inherited"] = "stated before without authentication (an upgrade from trail "
+                                                     "version 2, or the audit_meta marker removed by hand)";
+        }
     }
     started.detail = started_detail.dump();
     const std::int64_t started_seq = log->append(std::move(started));
@@ -1057,7 +1078,7 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
         anchor_hash_ = anchor_hash;
         anchor_unstated_ = false;  // a move over rows the trail holds: stated from now on
     }
-    if (anchor_seq_ > 0 && !anchor_unstated_) {
+    if (anchor_seq_ > 0 && (!anchor_unstated_ || anchor_disputed_)) {
         detail["anchor_seq"] = anchor_seq_;
         detail["anchor_hash"] = to_hex(anchor_hash_);
         // An anchor moved on from a disputed one is not vouched for either: the records removed

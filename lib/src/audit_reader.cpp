@@ -106,6 +106,8 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     std::string restated_hash;
     std::string restated_mac;
     std::string anchor_hash;
+    std::uint64_t disputes = 0;
+    std::int64_t first_dispute = 0;
     auto add_problem = [&](std::int64_t seq, std::string what) {
         if (rep.problems.size() < max_problems) rep.problems.push_back({seq, std::move(what)});
     };
@@ -202,13 +204,20 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
                 restated_hash = hash != d.end() && hash->is_string() ? hash->get<std::string>() : std::string();
                 restated_mac = mac != d.end() && mac->is_string() ? mac->get<std::string>() : std::string();
             }
-            if (r.kind != "gap" && d.is_object() && d.contains("anchor_disputed"))
-                add_problem(r.seq, "the broker found the statement of the chain's anchor not authenticated by the audit "
-                                   "key file: records before the anchor may have been removed by hand");
+            // One problem for them all (each start and sweep adds one): reported at the end.
+            if (r.kind != "gap" && d.is_object() && d.contains("anchor_disputed")) {
+                if (disputes++ == 0) first_dispute = r.seq;
+            }
+            if (r.kind == "writer_started" && d.is_object() && d.contains("anchor_inherited"))
+                rep.anchor_inherited.push_back(r.seq);
         }
         if (progress && rep.records % 100000 == 0) progress(rep.records, total);
     }
     if (progress) progress(rep.records, total);
+    if (disputes > 0)
+        add_problem(first_dispute, std::to_string(disputes) + " record(s) from here on say the broker found the statement "
+                                   "of the chain's anchor not authenticated by the audit key file: records before the "
+                                   "anchor may have been removed by hand");
     rep.head_hash = to_hex(prev);
     if (statement_overdue) --rep.overdue;
     rep.first_overdue_seq = rep.overdue == 0 ? 0 : first_overdue[first_overdue[0] == statement_seq && statement_overdue ? 1 : 0];

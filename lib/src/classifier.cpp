@@ -194,16 +194,6 @@ std::vector<std::string> classifier::subjects_of(const schema& s, std::string_vi
     return subjects;
 }
 
-bool classifier::shows_subject_ids() const {
-    for (const auto& s : schemas_.schemas) {
-        if (s.subject.kind == subject_kind::topic_level) return true;
-        if (s.subject.kind != subject_kind::field) continue;
-        const field_rule* rule = rule_covering(s, s.subject.pointer_tokens);
-        if (rule ? rule->action == field_action::keep : s.unclassified == unclassified_policy::keep) return true;
-    }
-    return false;
-}
-
 bool classifier::pseudonymises_consent_subject() const {
     for (const auto& s : schemas_.schemas) {
         if (!s.needs_consent || s.subject.kind != subject_kind::field) continue;

@@ -57,7 +57,8 @@ struct control_api::pending_reply {
     // the reply in place of responses[export_index]["data"].
     std::string export_data;
     std::size_t export_index = SIZE_MAX;
-    std::string export_refusal;  // requester::export_refusal
+    std::string export_refusal;  // see control_api::handle
+    std::size_t answer_bytes = 0;  // of the responses before `next`
     control_api::reply_fn reply;
 };
 
@@ -273,6 +274,23 @@ void control_api::cancel_exports() {
 void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
     while (pending->next < pending->commands.size()) {
         const std::size_t i = pending->next++;
+        // The previous command has finished: its response is final.
+        if (i > 0) pending->answer_bytes += text_of(pending->responses[i - 1]).size();
+        if (pending->answer_bytes + pending->export_data.size() > max_answer_bytes_) {
+            const json& cmd = pending->commands[i];
+            json response{{"command", cmd.is_object() && cmd.contains("command") && cmd["command"].is_string()
+                                          ? cmd["command"].get<std::string>()
+                                          : std::string()}};
+            if (cmd.is_object() && cmd.contains("correlationData")) {
+                const json& c = cmd["correlationData"];
+                if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number_integer())
+                    response["correlationData"] = c;
+            }
+            response["error"] = "not run: the answer to this message is already larger than " +
+                                std::to_string(max_answer_bytes_) + " bytes; send the remaining commands separately";
+            pending->responses[i] = std::move(response);
+            continue;
+        }
         if (!run_command(pending, i)) return;  // resumed from the command's completion
     }
     command_outcomes outcomes;

@@ -578,8 +578,7 @@ void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t n
     }
     std::string command = "{\"requestId\":";
     append_json_string(command, r.id);
-    if ((t.roles & role_publisher) || !effects_.recipients_see_ids || effects_.recipients_see_ids())
-        append_member(command, "subject", r.subject);
+    append_member(command, "subject", r.subject);
     if (effects_.pseudonym) {
         if (r.pseudonym.empty()) r.pseudonym = effects_.pseudonym(r.subject);
         if (!r.pseudonym.empty()) append_member(command, "pseudonym", r.pseudonym);

@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "gdpr/control_api.hpp"
 #include "gdpr/erasure.hpp"
 #include "gdpr/errors.hpp"
 
@@ -132,6 +133,8 @@ plugin_options parse_plugin_options(const std::vector<std::pair<std::string, std
         } else if (key == "alert_topic") {
             if (value.find_first_of("+#") != std::string::npos || value.find('\0') != std::string::npos)
                 throw config_error(key, "a topic to publish to cannot contain '+' or '#'");
+            if (value == CONTROL_TOPIC || value == CONTROL_RESPONSE_TOPIC)
+                throw config_error(key, "'" + value + "' is the control API's own topic: nothing published there reaches operators");
             o.alert_topic = value;
         } else if (key == "erase_topic") {
             try {

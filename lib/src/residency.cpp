@@ -193,8 +193,12 @@ residency_rules residency_rules::from_json_text(std::string_view text, const sch
     }
 
     const auto def = doc.find("defaultRegion");
-    if (def == doc.end()) fail(source, "\"defaultRegion\" is required: the region of clients no rule places");
-    r.default_region_ = region_named(*def, "defaultRegion");
+    if (def == doc.end())
+        fail(source, "\"defaultRegion\" is required: the region of clients no rule places (null: none, so that they "
+                     "receive no resident personal data)");
+    // null fails closed: a client no rule places (say, one whose client id or address is new)
+    // receives no resident personal data.
+    r.default_region_ = def->is_null() ? NO_REGION : region_named(*def, "defaultRegion");
 
     if (auto c = doc.find("clients"); c != doc.end()) {
         if (!c->is_array()) fail(source, "\"clients\" must be an array of placement rules");

@@ -94,6 +94,10 @@ def shipped_example(format_file, example_file):
 vr, residency = shipped_example("residency.schema.json", "residency.json")
 rejects("residency: no defaultRegion", lambda d: d.pop("defaultRegion"), vr, residency)
 rejects("residency: a region in capitals", lambda d: d.update(regions=["EU"]), vr, residency)
+rejects("residency: a default region that is no region name", lambda d: d.update(defaultRegion=""), vr, residency)
+unplaced_nowhere = dict(residency, defaultRegion=None)
+check("residency: a null defaultRegion (unplaced clients in no region) is accepted",
+      not list(vr.iter_errors(unplaced_nowhere)))
 rejects("residency: a placement rule with only a region", lambda d: d["clients"].append({"region": "eu"}), vr, residency)
 rejects("residency: placement by listener", lambda d: d["clients"].append({"listener": 1884, "region": "eu"}), vr, residency)
 rejects("residency: a bridge without region", lambda d: d["bridges"][0].pop("region"), vr, residency)

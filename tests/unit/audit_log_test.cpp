@@ -526,9 +526,13 @@ TEST_CASE_METHOD(trail_fixture, "retention removes expired content and leaves a 
         close();
         rep = verify(now_ms() + 400 * DAY_MS);
         REQUIRE(rep.anchor_seq);
-        CHECK_FALSE(rep.anchor_confirmed);
+        // Stated since only as disputed: reported with or without the key, never authenticated.
         REQUIRE_FALSE(rep.problems.empty());
-        CHECK_THAT(rep.problems[0].what, Catch::Contains("not stated by the trail"));
+        CHECK_THAT(rep.problems[0].what, Catch::Contains("not authenticated by the audit key file"));
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        const auto keyed = gdpr::verify_audit_trail(db, {}, 20, now_ms() + 400 * DAY_MS, keys.get());
+        REQUIRE(keyed.anchor_authenticated);
+        CHECK_FALSE(*keyed.anchor_authenticated);
     }
 }
 
@@ -550,16 +554,19 @@ TEST_CASE_METHOD(trail_fixture, "an anchor written by hand into a trail that nev
     }
     CHECK_FALSE(verify().intact());
     open();
-    CHECK_THAT(log->take_problems().at(0), Catch::Contains("no record of the audit trail states its anchor"));
+    CHECK_THAT(log->take_problems().at(0), Catch::Contains("stated by no record"));
     REQUIRE(log->flush());
     close();
-    // Kept (it could be an older trail's), but not restated: verify still reports it.
+    // Kept, but stated only as disputed: verify reports it, and the key file does not vouch for it.
     const auto rep = verify();
     REQUIRE(rep.anchor_seq);
     CHECK(*rep.anchor_seq == 3);
-    CHECK_FALSE(rep.anchor_confirmed);
     REQUIRE_FALSE(rep.problems.empty());
-    CHECK_THAT(rep.problems[0].what, Catch::Contains("not stated by the trail"));
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("not authenticated by the audit key file"));
+    gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+    const auto keyed = gdpr::verify_audit_trail(db, {}, 20, 0, keys.get());
+    REQUIRE(keyed.anchor_authenticated);
+    CHECK_FALSE(*keyed.anchor_authenticated);
 }
 
 TEST_CASE_METHOD(trail_fixture, "records removed from the start behind a forged statement of the anchor are caught with the key file",
@@ -644,6 +651,8 @@ TEST_CASE_METHOD(trail_fixture, "records removed from the start behind a forged 
         CHECK(restated.intact());
         REQUIRE(restated.anchor_authenticated);
         CHECK(*restated.anchor_authenticated);
+        // The chain says so: verify notes every start that took such a statement.
+        CHECK(restated.anchor_inherited == std::vector<std::int64_t>{8});
     }
 }
 

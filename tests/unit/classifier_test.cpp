@@ -312,7 +312,6 @@ TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's c
         gdpr::classifier c(schema_of(R"("subject":{"field":"/id"})", "keep"), gdpr::unmatched_policy::pass, nullptr);
         c.attach_consent(store.get());
         CHECK_FALSE(c.pseudonymises_consent_subject());
-        CHECK(c.shows_subject_ids());  // subscribers get the id itself
         const std::string stored = R"({"id":"A","loc":1,"v":2})";
         CHECK(c.recheck_stored("dev/1/data", stored).outcome == gdpr::stored_consent::still_given);
         store->set_consent("A", "analytics", false, "op", "", nullptr);
@@ -335,7 +334,6 @@ TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's c
                            std::move(ps));
         c.attach_consent(store.get());
         CHECK_FALSE(c.pseudonymises_consent_subject());
-        CHECK_FALSE(c.shows_subject_ids());
         const auto v = c.classify("dev/1/data", R"({"id":{"num":"A"},"loc":1,"v":2})", "dev-1");
         REQUIRE(v.action == gdpr::publish_action::replace);
         const std::string stored = c.filtered();
@@ -350,7 +348,6 @@ TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's c
                            std::move(ps));
         c.attach_consent(store.get());
         CHECK(c.pseudonymises_consent_subject());
-        CHECK_FALSE(c.shows_subject_ids());  // subscribers get the pseudonym only
         REQUIRE(c.classify("dev/1/data", R"({"id":"A","loc":1})").action == gdpr::publish_action::replace);
         const std::string stored = c.filtered();
         REQUIRE(stored == R"({"id":")" + pseudonym_a + R"(","loc":1})");
@@ -372,7 +369,6 @@ TEST_CASE_METHOD(consent_fixture, "a stored message is checked against today's c
     SECTION("topic level") {
         gdpr::classifier c(schema_of(R"("subject":{"topicLevel":1})", "keep"), gdpr::unmatched_policy::pass, nullptr);
         c.attach_consent(store.get());
-        CHECK(c.shows_subject_ids());  // the topic names the subject
         CHECK(c.recheck_stored("dev/A/data", R"({"loc":1})").outcome == gdpr::stored_consent::still_given);
         CHECK(c.recheck_stored("dev/B/data", R"({"loc":1})").outcome == gdpr::stored_consent::withdrawn);
         CHECK(c.rechecked() == "{}");

@@ -133,6 +133,24 @@ TEST_CASE_METHOD(api_fixture, "malformed control messages get one error response
               .find("larger than") != std::string::npos);
 }
 
+TEST_CASE_METHOD(api_fixture, "commands past the answer's size limit are not run but answered with an error",
+                 "[control][hostile]") {
+    api.limit_answer_bytes(300);
+    std::string commands;
+    for (int i = 0; i < 5; ++i)
+        commands += std::string(i ? "," : "") + R"({"command":"getStats","correlationData":)" + std::to_string(i) + "}";
+    const json r = call_as_operator(R"({"commands":[)" + commands + "]}");
+    REQUIRE(r["responses"].size() == 5);
+    CHECK_FALSE(r["responses"][0].contains("error"));  // one answer alone may exceed the limit
+    REQUIRE(r["responses"][0]["data"].dump().size() > 300);
+    for (int i = 1; i < 5; ++i) {
+        INFO(i);
+        CHECK(r["responses"][i]["command"] == "getStats");
+        CHECK(r["responses"][i]["correlationData"] == i);
+        CHECK_THAT(r["responses"][i]["error"].get<std::string>(), Catch::Contains("not run"));
+    }
+}
+
 TEST_CASE_METHOD(api_fixture, "hostile control messages are refused before they can hurt", "[control][hostile]") {
     const std::string deep = R"({"commands":[{"command":"getStats","correlationData":)" + std::string(100000, '[') +
                              std::string(100000, ']') + "}]}";

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <optional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -40,13 +39,11 @@ struct broker_side {
     std::map<std::string, bool> connected;  // unknown clients count as connected
     bool hold_shreds = false;                // the audit writer has not committed the shred yet
     std::vector<std::function<void()>> held_shreds;
-    std::optional<bool> recipients_see_ids;  // unset: the effect is left empty
 
     gdpr::erasure_effects effects() {
         gdpr::erasure_effects fx;
         fx.subject_ref = test_support::keyed_ref;  // a stand-in for the audit trail's reference
         fx.pseudonym = [](const std::string& s) { return "pseudo-" + s; };
-        if (recipients_see_ids) fx.recipients_see_ids = [this] { return *recipients_see_ids; };
         fx.is_connected = [this](const std::string& c) {
             auto it = connected.find(c);
             return it == connected.end() || it->second;
@@ -884,33 +881,6 @@ TEST_CASE("an erasure fans out to every holder, is acknowledged, and ends with a
     CHECK(receipt["plugin"]["keyShredded"] == true);
     CHECK(broker.alerts.empty());
     CHECK(std::find(broker.steps.begin(), broker.steps.end(), "erasure_receipt") != broker.steps.end());
-}
-
-TEST_CASE("a client that only received the subject's data is told the subject's id only where subscribers see ids",
-          "[erasure]") {
-    test_support::temp_dir dir;
-    const auto db = (dir.path() / "gdpr.db").string();
-    auto map = data_map::open(db);
-    int p = 0;
-    map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p);
-    map->delivered("dashboard", "fleet/van-1/telemetry", &p);
-    broker_side broker;
-    const bool shown = GENERATE(false, true);
-    INFO("subscribers see ids: " << shown);
-    broker.recipients_see_ids = shown;
-    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
-    const std::int64_t t0 = 1'700'000'000'000;
-    REQUIRE(start_request(*m, *map, "req-1", "driver-1", t0));
-    m->tick(t0);
-    std::map<std::string, json> to;
-    for (const auto& [client, command] : broker.sent) to[client] = command;
-    REQUIRE(to.size() == 2);
-    // The publisher sent the id itself.
-    CHECK(to["van-1"]["subject"] == "driver-1");
-    // The dashboard got what the schemas let through: where that was a pseudonym, the id would
-    // link what it holds to the person (GDPR Art. 5(1)(c), 25).
-    CHECK(to["dashboard"]["pseudonym"] == "pseudo-driver-1");
-    CHECK(to["dashboard"].contains("subject") == shown);
 }
 
 TEST_CASE("unanswered commands are retried with backoff, offline targets wait, the deadline ends them", "[erasure]") {

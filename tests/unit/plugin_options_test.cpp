@@ -56,6 +56,9 @@ TEST_CASE("bad options name the option at fault", "[config]") {
     CHECK(failing_option({{"schemas", "s"}, {"new_subjects_per_minute", "-1"}}) == "new_subjects_per_minute");
     CHECK(failing_option({{"schemas", "s"}, {"new_subjects_burst", "0"}}) == "new_subjects_burst");
     CHECK(failing_option({{"schemas", "s"}, {"new_subjects_burst", "many"}}) == "new_subjects_burst");
+    // The control API's own topics: alerts published there would reach no operator.
+    CHECK(failing_option({{"schemas", "s"}, {"alert_topic", "$CONTROL/gdpr/v1"}}) == "alert_topic");
+    CHECK(failing_option({{"schemas", "s"}, {"alert_topic", "$CONTROL/gdpr/v1/response"}}) == "alert_topic");
     try {
         gdpr::parse_plugin_options({{"schemas", "s"}, {"unmatched_topics", "drop"}});
         FAIL("no error");

@@ -99,6 +99,29 @@ TEST_CASE("clients are placed by the first matching rule, else the default regio
     CHECK(r.place(who("x", "ops", "", "box.eu.example.org")) == eu);
 }
 
+TEST_CASE("a null default region places unmatched clients nowhere: they receive no resident data", "[residency]") {
+    const auto set = schemas();
+    const auto r = gdpr::residency_rules::from_json_text(
+        R"({"regions":["eu","us"],"transfers":{"us":["eu"]},"defaultRegion":null,
+            "clients":[{"clientId":"eu-*","region":"eu"},{"clientId":"us-*","region":"us"}]})",
+        set);
+    const auto eu = r.region_index("eu"), us = r.region_index("us");
+    CHECK(r.place(who("eu-dashboard")) == eu);
+    CHECK(r.place(who("truck-7")) == gdpr::residency_rules::NO_REGION);
+    CHECK_FALSE(r.may_receive(eu, r.place(who("truck-7"))));
+    CHECK_FALSE(r.may_receive(us, r.place(who("truck-7"))));
+    CHECK(r.may_receive(gdpr::residency_rules::NO_REGION, r.place(who("truck-7"))));  // data no region holds
+    // A reload that gives them a region widens where resident data may go.
+    auto next = gdpr::residency_rules::from_json_text(
+        R"({"regions":["eu","us"],"transfers":{"us":["eu"]},"defaultRegion":"eu",
+            "clients":[{"clientId":"eu-*","region":"eu"},{"clientId":"us-*","region":"us"}]})",
+        set);
+    const auto changes = next.carry_over(r, set, set);
+    CHECK(changes.default_region == "(none) -> eu");
+    CHECK(std::any_of(changes.widened.begin(), changes.widened.end(),
+                      [](const std::string& w) { return w.find("defaultRegion") != std::string::npos; }));
+}
+
 TEST_CASE("a bridge to a region that may not receive the data blocks its topics", "[residency]") {
     const auto set = schemas();
     const auto r = gdpr::residency_rules::from_json_text(RULES, set);

@@ -108,6 +108,10 @@ int verify(const std::string& path, const std::map<std::string, std::string>& fl
                       : *report.anchor_authenticated ? ", authenticated by the key file"
                                                      : ", NOT authenticated by the key file")
                   << ")\n";
+    for (const auto seq : report.anchor_inherited)
+        std::cout << "NOTE: the broker starting at seq " << seq
+                  << " took a statement of the anchor written without authentication as it was: expected once, when "
+                     "a trail of version 2 was first opened; otherwise someone removed the marker in audit_meta\n";
     if (report.anchor_seq && !keys)
         std::cout << "NOTE: give --key-file to check that the broker wrote the record stating the anchor (anyone able "
                      "to write the file could append one)\n";

@@ -183,6 +183,7 @@ private:
     std::string anchor_hash_;
     bool anchor_unstated_ = false;  // the anchor found at open is stated by no live record
     bool anchor_disputed_ = false;  // ... or by a statement the key file does not authenticate
+    bool anchor_inherited_ = false;  // stated at open without authentication, taken as it is
     std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
     // Expired statements that a sweep had to pass over while each was the newest: their expiry
     // groups have moved past them, so later sweeps remove them by seq (kept in audit_meta).

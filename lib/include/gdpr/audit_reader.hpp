@@ -40,6 +40,9 @@ struct verify_report {
     // With the key file: whether that statement is the broker's (audit_keys::anchor_mac). Without
     // it, anyone able to write the file could have appended it.
     std::optional<bool> anchor_authenticated;
+    // writer_started records that took a statement written without authentication as it was: an
+    // upgrade from trail version 2, or the marker in audit_meta removed by hand.
+    std::vector<std::int64_t> anchor_inherited;
     std::vector<verify_problem> problems;     // edits, deletions, broken links
     std::vector<std::pair<std::int64_t, std::uint64_t>> gaps;  // (seq of gap record, records dropped)
     // Subjects whose sealed data has no data key and no key_shredded record that says why, while

@@ -143,9 +143,6 @@ public:
     // Some schema in use pseudonymises the subject field it takes consent from: recheck_stored()
     // then needs the consent store's pseudonym index.
     bool pseudonymises_consent_subject() const;
-    // Some schema in use lets subscribers see a subject's id in clear: a topic level that names
-    // the subject, or a subject field kept as it is.
-    bool shows_subject_ids() const;
     // Some schema in use has a field whose purpose rests on consent.
     bool has_consent_fields() const { return has_consent_fields_; }
 

@@ -52,6 +52,11 @@ public:
     static constexpr std::size_t MAX_PAYLOAD = 256 * 1024;
     static constexpr std::size_t MAX_COMMANDS = 100;
     static constexpr std::size_t MAX_NESTING = 16;
+    // The answer to one message is built and sent on the broker thread: past about this size the
+    // remaining commands are not run but answered with an error (100 getErasure of a large fleet
+    // would otherwise make hundreds of megabytes). One command's answer alone may exceed it.
+    static constexpr std::size_t MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+    void limit_answer_bytes(std::size_t bytes) { max_answer_bytes_ = bytes; }
     // Each command's name and whether it succeeded, in order, beside the response: the response can
     // hold an export of megabytes, not to be read again on the broker thread.
     using command_outcomes = std::vector<std::pair<std::string, bool>>;
@@ -137,6 +142,7 @@ private:
     std::shared_ptr<topic_sealer> export_topic_opener_;
     std::shared_ptr<topic_sealer> export_earlier_opener_;
     std::size_t export_max_bytes_ = MAX_EXPORT_BYTES;
+    std::size_t max_answer_bytes_ = MAX_ANSWER_BYTES;
     subject_names_fn data_map_names_;
     std::shared_ptr<std::atomic<bool>> exports_cancelled_ = std::make_shared<std::atomic<bool>>(false);
     std::function<std::int64_t()> now_ms_;

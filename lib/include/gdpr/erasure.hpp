@@ -118,10 +118,6 @@ struct erasure_effects {
     // The pseudonym recipients hold in place of the subject id (sent with each command, so that a
     // downstream client can find what it received); empty or "": none.
     std::function<std::string(const std::string& subject)> pseudonym;
-    // Whether subscribers may have received subjects' ids in clear (GDPR Art. 5(1)(c), 25): if not,
-    // a client that only received the subject's data is told the pseudonym, not the id, which
-    // would link what it holds to the person. Empty: they may have.
-    std::function<bool()> recipients_see_ids;
     // Whether a client is connected now; empty: unknown (every target is tried as if connected).
     std::function<bool(const std::string& client_id)> is_connected;
     // Publishes an erase command, QoS 1, to that client only.
