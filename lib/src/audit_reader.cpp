@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <limits>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <unordered_map>
@@ -108,6 +109,40 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     std::string anchor_hash;
     std::uint64_t disputes = 0;
     std::int64_t first_dispute = 0;
+    // With the key file: each envelope must open under its subject's data key as the file holds it
+    // now, unless a key_shredded record after it says that key went. A key row deleted and made
+    // anew by the writer, or one edited, leaves envelopes that do not open and nothing that says why.
+    struct subject_key {
+        bool has_row = false;           // no row: reported below as a missing key, not here again
+        std::optional<data_key> key;    // the row's key, when it opens
+        std::uint64_t unopened = 0;     // envelopes since the subject's newest key_shredded record
+        std::int64_t first_unopened = 0, last_unopened = 0;
+        ~subject_key() {
+            if (key) OPENSSL_cleanse(key->data(), key->size());
+        }
+    };
+    std::unordered_map<std::string, subject_key> data_keys;  // by reference (hex)
+    std::unique_ptr<gcm_sealer> opener;                      // rekeyed as subjects change
+    const data_key* opener_key = nullptr;
+    std::int64_t last_shred_tombstone = 0;  // a key_shredded record whose subject retention has removed
+    const bool key_table = keys && has_table(db, "audit_subject_keys");
+    std::string aad, plain;
+    const auto key_of = [&](const std::string& ref) -> subject_key& {
+        auto [it, fresh] = data_keys.try_emplace(ref);
+        if (fresh && key_table) {
+            auto& q = db.cached("SELECT wrapped FROM audit_subject_keys WHERE ref = ?");
+            q.bind(1, ref);
+            if (q.step()) {
+                it->second.has_row = true;
+                try {
+                    it->second.key = keys->unwrap(q.blob(0), ref);
+                } catch (const audit_keys::key_not_opened&) {
+                }
+            }
+            q.reset();
+        }
+        return it->second;
+    };
     auto add_problem = [&](std::int64_t seq, std::string what) {
         if (rep.problems.size() < max_problems) rep.problems.push_back({seq, std::move(what)});
     };
@@ -141,14 +176,35 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         if (r.kind == "key_shredded") {
             if (r.digest) {
                 ++shred_tombstones;
+                last_shred_tombstone = r.seq;
             } else {
                 const json d = json::parse(r.detail, nullptr, false);
-                if (d.is_object() && d.contains("subject_ref") && d["subject_ref"].is_string())
+                if (d.is_object() && d.contains("subject_ref") && d["subject_ref"].is_string()) {
                     shredded_refs.insert(d["subject_ref"].get<std::string>());
+                    if (keys) key_of(d["subject_ref"].get<std::string>()).unopened = 0;  // explained
+                }
             }
         }
         if (r.sealed)
-            for_each_envelope(*r.sealed, [&](const envelope_view& e) { sealed_refs.emplace(to_hex(e.ref), r.seq); });
+            for_each_envelope(*r.sealed, [&](const envelope_view& e) {
+                const std::string ref = to_hex(e.ref);
+                sealed_refs.emplace(ref, r.seq);
+                if (!keys) return;
+                subject_key& k = key_of(ref);
+                if (!k.has_row) return;
+                bool opened = false;
+                if (k.key) {
+                    if (!opener) opener = std::make_unique<gcm_sealer>(*k.key);
+                    else if (opener_key != &*k.key) opener->rekey(*k.key);
+                    opener_key = &*k.key;
+                    aad = envelope_aad(r.seq, e.ref);
+                    opened = opener->open(e.seal, aad, plain);
+                    OPENSSL_cleanse(plain.data(), plain.size());
+                }
+                if (opened) return;
+                if (k.unopened++ == 0) k.first_unopened = r.seq;
+                k.last_unopened = r.seq;
+            });
         if (rep.records == 0) rep.first_seq = r.seq;
         ++rep.records;
         rep.last_seq = r.seq;
@@ -258,6 +314,30 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
                             " subject(s) whose data is sealed from here on is missing, and no key_shredded record says "
                             "it was shredded: removed by hand (their records cannot be read)");
         }
+    }
+    if (keys) {
+        // Envelopes no later key_shredded record explains. A shred whose record retention has
+        // emptied may explain those before it (a subject's envelopes after its shred open under
+        // its new key): a subject whose last such envelope comes before the last emptied shred is
+        // only noted.
+        std::uint64_t unexplained = 0, noted = 0;
+        std::int64_t first_unexplained = 0;
+        for (const auto& [ref, k] : data_keys) {
+            if (k.unopened == 0) continue;
+            if (k.last_unopened < last_shred_tombstone) {
+                noted += k.unopened;
+            } else {
+                if (unexplained == 0 || k.first_unopened < first_unexplained) first_unexplained = k.first_unopened;
+                unexplained += k.unopened;
+            }
+        }
+        if (unexplained > 0)
+            add_problem(first_unexplained,
+                        std::to_string(unexplained) + " sealed part(s) from here on do not open under their subject's "
+                        "data key as the file holds it, and no key_shredded record says the key went: the key was "
+                        "deleted or replaced by hand, or damaged (the broker then logs that it \"cannot be opened\" "
+                        "and seals new records under a new key); those records cannot be read");
+        rep.envelopes_unexplained = noted;
     }
     if (has_table(db, "audit_meta")) {
         auto& last = db.cached("SELECT value FROM audit_meta WHERE key = 'last_seq'");

@@ -174,6 +174,13 @@ TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, perso
     INFO(out);
     CHECK(status == 0);
     CHECK_THAT(out, Catch::Contains("OK: the chain is intact and complete"));
+    // With the key file every sealed part opens under its subject's key; another key file is refused.
+    const auto [keyed_status, keyed_out] = run(gdprctl() + " verify " + setup.db + " --key-file " + setup.key);
+    INFO(keyed_out);
+    CHECK(keyed_status == 0);
+    CHECK_THAT(keyed_out, Catch::Contains("OK: the chain is intact and complete"));
+    const std::string other_key = setup.dir.write("not-the-key", itest::random_bytes(32), 0600);
+    CHECK(run(gdprctl() + " verify " + setup.db + " --key-file " + other_key).first == 5);
 
     CHECK(count_records(setup.db, "kind = 'session_start'") == 2);
     CHECK(count_records(setup.db, "kind = 'session_end'") == 2);

@@ -69,7 +69,13 @@ struct trail_fixture {
         r.detail = json{{"publish_seq", publish_seq}}.dump();
         return log->append(std::move(r));
     }
+    // With the key file, as the broker's operator would run it; verify_without_key(): what
+    // anyone without it can check.
     gdpr::verify_report verify(std::int64_t at = 0) {
+        gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+        return gdpr::verify_audit_trail(db, {}, 20, at, keys.get());
+    }
+    gdpr::verify_report verify_without_key(std::int64_t at = 0) {
         gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
         return gdpr::verify_audit_trail(db, {}, 20, at);
     }
@@ -314,7 +320,12 @@ TEST_CASE_METHOD(trail_fixture, "a damaged data key row is reported and does not
     CHECK_THAT(problems[0], Catch::Contains("cannot be opened"));
     CHECK(problems[0].find("alice") == std::string::npos);
     close();
-    CHECK(verify().intact());
+    // The chain is intact; with the key file, the record sealed under the damaged key is reported.
+    CHECK(verify_without_key().intact());
+    const auto rep = verify();
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 2);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("1 sealed part(s) from here on do not open"));
     const json alice = export_of("alice");
     REQUIRE(alice["records"].size() == 1);  // what was sealed under the damaged key stays unreadable
     CHECK(alice["records"][0]["data"]["payload"]["speed"] == "after");
@@ -351,10 +362,60 @@ TEST_CASE_METHOD(trail_fixture, "a data key deleted by hand, without a key_shred
     close();
     CHECK(verify().intact());
     tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("alice") + "'");
-    const auto rep = verify();
+    const auto rep = verify_without_key();
     REQUIRE(rep.problems.size() == 1);
     CHECK(rep.problems[0].seq == 2);  // alice's first sealed record
     CHECK_THAT(rep.problems[0].what, Catch::Contains("data key of 1 subject(s)"));
+
+    SECTION("and when the writer has made the subject a new key since, the key file still tells") {
+        open();
+        publish({"alice"}, "3");
+        REQUIRE(log->flush());
+        close();
+        CHECK(verify_without_key().intact());  // a key row for every subject again
+        const auto keyed = verify();
+        REQUIRE(keyed.problems.size() == 1);
+        CHECK(keyed.problems[0].seq == 2);
+        CHECK_THAT(keyed.problems[0].what, Catch::Contains("do not open under their subject's data key"));
+    }
+    SECTION("a key row edited by hand is found with the key file before anything writes again") {
+        tamper("DELETE FROM audit_subject_keys");
+        open();
+        publish({"alice"}, "3");
+        REQUIRE(log->flush());
+        close();
+        tamper("UPDATE audit_subject_keys SET wrapped = zeroblob(60)");
+        CHECK(verify_without_key().intact());
+        CHECK_FALSE(verify().intact());
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains only the sealed parts before it",
+                 "[audit][shred]") {
+    options.default_retention_days = 1;  // the trail's own records, key_shredded among them
+    open();
+    publish({"alice"}, "1", 0, 30);
+    log->shred_subject("alice");
+    REQUIRE(log->flush());
+    const std::int64_t later = now_ms() + 2 * DAY_MS;
+    log->sweep(later);  // the key_shredded record expires: the subject it names is gone from the trail
+    REQUIRE(log->flush());
+    publish({"alice"}, "1b", 0, 30);  // under her new key
+    publish({"bob"}, "2", 0, 30);
+    REQUIRE(log->flush());
+    close();
+    auto rep = verify(later);
+    CHECK(rep.intact());
+    CHECK(rep.envelopes_unexplained == 1);  // alice's first part: her emptied shred may explain it
+    // bob's key replaced by hand after that shred: no emptied shred can explain his part.
+    tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("bob") + "'");
+    open();
+    publish({"bob"}, "3", 0, 30);
+    REQUIRE(log->flush());
+    close();
+    rep = verify(later);
+    REQUIRE_FALSE(rep.intact());
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("1 sealed part(s) from here on do not open"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "records written after a shred in the same batch use the subject's new key", "[audit][shred]") {
@@ -606,7 +667,7 @@ TEST_CASE_METHOD(trail_fixture, "records removed from the start behind a forged 
         insert.bind_blob(6, gdpr::as_bytes(link)).run();
         db.exec("UPDATE audit_meta SET value = 7 WHERE key IN ('last_seq', 'anchor_statement_seq')");
     }
-    const auto unkeyed = verify();
+    const auto unkeyed = verify_without_key();
     CHECK(unkeyed.intact());  // what a chain without a key can tell
     CHECK(unkeyed.anchor_confirmed);
     gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);

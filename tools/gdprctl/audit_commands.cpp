@@ -108,6 +108,11 @@ int verify(const std::string& path, const std::map<std::string, std::string>& fl
                       : *report.anchor_authenticated ? ", authenticated by the key file"
                                                      : ", NOT authenticated by the key file")
                   << ")\n";
+    if (report.envelopes_unexplained > 0)
+        std::cout << "NOTE: " << report.envelopes_unexplained
+                  << " sealed part(s) do not open under their subject's current data key and no key_shredded record "
+                     "in the trail says why: shredded by a record whose content retention has removed, or the key "
+                     "was replaced by hand or damaged\n";
     for (const auto seq : report.anchor_inherited)
         std::cout << "NOTE: the broker starting at seq " << seq
                   << " took a statement of the anchor written without authentication as it was: expected once, when "

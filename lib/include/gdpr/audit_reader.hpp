@@ -43,6 +43,10 @@ struct verify_report {
     // writer_started records that took a statement written without authentication as it was: an
     // upgrade from trail version 2, or the marker in audit_meta removed by hand.
     std::vector<std::int64_t> anchor_inherited;
+    // With the key file, when some key_shredded records have had their content removed by
+    // retention: sealed parts that do not open under their subject's current data key, which a
+    // shred verify can no longer see may explain (otherwise each one is a problem).
+    std::uint64_t envelopes_unexplained = 0;
     std::vector<verify_problem> problems;     // edits, deletions, broken links
     std::vector<std::pair<std::int64_t, std::uint64_t>> gaps;  // (seq of gap record, records dropped)
     // Subjects whose sealed data has no data key and no key_shredded record that says why, while
