@@ -121,7 +121,7 @@ decision check(plugin_context& ctx, const mosquitto_evt_acl_check& acl) {
             return check_control_topic(ctx, acl, named);
     }
     if (ctx.erasure) {
-        const decision erase = check_erase_topic(ctx, acl, topic);
+        const decision erase = check_erase_topic(ctx, acl, named);
         if (erase != decision::no_objection) {
             if (acl.access == MOSQ_ACL_WRITE) is_will(ctx, acl.client);  // a will's mark is consumed either way
             return erase;

@@ -263,7 +263,8 @@ void connection_acted(plugin_context& ctx, const mosquitto* client);
 // `client` holds `client_id` now (live_by_client_id and its reverse).
 void set_live(plugin_context& ctx, const std::string& client_id, const mosquitto* client);
 // The plugin's own rules for erase topics: only the addressed client may subscribe to, receive
-// or acknowledge on its erase topic; nobody may publish erase commands.
+// or acknowledge on its erase topic; nobody may publish erase commands. `topic`: for a
+// subscription, the filter it names (without "$share/<group>/").
 decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic);
 // An acknowledgement on the publisher's own ack topic: applied; true when the publish was one.
 bool handle_erase_ack(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic);

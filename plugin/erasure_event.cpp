@@ -226,11 +226,10 @@ decision check_erase_topic(plugin_context& ctx, const mosquitto_evt_acl_check& a
     const std::string_view own = client_id_of(acl.client);
     if (acl.access == MOSQ_ACL_SUBSCRIBE || acl.access == MOSQ_ACL_UNSUBSCRIBE) {
         // A filter naming another client's erase topic is refused; wildcard filters are allowed,
-        // and what they would match of other clients' erase topics is refused at delivery.
-        std::string_view filter = topic;
-        if (const auto shared = gdpr::parse_shared_subscription(topic)) filter = shared->filter;
-        if (filter.find_first_of("+#") != std::string_view::npos) return decision::no_objection;
-        const auto a = topics.parse(filter);
+        // and what they would match of other clients' erase topics is refused at delivery. The
+        // caller passes a shared subscription's filter without "$share/<group>/".
+        if (topic.find_first_of("+#") != std::string_view::npos) return decision::no_objection;
+        const auto a = topics.parse(topic);
         return a && a->client_id != own ? decision::deny : decision::no_objection;
     }
     const auto a = topics.parse(topic);

@@ -94,8 +94,7 @@ std::string export_refusal(plugin_context& ctx, const mosquitto* client) {
     // An export may hold the records of any schema: every region data is resident in must be one
     // the operator's connection may receive (GDPR Art. 44).
     for (const auto& s : ctx.engine->schemas().schemas) {
-        // A topic level that names the subject makes the data personal as well.
-        if (!s.has_personal && s.subject.kind != gdpr::subject_kind::topic_level) continue;
+        if (!gdpr::may_hold_personal_data(s)) continue;
         const std::int32_t region = rules.residency_of(s);
         if (region == gdpr::residency_rules::NO_REGION || rules.may_receive(region, receiver)) continue;
         return "exportSubject is refused to this connection: an export may hold personal data resident in " +

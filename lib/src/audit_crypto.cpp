@@ -7,6 +7,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "gdpr/audit_chain.hpp"
 #include "gdpr/secret_file.hpp"
 
 namespace gdpr {
@@ -137,13 +138,7 @@ std::string audit_keys::anchor_mac(std::int64_t seq, std::string_view hash) cons
     message.append(hash);
     const data_key mac = hmac_sha256(std::string_view(reinterpret_cast<const char*>(anchor_key_.data()), anchor_key_.size()),
                                      message);
-    static const char* digits = "0123456789abcdef";
-    std::string hex;
-    for (unsigned char b : mac) {
-        hex.push_back(digits[b >> 4]);
-        hex.push_back(digits[b & 15]);
-    }
-    return hex;
+    return to_hex(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
 }
 
 audit_keys::~audit_keys() {

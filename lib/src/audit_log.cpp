@@ -254,6 +254,17 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         // Taken without authentication: said so in the trail (verify notes it), since the marker
         // that would have refused it lives beside the chain, where anyone can remove it.
         log->anchor_inherited_ = !statements_authenticated && stated.found && stated.seq > 0;
+        // The anchor the trail states, disputed or not, is the one kept: verify reports the rows
+        // missing between it and one edited by hand.
+        const auto keep_stated_anchor = [&] {
+            if (stated.seq > 0) put_anchor(db, stated.seq, stated.hash, wall_ms());
+            else
+                db.exec("DELETE FROM audit_anchor");
+            log->anchor_seq_ = stated.seq;
+            log->anchor_hash_ = stated.hash;
+            log->next_seq_ = seq_after(log->anchor_seq_, "stated anchor");
+            log->head_ = hash_of(log->anchor_hash_);
+        };
         // Once statements are authenticated, an anchor that no live record states is in question too:
         // the statement may have been removed (or left to expire) so as not to be checked.
         const bool forged = (stated.found && stated.seq > 0 &&
@@ -268,14 +279,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
                                      " not authenticated by the audit key file: records before it may have been "
                                      "removed by hand (run gdprctl verify --key-file)");
             log->anchor_disputed_ = true;
-            if (stated.found && (stated.seq != log->anchor_seq_ || stated.hash != log->anchor_hash_)) {
-                // The anchor the trail states, disputed or not, is the one kept (as below).
-                put_anchor(db, stated.seq, stated.hash, wall_ms());
-                log->anchor_seq_ = stated.seq;
-                log->anchor_hash_ = stated.hash;
-                log->next_seq_ = seq_after(log->anchor_seq_, "stated anchor");
-                log->head_ = hash_of(log->anchor_hash_);
-            }
+            if (stated.found && (stated.seq != log->anchor_seq_ || stated.hash != log->anchor_hash_)) keep_stated_anchor();
         } else if (!stated.found) {
             // No live record states any anchor: the anchor is kept (it may be an older trail's), but
             // neither restated nor confirmed until the sweeper moves it.
@@ -289,13 +293,7 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
                     "the audit trail's anchor (records up to seq " + std::to_string(log->anchor_seq_) +
                     " removed) is not the one the trail last stated (seq " + std::to_string(stated.seq) +
                     "): records may have been removed by hand; the stated anchor is kept (run gdprctl verify)");
-                if (stated.seq > 0) put_anchor(db, stated.seq, stated.hash, wall_ms());
-                else
-                    db.exec("DELETE FROM audit_anchor");
-                log->anchor_seq_ = stated.seq;
-                log->anchor_hash_ = stated.hash;
-                log->next_seq_ = seq_after(log->anchor_seq_, "stated anchor");
-                log->head_ = hash_of(log->anchor_hash_);
+                keep_stated_anchor();
             }
         }
         auto& last = db.cached("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1");

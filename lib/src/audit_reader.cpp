@@ -51,6 +51,15 @@ bool has_table(sqlite_db& db, const std::string& name) {
     return found;
 }
 
+// The trail says it was written with another master key than `keys` (audit_meta's key_check).
+bool written_with_other_key(sqlite_db& db, const audit_keys& keys) {
+    if (!has_table(db, "audit_meta")) return false;
+    auto& check = db.cached("SELECT value FROM audit_meta WHERE key = 'key_check'");
+    const bool other = check.step() && check.text(0) != keys.key_check();
+    check.reset();
+    return other;
+}
+
 wiped_json parse_or_text(const std::string& text) {
     wiped_json j = wiped_json::parse(text, nullptr, false);
     return j.is_discarded() ? wiped_json(wiped(text)) : j;
@@ -78,12 +87,8 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     if (now_ms == 0) now_ms = wall_ms();
     verify_report rep;
     if (!has_table(db, "audit_records")) throw storage_error("'" + db.path() + "' holds no audit trail");
-    if (keys && has_table(db, "audit_meta")) {
-        auto& check = db.cached("SELECT value FROM audit_meta WHERE key = 'key_check'");
-        const bool other_key = check.step() && check.text(0) != keys->key_check();
-        check.reset();
-        if (other_key) throw storage_error("the key file is not the one this audit trail was written with");
-    }
+    if (keys && written_with_other_key(db, *keys))
+        throw storage_error("the key file is not the one this audit trail was written with");
     // One snapshot: a sweep or batch committed meanwhile must not look like missing records.
     db.exec("BEGIN");
     struct end_read {
@@ -362,14 +367,9 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
     };
     // Another key file names every subject differently: the export would find nothing and read as
     // "no data held" (GDPR Art. 15).
-    if (has_table(db, "audit_meta")) {
-        auto& check = db.cached("SELECT value FROM audit_meta WHERE key = 'key_check'");
-        const bool other_key = check.step() && check.text(0) != keys.key_check();
-        check.reset();
-        if (other_key)
-            throw export_error("the key file is not the one this audit trail was written with: nothing in it can be "
-                               "found or read with it");
-    }
+    if (written_with_other_key(db, keys))
+        throw export_error("the key file is not the one this audit trail was written with: nothing in it can be "
+                           "found or read with it");
     const std::string ref = keys.subject_ref(subject);
     const std::string raw_ref = ref_bytes(ref);
     wiped_json doc;

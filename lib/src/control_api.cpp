@@ -33,6 +33,24 @@ namespace {
 // bytes that are not UTF-8 are replaced rather than losing the whole answer.
 std::string text_of(const json& answer) { return answer.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// A command's answer as it starts: the command's name, and its correlationData echoed when it can
+// be (`bad_correlation` otherwise: a number with a fraction or beyond 64 bits would not come back
+// as it was sent).
+json answer_head(const json& cmd, bool& bad_correlation) {
+    json response{{"command", cmd.is_object() && cmd.contains("command") && cmd["command"].is_string()
+                                  ? cmd["command"].get<std::string>()
+                                  : std::string()}};
+    bad_correlation = false;
+    if (cmd.is_object() && cmd.contains("correlationData")) {
+        const json& c = cmd["correlationData"];
+        if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number_integer())
+            response["correlationData"] = c;
+        else
+            bad_correlation = true;
+    }
+    return response;
+}
+
 } // namespace
 
 std::string named_clients::identify(const requester& r) const {
@@ -277,15 +295,8 @@ void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
         // The previous command has finished: its response is final.
         if (i > 0) pending->answer_bytes += text_of(pending->responses[i - 1]).size();
         if (pending->answer_bytes + pending->export_data.size() > max_answer_bytes_) {
-            const json& cmd = pending->commands[i];
-            json response{{"command", cmd.is_object() && cmd.contains("command") && cmd["command"].is_string()
-                                          ? cmd["command"].get<std::string>()
-                                          : std::string()}};
-            if (cmd.is_object() && cmd.contains("correlationData")) {
-                const json& c = cmd["correlationData"];
-                if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number_integer())
-                    response["correlationData"] = c;
-            }
+            bool bad_correlation = false;
+            json response = answer_head(pending->commands[i], bad_correlation);
             response["error"] = "not run: the answer to this message is already larger than " +
                                 std::to_string(max_answer_bytes_) + " bytes; send the remaining commands separately";
             pending->responses[i] = std::move(response);
@@ -333,20 +344,9 @@ void control_api::advance(const std::shared_ptr<pending_reply>& pending) {
 bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std::size_t i) {
     const json& cmd = pending->commands[i];
     const std::string& operator_id = pending->operator_id;
-    json response{{"command", ""}};
-    std::string name;
-    if (cmd.is_object() && cmd.contains("command") && cmd["command"].is_string()) name = cmd["command"].get<std::string>();
-    response["command"] = name;
     bool bad_correlation = false;
-    if (cmd.is_object() && cmd.contains("correlationData")) {
-        const json& c = cmd["correlationData"];
-        // A number with a fraction or beyond 64 bits would not come back as it was sent.
-        if ((c.is_string() && c.get_ref<const std::string&>().size() <= 256) || c.is_number_integer()) {
-            response["correlationData"] = c;
-        } else {
-            bad_correlation = true;
-        }
-    }
+    json response = answer_head(cmd, bad_correlation);
+    const std::string name = response["command"].get<std::string>();
     auto fail = [&](const std::string& message) {
         response["error"] = message;
         pending->responses[i] = response;
