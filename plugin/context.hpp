@@ -195,9 +195,9 @@ void watch_stop_signals(plugin_context& ctx);
 void unwatch_stop_signals();
 bool stop_signalled();
 
-// Why `client` may not receive a subject's export under the residency rules; empty when it may
-// (residency_event.cpp).
-std::string export_refusal(plugin_context& ctx, const mosquitto* client);
+// Whether `client` may receive a subject's export under the residency rules, before it is read
+// and once the schemas it holds are known (residency_event.cpp).
+gdpr::control_api::export_gate export_gate(plugin_context& ctx, const mosquitto* client);
 
 // Sends the control answers that came during this pass of the broker's loop (control_event.cpp).
 void send_due_answers(plugin_context& ctx);

@@ -74,7 +74,7 @@ int on_control(int, void* event_data, void* userdata) {
             // Where the broker fires no tick (per_listener_settings true), nothing would send it later.
             if (ctx.ticks == 0) return send_answer(ctx, answer);
             ctx.answers_due.push_back(std::move(answer));
-        }, export_refusal(ctx, connection));
+        }, export_gate(ctx, connection));
         return MOSQ_ERR_SUCCESS;
     } catch (const std::exception& e) {
         log_internal_error(ctx, "while handling a control message", e.what());

@@ -1,5 +1,6 @@
 // Residency (GDPR Chapter V) in the broker's events: publishes a bridge would carry abroad,
 // deliveries to clients in regions that may not receive the data, wills, shared subscriptions.
+#include <set>
 #include <string>
 
 #include "context.hpp"
@@ -87,10 +88,13 @@ std::int32_t client_region(plugin_context& ctx, const mosquitto* client) {
     });
 }
 
-std::string export_refusal(plugin_context& ctx, const mosquitto* client) {
-    if (!ctx.residency) return {};
+namespace {
+std::string receiver_name(const gdpr::residency_rules& rules, std::int32_t receiver) {
+    return receiver == gdpr::residency_rules::NO_REGION ? std::string("(none)") : rules.region_name(receiver);
+}
+
+std::string export_refusal(plugin_context& ctx, std::int32_t receiver) {
     const auto& rules = ctx.residency->rules();
-    const std::int32_t receiver = client_region(ctx, client);
     // An export may hold the records of any schema: every region data is resident in must be one
     // the operator's connection may receive (GDPR Art. 44).
     for (const auto& s : ctx.engine->schemas().schemas) {
@@ -99,10 +103,63 @@ std::string export_refusal(plugin_context& ctx, const mosquitto* client) {
         if (region == gdpr::residency_rules::NO_REGION || rules.may_receive(region, receiver)) continue;
         return "exportSubject is refused to this connection: an export may hold personal data resident in " +
                rules.region_name(region) + " (schema " + s.tag() + "), which may not go to region " +
-               (receiver == gdpr::residency_rules::NO_REGION ? std::string("(none)") : rules.region_name(receiver)) +
-               ", where this connection is placed (GDPR Art. 44)";
+               receiver_name(rules, receiver) + ", where this connection is placed (GDPR Art. 44)";
     }
     return {};
+}
+
+// What an export holds, checked once it is read, against the rules in use then (a reload may
+// have changed them meanwhile, so the receiver is named, not numbered). A record that states its
+// residency is checked by it; one that does not (written before records stated it) by its
+// schema, if still in use. Records of a schema no longer in use may hold data resident anywhere:
+// they go only to a region that may receive every region's data (GDPR Art. 44).
+std::string export_holding_refusal(plugin_context& ctx, const std::string& receiver_region,
+                                   const gdpr::control_api::export_holdings& holdings) {
+    if (!ctx.residency) return {};
+    const auto& rules = ctx.residency->rules();
+    const std::int32_t receiver =
+        receiver_region.empty() ? gdpr::residency_rules::NO_REGION : rules.region_index(receiver_region);
+    const std::string placed = ", which may not go to region " + (receiver_region.empty() ? std::string("(none)") : receiver_region) +
+                               ", where this connection is placed (GDPR Art. 44)";
+    for (const auto& [tag, stated] : holdings) {
+        std::int32_t region = gdpr::residency_rules::NO_REGION;
+        if (!stated.empty()) {
+            region = rules.region_index(stated);
+            if (region == gdpr::residency_rules::NO_REGION)
+                return "exportSubject is refused to this connection: the export holds personal data resident in " + stated +
+                       " (schema " + tag + "), a region the residency rules no longer declare" + placed;
+        } else {
+            const gdpr::schema* in_use = nullptr;
+            for (const auto& s : ctx.engine->schemas().schemas)
+                if (s.tag() == tag) in_use = &s;
+            if (!in_use) {
+                bool receives_all = receiver != gdpr::residency_rules::NO_REGION;
+                for (std::size_t r = 0; receives_all && r < rules.region_count(); ++r)
+                    receives_all = rules.may_receive(static_cast<std::int32_t>(r), receiver);
+                if (receives_all) continue;
+                return "exportSubject is refused to this connection: the export holds records of schema " + tag +
+                       ", no longer in use, which do not say where their data is resident" + placed +
+                       " and may not receive every region's data";
+            }
+            region = rules.residency_of(*in_use);
+        }
+        if (rules.may_receive(region, receiver)) continue;
+        return "exportSubject is refused to this connection: the export holds personal data resident in " +
+               rules.region_name(region) + " (schema " + tag + ")" + placed;
+    }
+    return {};
+}
+} // namespace
+
+gdpr::control_api::export_gate export_gate(plugin_context& ctx, const mosquitto* client) {
+    if (!ctx.residency) return {};
+    const std::int32_t receiver = client_region(ctx, client);
+    const std::string receiver_region =
+        receiver == gdpr::residency_rules::NO_REGION ? std::string() : ctx.residency->rules().region_name(receiver);
+    // The gate outlives the connection: it holds the region's name, never the client.
+    return {export_refusal(ctx, receiver), [&ctx, receiver_region](const gdpr::control_api::export_holdings& holdings) {
+                return export_holding_refusal(ctx, receiver_region, holdings);
+            }};
 }
 
 decision check_delivery_residency(plugin_context& ctx, const mosquitto_evt_acl_check& acl, std::string_view topic) {

@@ -119,6 +119,7 @@ bool gcm_sealer::open(std::string_view sealed, std::string_view aad, std::string
 audit_keys::audit_keys(std::string_view master)
     : wrapping_key_(derive(master, "mosquitto-gdpr audit data-key wrapping v1")),
       anchor_key_(derive(master, "mosquitto-gdpr audit anchor statement v1")),
+      shred_key_(derive(master, "mosquitto-gdpr audit key shredded v1")),
       refs_(derive_string(master, "mosquitto-gdpr audit subject reference v1")) {
     data_key check = derive(master, "mosquitto-gdpr audit key check v1");
     static const char* digits = "0123456789abcdef";
@@ -132,18 +133,32 @@ audit_keys::audit_keys(std::string_view master)
 
 std::string audit_keys::key_check() const { return check_; }
 
+namespace {
+std::string hex_mac(const data_key& key, std::string_view message) {
+    const data_key mac = hmac_sha256(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), message);
+    return to_hex(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+}
+} // namespace
+
 std::string audit_keys::anchor_mac(std::int64_t seq, std::string_view hash) const {
     std::string message = std::to_string(seq);
     message.push_back(':');
     message.append(hash);
-    const data_key mac = hmac_sha256(std::string_view(reinterpret_cast<const char*>(anchor_key_.data()), anchor_key_.size()),
-                                     message);
-    return to_hex(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+    return hex_mac(anchor_key_, message);
+}
+
+std::string audit_keys::shred_mac(std::int64_t seq, std::string_view subject_ref, bool key_existed) const {
+    std::string message = std::to_string(seq);
+    message.push_back(':');
+    message.append(subject_ref);
+    message.append(key_existed ? ":1" : ":0");
+    return hex_mac(shred_key_, message);
 }
 
 audit_keys::~audit_keys() {
     OPENSSL_cleanse(wrapping_key_.data(), wrapping_key_.size());
     OPENSSL_cleanse(anchor_key_.data(), anchor_key_.size());
+    OPENSSL_cleanse(shred_key_.data(), shred_key_.size());
 }
 
 std::unique_ptr<audit_keys> audit_keys::from_file(const std::string& option, const std::string& path) {

@@ -38,6 +38,8 @@ constexpr std::int64_t EXPIRY_BUCKET_MS = 3'600'000;
 // Live rows a sweep step reads at most, expired or not: a group's range spans an hour of the
 // trail, most of it other groups' records when retention periods are mixed.
 constexpr std::size_t SWEEP_SCAN_LIMIT = 50'000;
+// The longest retention options and schemas accept (a hundred years).
+constexpr std::int64_t MAX_RETENTION_DAYS = 36'500;
 
 std::int64_t wall_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -163,6 +165,9 @@ void create_audit_tables(sqlite_db& db) {
         "CREATE TABLE IF NOT EXISTS audit_subject_keys("
         " ref TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
         "CREATE TABLE IF NOT EXISTS audit_meta(key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;");
+    // The trail's statements about itself (a few per start and sweep), found without a scan.
+    db.exec(std::string("CREATE INDEX IF NOT EXISTS audit_statements ON audit_records(seq) WHERE ") +
+            AUDIT_STATEMENT_KINDS);
 }
 
 audit_log::audit_log(const audit_options& options, std::shared_ptr<const audit_keys> keys)
@@ -181,17 +186,22 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
         sqlite_transaction tx(db);
         create_audit_tables(db);
         auto& version = db.cached("SELECT value FROM audit_meta WHERE key = 'schema_version'");
-        if (version.step()) {
+        // Whether key_shredded records written so far carry no shred_mac (an older writer's).
+        bool shreds_unauthenticated_so_far = false;
+        const bool new_trail = !version.step();
+        if (!new_trail) {
             const auto v = version.integer(0);
             version.reset();
-            static_assert(SCHEMA_VERSION == 3, "add the upgrade from the previous version");
+            static_assert(SCHEMA_VERSION == 4, "add the upgrade from the previous version");
             if (v < 1 || v > SCHEMA_VERSION)
                 throw storage_error("database '" + options.path + "' has audit trail version " + std::to_string(v) +
                                     "; this plugin reads version " + std::to_string(SCHEMA_VERSION));
             if (v == 1) upgrade_from_version_1(db);
-            // Version 3 authenticates statements of the anchor (anchor_mac): the tables are those
-            // of version 2, and a plugin that would write statements without it refuses the file.
-            if (v < 3) put_meta(db, "schema_version", SCHEMA_VERSION);
+            // Version 3 authenticates statements of the anchor (anchor_mac), version 4 key_shredded
+            // records (shred_mac): the tables are those of version 2, and a plugin that would
+            // write either without authentication refuses the file.
+            if (v < SCHEMA_VERSION) put_meta(db, "schema_version", SCHEMA_VERSION);
+            shreds_unauthenticated_so_far = v < 4;
         } else {
             version.reset();
             db.cached("INSERT INTO audit_meta(key, value) VALUES ('schema_version', ?)").bind(1, std::int64_t{SCHEMA_VERSION}).run();
@@ -315,6 +325,36 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             log->next_seq_ = seq_after(lost_to, "committed last_seq");
         }
         committed.reset();
+        // From which record on every key_shredded record is authenticated: kept beside the chain
+        // and stated in every writer_started and retention record, so that raising it by hand
+        // shows (verify takes the lowest stated). Those before it are an older writer's, taken as
+        // written (verify notes them).
+        auto& shreds_from = db.cached("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'");
+        const bool marked = shreds_from.step();
+        const std::int64_t marker = marked ? shreds_from.integer(0) : 0;
+        shreds_from.reset();
+        // Also in a trail that says it is older than version 4: one that states it was written by
+        // this version and passed off as older. (A statement can only lower it: none states a
+        // boundary after itself.)
+        const auto stated_from = lowest_stated_shreds_boundary(db);
+        if (stated_from && (!marked || marker > stated_from->from)) {
+            // The marker removed or raised by hand (the schema version lowered with it, to pass for
+            // an upgrade): the trail's own statements still say it.
+            log->problems_.push_back("the audit trail's record of which key_shredded records are authenticated (from seq " +
+                                     std::to_string(stated_from->from) + ", as the trail states) was " +
+                                     (marked ? "raised" : "removed") + " by hand; the stated one is kept (run gdprctl "
+                                     "verify --key-file)");
+            log->shreds_authenticated_from_ = stated_from->from;
+            put_meta(db, "shreds_authenticated_from", log->shreds_authenticated_from_);
+        } else if (marked) {
+            log->shreds_authenticated_from_ = marker;
+        } else {
+            if (!new_trail && !shreds_unauthenticated_so_far)
+                log->problems_.push_back("the audit trail's record of which key_shredded records are authenticated is "
+                                         "missing (removed by hand): every one is held to it (run gdprctl verify --key-file)");
+            log->shreds_authenticated_from_ = shreds_unauthenticated_so_far ? log->next_seq_ : 1;
+            put_meta(db, "shreds_authenticated_from", log->shreds_authenticated_from_);
+        }
         auto& held = db.cached("SELECT value FROM audit_meta WHERE key >= 'held:' AND key < 'held;'");
         while (held.step()) log->held_statements_.push_back(held.integer(0));
         held.reset();
@@ -326,7 +366,8 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
     started.kind = audit_kind::writer_started;
     nlohmann::json started_detail{{"nonce_epoch", log->nonce_epoch_},
                                   {"previous_seq", log->next_seq_ - 1},
-                                  {"previous_hash", to_hex(log->head_)}};
+                                  {"previous_hash", to_hex(log->head_)},
+                                  {"shreds_authenticated_from", log->shreds_authenticated_from_}};
     const bool states_anchor = log->anchor_seq_ > 0 && (!log->anchor_unstated_ || log->anchor_disputed_);
     if (states_anchor) {
         started_detail["anchor_seq"] = log->anchor_seq_;
@@ -766,11 +807,12 @@ void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::siz
         for (const auto& subject : batch[j].record.subjects) subjects_.prefetch(subject);
     };
     for (std::size_t j = first; j < first + AHEAD; ++j) load_slots(j);
+    std::int64_t latest_expiry_ms = 0;  // of this chunk's records so far
     for (std::size_t i = first; i < end; ++i) {
         load_slots(i + AHEAD);
         item& it = batch[i];
         if (it.what == item::op::sweep) continue;  // after the commit, in its own transactions
-        if (it.what == item::op::shred) plan_shred(it);
+        if (it.what == item::op::shred) plan_shred(it, latest_expiry_ms);
         const audit_record& r = it.record;
         record_plan& p = plan.add();
         record_view& v = p.view;
@@ -779,6 +821,7 @@ void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::siz
         v.kind = to_string(r.kind);
         const std::int32_t days = r.retention_days > 0 ? r.retention_days : options_.default_retention_days;
         v.expires_ms = r.at_ms + std::int64_t{days} * DAY_MS;
+        latest_expiry_ms = std::max(latest_expiry_ms, v.expires_ms);
         v.session = r.session;
         v.client_id = r.client_id;
         v.schema = r.schema;
@@ -915,7 +958,7 @@ const audit_log::subject_entry& audit_log::subject_for(const std::string& subjec
     return entry;
 }
 
-void audit_log::plan_shred(item& it) {
+void audit_log::plan_shred(item& it, std::int64_t latest_expiry_in_chunk_ms) {
     const std::string ref = keys_->subject_ref(it.subject);
     if (subject_entry* known = subjects_.find(it.subject)) {
         OPENSSL_cleanse(known->key.data(), known->key.size());
@@ -928,7 +971,21 @@ void audit_log::plan_shred(item& it) {
     it.record = audit_record{};
     it.record.at_ms = wall_ms();
     it.record.kind = audit_kind::key_shredded;
-    it.record.detail = nlohmann::json{{"subject_ref", ref}, {"key_existed", found}}.dump();
+    it.record.detail =
+        nlohmann::json{{"subject_ref", ref}, {"key_existed", found}, {"shred_mac", keys_->shred_mac(it.seq, ref, found)}}
+            .dump();
+    // GDPR Art. 5(2): the record explains why the subject's sealed parts no longer open, so it
+    // expires no sooner than any live record before it (earlier chunks are in audit_expiry, by
+    // hour), also when the clock was set back since they were written.
+    std::int64_t latest_expiry_ms = latest_expiry_in_chunk_ms;
+    auto& hours = db_->cached("SELECT max(bucket) FROM audit_expiry");
+    if (hours.step() && !hours.is_null(0) && hours.integer(0) < std::numeric_limits<std::int64_t>::max() / EXPIRY_BUCKET_MS - 1)
+        latest_expiry_ms = std::max(latest_expiry_ms, (hours.integer(0) + 1) * EXPIRY_BUCKET_MS);
+    hours.reset();
+    const std::int64_t days_needed =
+        latest_expiry_ms > it.record.at_ms ? (latest_expiry_ms - it.record.at_ms + DAY_MS - 1) / DAY_MS : 0;
+    it.record.retention_days = static_cast<std::int32_t>(
+        std::max<std::int64_t>(options_.default_retention_days, std::min(days_needed, MAX_RETENTION_DAYS)));
 }
 
 void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
@@ -1084,6 +1141,8 @@ void audit_log::do_sweep(std::int64_t now_ms, std::int64_t through_seq) {
         if (anchor_disputed_) detail["anchor_disputed"] = "moved on from an anchor the audit key file does not authenticate";
         else detail["anchor_mac"] = keys_->anchor_mac(anchor_seq_, anchor_hash_);
     }
+    // Stated here too: a sweep that removes the oldest writer_started records writes one.
+    detail["shreds_authenticated_from"] = shreds_authenticated_from_;
     item it;
     it.what = moves ? item::op::anchor : item::op::record;
     it.record.at_ms = wall_ms();

@@ -82,6 +82,17 @@ stored_record read_record_columns(sqlite_statement& q) {
     return r;
 }
 
+std::optional<stated_shreds_boundary> lowest_stated_shreds_boundary(sqlite_db& db) {
+    sqlite_statement q(db.handle(),
+                       std::string("SELECT seq, v FROM (SELECT seq, CASE WHEN json_type(detail, '$.shreds_authenticated_from')"
+                                   " = 'integer' THEN json_extract(detail, '$.shreds_authenticated_from') END AS v"
+                                   " FROM audit_records WHERE ") +
+                           AUDIT_STATEMENT_KINDS + " AND digest IS NULL AND json_valid(detail))"
+                                                   " WHERE v IS NOT NULL AND v <= seq ORDER BY v, seq LIMIT 1");
+    if (!q.step()) return std::nullopt;
+    return stated_shreds_boundary{q.integer(1), q.integer(0)};
+}
+
 verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                  std::size_t max_problems, std::int64_t now_ms, const audit_keys* keys) {
     if (now_ms == 0) now_ms = wall_ms();
@@ -166,10 +177,40 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         }
         anchor.reset();
     }
-    // Data keys: every subject with sealed data has its key, or a key_shredded record says it went.
-    std::unordered_map<std::string, std::int64_t> sealed_refs;  // subject reference (hex) -> first seq
-    std::unordered_set<std::string> shredded_refs;
-    std::uint64_t shred_tombstones = 0;
+    // key_shredded records from here on must carry shred_mac (none in a trail older than version 4).
+    std::optional<std::int64_t> shreds_from_meta;
+    std::int64_t trail_version = 0;
+    if (has_table(db, "audit_meta")) {
+        auto& meta = db.cached("SELECT key, value FROM audit_meta WHERE key IN ('schema_version', 'shreds_authenticated_from')");
+        while (meta.step()) {
+            if (meta.text(0) == "schema_version") trail_version = meta.integer(1);
+            else shreds_from_meta = meta.integer(1);
+        }
+        meta.reset();
+    }
+    // The trail's own statements of it outrank audit_meta; a running broker always has a live one
+    // (each start and each sweep that removes anything writes one), so a version 4 trail with none
+    // is held to it from the start.
+    std::int64_t shreds_from = shreds_from_meta ? *shreds_from_meta : std::numeric_limits<std::int64_t>::max();
+    if (const auto stated = lowest_stated_shreds_boundary(db); stated && stated->from < shreds_from) {
+        add_problem(stated->stated_by, "this record states that key_shredded records are authenticated from seq " +
+                                           std::to_string(stated->from) + ", but the trail's audit_meta says " +
+                                           (shreds_from_meta ? "from seq " + std::to_string(*shreds_from_meta)
+                                                             : std::string("nothing of it")) +
+                                           ": changed by hand");
+        shreds_from = stated->from;
+    } else if (!stated && trail_version >= 4) {
+        shreds_from = 1;
+    }
+
+    // Data keys: every subject with sealed data has its key, or a key_shredded record after that
+    // data says it went.
+    // Reference (hex) -> the first and last seq sealed for it since its last shred.
+    std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> sealed_refs;
+    // key_shredded records before the first one the key file authenticates may be an older
+    // writer's; none after it can be.
+    std::int64_t first_authenticated_shred = std::numeric_limits<std::int64_t>::max();
+    const auto shreds_boundary = [&] { return std::min(shreds_from, first_authenticated_shred); };
     // Live records past their retention: counted, with the first two, since the newest record
     // that states the anchor (known only at the end) is not to be counted.
     std::array<std::int64_t, 2> first_overdue{};
@@ -180,20 +221,47 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         const stored_record r = read_row(rows);
         if (r.kind == "key_shredded") {
             if (r.digest) {
-                ++shred_tombstones;
-                last_shred_tombstone = r.seq;
+                // This version keeps a key_shredded record as long as every record before it: once
+                // its content is gone, so are theirs, and it has nothing left to explain. An older
+                // writer's may have gone first.
+                if (r.seq < shreds_boundary()) last_shred_tombstone = r.seq;
             } else {
                 const json d = json::parse(r.detail, nullptr, false);
                 if (d.is_object() && d.contains("subject_ref") && d["subject_ref"].is_string()) {
-                    shredded_refs.insert(d["subject_ref"].get<std::string>());
-                    if (keys) key_of(d["subject_ref"].get<std::string>()).unopened = 0;  // explained
+                    const std::string ref = d["subject_ref"].get<std::string>();
+                    ++rep.shred_records;
+                    // With the key file, only a record the broker wrote explains a key that went.
+                    bool explains = true;
+                    if (keys) {
+                        const auto mac = d.find("shred_mac");
+                        const auto existed = d.find("key_existed");
+                        if (mac != d.end()) {
+                            explains = mac->is_string() && existed != d.end() && existed->is_boolean() &&
+                                       mac->get<std::string>() == keys->shred_mac(r.seq, ref, existed->get<bool>());
+                            if (!explains)
+                                add_problem(r.seq, "key_shredded record not authenticated by this key file: written by "
+                                                   "hand to explain away a data key deleted or replaced");
+                            else
+                                first_authenticated_shred = std::min(first_authenticated_shred, r.seq);
+                        } else if (r.seq >= shreds_boundary()) {
+                            explains = false;
+                            add_problem(r.seq, "key_shredded record carries no authentication: written by hand to "
+                                               "explain away a data key deleted or replaced");
+                        } else {
+                            rep.shreds_inherited.push_back(r.seq);
+                        }
+                    }
+                    if (explains) {
+                        sealed_refs.erase(ref);  // what was sealed for the subject before it
+                        if (keys) key_of(ref).unopened = 0;
+                    }
                 }
             }
         }
         if (r.sealed)
             for_each_envelope(*r.sealed, [&](const envelope_view& e) {
                 const std::string ref = to_hex(e.ref);
-                sealed_refs.emplace(ref, r.seq);
+                sealed_refs.try_emplace(ref, r.seq, r.seq).first->second.second = r.seq;
                 if (!keys) return;
                 subject_key& k = key_of(ref);
                 if (!k.has_row) return;
@@ -303,17 +371,17 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
     if (!sealed_refs.empty() && has_table(db, "audit_subject_keys")) {
         auto& key = db.cached("SELECT 1 FROM audit_subject_keys WHERE ref = ?");
         std::vector<std::pair<std::int64_t, std::string>> unaccounted;  // first seq, ref
-        for (const auto& [ref, seq] : sealed_refs) {
-            if (shredded_refs.count(ref)) continue;
+        for (const auto& [ref, seqs] : sealed_refs) {
             key.bind(1, ref);
             const bool has_key = key.step();
             key.reset();
-            if (!has_key) unaccounted.emplace_back(seq, ref);
+            if (has_key) continue;
+            // A shred whose content retention removed may explain data sealed before it, not after.
+            if (seqs.second < last_shred_tombstone) ++rep.keys_unaccounted;
+            else unaccounted.emplace_back(seqs.first, ref);
         }
         std::sort(unaccounted.begin(), unaccounted.end());
-        if (shred_tombstones > 0) {
-            rep.keys_unaccounted = unaccounted.size();
-        } else if (!unaccounted.empty()) {
+        if (!unaccounted.empty()) {
             add_problem(unaccounted.front().first,
                         "the data key of " + std::to_string(unaccounted.size()) +
                             " subject(s) whose data is sealed from here on is missing, and no key_shredded record says "
@@ -444,6 +512,11 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                     const std::string detail_text = rows.text(5);
                     grow(160 + detail_text.size() + plain.size() + rows.text(3).size());
                     wiped_json detail = parse_or_text(detail_text);
+                    if (options.schema_residencies && !rows.text(4).empty()) {
+                        const bool stated = detail.is_object() && detail.contains("residency") && detail["residency"].is_string();
+                        options.schema_residencies->emplace(rows.text(4),
+                                                            stated ? std::string(detail["residency"].get<std::string_view>()) : std::string());
+                    }
                     wiped_json data = parse_or_text(plain);
                     // The topic is sealed only when it names the subject; otherwise it is in the detail.
                     if (data.is_object() && !data.contains("topic") && detail.is_object() && detail.contains("topic") &&

@@ -75,7 +75,7 @@ struct control_api::pending_reply {
     // the reply in place of responses[export_index]["data"].
     std::string export_data;
     std::size_t export_index = SIZE_MAX;
-    std::string export_refusal;  // see control_api::handle
+    control_api::export_gate export_gate;  // see control_api::handle
     std::size_t answer_bytes = 0;  // of the responses before `next`
     control_api::reply_fn reply;
 };
@@ -236,7 +236,7 @@ bool control_api::run_erasure_command(const std::shared_ptr<pending_reply>& pend
     return true;
 }
 
-void control_api::handle(const requester& who, std::string_view payload, reply_fn reply, std::string export_refusal) {
+void control_api::handle(const requester& who, std::string_view payload, reply_fn reply, export_gate gate) {
     auto pending = std::make_shared<pending_reply>();
     pending->reply = std::move(reply);
     auto single_error = [&](const std::string& message) {
@@ -273,7 +273,7 @@ void control_api::handle(const requester& who, std::string_view payload, reply_f
     }
 
     pending->operator_id = operators_.identify(who);
-    pending->export_refusal = std::move(export_refusal);
+    pending->export_gate = std::move(gate);
     pending->commands = std::move(doc["commands"]);
     pending->responses.resize(pending->commands.size());
     if (pending->operator_id.empty()) {
@@ -540,10 +540,11 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             if (!export_reader_)
                 throw command_error("exportSubject needs session recording (plugin_opt_audit_key_file): "
                                     "without an audit trail there is nothing recorded to export");
-            if (!pending->export_refusal.empty()) throw command_error(pending->export_refusal);
+            if (!pending->export_gate.refusal.empty()) throw command_error(pending->export_gate.refusal);
             // One answer holds at most one export: each can be megabytes.
             if (pending->exports++ > 0) throw command_error("one exportSubject per control message: send the others separately");
             auto document = std::make_shared<std::string>();
+            auto holdings = std::make_shared<export_holdings>();
             export_options options;
             options.max_bytes = export_max_bytes_;
             options.indent = -1;  // compact, like the answer around it
@@ -554,8 +555,9 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
             if (data_map_names_) options.data_map_names = data_map_names_(subject);
             export_reader_->submit(
                 [keys = export_keys_, opener = export_topic_opener_, earlier = export_earlier_opener_, subject, document, now = now_ms_(),
-                 options = std::move(options), cancelled = exports_cancelled_](sqlite_db& db) mutable {
+                 options = std::move(options), cancelled = exports_cancelled_, holdings](sqlite_db& db) mutable {
                     options.cancelled = cancelled.get();
+                    options.schema_residencies = holdings.get();
                     options.topic_opener = opener.get();
                     options.earlier_topic_opener = earlier.get();
                     try {
@@ -565,10 +567,18 @@ bool control_api::run_command(const std::shared_ptr<pending_reply>& pending, std
                                                  "; use gdprctl export on the database for a larger export");
                     }
                 },
-                [this, pending, i, response, document](const std::string& error) mutable {
-                    if (!error.empty()) {
+                [this, pending, i, response, document, holdings](const std::string& error) mutable {
+                    std::string refused;
+                    if (error.empty() && pending->export_gate.check) {
+                        try {
+                            refused = pending->export_gate.check(*holdings);
+                        } catch (const std::exception& e) {  // fail closed, and answer
+                            refused = std::string("exportSubject is refused: its residency could not be checked: ") + e.what();
+                        }
+                    }
+                    if (!error.empty() || !refused.empty()) {
                         OPENSSL_cleanse(document->data(), document->size());
-                        response["error"] = "could not export: " + error;
+                        response["error"] = error.empty() ? refused : "could not export: " + error;
                     } else {
                         pending->export_data = std::move(*document);
                         pending->export_index = i;

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
 
 #include "gdpr/control_api.hpp"
 #include "gdpr/json_text.hpp"
@@ -633,6 +634,14 @@ void erasure_manager::maybe_complete(erasure_request& r, std::int64_t now_ms) {
     save_request(r);
     record("erasure_receipt", r, receipt_text(r, false, true));  // the whole receipt, once
     active_.erase(r.id);
+    // GDPR Art. 5(1)(c): nothing needs the erased subject's id any more; the register dropped it
+    // with save_request, and memory keeps only its reference too, as after a restart.
+    OPENSSL_cleanse(r.subject.data(), r.subject.size());
+    r.subject.clear();
+    r.subject.shrink_to_fit();
+    OPENSSL_cleanse(r.pseudonym.data(), r.pseudonym.size());
+    r.pseudonym.clear();
+    r.pseudonym.shrink_to_fit();
     if (failures && effects_.alert)
         effects_.alert("erasure_incomplete", "erasure request " + r.id + " completed with failures: " +
                                                  [&] {
@@ -701,7 +710,8 @@ void erasure_manager::tick(std::int64_t now_ms) {
         ids.swap(resume_local_);
         for (const auto& id : ids) {
             auto it = requests_.find(id);
-            if (it == requests_.end()) continue;
+            // Finished meanwhile (every holder answered before this first tick): nothing to resume.
+            if (it == requests_.end() || it->second->state != request_state::in_progress) continue;
             take_new_holders(*it->second);  // a holder recorded on disk but not yet a target
             if (!it->second->local.done()) start(*it->second, now_ms);
         }

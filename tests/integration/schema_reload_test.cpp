@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -643,4 +644,53 @@ TEST_CASE("a delivery after a reload that makes a topic name its subject records
     std::vector<std::string> topics;
     while (q.step()) topics.push_back(q.text(0));
     CHECK(topics == std::vector<std::string>{"lab/<subject>/reading"});
+}
+
+TEST_CASE("records of a schema a reload removed are exported only where every region's data may go",
+          "[integration][schema][residency][export]") {
+    reload_setup setup;
+    auto o = setup.options();
+    for (auto& [key, value] : o.plugin_opts)
+        if (key == "operator_client_ids") value += ",us-ops";
+    itest::broker b(o);
+    itest::client op{b, itest::OPERATOR_CLIENT_ID, 5}, us{b, "us-ops", 5}, pub{b, "v7", 5};
+    for (auto* c : {&op, &us, &pub}) c->connect();
+    REQUIRE(pub.publish(VEHICLE, VEHICLE_PAYLOAD, 1) == 0);  // EU-resident data of D-7
+    const json ask{{"command", "exportSubject"}, {"subject", "D-7"}};
+    json eu_export;
+    for (int i = 0; i < 50; ++i) {  // until the trail has written the publish
+        eu_export = control(op, ask);
+        if (eu_export.contains("data") && !eu_export["data"]["records"].empty()) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE(eu_export["data"]["records"].size() == 1);
+    CHECK_THAT(control(us, ask).value("error", ""), Catch::Contains("may not go to region us"));
+
+    // Only a US-resident schema stays in use: nothing in use says the export holds EU data any more.
+    for (const auto* name : {"home-presence.json", "vehicle-status.json", "vehicle-telemetry.json", "wearable-health.json"})
+        fs::remove(setup.schemas / name);
+    setup.write("lab-sensor.json", std::regex_replace(LAB_SCHEMA, std::regex("\"version\": 1,"), "\"version\": 1, \"residency\": \"us\","));
+    const auto reload = control(op, {{"command", "reloadSchemas"}, {"allowRemovals", true}, {"allowTransferChanges", true}});
+    INFO(reload.dump());
+    REQUIRE_FALSE(reload.contains("error"));
+    // The record says where its data is resident.
+    const auto refused = control(us, ask);
+    INFO(refused.dump());
+    CHECK_FALSE(refused.contains("data"));
+    CHECK_THAT(refused.value("error", ""), Catch::Contains("resident in eu (schema vehicle-telemetry@3)") &&
+                                               Catch::Contains("may not go to region us"));
+    // A record that does not say (written before records stated it): its schema is no longer in use.
+    {
+        gdpr::sqlite_db raw((setup.dir.path() / "gdpr.db").string());
+        raw.exec("UPDATE audit_records SET detail = json_remove(detail, '$.residency') WHERE kind = 'publish'");
+    }
+    const auto unknown = control(us, ask);
+    INFO(unknown.dump());
+    CHECK_FALSE(unknown.contains("data"));
+    CHECK_THAT(unknown.value("error", ""), Catch::Contains("vehicle-telemetry@3, no longer in use") &&
+                                               Catch::Contains("may not receive every region's data"));
+    // The EU, which may receive every region's data, still gets it.
+    const auto eu_again = control(op, ask);
+    REQUIRE(eu_again.contains("data"));
+    CHECK(eu_again["data"]["records"].size() == 1);
 }

@@ -33,6 +33,14 @@ std::int64_t now_ms() {
         .count();
 }
 
+// What verify reports at `seq` (all problems there, joined), or nothing.
+std::string problems_at(const gdpr::verify_report& rep, std::int64_t seq) {
+    std::string what;
+    for (const auto& p : rep.problems)
+        if (p.seq == seq) what += p.what + "\n";
+    return what;
+}
+
 struct trail_fixture {
     test_support::temp_dir dir;
     std::string path = (dir.path() / "audit.db").string();
@@ -119,6 +127,69 @@ struct trail_fixture {
     void tamper(const std::string& sql) {
         gdpr::sqlite_db db(path);
         db.exec(sql);
+    }
+    // Recomputes every record's hash from the first, as someone rewriting the whole chain (or an
+    // older writer, for a trail edited into the form it wrote) would have it.
+    void rechain() {
+        gdpr::sqlite_db db(path);
+        db.exec("BEGIN");
+        std::vector<std::pair<std::int64_t, gdpr::chain_hash>> hashes;
+        {
+            gdpr::sqlite_statement q(db.handle(), std::string("SELECT ") + gdpr::AUDIT_RECORD_COLUMNS +
+                                                      ", digest FROM audit_records ORDER BY seq");
+            gdpr::chain_hash previous{};
+            while (q.step()) {
+                const gdpr::stored_record r = gdpr::read_record_columns(q);
+                gdpr::chain_hash digest = gdpr::content_digest(r);
+                if (!q.is_null(10)) {
+                    const std::string stored = q.blob(10);
+                    std::copy(stored.begin(), stored.end(), digest.begin());
+                }
+                previous = gdpr::link_hash(previous, r, digest);
+                hashes.emplace_back(r.seq, previous);
+            }
+        }
+        gdpr::sqlite_statement update(db.handle(), "UPDATE audit_records SET hash = ? WHERE seq = ?");
+        for (const auto& [seq, hash] : hashes) update.bind_blob(1, gdpr::as_bytes(hash)).bind(2, seq).run();
+        db.exec("COMMIT");
+    }
+    // The trail as version 3 wrote it: key_shredded records carry no MAC, nothing states from
+    // where they would, and it says it is version 3.
+    void as_version_3() {
+        tamper("UPDATE audit_records SET detail = json_remove(detail, '$.shred_mac', '$.shreds_authenticated_from');"
+               "DELETE FROM audit_meta WHERE key = 'shreds_authenticated_from';"
+               "UPDATE audit_meta SET value = 3 WHERE key = 'schema_version';");
+        rechain();
+    }
+    // Appends `r` as the next record, correctly chained: what anyone able to write the file can
+    // do. With `digest`, in the form retention leaves (content removed). Returns its seq.
+    std::int64_t append_by_hand(gdpr::stored_record r, const std::optional<gdpr::chain_hash>& digest = {}) {
+        gdpr::sqlite_db db(path);
+        gdpr::chain_hash previous{};
+        {
+            gdpr::sqlite_statement q(db.handle(), "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1");
+            REQUIRE(q.step());
+            r.seq = q.integer(0) + 1;
+            const std::string hash = q.blob(1);
+            std::copy(hash.begin(), hash.end(), previous.begin());
+        }
+        const auto link = gdpr::link_hash(previous, r, digest ? *digest : gdpr::content_digest(r));
+        gdpr::sqlite_statement insert(db.handle(), "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, detail, digest, hash)"
+                                                   " VALUES (?, ?, ?, ?, ?, ?, ?)");
+        insert.bind(1, r.seq).bind(2, r.at_ms).bind(3, r.kind).bind(4, r.expires_ms);
+        if (digest) insert.bind_null(5).bind_blob(6, gdpr::as_bytes(*digest));
+        else insert.bind(5, r.detail).bind_null(6);
+        insert.bind_blob(7, gdpr::as_bytes(link)).run();
+        db.exec("UPDATE audit_meta SET value = " + std::to_string(r.seq) + " WHERE key = 'last_seq'");
+        return r.seq;
+    }
+    std::int64_t append_shred_by_hand(const json& detail) {
+        gdpr::stored_record forged;
+        forged.at_ms = now_ms();
+        forged.kind = "key_shredded";
+        forged.expires_ms = now_ms() + 365 * DAY_MS;
+        forged.detail = detail.dump();
+        return append_by_hand(forged);
     }
 };
 
@@ -390,13 +461,234 @@ TEST_CASE_METHOD(trail_fixture, "a data key deleted by hand, without a key_shred
     }
 }
 
-TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains only the sealed parts before it",
+TEST_CASE_METHOD(trail_fixture, "a key_shredded record appended by hand to explain away a replaced data key is caught with the key file",
                  "[audit][shred]") {
-    options.default_retention_days = 1;  // the trail's own records, key_shredded among them
+    open();
+    publish({"alice"}, "1");
+    publish({"bob"}, "2");
+    log->shred_subject("bob");  // the broker's own shred: authenticated
+    REQUIRE(log->flush());
+    close();
+    // alice's key replaced by hand: the writer makes her a new one at the next publish.
+    tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("alice") + "'");
+    open();
+    publish({"alice"}, "3");
+    REQUIRE(log->flush());
+    close();
+    REQUIRE_FALSE(verify().intact());
+    const std::string ref = keys->subject_ref("alice");
+
+    SECTION("without authentication") {
+        const auto forged = append_shred_by_hand(json{{"subject_ref", ref}, {"key_existed", true}});
+        CHECK(verify_without_key().intact());  // all a chain without a key can tell
+        const auto rep = verify();
+        REQUIRE(rep.problems.size() == 2);
+        CHECK_THAT(problems_at(rep, forged), Catch::Contains("key_shredded record carries no authentication"));
+        // alice's part sealed under the key that went stays unexplained
+        CHECK_THAT(problems_at(rep, 2), Catch::Contains("do not open under their subject's data key"));
+        CHECK(rep.shreds_inherited.empty());
+        SECTION("and the marker beside the chain raised past it: what the writer stated still holds") {
+            tamper("UPDATE audit_meta SET value = " + std::to_string(forged + 1) + " WHERE key = 'shreds_authenticated_from'");
+            const auto raised = verify();
+            CHECK(raised.shreds_inherited.empty());
+            CHECK_THAT(problems_at(raised, forged), Catch::Contains("key_shredded record carries no authentication"));
+            CHECK_THAT(problems_at(raised, 1), Catch::Contains("changed by hand"));  // the first writer_started says 1
+        }
+    }
+    SECTION("with a MAC the key file did not make") {
+        const auto forged = append_shred_by_hand(
+            json{{"subject_ref", ref}, {"key_existed", true}, {"shred_mac", keys->shred_mac(4, ref, true)}});
+        const auto rep = verify();
+        REQUIRE(rep.problems.size() == 2);
+        CHECK_THAT(problems_at(rep, forged), Catch::Contains("not authenticated by this key file"));
+        CHECK_THAT(problems_at(rep, 2), Catch::Contains("do not open under their subject's data key"));
+    }
+    SECTION("in the form retention leaves, its content already removed") {
+        gdpr::stored_record forged;
+        forged.at_ms = now_ms() - 2 * DAY_MS;
+        forged.kind = "key_shredded";
+        forged.expires_ms = now_ms() - DAY_MS;
+        append_by_hand(forged, gdpr::chain_hash{});
+        const auto rep = verify();
+        CHECK_THAT(problems_at(rep, 2), Catch::Contains("do not open under their subject's data key"));
+        CHECK(rep.envelopes_unexplained == 0);
+    }
+    SECTION("the broker's own record, copied to the end, does not authenticate there") {
+        std::string bob_detail;
+        {
+            gdpr::sqlite_db db(path, gdpr::sqlite_db::read_only);
+            gdpr::sqlite_statement q(db.handle(), "SELECT detail FROM audit_records WHERE kind = 'key_shredded'");
+            REQUIRE(q.step());
+            bob_detail = q.text(0);
+        }
+        const auto forged = append_shred_by_hand(json::parse(bob_detail));
+        CHECK_THAT(problems_at(verify(), forged), Catch::Contains("not authenticated by this key file"));
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "a shred explains only the data sealed before it, not a key deleted after the subject came back",
+                 "[audit][shred]") {
+    open();
+    publish({"alice"}, "1");
+    log->shred_subject("alice");
+    publish({"alice"}, "2");  // under her new key
+    REQUIRE(log->flush());
+    close();
+    CHECK(verify().intact());
+    tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("alice") + "'");
+    const auto rep = verify_without_key();
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq == 4);  // her first part after the shred
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("data key of 1 subject(s)"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "the boundary of authenticated key_shredded records is restored from the trail's statements",
+                 "[audit][shred][retention]") {
+    options.default_retention_days = 1;
+    open();
+    const std::int64_t old = now_ms() - 10 * DAY_MS;
+    for (int i = 0; i < 3; ++i) publish({"alice"}, "old", old, 7);
+    publish({"bob"}, "kept", 0, 30);
+    REQUIRE(log->flush());
+    log->sweep(now_ms() + 2 * DAY_MS);  // anchors the chain: a retention record states it, and the boundary
+    REQUIRE(log->flush());
+    close();
+    REQUIRE(scalar("SELECT count(*) FROM audit_anchor") == 1);
+    // Passed off as an upgrade from version 3, which would excuse every key_shredded record so far.
+    tamper("DELETE FROM audit_meta WHERE key = 'shreds_authenticated_from';"
+           "UPDATE audit_meta SET value = 3 WHERE key = 'schema_version';");
+    open();
+    CHECK_THAT(log->take_problems().at(0), Catch::Contains("removed by hand"));
+    close();
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'") == 1);
+    // Raised instead: the same.
+    tamper("UPDATE audit_meta SET value = 1000 WHERE key = 'shreds_authenticated_from'");
+    std::string problems;
+    for (const auto& p : verify_without_key(now_ms() + 2 * DAY_MS).problems) problems += p.what;
+    CHECK_THAT(problems, Catch::Contains("changed by hand"));
+    open();
+    CHECK_THAT(log->take_problems().at(0), Catch::Contains("raised by hand"));
+    close();
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'") == 1);
+}
+
+TEST_CASE_METHOD(trail_fixture, "a statement of the boundary past its own record is no writer's and is passed over",
+                 "[audit][shred]") {
+    open();
+    publish({"alice"}, "1");
+    REQUIRE(log->flush());
+    close();
+    // A version 3 trail, into which a statement is planted before its first start as version 4.
+    as_version_3();
+    gdpr::stored_record planted;
+    planted.at_ms = now_ms();
+    planted.kind = "writer_started";
+    planted.expires_ms = now_ms() + 365 * DAY_MS;
+    planted.detail = json{{"shreds_authenticated_from", 1'000'000'000'000LL}}.dump();
+    const auto planted_seq = append_by_hand(planted);
+    open();
+    CHECK(log->take_problems().empty());
+    close();
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'") == planted_seq + 1);
+    const auto forged = append_shred_by_hand(json{{"subject_ref", keys->subject_ref("alice")}, {"key_existed", true}});
+    CHECK_THAT(problems_at(verify(), forged), Catch::Contains("carries no authentication"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "key_shredded records of a trail an older version wrote are noted, and later ones authenticated",
+                 "[audit][shred]") {
+    open();
+    publish({"alice"}, "1");
+    const auto alice_shred = log->shred_subject("alice");
+    publish({"bob"}, "2");
+    REQUIRE(log->flush());
+    close();
+    as_version_3();
+    auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.shreds_inherited == std::vector<std::int64_t>{alice_shred});
+
+    open();  // upgrades the trail
+    CHECK(log->take_problems().empty());
+    publish({"bob"}, "3");
+    const auto bob_shred = log->shred_subject("bob");
+    REQUIRE(log->flush());
+    close();
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'schema_version'") == gdpr::audit_log::SCHEMA_VERSION);
+    // From the upgrading start's writer_started record on, which says so.
+    const std::int64_t upgraded_at = scalar("SELECT max(seq) FROM audit_records WHERE kind = 'writer_started'");
+    CHECK(upgraded_at > alice_shred);
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'") == upgraded_at);
+    CHECK(scalar("SELECT json_extract(detail, '$.shreds_authenticated_from') FROM audit_records WHERE seq = " +
+                 std::to_string(upgraded_at)) == upgraded_at);
+    rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.shreds_inherited == std::vector<std::int64_t>{alice_shred});  // bob's is the broker's, authenticated
+    CHECK(bob_shred > alice_shred);
+    SECTION("one appended by hand now, without a MAC, is no older writer's") {
+        const auto forged = append_shred_by_hand(json{{"subject_ref", keys->subject_ref("carol")}, {"key_existed", false}});
+        CHECK_THAT(problems_at(verify(), forged), Catch::Contains("carries no authentication"));
+    }
+    SECTION("with the marker beside the chain removed or raised, the trail's own statements hold") {
+        const bool raise = GENERATE(false, true);
+        tamper(raise ? "UPDATE audit_meta SET value = 1000 WHERE key = 'shreds_authenticated_from'"
+                     : "DELETE FROM audit_meta WHERE key = 'shreds_authenticated_from'");
+        const auto tampered = verify();
+        CHECK_THAT(problems_at(tampered, upgraded_at), Catch::Contains("changed by hand"));
+        CHECK(tampered.shreds_inherited == std::vector<std::int64_t>{alice_shred});
+        open();
+        CHECK_THAT(log->take_problems().at(0), Catch::Contains(raise ? "raised by hand" : "removed by hand"));
+        close();
+        CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'") == upgraded_at);
+        const auto restored = verify();
+        CHECK(restored.intact());
+        CHECK(restored.shreds_inherited == std::vector<std::int64_t>{alice_shred});
+    }
+    SECTION("with no statement left in a version 4 trail, every record is held to authentication") {
+        tamper("UPDATE audit_records SET detail = json_remove(detail, '$.shreds_authenticated_from')"
+               " WHERE kind IN ('writer_started', 'retention')");
+        rechain();
+        CHECK_THAT(problems_at(verify(), alice_shred), Catch::Contains("carries no authentication"));
+    }
+}
+
+TEST_CASE_METHOD(trail_fixture, "a key_shredded record is kept as long as any record written before it", "[audit][shred][retention]") {
+    options.default_retention_days = 1;
     open();
     publish({"alice"}, "1", 0, 30);
-    log->shred_subject("alice");
+    publish({"bob"}, "2", 0, 10);
+    SECTION("written before") { REQUIRE(log->flush()); }
+    SECTION("in the same batch") {}
+    const auto shred = log->shred_subject("alice");
     REQUIRE(log->flush());
+    // 30 days, or 31 when found by the hour of expiry of records written before (rounded up).
+    const auto kept_days = scalar("SELECT (expires_ms - at_ms) / " + std::to_string(DAY_MS) + " FROM audit_records WHERE seq = " +
+                                  std::to_string(shred));
+    CHECK(kept_days >= 30);
+    CHECK(kept_days <= 31);
+    log->sweep(now_ms() + 11 * DAY_MS);
+    REQUIRE(log->flush());
+    close();
+    CHECK(live(shred));
+    CHECK(verify(now_ms() + 11 * DAY_MS).intact());
+}
+
+TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains only the sealed parts before it",
+                 "[audit][shred]") {
+    options.default_retention_days = 1;  // the trail's own records
+    open();
+    publish({"alice"}, "1", 0, 30);
+    const auto shred = log->shred_subject("alice");
+    REQUIRE(log->flush());
+    close();
+    // As an older writer kept it: for the default retention, shorter than alice's record's, and
+    // unauthenticated, in a version 3 trail.
+    tamper("UPDATE audit_records SET expires_ms = at_ms + " + std::to_string(DAY_MS) + " WHERE seq = " + std::to_string(shred) +
+           ";INSERT INTO audit_expiry(days, bucket, first_seq, last_seq) SELECT 1, expires_ms / 3600000, seq, seq"
+           " FROM audit_records WHERE seq = " + std::to_string(shred) +
+           " ON CONFLICT(days, bucket) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq),"
+           " last_seq = max(last_seq, excluded.last_seq)");
+    as_version_3();
+    open();
     const std::int64_t later = now_ms() + 2 * DAY_MS;
     log->sweep(later);  // the key_shredded record expires: the subject it names is gone from the trail
     REQUIRE(log->flush());
@@ -416,6 +708,12 @@ TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains
     rep = verify(later);
     REQUIRE_FALSE(rep.intact());
     CHECK_THAT(rep.problems[0].what, Catch::Contains("1 sealed part(s) from here on do not open"));
+    // bob's key row gone altogether: his data was sealed after the emptied shred, which cannot explain it.
+    tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("bob") + "'");
+    rep = verify_without_key(later);
+    CHECK(rep.keys_unaccounted == 0);
+    REQUIRE_FALSE(rep.intact());
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("data key of 1 subject(s)"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "records written after a shred in the same batch use the subject's new key", "[audit][shred]") {
@@ -1315,7 +1613,7 @@ TEST_CASE_METHOD(trail_fixture, "a version 1 trail is upgraded on open and sweep
            "UPDATE audit_meta SET value = 1 WHERE key = 'schema_version';");
 
     open();
-    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'schema_version'") == 3);
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'schema_version'") == gdpr::audit_log::SCHEMA_VERSION);
     CHECK(scalar("SELECT count(*) FROM sqlite_master WHERE name = 'audit_records_expiry'") == 0);
     log->sweep(now_ms());
     REQUIRE(log->flush());
@@ -1330,8 +1628,8 @@ TEST_CASE_METHOD(trail_fixture, "a version 1 trail is upgraded on open and sweep
 TEST_CASE_METHOD(trail_fixture, "a trail of a newer version is refused with its version named", "[audit]") {
     open();
     close();
-    tamper("UPDATE audit_meta SET value = 4 WHERE key = 'schema_version'");
-    CHECK_THROWS_WITH(open(), Catch::Contains("version 4") && Catch::Contains("reads version 3"));
+    tamper("UPDATE audit_meta SET value = 5 WHERE key = 'schema_version'");
+    CHECK_THROWS_WITH(open(), Catch::Contains("version 5") && Catch::Contains("reads version 4"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "an expired statement passed over in the middle of its hour is removed once a newer record states the anchor",

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "gdpr/audit_log.hpp"
@@ -239,13 +241,14 @@ struct export_fixture : api_fixture {
         return run(json{{"commands", commands}}.dump())["responses"];
     }
     // One control message from an operator, answered once the export reader has done its part.
-    json run(const std::string& payload) {
+    json run(const std::string& payload, gdpr::control_api::export_gate gate = {}) {
         std::vector<std::string> replies;
         api.handle(gdpr::requester{"op-1", "", ""}, payload,
                    [&](const std::string& r, const gdpr::control_api::command_outcomes& o) {
                        replies.push_back(r);
                        outcomes.push_back(o);
-                   });
+                   },
+                   std::move(gate));
         for (int round = 0; round < 1000 && replies.empty(); ++round) {
             if (reader) {
                 reader->wait_idle();
@@ -284,6 +287,42 @@ TEST_CASE_METHOD(export_fixture, "exportSubject answers with the subject's recor
     CHECK(d["device_bindings"][0]["client_id"] == "car-1");
     CHECK(export_of("D-404")["data"]["records"].empty());
     for (const auto& line : log_lines) CHECK(line.find("D-1") == std::string::npos);
+}
+
+TEST_CASE_METHOD(export_fixture, "an export goes only where the gate lets it, before and after the records are read",
+                 "[control][export][residency]") {
+    attach();
+    record_publish("D-1", 50);
+    REQUIRE(trail->flush());
+    const std::string ask = R"({"commands":[{"command":"exportSubject","subject":"D-1"}]})";
+    using holdings = gdpr::control_api::export_holdings;
+    // Refused before anything is read.
+    std::size_t checks = 0;
+    const json before = run(ask, {"placed where it may not go", [&](const holdings&) {
+                                      ++checks;
+                                      return std::string();
+                                  }})["responses"][0];
+    CHECK(before.value("error", "") == "placed where it may not go");
+    CHECK_FALSE(before.contains("data"));
+    CHECK(checks == 0);
+    // Refused once the records' schemas are known: the gate sees them, the answer holds none of the data.
+    holdings seen;
+    const json after = run(ask, {"", [&](const holdings& h) {
+                                     seen = h;
+                                     return std::string("the export holds records of schema vehicle@1");
+                                 }})["responses"][0];
+    CHECK(seen == holdings{{"vehicle@1", ""}});  // the record states no residency
+    CHECK(after.value("error", "") == "the export holds records of schema vehicle@1");
+    CHECK_FALSE(after.contains("data"));
+    CHECK(outcomes.back() == gdpr::control_api::command_outcomes{{"exportSubject", false}});
+    // A gate that fails refuses too, and says so.
+    const json failed = run(ask, {"", [](const holdings&) -> std::string { throw std::runtime_error("no rules"); }})["responses"][0];
+    CHECK_THAT(failed.value("error", ""), Catch::Contains("could not be checked: no rules"));
+    CHECK_FALSE(failed.contains("data"));
+    // Let through.
+    const json allowed = run(ask, {"", [](const holdings&) { return std::string(); }})["responses"][0];
+    REQUIRE_FALSE(allowed.contains("error"));
+    CHECK(allowed["data"]["records"].size() == 1);
 }
 
 TEST_CASE_METHOD(export_fixture, "an export among other commands keeps its place, its correlation data and its outcome",

@@ -865,13 +865,19 @@ TEST_CASE("an erasure fans out to every holder, is acknowledged, and ends with a
     CHECK(m->acknowledge("van-2", ack("nope", "erased"), t0) == "the acknowledgement names an unknown request");
     CHECK(m->acknowledge("van-2", ack("req-1", "not_found"), t0 + 20).empty());
     CHECK(r->state == gdpr::request_state::in_progress);
+    CHECK(json::parse(gdpr::receipt_json(*r))["subject"] == "driver-1");  // to operators, while in progress
     CHECK(m->acknowledge("dashboard", ack("req-1", "erased"), t0 + 30).empty());
     CHECK(r->state == gdpr::request_state::completed);
     CHECK(m->in_progress() == 0);
 
     const auto receipt = json::parse(gdpr::receipt_json(*r));
     CHECK(receipt["state"] == "completed");
-    CHECK(receipt["subject"] == "driver-1");
+    // Finished: the id is gone from memory too (GDPR Art. 5(1)(c)); the reference stays.
+    CHECK_FALSE(receipt.contains("subject"));
+    CHECK(r->subject.empty());
+    CHECK(r->pseudonym.empty());
+    CHECK(receipt["subjectRef"] == r->subject_ref);
+    CHECK_FALSE(r->subject_ref.empty());
     CHECK(receipt["totals"]["acknowledged"] == 3);
     CHECK(receipt["totals"]["failed"] == 0);
     CHECK(receipt["targets"][1]["state"] == "erased");

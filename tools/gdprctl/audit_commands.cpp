@@ -117,9 +117,19 @@ int verify(const std::string& path, const std::map<std::string, std::string>& fl
         std::cout << "NOTE: the broker starting at seq " << seq
                   << " took a statement of the anchor written without authentication as it was: expected once, when "
                      "a trail of version 2 was first opened; otherwise someone removed the marker in audit_meta\n";
+    if (!report.shreds_inherited.empty()) {
+        std::cout << "NOTE: " << report.shreds_inherited.size() << " key_shredded record(s) (seq";
+        for (std::size_t i = 0; i < report.shreds_inherited.size() && i < 5; ++i) std::cout << " " << report.shreds_inherited[i];
+        std::cout << (report.shreds_inherited.size() > 5 ? " ..." : "")
+                  << ") were written before such records were authenticated (trail version 3 or older): taken "
+                     "as written\n";
+    }
     if (report.anchor_seq && !keys)
         std::cout << "NOTE: give --key-file to check that the broker wrote the record stating the anchor (anyone able "
                      "to write the file could append one)\n";
+    if (report.shred_records > 0 && !keys)
+        std::cout << "NOTE: give --key-file to check that the broker wrote the " << report.shred_records
+                  << " key_shredded record(s) and that every sealed part opens or is explained by one\n";
     std::cout << "head hash: " << report.head_hash << "\n";
     for (const auto& p : report.problems) std::cout << "PROBLEM at seq " << p.seq << ": " << p.what << "\n";
     for (const auto& g : report.gaps)

@@ -45,6 +45,10 @@ public:
     // last one's hash `hash`): 64 hex digits. The chain's SHA-256 links need no key, so anyone
     // could append a statement that vouches for an anchor moved over records deleted by hand.
     std::string anchor_mac(std::int64_t seq, std::string_view hash) const;
+    // Authenticates a key_shredded record (its number, the subject's reference and whether a key
+    // row was deleted): 64 hex digits. Without it, anyone able to write the file could append a
+    // record that explains away a data key they deleted or replaced (GDPR Art. 5(2)).
+    std::string shred_mac(std::int64_t seq, std::string_view subject_ref, bool key_existed) const;
 
     // A fresh random data key, and its wrapped form (nonce || ciphertext || tag) bound to `ref`.
     data_key new_data_key() const;
@@ -59,6 +63,7 @@ public:
 private:
     data_key wrapping_key_{};
     data_key anchor_key_{};
+    data_key shred_key_{};
     std::string check_;
     // One keyed context for wrapping and unwrapping, shared under a lock (keys are wrapped once
     // per new subject: often enough that a context per call shows).

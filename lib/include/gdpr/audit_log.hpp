@@ -61,7 +61,7 @@ struct audit_stats {
 
 class audit_log {
 public:
-    static constexpr int SCHEMA_VERSION = 3;  // opens versions 1 and 2 and upgrades them
+    static constexpr int SCHEMA_VERSION = 4;  // opens versions 1 to 3 and upgrades them
 
     // Opens (creating when missing) the trail in the database at options.path, reserves a nonce
     // epoch, records `writer_started` and starts the writer. Throws storage_error.
@@ -147,7 +147,7 @@ private:
                       std::uint64_t& written, std::uint64_t& shredded);
     // Records which expiry group (audit_expiry) an inserted record belongs to.
     void note_expiry(const record_view& v);
-    void plan_shred(item& it);
+    void plan_shred(item& it, std::int64_t latest_expiry_in_chunk_ms);
     void move_anchor(const item& it);
     // Truncates the write-ahead log once shredded keys were committed (see shredded_through).
     void wipe_shredded_keys();
@@ -185,6 +185,7 @@ private:
     bool anchor_disputed_ = false;  // ... or by a statement the key file does not authenticate
     bool anchor_inherited_ = false;  // stated at open without authentication, taken as it is
     std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
+    std::int64_t shreds_authenticated_from_ = 1;  // key_shredded records from here on carry shred_mac
     // Expired statements that a sweep had to pass over while each was the newest: their expiry
     // groups have moved past them, so later sweeps remove them by seq (kept in audit_meta).
     std::vector<std::int64_t> held_statements_;

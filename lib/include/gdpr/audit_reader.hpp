@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -23,6 +24,18 @@ namespace gdpr {
 inline constexpr const char* AUDIT_RECORD_COLUMNS =
     "seq, at_ms, kind, expires_ms, session, client_id, schema, detail, payload, sealed";
 stored_record read_record_columns(sqlite_statement& row);
+
+// The records in which the trail states things about itself: its anchor, and from which seq
+// every key_shredded record is authenticated (indexed by audit_statements, trail version 4).
+inline constexpr const char* AUDIT_STATEMENT_KINDS = "kind IN ('writer_started', 'retention')";
+// The lowest `shreds_authenticated_from` a live statement states, and the first record that
+// states it; nothing when none does. A statement of a boundary after itself is no writer's (each
+// states one it has reached) and is passed over.
+struct stated_shreds_boundary {
+    std::int64_t from = 0;
+    std::int64_t stated_by = 0;
+};
+std::optional<stated_shreds_boundary> lowest_stated_shreds_boundary(sqlite_db& db);
 
 struct verify_problem {
     std::int64_t seq;   // the first record at fault
@@ -43,16 +56,20 @@ struct verify_report {
     // writer_started records that took a statement written without authentication as it was: an
     // upgrade from trail version 2, or the marker in audit_meta removed by hand.
     std::vector<std::int64_t> anchor_inherited;
+    // With the key file: key_shredded records an older writer wrote, before they were
+    // authenticated (trail version 3 and older); taken as written.
+    std::vector<std::int64_t> shreds_inherited;
+    std::uint64_t shred_records = 0;  // live key_shredded records (the key file authenticates them)
     // With the key file, when some key_shredded records have had their content removed by
     // retention: sealed parts that do not open under their subject's current data key, which a
     // shred verify can no longer see may explain (otherwise each one is a problem).
     std::uint64_t envelopes_unexplained = 0;
     std::vector<verify_problem> problems;     // edits, deletions, broken links
     std::vector<std::pair<std::int64_t, std::uint64_t>> gaps;  // (seq of gap record, records dropped)
-    // Subjects whose sealed data has no data key and no key_shredded record that says why, while
-    // some key_shredded records have had their content removed by retention: their keys were
-    // shredded then, or deleted by hand; verify cannot tell which. (With no such record, each one
-    // is a problem.)
+    // Subjects whose sealed data has no data key and no key_shredded record that says why, all of
+    // it sealed before a key_shredded record (an older writer's) whose content retention removed:
+    // their keys were shredded then, or deleted by hand; verify cannot tell which. (Otherwise each
+    // one is a problem.)
     std::uint64_t keys_unaccounted = 0;
     // Records still holding their content more than OVERDUE_AFTER_MS after their retention period
     // ended (GDPR Art. 5(1)(e)): the sweeper removes them while the broker runs, so these say it
@@ -93,6 +110,9 @@ struct export_options {
     // file no broker has opened with a key file since), unless the id has a keyed name's form
     // (is_keyed_subject_name).
     bool data_map_by_id = false;
+    // Filled with the schema tag of each record exported and the residency the record states (empty
+    // when it states none), for the caller's residency check.
+    std::set<std::pair<std::string, std::string>>* schema_residencies = nullptr;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;

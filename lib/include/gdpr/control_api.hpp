@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,11 +66,21 @@ public:
     control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, named_clients operators,
                 logger& log);
 
+    // Of the records an export holds: each schema tag with the residency a record states (empty
+    // when it states none).
+    using export_holdings = std::set<std::pair<std::string, std::string>>;
+    // Whether the asking connection may receive a subject's export (its region may not receive
+    // data resident in another, GDPR Art. 44). `refusal`: why not, known before anything is read;
+    // `check` (broker thread), given what the export holds: why not, once that is known (records
+    // of schemas no longer in use among them). Empty: it may.
+    struct export_gate {
+        std::string refusal;
+        std::function<std::string(const export_holdings& holdings)> check;
+    };
     // Handles one control message. Its commands run in order, each after the previous one's change
     // is durable. `reply` is called exactly once, on the broker thread, possibly later (from
-    // consent_store::drain). `export_refusal`: why this connection may not receive a subject's
-    // export (its region may not receive data resident in another, GDPR Art. 44); empty when it may.
-    void handle(const requester& who, std::string_view payload, reply_fn reply, std::string export_refusal = {});
+    // consent_store::drain).
+    void handle(const requester& who, std::string_view payload, reply_fn reply, export_gate gate = {});
 
     std::uint64_t refused_requests() const { return refused_requests_; }
     // eraseSubject, getErasure and listErasures answer only with a manager attached.

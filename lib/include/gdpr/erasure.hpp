@@ -81,7 +81,7 @@ struct local_erasure {
 
 struct erasure_request {
     std::string id;
-    std::string subject;      // "" for a request finished before the last restart (only the ref is kept)
+    std::string subject;      // "" once the request is finished (only the ref is kept)
     std::string subject_ref;  // erasure_effects::subject_ref of the subject (or, finished before an audit
                               // key, an earlier_subject_refs name)
     std::string operator_id;
