@@ -110,7 +110,7 @@ std::string export_refusal(plugin_context& ctx, std::int32_t receiver) {
 
 // What an export holds, checked once it is read, against the rules in use then (a reload may
 // have changed them meanwhile, so the receiver is named, not numbered). A record that states its
-// residency is checked by it; one that does not (written before records stated it) by its
+// residency is checked by it; one that does not say (written before records stated it) by its
 // schema, if still in use. Records of a schema no longer in use may hold data resident anywhere:
 // they go only to a region that may receive every region's data (GDPR Art. 44).
 std::string export_holding_refusal(plugin_context& ctx, const std::string& receiver_region,
@@ -123,10 +123,11 @@ std::string export_holding_refusal(plugin_context& ctx, const std::string& recei
                                ", where this connection is placed (GDPR Art. 44)";
     for (const auto& [tag, stated] : holdings) {
         std::int32_t region = gdpr::residency_rules::NO_REGION;
-        if (!stated.empty()) {
-            region = rules.region_index(stated);
+        if (stated) {
+            if (stated->empty()) continue;  // resident nowhere in particular
+            region = rules.region_index(*stated);
             if (region == gdpr::residency_rules::NO_REGION)
-                return "exportSubject is refused to this connection: the export holds personal data resident in " + stated +
+                return "exportSubject is refused to this connection: the export holds personal data resident in " + *stated +
                        " (schema " + tag + "), a region the residency rules no longer declare" + placed;
         } else {
             const gdpr::schema* in_use = nullptr;

@@ -346,6 +346,14 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
                                      "verify --key-file)");
             log->shreds_authenticated_from_ = stated_from->from;
             put_meta(db, "shreds_authenticated_from", log->shreds_authenticated_from_);
+        } else if (marked && marker > log->next_seq_) {
+            // No writer states a boundary it has not reached: raised by hand, with every statement
+            // of it gone. Every key_shredded record is held to authentication.
+            log->problems_.push_back("the audit trail's record of which key_shredded records are authenticated names "
+                                     "seq " + std::to_string(marker) + ", which the trail has not reached: changed by "
+                                     "hand; every key_shredded record is held to it (run gdprctl verify --key-file)");
+            log->shreds_authenticated_from_ = 1;
+            put_meta(db, "shreds_authenticated_from", 1);
         } else if (marked) {
             log->shreds_authenticated_from_ = marker;
         } else {
@@ -355,6 +363,22 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             log->shreds_authenticated_from_ = shreds_unauthenticated_so_far ? log->next_seq_ : 1;
             put_meta(db, "shreds_authenticated_from", log->shreds_authenticated_from_);
         }
+        // The latest expiry of any record but a shred, kept with each commit (plan_shred); a trail
+        // without it (written by an earlier version) starts from its latest hour of expiry.
+        auto& expiry = db.cached("SELECT value FROM audit_meta WHERE key = 'latest_record_expiry_ms'");
+        if (expiry.step()) {
+            log->latest_record_expiry_ms_ = expiry.integer(0);
+        } else {
+            expiry.reset();
+            auto& hours = db.cached("SELECT max(bucket) FROM audit_expiry");
+            if (hours.step() && !hours.is_null(0))
+                log->latest_record_expiry_ms_ =
+                    hours.integer(0) < std::numeric_limits<std::int64_t>::max() / EXPIRY_BUCKET_MS
+                        ? hours.integer(0) * EXPIRY_BUCKET_MS
+                        : std::numeric_limits<std::int64_t>::max();
+            hours.reset();
+        }
+        expiry.reset();
         auto& held = db.cached("SELECT value FROM audit_meta WHERE key >= 'held:' AND key < 'held;'");
         while (held.step()) log->held_statements_.push_back(held.integer(0));
         held.reset();
@@ -716,8 +740,10 @@ void audit_log::write_batch(std::vector<item>& batch, std::size_t& committed) {
                 ahead_submitted = true;
             }
             insert_chunk(batch, committed, n, *current, written, shredded);
-            if (written > 0)
+            if (written > 0) {
                 put_meta(*db_, "last_seq", pending_seq_);
+                put_meta(*db_, "latest_record_expiry_ms", latest_record_expiry_ms_);
+            }
             std::int64_t statement = 0;  // the newest record of the chunk that states the anchor
             for (std::size_t i = committed; i < committed + n; ++i)
                 if (batch[i].states_anchor) statement = batch[i].seq;
@@ -807,12 +833,11 @@ void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::siz
         for (const auto& subject : batch[j].record.subjects) subjects_.prefetch(subject);
     };
     for (std::size_t j = first; j < first + AHEAD; ++j) load_slots(j);
-    std::int64_t latest_expiry_ms = 0;  // of this chunk's records so far
     for (std::size_t i = first; i < end; ++i) {
         load_slots(i + AHEAD);
         item& it = batch[i];
         if (it.what == item::op::sweep) continue;  // after the commit, in its own transactions
-        if (it.what == item::op::shred) plan_shred(it, latest_expiry_ms);
+        if (it.what == item::op::shred) plan_shred(it);
         const audit_record& r = it.record;
         record_plan& p = plan.add();
         record_view& v = p.view;
@@ -821,7 +846,8 @@ void audit_log::plan_chunk(std::vector<item>& batch, std::size_t first, std::siz
         v.kind = to_string(r.kind);
         const std::int32_t days = r.retention_days > 0 ? r.retention_days : options_.default_retention_days;
         v.expires_ms = r.at_ms + std::int64_t{days} * DAY_MS;
-        latest_expiry_ms = std::max(latest_expiry_ms, v.expires_ms);
+        // Shreds left out: each is kept past the records before it, and would push the next further.
+        if (it.what != item::op::shred) latest_record_expiry_ms_ = std::max(latest_record_expiry_ms_, v.expires_ms);
         v.session = r.session;
         v.client_id = r.client_id;
         v.schema = r.schema;
@@ -958,7 +984,7 @@ const audit_log::subject_entry& audit_log::subject_for(const std::string& subjec
     return entry;
 }
 
-void audit_log::plan_shred(item& it, std::int64_t latest_expiry_in_chunk_ms) {
+void audit_log::plan_shred(item& it) {
     const std::string ref = keys_->subject_ref(it.subject);
     if (subject_entry* known = subjects_.find(it.subject)) {
         OPENSSL_cleanse(known->key.data(), known->key.size());
@@ -975,15 +1001,14 @@ void audit_log::plan_shred(item& it, std::int64_t latest_expiry_in_chunk_ms) {
         nlohmann::json{{"subject_ref", ref}, {"key_existed", found}, {"shred_mac", keys_->shred_mac(it.seq, ref, found)}}
             .dump();
     // GDPR Art. 5(2): the record explains why the subject's sealed parts no longer open, so it
-    // expires no sooner than any live record before it (earlier chunks are in audit_expiry, by
-    // hour), also when the clock was set back since they were written.
-    std::int64_t latest_expiry_ms = latest_expiry_in_chunk_ms;
-    auto& hours = db_->cached("SELECT max(bucket) FROM audit_expiry");
-    if (hours.step() && !hours.is_null(0) && hours.integer(0) < std::numeric_limits<std::int64_t>::max() / EXPIRY_BUCKET_MS - 1)
-        latest_expiry_ms = std::max(latest_expiry_ms, (hours.integer(0) + 1) * EXPIRY_BUCKET_MS);
-    hours.reset();
+    // expires after every record written before it, in a later hour of expiry (the sweeper goes
+    // hour by hour), also when the clock was set back since they were written.
+    const std::int64_t last_bucket = latest_record_expiry_ms_ / EXPIRY_BUCKET_MS;
+    const std::int64_t after_ms = last_bucket < std::numeric_limits<std::int64_t>::max() / EXPIRY_BUCKET_MS - 1
+                                      ? (last_bucket + 1) * EXPIRY_BUCKET_MS
+                                      : std::numeric_limits<std::int64_t>::max();
     const std::int64_t days_needed =
-        latest_expiry_ms > it.record.at_ms ? (latest_expiry_ms - it.record.at_ms + DAY_MS - 1) / DAY_MS : 0;
+        after_ms > it.record.at_ms ? (after_ms - it.record.at_ms) / DAY_MS + ((after_ms - it.record.at_ms) % DAY_MS != 0) : 0;
     it.record.retention_days = static_cast<std::int32_t>(
         std::max<std::int64_t>(options_.default_retention_days, std::min(days_needed, MAX_RETENTION_DAYS)));
 }

@@ -84,8 +84,9 @@ stored_record read_record_columns(sqlite_statement& q) {
 
 std::optional<stated_shreds_boundary> lowest_stated_shreds_boundary(sqlite_db& db) {
     sqlite_statement q(db.handle(),
-                       std::string("SELECT seq, v FROM (SELECT seq, CASE WHEN json_type(detail, '$.shreds_authenticated_from')"
-                                   " = 'integer' THEN json_extract(detail, '$.shreds_authenticated_from') END AS v"
+                       std::string("SELECT seq, v FROM (SELECT seq, CASE WHEN json_valid(detail) AND json_type(detail,"
+                                   " '$.shreds_authenticated_from') = 'integer' THEN json_extract(detail,"
+                                   " '$.shreds_authenticated_from') END AS v"
                                    " FROM audit_records WHERE ") +
                            AUDIT_STATEMENT_KINDS + " AND digest IS NULL AND json_valid(detail))"
                                                    " WHERE v IS NOT NULL AND v <= seq ORDER BY v, seq LIMIT 1");
@@ -200,7 +201,13 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
                                            ": changed by hand");
         shreds_from = stated->from;
     } else if (!stated && trail_version >= 4) {
-        shreds_from = 1;
+        // Kept only while nothing has been written since it was set (a start that stopped before
+        // its writer_started record): it then lies past the last record.
+        std::int64_t last_seq = 0;
+        auto& last = db.cached("SELECT max(seq) FROM audit_records");
+        if (last.step() && !last.is_null(0)) last_seq = last.integer(0);
+        last.reset();
+        if (!shreds_from_meta || *shreds_from_meta <= last_seq) shreds_from = 1;
     }
 
     // Data keys: every subject with sealed data has its key, or a key_shredded record after that
@@ -513,9 +520,13 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
                     grow(160 + detail_text.size() + plain.size() + rows.text(3).size());
                     wiped_json detail = parse_or_text(detail_text);
                     if (options.schema_residencies && !rows.text(4).empty()) {
-                        const bool stated = detail.is_object() && detail.contains("residency") && detail["residency"].is_string();
-                        options.schema_residencies->emplace(rows.text(4),
-                                                            stated ? std::string(detail["residency"].get<std::string_view>()) : std::string());
+                        std::optional<std::string> stated;
+                        if (detail.is_object() && detail.contains("residency")) {
+                            const auto& residency = detail["residency"];
+                            if (residency.is_string()) stated = std::string(residency.get<std::string_view>());
+                            else if (residency.is_null()) stated = std::string();
+                        }
+                        options.schema_residencies->emplace(rows.text(4), std::move(stated));
                     }
                     wiped_json data = parse_or_text(plain);
                     // The topic is sealed only when it names the subject; otherwise it is in the detail.

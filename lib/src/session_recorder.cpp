@@ -193,12 +193,11 @@ void session_recorder::record_publish(std::int64_t session, std::string_view cli
     if (v.matched) {
         r.schema = v.matched->tag();
         r.retention_days = static_cast<std::int32_t>(v.matched->retention_days);
-        // Where the data is resident, as the schema declared it then (GDPR Art. 44): an export
-        // checks it after a reload has removed or changed the schema.
-        if (!v.matched->residency.empty()) {
-            d += ",\"residency\":";
-            append_json_string(d, v.matched->residency);
-        }
+        // Where the data is resident, as the schema declared it then (null: nowhere in particular),
+        // so that an export can check it after a reload has removed or changed the schema (GDPR Art. 44).
+        d += ",\"residency\":";
+        if (v.matched->residency.empty()) d += "null";
+        else append_json_string(d, v.matched->residency);
         if (v.action != publish_action::deny) {
             d += ",\"forwarded_size\":";
             append_number(d, static_cast<std::int64_t>(forwarded.size()));

@@ -187,6 +187,9 @@ TEST_CASE("sessions, subscriptions, publishes and deliveries are recorded, perso
     CHECK(count_records(setup.db, "kind = 'subscribe' AND json_extract(detail, '$.filter') = 'fleet/#'") == 1);
     CHECK(count_records(setup.db, "kind = 'unsubscribe' AND json_extract(detail, '$.filter') = 'fleet/#'") == 1);
     CHECK(count_records(setup.db, "kind = 'publish' AND schema = 'vehicle-telemetry@3' AND sealed IS NOT NULL") == 1);
+    // Each classified publish says where its data is resident, as its schema declared it then.
+    CHECK(count_records(setup.db, "kind = 'publish' AND schema = 'vehicle-telemetry@3' AND"
+                                  " json_extract(detail, '$.residency') = 'eu'") == 1);
     CHECK(count_records(setup.db, "kind = 'publish' AND json_extract(detail, '$.classified') = 0") == 1);
     CHECK(count_records(setup.db, "kind = 'publish_refused' AND json_extract(detail, '$.reason') = 'not valid JSON'") == 1);
     CHECK(count_records(setup.db, "kind = 'delivery' AND client_id = 'dashboard'") == 2);

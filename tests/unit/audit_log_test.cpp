@@ -594,6 +594,30 @@ TEST_CASE_METHOD(trail_fixture, "a statement of the boundary past its own record
     CHECK_THAT(problems_at(verify(), forged), Catch::Contains("carries no authentication"));
 }
 
+TEST_CASE_METHOD(trail_fixture, "an upgrade whose start stopped before its first record keeps its boundary, one past the trail does not",
+                 "[audit][shred]") {
+    open();
+    publish({"alice"}, "1");
+    const auto alice_shred = log->shred_subject("alice");
+    REQUIRE(log->flush());
+    close();
+    as_version_3();
+    const std::int64_t last = scalar("SELECT max(seq) FROM audit_records");
+    // As the upgrading start commits it, before its writer_started record is written.
+    tamper("UPDATE audit_meta SET value = 4 WHERE key = 'schema_version';"
+           "INSERT INTO audit_meta(key, value) VALUES ('shreds_authenticated_from', " + std::to_string(last + 1) + ")");
+    auto rep = verify();
+    CHECK(rep.intact());
+    CHECK(rep.shreds_inherited == std::vector<std::int64_t>{alice_shred});
+    // Past the next record to be written, it is no writer's.
+    tamper("UPDATE audit_meta SET value = " + std::to_string(last + 100) + " WHERE key = 'shreds_authenticated_from'");
+    open();
+    CHECK_THAT(log->take_problems().at(0), Catch::Contains("which the trail has not reached"));
+    close();
+    CHECK(scalar("SELECT value FROM audit_meta WHERE key = 'shreds_authenticated_from'") == 1);
+    CHECK_THAT(problems_at(verify(), alice_shred), Catch::Contains("carries no authentication"));
+}
+
 TEST_CASE_METHOD(trail_fixture, "key_shredded records of a trail an older version wrote are noted, and later ones authenticated",
                  "[audit][shred]") {
     open();
@@ -667,9 +691,19 @@ TEST_CASE_METHOD(trail_fixture, "a key_shredded record is kept as long as any re
     CHECK(kept_days <= 31);
     log->sweep(now_ms() + 11 * DAY_MS);
     REQUIRE(log->flush());
+    // Later shreds are kept as long, not a day longer each (a shred is no record they explain).
+    std::int64_t later_shred = 0;
+    for (const auto* subject : {"bob", "carol", "dave"}) {
+        later_shred = log->shred_subject(subject);
+        REQUIRE(log->flush());
+    }
     close();
     CHECK(live(shred));
     CHECK(verify(now_ms() + 11 * DAY_MS).intact());
+    const auto expiry_of = [&](std::int64_t seq) {
+        return scalar("SELECT expires_ms FROM audit_records WHERE seq = " + std::to_string(seq));
+    };
+    CHECK(expiry_of(later_shred) - expiry_of(shred) < DAY_MS);
 }
 
 TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains only the sealed parts before it",

@@ -311,7 +311,7 @@ TEST_CASE_METHOD(export_fixture, "an export goes only where the gate lets it, be
                                      seen = h;
                                      return std::string("the export holds records of schema vehicle@1");
                                  }})["responses"][0];
-    CHECK(seen == holdings{{"vehicle@1", ""}});  // the record states no residency
+    CHECK(seen == holdings{{"vehicle@1", std::nullopt}});  // the record does not say where its data is resident
     CHECK(after.value("error", "") == "the export holds records of schema vehicle@1");
     CHECK_FALSE(after.contains("data"));
     CHECK(outcomes.back() == gdpr::control_api::command_outcomes{{"exportSubject", false}});

@@ -147,7 +147,7 @@ private:
                       std::uint64_t& written, std::uint64_t& shredded);
     // Records which expiry group (audit_expiry) an inserted record belongs to.
     void note_expiry(const record_view& v);
-    void plan_shred(item& it, std::int64_t latest_expiry_in_chunk_ms);
+    void plan_shred(item& it);
     void move_anchor(const item& it);
     // Truncates the write-ahead log once shredded keys were committed (see shredded_through).
     void wipe_shredded_keys();
@@ -186,6 +186,7 @@ private:
     bool anchor_inherited_ = false;  // stated at open without authentication, taken as it is
     std::int64_t anchor_statement_seq_ = 0;  // the newest committed record that states the anchor
     std::int64_t shreds_authenticated_from_ = 1;  // key_shredded records from here on carry shred_mac
+    std::int64_t latest_record_expiry_ms_ = 0;    // of the records planned so far, shreds left out
     // Expired statements that a sweep had to pass over while each was the newest: their expiry
     // groups have moved past them, so later sweeps remove them by seq (kept in audit_meta).
     std::vector<std::int64_t> held_statements_;

@@ -110,9 +110,10 @@ struct export_options {
     // file no broker has opened with a key file since), unless the id has a keyed name's form
     // (is_keyed_subject_name).
     bool data_map_by_id = false;
-    // Filled with the schema tag of each record exported and the residency the record states (empty
-    // when it states none), for the caller's residency check.
-    std::set<std::pair<std::string, std::string>>* schema_residencies = nullptr;
+    // Filled with the schema tag of each record exported and the residency the record states
+    // ("" for none; nothing when it does not say, as records of earlier versions), for the
+    // caller's residency check.
+    std::set<std::pair<std::string, std::optional<std::string>>>* schema_residencies = nullptr;
 };
 class export_error : public std::runtime_error {
     using std::runtime_error::runtime_error;

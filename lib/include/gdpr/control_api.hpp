@@ -66,9 +66,9 @@ public:
     control_api(classifier& engine, consent_store& store, const purpose_registry& purposes, named_clients operators,
                 logger& log);
 
-    // Of the records an export holds: each schema tag with the residency a record states (empty
-    // when it states none).
-    using export_holdings = std::set<std::pair<std::string, std::string>>;
+    // Of the records an export holds: each schema tag with the residency a record states ("" for
+    // none; nothing when the record does not say).
+    using export_holdings = std::set<std::pair<std::string, std::optional<std::string>>>;
     // Whether the asking connection may receive a subject's export (its region may not receive
     // data resident in another, GDPR Art. 44). `refusal`: why not, known before anything is read;
     // `check` (broker thread), given what the export holds: why not, once that is known (records
