@@ -364,19 +364,15 @@ std::unique_ptr<audit_log> audit_log::open(const audit_options& options, std::sh
             put_meta(db, "shreds_authenticated_from", log->shreds_authenticated_from_);
         }
         // The latest expiry of any record but a shred, kept with each commit (plan_shred); a trail
-        // without it (written by an earlier version) starts from its latest hour of expiry.
+        // without it (written by an earlier version) reads it from its live records, once.
         auto& expiry = db.cached("SELECT value FROM audit_meta WHERE key = 'latest_record_expiry_ms'");
         if (expiry.step()) {
             log->latest_record_expiry_ms_ = expiry.integer(0);
         } else {
             expiry.reset();
-            auto& hours = db.cached("SELECT max(bucket) FROM audit_expiry");
-            if (hours.step() && !hours.is_null(0))
-                log->latest_record_expiry_ms_ =
-                    hours.integer(0) < std::numeric_limits<std::int64_t>::max() / EXPIRY_BUCKET_MS
-                        ? hours.integer(0) * EXPIRY_BUCKET_MS
-                        : std::numeric_limits<std::int64_t>::max();
-            hours.reset();
+            auto& latest = db.cached("SELECT max(expires_ms) FROM audit_records WHERE digest IS NULL AND kind <> 'key_shredded'");
+            if (latest.step() && !latest.is_null(0)) log->latest_record_expiry_ms_ = latest.integer(0);
+            latest.reset();
         }
         expiry.reset();
         auto& held = db.cached("SELECT value FROM audit_meta WHERE key >= 'held:' AND key < 'held;'");
@@ -1003,12 +999,14 @@ void audit_log::plan_shred(item& it) {
     // GDPR Art. 5(2): the record explains why the subject's sealed parts no longer open, so it
     // expires after every record written before it, in a later hour of expiry (the sweeper goes
     // hour by hour), also when the clock was set back since they were written.
-    const std::int64_t last_bucket = latest_record_expiry_ms_ / EXPIRY_BUCKET_MS;
+    // (A value edited by hand beyond any clock's reach counts as now.)
+    const std::int64_t last_bucket = std::max<std::int64_t>(latest_record_expiry_ms_, 0) / EXPIRY_BUCKET_MS;
     const std::int64_t after_ms = last_bucket < std::numeric_limits<std::int64_t>::max() / EXPIRY_BUCKET_MS - 1
                                       ? (last_bucket + 1) * EXPIRY_BUCKET_MS
                                       : std::numeric_limits<std::int64_t>::max();
+    const std::int64_t at_ms = std::max<std::int64_t>(it.record.at_ms, 0);
     const std::int64_t days_needed =
-        after_ms > it.record.at_ms ? (after_ms - it.record.at_ms) / DAY_MS + ((after_ms - it.record.at_ms) % DAY_MS != 0) : 0;
+        after_ms > at_ms ? (after_ms - at_ms) / DAY_MS + ((after_ms - at_ms) % DAY_MS != 0) : 0;
     it.record.retention_days = static_cast<std::int32_t>(
         std::max<std::int64_t>(options_.default_retention_days, std::min(days_needed, MAX_RETENTION_DAYS)));
 }

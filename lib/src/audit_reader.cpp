@@ -202,12 +202,18 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
         shreds_from = stated->from;
     } else if (!stated && trail_version >= 4) {
         // Kept only while nothing has been written since it was set (a start that stopped before
-        // its writer_started record): it then lies past the last record.
-        std::int64_t last_seq = 0;
+        // its writer_started record): it is then the next record's seq, as the writer reckons it.
+        std::int64_t next_seq = 1;
         auto& last = db.cached("SELECT max(seq) FROM audit_records");
-        if (last.step() && !last.is_null(0)) last_seq = last.integer(0);
+        if (last.step() && !last.is_null(0)) next_seq = std::max(next_seq, last.integer(0) + 1);
         last.reset();
-        if (!shreds_from_meta || *shreds_from_meta <= last_seq) shreds_from = 1;
+        auto& committed = db.cached("SELECT value FROM audit_meta WHERE key = 'last_seq'");
+        if (committed.step() && committed.integer(0) < std::numeric_limits<std::int64_t>::max())
+            next_seq = std::max(next_seq, committed.integer(0) + 1);
+        committed.reset();
+        if (rep.anchor_seq && *rep.anchor_seq < std::numeric_limits<std::int64_t>::max())
+            next_seq = std::max(next_seq, *rep.anchor_seq + 1);
+        if (!shreds_from_meta || *shreds_from_meta != next_seq) shreds_from = 1;
     }
 
     // Data keys: every subject with sealed data has its key, or a key_shredded record after that

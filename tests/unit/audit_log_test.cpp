@@ -609,8 +609,10 @@ TEST_CASE_METHOD(trail_fixture, "an upgrade whose start stopped before its first
     auto rep = verify();
     CHECK(rep.intact());
     CHECK(rep.shreds_inherited == std::vector<std::int64_t>{alice_shred});
-    // Past the next record to be written, it is no writer's.
+    // Past the next record to be written, it is no writer's: verify holds every record to it, and
+    // the next start resets it.
     tamper("UPDATE audit_meta SET value = " + std::to_string(last + 100) + " WHERE key = 'shreds_authenticated_from'");
+    CHECK_THAT(problems_at(verify(), alice_shred), Catch::Contains("carries no authentication"));
     open();
     CHECK_THAT(log->take_problems().at(0), Catch::Contains("which the trail has not reached"));
     close();
@@ -704,6 +706,31 @@ TEST_CASE_METHOD(trail_fixture, "a key_shredded record is kept as long as any re
         return scalar("SELECT expires_ms FROM audit_records WHERE seq = " + std::to_string(seq));
     };
     CHECK(expiry_of(later_shred) - expiry_of(shred) < DAY_MS);
+}
+
+TEST_CASE_METHOD(trail_fixture, "a trail that does not keep the latest expiry reads it from its records, shreds left out",
+                 "[audit][shred][retention]") {
+    options.default_retention_days = 1;
+    open();
+    publish({"alice"}, "1", 0, 30);
+    const auto first = log->shred_subject("alice");
+    REQUIRE(log->flush());
+    close();
+    // Kept by no earlier version, with a shred kept far longer than the records before it.
+    tamper("DELETE FROM audit_meta WHERE key = 'latest_record_expiry_ms';"
+           "UPDATE audit_records SET expires_ms = at_ms + 100 * " + std::to_string(DAY_MS) + " WHERE seq = " +
+           std::to_string(first) +
+           ";INSERT INTO audit_expiry(days, bucket, first_seq, last_seq) SELECT 100, expires_ms / 3600000, seq, seq"
+           " FROM audit_records WHERE seq = " + std::to_string(first));
+    rechain();
+    open();
+    const auto next = log->shred_subject("bob");
+    REQUIRE(log->flush());
+    close();
+    const auto kept_days = scalar("SELECT (expires_ms - at_ms) / " + std::to_string(DAY_MS) +
+                                  " FROM audit_records WHERE seq = " + std::to_string(next));
+    CHECK(kept_days >= 30);
+    CHECK(kept_days <= 31);
 }
 
 TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains only the sealed parts before it",
