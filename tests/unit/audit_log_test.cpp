@@ -999,32 +999,22 @@ TEST_CASE_METHOD(trail_fixture, "records removed from the start behind a forged 
         // Remove seq 1..3, anchor the chain at 3 and append a retention record that states that
         // anchor, correctly chained: without a key, nothing in the file tells it from a sweep.
         gdpr::sqlite_db db(path);
-        std::string hash3, last_hash;
+        std::string hash3;
         {
             gdpr::sqlite_statement q(db.handle(), "SELECT hash FROM audit_records WHERE seq = 3");
             REQUIRE(q.step());
             hash3 = q.blob(0);
-            gdpr::sqlite_statement last(db.handle(), "SELECT hash FROM audit_records WHERE seq = 6");
-            REQUIRE(last.step());
-            last_hash = last.blob(0);
         }
         db.exec("DELETE FROM audit_records WHERE seq <= 3");
         gdpr::sqlite_statement a(db.handle(), "INSERT INTO audit_anchor(id, seq, hash, at_ms) VALUES (1, 3, ?, 0)");
         a.bind_blob(1, hash3).run();
         gdpr::stored_record forged;
-        forged.seq = 7;
         forged.at_ms = now_ms();
         forged.kind = "retention";
         forged.expires_ms = now_ms() + 365 * DAY_MS;
         forged.detail = json{{"tombstoned", 0}, {"swept_at_ms", now_ms()}, {"anchor_seq", 3}, {"anchor_hash", gdpr::to_hex(hash3)}}.dump();
-        gdpr::chain_hash previous{};
-        std::copy(last_hash.begin(), last_hash.end(), previous.begin());
-        const auto link = gdpr::link_hash(previous, forged, gdpr::content_digest(forged));
-        gdpr::sqlite_statement insert(db.handle(), "INSERT INTO audit_records(seq, at_ms, kind, expires_ms, detail, hash)"
-                                                   " VALUES (?, ?, ?, ?, ?, ?)");
-        insert.bind(1, forged.seq).bind(2, forged.at_ms).bind(3, forged.kind).bind(4, forged.expires_ms).bind(5, forged.detail);
-        insert.bind_blob(6, gdpr::as_bytes(link)).run();
-        db.exec("UPDATE audit_meta SET value = 7 WHERE key IN ('last_seq', 'anchor_statement_seq')");
+        REQUIRE(append_by_hand(forged) == 7);
+        db.exec("UPDATE audit_meta SET value = 7 WHERE key = 'anchor_statement_seq'");
     }
     const auto unkeyed = verify_without_key();
     CHECK(unkeyed.intact());  // what a chain without a key can tell
