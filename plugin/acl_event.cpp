@@ -187,7 +187,8 @@ int on_acl_check(int, void* event_data, void* userdata) {
         if (ctx.recorder) record(ctx, acl, d, identity);
         if (ctx.stored_copy_due) send_stored_copy(ctx, acl, identity);
         if (ctx.map && acl.access == MOSQ_ACL_READ && d != decision::deny && d != decision::failure) {
-            ctx.map->delivered(client_id_of(acl.client), topic, identity);
+            ctx.map->delivered(client_id_of(acl.client), topic, identity,
+                               std::string_view(static_cast<const char*>(acl.payload), acl.payload ? acl.payloadlen : 0));
         } else if (acl.access == MOSQ_ACL_SUBSCRIBE) {
             connection_acted(ctx, acl.client);
         }

@@ -251,8 +251,9 @@ std::string_view charge_new_subjects(plugin_context& ctx, const mosquitto* clien
 // the retained topic). `final`: the broker
 // acts on the plugin's answer alone; otherwise (a will under acl_default defer, which acl_file may
 // still refuse) a retained topic's earlier holders are kept too.
+// `seen`: what the recipients get, when the plugin has read all of it (see data_map::published).
 void note_holders(plugin_context& ctx, const mosquitto* client, std::string_view topic, bool retain, const void* payload,
-                  std::uint32_t payloadlen, bool final = true);
+                  std::uint32_t payloadlen, bool final = true, const gdpr::forwarded_message* seen = nullptr);
 // A client was seen connecting or acting: its pending erase commands go out at the next tick.
 void erasure_client_seen(plugin_context& ctx, std::string_view client_id);
 // A connection acted (published, subscribed). With track_logins, one whose login the broker did

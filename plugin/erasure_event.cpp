@@ -115,6 +115,9 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                            " data subject(s) in the data map, stored by id before a key file was configured, are now "
                            "stored under their keyed name");
         name_earlier_holders(ctx, keys);
+        // GDPR Art. 25(1): an erase command names the subject by pseudonym to a client that never
+        // received its id, which needs pseudonyms.
+        ctx.map->names_by_pseudonym(!ctx.engine->pseudonym_of("probe").empty());
         if (!keys.audit.empty() && !keys.pseudonym.empty())  // a separate instance: used on the export thread
             ctx.control->attach_earlier_topic_opener(std::make_shared<gdpr::topic_sealer>(keys.pseudonym, "pseudonym_key_file"));
         if (const std::size_t unreadable = ctx.map->unreadable_topics())

@@ -20,8 +20,12 @@ void record_publish(plugin_context& ctx, const mosquitto_evt_message& msg, std::
 }
 
 // The publish goes through: the data map learns of it, and its client was seen acting.
-void note_publish_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic) {
-    note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen);
+// `unread_text`: the publisher's properties carry text the plugin does not read.
+void note_publish_holders(plugin_context& ctx, const mosquitto_evt_message& msg, std::string_view topic,
+                          bool unread_text) {
+    const gdpr::forwarded_message seen{
+        std::string_view(static_cast<const char*>(msg.payload), msg.payload ? msg.payloadlen : 0), unread_text};
+    note_holders(ctx, msg.client, topic, msg.retain, msg.payload, msg.payloadlen, true, &seen);
     connection_acted(ctx, msg.client);
 }
 
@@ -37,6 +41,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     // Subscribers must be able to trust the gdpr-* properties: a publisher may not set them, on
     // any topic (erase acknowledgements reach subscribers and bridges too).
     if (msg.properties && !strip_gdpr_user_properties(&msg.properties)) return decision::failure;
+    const bool unread_text = carries_text(msg.properties);
     if (handle_erase_ack(ctx, msg, topic)) return decision::allow;  // the plugin's own protocol: not classified
     const gdpr::publish_verdict v = ctx.engine->classify(topic, payload, client_id_of(msg.client));
     if (v.action == gdpr::publish_action::deny) {
@@ -51,7 +56,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     }
     if (!v.matched) {
         record_publish(ctx, msg, topic, payload.size(), v);
-        note_publish_holders(ctx, msg, topic);
+        note_publish_holders(ctx, msg, topic, unread_text);
         if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, gdpr::residency_rules::NO_REGION);
         note_current_publish(ctx, msg.payload, topic);
         return decision::allow;
@@ -88,7 +93,7 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
     }
     if (!add_gdpr_user_properties(&msg.properties, *v.matched)) return decision::failure;
     record_publish(ctx, msg, topic, payload.size(), v);
-    note_publish_holders(ctx, msg, topic);
+    note_publish_holders(ctx, msg, topic, unread_text);
     if (ctx.residency) ctx.residency->note_publish(msg.payload, msg.payloadlen, topic, region);
     note_current_publish(ctx, msg.payload, topic);
     return decision::allow;
@@ -97,9 +102,10 @@ decision classify_message(plugin_context& ctx, mosquitto_evt_message& msg) {
 } // namespace
 
 void note_holders(plugin_context& ctx, const mosquitto* client, std::string_view topic, bool retain, const void* payload,
-                  std::uint32_t payloadlen, bool final) {
+                  std::uint32_t payloadlen, bool final, const gdpr::forwarded_message* seen) {
     if (!ctx.map) return;
-    ctx.map->published(ctx.engine->last_subjects(), client_id_of(client), topic, retain && payloadlen > 0, payload, final);
+    ctx.map->published(ctx.engine->last_subjects(), client_id_of(client), topic, retain && payloadlen > 0, payload, final,
+                       seen);
     if (retain && payloadlen == 0 && final) ctx.map->retained_replaced(topic);
 }
 

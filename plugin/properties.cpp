@@ -112,6 +112,19 @@ bool strip_gdpr_user_properties(mosquitto_property** list) {
     return true;
 }
 
+bool carries_text(const mosquitto_property* list) {
+    for (const mosquitto_property* p = list; p; p = mosquitto_property_next(p)) {
+        switch (mosquitto_property_identifier(p)) {
+        case MQTT_PROP_USER_PROPERTY:
+        case MQTT_PROP_CONTENT_TYPE:
+        case MQTT_PROP_RESPONSE_TOPIC:
+        case MQTT_PROP_CORRELATION_DATA: return true;
+        default: break;
+        }
+    }
+    return false;
+}
+
 bool add_gdpr_user_properties(mosquitto_property** list, const gdpr::schema& s) {
     if (mosquitto_property_add_string_pair(list, MQTT_PROP_USER_PROPERTY, "gdpr-schema", s.tag().c_str()) != MOSQ_ERR_SUCCESS)
         return false;

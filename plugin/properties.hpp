@@ -9,6 +9,10 @@ namespace gdpr_plugin {
 // if the list could not be rebuilt (out of memory or an unknown property type).
 bool strip_gdpr_user_properties(mosquitto_property** list);
 
+// Whether the list holds a property that can carry text a subscriber reads (a user property,
+// content type, response topic or correlation data): the plugin does not classify those.
+bool carries_text(const mosquitto_property* list);
+
 // Adds the properties every message classified by `s` carries: gdpr-schema (id@version) and,
 // when the schema declares one, gdpr-residency. False when out of memory (the list may then hold
 // the first of them).

@@ -139,7 +139,9 @@ void send_stored_copy(plugin_context& ctx, const mosquitto_evt_acl_check& acl, c
                       "' again as the consent and schemas in use filter it; it was withheld");
         return;
     }
-    if (ctx.map) ctx.map->delivered(client_id, topic, identity);  // the same holders as the message withheld
+    // The same holders as the message withheld; the copy is what they get (the rules in use may show
+    // the id where the stored message did not).
+    if (ctx.map) ctx.map->delivered(client_id, topic, identity, copy);
     if (ctx.recorder && ctx.recorder->records_delivery(false))
         ctx.recorder->delivery(ctx.recorder->session_of(acl.client, client_id), client_id, topic, identity, qos, false, {});
 }

@@ -603,6 +603,46 @@ std::string export_subject(sqlite_db& db, const audit_keys& keys, const std::str
             for (auto& [holder, first_seen] : found) list.push_back({{key, std::move(holder)}, {"first_seen_ms", first_seen}});
             holders[list_name] = std::move(list);
         }
+        // Recipients that received the subject's data only under its pseudonym are recipients too
+        // (GDPR Art. 4(5), 15(1)(c)); one that received the id as well is listed once, as above,
+        // and one that published the data knows the id.
+        auto& pseudonymous = by_role["pseudonymous_recipient"];
+        if (!pseudonymous.empty()) {
+            std::sort(pseudonymous.begin(), pseudonymous.end());
+            wiped_json& recipients_list = holders["recipients"];
+            // Pointers into the lists, not copies: a sort would move short ids through unwiped temporaries.
+            using names = std::vector<const wiped_string*>;
+            const auto by_name = [](const wiped_string* a, const wiped_string* b) { return *a < *b; };
+            const auto sorted_names = [&](const wiped_json& list) {
+                names out;
+                for (const auto& h : list) out.push_back(&h["client_id"].get_ref<const wiped_string&>());
+                std::sort(out.begin(), out.end(), by_name);
+                return out;
+            };
+            const auto named = [&](const names& list, const wiped_string& name) {
+                return std::binary_search(list.begin(), list.end(), &name, by_name);
+            };
+            const names listed = sorted_names(recipients_list), publishers = sorted_names(holders["publishers"]);
+            std::vector<wiped_json> added;  // appended after the loop, which points into the list
+            // Sorted, so a holder's earliest sighting comes first and its later ones follow it.
+            for (std::size_t i = 0; i < pseudonymous.size(); ++i) {
+                auto& [holder, first_seen] = pseudonymous[i];
+                if (i > 0 && pseudonymous[i - 1].first == holder) continue;
+                if (named(listed, holder)) {
+                    // Received under the pseudonym first, the id later: a recipient since the first.
+                    for (auto& r : recipients_list)
+                        if (r["client_id"].get_ref<const wiped_string&>() == holder)
+                            r["first_seen_ms"] = std::min(r["first_seen_ms"].get<std::int64_t>(), first_seen);
+                    continue;
+                }
+                wiped_json entry = {{"client_id", holder}, {"first_seen_ms", first_seen}};
+                if (!named(publishers, holder)) entry["by_pseudonym"] = true;
+                added.push_back(std::move(entry));
+            }
+            for (auto& entry : added) recipients_list.push_back(std::move(entry));
+            std::sort(recipients_list.begin(), recipients_list.end(),
+                      [](const wiped_json& a, const wiped_json& b) { return a["client_id"] < b["client_id"]; });
+        }
         if (sealed_unopened) holders["sealed_retained_topics"] = sealed_unopened;
         doc["holders"] = std::move(holders);
     }

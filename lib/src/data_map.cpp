@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <iterator>
+#include <optional>
 
 #include "gdpr/pseudonymiser.hpp"
 #include "gdpr/sqlite.hpp"
@@ -13,7 +15,8 @@ namespace {
 
 constexpr const char* SCHEMA_SQL = R"sql(
 CREATE TABLE IF NOT EXISTS data_map (
-  subject_ref TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('publisher', 'recipient', 'retained')),
+  subject_ref TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('publisher', 'recipient', 'retained', 'pseudonymous_recipient')),
   holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;
 )sql";
 
@@ -21,7 +24,7 @@ CREATE TABLE IF NOT EXISTS data_map (
 constexpr std::size_t FLUSH_AT = 4096;
 
 const char* role_name(int r) {
-    static constexpr const char* NAMES[] = {"publisher", "recipient", "retained"};
+    static constexpr const char* NAMES[] = {"publisher", "recipient", "retained", "pseudonymous_recipient"};
     return NAMES[r];
 }
 
@@ -29,6 +32,22 @@ const char* role_name(int r) {
 // that knows only version 1 refuses the file rather than read sealed topics as topic names.
 void upgrade_from_version_1(sqlite_db& db) {
     db.exec("UPDATE schema_version SET version = 2 WHERE component = 'data_map'");
+}
+
+// Whether the table's role check admits pseudonymous recipients: read from the table's definition,
+// not the version number, since a check that refuses them would do so unsaid (INSERT OR IGNORE).
+bool admits_pseudonymous_recipients(sqlite_db& db) {
+    sqlite_statement q(db.handle(), "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'data_map'");
+    return q.step() && q.text(0).find("'pseudonymous_recipient'") != std::string::npos;
+}
+
+// Version 2 rows are valid version 3 rows; the table's role check must admit the new role, and
+// SQLite changes a check only by building the table again.
+void rebuild_to_admit_pseudonymous_recipients(sqlite_db& db) {
+    db.exec("ALTER TABLE data_map RENAME TO data_map_version_2");
+    db.exec(SCHEMA_SQL);
+    db.exec("INSERT INTO data_map SELECT subject_ref, role, holder, first_seen_ms FROM data_map_version_2");
+    db.exec("DROP TABLE data_map_version_2");
 }
 
 std::int64_t wall_ms() {
@@ -100,6 +119,13 @@ std::vector<std::string> subject_ids_in(sqlite_db& db) {
     return ids;
 }
 
+// A JSON escape could spell any of the id's characters; payloads rarely hold one.
+bool holds_escape(std::string_view payload) { return payload.find('\\') != std::string_view::npos; }
+
+bool holds_bytes_of(std::string_view subject, std::string_view topic, std::string_view payload) {
+    return topic.find(subject) != std::string_view::npos || payload.find(subject) != std::string_view::npos;
+}
+
 } // namespace
 
 bool is_keyed_subject_name(std::string_view name) { return pseudonymiser::has_pseudonym_form(name) || named_by_pseudonym(name); }
@@ -117,8 +143,14 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
         sqlite_transaction tx(*db);
         db->exec(SCHEMA_SQL);
         const int found = check_schema_version(*db, "data_map", SCHEMA_VERSION, "data map schema");
-        static_assert(SCHEMA_VERSION == 2, "add the upgrade from the previous version");
+        static_assert(SCHEMA_VERSION == 3, "add the upgrade from the previous version");
         if (found == 1) upgrade_from_version_1(*db);
+        if (!admits_pseudonymous_recipients(*db)) rebuild_to_admit_pseudonymous_recipients(*db);
+        // Raised in any case, so that a plugin that knows an earlier version refuses the file
+        // rather than read the new role's rows as another's.
+        if (found < SCHEMA_VERSION)
+            db->exec("UPDATE schema_version SET version = " + std::to_string(SCHEMA_VERSION) +
+                     " WHERE component = 'data_map'");
         if (map->subject_ref_) map->renamed_from_id_ = map->rename_ids(*db);
         tx.commit();
     }
@@ -144,11 +176,14 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             if (named_by_pseudonym(ref) && !map->by_ref_.find(ref)) ++map->loaded_by_pseudonym_;
             const std::uint32_t e = map->entry_by_ref(ref, true);
             const holder_id h = map->intern(holder);
-            auto& list = r == "publisher"   ? map->entries_[e].publishers
-                         : r == "recipient" ? map->entries_[e].recipients
-                                            : map->entries_[e].retained;
+            entry& en = map->entries_[e];
+            auto& list = r == "publisher"   ? en.publishers
+                         : r == "recipient" ? en.recipients
+                         : r == "retained"  ? en.retained
+                                            : en.pseudonymous_recipients;
             if (!list.insert(h)) continue;
-            if (r == "retained") map->retained_by_topic_[holder].push_back(e);
+            // Which of the retained message's subjects it shows is not on disk: each counts as shown.
+            if (r == "retained") map->retained_by_topic_[holder].push_back(subject_seen{e, true});
         }
     }
     if (!to_seal.empty()) {
@@ -229,8 +264,9 @@ void data_map::fold(const std::string& earlier_name, const std::string& ref) {
         const entry& from = entries_[old_index];
         from.publishers.for_each([&](holder_id h) { into.publishers.insert(h); });
         from.recipients.for_each([&](holder_id h) { into.recipients.insert(h); });
+        from.pseudonymous_recipients.for_each([&](holder_id h) { into.pseudonymous_recipients.insert(h); });
         from.retained.for_each([&](holder_id t) {
-            if (into.retained.insert(t)) retained_by_topic_[holder_names_[t]].push_back(index);
+            if (into.retained.insert(t)) retained_by_topic_[holder_names_[t]].push_back(subject_seen{index, true});
         });
         release(old_index);
     } else {
@@ -252,10 +288,17 @@ void data_map::fold(const std::string& earlier_name, const std::string& ref) {
         count_failure());
 }
 
+holder_set& data_map::list_of(entry& e, role r) {
+    switch (r) {
+    case role::publisher: return e.publishers;
+    case role::recipient: return e.recipients;
+    case role::retained: return e.retained;
+    default: return e.pseudonymous_recipients;
+    }
+}
+
 bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
-    entry& e = entries_[entry_index];
-    auto& list = r == role::publisher ? e.publishers : r == role::recipient ? e.recipients : e.retained;
-    if (!list.insert(holder)) return false;
+    if (!list_of(entries_[entry_index], r).insert(holder)) return false;
     ++holders_recorded_;
     const topic_storage stored = r == role::retained ? storage_of(holder_names_[holder]) : topic_storage::clear;
     if (stored == topic_storage::none) return true;
@@ -309,9 +352,7 @@ void data_map::drop_retained_holder(const std::string& topic) {
     auto it = retained_by_topic_.find(topic);
     if (it == retained_by_topic_.end()) return;
     if (const holder_id* h = holder_ids_.find(topic)) {
-        for (const std::uint32_t e : it->second) {
-            entries_[e].retained.erase(*h);
-        }
+        for (const subject_seen& s : it->second) entries_[s.entry].retained.erase(*h);
     }
     retained_by_topic_.erase(it);
     flush();  // an insert still waiting must not land after this delete
@@ -341,18 +382,34 @@ void data_map::retained_replaced(std::string_view topic) {
 }
 
 void data_map::published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
-                         bool retain, const void* identity, bool replaces) {
+                         bool retain, const void* identity, bool replaces, const forwarded_message* seen) {
     last_publish_.clear();
     last_identity_ = identity;
     last_topic_.assign(topic.data(), topic.size());
     if (retain && replaces) retained_replaced(topic);
     if (subjects.empty()) return;
     const holder_id publisher = client_id.empty() ? 0 : intern(client_id);
+    // A message the broker may place where a freed retained message of this topic was, with the
+    // same payload: its text properties, which a delivery does not show, may name the subject.
+    if (seen && seen->unread_text && !retained_by_topic_.empty())
+        if (auto it = retained_by_topic_.find(std::string(topic)); it != retained_by_topic_.end())
+            for (subject_seen& held : it->second) held.id_shown = true;
+    const bool may_hide = names_by_pseudonym_ && seen && !seen->unread_text && !holds_escape(seen->payload);
+    const std::size_t digest = retain && may_hide ? std::hash<std::string_view>{}(seen->payload) : 0;
     for (const auto& subject : subjects) {
         const std::uint32_t e = entry_of(subject);
-        last_publish_.push_back(e);
+        const subject_seen s{e, !may_hide || holds_bytes_of(subject, topic, seen->payload), identity, digest};
+        last_publish_.push_back(s);
         if (!client_id.empty()) add(e, role::publisher, publisher);
-        if (retain && add(e, role::retained, intern(topic))) retained_by_topic_[std::string(topic)].push_back(e);
+        if (!retain) continue;
+        if (add(e, role::retained, intern(topic))) {
+            retained_by_topic_[std::string(topic)].push_back(s);
+        } else if (auto it = retained_by_topic_.find(std::string(topic)); it != retained_by_topic_.end()) {
+            // Kept beside the message the topic held (not replacing it): a delivery of either
+            // names the subject by this one's rules only if it is this one.
+            for (subject_seen& held : it->second)
+                if (held.entry == e) held = s;
+        }
     }
 }
 
@@ -380,12 +437,13 @@ void data_map::forget_last_publish() {
     last_publish_.clear();
 }
 
-void data_map::delivered(std::string_view client_id, std::string_view topic, const void* identity) {
+void data_map::delivered(std::string_view client_id, std::string_view topic, const void* identity,
+                         std::string_view payload) {
     if (client_id.empty()) return;
     if (identity && identity == last_identity_ && topic == last_topic_) {
         if (last_publish_.empty()) return;
         const holder_id reader = intern(client_id);
-        for (const std::uint32_t e : last_publish_) add(e, role::recipient, reader);
+        for (const subject_seen& s : last_publish_) add_recipient(s, reader);
         return;
     }
     // A retained message sent on subscribe, or a queued one, on a topic known to hold data.
@@ -393,7 +451,25 @@ void data_map::delivered(std::string_view client_id, std::string_view topic, con
     auto it = retained_by_topic_.find(std::string(topic));
     if (it == retained_by_topic_.end()) return;
     const holder_id reader = intern(client_id);
-    for (const std::uint32_t e : it->second) add(e, role::recipient, reader);
+    std::optional<std::size_t> digest;
+    for (const subject_seen& s : it->second) {
+        // Only the retained message itself is known to hide the id: another delivery on its topic
+        // (a QoS 2 message released later, one from an offline queue, one the broker placed where
+        // a freed retained message was) may show it.
+        const bool the_retained_message = !s.id_shown && identity && identity == s.identity &&
+                                          (digest ? *digest : *(digest = std::hash<std::string_view>{}(payload))) == s.digest;
+        if (the_retained_message) add_recipient(s, reader);
+        else add(s.entry, role::recipient, reader);
+    }
+}
+
+void data_map::add_recipient(const subject_seen& s, holder_id reader) {
+    if (s.id_shown) {
+        add(s.entry, role::recipient, reader);
+        return;
+    }
+    // One that has received the id keeps it: it stays a recipient of the id.
+    if (!entries_[s.entry].recipients.contains(reader)) add(s.entry, role::pseudonymous_recipient, reader);
 }
 
 std::vector<std::string> data_map::names(const holder_set& ids) const {
@@ -413,6 +489,16 @@ std::vector<std::string> data_map::names_of(std::string_view subject) const {
     return out;
 }
 
+bool data_map::knows_id(std::string_view subject, std::string_view client_id) const {
+    const holder_id* h = holder_ids_.find(client_id);
+    if (!h) return false;
+    for (const auto& name : names_of(subject)) {
+        const std::uint32_t* found = by_ref_.find(name);
+        if (found && (entries_[*found].publishers.contains(*h) || entries_[*found].recipients.contains(*h))) return true;
+    }
+    return false;
+}
+
 subject_holdings data_map::holdings(std::string_view subject) const {
     subject_holdings h;
     auto merge = [this](std::vector<std::string>& into, const holder_set& ids) {
@@ -428,7 +514,20 @@ subject_holdings data_map::holdings(std::string_view subject) const {
         merge(h.publishers, e.publishers);
         merge(h.recipients, e.recipients);
         merge(h.retained_topics, e.retained);
+        merge(h.pseudonymous_recipients, e.pseudonymous_recipients);
     }
+    // One that published the data, or received the id under any of the subject's names, knows it.
+    std::vector<std::string> knows_id;
+    std::set_union(h.publishers.begin(), h.publishers.end(), h.recipients.begin(), h.recipients.end(),
+                   std::back_inserter(knows_id));
+    std::vector<std::string> recipients;
+    std::set_union(h.recipients.begin(), h.recipients.end(), h.pseudonymous_recipients.begin(),
+                   h.pseudonymous_recipients.end(), std::back_inserter(recipients));
+    h.recipients = std::move(recipients);
+    std::vector<std::string> pseudonymous;
+    std::set_difference(h.pseudonymous_recipients.begin(), h.pseudonymous_recipients.end(), knows_id.begin(),
+                        knows_id.end(), std::back_inserter(pseudonymous));
+    h.pseudonymous_recipients = std::move(pseudonymous);
     return h;
 }
 
@@ -438,7 +537,8 @@ void data_map::release(std::uint32_t index) {
         auto it = retained_by_topic_.find(holder_names_[t]);
         if (it == retained_by_topic_.end()) return;
         auto& list = it->second;
-        list.erase(std::remove(list.begin(), list.end(), index), list.end());
+        list.erase(std::remove_if(list.begin(), list.end(), [&](const subject_seen& s) { return s.entry == index; }),
+                   list.end());
         if (list.empty()) retained_by_topic_.erase(it);
     });
     by_ref_.erase(refs_[index]);

@@ -95,6 +95,15 @@ std::string_view outcome_of(target_state s) {
     }
 }
 
+// Each holder's roles; a recipient that knows the subject only by pseudonym is marked so.
+std::map<std::string, std::uint8_t> roles_of(const subject_holdings& h) {
+    std::map<std::string, std::uint8_t> roles;
+    for (const auto& c : h.publishers) roles[c] |= role_publisher;
+    for (const auto& c : h.recipients) roles[c] |= role_recipient;
+    for (const auto& c : h.pseudonymous_recipients) roles[c] |= role_pseudonymous;
+    return roles;
+}
+
 json roles_json(std::uint8_t roles) {
     json out = json::array();
     if (roles & role_publisher) out.push_back("publisher");
@@ -128,6 +137,7 @@ json receipt(const erasure_request& r, bool with_subject, bool with_targets = tr
         if (t.last_sent_ms) tj["lastSentAt"] = format_utc_ms(t.last_sent_ms);
         if (t.answered_ms) tj["answeredAt"] = format_utc_ms(t.answered_ms);
         if (!t.detail.empty()) tj["detail"] = t.detail;
+        if (t.roles & role_pseudonymous) tj["subjectNamedBy"] = "pseudonym";
         targets.push_back(std::move(tj));
     }
     const totals n = count(r);
@@ -211,6 +221,7 @@ std::string receipt_text(const erasure_request& r, bool with_subject, bool with_
             if (t.last_sent_ms) append_member(out, "lastSentAt", format_utc_ms(t.last_sent_ms));
             if (t.answered_ms) append_member(out, "answeredAt", format_utc_ms(t.answered_ms));
             if (!t.detail.empty()) append_member(out, "detail", t.detail);
+            if (t.roles & role_pseudonymous) append_member(out, "subjectNamedBy", "pseudonym");
             out.push_back('}');
         }
         out.push_back(']');
@@ -396,9 +407,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
     r.deadline_ms = now_ms + options_.deadline_ms;
     r.timed_here = true;
     const subject_holdings h = map_.holdings(subject);
-    std::map<std::string, std::uint8_t> roles;
-    for (const auto& c : h.publishers) roles[c] |= role_publisher;
-    for (const auto& c : h.recipients) roles[c] |= role_recipient;
+    const std::map<std::string, std::uint8_t> roles = roles_of(h);
     for (const auto& [client, role] : roles) {
         erasure_target t;
         t.client_id = client;
@@ -511,14 +520,19 @@ void erasure_manager::finish_local(erasure_request& r, const std::string& consen
 
 void erasure_manager::take_new_holders(erasure_request& r) {
     const subject_holdings h = map_.holdings(r.subject);
-    std::map<std::string, std::uint8_t> fresh;
-    for (const auto& c : h.publishers) fresh[c] |= role_publisher;
-    for (const auto& c : h.recipients) fresh[c] |= role_recipient;
+    const std::map<std::string, std::uint8_t> fresh = roles_of(h);
     std::vector<std::pair<std::string, std::uint8_t>> added;
     for (const auto& [client, role] : fresh) {
         auto t = std::lower_bound(r.targets.begin(), r.targets.end(), client,
                                   [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
-        if (t != r.targets.end() && t->client_id == client) continue;
+        if (t != r.targets.end() && t->client_id == client) {
+            // It has received the id since: its commands from now on name it (GDPR Art. 17(2)).
+            if ((t->roles & role_pseudonymous) && !(role & role_pseudonymous) && !is_final(t->state)) {
+                t->roles = static_cast<std::uint8_t>((t->roles | role) & ~role_pseudonymous);
+                save_target(r, *t);
+            }
+            continue;
+        }
         erasure_target nt;
         nt.client_id = client;
         nt.roles = role;
@@ -577,13 +591,16 @@ void erasure_manager::send(erasure_request& r, erasure_target& t, std::int64_t n
         t.next_send_ms = 0;  // sent when the client connects
         return;
     }
+    if (effects_.pseudonym && r.pseudonym.empty()) r.pseudonym = effects_.pseudonym(r.subject);
+    // No pseudonym to name it by any more (the key file was taken away since), or it has received
+    // the id since the request (the map holds only what came after it): the id it is.
+    if ((t.roles & role_pseudonymous) && (r.pseudonym.empty() || map_.knows_id(r.subject, t.client_id)))
+        t.roles = static_cast<std::uint8_t>(t.roles & ~role_pseudonymous);
     std::string command = "{\"requestId\":";
     append_json_string(command, r.id);
-    append_member(command, "subject", r.subject);
-    if (effects_.pseudonym) {
-        if (r.pseudonym.empty()) r.pseudonym = effects_.pseudonym(r.subject);
-        if (!r.pseudonym.empty()) append_member(command, "pseudonym", r.pseudonym);
-    }
+    // GDPR Art. 25(1): a client that received the subject only by pseudonym is not told its id.
+    if (!(t.roles & role_pseudonymous)) append_member(command, "subject", r.subject);
+    if (!r.pseudonym.empty()) append_member(command, "pseudonym", r.pseudonym);
     append_member(command, "issuedAt", format_utc_ms(r.requested_ms));
     append_member(command, "deadline", format_utc_ms(r.deadline_ms));
     append_member(command, "attempt", t.attempts + 1);
@@ -836,7 +853,7 @@ void erasure_manager::flush_targets() {
                                      "ON CONFLICT (request_id, client_id) DO UPDATE SET state = excluded.state, "
                                      "attempts = excluded.attempts, first_sent_ms = excluded.first_sent_ms, "
                                      "last_sent_ms = excluded.last_sent_ms, answered_ms = excluded.answered_ms, "
-                                     "seen_online = excluded.seen_online, detail = excluded.detail");
+                                     "seen_online = excluded.seen_online, detail = excluded.detail, roles = excluded.roles");
             for (const auto& row : rows) {
                 const auto& t = row.target;
                 upsert.bind(1, row.request_id).bind(2, t.client_id).bind(3, to_string(t.state));

@@ -287,6 +287,78 @@ TEST_CASE("a broker killed in the middle of an erasure resumes it after restart 
     (void)topic;
 }
 
+TEST_CASE("an erase command names the subject by pseudonym to a subscriber that never received its id",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    itest::broker b(setup.options());
+    itest::client van1(b, "van-1", 5), van2(b, "van-2", 5), viewer(b, "viewer", 5), props_viewer(b, "props-viewer", 5),
+        op(b, itest::OPERATOR_CLIENT_ID, 5);
+    for (auto* c : {&van1, &van2, &viewer, &props_viewer, &op}) c->connect();
+    viewer.subscribe("fleet/acme/vehicle/van-1/telemetry", 1);
+    viewer.subscribe("gdpr/erase/viewer", 1);
+    props_viewer.subscribe("fleet/acme/vehicle/van-2/telemetry", 1);
+    props_viewer.subscribe("gdpr/erase/props-viewer", 1);
+    van1.subscribe("gdpr/erase/van-1", 1);
+
+    REQUIRE(van1.publish("fleet/acme/vehicle/van-1/telemetry", telemetry("driver-9")) == 0);
+    auto received = viewer.next(5s);
+    REQUIRE(received);
+    const std::string held = json::parse(received->to_string())["driver_id"];
+    CHECK(held != "driver-9");  // pseudonymised by the schema
+    // The same subject's data with a user property the plugin does not read: it may carry the id.
+    mqtt::properties props;
+    props.add(mqtt::property(mqtt::property::USER_PROPERTY, "note", "anything"));
+    REQUIRE(van2.publish("fleet/acme/vehicle/van-2/telemetry", telemetry("driver-9"), 1, false, props) == 0);
+    REQUIRE(props_viewer.next(5s));
+    // A retained message, delivered on a later subscribe: the data map knows it by the broker's copy.
+    itest::client van3(b, "van-3", 5), late_viewer(b, "late-viewer", 5);
+    van3.connect();
+    REQUIRE(van3.publish("fleet/acme/vehicle/van-3/telemetry", telemetry("driver-9"), 1, true) == 0);
+    // Another publish between: the delivery on subscribe is then not the last publish's.
+    REQUIRE(van3.publish("fleet/acme/vehicle/van-3/status", json{{"fuel", 40}}.dump()) == 0);
+    late_viewer.connect();
+    late_viewer.subscribe("gdpr/erase/late-viewer", 1);
+    late_viewer.subscribe("fleet/acme/vehicle/van-3/telemetry", 1);
+    auto retained = late_viewer.next(5s);
+    REQUIRE(retained);
+    CHECK(retained->is_retained());
+    CHECK(json::parse(retained->to_string())["driver_id"] == held);
+
+    const auto r = control(op, {{"command", "eraseSubject"}, {"subject", "driver-9"}, {"requestId", "by-pseudonym-1"}});
+    REQUIRE_FALSE(r.contains("error"));
+    auto cmd = viewer.next(10s);
+    REQUIRE(cmd);
+    CHECK(cmd->get_topic() == "gdpr/erase/viewer");
+    const auto to_viewer = json::parse(cmd->to_string());
+    INFO(to_viewer.dump());
+    CHECK_FALSE(to_viewer.contains("subject"));  // GDPR Art. 25(1): it never received the id
+    CHECK(to_viewer["pseudonym"] == held);       // what it holds the data under
+    CHECK(to_viewer["requestId"] == "by-pseudonym-1");
+    auto to_props_viewer = props_viewer.next(10s);
+    REQUIRE(to_props_viewer);
+    CHECK(json::parse(to_props_viewer->to_string())["subject"] == "driver-9");
+    auto to_van = van1.next(10s);
+    REQUIRE(to_van);
+    CHECK(json::parse(to_van->to_string())["subject"] == "driver-9");  // it sent the id itself
+    auto to_late_viewer = late_viewer.next(10s);
+    if (to_late_viewer && to_late_viewer->get_topic() != "gdpr/erase/late-viewer") {
+        CHECK(to_late_viewer->get_payload().empty());  // the erasure clears the retained message first
+        to_late_viewer = late_viewer.next(10s);
+    }
+    REQUIRE(to_late_viewer);
+    CHECK(to_late_viewer->get_topic() == "gdpr/erase/late-viewer");
+    CHECK_FALSE(json::parse(to_late_viewer->to_string()).contains("subject"));
+
+    const auto status = control(op, {{"command", "getErasure"}, {"requestId", "by-pseudonym-1"}})["data"];
+    INFO(status.dump(2));
+    std::map<std::string, json> targets;
+    for (const auto& t : status["targets"]) targets[t["clientId"]] = t;
+    CHECK(targets["viewer"]["subjectNamedBy"] == "pseudonym");
+    CHECK(targets["late-viewer"]["subjectNamedBy"] == "pseudonym");
+    CHECK_FALSE(targets["props-viewer"].contains("subjectNamedBy"));
+    CHECK_FALSE(targets["van-1"].contains("subjectNamedBy"));
+}
+
 TEST_CASE("a device on a listener that skips the password check (use_identity_as_username) gets its erase command",
           "[integration][erasure][tls]") {
     itest::test_pki pki;

@@ -1807,6 +1807,18 @@ TEST_CASE_METHOD(trail_fixture, "an export lists the holders the data map knows,
         // A retained message delivered later: no publish record ties it to alice, the data map does.
         map->delivered("late-viewer", "fleet/car-1/telemetry", nullptr);
         map->published({"bob"}, "car-2", "fleet/car-2/telemetry", false, &payload);
+        // Recipients of a message naming alice only by pseudonym (the dashboard also got her id).
+        map->names_by_pseudonym(true);
+        const gdpr::forwarded_message hidden{R"({"driver_id":"0f3a9c"})"};
+        int pseudonymised = 0;
+        map->published({"alice"}, "car-1", "fleet/car-1/trip", false, &pseudonymised, true, &hidden);
+        map->delivered("pseudo-viewer", "fleet/car-1/trip", &pseudonymised);
+        map->delivered("pseudo-viewer-2", "fleet/car-1/trip", &pseudonymised);
+        map->delivered("dashboard", "fleet/car-1/trip", &pseudonymised);
+        map->delivered("car-1", "fleet/car-1/trip", &pseudonymised);  // it published her data: knows the id
+        int with_id = 0;  // pseudo-viewer-2 then gets her id: both rows, listed once
+        map->published({"alice"}, "car-1", "fleet/car-1/trip", false, &with_id);
+        map->delivered("pseudo-viewer-2", "fleet/car-1/trip", &with_id);
         map->wait_idle();
     }
     const json alice = export_of("alice");
@@ -1818,8 +1830,21 @@ TEST_CASE_METHOD(trail_fixture, "an export lists the holders the data map knows,
         return out;
     };
     CHECK(client_ids(alice["holders"]["publishers"]) == std::vector<std::string>{"car-1", "phone-1"});
-    CHECK(client_ids(alice["holders"]["recipients"]) == std::vector<std::string>{"dashboard", "late-viewer"});
+    CHECK(client_ids(alice["holders"]["recipients"]) ==
+          std::vector<std::string>{"car-1", "dashboard", "late-viewer", "pseudo-viewer", "pseudo-viewer-2"});
     CHECK(alice["holders"]["recipients"][0]["first_seen_ms"].get<std::int64_t>() > 0);
+    CHECK_FALSE(alice["holders"]["recipients"][0].contains("by_pseudonym"));  // car-1 published her id
+    CHECK_FALSE(alice["holders"]["recipients"][1].contains("by_pseudonym"));  // the dashboard got her id too
+    CHECK_FALSE(alice["holders"]["recipients"][2].contains("by_pseudonym"));
+    CHECK(alice["holders"]["recipients"][3]["by_pseudonym"] == true);
+    CHECK(alice["holders"]["recipients"][3]["first_seen_ms"].get<std::int64_t>() > 0);
+    CHECK_FALSE(alice["holders"]["recipients"][4].contains("by_pseudonym"));
+    // pseudo-viewer-2 received her pseudonym first: a recipient since then.
+    {
+        gdpr::sqlite_db raw(path);
+        raw.exec("UPDATE data_map SET first_seen_ms = 5 WHERE holder = 'pseudo-viewer-2' AND role = 'pseudonymous_recipient'");
+    }
+    CHECK(export_of("alice")["holders"]["recipients"][4]["first_seen_ms"] == 5);
     // Without a key, or with one that did not seal it, the topic naming alice is only counted.
     CHECK(client_ids(alice["holders"]["retained_topics"]) == std::vector<std::string>{"fleet/car-1/telemetry"});
     CHECK(alice["holders"]["sealed_retained_topics"] == 1);

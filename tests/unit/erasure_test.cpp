@@ -135,6 +135,18 @@ struct erasure_world {
     erasure_world& operator=(const erasure_world&) = delete;
 };
 
+// A data map as version 1 or 2 wrote it (the same table; its role check knows three roles), with
+// `rows` (SQL values) in it.
+void write_early_data_map(const std::string& db, int version, const std::string& rows) {
+    gdpr::sqlite_db raw(db);
+    raw.exec("CREATE TABLE data_map (subject_ref TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('publisher', "
+             "'recipient', 'retained')), holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, "
+             "PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;"
+             "CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+             "INSERT INTO schema_version VALUES ('data_map', " + std::to_string(version) + ");"
+             "INSERT INTO data_map VALUES " + rows + ";");
+}
+
 std::string ack(const std::string& id, const std::string& status) {
     return json{{"requestId", id}, {"status", status}}.dump();
 }
@@ -727,26 +739,231 @@ TEST_CASE("a retained topic's row goes when the topic is replaced, whichever for
     CHECK(rows() == 0);
 }
 
-TEST_CASE("a version 1 data map is taken over as it is and marked version 2", "[erasure][datamap]") {
+TEST_CASE("a message shows a subject's id when its topic or payload holds it, or the payload holds an escape",
+          "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    auto map = data_map::open((dir.path() / "gdpr.db").string());
+    map->names_by_pseudonym(true);
+    // One recipient per message; each is a pseudonymous recipient unless its message shows the id.
+    const std::vector<std::tuple<std::string, std::string, std::string>> messages{
+        {"in-topic", "fleet/driver-7/telemetry", R"({"speed":5})"},
+        {"in-payload", "fleet/van-1/telemetry", R"({"driver_id":"driver-7"})"},
+        {"hidden", "fleet/van-1/telemetry", R"({"driver_id":"0f3a","speed":5})"},
+        // "\u0064river-7" spells the id without its bytes; any escape counts.
+        {"spelled", "fleet/van-1/telemetry", R"({"note":"\u0064river-7"})"},
+        {"escaped", "fleet/van-1/telemetry", R"({"note":"a\"b"})"},
+    };
+    std::vector<int> identities(messages.size());
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        const auto& [reader, topic, payload] = messages[i];
+        const gdpr::forwarded_message seen{payload};
+        map->published({"driver-7"}, "van-1", topic, false, &identities[i], true, &seen);
+        map->delivered(reader, topic, &identities[i]);
+    }
+    CHECK(map->holdings("driver-7").pseudonymous_recipients == std::vector<std::string>{"hidden"});
+}
+
+TEST_CASE("recipients that received a subject only by pseudonym are told apart, on disk too", "[erasure][datamap]") {
     test_support::temp_dir dir;
     const auto db = (dir.path() / "gdpr.db").string();
+    const std::string by_pseudonym = R"({"driver_id":"0f3a9c","speed":50})";
+    const std::string with_id = R"({"driver_id":"driver-1","speed":50})";
+    {
+        auto map = data_map::open(db, "NORMAL", test_support::keyed_ref);
+        map->names_by_pseudonym(true);
+        int p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0;
+        const gdpr::forwarded_message hidden{by_pseudonym};
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p1, true, &hidden);
+        map->delivered("dashboard", "fleet/van-1/telemetry", &p1);
+        map->delivered("archive", "fleet/van-1/telemetry", &p1);
+        map->delivered("van-2", "fleet/van-1/telemetry", &p1);  // publishes the subject's data itself, below
+        // The archive gets the id later: it knows it from then on.
+        const gdpr::forwarded_message shown{with_id};
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p2, true, &shown);
+        map->delivered("archive", "fleet/van-1/telemetry", &p2);
+        map->delivered("dashboard-2", "fleet/van-1/telemetry", &p2);
+        map->published({"driver-1"}, "van-2", "fleet/van-2/telemetry", false, &p3, true, &hidden);
+        // A message whose properties the plugin does not read may show the id.
+        const gdpr::forwarded_message unread{by_pseudonym, true};
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p4, true, &unread);
+        map->delivered("props-reader", "fleet/van-1/telemetry", &p4);
+        // A retained message hiding the id, delivered on subscribe (the broker's pointer to it).
+        map->published({"driver-1"}, "van-3", "fleet/van-3/telemetry", true, &p5, true, &hidden);
+        map->forget_last_publish();
+        map->delivered("late", "fleet/van-3/telemetry", &p5, by_pseudonym);
+        // Another message on its topic, not tied to a publish (a QoS 2 release, a queued one, one
+        // the broker placed where the retained message was after freeing it): it may show the id.
+        int released = 0;
+        map->delivered("released-to", "fleet/van-3/telemetry", &released, by_pseudonym);
+        map->delivered("queued-to", "fleet/van-3/telemetry", nullptr, by_pseudonym);
+        map->delivered("same-address", "fleet/van-3/telemetry", &p5, with_id);
+        // A message on its topic with text properties: one like it may sit where the retained
+        // message was, with the same payload, so the retained message's deliveries show the id.
+        int with_properties = 0;
+        map->published({"driver-1"}, "van-3", "fleet/van-3/telemetry", false, &with_properties, true, &unread);
+        map->forget_last_publish();
+        map->delivered("after-properties", "fleet/van-3/telemetry", &p5, by_pseudonym);
+        // Without what recipients get, the id counts as shown.
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p1);
+        map->delivered("unknown-view", "fleet/van-1/telemetry", &p1);
+
+        const auto h = map->holdings("driver-1");
+        CHECK(h.recipients == std::vector<std::string>{"after-properties", "archive", "dashboard", "dashboard-2", "late",
+                                                       "props-reader", "queued-to", "released-to", "same-address",
+                                                       "unknown-view", "van-2"});
+        CHECK(h.pseudonymous_recipients == std::vector<std::string>{"dashboard", "late"});
+        map->wait_idle();
+        CHECK(map->take_write_failures().first == 0);
+    }
     {
         gdpr::sqlite_db raw(db);
-        raw.exec("CREATE TABLE data_map (subject_ref TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('publisher', "
-                 "'recipient', 'retained')), holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, "
-                 "PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;"
-                 "CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
-                 "INSERT INTO schema_version VALUES ('data_map', 1);"
-                 "INSERT INTO data_map VALUES ('driver-1', 'publisher', 'van-1', 1), "
-                 "('driver-1', 'retained', 'fleet/van-1/status', 1);");
+        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE role = 'pseudonymous_recipient'");
+        REQUIRE(q.step());
+        CHECK(q.integer(0) == 4);  // dashboard, late; archive and van-2 from before they knew the id
     }
+    auto map = data_map::open(db, "NORMAL", test_support::keyed_ref);
+    map->names_by_pseudonym(true);
+    CHECK(map->holdings("driver-1").pseudonymous_recipients == std::vector<std::string>{"dashboard", "late"});
+    // After a restart the retained message is not known: a late subscriber counts as told the id.
+    int p5 = 0;
+    map->delivered("later", "fleet/van-3/telemetry", &p5, by_pseudonym);
+    CHECK(map->holdings("driver-1").pseudonymous_recipients == std::vector<std::string>{"dashboard", "late"});
+    CHECK(map->holdings("driver-1").recipients.size() == 12);
+
+    // A retained message kept beside the one the topic held (replaces false: a will the broker may
+    // still refuse): either may be the one retained, and only a delivery of the newer one is known
+    // by what it shows.
+    int kept = 0, beside = 0;
+    const std::string shows_5 = R"({"driver_id":"driver-5"})";
+    const gdpr::forwarded_message shown{shows_5}, hidden{by_pseudonym};
+    map->published({"driver-5"}, "van-5", "fleet/van-5/telemetry", true, &kept, true, &shown);
+    map->published({"driver-5"}, "van-5", "fleet/van-5/telemetry", true, &beside, false, &hidden);
+    map->forget_last_publish();
+    map->delivered("gets-newer", "fleet/van-5/telemetry", &beside, by_pseudonym);
+    map->delivered("gets-older", "fleet/van-5/telemetry", &kept, shows_5);
+    CHECK(map->holdings("driver-5").recipients == std::vector<std::string>{"gets-newer", "gets-older"});
+    CHECK(map->holdings("driver-5").pseudonymous_recipients == std::vector<std::string>{"gets-newer"});
+    int showing = 0;
+    const gdpr::forwarded_message shows_6{R"({"driver_id":"driver-6"})"};
+    map->published({"driver-6"}, "van-6", "fleet/van-6/telemetry", true, &kept, true, &hidden);
+    map->published({"driver-6"}, "van-6", "fleet/van-6/telemetry", true, &showing, false, &shows_6);
+    map->forget_last_publish();
+    map->delivered("subscriber", "fleet/van-6/telemetry", &showing, R"({"driver_id":"driver-6"})");
+    CHECK(map->holdings("driver-6").recipients == std::vector<std::string>{"subscriber"});
+    CHECK(map->holdings("driver-6").pseudonymous_recipients.empty());
+
+    // Pseudonyms off: every recipient has received the id.
+    auto plain = data_map::open((dir.path() / "plain.db").string());
+    int p = 0;
+    plain->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p, true, &hidden);
+    plain->delivered("dashboard", "fleet/van-1/telemetry", &p);
+    CHECK(plain->holdings("driver-1").recipients == std::vector<std::string>{"dashboard"});
+    CHECK(plain->holdings("driver-1").pseudonymous_recipients.empty());
+}
+
+TEST_CASE("a version 2 data map is rebuilt to admit pseudonymous recipients, its rows kept", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    write_early_data_map(db, 2, "('driver-1', 'publisher', 'van-1', 1), ('driver-1', 'recipient', 'dashboard', 7)");
+    {
+        auto map = data_map::open(db);
+        map->names_by_pseudonym(true);
+        CHECK(map->holdings("driver-1").publishers == std::vector<std::string>{"van-1"});
+        CHECK(map->holdings("driver-1").recipients == std::vector<std::string>{"dashboard"});
+        int p = 0;
+        const gdpr::forwarded_message hidden{R"({"driver_id":"0f3a9c"})"};
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p, true, &hidden);
+        map->delivered("viewer", "fleet/van-1/telemetry", &p);
+        map->wait_idle();
+        CHECK(map->take_write_failures().first == 0);
+    }
+    gdpr::sqlite_db raw(db);
+    gdpr::sqlite_statement v(raw.handle(), "SELECT version FROM schema_version WHERE component = 'data_map'");
+    REQUIRE(v.step());
+    CHECK(v.integer(0) == 3);
+    gdpr::sqlite_statement kept(raw.handle(), "SELECT first_seen_ms FROM data_map WHERE holder = 'dashboard'");
+    REQUIRE(kept.step());
+    CHECK(kept.integer(0) == 7);
+    // The old table's check would have refused the row (and INSERT OR IGNORE skipped it unsaid).
+    gdpr::sqlite_statement added(raw.handle(), "SELECT role FROM data_map WHERE holder = 'viewer'");
+    REQUIRE(added.step());
+    CHECK(added.text(0) == "pseudonymous_recipient");
+
+    // A table that admits the role already still has its version raised.
+    const auto current_table = (dir.path() / "current-table.db").string();
+    data_map::open(current_table)->wait_idle();
+    {
+        gdpr::sqlite_db lowered(current_table);
+        lowered.exec("UPDATE schema_version SET version = 2 WHERE component = 'data_map'");
+    }
+    data_map::open(current_table)->wait_idle();
+    {
+        gdpr::sqlite_db raised(current_table);
+        gdpr::sqlite_statement version(raised.handle(), "SELECT version FROM schema_version WHERE component = 'data_map'");
+        REQUIRE(version.step());
+        CHECK(version.integer(0) == 3);
+    }
+
+    // The table's definition decides, not the version it claims.
+    const auto claims_3 = (dir.path() / "claims-3.db").string();
+    write_early_data_map(claims_3, 3, "('driver-1', 'publisher', 'van-1', 1)");
+    {
+        auto map = data_map::open(claims_3);
+        map->names_by_pseudonym(true);
+        int p = 0;
+        const gdpr::forwarded_message hidden{R"({"driver_id":"0f3a9c"})"};
+        map->published({"driver-1"}, "van-1", "fleet/van-1/telemetry", false, &p, true, &hidden);
+        map->delivered("viewer", "fleet/van-1/telemetry", &p);
+        map->wait_idle();
+    }
+    gdpr::sqlite_db claimed(claims_3);
+    gdpr::sqlite_statement rebuilt(claimed.handle(), "SELECT count(*) FROM data_map WHERE role = 'pseudonymous_recipient'");
+    REQUIRE(rebuilt.step());
+    CHECK(rebuilt.integer(0) == 1);
+}
+
+TEST_CASE("a recipient that received the id under one of the subject's names is no pseudonymous recipient",
+          "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto earlier = [](std::string_view s) { return "p:" + test_support::keyed_ref("earlier:" + std::string(s)); };
+    {
+        data_map::open(db)->wait_idle();  // the tables
+        gdpr::sqlite_db raw(db);
+        gdpr::sqlite_statement insert(raw.handle(), "INSERT INTO data_map VALUES (?1, ?2, ?3, 1)");
+        for (const auto& [name, role, holder] :
+             std::vector<std::tuple<std::string, std::string, std::string>>{
+                 {earlier("driver-1"), "recipient", "dashboard"},
+                 {test_support::keyed_ref("driver-1"), "pseudonymous_recipient", "dashboard"},
+                 {test_support::keyed_ref("driver-1"), "pseudonymous_recipient", "panel"},
+                 {earlier("driver-1"), "publisher", "van-1"},
+                 {test_support::keyed_ref("driver-1"), "pseudonymous_recipient", "van-1"}}) {
+            insert.bind(1, name).bind(2, role).bind(3, holder);
+            insert.run();
+        }
+    }
+    auto map = data_map::open(db, "NORMAL", test_support::keyed_ref);
+    map->also_named(earlier);
+    const auto h = map->holdings("driver-1");
+    CHECK(h.recipients == std::vector<std::string>{"dashboard", "panel", "van-1"});
+    CHECK(h.pseudonymous_recipients == std::vector<std::string>{"panel"});
+    CHECK(map->knows_id("driver-1", "dashboard"));
+    CHECK(map->knows_id("driver-1", "van-1"));
+    CHECK_FALSE(map->knows_id("driver-1", "panel"));
+    CHECK_FALSE(map->knows_id("driver-1", "stranger"));
+}
+
+TEST_CASE("a version 1 data map is taken over as it is and marked version 3", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    write_early_data_map(db, 1, "('driver-1', 'publisher', 'van-1', 1), ('driver-1', 'retained', 'fleet/van-1/status', 1)");
     auto map = data_map::open(db);
     CHECK(map->holdings("driver-1").publishers == std::vector<std::string>{"van-1"});
     CHECK(map->holdings("driver-1").retained_topics == std::vector<std::string>{"fleet/van-1/status"});
     gdpr::sqlite_db raw(db);
     gdpr::sqlite_statement v(raw.handle(), "SELECT version FROM schema_version WHERE component = 'data_map'");
     REQUIRE(v.step());
-    CHECK(v.integer(0) == 2);
+    CHECK(v.integer(0) == 3);
 }
 
 TEST_CASE("a data map written by a newer plugin is refused", "[erasure][datamap]") {
@@ -998,6 +1215,101 @@ TEST_CASE("a request id is one request, the rate limit refuses a second erasure,
     REQUIRE(q.step());
     CHECK(q.text(0).empty());
     CHECK(q.text(1) == test_support::keyed_ref("driver-1"));
+}
+
+TEST_CASE("a recipient that received a subject only by pseudonym is sent the pseudonym, not the id",
+          "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    const std::int64_t t0 = 1'700'000'000'000;
+    const std::string topic = "fleet/van-1/telemetry";
+    const gdpr::forwarded_message hidden{R"({"driver_id":"0f3a9c","speed":50})"};  // as pseudonymised
+    const gdpr::forwarded_message shown{R"({"driver_id":"driver-1","speed":50})"};
+    auto command_to = [](const broker_side& b, const std::string& client) {
+        for (const auto& [c, cmd] : b.sent)
+            if (c == client) return cmd;
+        return json();
+    };
+    {
+        auto map = data_map::open(db);
+        map->names_by_pseudonym(true);
+        int p = 0, q = 0;
+        map->published({"driver-1"}, "van-1", topic, false, &p, true, &hidden);
+        map->delivered("dashboard", topic, &p);
+        map->delivered("panel", topic, &p);
+        map->published({"driver-1"}, "van-1", topic, false, &q, true, &shown);
+        map->delivered("archive", topic, &q);
+        broker_side broker;
+        auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+        const auto* r = start_request(*m, *map, "req-1", "driver-1", t0);
+        REQUIRE(r);
+        REQUIRE(r->targets.size() == 4);
+        CHECK(r->targets[0].roles == gdpr::role_recipient);                             // archive
+        CHECK(r->targets[1].roles == (gdpr::role_recipient | gdpr::role_pseudonymous));  // dashboard
+        CHECK(r->targets[3].roles == gdpr::role_publisher);                             // van-1
+        m->tick(t0);
+        REQUIRE(broker.sent.size() == 4);
+        for (const char* told_id : {"archive", "van-1"}) {
+            INFO(told_id);
+            CHECK(command_to(broker, told_id)["subject"] == "driver-1");
+            CHECK(command_to(broker, told_id)["pseudonym"] == "pseudo-driver-1");
+        }
+        for (const char* by_pseudonym : {"dashboard", "panel"}) {
+            INFO(by_pseudonym);
+            CHECK_FALSE(command_to(broker, by_pseudonym).contains("subject"));
+            CHECK(command_to(broker, by_pseudonym)["pseudonym"] == "pseudo-driver-1");
+            CHECK(command_to(broker, by_pseudonym)["requestId"] == "req-1");
+        }
+        const auto receipt = json::parse(gdpr::receipt_json(*r));
+        CHECK(receipt == gdpr::receipt_document(*r));
+        CHECK(receipt["targets"][1]["subjectNamedBy"] == "pseudonym");
+        CHECK(receipt["targets"][1]["roles"] == json::array({"recipient"}));
+        CHECK_FALSE(receipt["targets"][0].contains("subjectNamedBy"));
+        CHECK(m->acknowledge("van-1", ack("req-1", "erased"), t0 + 10).empty());
+        CHECK(m->acknowledge("archive", ack("req-1", "erased"), t0 + 10).empty());
+        // The dashboard receives the id after the request: its next command names it.
+        int later = 0;
+        map->published({"driver-1"}, "van-1", topic, false, &later, true, &shown);
+        map->delivered("dashboard", topic, &later);
+        broker.sent.clear();
+        m->tick(t0 + 1'000);  // the first retry
+        REQUIRE(broker.sent_to("dashboard") == 1);
+        CHECK(command_to(broker, "dashboard")["subject"] == "driver-1");
+        REQUIRE(broker.sent_to("panel") == 1);
+        CHECK_FALSE(command_to(broker, "panel").contains("subject"));
+        CHECK_FALSE(json::parse(gdpr::receipt_json(*r))["targets"][1].contains("subjectNamedBy"));
+        m->wait_idle();
+        map->wait_idle();
+    }
+    // After a restart, the panel is still named by pseudonym and the dashboard now by id.
+    auto map = data_map::open(db);
+    map->names_by_pseudonym(true);
+    broker_side broker;
+    auto m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, broker.effects());
+    m->tick(t0 + 1'020);
+    CHECK(broker.sent_to("archive") == 0);
+    REQUIRE(broker.sent_to("panel") == 1);
+    CHECK_FALSE(command_to(broker, "panel").contains("subject"));
+    REQUIRE(broker.sent_to("dashboard") == 1);
+    CHECK(command_to(broker, "dashboard")["subject"] == "driver-1");
+    const auto* r = m->find("req-1");
+    REQUIRE(r);
+    CHECK_FALSE(json::parse(gdpr::receipt_json(*r))["targets"][1].contains("subjectNamedBy"));
+
+    // With no pseudonym to name it by (the key file taken away), the panel is told the id.
+    m->wait_idle();
+    m.reset();
+    broker_side without_key;
+    auto fx = without_key.effects();
+    fx.pseudonym = nullptr;
+    m = erasure_manager::open(db, erase_topics("gdpr/erase/%c"), fast_options(), *map, std::move(fx));
+    REQUIRE(m->find("req-1"));
+    CHECK(m->find("req-1")->targets[1].roles == gdpr::role_recipient);  // the dashboard, as the register kept it
+    CHECK(m->find("req-1")->targets[2].roles == (gdpr::role_recipient | gdpr::role_pseudonymous));  // the panel
+    m->tick(t0 + 1'030);
+    REQUIRE(without_key.sent_to("panel") == 1);
+    CHECK(command_to(without_key, "panel")["subject"] == "driver-1");
+    CHECK_FALSE(command_to(without_key, "panel").contains("pseudonym"));
 }
 
 TEST_CASE("requests made before a key file named subjects take the subject's reference at the next start",

@@ -288,6 +288,7 @@ void print_receipt(const json& d) {
         for (const auto& x : d["targets"]) {
             std::string roles;
             for (const auto& r : x["roles"]) roles += (roles.empty() ? "" : "+") + r.get<std::string>();
+            if (x.value("subjectNamedBy", "") == "pseudonym") roles += ", told the pseudonym only";
             std::cout << "    " << x.value("clientId", "") << " (" << roles << "): " << x.value("outcome", "") << " ["
                       << x.value("state", "") << ", " << x.value("attempts", 0) << " attempt(s)";
             if (x.contains("answeredAt")) std::cout << ", " << x.value("answeredAt", "");

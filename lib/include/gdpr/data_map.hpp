@@ -29,14 +29,25 @@ bool is_keyed_subject_name(std::string_view name);
 struct subject_holdings {
     std::vector<std::string> publishers;       // client ids, sorted
     std::vector<std::string> recipients;       // client ids, sorted
+    // Of the recipients, those that never published the subject's data nor received its id: every
+    // message of it they got named the subject only by its pseudonym, or not at all. Sorted.
+    std::vector<std::string> pseudonymous_recipients;
     std::vector<std::string> retained_topics;  // sorted
     bool empty() const { return publishers.empty() && recipients.empty() && retained_topics.empty(); }
 };
 
+// What the recipients of a publish get, for telling whether it shows them a subject's id.
+struct forwarded_message {
+    std::string_view payload;  // as forwarded
+    // The message carries text the plugin does not read (the publisher's MQTT v5 properties).
+    bool unread_text = false;
+};
+
 class data_map {
 public:
-    // Version 2 stores retained topics that name a subject sealed; version 1 files need no change.
-    static constexpr int SCHEMA_VERSION = 2;
+    // Version 2 stores retained topics that name a subject sealed; version 3 tells recipients that
+    // received a subject only by pseudonym. Version 1 and 2 files need no change of their rows.
+    static constexpr int SCHEMA_VERSION = 3;
 
     // Opens (creating the tables when missing) the map in the database at `path` and loads it.
     // Throws storage_error naming the file.
@@ -62,8 +73,16 @@ public:
     // payload pointer the broker delivers, so that the deliveries checked next can be attributed.
     // A retained publish with a payload makes `topic` a holder of the subjects' data, in place of
     // what it held, unless `replaces` is false (the broker may still refuse it: keep both).
+    // `seen` is what its recipients get: with pseudonyms on (names_by_pseudonym), a subject whose
+    // id it does not show makes them pseudonymous recipients. It shows the id when the id's bytes
+    // are in the topic or the payload, the payload holds a JSON escape (which could spell them),
+    // or the message carries text the plugin does not read. Without `seen`, every subject counts
+    // as shown.
     void published(const std::vector<std::string>& subjects, std::string_view client_id, std::string_view topic,
-                   bool retain, const void* identity, bool replaces = true);
+                   bool retain, const void* identity, bool replaces = true, const forwarded_message* seen = nullptr);
+    // Whether subjects have a pseudonym that erase commands can name them by (a pseudonymisation
+    // key is configured). Off: every recipient counts as having received the id.
+    void names_by_pseudonym(bool on) { names_by_pseudonym_ = on; }
     // How many of `subjects` the map holds nothing about yet, under any of their names (each one
     // published would make a new entry): what a client's allowance of new subjects is charged
     // (subject_quota).
@@ -78,8 +97,10 @@ public:
     // topic held, an empty retained one clears it.
     void retained_replaced(std::string_view topic);
     // A delivery the broker is about to make: attributed to the last publish when it is that
-    // publish's payload, or to the retained topic's subjects.
-    void delivered(std::string_view client_id, std::string_view topic, const void* identity);
+    // publish's payload, or to the retained topic's subjects. `payload` tells a retained message
+    // delivered later from another message the broker placed at the same address since.
+    void delivered(std::string_view client_id, std::string_view topic, const void* identity,
+                   std::string_view payload = {});
     // Deliveries checked after this are not those of the last publish (call from other events).
     void forget_last_publish();
 
@@ -100,6 +121,8 @@ public:
     // their rows were moved to the name in use (see open).
     std::size_t renamed_from_id() const { return renamed_from_id_; }
     subject_holdings holdings(std::string_view subject) const;
+    // Whether `client_id` published the subject's data or received its id, under any of its names.
+    bool knows_id(std::string_view subject, std::string_view client_id) const;
     // Forgets everything known about the subject, in memory at once and on disk in the background.
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
 
@@ -123,14 +146,26 @@ public:
     }
 
 private:
-    enum class role : std::uint8_t { publisher, recipient, retained };
+    // recipient: received a message showing the subject's id; pseudonymous_recipient: received
+    // its data under its pseudonym only (GDPR Art. 4(5), 25(1): an erase command to it need not
+    // name the id).
+    enum class role : std::uint8_t { publisher, recipient, retained, pseudonymous_recipient };
     // Holders (client ids, topics) are interned: a subject's entry keeps small sets of numbers,
     // a few bytes per holder, because a fleet has hundreds of thousands of subjects. The entry
     // holds only what every publish and delivery checks; its reference is kept apart (refs_),
     // read only when a new holder is written.
     using holder_id = std::uint32_t;
     struct entry {
-        holder_set publishers, recipients, retained;
+        holder_set publishers, recipients, retained, pseudonymous_recipients;
+    };
+    // A subject of a publish or a retained message, and whether its recipients get its id.
+    // `identity` and `digest` (a hash of the payload): the retained message's, so that only a
+    // delivery of that very message is taken to hide the id; null for one loaded from disk.
+    struct subject_seen {
+        std::uint32_t entry;
+        bool id_shown;
+        const void* identity = nullptr;
+        std::size_t digest = 0;
     };
     struct row {
         std::string ref;
@@ -151,6 +186,8 @@ private:
     void fold(const std::string& earlier_name, const std::string& ref);
     // Adds a holder in memory; true (and written at the next flush) when it is new.
     bool add(std::uint32_t entry_index, role r, holder_id holder);
+    void add_recipient(const subject_seen& s, holder_id reader);
+    holder_set& list_of(entry& e, role r);
     void drop_retained_holder(const std::string& topic);
     std::size_t rename_ids(sqlite_db& db);
     // How a retained topic is kept on disk.
@@ -179,8 +216,10 @@ private:
     mutable std::vector<std::pair<std::string, std::string>> named_for_publish_;  // id, ref
     subject_table<holder_id> holder_ids_;
     std::vector<std::string> holder_names_;
-    std::unordered_map<std::string, std::vector<std::uint32_t>> retained_by_topic_;  // topic -> entries
-    std::vector<std::uint32_t> last_publish_;  // entries of the last publish's subjects
+    // topic -> its subjects; loaded from disk, a subject counts as shown (the message is unknown).
+    std::unordered_map<std::string, std::vector<subject_seen>> retained_by_topic_;
+    std::vector<subject_seen> last_publish_;  // the last publish's subjects
+    bool names_by_pseudonym_ = false;
     const void* last_identity_ = nullptr;
     std::string last_topic_;  // with the identity: a reused payload address alone proves nothing
     std::vector<row> unwritten_;

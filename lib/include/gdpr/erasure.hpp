@@ -52,7 +52,9 @@ std::string_view to_string(target_state s);
 target_state target_state_from_string(std::string_view name);
 inline bool is_final(target_state s) { return s != target_state::pending && s != target_state::sent; }
 
-enum target_role : std::uint8_t { role_publisher = 1, role_recipient = 2 };
+// role_pseudonymous is not a role but what a recipient knows: only the subject's pseudonym
+// (subject_holdings::pseudonymous_recipients), so its commands name the pseudonym, not the id.
+enum target_role : std::uint8_t { role_publisher = 1, role_recipient = 2, role_pseudonymous = 4 };
 
 struct erasure_target {
     std::string client_id;
