@@ -256,6 +256,16 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
                                                    "hand to explain away a data key deleted or replaced");
                             else
                                 first_authenticated_shred = std::min(first_authenticated_shred, r.seq);
+                            // The writer makes a subject's key with its first sealed part and deletes it
+                            // only when shredding: found missing with parts sealed since, it was deleted
+                            // by hand before the erasure.
+                            const auto sealed = sealed_refs.find(ref);
+                            if (explains && !existed->get<bool>() && sealed != sealed_refs.end())
+                                add_problem(r.seq, "key_shredded record says the subject had no data key, yet records " +
+                                                       std::to_string(sealed->second.first) + ".." +
+                                                       std::to_string(sealed->second.second) +
+                                                       " sealed data for it since its last shred: the key was deleted "
+                                                       "by hand before the erasure");
                         } else if (r.seq >= shreds_boundary()) {
                             explains = false;
                             add_problem(r.seq, "key_shredded record carries no authentication: written by hand to "

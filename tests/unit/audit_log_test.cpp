@@ -526,6 +526,29 @@ TEST_CASE_METHOD(trail_fixture, "a key_shredded record appended by hand to expla
     }
 }
 
+TEST_CASE_METHOD(trail_fixture, "a shred that found no data key where data was sealed tells of a key deleted by hand",
+                 "[audit][shred]") {
+    open();
+    publish({"alice"}, "1");
+    log->shred_subject("carol");  // never had data: no key, nothing to explain
+    log->shred_subject("bob");
+    log->shred_subject("bob");  // again: the first took the key
+    REQUIRE(log->flush());
+    close();
+    CHECK(verify().intact());
+    tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("alice") + "'");
+    open();
+    log->shred_subject("alice");  // an erasure afterwards finds no key to shred
+    REQUIRE(log->flush());
+    close();
+    const auto rep = verify();
+    INFO(rep.problems.size());
+    REQUIRE(rep.problems.size() == 1);
+    CHECK(rep.problems[0].seq > 2);
+    CHECK_THAT(rep.problems[0].what, Catch::Contains("says the subject had no data key, yet records 2..2"));
+    CHECK(verify_without_key().intact());  // without the key file, a shred's word is all there is
+}
+
 TEST_CASE_METHOD(trail_fixture, "a shred explains only the data sealed before it, not a key deleted after the subject came back",
                  "[audit][shred]") {
     open();
