@@ -83,6 +83,11 @@ struct plugin_context {
     // Steady time of the last erasure step run from a publish or control message, for brokers
     // that fire no tick (per_listener_settings true).
     std::chrono::steady_clock::time_point last_untimed_erasure_step{};
+    // Failed tries to remove erased subjects from the data map on disk, not yet alerted (at most
+    // one alert a minute while they keep failing).
+    std::uint64_t forget_failures_unreported = 0;
+    std::string forget_last_error;
+    std::chrono::steady_clock::time_point forget_alerted{};
     // The wall clock as the erasure register and the control API read it (erasure_now).
     gdpr::clock_watch wall_clock;
     std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop

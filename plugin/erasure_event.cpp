@@ -201,6 +201,21 @@ void erasure_tick(plugin_context& ctx) {
         ctx.log.error(text);
         publish_alert(ctx, "data_map", text);
     }
+    if (const auto [failed, error] = ctx.map->take_forget_failures(); failed > 0) {
+        ctx.forget_failures_unreported += failed;
+        ctx.forget_last_error = error;
+    }
+    if (ctx.forget_failures_unreported > 0 &&
+        (ctx.forget_alerted == std::chrono::steady_clock::time_point{} || now - ctx.forget_alerted >= std::chrono::minutes(1))) {
+        const std::string text = "data map: " + std::to_string(ctx.forget_failures_unreported) +
+                                 " failed attempt(s) to remove erased subjects' holders from disk (tried again every 5 s "
+                                 "while the broker runs; a restart before one succeeds recalls them): " +
+                                 ctx.forget_last_error;
+        ctx.log.error(text);
+        publish_alert(ctx, "data_map", text);
+        ctx.forget_failures_unreported = 0;
+        ctx.forget_alerted = now;
+    }
     if (!ctx.shreds_waiting.empty() && ctx.audit) {
         const std::int64_t wiped = ctx.audit->shredded_through();
         std::vector<std::function<void()>> ready;

@@ -258,9 +258,11 @@ verify_report verify_audit_trail(sqlite_db& db, const std::function<void(std::ui
                                 first_authenticated_shred = std::min(first_authenticated_shred, r.seq);
                             // The writer makes a subject's key with its first sealed part and deletes it
                             // only when shredding: found missing with parts sealed since, it was deleted
-                            // by hand before the erasure.
+                            // by hand before the erasure. (Parts before a shred retention has emptied
+                            // may be that shred's subject's: an older writer's shred could expire first.)
                             const auto sealed = sealed_refs.find(ref);
-                            if (explains && !existed->get<bool>() && sealed != sealed_refs.end())
+                            if (explains && !existed->get<bool>() && sealed != sealed_refs.end() &&
+                                sealed->second.second > last_shred_tombstone)
                                 add_problem(r.seq, "key_shredded record says the subject had no data key, yet records " +
                                                        std::to_string(sealed->second.first) + ".." +
                                                        std::to_string(sealed->second.second) +

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <optional>
 
 #include "gdpr/pseudonymiser.hpp"
@@ -308,6 +309,20 @@ bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
 }
 
 void data_map::flush() {
+    if (!unforgotten_.empty() && std::chrono::steady_clock::now() >= retry_forgetting_at_) {
+        std::vector<forgetting> due;
+        due.swap(unforgotten_);
+        for (std::size_t i = 0; i < due.size(); ++i) {
+            try {
+                submit_forgetting(due[i], nullptr);
+                rewrite_holders_of(due[i]);
+            } catch (...) {
+                unforgotten_.insert(unforgotten_.end(), std::make_move_iterator(due.begin() + static_cast<std::ptrdiff_t>(i)),
+                                    std::make_move_iterator(due.end()));
+                throw;
+            }
+        }
+    }
     if (unwritten_.empty()) return;
     struct written {
         std::string ref, holder;
@@ -547,22 +562,56 @@ void data_map::release(std::uint32_t index) {
     free_entries_.push_back(index);
 }
 
-void data_map::forget_subject(const std::string& subject, storage_worker::done_fn done) {
+void data_map::forget_subject(const std::string& subject, storage_worker::done_fn done, storage_worker::work_fn together) {
     forget_last_publish();
     std::vector<std::string> refs = names_of(subject);
     by_id_.erase(subject);
     for (const auto& ref : refs)
         if (const std::uint32_t* found = by_ref_.find(ref)) release(*found);
     flush();  // holders still waiting to be written go first, then the delete removes them
+    submit_forgetting(forgetting{std::move(refs), std::move(together)}, std::move(done));
+}
+
+void data_map::submit_forgetting(const forgetting& f, storage_worker::done_fn done) {
     worker_->submit(
-        [refs = std::move(refs)](sqlite_db& db) {
+        [refs = f.refs, together = f.together](sqlite_db& db) {
+            // The register's rows first: a failure there must leave the holders on disk too.
+            if (together) together(db);
             auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");
             for (const auto& ref : refs) {
                 remove.bind(1, ref);
                 remove.run();
             }
         },
-        done ? std::move(done) : count_failure());
+        [this, f, done = std::move(done)](const std::string& error) {
+            if (done) done(error);
+            if (error.empty()) return;
+            ++forget_failures_;
+            last_forget_error_ = error;
+            if (unforgotten_.empty()) retry_forgetting_at_ = std::chrono::steady_clock::now() + forget_retry_delay_;
+            unforgotten_.push_back(f);
+        });
+}
+
+void data_map::rewrite_holders_of(const forgetting& f) {
+    for (const auto& ref : f.refs) {
+        const std::uint32_t* found = by_ref_.find(ref);
+        if (!found) continue;
+        const std::uint32_t index = *found;
+        for (const role r : {role::publisher, role::recipient, role::retained, role::pseudonymous_recipient}) {
+            list_of(entries_[index], r).for_each([&](holder_id h) {
+                const topic_storage stored = r == role::retained ? storage_of(holder_names_[h]) : topic_storage::clear;
+                if (stored != topic_storage::none)
+                    unwritten_.push_back(row{ref, r, h, wall_ms(), stored == topic_storage::sealed});
+            });
+        }
+    }
+}
+
+std::pair<std::uint64_t, std::string> data_map::take_forget_failures() {
+    std::pair<std::uint64_t, std::string> out(forget_failures_, last_forget_error_);
+    forget_failures_ = 0;
+    return out;
 }
 
 } // namespace gdpr

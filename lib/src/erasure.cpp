@@ -522,6 +522,7 @@ void erasure_manager::take_new_holders(erasure_request& r) {
     const subject_holdings h = map_.holdings(r.subject);
     const std::map<std::string, std::uint8_t> fresh = roles_of(h);
     std::vector<std::pair<std::string, std::uint8_t>> added;
+    std::vector<std::pair<std::string, std::uint8_t>> told_the_id;
     for (const auto& [client, role] : fresh) {
         auto t = std::lower_bound(r.targets.begin(), r.targets.end(), client,
                                   [](const erasure_target& a, const std::string& b) { return a.client_id < b; });
@@ -529,7 +530,7 @@ void erasure_manager::take_new_holders(erasure_request& r) {
             // It has received the id since: its commands from now on name it (GDPR Art. 17(2)).
             if ((t->roles & role_pseudonymous) && !(role & role_pseudonymous) && !is_final(t->state)) {
                 t->roles = static_cast<std::uint8_t>((t->roles | role) & ~role_pseudonymous);
-                save_target(r, *t);
+                told_the_id.emplace_back(client, t->roles);
             }
             continue;
         }
@@ -549,21 +550,30 @@ void erasure_manager::take_new_holders(erasure_request& r) {
         if (std::find(r.local.retained_cleared.begin(), r.local.retained_cleared.end(), shown) == r.local.retained_cleared.end())
             r.local.retained_cleared.push_back(shown);
     }
-    if (!added.empty()) {
-        worker_->submit(
-            [id = r.id, added](sqlite_db& db) {
-                auto& target = db.cached("INSERT OR IGNORE INTO erasure_targets (request_id, client_id, roles, state, "
-                                         "attempts, first_sent_ms, last_sent_ms, answered_ms, seen_online, detail) "
-                                         "VALUES (?1, ?2, ?3, 'pending', 0, 0, 0, 0, 0, '')");
-                for (const auto& [client, role] : added) {
-                    target.bind(1, id).bind(2, client).bind(3, std::int64_t{role});
-                    target.run();
-                }
-            },
-            on_saved(r));
+    // The targets are in the request now; the map forgets the subject (GDPR Art. 17). The same
+    // transaction writes what the register learnt from the map (on the map's connection to the same
+    // file), so that a crash cannot keep the one and lose the other. Both statements only add to
+    // what other writes of the register say, in whatever order they land.
+    storage_worker::work_fn learnt;
+    if (!added.empty() || !told_the_id.empty()) {
+        learnt = [id = r.id, added, told_the_id](sqlite_db& db) {
+            auto& target = db.cached("INSERT OR IGNORE INTO erasure_targets (request_id, client_id, roles, state, "
+                                     "attempts, first_sent_ms, last_sent_ms, answered_ms, seen_online, detail) "
+                                     "VALUES (?1, ?2, ?3, 'pending', 0, 0, 0, 0, 0, '')");
+            for (const auto& [client, role] : added) {
+                target.bind(1, id).bind(2, client).bind(3, std::int64_t{role});
+                target.run();
+            }
+            auto& named = db.cached("UPDATE erasure_targets SET roles = (roles | ?3) & ~?4 "
+                                    "WHERE request_id = ?1 AND client_id = ?2");
+            for (const auto& [client, roles] : told_the_id) {
+                named.bind(1, id).bind(2, client).bind(3, std::int64_t{roles}).bind(4, std::int64_t{role_pseudonymous});
+                named.run();
+            }
+        };
     }
-    // The targets are in the request now; the map forgets the subject (GDPR Art. 17).
-    map_.forget_subject(r.subject);
+    storage_worker::done_fn saved = learnt ? on_saved(r) : nullptr;
+    map_.forget_subject(r.subject, std::move(saved), std::move(learnt));
 }
 
 std::function<void(const std::string&)> erasure_manager::on_saved(const erasure_request& r) {

@@ -161,6 +161,17 @@ struct trail_fixture {
                "UPDATE audit_meta SET value = 3 WHERE key = 'schema_version';");
         rechain();
     }
+    // The trail as version 3 wrote it, whose writer kept the key_shredded record at `shred` for
+    // the default retention (here one day), however long the subject's records were kept.
+    void as_version_3_with_short_lived_shred(std::int64_t shred) {
+        const std::string seq = std::to_string(shred);
+        tamper("UPDATE audit_records SET expires_ms = at_ms + " + std::to_string(DAY_MS) + " WHERE seq = " + seq +
+               ";INSERT INTO audit_expiry(days, bucket, first_seq, last_seq) SELECT 1, expires_ms / 3600000, seq, seq"
+               " FROM audit_records WHERE seq = " + seq +
+               " ON CONFLICT(days, bucket) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq),"
+               " last_seq = max(last_seq, excluded.last_seq)");
+        as_version_3();
+    }
     // Appends `r` as the next record, correctly chained: what anyone able to write the file can
     // do. With `digest`, in the form retention leaves (content removed). Returns its seq.
     std::int64_t append_by_hand(gdpr::stored_record r, const std::optional<gdpr::chain_hash>& digest = {}) {
@@ -766,12 +777,7 @@ TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains
     close();
     // As an older writer kept it: for the default retention, shorter than alice's record's, and
     // unauthenticated, in a version 3 trail.
-    tamper("UPDATE audit_records SET expires_ms = at_ms + " + std::to_string(DAY_MS) + " WHERE seq = " + std::to_string(shred) +
-           ";INSERT INTO audit_expiry(days, bucket, first_seq, last_seq) SELECT 1, expires_ms / 3600000, seq, seq"
-           " FROM audit_records WHERE seq = " + std::to_string(shred) +
-           " ON CONFLICT(days, bucket) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq),"
-           " last_seq = max(last_seq, excluded.last_seq)");
-    as_version_3();
+    as_version_3_with_short_lived_shred(shred);
     open();
     const std::int64_t later = now_ms() + 2 * DAY_MS;
     log->sweep(later);  // the key_shredded record expires: the subject it names is gone from the trail
@@ -798,6 +804,41 @@ TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains
     CHECK(rep.keys_unaccounted == 0);
     REQUIRE_FALSE(rep.intact());
     CHECK_THAT(rep.problems[0].what, Catch::Contains("data key of 1 subject(s)"));
+}
+
+TEST_CASE_METHOD(trail_fixture, "a shred that finds no key after an older writer's shred that retention emptied is honest",
+                 "[audit][shred]") {
+    options.default_retention_days = 1;
+    open();
+    publish({"alice"}, "1", 0, 30);
+    const auto shred = log->shred_subject("alice");
+    REQUIRE(log->flush());
+    close();
+    // As an older writer kept it: for the default retention, shorter than alice's record's.
+    as_version_3_with_short_lived_shred(shred);
+    open();
+    const std::int64_t later = now_ms() + 2 * DAY_MS;
+    log->sweep(later);  // the older shred is emptied; alice's part before it stays
+    REQUIRE(log->flush());
+    log->shred_subject("alice");  // erased again: there is no key left to find
+    REQUIRE(log->flush());
+    close();
+    auto rep = verify(later);
+    CHECK(rep.intact());
+    // Parts sealed after the emptied shred were under a key the writer made: one found missing
+    // by a later shred was deleted by hand.
+    open();
+    publish({"alice"}, "2", 0, 30);
+    REQUIRE(log->flush());
+    close();
+    tamper("DELETE FROM audit_subject_keys WHERE ref = '" + keys->subject_ref("alice") + "'");
+    open();
+    log->shred_subject("alice");
+    REQUIRE(log->flush());
+    close();
+    rep = verify(later);
+    REQUIRE_FALSE(rep.intact());
+    CHECK_THAT(rep.problems.back().what, Catch::Contains("says the subject had no data key"));
 }
 
 TEST_CASE_METHOD(trail_fixture, "records written after a shred in the same batch use the subject's new key", "[audit][shred]") {

@@ -135,6 +135,14 @@ struct erasure_world {
     erasure_world& operator=(const erasure_world&) = delete;
 };
 
+// The first column of the first row `sql` gives in the database at `db` (a count, say).
+std::int64_t scalar_in(const std::string& db, const std::string& sql) {
+    gdpr::sqlite_db raw(db);
+    gdpr::sqlite_statement q(raw.handle(), sql);
+    REQUIRE(q.step());
+    return q.integer(0);
+}
+
 // A data map as version 1 or 2 wrote it (the same table; its role check knows three roles), with
 // `rows` (SQL values) in it.
 void write_early_data_map(const std::string& db, int version, const std::string& rows) {
@@ -815,12 +823,8 @@ TEST_CASE("recipients that received a subject only by pseudonym are told apart, 
         map->wait_idle();
         CHECK(map->take_write_failures().first == 0);
     }
-    {
-        gdpr::sqlite_db raw(db);
-        gdpr::sqlite_statement q(raw.handle(), "SELECT count(*) FROM data_map WHERE role = 'pseudonymous_recipient'");
-        REQUIRE(q.step());
-        CHECK(q.integer(0) == 4);  // dashboard, late; archive and van-2 from before they knew the id
-    }
+    // dashboard, late; archive and van-2 from before they knew the id
+    CHECK(scalar_in(db, "SELECT count(*) FROM data_map WHERE role = 'pseudonymous_recipient'") == 4);
     auto map = data_map::open(db, "NORMAL", test_support::keyed_ref);
     map->names_by_pseudonym(true);
     CHECK(map->holdings("driver-1").pseudonymous_recipients == std::vector<std::string>{"dashboard", "late"});
@@ -916,10 +920,7 @@ TEST_CASE("a version 2 data map is rebuilt to admit pseudonymous recipients, its
         map->delivered("viewer", "fleet/van-1/telemetry", &p);
         map->wait_idle();
     }
-    gdpr::sqlite_db claimed(claims_3);
-    gdpr::sqlite_statement rebuilt(claimed.handle(), "SELECT count(*) FROM data_map WHERE role = 'pseudonymous_recipient'");
-    REQUIRE(rebuilt.step());
-    CHECK(rebuilt.integer(0) == 1);
+    CHECK(scalar_in(claims_3, "SELECT count(*) FROM data_map WHERE role = 'pseudonymous_recipient'") == 1);
 }
 
 TEST_CASE("a recipient that received the id under one of the subject's names is no pseudonymous recipient",
@@ -1428,7 +1429,9 @@ TEST_CASE("a holder added to a request whose first write failed is written when 
     settle(*m, *w.map, [&] { return answered; });
     REQUIRE(answered);
     REQUIRE(m->find("req-1")->targets.size() == 2);
-    m->wait_idle();  // the late holder's write fails
+    w.map->wait_idle();  // the late holder's write fails, on the data map's connection with its forgetting
+    w.map->drain();
+    m->wait_idle();
     m->drain();
     REQUIRE_FALSE(w.broker.alerts.empty());
     CHECK(w.broker.alerts.back().first == "erasure_register");
@@ -1446,10 +1449,102 @@ TEST_CASE("a holder added to a request whose first write failed is written when 
     }
     m->tick(T0 + 4 * gdpr::erasure_manager::RESAVE_DELAY_MS);
     m->wait_idle();
+    w.map->wait_idle();
     gdpr::sqlite_db db(w.db);
     gdpr::sqlite_statement q(db.handle(), "SELECT roles FROM erasure_targets WHERE request_id = 'req-1' AND client_id = 'late-van'");
     REQUIRE(q.step());  // on disk: a restart would still tell it
     CHECK(q.integer(0) != 0);
+    CHECK(scalar_in(w.db, "SELECT count(*) FROM data_map") == 0);  // the data map forgot the subject all the same
+}
+
+TEST_CASE("the holders a request takes from the data map are written with its forgetting them, in one transaction",
+          "[erasure][failure]") {
+    erasure_world w({"van-1"});
+    auto& m = w.m;
+    {
+        // The data map's deletion fails: the holder it gave the request is not written either.
+        gdpr::sqlite_db db(w.db);
+        db.exec("CREATE TRIGGER keep_map BEFORE DELETE ON data_map BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    }
+    bool answered = false;
+    m->request("req-1", "driver-1", "username:ops", T0, [&](const erasure_request*, const std::string&) { answered = true; });
+    w.map->published({"driver-1"}, "late-van", "t/2", false, &w.payload);
+    settle(*m, *w.map, [&] { return answered; });
+    REQUIRE(answered);
+    w.map->wait_idle();
+    w.map->drain();  // failed: the register saves again in its own time, the map forgets again
+    CHECK(scalar_in(w.db, "SELECT count(*) FROM erasure_targets WHERE client_id = 'late-van'") == 0);  // rolled back
+    CHECK(scalar_in(w.db, "SELECT count(*) FROM data_map") == 2);  // with the deletion
+    CHECK(w.map->take_forget_failures().first == 1);
+    // Holders noted after the subject was forgotten, a new one and one that comes back (its row
+    // still on disk), stay on disk after the second try.
+    int later = 0;
+    w.map->published({"driver-1"}, "later-van", "t/3", false, &later);
+    w.map->published({"driver-1"}, "van-1", "t/1", false, &later);
+    w.map->flush();
+    {
+        gdpr::sqlite_db db(w.db);
+        db.exec("DROP TRIGGER keep_map");
+    }
+    w.map->wait_idle();  // tried again at once
+    w.map->drain();
+    CHECK(w.map->take_forget_failures().first == 0);
+    gdpr::sqlite_db db(w.db);
+    gdpr::sqlite_statement left(db.handle(), "SELECT holder FROM data_map ORDER BY holder");
+    REQUIRE(left.step());
+    CHECK(left.text(0) == "later-van");
+    REQUIRE(left.step());
+    CHECK(left.text(0) == "van-1");
+    CHECK_FALSE(left.step());
+    CHECK(scalar_in(w.db, "SELECT count(*) FROM erasure_targets WHERE client_id = 'late-van'") == 1);  // the second try
+}
+
+TEST_CASE("forgetting a subject removes its rows whatever their time, even one ahead of the clock", "[erasure][datamap]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    int p = 0;
+    map->published({"driver-1"}, "van-1", "t/1", false, &p);
+    map->wait_idle();
+    {
+        gdpr::sqlite_db raw(db);  // noted before the clock was set back
+        raw.exec("UPDATE data_map SET first_seen_ms = 9000000000000");
+    }
+    map->forget_subject("driver-1");
+    map->wait_idle();
+    CHECK(scalar_in(db, "SELECT count(*) FROM data_map") == 0);
+}
+
+TEST_CASE("a failed forgetting is tried again at a flush once its delay has passed", "[erasure][failure]") {
+    test_support::temp_dir dir;
+    const auto db = (dir.path() / "gdpr.db").string();
+    auto map = data_map::open(db);
+    map->forget_retry_delay(std::chrono::milliseconds(1000));
+    int p = 0;
+    map->published({"driver-1"}, "van-1", "t/1", false, &p);
+    map->wait_idle();
+    map->drain();
+    {
+        gdpr::sqlite_db raw(db);
+        raw.exec("CREATE TRIGGER keep_map BEFORE DELETE ON data_map BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    }
+    map->forget_subject("driver-1");
+    while (map->drain() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto [failed, error] = map->take_forget_failures();
+    CHECK(failed == 1);
+    CHECK_THAT(error, Catch::Contains("injected failure"));
+    {
+        gdpr::sqlite_db raw(db);
+        raw.exec("DROP TRIGGER keep_map");
+    }
+    auto rows = [&] { return scalar_in(db, "SELECT count(*) FROM data_map"); };
+    map->flush();  // before the delay: nothing is tried
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(rows() == 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    map->flush();
+    for (int i = 0; i < 500 && rows() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(rows() == 0);
 }
 
 TEST_CASE("a device that reports failure is failed at once and alerted", "[erasure]") {

@@ -6,6 +6,7 @@
 // On disk a subject is named by its reference (a keyed hash, the audit trail's subject_ref) when
 // one is given, so the file holds no subject id; retained topics that carry a subject id in a
 // level are stored sealed (topic_sealer), or kept in memory only when there is no sealer.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -124,7 +125,13 @@ public:
     // Whether `client_id` published the subject's data or received its id, under any of its names.
     bool knows_id(std::string_view subject, std::string_view client_id) const;
     // Forgets everything known about the subject, in memory at once and on disk in the background.
-    void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr);
+    // `together`, when given, runs in the same transaction just before the rows are deleted: what
+    // must be on disk if and only if they are gone (an erasure's targets taken from them). Should
+    // the transaction fail, both are tried again at a flush, at most every 5 s (forget_retry_delay)
+    // while the broker runs, each failure counted (take_forget_failures); the holders noted since
+    // are written again after it. `done` is told the first try's outcome.
+    void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr,
+                        storage_worker::work_fn together = nullptr);
 
     std::size_t subjects() const { return by_ref_.size(); }
     // Sealed retained topics found at open that this map cannot open (no sealer, a sealer from
@@ -137,10 +144,16 @@ public:
     // would forget those holders), with the last error.
     std::pair<std::uint64_t, std::string> take_write_failures();
     bool has_write_failures() const { return write_failures_ > 0; }
+    // Failed tries of forgettings (forget_subject) since the last call, with the last error: until
+    // one succeeds, a restart would recall the subject's holders.
+    std::pair<std::uint64_t, std::string> take_forget_failures();
+    void forget_retry_delay(std::chrono::milliseconds delay) { forget_retry_delay_ = delay; }
     std::uint64_t holders_recorded() const { return holders_recorded_; }
     std::size_t drain() { return worker_->drain(); }
     bool has_completions() const { return worker_->has_completions(); }
+    // Also tries failed forgettings again at once (start-up, shutdown and tests).
     void wait_idle() {
+        retry_forgetting_at_ = {};
         flush();
         worker_->wait_idle();
     }
@@ -223,6 +236,21 @@ private:
     const void* last_identity_ = nullptr;
     std::string last_topic_;  // with the identity: a reused payload address alone proves nothing
     std::vector<row> unwritten_;
+    // Forgettings whose transaction failed, tried again at the next flush (before new holders).
+    // A subject's names to delete on disk, and what goes with it (forget_subject).
+    struct forgetting {
+        std::vector<std::string> refs;
+        storage_worker::work_fn together;
+    };
+    std::vector<forgetting> unforgotten_;  // failed, tried again at a flush
+    std::chrono::steady_clock::time_point retry_forgetting_at_{};
+    std::chrono::milliseconds forget_retry_delay_{5000};
+    std::uint64_t forget_failures_ = 0;
+    std::string last_forget_error_;
+    void submit_forgetting(const forgetting& f, storage_worker::done_fn done);
+    // Before a forgetting is tried again: the holders the map has noted under its names since are
+    // written again after it.
+    void rewrite_holders_of(const forgetting& f);
     std::uint64_t holders_recorded_ = 0;
     std::uint64_t write_failures_ = 0;
     std::string last_write_error_;
