@@ -269,7 +269,15 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
             ctx->erasure->wait_idle();
             ctx->erasure->drain();
         }
-        if (ctx->map) ctx->map->wait_idle();
+        if (ctx->map) {
+            ctx->map->wait_idle();  // failed forgettings are tried once more
+            ctx->map->drain();
+            const auto failed = ctx->map->take_forget_failures().first + ctx->forget_failures_unreported;
+            if (failed > 0)
+                ctx->log.error("data map: " + std::to_string(failed) +
+                               " failed attempt(s) to remove erased subjects' holders from disk; the next start "
+                               "loads those still on disk again");
+        }
         if (ctx->audit) {
             ctx->recorder->end_all("broker stopping");
             ctx->recorder.reset();

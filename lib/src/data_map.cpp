@@ -314,8 +314,8 @@ void data_map::flush() {
         due.swap(unforgotten_);
         for (std::size_t i = 0; i < due.size(); ++i) {
             try {
-                submit_forgetting(due[i], nullptr);
-                rewrite_holders_of(due[i]);
+                // The holders noted since go in the same transaction as the delete.
+                submit_forgetting(due[i], nullptr, holders_now_under(due[i]));
             } catch (...) {
                 unforgotten_.insert(unforgotten_.end(), std::make_move_iterator(due.begin() + static_cast<std::ptrdiff_t>(i)),
                                     std::make_move_iterator(due.end()));
@@ -324,29 +324,23 @@ void data_map::flush() {
         }
     }
     if (unwritten_.empty()) return;
-    struct written {
-        std::string ref, holder;
-        role r;
-        std::int64_t at_ms;
-        bool sealed;
-    };
-    std::vector<written> rows;
+    std::vector<holder_row> rows;
     rows.reserve(unwritten_.size());
     for (auto& u : unwritten_)
-        rows.push_back(written{std::move(u.ref), holder_names_[u.holder], u.r, u.at_ms, u.sealed});
+        rows.push_back(holder_row{std::move(u.ref), holder_names_[u.holder], u.r, u.at_ms, u.sealed});
     unwritten_.clear();
-    worker_->submit(
-        [rows = std::move(rows), sealer = sealer_.get()](sqlite_db& db) {
-            auto& insert = db.cached("INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) "
-                                     "VALUES (?1, ?2, ?3, ?4)");
-            for (const auto& w : rows) {
-                insert.bind(1, w.ref).bind(2, role_name(static_cast<int>(w.r))).bind(4, w.at_ms);
-                if (w.sealed) insert.bind(3, sealer->seal(w.holder));
-                else insert.bind(3, w.holder);
-                insert.run();
-            }
-        },
-        count_failure());
+    worker_->submit([rows = std::move(rows), sealer = sealer_.get()](sqlite_db& db) { write_rows(db, rows, sealer); },
+                    count_failure());
+}
+
+void data_map::write_rows(sqlite_db& db, const std::vector<holder_row>& rows, topic_sealer* sealer) {
+    auto& insert = db.cached("INSERT OR IGNORE INTO data_map (subject_ref, role, holder, first_seen_ms) VALUES (?1, ?2, ?3, ?4)");
+    for (const auto& w : rows) {
+        insert.bind(1, w.ref).bind(2, role_name(static_cast<int>(w.r))).bind(4, w.at_ms);
+        if (w.sealed) insert.bind(3, sealer->seal(w.holder));
+        else insert.bind(3, w.holder);
+        insert.run();
+    }
 }
 
 storage_worker::done_fn data_map::count_failure() {
@@ -572,9 +566,9 @@ void data_map::forget_subject(const std::string& subject, storage_worker::done_f
     submit_forgetting(forgetting{std::move(refs), std::move(together)}, std::move(done));
 }
 
-void data_map::submit_forgetting(const forgetting& f, storage_worker::done_fn done) {
+void data_map::submit_forgetting(const forgetting& f, storage_worker::done_fn done, std::vector<holder_row> rewrite) {
     worker_->submit(
-        [refs = f.refs, together = f.together](sqlite_db& db) {
+        [refs = f.refs, together = f.together, rewrite = std::move(rewrite), sealer = sealer_.get()](sqlite_db& db) {
             // The register's rows first: a failure there must leave the holders on disk too.
             if (together) together(db);
             auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");
@@ -582,6 +576,7 @@ void data_map::submit_forgetting(const forgetting& f, storage_worker::done_fn do
                 remove.bind(1, ref);
                 remove.run();
             }
+            write_rows(db, rewrite, sealer);
         },
         [this, f, done = std::move(done)](const std::string& error) {
             if (done) done(error);
@@ -593,19 +588,21 @@ void data_map::submit_forgetting(const forgetting& f, storage_worker::done_fn do
         });
 }
 
-void data_map::rewrite_holders_of(const forgetting& f) {
+std::vector<data_map::holder_row> data_map::holders_now_under(const forgetting& f) {
+    std::vector<holder_row> rows;
     for (const auto& ref : f.refs) {
         const std::uint32_t* found = by_ref_.find(ref);
         if (!found) continue;
-        const std::uint32_t index = *found;
+        entry& e = entries_[*found];
         for (const role r : {role::publisher, role::recipient, role::retained, role::pseudonymous_recipient}) {
-            list_of(entries_[index], r).for_each([&](holder_id h) {
+            list_of(e, r).for_each([&](holder_id h) {
                 const topic_storage stored = r == role::retained ? storage_of(holder_names_[h]) : topic_storage::clear;
                 if (stored != topic_storage::none)
-                    unwritten_.push_back(row{ref, r, h, wall_ms(), stored == topic_storage::sealed});
+                    rows.push_back(holder_row{ref, holder_names_[h], r, wall_ms(), stored == topic_storage::sealed});
             });
         }
     }
+    return rows;
 }
 
 std::pair<std::uint64_t, std::string> data_map::take_forget_failures() {

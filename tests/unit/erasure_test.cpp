@@ -1473,9 +1473,10 @@ TEST_CASE("the holders a request takes from the data map are written with its fo
     REQUIRE(answered);
     w.map->wait_idle();
     w.map->drain();  // failed: the register saves again in its own time, the map forgets again
+    m->wait_idle();
     CHECK(scalar_in(w.db, "SELECT count(*) FROM erasure_targets WHERE client_id = 'late-van'") == 0);  // rolled back
     CHECK(scalar_in(w.db, "SELECT count(*) FROM data_map") == 2);  // with the deletion
-    CHECK(w.map->take_forget_failures().first == 1);
+    CHECK(w.map->take_forget_failures().first >= 1);  // tried again at once by a wait_idle, if drained before
     // Holders noted after the subject was forgotten, a new one and one that comes back (its row
     // still on disk), stay on disk after the second try.
     int later = 0;

@@ -247,10 +247,19 @@ private:
     std::chrono::milliseconds forget_retry_delay_{5000};
     std::uint64_t forget_failures_ = 0;
     std::string last_forget_error_;
-    void submit_forgetting(const forgetting& f, storage_worker::done_fn done);
-    // Before a forgetting is tried again: the holders the map has noted under its names since are
-    // written again after it.
-    void rewrite_holders_of(const forgetting& f);
+    // A holder row as written to disk (sealed there when `sealed`).
+    struct holder_row {
+        std::string ref, holder;
+        role r;
+        std::int64_t at_ms;
+        bool sealed;
+    };
+    // Deletes the forgetting's rows, then writes `rewrite` (in the same transaction).
+    void submit_forgetting(const forgetting& f, storage_worker::done_fn done, std::vector<holder_row> rewrite = {});
+    // For a forgetting tried again: the holders the map has noted under its names since (their
+    // rows, first seen now).
+    std::vector<holder_row> holders_now_under(const forgetting& f);
+    static void write_rows(sqlite_db& db, const std::vector<holder_row>& rows, topic_sealer* sealer);
     std::uint64_t holders_recorded_ = 0;
     std::uint64_t write_failures_ = 0;
     std::string last_write_error_;
