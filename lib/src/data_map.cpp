@@ -301,7 +301,7 @@ holder_set& data_map::list_of(entry& e, role r) {
 bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
     if (!list_of(entries_[entry_index], r).insert(holder)) return false;
     ++holders_recorded_;
-    const topic_storage stored = r == role::retained ? storage_of(holder_names_[holder]) : topic_storage::clear;
+    const topic_storage stored = storage_of(r, holder);
     if (stored == topic_storage::none) return true;
     unwritten_.push_back(row{refs_[entry_index], r, holder, wall_ms(), stored == topic_storage::sealed});
     if (unwritten_.size() >= FLUSH_AT) flush();
@@ -377,6 +377,10 @@ void data_map::drop_retained_holder(const std::string& topic) {
             remove.run();
         },
         count_failure());
+}
+
+data_map::topic_storage data_map::storage_of(role r, holder_id holder) const {
+    return r == role::retained ? storage_of(holder_names_[holder]) : topic_storage::clear;
 }
 
 data_map::topic_storage data_map::storage_of(std::string_view topic) const {
@@ -596,7 +600,7 @@ std::vector<data_map::holder_row> data_map::holders_now_under(const forgetting& 
         entry& e = entries_[*found];
         for (const role r : {role::publisher, role::recipient, role::retained, role::pseudonymous_recipient}) {
             list_of(e, r).for_each([&](holder_id h) {
-                const topic_storage stored = r == role::retained ? storage_of(holder_names_[h]) : topic_storage::clear;
+                const topic_storage stored = storage_of(r, h);
                 if (stored != topic_storage::none)
                     rows.push_back(holder_row{ref, holder_names_[h], r, wall_ms(), stored == topic_storage::sealed});
             });

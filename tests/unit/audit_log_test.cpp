@@ -161,9 +161,16 @@ struct trail_fixture {
                "UPDATE audit_meta SET value = 3 WHERE key = 'schema_version';");
         rechain();
     }
-    // The trail as version 3 wrote it, whose writer kept the key_shredded record at `shred` for
-    // the default retention (here one day), however long the subject's records were kept.
-    void as_version_3_with_short_lived_shred(std::int64_t shred) {
+    // A version 3 trail holding alice's part (kept 30 days) and, after it, an older writer's
+    // key_shredded record for her that retention has emptied (kept one day, as the trail's own
+    // records): what the sweep at the returned time leaves. The trail is open afterwards.
+    std::int64_t alice_part_behind_an_emptied_older_shred() {
+        options.default_retention_days = 1;
+        open();
+        publish({"alice"}, "1", 0, 30);
+        const auto shred = log->shred_subject("alice");
+        REQUIRE(log->flush());
+        close();
         const std::string seq = std::to_string(shred);
         tamper("UPDATE audit_records SET expires_ms = at_ms + " + std::to_string(DAY_MS) + " WHERE seq = " + seq +
                ";INSERT INTO audit_expiry(days, bucket, first_seq, last_seq) SELECT 1, expires_ms / 3600000, seq, seq"
@@ -171,6 +178,11 @@ struct trail_fixture {
                " ON CONFLICT(days, bucket) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq),"
                " last_seq = max(last_seq, excluded.last_seq)");
         as_version_3();
+        open();
+        const std::int64_t later = now_ms() + 2 * DAY_MS;
+        log->sweep(later);
+        REQUIRE(log->flush());
+        return later;
     }
     // Appends `r` as the next record, correctly chained: what anyone able to write the file can
     // do. With `digest`, in the form retention leaves (content removed). Returns its seq.
@@ -769,19 +781,7 @@ TEST_CASE_METHOD(trail_fixture, "a trail that does not keep the latest expiry re
 
 TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains only the sealed parts before it",
                  "[audit][shred]") {
-    options.default_retention_days = 1;  // the trail's own records
-    open();
-    publish({"alice"}, "1", 0, 30);
-    const auto shred = log->shred_subject("alice");
-    REQUIRE(log->flush());
-    close();
-    // As an older writer kept it: for the default retention, shorter than alice's record's, and
-    // unauthenticated, in a version 3 trail.
-    as_version_3_with_short_lived_shred(shred);
-    open();
-    const std::int64_t later = now_ms() + 2 * DAY_MS;
-    log->sweep(later);  // the key_shredded record expires: the subject it names is gone from the trail
-    REQUIRE(log->flush());
+    const std::int64_t later = alice_part_behind_an_emptied_older_shred();
     publish({"alice"}, "1b", 0, 30);  // under her new key
     publish({"bob"}, "2", 0, 30);
     REQUIRE(log->flush());
@@ -808,18 +808,7 @@ TEST_CASE_METHOD(trail_fixture, "a shred whose record retention emptied explains
 
 TEST_CASE_METHOD(trail_fixture, "a shred that finds no key after an older writer's shred that retention emptied is honest",
                  "[audit][shred]") {
-    options.default_retention_days = 1;
-    open();
-    publish({"alice"}, "1", 0, 30);
-    const auto shred = log->shred_subject("alice");
-    REQUIRE(log->flush());
-    close();
-    // As an older writer kept it: for the default retention, shorter than alice's record's.
-    as_version_3_with_short_lived_shred(shred);
-    open();
-    const std::int64_t later = now_ms() + 2 * DAY_MS;
-    log->sweep(later);  // the older shred is emptied; alice's part before it stays
-    REQUIRE(log->flush());
+    const std::int64_t later = alice_part_behind_an_emptied_older_shred();
     log->shred_subject("alice");  // erased again: there is no key left to find
     REQUIRE(log->flush());
     close();

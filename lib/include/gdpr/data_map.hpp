@@ -206,6 +206,8 @@ private:
     // How a retained topic is kept on disk.
     enum class topic_storage : std::uint8_t { clear, sealed, none };
     topic_storage storage_of(std::string_view topic) const;
+    // How a holder row of role `r` is kept on disk (client ids always in clear).
+    topic_storage storage_of(role r, holder_id holder) const;
     void release(std::uint32_t entry_index);
     std::vector<std::string> names(const holder_set& ids) const;
     storage_worker::done_fn count_failure();
