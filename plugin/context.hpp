@@ -91,6 +91,12 @@ struct plugin_context {
     // The wall clock as the erasure register and the control API read it (erasure_now).
     gdpr::clock_watch wall_clock;
     std::uint64_t ticks = 0;  // MOSQ_EVT_TICK events seen: each is a new pass of the broker's loop
+    // When the plugin last asked the broker to clear a retained message, whether it did so after
+    // start, and whether the broker refused one (clears_reached_store).
+    std::uint64_t last_clear_tick = 0;
+    bool cleared_while_running = false;
+    bool clear_failed = false;
+    bool loop_ran = false;  // a client acted: the broker's loop has begun a pass (connection_acted)
     // The broker's main loop has ended (a stop signal came before the last tick): every WRITE check
     // from here on is a will the broker sends as it stops.
     bool loop_ended = false;
@@ -241,6 +247,9 @@ struct key_file_bytes {
 void open_erasure(plugin_context& ctx, const key_file_bytes& keys);
 // Sends due erase commands, applies deadlines (own clock; cheap when nothing is due).
 void erasure_tick(plugin_context& ctx);
+// Whether every retained message the plugin asked the broker to clear has reached the broker's
+// store, so that a clean stop's save holds it cleared (cleanup: data_map::clears_saved).
+bool clears_reached_store(const plugin_context& ctx);
 // The wall time in milliseconds. Where the wall clock was set since the last reading, what the
 // erasure register has scheduled moves with it first (retries and deadlines run on elapsed time).
 std::int64_t erasure_now(plugin_context& ctx);

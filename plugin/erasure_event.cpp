@@ -33,6 +33,38 @@ void name_earlier_holders(plugin_context& ctx, const key_file_bytes& keys) {
     });
 }
 
+// Asks the broker to clear the retained message on `topic`. The broker takes it in at the start of
+// its loop's next pass; a stop before then loses it, so the pass is noted (clears_reached_store).
+// `at_start`: from plugin init, before the loop's first pass.
+void clear_retained(plugin_context& ctx, const std::string& topic, bool at_start) {
+    ctx.last_clear_tick = ctx.ticks;
+    if (!at_start) ctx.cleared_while_running = true;
+    if (mosquitto_broker_publish_copy(nullptr, topic.c_str(), 0, nullptr, 1, true, nullptr) != MOSQ_ERR_SUCCESS) {
+        ctx.clear_failed = true;  // its note stays: the next start tries again
+        ctx.log.error("could not clear the retained message on '" + ctx.engine->loggable_topic(topic) + "'");
+    }
+}
+
+// GDPR Art. 17: the broker restores its retained messages from its persistence file, which it
+// writes only now and then (autosave_interval) and when it stops cleanly. A message an erasure
+// cleared before a crash comes back from there: every clear an earlier run noted and did not see
+// saved is made again, before the broker takes its first client.
+void clear_unsaved_again(plugin_context& ctx) {
+    const std::vector<std::string> topics = ctx.map->clears_unsaved();
+    for (const auto& topic : topics) {
+        clear_retained(ctx, topic, true);
+        ctx.map->retained_cleared(topic);
+    }
+    if (!topics.empty())
+        ctx.log.notice("erasure: cleared " + std::to_string(topics.size()) +
+                       " retained topic(s) again that erasures cleared before the broker last stopped without saving "
+                       "its retained messages (its persistence file may have brought them back)");
+    if (const std::size_t unreadable = ctx.map->unreadable_clears())
+        ctx.log.warning("erasure: " + std::to_string(unreadable) +
+                        " retained topic(s) that erasures cleared before the broker last stopped without saving are "
+                        "sealed under a key the configured key files cannot open: they are not cleared again");
+}
+
 gdpr::erasure_effects effects_for(plugin_context& ctx, const key_file_bytes& keys) {
     gdpr::erasure_effects fx;
     fx.subject_ref = subject_ref_for(ctx);
@@ -51,10 +83,7 @@ gdpr::erasure_effects effects_for(plugin_context& ctx, const key_file_bytes& key
                                           payload.data(), 1, false, nullptr) != MOSQ_ERR_SUCCESS)
             ctx.log.error("could not queue an erase command on " + topic);
     };
-    fx.clear_retained = [&ctx](const std::string& topic) {
-        if (mosquitto_broker_publish_copy(nullptr, topic.c_str(), 0, nullptr, 1, true, nullptr) != MOSQ_ERR_SUCCESS)
-            ctx.log.error("could not clear the retained message on '" + ctx.engine->loggable_topic(topic) + "'");
-    };
+    fx.clear_retained = [&ctx](const std::string& topic) { clear_retained(ctx, topic, false); };
     fx.remove_consent = [&ctx](const std::string& subject, const std::string& operator_id,
                                gdpr::consent_store::erase_done_fn done) {
         ctx.consent->erase_subject(subject, operator_id, std::move(done));
@@ -124,6 +153,7 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
             ctx.log.warning("erasure: the data map holds " + std::to_string(unreadable) +
                             " sealed retained topic(s) that the configured key files cannot open (sealed under "
                             "another key); an erasure will not clear their retained messages");
+        clear_unsaved_again(ctx);
         ctx.erasure = gdpr::erasure_manager::open(o.database, gdpr::erase_topics(o.erase_topic), eo, *ctx.map,
                                                   effects_for(ctx, keys), o.db_synchronous);
         if (const std::size_t renamed = ctx.erasure->requests_renamed())
@@ -163,6 +193,16 @@ void open_erasure(plugin_context& ctx, const key_file_bytes& keys) {
                               std::to_string(ctx.subject_quota->per_minute()) + " per minute"
                         : std::string("no limit")) +
                    "); " + std::to_string(ctx.erasure->in_progress()) + " request(s) resume");
+}
+
+bool clears_reached_store(const plugin_context& ctx) {
+    if (ctx.clear_failed) return false;
+    // Two ticks after the last: a pass of the loop began in between, whose start took it in.
+    if (ctx.ticks > 0) return ctx.ticks >= ctx.last_clear_tick + 2;
+    // No ticks (per_listener_settings true, or a broker stopped before its first tick): only
+    // clears made at start are known to have been taken in, and only once a client's act shows
+    // that the loop began a pass; one made since may have come in its last.
+    return !ctx.cleared_while_running && ctx.loop_ran;
 }
 
 void erasure_step_without_ticks(plugin_context& ctx) {
@@ -208,8 +248,10 @@ void erasure_tick(plugin_context& ctx) {
     if (ctx.forget_failures_unreported > 0 &&
         (ctx.forget_alerted == std::chrono::steady_clock::time_point{} || now - ctx.forget_alerted >= std::chrono::minutes(1))) {
         const std::string text = "data map: " + std::to_string(ctx.forget_failures_unreported) +
-                                 " failed attempt(s) to remove erased subjects' holders from disk (tried again every 5 s "
-                                 "while the broker runs; a restart before one succeeds recalls them): " +
+                                 " failed attempt(s) to remove erased subjects' holders from disk or to note the "
+                                 "retained topics an erasure cleared (tried again every 5 s while the broker runs; a "
+                                 "restart before one succeeds recalls the holders, or leaves a topic uncleared should "
+                                 "the broker's file bring its message back): " +
                                  ctx.forget_last_error;
         ctx.log.error(text);
         publish_alert(ctx, "data_map", text);

@@ -270,8 +270,17 @@ GDPR_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, 
             ctx->erasure->drain();
         }
         if (ctx->map) {
-            ctx->map->wait_idle();  // failed forgettings are tried once more
+            ctx->map->wait_idle();  // failed forgettings and notes are tried once more
             ctx->map->drain();
+            // The broker saved its retained messages before this cleanup (a clean stop).
+            if (clears_reached_store(*ctx)) {
+                ctx->map->clears_saved();
+                ctx->map->wait_idle();
+                ctx->map->drain();
+            } else {
+                ctx->log.notice("erasure: the broker may have stopped before it took in every retained message the "
+                                "plugin cleared; those topics are cleared again at the next start");
+            }
             const auto failed = ctx->map->take_forget_failures().first + ctx->forget_failures_unreported;
             if (failed > 0)
                 ctx->log.error("data map: " + std::to_string(failed) +

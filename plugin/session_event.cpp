@@ -43,6 +43,7 @@ void set_live(plugin_context& ctx, const std::string& client_id, const mosquitto
 }
 
 void connection_acted(plugin_context& ctx, const mosquitto* client) {
+    ctx.loop_ran = true;
     if (!ctx.options.track_logins) {
         // Without observed logins a connection's first act is the nearest thing to its login;
         // later ones are no sign that it came back, and must not send an unanswered erase command

@@ -21,6 +21,13 @@ CREATE TABLE IF NOT EXISTS data_map (
   holder TEXT NOT NULL, first_seen_ms INTEGER NOT NULL, PRIMARY KEY (subject_ref, role, holder)) WITHOUT ROWID;
 )sql";
 
+// Retained topics the plugin cleared that the broker may not have saved as cleared yet (a topic
+// that names a subject sealed, as in data_map). Older plugins ignore the table: no new version.
+constexpr const char* CLEARS_SQL = R"sql(
+CREATE TABLE IF NOT EXISTS data_map_cleared_retained (
+  holder TEXT PRIMARY KEY, cleared_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+)sql";
+
 // Holders noted between flushes are written together; past this many a flush happens at once.
 constexpr std::size_t FLUSH_AT = 4096;
 
@@ -109,6 +116,18 @@ void seal_clear_topics(sqlite_db& db, const std::vector<clear_topic>& found, top
     }
 }
 
+// The same for the notes of cleared retained topics (data_map::retained_cleared).
+void seal_clear_notes(sqlite_db& db, const std::vector<clear_topic>& found, topic_sealer& sealer) {
+    auto& insert = db.cached("INSERT OR IGNORE INTO data_map_cleared_retained (holder, cleared_at_ms) VALUES (?1, ?2)");
+    auto& remove = db.cached("DELETE FROM data_map_cleared_retained WHERE holder = ?1");
+    for (const auto& f : found) {
+        insert.bind(1, sealer.seal(f.topic)).bind(2, f.at_ms);
+        insert.run();
+        remove.bind(1, f.topic);
+        remove.run();
+    }
+}
+
 // The subject names in the data map that are subject ids: written before a key file named subjects.
 std::vector<std::string> subject_ids_in(sqlite_db& db) {
     std::vector<std::string> ids;
@@ -143,6 +162,7 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
     {
         sqlite_transaction tx(*db);
         db->exec(SCHEMA_SQL);
+        db->exec(CLEARS_SQL);
         const int found = check_schema_version(*db, "data_map", SCHEMA_VERSION, "data map schema");
         static_assert(SCHEMA_VERSION == 3, "add the upgrade from the previous version");
         if (found == 1) upgrade_from_version_1(*db);
@@ -165,10 +185,8 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             if (r == "retained" && !topic_sealer::is_sealed(holder) && map->sealer_ &&
                 map->storage_of(holder) == topic_storage::sealed)
                 to_seal.push_back(clear_topic{ref, holder, rows.integer(3)});
-            if (r == "retained" && topic_sealer::is_sealed(holder)) {
-                const bool opened = (map->sealer_ && map->sealer_->open(holder, topic)) ||
-                                    (map->earlier_sealer_ && map->earlier_sealer_->open(holder, topic));
-                if (!opened) {
+            if (r == "retained") {
+                if (!map->open_topic(holder, topic)) {
                     ++map->unreadable_topics_;
                     continue;
                 }
@@ -187,9 +205,29 @@ std::unique_ptr<data_map> data_map::open(const std::string& path, std::string_vi
             if (r == "retained") map->retained_by_topic_[holder].push_back(subject_seen{e, true});
         }
     }
-    if (!to_seal.empty()) {
+    std::vector<clear_topic> notes_to_seal;
+    {
+        sqlite_statement notes(db->handle(), "SELECT holder, cleared_at_ms FROM data_map_cleared_retained ORDER BY cleared_at_ms");
+        std::string topic;
+        while (notes.step()) {
+            std::string stored = notes.text(0);
+            if (!map->open_topic(stored, topic)) {
+                ++map->unreadable_clears_;
+                continue;
+            }
+            map->clears_unsaved_.push_back(topic);
+            if (!topic_sealer::is_sealed(stored) && map->sealer_ && map->storage_of(topic) == topic_storage::sealed) {
+                // Noted in clear (no key file then): sealed now, as a note made now would be.
+                notes_to_seal.push_back(clear_topic{"", topic, notes.integer(1)});
+                stored = map->sealer_->seal(topic);
+            }
+            map->clear_notes_read_.push_back(std::move(stored));
+        }
+    }
+    if (!to_seal.empty() || !notes_to_seal.empty()) {
         sqlite_transaction tx(*db);
         seal_clear_topics(*db, to_seal, *map->sealer_);
+        seal_clear_notes(*db, notes_to_seal, *map->sealer_);
         tx.commit();
     }
     map->worker_ = std::make_unique<storage_worker>(std::move(db));
@@ -309,7 +347,22 @@ bool data_map::add(std::uint32_t entry_index, role r, holder_id holder) {
 }
 
 void data_map::flush() {
-    if (!unforgotten_.empty() && std::chrono::steady_clock::now() >= retry_forgetting_at_) {
+    const bool retry_due = std::chrono::steady_clock::now() >= retry_forgetting_at_;
+    if (!unnoted_.empty() && retry_due) {
+        std::vector<clear_note> due;
+        due.swap(unnoted_);
+        for (std::size_t i = 0; i < due.size(); ++i) {
+            try {
+                // A retained message set on the topic since keeps its holders' rows.
+                submit_clear(due[i], due[i].held ? retained_holders_now(due[i].topic) : std::vector<holder_row>{});
+            } catch (...) {
+                unnoted_.insert(unnoted_.end(), std::make_move_iterator(due.begin() + static_cast<std::ptrdiff_t>(i)),
+                                std::make_move_iterator(due.end()));
+                throw;
+            }
+        }
+    }
+    if (!unforgotten_.empty() && retry_due) {
         std::vector<forgetting> due;
         due.swap(unforgotten_);
         for (std::size_t i = 0; i < due.size(); ++i) {
@@ -357,24 +410,113 @@ std::pair<std::uint64_t, std::string> data_map::take_write_failures() {
     return out;
 }
 
-void data_map::drop_retained_holder(const std::string& topic) {
+bool data_map::drop_retained_in_memory(const std::string& topic) {
     auto it = retained_by_topic_.find(topic);
-    if (it == retained_by_topic_.end()) return;
+    if (it == retained_by_topic_.end()) return false;
     if (const holder_id* h = holder_ids_.find(topic)) {
         for (const subject_seen& s : it->second) entries_[s.entry].retained.erase(*h);
     }
     retained_by_topic_.erase(it);
-    flush();  // an insert still waiting must not land after this delete
+    flush();  // an insert still waiting must not land after the delete
+    return true;
+}
+
+void data_map::delete_retained_rows(sqlite_db& db, const std::string& topic, topic_sealer* sealer, topic_sealer* earlier) {
     // Both stored forms: a topic written in clear in one run may be sealed in the next (a key
     // file added, a schema changed), and the other way round.
+    auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder IN (?1, ?2, ?3)");
+    remove.bind(1, topic);
+    // The same topic always seals the same way under one key.
+    remove.bind(2, sealer ? sealer->seal(topic) : topic);
+    remove.bind(3, earlier ? earlier->seal(topic) : topic);
+    remove.run();
+}
+
+void data_map::drop_retained_holder(const std::string& topic) {
+    if (!drop_retained_in_memory(topic)) return;
+    worker_->submit([topic, sealer = sealer_.get(), earlier = earlier_sealer_.get()](
+                        sqlite_db& db) { delete_retained_rows(db, topic, sealer, earlier); },
+                    count_failure());
+}
+
+bool data_map::open_topic(const std::string& stored, std::string& topic) const {
+    if (!topic_sealer::is_sealed(stored)) {
+        topic = stored;
+        return true;
+    }
+    return (sealer_ && sealer_->open(stored, topic)) || (earlier_sealer_ && earlier_sealer_->open(stored, topic));
+}
+
+void data_map::retained_cleared(std::string_view topic) {
+    clear_note n;
+    n.topic = std::string(topic);
+    n.held = drop_retained_in_memory(n.topic);
+    const topic_storage stored = storage_of(n.topic);
+    // A topic kept in memory only: nothing on disk may name it.
+    n.noted = stored != topic_storage::none;
+    n.sealed = stored == topic_storage::sealed;
+    n.at_ms = wall_ms();
+    if (!n.held && !n.noted) return;
+    if (n.noted) clear_notes_made_.emplace_back(n.topic, n.sealed);
+    submit_clear(n, {});
+}
+
+void data_map::submit_clear(const clear_note& n, std::vector<holder_row> rewrite) {
+    // One job: the topic's rows are never gone from disk while its note is missing. Should it
+    // fail, it is tried again with the forgettings (before them: the note goes first).
     worker_->submit(
-        [topic, sealer = sealer_.get(), earlier = earlier_sealer_.get()](sqlite_db& db) {
-            auto& remove = db.cached("DELETE FROM data_map WHERE role = 'retained' AND holder IN (?1, ?2, ?3)");
-            remove.bind(1, topic);
+        [n, rewrite = std::move(rewrite), sealer = sealer_.get(), earlier = earlier_sealer_.get()](sqlite_db& db) {
+            if (n.noted) {
+                auto& note = db.cached("INSERT OR IGNORE INTO data_map_cleared_retained (holder, cleared_at_ms) VALUES (?1, ?2)");
+                note.bind(1, n.sealed ? sealer->seal(n.topic) : n.topic).bind(2, n.at_ms);
+                note.run();
+            }
+            if (n.held) delete_retained_rows(db, n.topic, sealer, earlier);
+            write_rows(db, rewrite, sealer);
+        },
+        [this, n](const std::string& error) {
+            if (error.empty()) return;
+            ++forget_failures_;  // part of an erasure's forgetting
+            last_forget_error_ = error;
+            if (unforgotten_.empty() && unnoted_.empty())
+                retry_forgetting_at_ = std::chrono::steady_clock::now() + forget_retry_delay_;
+            unnoted_.push_back(n);
+        });
+}
+
+std::vector<data_map::holder_row> data_map::retained_holders_now(const std::string& topic) {
+    std::vector<holder_row> rows;
+    const auto it = retained_by_topic_.find(topic);
+    const topic_storage stored = storage_of(topic);
+    if (it == retained_by_topic_.end() || stored == topic_storage::none) return rows;
+    for (const subject_seen& s : it->second)
+        rows.push_back(holder_row{refs_[s.entry], topic, role::retained, wall_ms(), stored == topic_storage::sealed});
+    return rows;
+}
+
+void data_map::clears_saved() {
+    // A note still to be tried again is saved now too: only the rows it deletes are left to do.
+    for (auto& n : unnoted_) n.noted = false;
+    unnoted_.erase(std::remove_if(unnoted_.begin(), unnoted_.end(), [](const clear_note& n) { return !n.held; }),
+                   unnoted_.end());
+    if (clear_notes_read_.empty() && clear_notes_made_.empty()) return;
+    clears_unsaved_.clear();
+    std::vector<std::string> read;
+    read.swap(clear_notes_read_);
+    std::vector<std::pair<std::string, bool>> made;
+    made.swap(clear_notes_made_);
+    worker_->submit(
+        [read = std::move(read), made = std::move(made), sealer = sealer_.get()](sqlite_db& db) {
+            auto& remove = db.cached("DELETE FROM data_map_cleared_retained WHERE holder = ?1");
+            for (const auto& stored : read) {
+                remove.bind(1, stored);
+                remove.run();
+            }
             // The same topic always seals the same way under one key.
-            remove.bind(2, sealer ? sealer->seal(topic) : topic);
-            remove.bind(3, earlier ? earlier->seal(topic) : topic);
-            remove.run();
+            for (const auto& [topic, sealed] : made) {
+                remove.bind(1, sealed ? sealer->seal(topic) : topic);
+                remove.run();
+            }
         },
         count_failure());
 }
@@ -575,8 +717,15 @@ void data_map::submit_forgetting(const forgetting& f, storage_worker::done_fn do
         [refs = f.refs, together = f.together, rewrite = std::move(rewrite), sealer = sealer_.get()](sqlite_db& db) {
             // The register's rows first: a failure there must leave the holders on disk too.
             if (together) together(db);
+            // The erasure cleared the subject's retained topics: any still on disk (its note's own
+            // job failed) are noted here, in the transaction that deletes them.
+            auto& note = db.cached("INSERT OR IGNORE INTO data_map_cleared_retained (holder, cleared_at_ms) "
+                                   "SELECT holder, ?2 FROM data_map WHERE subject_ref = ?1 AND role = 'retained'");
             auto& remove = db.cached("DELETE FROM data_map WHERE subject_ref = ?1");
+            const std::int64_t now_ms = wall_ms();
             for (const auto& ref : refs) {
+                note.bind(1, ref).bind(2, now_ms);
+                note.run();
                 remove.bind(1, ref);
                 remove.run();
             }

@@ -414,7 +414,7 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
         t.roles = role;
         r.targets.push_back(std::move(t));
     }
-    r.retained_topics = h.retained_topics;  // cleared once the request is durable
+    r.retained_topics = h.retained_topics;  // cleared once the request is durable (take_new_holders)
     for (const auto& topic : h.retained_topics)
         r.local.retained_cleared.push_back(effects_.loggable_topic ? effects_.loggable_topic(topic) : topic);
     r.open_targets = r.targets.size();
@@ -476,10 +476,8 @@ void erasure_manager::request(const std::string& id, const std::string& subject,
 }
 
 void erasure_manager::start(erasure_request& r, std::int64_t now_ms) {
-    // The plugin's own part: what the broker retains, what the plugin knows, the sealed records.
-    for (const auto& topic : r.retained_topics)
-        if (effects_.clear_retained) effects_.clear_retained(topic);
-    r.retained_topics.clear();
+    // The plugin's own part: what the broker retains (cleared by take_new_holders), what the
+    // plugin knows, the sealed records.
     for (auto& t : r.targets) {
         if (!is_final(t.state) && topics_.command_topic(t.client_id).empty())
             finish_target(r, t, target_state::failed, now_ms, "the client id cannot form an erase topic");
@@ -550,6 +548,13 @@ void erasure_manager::take_new_holders(erasure_request& r) {
         if (std::find(r.local.retained_cleared.begin(), r.local.retained_cleared.end(), shown) == r.local.retained_cleared.end())
             r.local.retained_cleared.push_back(shown);
     }
+    // Cleared before the map forgets the subject: each topic's note (data_map::retained_cleared)
+    // is written before the subject's rows are deleted.
+    for (const auto& topic : r.retained_topics) {
+        if (effects_.clear_retained) effects_.clear_retained(topic);
+        map_.retained_cleared(topic);
+    }
+    r.retained_topics.clear();
     // The targets are in the request now; the map forgets the subject (GDPR Art. 17). The same
     // transaction writes what the register learnt from the map (on the map's connection to the same
     // file), so that a crash cannot keep the one and lose the other. Both statements only add to

@@ -729,6 +729,94 @@ TEST_CASE("after a restart, an erasure still clears a retained message on a topi
         if (line.find("gdpr: ") != std::string::npos) CHECK(line.find("u-31") == std::string::npos);
 }
 
+TEST_CASE("a retained message an erasure cleared stays cleared after a crash before the broker saved it",
+          "[integration][erasure]") {
+    erasure_setup setup;
+    // A short deadline: the request is over before the crash, so that no resumed request erases
+    // the message set after it (it carries the subject's data too).
+    itest::broker_options o = setup.options_with_timing("1", "3");
+    // The broker saves its retained messages when it stops cleanly and every 30 minutes (its
+    // default autosave_interval): a crash in between brings back what the file held.
+    o.extra_config = "persistence true\npersistence_location " + setup.dir.path().string() + "/\n";
+    const std::string topic = "health/wearable/u-32/vitals";
+    const auto rows = [&](const char* sql) {
+        gdpr::sqlite_db raw(setup.db, gdpr::sqlite_db::read_only);
+        gdpr::sqlite_statement q(raw.handle(), sql);
+        REQUIRE(q.step());
+        return q.integer(0);
+    };
+    const char* const notes = "SELECT count(*) FROM data_map_cleared_retained";
+    {
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), band(b, "band-32", 5), watcher(b, "watcher", 5);
+        op.connect();
+        band.connect();
+        watcher.connect();
+        REQUIRE_FALSE(control(op, {{"command", "setConsent"}, {"subject", "u-32"}, {"purpose", "health-monitoring"},
+                                   {"granted", true}})
+                          .contains("error"));
+        watcher.subscribe("health/#", 1);
+        CHECK(band.publish(topic, R"({"hr":72,"spo2":97,"battery":80})", 1, true) == 0);
+        REQUIRE(watcher.next(10s));
+    }  // a clean stop: the broker's file holds the retained message
+    {
+        itest::broker b(o);
+        itest::client op(b, itest::OPERATOR_CLIENT_ID, 5), before(b, "before", 5);
+        op.connect();
+        before.connect();
+        before.subscribe(topic, 1);
+        REQUIRE(before.next(10s));
+        REQUIRE_FALSE(control(op, {{"command", "eraseSubject"}, {"subject", "u-32"}, {"requestId", "crash-after-clear"}})
+                          .contains("error"));
+        bool noted = false;
+        for (const auto until = std::chrono::steady_clock::now() + 20s; !noted && std::chrono::steady_clock::now() < until;) {
+            noted = rows(notes) == 1 && rows("SELECT count(*) FROM data_map WHERE role = 'retained'") == 0;
+            if (!noted) std::this_thread::sleep_for(50ms);
+        }
+        REQUIRE(noted);
+        json receipt;
+        for (const auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+            receipt = control(op, {{"command", "getErasure"}, {"requestId", "crash-after-clear"}})["data"];
+            if (receipt["state"] != "in_progress") break;
+            std::this_thread::sleep_for(100ms);
+        }
+        REQUIRE(receipt["state"] == "completed_with_failures");
+        {
+            // Noted as the data map stores a topic that names a subject: sealed.
+            gdpr::sqlite_db raw(setup.db, gdpr::sqlite_db::read_only);
+            gdpr::sqlite_statement q(raw.handle(), "SELECT holder FROM data_map_cleared_retained");
+            REQUIRE(q.step());
+            CHECK(gdpr::topic_sealer::is_sealed(q.text(0)));
+        }
+        itest::client after(b, "after", 5);
+        after.connect();
+        after.subscribe(topic, 1);
+        CHECK_FALSE(after.next(700ms));
+        b.kill_hard();  // before the broker saved its retained messages again
+    }
+    {
+        itest::broker b(o);
+        CHECK(b.wait_for_log("cleared 1 retained topic(s) again"));
+        itest::client after(b, "after-crash", 5), band(b, "band-32", 5);
+        after.connect();
+        after.subscribe(topic, 1);
+        CHECK_FALSE(after.next(700ms));  // the file brought it back; the plugin cleared it again
+        // A message set since is the broker's to keep: a clean stop saves it, and the note goes.
+        band.connect();
+        CHECK(band.publish(topic, R"({"battery":81})", 1, true) == 0);
+        REQUIRE(after.next(10s));
+    }
+    CHECK(rows(notes) == 0);
+    itest::broker b(o);
+    itest::client later(b, "later", 5);
+    later.connect();
+    later.subscribe(topic, 1);
+    const auto kept = later.next(10s);
+    REQUIRE(kept);
+    CHECK(kept->to_string().find("81") != std::string::npos);
+    CHECK(b.log().find("retained topic(s) again") == std::string::npos);
+}
+
 TEST_CASE("holders seen before the audit key was configured are still told of an erasure and exported",
           "[integration][erasure][export]") {
     erasure_setup setup;

@@ -97,6 +97,22 @@ public:
     // Any publish on a topic (with or without personal data): a retained one replaces what the
     // topic held, an empty retained one clears it.
     void retained_replaced(std::string_view topic);
+    // The plugin asked the broker to clear the retained message on `topic` (an erasure, GDPR Art.
+    // 17): what it held is forgotten as by retained_replaced, and the topic is noted on disk (in
+    // its stored form; not a topic this map keeps in memory only) until clears_saved(). The broker
+    // writes its retained messages to its persistence file only now and then, and a crash before
+    // it does brings the cleared message back at the next start: an earlier run's notes
+    // (clears_unsaved) are cleared again then. A note that could not be written is tried again
+    // with the failed forgettings (forget_retry_delay), counted with them (take_forget_failures).
+    void retained_cleared(std::string_view topic);
+    // Topics an earlier run cleared that its broker may not have saved as cleared (it stopped
+    // without its last save), as read at open.
+    const std::vector<std::string>& clears_unsaved() const { return clears_unsaved_; }
+    // Noted clears whose topics this map cannot open (sealed under another key): not cleared again.
+    std::size_t unreadable_clears() const { return unreadable_clears_; }
+    // The broker has saved its retained messages since every clear noted so far reached its store
+    // (a clean stop): the notes are deleted in the background.
+    void clears_saved();
     // A delivery the broker is about to make: attributed to the last publish when it is that
     // publish's payload, or to the retained topic's subjects. `payload` tells a retained message
     // delivered later from another message the broker placed at the same address since.
@@ -129,7 +145,9 @@ public:
     // must be on disk if and only if they are gone (an erasure's targets taken from them). Should
     // the transaction fail, both are tried again at a flush, at most every 5 s (forget_retry_delay)
     // while the broker runs, each failure counted (take_forget_failures); the holders noted since
-    // are written again after it. `done` is told the first try's outcome.
+    // are written again after it. `done` is told the first try's outcome. The subject's retained
+    // topics still on disk (an erasure cleared them, but their retained_cleared job failed) are
+    // noted as cleared in the same transaction.
     void forget_subject(const std::string& subject, storage_worker::done_fn done = nullptr,
                         storage_worker::work_fn together = nullptr);
 
@@ -202,6 +220,11 @@ private:
     void add_recipient(const subject_seen& s, holder_id reader);
     holder_set& list_of(entry& e, role r);
     void drop_retained_holder(const std::string& topic);
+    // Forgets what `topic` held in memory; false when it held nothing known.
+    bool drop_retained_in_memory(const std::string& topic);
+    static void delete_retained_rows(sqlite_db& db, const std::string& topic, topic_sealer* sealer, topic_sealer* earlier);
+    // Opens a retained topic as stored (sealed or in clear); false when no sealer here opens it.
+    bool open_topic(const std::string& stored, std::string& topic) const;
     std::size_t rename_ids(sqlite_db& db);
     // How a retained topic is kept on disk.
     enum class topic_storage : std::uint8_t { clear, sealed, none };
@@ -221,6 +244,12 @@ private:
     std::unique_ptr<topic_sealer> earlier_sealer_;
     std::size_t loaded_by_pseudonym_ = 0, renamed_from_id_ = 0;
     std::size_t unreadable_topics_ = 0;
+    std::vector<std::string> clears_unsaved_;
+    std::size_t unreadable_clears_ = 0;
+    // The notes clears_saved() deletes: those read at open that opened (as stored), and those
+    // made since (the topic, and whether it is stored sealed). Notes that did not open are kept.
+    std::vector<std::string> clear_notes_read_;
+    std::vector<std::pair<std::string, bool>> clear_notes_made_;
     std::vector<entry> entries_;
     std::vector<std::string> refs_;  // by entry index
     std::vector<std::uint32_t> free_entries_;
@@ -256,6 +285,18 @@ private:
         std::int64_t at_ms;
         bool sealed;
     };
+    // A clear to note on disk (retained_cleared): the topic, whether its rows are to be deleted,
+    // whether it is noted, and how.
+    struct clear_note {
+        std::string topic;
+        bool held = false, noted = false, sealed = false;
+        std::int64_t at_ms = 0;
+    };
+    std::vector<clear_note> unnoted_;  // failed, tried again at a flush (before the forgettings)
+    // Notes the clear and deletes the topic's rows, then writes `rewrite` (in the same transaction).
+    void submit_clear(const clear_note& n, std::vector<holder_row> rewrite);
+    // The rows of what `topic` holds now (a retained message set since its clear).
+    std::vector<holder_row> retained_holders_now(const std::string& topic);
     // Deletes the forgetting's rows, then writes `rewrite` (in the same transaction).
     void submit_forgetting(const forgetting& f, storage_worker::done_fn done, std::vector<holder_row> rewrite = {});
     // For a forgetting tried again: the holders the map has noted under its names since (their
