@@ -278,7 +278,8 @@ bool named_by_stem(std::string_view category, const std::array<std::string_view,
 json party_json(const party& p) { return {{"name", p.name}, {"contact", p.contact.empty() ? json(nullptr) : json(p.contact)}}; }
 
 // Art. 30(1)(a) and (g): who is responsible and how to reach them; what the organisation does.
-void add_controller(json& record, const schema_set& schemas, const processing_details* details, json& notes) {
+void add_controller(json& record, const schema_set& schemas, const processing_details* details, json& notes,
+                    bool note_missing_details) {
     if (!details) {
         record["controller"] = nullptr;
         record["jointControllers"] = json::array();
@@ -286,7 +287,8 @@ void add_controller(json& record, const schema_set& schemas, const processing_de
         record["dataProtectionOfficer"] = nullptr;
         record["organisationalMeasures"] = json::array();
         record["processingDetailsFile"] = nullptr;
-        notes.push_back("no processing details file (processing_details_file): the record names no controller, data "
+        if (note_missing_details)
+            notes.push_back("no processing details file (processing_details_file): the record names no controller, data "
                         "protection officer, categories of data subjects or recipients, or organisational measures "
                         "(GDPR Art. 30(1)(a), (c), (d), (g))");
         return;
@@ -335,8 +337,10 @@ bool is_special_category(std::string_view category) { return named_by_stem(categ
 
 bool is_criminal_offence_category(std::string_view category) { return named_by_stem(category, CRIMINAL_STEMS); }
 
-json processing_record(const schema_set& schemas, const purpose_registry& purposes, const residency_rules* residency,
-                       const processing_safeguards* safeguards, const processing_details* details) {
+namespace {
+
+json record_of(const schema_set& schemas, const purpose_registry& purposes, const residency_rules* residency,
+               const processing_safeguards* safeguards, const processing_details* details, bool note_missing_details) {
     json notes = json::array();
     std::map<std::string, purpose_use> uses;
     json activities = json::array();
@@ -361,7 +365,7 @@ json processing_record(const schema_set& schemas, const purpose_registry& purpos
     }
 
     json record{{"record", "processing activities (GDPR Art. 30(1))"}};
-    add_controller(record, schemas, details, notes);
+    add_controller(record, schemas, details, notes, note_missing_details);
     record["purposes"] = purpose_list;
     record["activities"] = activities;
 
@@ -410,6 +414,21 @@ json processing_record(const schema_set& schemas, const purpose_registry& purpos
     for (const auto& w : schemas.warnings) notes.push_back(w);
     record["reviewNotes"] = notes;
     return record;
+}
+
+} // namespace
+
+json processing_record(const schema_set& schemas, const purpose_registry& purposes, const residency_rules* residency,
+                       const processing_safeguards* safeguards, const processing_details* details) {
+    return record_of(schemas, purposes, residency, safeguards, details, true);
+}
+
+std::vector<std::string> definition_review_notes(const schema_set& schemas, const purpose_registry& purposes,
+                                                 const residency_rules* residency, const processing_details* details) {
+    const json record = record_of(schemas, purposes, residency, nullptr, details, false);
+    std::vector<std::string> out;
+    for (const auto& n : record.at("reviewNotes")) out.push_back(n.get<std::string>());
+    return out;
 }
 
 namespace {

@@ -244,3 +244,52 @@ TEST_CASE("a processing details file names the controller in the record, is read
     CHECK(status == 2);
     CHECK_THAT(out, Catch::Contains("processing-record needs --schemas DIR"));
 }
+
+TEST_CASE("gdprctl schema lint loads the files as the broker does and lists what they leave to review",
+          "[integration][processing][gdprctl][schema]") {
+    const std::string source = itest::source_dir();
+    const std::string gdprctl = GDPRCTL_PATH;
+    auto [status, out] = itest::run_command(gdprctl + " schema lint " + source + "/schemas");
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("5 schemas (6 topic filters) and 7 purposes load as the broker loads them"));
+    CHECK_THAT(out, Catch::Contains("  - schema home-presence@2: holds personal data but declares no retentionDays"));
+    // A lint of the files, not of the Art. 30 record: no note on a missing processing details file.
+    CHECK_THAT(out, !Catch::Contains("processing details file"));
+    std::tie(status, out) = itest::run_command(gdprctl + " schema lint " + source + "/schemas --strict");
+    CHECK(status == 1);
+
+    // Overlapping topic filters: the broker takes the more specific; lint says which.
+    itest::scratch_dir dir;
+    const fs::path schemas = dir.path() / "schemas";
+    fs::copy(fs::path(source) / "schemas", schemas, fs::copy_options::recursive);
+    std::ofstream(schemas / "acme-telemetry.json") << R"({"id": "acme-telemetry", "version": 1,
+        "topics": ["fleet/acme/vehicle/+/telemetry"], "subject": {"field": "/driver_id"}, "residency": "eu",
+        "retentionDays": 30, "unclassified": "drop",
+        "fields": {"/driver_id": {"category": "identifier", "personal": true, "purpose": "fleet-operations",
+                                  "action": "pseudonymise"}}})";
+    std::tie(status, out) = itest::run_command(gdprctl + " schema lint " + schemas.string());
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("6 schemas (7 topic filters)"));
+    CHECK_THAT(out, Catch::Contains("\"fleet/acme/vehicle/+/telemetry\" is more specific and wins"));
+
+    // Files with nothing to review pass --strict.
+    itest::scratch_dir clean;
+    clean.write("purposes.json", R"({"purposes": {"metering": {"lawfulBasis": "contract"}}})");
+    clean.write("meter.json", R"({"id": "meter", "version": 1, "topics": ["home/+/meter"],
+        "subject": {"field": "/household"}, "residency": "eu", "retentionDays": 30, "unclassified": "drop",
+        "fields": {"/household": {"category": "identifier", "personal": true, "purpose": "metering",
+                                  "action": "pseudonymise"},
+                   "/kwh": {"category": "telemetry", "personal": false}}})");
+    std::tie(status, out) = itest::run_command(gdprctl + " schema lint " + clean.path().string() + " --strict");
+    CHECK(status == 0);
+    CHECK_THAT(out, Catch::Contains("nothing to review"));
+
+    // A file the broker would refuse: named, exit 2, as the broker refuses to start.
+    std::ofstream(schemas / "broken.json") << R"({"id": "broken", "version": 1, "topics": []})";
+    std::tie(status, out) = itest::run_command(gdprctl + " schema lint " + schemas.string());
+    CHECK(status == 2);
+    CHECK_THAT(out, Catch::Contains("broken.json"));
+    std::tie(status, out) = itest::run_command(gdprctl + " schema lint");
+    CHECK(status == 2);
+    CHECK_THAT(out, Catch::Contains("schema needs 'lint DIR'"));
+}

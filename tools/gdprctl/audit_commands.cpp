@@ -5,6 +5,7 @@
 //   gdprctl export <db> --subject S --key-file K [--output FILE]    GDPR Art. 15, 20
 //   gdprctl report <db> [--json]
 //   gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]   GDPR Art. 30
+//   gdprctl schema lint DIR [--purposes FILE] [--residency FILE] [--details FILE] [--strict]
 #include "audit_commands.hpp"
 
 #include <fcntl.h>
@@ -41,6 +42,7 @@ namespace gdprctl {
 namespace {
 
 constexpr int EXIT_OK = 0;
+constexpr int EXIT_FINDINGS = 1;  // schema lint --strict: something to review
 constexpr int EXIT_USAGE = 2;
 constexpr int EXIT_INTERNAL = 5;
 constexpr int EXIT_BROKEN = 6;
@@ -56,7 +58,8 @@ int usage(const std::string& problem) {
               << "usage: gdprctl verify <database>\n"
                  "       gdprctl export <database> --subject SUBJECT --key-file FILE [--output FILE]\n"
                  "       gdprctl report <database> [--json]\n"
-                 "       gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]\n";
+                 "       gdprctl processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--json]\n"
+                 "       gdprctl schema lint DIR [--purposes FILE] [--residency FILE] [--details FILE] [--strict]\n";
     return EXIT_USAGE;
 }
 
@@ -258,13 +261,49 @@ int processing_record(const std::vector<std::string>& args) {
     return EXIT_OK;
 }
 
+// The definition files checked as the broker would load them, with what they leave to review.
+int schema_lint(const std::vector<std::string>& args) {
+    if (args.size() < 3 || args[1] != "lint")
+        return usage("schema needs 'lint DIR' (gdprctl schema lint DIR [--purposes FILE] [--residency FILE] "
+                     "[--details FILE] [--strict])");
+    std::map<std::string, std::string> flags;
+    std::string problem;
+    if (!parse_flags(args, 3, {"--purposes", "--residency", "--details"}, {"--strict"}, flags, problem)) return usage(problem);
+    const std::string& dir = args[2];
+    gdpr::check_schema_directory(dir);
+    const std::string purposes_file = flags.count("--purposes") ? flags["--purposes"] : dir + "/purposes.json";
+    const gdpr::purpose_registry purposes = gdpr::load_purposes(purposes_file);
+    const gdpr::schema_set schemas = gdpr::load_schema_directory(dir, purposes);
+    std::optional<gdpr::residency_rules> residency;
+    if (flags.count("--residency")) residency = gdpr::residency_rules::load(flags["--residency"], schemas);
+    std::optional<gdpr::processing_details> details;
+    if (flags.count("--details")) details = gdpr::load_processing_details(flags["--details"]);
+    std::size_t filters = 0;
+    for (const auto& s : schemas.schemas) filters += s.topics.size();
+    const auto notes =
+        gdpr::definition_review_notes(schemas, purposes, residency ? &*residency : nullptr, details ? &*details : nullptr);
+    std::cout << dir << ": " << schemas.schemas.size() << " schemas (" << filters << " topic filters) and "
+              << purposes.names().size() << " purposes load as the broker loads them";
+    if (residency) std::cout << ", with the residency file";
+    if (details) std::cout << " and the processing details";
+    std::cout << "\n";
+    if (notes.empty()) {
+        std::cout << "nothing to review\n";
+        return EXIT_OK;
+    }
+    std::cout << "to review (" << notes.size() << "):\n";
+    for (const auto& n : notes) std::cout << "  - " << n << "\n";
+    return flags.count("--strict") ? EXIT_FINDINGS : EXIT_OK;
+}
+
 int run_offline(const std::vector<std::string>& args) {
     const std::string& cmd = args.at(0);
-    if (cmd != "processing-record" && args.size() < 2) return usage(cmd + " needs the database path");
+    if (cmd != "processing-record" && cmd != "schema" && args.size() < 2) return usage(cmd + " needs the database path");
     std::map<std::string, std::string> flags;
     std::string problem;
     try {
         if (cmd == "processing-record") return processing_record(args);
+        if (cmd == "schema") return schema_lint(args);
         const std::string& path = args[1];
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0) {
@@ -284,7 +323,7 @@ int run_offline(const std::vector<std::string>& args) {
     } catch (const gdpr::config_error& e) {
         std::cerr << "gdprctl: " << e.what() << "\n";
         return EXIT_USAGE;
-    } catch (const gdpr::schema_error& e) {  // processing-record: a definition file does not load
+    } catch (const gdpr::schema_error& e) {  // processing-record, schema lint: a definition file does not load
         std::cerr << "gdprctl: " << e.what() << "\n";
         return EXIT_USAGE;
     } catch (const std::exception& e) {
@@ -299,7 +338,7 @@ bool is_offline_command(const std::vector<std::string>& args) {
         return std::any_of(args.begin(), args.end(), [](const std::string& a) {
             return a == "--schemas" || a == "--purposes" || a == "--residency" || a == "--details";
         });
-    return cmd == "verify" || cmd == "export" || cmd == "report";
+    return cmd == "verify" || cmd == "export" || cmd == "report" || cmd == "schema";
 }
 
 } // namespace gdprctl

@@ -4,7 +4,7 @@
 
 namespace gdprctl {
 
-// verify, export, report; processing-record with --schemas.
+// verify, export, report, schema lint; processing-record with --schemas.
 bool is_offline_command(const std::vector<std::string>& args);
 // args[0] is the command. Returns the process exit status.
 int run_offline(const std::vector<std::string>& args);

@@ -80,6 +80,12 @@ offline, on the definition files (no broker needed):
   processing-record --schemas DIR [--purposes FILE] [--residency FILE] [--details FILE] [--json]
                                          the same record from the files (default purposes
                                          file: DIR/purposes.json); exit 2 if they do not load
+  schema lint DIR [--purposes FILE] [--residency FILE] [--details FILE] [--strict]
+                                         check the files as the broker loads them and list
+                                         what they leave to review (overlapping topic filters,
+                                         special categories, missing retention or residency...);
+                                         exit 2 if they do not load, 1 with --strict if
+                                         anything is left to review
 
 options:
   --host HOST         broker host (default 127.0.0.1)

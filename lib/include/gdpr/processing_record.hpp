@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -45,6 +46,12 @@ bool is_criminal_offence_category(std::string_view category);
 nlohmann::json processing_record(const schema_set& schemas, const purpose_registry& purposes,
                                  const residency_rules* residency, const processing_safeguards* safeguards,
                                  const processing_details* details = nullptr);
+
+// What the definition files alone leave to review (gdprctl schema lint): the record's review
+// notes, less the one on a missing processing details file when `details` is null.
+std::vector<std::string> definition_review_notes(const schema_set& schemas, const purpose_registry& purposes,
+                                                 const residency_rules* residency,
+                                                 const processing_details* details = nullptr);
 
 // The same record as plain text for people (gdprctl without --json).
 std::string processing_record_text(const nlohmann::json& record);
