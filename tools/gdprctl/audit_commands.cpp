@@ -237,6 +237,31 @@ int report(const std::string& path, const std::map<std::string, std::string>& fl
     return EXIT_OK;
 }
 
+// The definition files as the broker loads them: the schemas directory, purposes.json (or
+// --purposes), and the residency and processing details files when given. Throws what the
+// broker's start would refuse with (schema_error, config_error), naming the file.
+struct definition_files {
+    gdpr::purpose_registry purposes;
+    gdpr::schema_set schemas;
+    std::optional<gdpr::residency_rules> residency;
+    std::optional<gdpr::processing_details> details;
+
+    definition_files(const std::string& dir, const std::map<std::string, std::string>& flags)
+        : purposes(load_purposes_of(dir, flags)), schemas(gdpr::load_schema_directory(dir, purposes)) {
+        if (const auto r = flags.find("--residency"); r != flags.end()) residency = gdpr::residency_rules::load(r->second, schemas);
+        if (const auto d = flags.find("--details"); d != flags.end()) details = gdpr::load_processing_details(d->second);
+    }
+    const gdpr::residency_rules* residency_rules() const { return residency ? &*residency : nullptr; }
+    const gdpr::processing_details* details_file() const { return details ? &*details : nullptr; }
+
+private:
+    static gdpr::purpose_registry load_purposes_of(const std::string& dir, const std::map<std::string, std::string>& flags) {
+        gdpr::check_schema_directory(dir);
+        const auto p = flags.find("--purposes");
+        return gdpr::load_purposes(p != flags.end() ? p->second : dir + "/purposes.json");
+    }
+};
+
 } // namespace
 
 // GDPR Art. 30(1): the record the definition files describe, before they are put in use.
@@ -247,16 +272,9 @@ int processing_record(const std::vector<std::string>& args) {
         return usage(problem);
     const std::string dir = flags["--schemas"];
     if (dir.empty()) return usage("processing-record needs --schemas DIR");
-    gdpr::check_schema_directory(dir);
-    const std::string purposes_file = flags.count("--purposes") ? flags["--purposes"] : dir + "/purposes.json";
-    const gdpr::purpose_registry purposes = gdpr::load_purposes(purposes_file);
-    const gdpr::schema_set schemas = gdpr::load_schema_directory(dir, purposes);
-    std::optional<gdpr::residency_rules> residency;
-    if (flags.count("--residency")) residency = gdpr::residency_rules::load(flags["--residency"], schemas);
-    std::optional<gdpr::processing_details> details;
-    if (flags.count("--details")) details = gdpr::load_processing_details(flags["--details"]);
+    const definition_files files(dir, flags);
     const nlohmann::json record =
-        gdpr::processing_record(schemas, purposes, residency ? &*residency : nullptr, nullptr, details ? &*details : nullptr);
+        gdpr::processing_record(files.schemas, files.purposes, files.residency_rules(), nullptr, files.details_file());
     std::cout << (flags.count("--json") ? record.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" : gdpr::processing_record_text(record));
     return EXIT_OK;
 }
@@ -270,22 +288,14 @@ int schema_lint(const std::vector<std::string>& args) {
     std::string problem;
     if (!parse_flags(args, 3, {"--purposes", "--residency", "--details"}, {"--strict"}, flags, problem)) return usage(problem);
     const std::string& dir = args[2];
-    gdpr::check_schema_directory(dir);
-    const std::string purposes_file = flags.count("--purposes") ? flags["--purposes"] : dir + "/purposes.json";
-    const gdpr::purpose_registry purposes = gdpr::load_purposes(purposes_file);
-    const gdpr::schema_set schemas = gdpr::load_schema_directory(dir, purposes);
-    std::optional<gdpr::residency_rules> residency;
-    if (flags.count("--residency")) residency = gdpr::residency_rules::load(flags["--residency"], schemas);
-    std::optional<gdpr::processing_details> details;
-    if (flags.count("--details")) details = gdpr::load_processing_details(flags["--details"]);
+    const definition_files files(dir, flags);
     std::size_t filters = 0;
-    for (const auto& s : schemas.schemas) filters += s.topics.size();
-    const auto notes =
-        gdpr::definition_review_notes(schemas, purposes, residency ? &*residency : nullptr, details ? &*details : nullptr);
-    std::cout << dir << ": " << schemas.schemas.size() << " schemas (" << filters << " topic filters) and "
-              << purposes.names().size() << " purposes load as the broker loads them";
-    if (residency) std::cout << ", with the residency file";
-    if (details) std::cout << " and the processing details";
+    for (const auto& s : files.schemas.schemas) filters += s.topics.size();
+    const auto notes = gdpr::definition_review_notes(files.schemas, files.purposes, files.residency_rules(), files.details_file());
+    std::cout << dir << ": " << files.schemas.schemas.size() << " schemas (" << filters << " topic filters) and "
+              << files.purposes.names().size() << " purposes load as the broker loads them";
+    if (files.residency) std::cout << ", with the residency file";
+    if (files.details) std::cout << " and the processing details";
     std::cout << "\n";
     if (notes.empty()) {
         std::cout << "nothing to review\n";
